@@ -1,0 +1,3 @@
+"""flowstream."""
+
+from ._version import __version__ as __version__

@@ -1,0 +1,192 @@
+"""Every exception flowstream raises on purpose, in one tree.
+
+```
+Exception
+ +-- FlowstreamError
+      +-- WorkflowValidationError (also ValueError)   bad workflow: every problem listed
+      +-- UnknownNodeType (also LookupError)          a type id nobody registered
+      +-- CodecError
+      |    +-- EncodeError (also TypeError)           a value that has no wire form
+      |    +-- DecodeError (also ValueError)          bytes that are not a valid document
+      +-- NodeError                                   a node's own code failed
+      +-- RunCancelled                                the run was cancelled
+      +-- ChannelError (also RuntimeError)
+      |    +-- ClosedChannelError                     you used a half you had closed
+      |    +-- BrokenChannelError                     the other side went away
+      +-- ConnectorError
+           +-- ConnectError                           could not reach the outside world
+           +-- ConnectionLost                         reached it, then lost it
+           +-- ProtocolError                          the peer spoke nonsense
+
+EndOfStream, WouldBlock                               signals, not failures
+```
+
+Each class says who is at fault and what to do about it. Subclassing a builtin as
+well lets callers catch generically (``except ValueError`` catches a bad workflow).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "BrokenChannelError",
+    "ChannelError",
+    "ClosedChannelError",
+    "CodecError",
+    "ConnectError",
+    "ConnectionLost",
+    "ConnectorError",
+    "DecodeError",
+    "EncodeError",
+    "EndOfStream",
+    "FlowstreamError",
+    "NodeError",
+    "Problem",
+    "ProtocolError",
+    "RunCancelled",
+    "UnknownNodeType",
+    "WorkflowValidationError",
+    "WouldBlock",
+]
+
+
+class FlowstreamError(Exception):
+    """Base class of every error flowstream raises on purpose."""
+
+
+class Problem(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One thing wrong with a workflow.
+
+    Attributes:
+        message: What is wrong and, where it helps, what was expected.
+        node: The id of the node at fault, if one is.
+        field: The config field, port or workflow field at fault, if one is.
+    """
+
+    message: str
+    node: str | None = None
+    field: str | None = None
+
+    def __str__(self) -> str:
+        where = []
+        if self.node is not None:
+            where.append(f"node {self.node!r}")
+        if self.field is not None:
+            where.append(self.field)
+        return f"{', '.join(where)}: {self.message}" if where else self.message
+
+
+class WorkflowValidationError(FlowstreamError, ValueError):
+    """The workflow is wrong; the author of the workflow file must fix it.
+
+    Validation runs to the end before raising, so ``problems`` lists every
+    mistake found, each naming its node and field.
+    """
+
+    def __init__(self, problems: list[Problem], source: str | None = None) -> None:
+        self.problems = list(problems)
+        self.source = source
+        head = f"{source}: " if source else ""
+        count = len(self.problems)
+        noun = "problem" if count == 1 else "problems"
+        lines = [f"{head}{count} {noun}"] + [f"  - {p}" for p in self.problems]
+        super().__init__("\n".join(lines))
+
+
+class UnknownNodeType(FlowstreamError, LookupError):
+    """No node type is registered under this id: a typo, or a missing node pack.
+
+    ``suggestions`` holds the closest registered ids.
+    """
+
+    def __init__(self, type_id: str, suggestions: list[str]) -> None:
+        self.type_id = type_id
+        self.suggestions = suggestions
+        hint = f" (did you mean {', '.join(map(repr, suggestions))}?)" if suggestions else ""
+        super().__init__(f"unknown node type {type_id!r}{hint}")
+
+
+class CodecError(FlowstreamError):
+    """A value could not be encoded, or bytes could not be decoded."""
+
+
+class EncodeError(CodecError, TypeError):
+    """The value has no wire form (a Stream, a set, an arbitrary object).
+
+    The caller handed the codec something it cannot represent; convert it to
+    plain values first.
+    """
+
+
+class DecodeError(CodecError, ValueError):
+    """The bytes are not a valid document of the expected format and shape.
+
+    Whoever produced the bytes is at fault; the message keeps the decoder's
+    path to the bad spot (``$.nodes[2].type``).
+    """
+
+
+class NodeError(FlowstreamError):
+    """A node's own code raised; ``__cause__`` holds the original exception.
+
+    Attributes:
+        node_id: The node, as named in the workflow.
+        node_type: Its registered type id.
+    """
+
+    def __init__(self, message: str, *, node_id: str, node_type: str) -> None:
+        self.node_id = node_id
+        self.node_type = node_type
+        super().__init__(f"node {node_id!r} ({node_type}) failed: {message}")
+
+
+class RunCancelled(FlowstreamError):
+    """The run was cancelled before it finished (a second stop, or a caller)."""
+
+
+class ChannelError(FlowstreamError, RuntimeError):
+    """Misuse of a channel half, or a channel whose other side is gone."""
+
+
+class ClosedChannelError(ChannelError):
+    """You used a channel half after closing it yourself: a bug in the caller."""
+
+
+class BrokenChannelError(ChannelError):
+    """Every half on the other side is closed: nobody will ever receive this.
+
+    Not the caller's fault; the consumer went away (finished or failed).
+    """
+
+
+class ConnectorError(FlowstreamError):
+    """Trouble talking to the outside world."""
+
+
+class ConnectError(ConnectorError):
+    """Could not connect (refused, unreachable, bad address): check the endpoint."""
+
+
+class ConnectionLost(ConnectorError):
+    """A connection that was up went down; connectors reconnect where they can."""
+
+
+class ProtocolError(ConnectorError):
+    """The peer broke the protocol (bad handshake, bad framing)."""
+
+
+class EndOfStream(Exception):  # noqa: N818 - a signal, not an error
+    """Signal: the channel is closed and drained; nothing more will arrive."""
+
+
+class WouldBlock(Exception):  # noqa: N818 - a signal, not an error
+    """Signal: a ``*_nowait`` call would have had to wait."""
+
+
+def _details(value: Any, limit: int = 200) -> str:
+    """Return a short repr of a value for error messages."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
