@@ -7,7 +7,7 @@ Exception
       +-- UnknownNodeType (also LookupError)          a type id nobody registered
       +-- CodecError
       |    +-- EncodeError (also TypeError)           a value that has no wire form
-      |    +-- DecodeError (also ValueError)          bytes that are not a valid document
+      |    +-- DecodeError (also ValueError)          bytes that are not a document
       +-- NodeError                                   a node's own code failed
       +-- RunCancelled                                the run was cancelled
       +-- ChannelError (also RuntimeError)
@@ -105,7 +105,11 @@ class UnknownNodeType(FlowstreamError, LookupError):
     def __init__(self, type_id: str, suggestions: list[str]) -> None:
         self.type_id = type_id
         self.suggestions = suggestions
-        hint = f" (did you mean {', '.join(map(repr, suggestions))}?)" if suggestions else ""
+        hint = (
+            f" (did you mean {', '.join(map(repr, suggestions))}?)"
+            if suggestions
+            else ""
+        )
         super().__init__(f"unknown node type {type_id!r}{hint}")
 
 
@@ -178,11 +182,11 @@ class ProtocolError(ConnectorError):
     """The peer broke the protocol (bad handshake, bad framing)."""
 
 
-class EndOfStream(Exception):  # noqa: N818 - a signal, not an error
+class EndOfStream(Exception):
     """Signal: the channel is closed and drained; nothing more will arrive."""
 
 
-class WouldBlock(Exception):  # noqa: N818 - a signal, not an error
+class WouldBlock(Exception):
     """Signal: a ``*_nowait`` call would have had to wait."""
 
 

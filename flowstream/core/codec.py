@@ -1,0 +1,220 @@
+"""The one codec: values as JSON and MessagePack, documents as JSON, YAML and TOML.
+
+Everything is msgspec. Encoders and decoders are module-level and reused (the
+top-level ``msgspec.json.encode`` builds state on every call).
+
+Values keep their types through both wire formats:
+
+* ``bytes`` are native in MessagePack; in JSON they are written as
+  ``{"$bytes": "<base64>"}`` and turned back into bytes on decode.
+* `Json` is spliced into JSON output unchanged and decoded once for MessagePack.
+* `Stream` has no wire form: encoding one raises `EncodeError`.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from ..errors import DecodeError, EncodeError
+from .values import Json, Stream
+
+__all__ = [
+    "DOCUMENT_FORMATS",
+    "WireFormat",
+    "decode",
+    "decode_document",
+    "decode_json",
+    "decode_msgpack",
+    "document_format",
+    "encode",
+    "encode_document",
+    "encode_json",
+    "encode_msgpack",
+]
+
+WireFormat = Literal["json", "msgpack"]
+
+_BYTES_KEY = "$bytes"
+
+
+def _json_hook(obj: Any) -> Any:
+    if isinstance(obj, Json):
+        return msgspec.Raw(obj.data)
+    return _refuse(obj)
+
+
+def _msgpack_hook(obj: Any) -> Any:
+    if isinstance(obj, Json):
+        return _json_decoder.decode(obj.data)
+    return _refuse(obj)
+
+
+def _refuse(obj: Any) -> Any:
+    if isinstance(obj, Stream):
+        msg = (
+            f"cannot encode {obj!r}: a Stream is read incrementally and has no "
+            "wire form; collect it into a list first"
+        )
+    else:
+        msg = f"cannot encode a value of type {type(obj).__qualname__}: {obj!r:.80}"
+    raise EncodeError(msg)
+
+
+_json_encoder = msgspec.json.Encoder(enc_hook=_json_hook)
+_json_decoder = msgspec.json.Decoder()
+_msgpack_encoder = msgspec.msgpack.Encoder(enc_hook=_msgpack_hook)
+_msgpack_decoder = msgspec.msgpack.Decoder()
+
+
+def _bytes_to_json(value: Any) -> Any:
+    # Only containers can hide bytes; scalars are returned as they are.
+    kind = type(value)
+    if kind is bytes or kind is bytearray or kind is memoryview:
+        return {_BYTES_KEY: base64.b64encode(value).decode("ascii")}
+    if kind is list or kind is tuple:
+        return [_bytes_to_json(v) for v in value]
+    if kind is dict:
+        return {k: _bytes_to_json(v) for k, v in value.items()}
+    return value
+
+
+def _bytes_from_json(value: Any) -> Any:
+    kind = type(value)
+    if kind is list:
+        return [_bytes_from_json(v) for v in value]
+    if kind is dict:
+        if len(value) == 1 and type(value.get(_BYTES_KEY)) is str:
+            return base64.b64decode(value[_BYTES_KEY])
+        return {k: _bytes_from_json(v) for k, v in value.items()}
+    return value
+
+
+def encode_json(value: Any) -> bytes:
+    """Encode a value as JSON, keeping bytes as ``{"$bytes": base64}``.
+
+    Raises:
+        EncodeError: The value holds a Stream or an unsupported type.
+    """
+    try:
+        return _json_encoder.encode(_bytes_to_json(value))
+    except (TypeError, OverflowError) as exc:
+        raise EncodeError(str(exc)) from exc
+
+
+def decode_json(data: bytes | str | Json) -> Any:
+    """Decode a JSON document into plain values (bytes restored).
+
+    Raises:
+        DecodeError: The data is not valid JSON; the message says where.
+    """
+    raw = data.data if isinstance(data, Json) else data
+    try:
+        value = _json_decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        msg = f"invalid JSON: {exc}"
+        raise DecodeError(msg) from exc
+    # A cheap scan saves walking documents that cannot hold encoded bytes.
+    marker = b'"$bytes"' if isinstance(raw, bytes | bytearray) else '"$bytes"'
+    return _bytes_from_json(value) if marker in raw else value  # type: ignore[operator]
+
+
+def encode_msgpack(value: Any) -> bytes:
+    """Encode a value as MessagePack.
+
+    Raises:
+        EncodeError: The value holds a Stream or an unsupported type.
+    """
+    try:
+        return _msgpack_encoder.encode(value)
+    except (TypeError, OverflowError) as exc:
+        raise EncodeError(str(exc)) from exc
+
+
+def decode_msgpack(data: bytes) -> Any:
+    """Decode a MessagePack document into plain values.
+
+    Raises:
+        DecodeError: The data is not valid MessagePack.
+    """
+    try:
+        return _msgpack_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        msg = f"invalid MessagePack: {exc}"
+        raise DecodeError(msg) from exc
+
+
+def encode(value: Any, format: WireFormat = "json") -> bytes:
+    """Encode a value in a wire format (``"json"`` or ``"msgpack"``)."""
+    return encode_msgpack(value) if format == "msgpack" else encode_json(value)
+
+
+def decode(data: bytes, format: WireFormat = "json") -> Any:
+    """Decode a value from a wire format (``"json"`` or ``"msgpack"``)."""
+    return decode_msgpack(data) if format == "msgpack" else decode_json(data)
+
+
+# --- documents (workflow files, configs) -------------------------------------
+
+DocumentFormat = Literal["json", "yaml", "toml"]
+
+DOCUMENT_FORMATS: dict[str, DocumentFormat] = {
+    ".json": "json",
+    ".yaml": "yaml",
+    ".yml": "yaml",
+    ".toml": "toml",
+}
+
+
+def document_format(path: str | Path) -> DocumentFormat:
+    """Return the document format for a file name, chosen by its extension.
+
+    Raises:
+        DecodeError: The extension is not one of .json, .yaml, .yml, .toml.
+    """
+    suffix = Path(path).suffix.lower()
+    try:
+        return DOCUMENT_FORMATS[suffix]
+    except KeyError:
+        known = ", ".join(DOCUMENT_FORMATS)
+        msg = f"{path}: unknown file type {suffix or '(none)'!r}; use one of {known}"
+        raise DecodeError(msg) from None
+
+
+def decode_document(data: bytes, format: DocumentFormat, *, name: str = "") -> Any:
+    """Decode a JSON, YAML or TOML document into plain values.
+
+    Raises:
+        DecodeError: The text is not a valid document; names ``name`` if given.
+    """
+    try:
+        if format == "yaml":
+            return msgspec.yaml.decode(data)
+        if format == "toml":
+            return msgspec.toml.decode(data)
+        return _json_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        where = f"{name}: " if name else ""
+        msg = f"{where}invalid {format.upper()}: {exc}"
+        raise DecodeError(msg) from exc
+
+
+def encode_document(obj: Any, format: DocumentFormat) -> bytes:
+    """Encode plain values or msgspec structs as a JSON, YAML or TOML document.
+
+    Raises:
+        EncodeError: The object cannot be written in that format (TOML has no
+            null, for one).
+    """
+    try:
+        if format == "yaml":
+            return msgspec.yaml.encode(obj)
+        if format == "toml":
+            return msgspec.toml.encode(obj)
+        return msgspec.json.format(msgspec.json.encode(obj), indent=2) + b"\n"
+    except (TypeError, ValueError) as exc:
+        msg = f"cannot write this document as {format.upper()}: {exc}"
+        raise EncodeError(msg) from exc

@@ -1,0 +1,364 @@
+"""The node author's API: the `node` decorator, `NodeSpec`, and the `Node` protocol.
+
+A node type is declared once and runs nothing until a runtime instantiates it::
+
+    class Scale(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+        factor: float = 2.0
+
+    @node("transform.scale", config=Scale)
+    async def scale(inp: AsyncIterator[float], *, config: Scale):
+        async for x in inp:
+            yield x * config.factor
+
+Ports come from the signature:
+
+* positional parameters are input ports; the parameter ``inp`` is port ``in``
+  (``in`` is a keyword), any other name is its own port;
+* in an async generator, inputs are async iterators of items and yielded values
+  go to port ``out``;
+* in a one-shot function (``async def f(a, b) -> v`` or a plain ``def``), each
+  input is one item and the return value goes to ``out``; with several inputs
+  the function is called once per set of one item from each port (zip);
+* a keyword-only ``config`` receives the validated config struct and a
+  keyword-only ``ctx`` the `NodeContext` (other output ports, state, events);
+* every node has an ``error`` output port for dead letters.
+
+A class with ``execute`` (same rules) plus optional async ``initialize(ctx)`` and
+``shutdown()`` is the `Node` protocol form; its ``__init__`` takes the config.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
+
+import msgspec
+
+if typing.TYPE_CHECKING:
+    import logging
+
+__all__ = [
+    "ERROR_PORT",
+    "OUT_PORT",
+    "Kernel",
+    "KernelFactory",
+    "Node",
+    "NodeContext",
+    "NodeFactory",
+    "NodeSpec",
+    "NodeState",
+    "node",
+]
+
+OUT_PORT = "out"
+ERROR_PORT = "error"
+
+Kernel = Callable[[list[Any]], list[Any]]
+"""A batch kernel: a plain function from a list of items to a list of items."""
+
+KernelFactory = Callable[[Any], Kernel]
+"""Builds a node's batch kernel from its validated config."""
+
+Shape = Literal["stream", "call"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class NodeState(Protocol):
+    """Per-run key/value state of one node; values must be msgspec-encodable.
+
+    Kept in one place per run so that checkpoints can snapshot it.
+    """
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Return the value under ``key``, or ``default``."""
+
+    def __getitem__(self, key: str) -> Any: ...
+
+    def __setitem__(self, key: str, value: Any) -> None: ...
+
+    def __contains__(self, key: object) -> bool: ...
+
+
+class NodeContext(Protocol):
+    """What a running node can reach besides its inputs (given by the runtime)."""
+
+    run_id: str
+    node_id: str
+    node_type: str
+    state: NodeState
+    logger: logging.Logger
+
+    def emit(self, port: str, item: Any) -> None:
+        """Send ``item`` on output ``port`` (buffered; flushed with the outputs)."""
+
+    def dead_letter(self, item: Any, reason: str) -> None:
+        """Send ``item`` to the ``error`` port with a reason, and count it."""
+
+    def event(self, name: str, data: Any = None) -> None:
+        """Publish a custom `NodeEvent` on the run's event bus."""
+
+
+@runtime_checkable
+class Node(Protocol):
+    """A node instance as the runtime drives it.
+
+    ``initialize`` runs before the first item, ``shutdown`` after the last one
+    whatever happened. ``execute`` follows the decorator's port rules.
+    """
+
+    async def initialize(self, ctx: NodeContext) -> None:
+        """Acquire resources (connections, files) before the run."""
+
+    async def shutdown(self) -> None:
+        """Release them; called even when the run failed or was cancelled."""
+
+
+class NodeFactory(Protocol):
+    """Makes node instances of one type from validated config."""
+
+    @property
+    def type_id(self) -> str:
+        """The registered type id, ``category.verb``."""
+
+    def decode_config(self, raw: dict[str, Any]) -> Any:
+        """Validate a raw config mapping into the node's config type."""
+
+    def create(self, config: Any) -> Node:
+        """Return a new node instance for one run."""
+
+
+class _FunctionNode:
+    """Adapts a decorated function to the `Node` protocol."""
+
+    __slots__ = ("execute",)
+
+    def __init__(self, execute: Callable[..., Any]) -> None:
+        self.execute = execute
+
+    async def initialize(self, ctx: NodeContext) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None
+
+
+class NodeSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """An immutable description of a node type; made by the `node` decorator.
+
+    Attributes:
+        type_id: The registered id, ``category.verb``.
+        fn: The decorated function or class, unchanged; unit tests may call it
+            directly on plain async iterables.
+        shape: ``"stream"`` (async generator over input iterators) or
+            ``"call"`` (one-shot: one item per input, one result).
+        is_async: For ``"call"``, whether the function is a coroutine function.
+        is_class: The node is a class implementing `Node`.
+        inputs: Input port names, in parameter order.
+        params: The parameter name behind each input port.
+        outputs: Output port names; always includes ``out`` and ``error``.
+        config_type: The msgspec struct the config is validated against.
+        wants_config: ``fn`` takes a keyword-only ``config``.
+        wants_ctx: ``fn`` takes a keyword-only ``ctx``.
+        batched: Inputs yield lists and the node yields lists (batch-aware).
+        kernel: Builds a batch kernel for fused 1-in/1-out stateless chains.
+        needs_end: The node emits only at end of input (like ``reduce``), so it
+            cannot follow an unbounded source in stream mode.
+        description: First line of the docstring.
+        location: ``module.qualname:line``, for error messages.
+    """
+
+    type_id: str
+    fn: Any
+    shape: Shape
+    is_async: bool = True
+    is_class: bool = False
+    inputs: tuple[str, ...] = ()
+    params: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = (OUT_PORT, ERROR_PORT)
+    config_type: type[msgspec.Struct] | None = None
+    wants_config: bool = False
+    wants_ctx: bool = False
+    batched: bool = False
+    kernel: KernelFactory | None = None
+    needs_end: bool = False
+    description: str = ""
+    location: str = ""
+
+    @property
+    def is_source(self) -> bool:
+        """The node has no input ports."""
+        return not self.inputs
+
+    def decode_config(self, raw: dict[str, Any]) -> Any:
+        """Validate ``raw`` against the config type and return the struct.
+
+        Raises:
+            msgspec.ValidationError: The config does not fit; the message has
+                the field path.
+        """
+        if self.config_type is None:
+            if raw:
+                names = ", ".join(sorted(raw))
+                msg = f"takes no config, got {names}"
+                raise msgspec.ValidationError(msg)
+            return None
+        return msgspec.convert(raw, self.config_type)
+
+    def create(self, config: Any) -> Node:
+        """Return a node instance bound to ``config``."""
+        if self.is_class:
+            instance: Node = self.fn(config) if self.wants_config else self.fn()
+            return instance
+        return _FunctionNode(self.fn)
+
+
+def _location(obj: Any) -> str:
+    target = inspect.unwrap(obj)
+    try:
+        line = inspect.getsourcelines(target)[1]
+    except (OSError, TypeError):
+        line = 0
+    return f"{target.__module__}.{target.__qualname__}:{line}"
+
+
+def _ports(
+    type_id: str, fn: Callable[..., Any], where: str, skip_self: bool
+) -> tuple[tuple[str, ...], tuple[str, ...], bool, bool]:
+    """Read input ports and the config/ctx keywords off a signature."""
+    params = list(inspect.signature(fn).parameters.values())
+    if skip_self:
+        params = params[1:]
+    inputs: list[str] = []
+    names: list[str] = []
+    wants_config = wants_ctx = False
+    for p in params:
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            inputs.append("in" if p.name == "inp" else p.name)
+            names.append(p.name)
+        elif p.kind is p.KEYWORD_ONLY and p.name == "config":
+            wants_config = True
+        elif p.kind is p.KEYWORD_ONLY and p.name == "ctx":
+            wants_ctx = True
+        else:
+            msg = (
+                f"node {type_id!r} ({where}): parameter {p.name!r} is not supported; "
+                "use positional input ports and keyword-only 'config' and 'ctx'"
+            )
+            raise TypeError(msg)
+    return tuple(inputs), tuple(names), wants_config, wants_ctx
+
+
+def _config_type(
+    type_id: str, fn: Callable[..., Any], given: type[msgspec.Struct] | None, where: str
+) -> type[msgspec.Struct] | None:
+    if given is not None:
+        if not (isinstance(given, type) and issubclass(given, msgspec.Struct)):
+            msg = f"node {type_id!r} ({where}): config must be a msgspec.Struct type"
+            raise TypeError(msg)
+        return given
+    # Resolve only this annotation: the others may name TYPE_CHECKING imports.
+    hint = inspect.signature(fn).parameters["config"].annotation
+    if isinstance(hint, str):
+        try:
+            hint = eval(hint, getattr(fn, "__globals__", {}))
+        except Exception:
+            hint = None
+    if isinstance(hint, type) and issubclass(hint, msgspec.Struct):
+        return hint
+    msg = (
+        f"node {type_id!r} ({where}): takes 'config' but its type is unknown; "
+        "pass config=YourStruct to @node or annotate the parameter"
+    )
+    raise TypeError(msg)
+
+
+def node(
+    type_id: str,
+    *,
+    config: type[msgspec.Struct] | None = None,
+    outputs: Sequence[str] = (),
+    batched: bool = False,
+    kernel: KernelFactory | None = None,
+    needs_end: bool = False,
+    description: str | None = None,
+) -> Callable[[Any], NodeSpec]:
+    """Declare a node type; the decorated function or class becomes a `NodeSpec`.
+
+    Checks the signature at decoration time and runs nothing.
+
+    Args:
+        type_id: ``category.verb``, unique in a registry.
+        config: The msgspec struct that validates the node's config; taken from
+            the ``config`` parameter's annotation when omitted.
+        outputs: Output ports besides ``out`` and ``error``.
+        batched: Inputs yield lists of items and the node yields lists.
+        kernel: A batch kernel factory (for built-in stateless nodes).
+        needs_end: The node emits only at end of input.
+        description: Overrides the docstring's first line.
+
+    Raises:
+        TypeError: The signature does not follow the port rules; the message
+            names the function and its line.
+    """
+    if "." not in type_id or type_id.startswith(".") or type_id.endswith("."):
+        msg = f"node type id {type_id!r} must be 'category.verb'"
+        raise ValueError(msg)
+
+    def decorate(obj: Any) -> NodeSpec:
+        where = _location(obj)
+        is_class = inspect.isclass(obj)
+        fn = getattr(obj, "execute", None) if is_class else obj
+        if fn is None or not callable(fn):
+            msg = f"node {type_id!r} ({where}): a node class needs an execute method"
+            raise TypeError(msg)
+        if inspect.isasyncgenfunction(fn):
+            shape: Shape = "stream"
+            is_async = True
+        else:
+            shape = "call"
+            is_async = inspect.iscoroutinefunction(fn)
+            if batched:
+                msg = f"node {type_id!r} ({where}): batched needs an async generator"
+                raise TypeError(msg)
+        inputs, names, wants_config, wants_ctx = _ports(type_id, fn, where, is_class)
+        if len(set(inputs)) != len(inputs):
+            msg = f"node {type_id!r} ({where}): two parameters map to port 'in'"
+            raise TypeError(msg)
+        if is_class:
+            init_params = list(inspect.signature(obj).parameters)
+            wants_config = bool(init_params)
+            if wants_config and config is None:
+                msg = (
+                    f"node {type_id!r} ({where}): __init__ takes a config; pass config="
+                )
+                raise TypeError(msg)
+            config_type = config
+        elif wants_config:
+            config_type = _config_type(type_id, fn, config, where)
+        else:
+            config_type = config
+        extra = tuple(p for p in outputs if p not in (OUT_PORT, ERROR_PORT))
+        doc = description if description is not None else inspect.getdoc(obj) or ""
+        return NodeSpec(
+            type_id=type_id,
+            fn=obj,
+            shape=shape,
+            is_async=is_async,
+            is_class=is_class,
+            inputs=inputs,
+            params=names,
+            outputs=(OUT_PORT, ERROR_PORT, *extra),
+            config_type=config_type,
+            wants_config=wants_config,
+            wants_ctx=wants_ctx,
+            batched=batched,
+            kernel=kernel,
+            needs_end=needs_end,
+            description=doc.strip().splitlines()[0] if doc.strip() else "",
+            location=where,
+        )
+
+    return decorate

@@ -1,0 +1,350 @@
+"""The workflow model: nodes, connections, failure policies, and their files.
+
+A `Workflow` is plain data (msgspec structs). It is read from and written to
+JSON, YAML or TOML (chosen by extension), and built in Python with a fluent
+builder::
+
+    wf = (
+        Workflow("demo")
+        .node("numbers", "source.range", stop=10)
+        .node("double", "transform.map", expr="x * 2")
+        .node("out", "sink.collect")
+        .connect("numbers -> double")
+        .connect("double", "out")
+    )
+
+Connections are written either as records or as strings: ``"a -> b"`` means
+``a.out -> b.in``; ports are named with a dot, ``"route.even -> sink.in"``.
+Reading a document reports every structural mistake at once as a
+`WorkflowValidationError`; what needs the node registry (types, ports,
+configs, cycles) is checked by `flowstream.runtime.validation`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal, TypeAlias
+
+import msgspec
+
+from ..errors import Problem, WorkflowValidationError
+from .codec import (
+    DocumentFormat,
+    decode_document,
+    document_format,
+    encode_document,
+)
+
+__all__ = [
+    "Connection",
+    "ContinueOnError",
+    "ErrorHandling",
+    "RetryPolicy",
+    "RetryWorkflow",
+    "StopWorkflow",
+    "Workflow",
+    "WorkflowNode",
+    "describe_validation_error",
+    "dump_workflow",
+    "load_workflow",
+    "parse_connection",
+    "read_workflow",
+    "write_workflow",
+]
+
+Mode = Literal["dag", "stream"]
+NODE_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+class RetryPolicy(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
+):
+    """How often to try a failing node call again, and how long to wait.
+
+    The wait before attempt *n+1* is ``delay_ms * backoff_multiplier**(n-1)``,
+    capped at ``max_delay_ms``.
+    """
+
+    max_attempts: int = 3
+    delay_ms: float = 100.0
+    backoff_multiplier: float = 2.0
+    max_delay_ms: float = 30_000.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            msg = f"max_attempts must be >= 1, got {self.max_attempts}"
+            raise ValueError(msg)
+        if self.delay_ms < 0 or self.max_delay_ms < 0:
+            msg = "delays must be >= 0"
+            raise ValueError(msg)
+        if self.backoff_multiplier < 1:
+            msg = f"backoff_multiplier must be >= 1, got {self.backoff_multiplier}"
+            raise ValueError(msg)
+
+    def delay_s(self, attempt: int) -> float:
+        """Return the wait in seconds after failed attempt number ``attempt``."""
+        delay = self.delay_ms * self.backoff_multiplier ** (attempt - 1)
+        return min(delay, self.max_delay_ms) / 1000.0
+
+
+class _Policy(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    tag_field="mode",
+):
+    pass
+
+
+class StopWorkflow(_Policy, frozen=True, tag="stop_workflow"):
+    """A failure fails the run: the other nodes are cancelled (the default)."""
+
+
+class ContinueOnError(_Policy, frozen=True, tag="continue_on_error"):
+    """A failing item goes to the node's ``error`` port and the run goes on."""
+
+
+class RetryWorkflow(_Policy, frozen=True, tag="retry_workflow"):
+    """A failure restarts the whole run, up to ``max_attempts`` runs in all."""
+
+    max_attempts: int = 3
+
+
+ErrorHandling: TypeAlias = StopWorkflow | ContinueOnError | RetryWorkflow
+
+
+class WorkflowNode(
+    msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
+    """One node of a workflow: an id, a registered type and its config."""
+
+    id: str
+    type: str
+    config: dict[str, Any] = msgspec.field(default_factory=dict)
+    retry: RetryPolicy | None = None
+    error_handling: ErrorHandling | None = None
+    fuse: bool = True
+    """False keeps this node out of fused chains (its own task and channels)."""
+
+
+class Connection(
+    msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
+    """An edge from one node's output port to another node's input port."""
+
+    from_node: str
+    to_node: str
+    from_port: str = "out"
+    to_port: str = "in"
+    capacity: int | None = None
+    """Channel capacity in batches; None means the runtime's default."""
+
+    def __str__(self) -> str:
+        return f"{self.from_node}.{self.from_port} -> {self.to_node}.{self.to_port}"
+
+
+class Workflow(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """A graph of nodes joined by connections; plain data, runs nothing.
+
+    Attributes:
+        name: The workflow's name.
+        mode: ``"dag"`` (finite; the run returns outputs) or ``"stream"``
+            (unbounded; runs until stopped).
+        nodes: The nodes, in any order.
+        connections: The edges.
+        error_handling: The default policy for nodes that set none.
+        description: Free text.
+    """
+
+    name: str
+    mode: Mode = "dag"
+    description: str = ""
+    nodes: list[WorkflowNode] = msgspec.field(default_factory=list)
+    connections: list[Connection] = msgspec.field(default_factory=list)
+    error_handling: ErrorHandling = msgspec.field(default_factory=StopWorkflow)
+
+    # --- builder -------------------------------------------------------------
+
+    def node(
+        self,
+        id: str,
+        type: str,
+        config: dict[str, Any] | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        error_handling: ErrorHandling | None = None,
+        fuse: bool = True,
+        **options: Any,
+    ) -> Workflow:
+        """Add a node and return the workflow; ``options`` extend ``config``."""
+        merged = {**(config or {}), **options}
+        self.nodes.append(
+            WorkflowNode(
+                id=id,
+                type=type,
+                config=merged,
+                retry=retry,
+                error_handling=error_handling,
+                fuse=fuse,
+            )
+        )
+        return self
+
+    def connect(
+        self, source: str, target: str | None = None, *, capacity: int | None = None
+    ) -> Workflow:
+        """Add a connection and return the workflow.
+
+        Either ``connect("a -> b.in")`` or ``connect("a", "b")``; each end may
+        name a port after a dot (``"route.even"``).
+        """
+        text = source if target is None else f"{source} -> {target}"
+        conn = parse_connection(text)
+        if capacity is not None:
+            conn = msgspec.structs.replace(conn, capacity=capacity)
+        self.connections.append(conn)
+        return self
+
+    def get_node(self, node_id: str) -> WorkflowNode:
+        """Return the node with this id.
+
+        Raises:
+            KeyError: No node has that id.
+        """
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        raise KeyError(node_id)
+
+
+def parse_connection(text: str) -> Connection:
+    """Parse ``"a -> b"`` or ``"a.port -> b.port"`` into a `Connection`.
+
+    Raises:
+        ValueError: The text is not of that form.
+    """
+    left, arrow, right = text.partition("->")
+    if not arrow or not left.strip() or not right.strip() or "->" in right:
+        msg = f"cannot read connection {text!r}; write 'a -> b' or 'a.port -> b.port'"
+        raise ValueError(msg)
+    from_node, _, from_port = left.strip().partition(".")
+    to_node, _, to_port = right.strip().partition(".")
+    return Connection(
+        from_node=from_node,
+        from_port=from_port or "out",
+        to_node=to_node,
+        to_port=to_port or "in",
+    )
+
+
+# --- documents ---------------------------------------------------------------
+
+_SECTIONS = ("nodes", "connections")
+
+
+def describe_validation_error(exc: msgspec.ValidationError) -> tuple[str, str | None]:
+    """Split msgspec's "message - at `$.a.b`" into (message, "a.b")."""
+    text = str(exc)
+    message, sep, path = text.rpartition(" - at `")
+    if not sep:
+        return text, None
+    path = path.rstrip("`").removeprefix("$").lstrip(".")
+    return message[:1].lower() + message[1:], path or None
+
+
+def parse_workflow(obj: Any, *, source: str | None = None) -> Workflow:
+    """Build a `Workflow` from decoded document data, reporting every mistake.
+
+    Raises:
+        WorkflowValidationError: Lists each structural problem with its node.
+    """
+    if not isinstance(obj, dict):
+        problem = Problem(f"a workflow must be a mapping, got {type(obj).__name__}")
+        raise WorkflowValidationError([problem], source)
+    problems: list[Problem] = []
+    header = {k: v for k, v in obj.items() if k not in _SECTIONS}
+    try:
+        workflow = msgspec.convert(header, Workflow)
+    except msgspec.ValidationError as exc:
+        message, path = describe_validation_error(exc)
+        problems.append(Problem(message, field=path))
+        workflow = Workflow(name=str(obj.get("name", "")))
+
+    raw_nodes = obj.get("nodes", [])
+    if not isinstance(raw_nodes, list):
+        problems.append(Problem("must be a list of nodes", field="nodes"))
+        raw_nodes = []
+    for i, raw in enumerate(raw_nodes):
+        label = raw.get("id") if isinstance(raw, dict) else None
+        try:
+            workflow.nodes.append(msgspec.convert(raw, WorkflowNode))
+        except msgspec.ValidationError as exc:
+            message, path = describe_validation_error(exc)
+            node = label if isinstance(label, str) else f"nodes[{i}]"
+            problems.append(Problem(message, node=node, field=path))
+
+    raw_conns = obj.get("connections", [])
+    if not isinstance(raw_conns, list):
+        problems.append(Problem("must be a list of connections", field="connections"))
+        raw_conns = []
+    for i, raw in enumerate(raw_conns):
+        try:
+            if isinstance(raw, str):
+                workflow.connections.append(parse_connection(raw))
+            else:
+                workflow.connections.append(msgspec.convert(raw, Connection))
+        except ValueError as exc:  # msgspec.ValidationError is a ValueError
+            if isinstance(exc, msgspec.ValidationError):
+                message, path = describe_validation_error(exc)
+            else:
+                message, path = str(exc), None
+            field = f"connections[{i}]" + (f".{path}" if path else "")
+            problems.append(Problem(message, field=field))
+    if problems:
+        raise WorkflowValidationError(problems, source)
+    return workflow
+
+
+def load_workflow(
+    data: bytes | str, format: DocumentFormat, *, source: str | None = None
+) -> Workflow:
+    """Decode a workflow document held in memory.
+
+    Raises:
+        DecodeError: The text is not valid JSON, YAML or TOML.
+        WorkflowValidationError: The document is not a well-formed workflow.
+    """
+    raw = data.encode() if isinstance(data, str) else data
+    return parse_workflow(
+        decode_document(raw, format, name=source or ""), source=source
+    )
+
+
+def dump_workflow(workflow: Workflow, format: DocumentFormat) -> bytes:
+    """Encode a workflow as a JSON, YAML or TOML document.
+
+    Raises:
+        EncodeError: The workflow cannot be written in that format (a null
+            config value in TOML, for one).
+    """
+    return encode_document(workflow, format)
+
+
+def read_workflow(path: str | Path) -> Workflow:
+    """Read a workflow file; the format follows the extension.
+
+    Raises:
+        DecodeError: Unknown extension, or text that is not a valid document.
+        WorkflowValidationError: The document is not a well-formed workflow.
+        OSError: The file cannot be read.
+    """
+    return load_workflow(
+        Path(path).read_bytes(), document_format(path), source=str(path)
+    )
+
+
+def write_workflow(workflow: Workflow, path: str | Path) -> None:
+    """Write a workflow file; the format follows the extension."""
+    Path(path).write_bytes(dump_workflow(workflow, document_format(path)))

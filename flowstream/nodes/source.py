@@ -1,0 +1,64 @@
+"""Source nodes: where items come from.
+
+All sources here are finite and replayable (the index of the next item is their
+offset); they emit batches of up to `BATCH_SIZE` items.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ..core.node import node
+from ._common import BATCH_SIZE
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+__all__ = ["range_source", "values_source"]
+
+
+class Values(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Config of ``source.values``."""
+
+    values: list[Any]
+
+
+class Range(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Config of ``source.range``: like Python's ``range(start, stop, step)``."""
+
+    stop: int
+    start: int = 0
+    step: int = 1
+
+    def __post_init__(self) -> None:
+        if self.step == 0:
+            msg = "step must not be 0"
+            raise ValueError(msg)
+
+
+@node("source.values", config=Values, batched=True)
+async def values_source(*, config: Values) -> AsyncIterator[list[Any]]:
+    """Emit the configured list of values, in order, then end.
+
+    Example:
+        ``{id: letters, type: source.values, config: {values: [a, b, c]}}``
+        emits ``"a"``, ``"b"``, ``"c"``.
+    """
+    values = config.values
+    for i in range(0, len(values), BATCH_SIZE):
+        yield values[i : i + BATCH_SIZE]
+
+
+@node("source.range", config=Range, batched=True)
+async def range_source(*, config: Range) -> AsyncIterator[list[int]]:
+    """Emit the integers ``start, start+step, ...`` below ``stop``, then end.
+
+    Example:
+        ``{id: numbers, type: source.range, config: {start: 1, stop: 4}}``
+        emits ``1``, ``2``, ``3``.
+    """
+    numbers = range(config.start, config.stop, config.step)
+    for i in range(0, len(numbers), BATCH_SIZE):
+        yield list(numbers[i : i + BATCH_SIZE])
