@@ -12,8 +12,9 @@ A node type is declared once and runs nothing until a runtime instantiates it::
 
 Ports come from the signature:
 
-* positional parameters are input ports; the parameter ``inp`` is port ``in``
-  (``in`` is a keyword), any other name is its own port;
+* positional parameters are input ports; a lone input is port ``in`` (name
+  the parameter ``inp``: ``in`` is a keyword); with several inputs, each
+  parameter's name is its port (``"src -> add.a"``);
 * in an async generator, inputs are async iterators of items and yielded values
   go to port ``out``;
 * in a one-shot function (``async def f(a, b) -> v`` or a plain ``def``), each
@@ -248,6 +249,9 @@ def _ports(
                 "use positional input ports and keyword-only 'config' and 'ctx'"
             )
             raise TypeError(msg)
+    if len(inputs) == 1:
+        # A lone input is always port "in", whatever the parameter is called.
+        inputs = ["in"]
     return tuple(inputs), tuple(names), wants_config, wants_ctx
 
 
@@ -302,13 +306,15 @@ def node(
     Raises:
         TypeError: The signature does not follow the port rules; the message
             names the function and its line.
+        ValueError: ``type_id`` is not ``category.verb`` (raised when the
+            decorator is applied, so that it can name the function).
     """
-    if "." not in type_id or type_id.startswith(".") or type_id.endswith("."):
-        msg = f"node type id {type_id!r} must be 'category.verb'"
-        raise ValueError(msg)
 
     def decorate(obj: Any) -> NodeSpec:
         where = _location(obj)
+        if "." not in type_id or type_id.startswith(".") or type_id.endswith("."):
+            msg = f"node type id {type_id!r} ({where}) must be 'category.verb'"
+            raise ValueError(msg)
         is_class = inspect.isclass(obj)
         fn = getattr(obj, "execute", None) if is_class else obj
         if fn is None or not callable(fn):

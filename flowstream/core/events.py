@@ -1,0 +1,252 @@
+"""The execution events a run reports, and their JSON form.
+
+Every state change of a run is one ``ExecutionEvent``: a frozen ``msgspec.Struct``
+from a tagged union, so a decoder reads any event without knowing its kind first.
+On the wire an event is a JSON object whose ``"event"`` field names its class::
+
+    {"event": "NodeStarted", "run_id": "r1", "timestamp": 1700000000.5,
+     "node_id": "fetch", "node_type": "http.request"}
+
+Fields equal to their default are left out of the JSON (``attempt`` of a first
+attempt, for instance) and come back as the default when decoded. Timestamps are
+unix seconds as returned by ``time.time()``. Floats must be finite: JSON has no
+NaN or infinity, so msgspec writes them as ``null``, which does not decode back.
+
+This module holds types only and never touches an event loop; the ``EventBus``
+that carries events lives in ``flowstream.runtime.events``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+import msgspec
+
+from flowstream.errors import DecodeError, EncodeError
+
+__all__ = [
+    "EVENT_TYPES",
+    "ExecutionEvent",
+    "NodeCompleted",
+    "NodeEvent",
+    "NodeFailed",
+    "NodeStarted",
+    "NodeStats",
+    "WorkflowCompleted",
+    "WorkflowStarted",
+    "decode_event",
+    "encode_event",
+]
+
+
+class NodeStats(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What one node did during a run; not an event, but carried by one.
+
+    Attributes:
+        items_in: Items the node received on all its input ports.
+        items_out: Items the node emitted on all its output ports.
+        errors: Failures the node reported (each counted once).
+        dead_letters: Bad items the node sent to its ``error`` port.
+        duration_s: Wall-clock seconds from the node's start to its end.
+    """
+
+    items_in: int = 0
+    items_out: int = 0
+    errors: int = 0
+    dead_letters: int = 0
+    duration_s: float = 0.0
+
+
+# The shared config lives on a field-less base so that each event lists all of
+# its fields itself, in wire order: msgspec would put inherited keyword-only
+# fields after the subclass's own, burying run_id at the end of every object.
+class _Event(
+    msgspec.Struct,
+    tag_field="event",
+    tag=True,
+    frozen=True,
+    kw_only=True,
+    omit_defaults=True,
+):
+    pass
+
+
+class WorkflowStarted(_Event, frozen=True, kw_only=True):
+    """A run has begun: its nodes are wired and every connector reported ready.
+
+    Attributes:
+        run_id: The run this event belongs to.
+        timestamp: When it happened, in unix seconds.
+        workflow: The workflow's name.
+        mode: How the graph runs: ``"dag"``, ``"stream"`` or ``"routed"``.
+        nodes: How many nodes the run has.
+    """
+
+    run_id: str
+    timestamp: float
+    workflow: str
+    mode: str
+    nodes: int
+
+
+class NodeStarted(_Event, frozen=True, kw_only=True):
+    """A node began an attempt.
+
+    Attributes:
+        run_id: The run this event belongs to.
+        timestamp: When it happened, in unix seconds.
+        node_id: The node, as named in the workflow.
+        node_type: Its registered type id (``transform.map``).
+        attempt: 1 for the first attempt, counting up on each retry.
+    """
+
+    run_id: str
+    timestamp: float
+    node_id: str
+    node_type: str
+    attempt: int = 1
+
+
+class NodeCompleted(_Event, frozen=True, kw_only=True):
+    """A node finished: its inputs ended and its outputs are closed.
+
+    Attributes:
+        run_id: The run this event belongs to.
+        timestamp: When it happened, in unix seconds.
+        node_id: The node, as named in the workflow.
+        node_type: Its registered type id.
+        stats: What the node did.
+    """
+
+    run_id: str
+    timestamp: float
+    node_id: str
+    node_type: str
+    stats: NodeStats
+
+
+class NodeFailed(_Event, frozen=True, kw_only=True):
+    """A node's attempt raised; ``will_retry`` says whether another comes.
+
+    Attributes:
+        run_id: The run this event belongs to.
+        timestamp: When it happened, in unix seconds.
+        node_id: The node, as named in the workflow.
+        node_type: Its registered type id.
+        error: The exception's message.
+        error_type: The exception's class name.
+        attempt: The attempt that failed, counting from 1.
+        will_retry: True if the retry policy will start another attempt.
+    """
+
+    run_id: str
+    timestamp: float
+    node_id: str
+    node_type: str
+    error: str
+    error_type: str
+    attempt: int = 1
+    will_retry: bool = False
+
+
+class NodeEvent(_Event, frozen=True, kw_only=True):
+    """A custom event that a node's own code emitted.
+
+    Attributes:
+        run_id: The run this event belongs to.
+        timestamp: When it happened, in unix seconds.
+        node_id: The node that emitted it.
+        name: What the node called the event.
+        data: Any plain value (None, bool, int, float, str, list, dict).
+    """
+
+    run_id: str
+    timestamp: float
+    node_id: str
+    name: str
+    data: Any = None
+
+
+class WorkflowCompleted(_Event, frozen=True, kw_only=True):
+    """A run ended, for better or worse; always the run's last event.
+
+    Attributes:
+        run_id: The run this event belongs to.
+        timestamp: When it happened, in unix seconds.
+        status: ``"completed"``, ``"failed"`` or ``"cancelled"``.
+        duration_s: Wall-clock seconds from start to end.
+        error: Why the run failed or was cancelled; None if it completed.
+    """
+
+    run_id: str
+    timestamp: float
+    status: str
+    duration_s: float
+    error: str | None = None
+
+
+ExecutionEvent: TypeAlias = (
+    WorkflowStarted
+    | NodeStarted
+    | NodeCompleted
+    | NodeFailed
+    | NodeEvent
+    | WorkflowCompleted
+)
+"""Any one of the six events; the union that ``decode_event`` accepts."""
+
+EVENT_TYPES: tuple[type[ExecutionEvent], ...] = (
+    WorkflowStarted,
+    NodeStarted,
+    NodeCompleted,
+    NodeFailed,
+    NodeEvent,
+    WorkflowCompleted,
+)
+"""The six event classes, in the order a run emits them."""
+
+# Reused instances: building an Encoder or Decoder per call costs more than
+# encoding a small event (msgspec perf tips).
+_encoder = msgspec.json.Encoder()
+_decoder: msgspec.json.Decoder[ExecutionEvent] = msgspec.json.Decoder(ExecutionEvent)
+
+
+def encode_event(event: ExecutionEvent) -> bytes:
+    """Return an event as one compact JSON object, with no trailing newline.
+
+    Args:
+        event: The event to encode.
+
+    Returns:
+        UTF-8 JSON bytes; the ``"event"`` key holds the class name.
+
+    Raises:
+        EncodeError: ``NodeEvent.data`` holds a value JSON cannot represent
+            (an arbitrary object, for instance).
+    """
+    try:
+        return _encoder.encode(event)
+    except (TypeError, msgspec.EncodeError) as exc:
+        msg = f"cannot encode {type(event).__name__} event: {exc}"
+        raise EncodeError(msg) from exc
+
+
+def decode_event(data: bytes | str) -> ExecutionEvent:
+    """Decode one JSON object into the event its ``"event"`` tag names.
+
+    Args:
+        data: One JSON document, as bytes or text.
+
+    Returns:
+        The event, with every field checked against its declared type.
+
+    Raises:
+        DecodeError: The data is not JSON, names no known event, or a field is
+            missing or of the wrong type; the message keeps msgspec's path to
+            the bad spot (``$.stats.items_in``).
+    """
+    try:
+        return _decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        msg = f"invalid event: {exc}"
+        raise DecodeError(msg) from exc

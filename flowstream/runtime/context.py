@@ -1,0 +1,124 @@
+"""Per-run node state and the `NodeContext` a running node sees."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..core.events import NodeEvent, NodeStats
+from ..core.node import ERROR_PORT
+from .result import DeadLetter
+
+if TYPE_CHECKING:
+    from .events import EventBus
+
+__all__ = ["NodeRuntime", "RunState", "State"]
+
+
+class State(dict[str, Any]):
+    """A node's key/value state for one run (a dict; values msgspec-encodable)."""
+
+
+class RunState:
+    """Every node's `State` for one run, in one place so it can be snapshot."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, State] = {}
+
+    def for_node(self, node_id: str) -> State:
+        """Return (creating if needed) the state of one node."""
+        state = self.nodes.get(node_id)
+        if state is None:
+            state = self.nodes[node_id] = State()
+        return state
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """Return a shallow copy of every node's state."""
+        return {k: dict(v) for k, v in self.nodes.items() if v}
+
+
+class NodeRuntime:
+    """One node of a run: its context for node code, its counters, its buffers.
+
+    Implements the `flowstream.core.node.NodeContext` protocol.
+    """
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        node_id: str,
+        node_type: str,
+        state: State,
+        bus: EventBus,
+        dead_letters: list[DeadLetter],
+        error_connected: bool,
+    ) -> None:
+        self.run_id = run_id
+        self.node_id = node_id
+        self.node_type = node_type
+        self.state = state
+        self.logger = logging.getLogger(f"flowstream.node.{node_id}")
+        self._bus = bus
+        self._dead_letters = dead_letters
+        self._error_connected = error_connected
+        # Side outputs (ctx.emit and dead letters) wait here until the node's
+        # segment flushes them after its next batch.
+        self.pending: dict[str, list[Any]] = {}
+        self.items_in = 0
+        self.items_out = 0
+        self.errors = 0
+        self.dead_letter_count = 0
+        self.started = 0.0
+        self.ended = 0.0
+
+    def __bool__(self) -> bool:
+        # True when side outputs wait to be flushed (see stepping.rebatch).
+        return bool(self.pending)
+
+    def emit(self, port: str, item: Any) -> None:
+        """Send ``item`` on output ``port``; flushed with the node's next batch."""
+        buf = self.pending.get(port)
+        if buf is None:
+            self.pending[port] = [item]
+        else:
+            buf.append(item)
+
+    def dead_letter(
+        self, item: Any, reason: str, error_type: str | None = None
+    ) -> None:
+        """Send ``item`` to the ``error`` port (or the run's dead letters)."""
+        self.dead_letter_count += 1
+        letter = DeadLetter(
+            node_id=self.node_id, reason=reason, item=item, error_type=error_type
+        )
+        if self._error_connected:
+            self.emit(
+                ERROR_PORT, {"node": self.node_id, "reason": reason, "item": item}
+            )
+        else:
+            self._dead_letters.append(letter)
+
+    def event(self, name: str, data: Any = None) -> None:
+        """Publish a custom `NodeEvent`."""
+        self._bus.publish(
+            NodeEvent(
+                run_id=self.run_id,
+                timestamp=time.time(),
+                node_id=self.node_id,
+                name=name,
+                data=data,
+            )
+        )
+
+    def stats(self) -> NodeStats:
+        """Return the node's counters now."""
+        end = self.ended or (time.perf_counter() if self.started else 0.0)
+        return NodeStats(
+            items_in=self.items_in,
+            items_out=self.items_out,
+            errors=self.errors,
+            dead_letters=self.dead_letter_count,
+            duration_s=max(0.0, end - self.started) if self.started else 0.0,
+        )

@@ -1,0 +1,929 @@
+"""The executor: one validated graph, run in DAG-completion or stream mode.
+
+How a graph becomes tasks (see DESIGN.md, "Channels and batching"):
+
+* **Segments.** Nodes are grouped into segments, one task each. A segment is a
+  head node followed by a fused chain: 1-in nodes fed only by the previous
+  node's ``out``, which feeds nothing else. Inside a segment, batches pass by
+  plain calls: consecutive batch kernels run as one loop per batch, user
+  generators are composed directly. Between segments, bounded channels carry
+  batches; a full channel makes the sender wait (backpressure).
+* **Direct calls.** One-shot (``call``-shaped) nodes whose inputs all come from
+  other one-shot nodes are not given tasks or channels: a scheduler calls them
+  in dependency order as their inputs become ready, and a call gets a task
+  only when it actually suspends (`stepping.start_call`).
+* **Completion.** Sources end, end-of-stream follows the channels' close
+  semantics node by node, and the run ends when every task has. Stream mode
+  adds a stop: sources are cancelled and end cleanly, the rest drains within
+  ``drain_timeout``; a second stop (or the timeout) cancels everything.
+
+Failures follow each node's `RetryPolicy` and `ErrorHandling`: retried calls,
+then either the run fails (``stop_workflow``), the item goes to the node's
+``error`` port (``continue_on_error``), or the whole run starts over
+(``retry_workflow``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..core.events import (
+    NodeCompleted,
+    NodeFailed,
+    NodeStarted,
+    WorkflowCompleted,
+    WorkflowStarted,
+)
+from ..core.node import ERROR_PORT, OUT_PORT, NodeSpec
+from ..core.workflow import (
+    ContinueOnError,
+    ErrorHandling,
+    RetryPolicy,
+    RetryWorkflow,
+)
+from ..errors import BrokenChannelError, NodeError
+from .channel import (
+    DEFAULT_CAPACITY,
+    Control,
+    ReceiveChannel,
+    SendChannel,
+    open_channel,
+)
+from .context import NodeRuntime, RunState
+from .events import EventBus
+from .result import DeadLetter, RunResult, RunStatus
+from .stepping import rebatch, start_call
+
+if TYPE_CHECKING:
+    from .validation import Graph, GraphNode
+
+__all__ = ["RunOptions", "WorkflowExecutor"]
+
+MAX_BATCH = 1024
+Sleep = Callable[[float], Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """How to run a graph.
+
+    Attributes:
+        mode: ``"dag"`` or ``"stream"``; None takes the workflow's.
+        fuse: Fuse chains of 1-in nodes into one task (per node: ``fuse``).
+        max_parallel: How many suspended one-shot calls may run at once.
+        capacity: Default channel capacity in batches.
+        drain_timeout: Seconds a stream-mode stop may take before it aborts.
+        sleep: The coroutine function used for retry delays (tests pass a
+            fake clock's).
+    """
+
+    mode: str | None = None
+    fuse: bool = True
+    max_parallel: int = 64
+    capacity: int = DEFAULT_CAPACITY
+    drain_timeout: float = 10.0
+    sleep: Sleep = asyncio.sleep
+
+
+class _Abort(Exception):
+    """Internal: a node failed under stop_workflow; carries the NodeError."""
+
+
+@dataclass(eq=False)
+class _Node:
+    """A node as one run drives it."""
+
+    gnode: GraphNode
+    rt: NodeRuntime
+    instance: Any
+    retry: RetryPolicy | None
+    handling: ErrorHandling
+    direct: bool = False
+    # Where each output port's batches go: send halves, or None for "collect".
+    sends: dict[str, list[SendChannel[Any]]] = field(default_factory=dict)
+    collect: dict[str, list[Any]] | None = None
+    inputs: dict[str, ReceiveChannel[Any]] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.gnode.id
+
+    @property
+    def spec(self) -> NodeSpec:
+        return self.gnode.spec
+
+    def call_target(self) -> Callable[..., Any]:
+        """The function to call with the input ports as positional arguments."""
+        fn = self.instance.execute
+        kwargs: dict[str, Any] = {}
+        if self.spec.wants_config and not self.spec.is_class:
+            kwargs["config"] = self.gnode.config
+        if self.spec.wants_ctx:
+            kwargs["ctx"] = self.rt
+        if not kwargs:
+            return fn  # type: ignore[no-any-return]
+        return lambda *args: fn(*args, **kwargs)
+
+
+@dataclass(eq=False)
+class _Segment:
+    head: _Node
+    chain: list[_Node]
+    is_source: bool
+
+    @property
+    def tail(self) -> _Node:
+        return self.chain[-1] if self.chain else self.head
+
+    @property
+    def nodes(self) -> list[_Node]:
+        return [self.head, *self.chain]
+
+
+class WorkflowExecutor:
+    """Runs one validated `Graph`; make a new executor for each run.
+
+    Args:
+        graph: The validated workflow.
+        bus: Where the run's events go.
+        options: How to run it.
+    """
+
+    def __init__(
+        self,
+        graph: Graph,
+        bus: EventBus | None = None,
+        options: RunOptions | None = None,
+    ) -> None:
+        self.graph = graph
+        self.bus = bus if bus is not None else EventBus()
+        self.options = options or RunOptions()
+        self.mode = self.options.mode or graph.workflow.mode
+        self.run_id = uuid.uuid4().hex[:12]
+        self.state = RunState()
+        self._stopping = False
+        self._aborted = False
+        self._main: asyncio.Task[Any] | None = None
+        self._source_tasks: list[asyncio.Task[Any]] = []
+        self._nodes: dict[str, _Node] = {}
+        self._dead_letters: list[DeadLetter] = []
+        self._outputs: dict[str, dict[str, list[Any]]] = {}
+
+    # --- public ----------------------------------------------------------------
+
+    async def run(self) -> RunResult:
+        """Run the graph to the end and return its result.
+
+        A node failure does not raise: the result says ``failed`` and names
+        the node. Cancelling the task running this raises as usual.
+        """
+        policy = self.graph.workflow.error_handling
+        attempts = policy.max_attempts if isinstance(policy, RetryWorkflow) else 1
+        result = await self._run_once()
+        attempt = 1
+        while result.status == "failed" and attempt < attempts and not self._aborted:
+            attempt += 1
+            self.run_id = uuid.uuid4().hex[:12]
+            result = await self._run_once()
+        result.attempts = attempt
+        return result
+
+    def stop(self) -> None:
+        """Stop gracefully: sources end, in-flight items drain, hooks run.
+
+        A second call (or the drain timeout) cancels the run at once.
+        """
+        if self._stopping:
+            self.cancel()
+            return
+        self._stopping = True
+        for task in self._source_tasks:
+            task.cancel()
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.options.drain_timeout, self.cancel)
+
+    def cancel(self) -> None:
+        """Cancel the run now; its result says ``cancelled``."""
+        self._stopping = True
+        if self._main is not None and not self._main.done():
+            self._aborted = True
+            self._main.cancel()
+
+    def statistics(self) -> dict[str, Any]:
+        """Return each node's counters now (for progress displays)."""
+        return {nid: n.rt.stats() for nid, n in self._nodes.items()}
+
+    # --- one attempt -------------------------------------------------------------
+
+    async def _run_once(self) -> RunResult:
+        started = time.perf_counter()
+        wf = self.graph.workflow
+        self._dead_letters = []
+        self._outputs = {}
+        self._build()
+        self.bus.publish(
+            WorkflowStarted(
+                run_id=self.run_id,
+                timestamp=time.time(),
+                workflow=wf.name,
+                mode=self.mode,
+                nodes=len(self._nodes),
+            )
+        )
+        status: RunStatus = "completed"
+        error: str | None = None
+        initialized: list[_Node] = []
+        try:
+            for n in self._nodes.values():
+                await n.instance.initialize(n.rt)
+                initialized.append(n)
+            self._main = asyncio.current_task()
+            await self._run_tasks()
+        except asyncio.CancelledError:
+            if not self._aborted:
+                raise
+            status, error = "cancelled", "the run was cancelled"
+            self._uncancel()
+        except _Abort as exc:
+            status, error = "failed", str(exc.args[0])
+        except Exception as exc:
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+        finally:
+            self._main = None
+            await self._shutdown(initialized)
+        for n in self._nodes.values():
+            n.rt.ended = n.rt.ended or time.perf_counter()
+        stats = {nid: n.rt.stats() for nid, n in self._nodes.items()}
+        duration = time.perf_counter() - started
+        self.bus.publish(
+            WorkflowCompleted(
+                run_id=self.run_id,
+                timestamp=time.time(),
+                status=status,
+                duration_s=duration,
+                error=error,
+            )
+        )
+        return RunResult(
+            run_id=self.run_id,
+            status=status,
+            outputs=self._outputs,
+            dead_letters=self._dead_letters,
+            stats=stats,
+            error=error,
+            duration_s=duration,
+        )
+
+    def _uncancel(self) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+
+    async def _shutdown(self, nodes: list[_Node]) -> None:
+        for n in reversed(nodes):
+            try:
+                async with asyncio.timeout(5.0):
+                    await n.instance.shutdown()
+            except Exception as exc:
+                n.rt.logger.warning("shutdown of %s failed: %r", n.id, exc)
+
+    # --- wiring ------------------------------------------------------------------
+
+    def _build(self) -> None:
+        wf = self.graph.workflow
+        self._nodes = {}
+        for gid, g in self.graph.nodes.items():
+            rt = NodeRuntime(
+                run_id=self.run_id,
+                node_id=gid,
+                node_type=g.spec.type_id,
+                state=self.state.for_node(gid),
+                bus=self.bus,
+                dead_letters=self._dead_letters,
+                error_connected=any(c.from_port == ERROR_PORT for c in g.outbound),
+            )
+            self._nodes[gid] = _Node(
+                gnode=g,
+                rt=rt,
+                instance=g.spec.create(g.config),
+                retry=g.decl.retry,
+                handling=g.decl.error_handling or wf.error_handling,
+            )
+        for n in self._nodes.values():
+            n.direct = n.spec.shape == "call" and all(
+                self._nodes[c.from_node].direct for c in n.gnode.inbound
+            )
+
+    def _fused_with_upstream(self, n: _Node) -> bool:
+        """Whether ``n`` runs in its upstream's segment, with no channel."""
+        if not (self.options.fuse and n.gnode.decl.fuse) or n.direct:
+            return False
+        if len(n.spec.inputs) != 1 or len(n.gnode.inbound) != 1:
+            return False
+        conn = n.gnode.inbound[0]
+        up = self._nodes[conn.from_node]
+        if up.direct or not up.gnode.decl.fuse or conn.from_port != OUT_PORT:
+            return False
+        return sum(1 for c in up.gnode.outbound if c.from_port == OUT_PORT) == 1
+
+    def _segments(self) -> list[_Segment]:
+        segments: list[_Segment] = []
+        owner: dict[str, _Segment] = {}
+        for n in self._nodes.values():  # topological order
+            if n.direct:
+                continue
+            if self._fused_with_upstream(n):
+                seg = owner[n.gnode.inbound[0].from_node]
+                seg.chain.append(n)
+            else:
+                seg = _Segment(head=n, chain=[], is_source=n.spec.is_source)
+                segments.append(seg)
+            owner[n.id] = seg
+        return segments
+
+    def _wire(self, segments: list[_Segment]) -> None:
+        """Open one channel per connected input port; give producers clones."""
+        fused: set[tuple[str, str]] = set()
+        for seg in segments:
+            prev = seg.head
+            for n in seg.chain:
+                fused.add((prev.id, n.id))
+                prev = n
+        collect_all = self.mode == "dag"
+        for n in self._nodes.values():
+            for port in n.spec.inputs:
+                conns = [
+                    c
+                    for c in n.gnode.inbound
+                    if c.to_port == port and (c.from_node, n.id) not in fused
+                ]
+                if not conns:
+                    continue
+                caps = [c.capacity for c in conns if c.capacity is not None]
+                send, recv = open_channel[Any](
+                    min(caps) if caps else self.options.capacity
+                )
+                n.inputs[port] = recv
+                for c in conns:
+                    self._nodes[c.from_node].sends.setdefault(c.from_port, []).append(
+                        send.clone()
+                    )
+                send.close()
+            connected = {c.from_port for c in n.gnode.outbound}
+            if collect_all or n.spec.type_id == "sink.collect":
+                # Nothing emitted on a port without a connection is lost.
+                unconnected = [
+                    p for p in n.spec.outputs if p not in connected and p != ERROR_PORT
+                ]
+                if unconnected:
+                    n.collect = self._outputs.setdefault(n.id, {})
+                    for p in unconnected:
+                        n.collect.setdefault(p, [])
+
+    # --- running -----------------------------------------------------------------
+
+    async def _run_tasks(self) -> None:
+        segments = self._segments()
+        self._wire(segments)
+        self._source_tasks = []
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for seg in segments:
+                    task = tg.create_task(
+                        self._run_segment(seg), name=f"segment:{seg.head.id}"
+                    )
+                    if seg.is_source:
+                        self._source_tasks.append(task)
+                if any(n.direct for n in self._nodes.values()):
+                    tg.create_task(self._run_direct(tg), name="direct-calls")
+        except BaseExceptionGroup as group:
+            raise _first_failure(group) from None
+        finally:
+            self._close_all()
+
+    def _close_all(self) -> None:
+        for n in self._nodes.values():
+            for sends in n.sends.values():
+                for s in sends:
+                    s.close()
+            for r in n.inputs.values():
+                r.close()
+
+    async def _deliver(
+        self, n: _Node, port: str, batch: list[Any], *, counted: bool = False
+    ) -> None:
+        """Send a batch from ``n``'s ``port`` to every consumer, or collect it."""
+        if not batch:
+            return
+        if not counted:
+            n.rt.items_out += len(batch)
+        sends = n.sends.get(port)
+        if sends:
+            # Fan-out hands the same list to every branch: items are immutable
+            # once emitted. The slowest consumer sets the pace.
+            broken = None
+            for s in sends:
+                try:
+                    await s.send(batch)
+                except BrokenChannelError:
+                    # That consumer finished early (a zip whose other input
+                    # ended): it wants no more, which is not a failure.
+                    broken = [*(broken or ()), s]
+            for s in broken or ():
+                sends.remove(s)
+                s.close()
+        elif n.collect is not None and port in n.collect:
+            n.collect[port].extend(batch)
+
+    async def _flush_side(self, n: _Node) -> None:
+        if n.rt.pending:
+            pending, n.rt.pending = n.rt.pending, {}
+            for port, items in pending.items():
+                await self._deliver(n, port, items)
+
+    async def _run_segment(self, seg: _Segment) -> None:
+        for n in seg.nodes:
+            self._node_started(n)
+        stream = self._count_out(seg.head, self._head_batches(seg.head))
+        kernels: list[tuple[_Node, Callable[[list[Any]], list[Any]]]] = []
+        for n in seg.chain:
+            kernel = self._kernel(n)
+            if kernel is not None:
+                kernels.append((n, kernel))
+                continue
+            if kernels:
+                stream = self._kernel_stage(stream, kernels)
+                kernels = []
+            stream = self._count_out(n, self._generator_stage(n, stream))
+        if kernels:
+            stream = self._kernel_stage(stream, kernels)
+        tail = seg.tail
+        nodes = seg.nodes
+        try:
+            async with contextlib.aclosing(stream):  # type: ignore[type-var]
+                async for batch in stream:
+                    await self._deliver(tail, OUT_PORT, batch, counted=True)
+                    for n in nodes:
+                        if n.rt.pending:
+                            await self._flush_side(n)
+        except asyncio.CancelledError:
+            if not (seg.is_source and self._stopping and not self._aborted):
+                raise
+            # A graceful stop: this source ends here, and its end-of-stream
+            # lets everything downstream drain.
+            self._uncancel()
+        for n in nodes:
+            await self._flush_side(n)
+            for sends in n.sends.values():
+                for s in sends:
+                    s.close()
+            self._node_completed(n)
+
+    def _kernel(self, n: _Node) -> Callable[[list[Any]], list[Any]] | None:
+        factory = n.spec.kernel
+        if factory is None or n.spec.wants_ctx:
+            return None
+        return factory(n.gnode.config)
+
+    # --- heads ---------------------------------------------------------------------
+
+    async def _head_batches(self, n: _Node) -> AsyncIterator[list[Any]]:
+        spec = n.spec
+        if spec.is_source:
+            if spec.shape == "call":
+                yield [await self._call_with_policy(n, ())]
+                return
+            gen = n.call_target()()
+            items = gen if spec.batched else rebatch(gen, MAX_BATCH, n.rt)
+            async with contextlib.aclosing(items):
+                async for batch in items:
+                    yield batch
+            return
+        ports = [self._port_batches(n, p) for p in spec.inputs]
+        if spec.shape == "call":
+            async for batch in self._call_stage(n, ports):
+                yield batch
+            return
+        async for batch in self._run_generator(n, ports):
+            yield batch
+
+    async def _port_batches(self, n: _Node, port: str) -> AsyncIterator[list[Any]]:
+        recv = n.inputs[port]
+        rt = n.rt
+        with recv:  # a consumer that stops early releases its producers
+            async for msg in recv:
+                if type(msg) is list:
+                    rt.items_in += len(msg)
+                    yield msg
+                elif not isinstance(msg, Control):
+                    msg_type = type(msg).__name__
+                    text = f"unexpected {msg_type} on a channel"
+                    raise TypeError(text)
+
+    # --- stages --------------------------------------------------------------------
+
+    async def _kernel_stage(
+        self,
+        upstream: AsyncIterator[list[Any]],
+        kernels: list[tuple[_Node, Callable[[list[Any]], list[Any]]]],
+    ) -> AsyncIterator[list[Any]]:
+        """Apply consecutive batch kernels to each batch, in one loop."""
+        first = kernels[0][0].rt
+        async with contextlib.aclosing(upstream):  # type: ignore[type-var]
+            async for batch in upstream:
+                first.items_in += len(batch)
+                for i, (n, kernel) in enumerate(kernels):
+                    try:
+                        out = kernel(batch)
+                    except Exception:
+                        out = await self._kernel_items(n, kernel, batch)
+                    n.rt.items_out += len(out)
+                    if i + 1 < len(kernels):
+                        kernels[i + 1][0].rt.items_in += len(out)
+                    batch = out
+                    if not batch:
+                        break
+                yield batch
+
+    async def _kernel_items(
+        self, n: _Node, kernel: Callable[[list[Any]], list[Any]], batch: list[Any]
+    ) -> list[Any]:
+        """A kernel failed on a batch: redo it item by item to isolate failures."""
+        out: list[Any] = []
+        for item in batch:
+            result = await self._attempt(n, functools.partial(kernel, [item]), item)
+            if result is not _FAILED:
+                out.extend(result)
+        return out
+
+    async def _generator_stage(
+        self, n: _Node, upstream: AsyncIterator[list[Any]]
+    ) -> AsyncIterator[list[Any]]:
+        if n.spec.shape == "call":
+            async for batch in self._call_stage(n, [self._count_in(n, upstream)]):
+                yield batch
+            return
+        async for batch in self._run_generator(n, [self._count_in(n, upstream)]):
+            yield batch
+
+    async def _count_out(
+        self, n: _Node, upstream: AsyncIterator[list[Any]]
+    ) -> AsyncIterator[list[Any]]:
+        rt = n.rt
+        async with contextlib.aclosing(upstream):  # type: ignore[type-var]
+            async for batch in upstream:
+                rt.items_out += len(batch)
+                yield batch
+
+    async def _count_in(
+        self, n: _Node, upstream: AsyncIterator[list[Any]]
+    ) -> AsyncIterator[list[Any]]:
+        rt = n.rt
+        async with contextlib.aclosing(upstream):  # type: ignore[type-var]
+            async for batch in upstream:
+                rt.items_in += len(batch)
+                yield batch
+
+    async def _call_stage(
+        self, n: _Node, ports: list[AsyncIterator[list[Any]]]
+    ) -> AsyncIterator[list[Any]]:
+        """A one-shot function fed by streams: one call per item (zip across ports)."""
+        feeds = [_ItemFeed(p) for p in ports]
+        try:
+            while True:
+                args = []
+                for f in feeds:
+                    try:
+                        args.append(await f.__anext__())
+                    except StopAsyncIteration:
+                        return
+                result = await self._call_with_policy(n, tuple(args))
+                if result is not _FAILED:
+                    yield [result]
+        finally:
+            for f in feeds:
+                await f.aclose()
+
+    async def _run_generator(
+        self, n: _Node, ports: list[AsyncIterator[list[Any]]]
+    ) -> AsyncIterator[list[Any]]:
+        """Drive a node's async generator; restart it after an item's failure."""
+        spec = n.spec
+        feeds: list[Any] = (
+            [_BatchFeed(p) for p in ports]
+            if spec.batched
+            else [_ItemFeed(p) for p in ports]
+        )
+        target = n.call_target()
+        attempt = 1
+        try:
+            while True:
+                gen = target(*feeds)
+                out = gen if spec.batched else rebatch(gen, MAX_BATCH, n.rt)
+                try:
+                    async with contextlib.aclosing(out):
+                        async for batch in out:
+                            yield batch
+                            attempt = 1
+                    return
+                except Exception as exc:
+                    failed = [f.last for f in feeds]
+                    item = (
+                        failed[0]
+                        if len(failed) == 1
+                        else dict(zip(spec.inputs, failed, strict=True))
+                    )
+                    retry = await self._on_failure(n, exc, item, attempt)
+                    if retry:
+                        attempt += 1
+                        for f in feeds:
+                            f.replay()
+                    else:
+                        attempt = 1
+        finally:
+            for f in feeds:
+                await f.aclose()
+
+    # --- failure handling -----------------------------------------------------------
+
+    async def _attempt(self, n: _Node, call: Callable[[], Any], item: Any) -> Any:
+        """Call ``call()`` under the node's retry policy and error handling."""
+        attempt = 1
+        while True:
+            try:
+                return call()
+            except Exception as exc:
+                if not await self._on_failure(n, exc, item, attempt):
+                    return _FAILED
+                attempt += 1
+
+    async def _call_with_policy(self, n: _Node, args: tuple[Any, ...]) -> Any:
+        target = n.call_target()
+        attempt = 1
+        while True:
+            try:
+                result = target(*args)
+                if n.spec.is_async:
+                    result = await result
+                return result
+            except Exception as exc:
+                item = (
+                    args[0]
+                    if len(args) == 1
+                    else dict(zip(n.spec.inputs, args, strict=True))
+                )
+                if not await self._on_failure(n, exc, item, attempt):
+                    return _FAILED
+                attempt += 1
+
+    async def _on_failure(
+        self, n: _Node, exc: Exception, item: Any, attempt: int
+    ) -> bool:
+        """Account for a failure; return True to retry the item.
+
+        Raises:
+            _Abort: The node's policy is to fail the run.
+        """
+        n.rt.errors += 1
+        retry = n.retry is not None and attempt < n.retry.max_attempts
+        self.bus.publish(
+            NodeFailed(
+                run_id=self.run_id,
+                timestamp=time.time(),
+                node_id=n.id,
+                node_type=n.spec.type_id,
+                error=str(exc),
+                error_type=type(exc).__name__,
+                attempt=attempt,
+                will_retry=retry,
+            )
+        )
+        if retry:
+            assert n.retry is not None
+            await self.options.sleep(n.retry.delay_s(attempt))
+            return True
+        if isinstance(n.handling, ContinueOnError):
+            n.rt.dead_letter(item, f"{type(exc).__name__}: {exc}", type(exc).__name__)
+            return False
+        error = NodeError(
+            f"{type(exc).__name__}: {exc}", node_id=n.id, node_type=n.spec.type_id
+        )
+        error.__cause__ = exc
+        raise _Abort(str(error)) from error
+
+    # --- direct calls (DAG of one-shot nodes) -------------------------------------
+
+    async def _run_direct(self, tg: asyncio.TaskGroup) -> None:
+        """Call one-shot nodes in dependency order; a task only if one suspends.
+
+        A node with several values on its ports is called once per zipped set,
+        in order; at most ``max_parallel`` nodes wait on suspended calls.
+        """
+        direct = [n for n in self._nodes.values() if n.direct]
+        waiting = {n.id: len(n.gnode.inbound) for n in direct}
+        values: dict[str, dict[str, list[Any]]] = {
+            n.id: {p: [] for p in n.spec.inputs} for n in direct
+        }
+        ready = deque(n for n in direct if not n.gnode.inbound)
+        completions: deque[tuple[_Node, list[Any]]] = deque()
+        wake = asyncio.Event()
+        in_flight = 0
+
+        async def finish(
+            n: _Node, resume: Any, results: list[Any], calls: deque[tuple[Any, ...]]
+        ) -> None:
+            nonlocal in_flight
+            value = await resume
+            if value is not _FAILED:
+                results.append(value)
+            while calls:
+                value = await self._call_with_policy(n, calls.popleft())
+                if value is not _FAILED:
+                    results.append(value)
+            in_flight -= 1
+            completions.append((n, results))
+            wake.set()
+
+        remaining = len(direct)
+        limit = max(1, self.options.max_parallel)
+        while remaining:
+            while ready and in_flight < limit:
+                n = ready.popleft()
+                ports = values.pop(n.id)
+                self._node_started(n)
+                n.rt.items_in += sum(len(v) for v in ports.values())
+                calls = (
+                    deque(zip(*ports.values(), strict=False)) if ports else deque([()])
+                )
+                results: list[Any] = []
+                while calls:
+                    completed, value = start_call(
+                        self._call_with_policy(n, calls.popleft())
+                    )
+                    if not completed:
+                        in_flight += 1
+                        tg.create_task(finish(n, value, results, calls))
+                        break
+                    if value is not _FAILED:
+                        results.append(value)
+                else:
+                    completions.append((n, results))
+            if not completions:
+                wake.clear()
+                await wake.wait()
+            while completions:
+                n, results = completions.popleft()
+                remaining -= 1
+                await self._direct_done(n, results, waiting, values, ready)
+
+    async def _direct_done(
+        self,
+        n: _Node,
+        results: list[Any],
+        waiting: dict[str, int],
+        values: dict[str, dict[str, list[Any]]],
+        ready: deque[_Node],
+    ) -> None:
+        await self._deliver(n, OUT_PORT, results)
+        await self._flush_side(n)
+        for c in n.gnode.outbound:
+            target = self._nodes[c.to_node]
+            if target.direct:
+                if c.from_port == OUT_PORT:
+                    values[target.id][c.to_port].extend(results)
+                waiting[target.id] -= 1
+                if waiting[target.id] == 0:
+                    ready.append(target)
+        for sends in n.sends.values():
+            for s in sends:
+                s.close()
+        self._node_completed(n)
+
+    # --- events --------------------------------------------------------------------
+
+    def _node_started(self, n: _Node) -> None:
+        n.rt.started = time.perf_counter()
+        self.bus.publish(
+            NodeStarted(
+                run_id=self.run_id,
+                timestamp=time.time(),
+                node_id=n.id,
+                node_type=n.spec.type_id,
+            )
+        )
+
+    def _node_completed(self, n: _Node) -> None:
+        n.rt.ended = time.perf_counter()
+        self.bus.publish(
+            NodeCompleted(
+                run_id=self.run_id,
+                timestamp=time.time(),
+                node_id=n.id,
+                node_type=n.spec.type_id,
+                stats=n.rt.stats(),
+            )
+        )
+
+
+_FAILED: Any = object()
+
+
+def _first_failure(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The exception to report for a failed task group: a node's own, if any.
+
+    Other tasks fail in reaction to the first failure (cancelled, or a channel
+    broken by it), so the node failure is the cause worth naming.
+    """
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for kind in (_Abort, Exception):
+        for exc in leaves:
+            if isinstance(exc, kind):
+                return exc
+    return leaves[0]
+
+
+class _ItemFeed:
+    """Items from a batch iterator, for a node's input port.
+
+    Remembers the last item handed out so that, after the node failed on it,
+    `replay` hands it out again to the restarted generator.
+    """
+
+    __slots__ = ("_batch", "_batches", "_i", "_replay", "last")
+
+    def __init__(self, batches: AsyncIterator[list[Any]]) -> None:
+        self._batches = batches
+        self._batch: list[Any] = []
+        self._i = 0
+        self._replay = False
+        self.last: Any = None
+
+    def __aiter__(self) -> _ItemFeed:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._replay:
+            self._replay = False
+            return self.last
+        i = self._i
+        batch = self._batch
+        while i >= len(batch):
+            batch = self._batch = await self._batches.__anext__()
+            i = 0
+        self._i = i + 1
+        item = self.last = batch[i]
+        return item
+
+    def replay(self) -> None:
+        self._replay = True
+
+    async def aclose(self) -> None:
+        close = getattr(self._batches, "aclose", None)
+        if close is not None:
+            await close()
+
+
+class _BatchFeed:
+    """Batches for a batch-aware node's input port (see `_ItemFeed`)."""
+
+    __slots__ = ("_batches", "_replay", "last")
+
+    def __init__(self, batches: AsyncIterator[list[Any]]) -> None:
+        self._batches = batches
+        self._replay = False
+        self.last: Any = None
+
+    def __aiter__(self) -> _BatchFeed:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._replay:
+            self._replay = False
+            return self.last
+        self.last = await self._batches.__anext__()
+        return self.last
+
+    def replay(self) -> None:
+        self._replay = True
+
+    async def aclose(self) -> None:
+        close = getattr(self._batches, "aclose", None)
+        if close is not None:
+            await close()

@@ -1,0 +1,68 @@
+"""What a run gives back: `RunResult` and its `DeadLetter`s."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from ..core.events import NodeStats
+
+__all__ = ["DeadLetter", "RunResult", "RunStatus"]
+
+RunStatus = Literal["completed", "failed", "cancelled"]
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+    """An item a node could not process, with the reason.
+
+    Attributes:
+        node_id: The node that gave up on the item.
+        reason: The error text (or the node's own reason).
+        item: The input that failed (for multi-input calls, a dict by port).
+        error_type: The exception's class name, if an exception was raised.
+    """
+
+    node_id: str
+    reason: str
+    item: Any = None
+    error_type: str | None = None
+
+
+class RunResult(msgspec.Struct, kw_only=True):
+    """The outcome of a run.
+
+    Attributes:
+        run_id: The run's id (also on every event).
+        status: ``completed``, ``failed`` or ``cancelled``.
+        outputs: For every port with no outgoing connection, the values it
+            emitted: ``{node_id: {port: [values]}}`` (terminal nodes, and in
+            stream mode only ``sink.collect`` nodes).
+        dead_letters: Items that went to an unconnected ``error`` port.
+        stats: Per-node counters.
+        error: What failed the run, naming the node.
+        duration_s: Wall time of the run.
+        attempts: How many times the workflow ran (``retry_workflow``).
+    """
+
+    run_id: str
+    status: RunStatus
+    outputs: dict[str, dict[str, list[Any]]] = msgspec.field(default_factory=dict)
+    dead_letters: list[DeadLetter] = msgspec.field(default_factory=list)
+    stats: dict[str, NodeStats] = msgspec.field(default_factory=dict)
+    error: str | None = None
+    duration_s: float = 0.0
+    attempts: int = 1
+
+    @property
+    def ok(self) -> bool:
+        """The run completed."""
+        return self.status == "completed"
+
+    def output(self, node_id: str, port: str = "out") -> list[Any]:
+        """Return what a node emitted on a port (empty if nothing).
+
+        Raises:
+            KeyError: The node has no collected outputs at all.
+        """
+        return self.outputs[node_id].get(port, [])

@@ -1,0 +1,498 @@
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import msgspec
+import pytest
+
+from flowstream.core.events import NodeCompleted, NodeFailed, WorkflowCompleted
+from flowstream.core.node import node
+from flowstream.core.values import Stream
+from flowstream.core.workflow import (
+    ContinueOnError,
+    RetryPolicy,
+    RetryWorkflow,
+    Workflow,
+)
+from flowstream.runtime.events import EventBus
+from flowstream.runtime.flow import FlowRuntime
+from flowstream.runtime.registry import NodeRegistry
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+# --- user node types used by these tests ----------------------------------------
+
+
+class Boom(msgspec.Struct, frozen=True, kw_only=True):
+    bad: list[int] = []
+    fail_times: int = 1_000_000
+
+
+@node("test.explode")
+async def explode(
+    inp: AsyncIterator[int], *, config: Boom, ctx: Any
+) -> AsyncIterator[int]:
+    async for x in inp:
+        if x in config.bad:
+            seen = ctx.state.get(f"seen-{x}", 0)
+            ctx.state[f"seen-{x}"] = seen + 1
+            if seen < config.fail_times:
+                msg = f"bad item {x}"
+                raise ValueError(msg)
+        yield x
+
+
+@node("test.add")
+async def add(a: int, b: int) -> int:
+    return a + b
+
+
+@node("test.inc")
+def inc(x: int) -> int:
+    return x + 1
+
+
+@node("test.slow_inc")
+async def slow_inc(x: int) -> int:
+    await asyncio.sleep(0)
+    return x + 1
+
+
+@node("test.const")
+async def const() -> int:
+    return 10
+
+
+@node("test.pairs", outputs=("even",))
+async def pairs(inp: AsyncIterator[int], *, ctx: Any) -> AsyncIterator[int]:
+    async for x in inp:
+        if x % 2 == 0:
+            ctx.emit("even", x)
+        else:
+            yield x
+
+
+@node("test.zip")
+async def zip_node(
+    left: AsyncIterator[Any], right: AsyncIterator[Any]
+) -> AsyncIterator[Any]:
+    while True:
+        try:
+            a = await left.__anext__()
+            b = await right.__anext__()
+        except StopAsyncIteration:
+            return
+        yield [a, b]
+
+
+@node("test.stream_out")
+async def stream_out(inp: AsyncIterator[int]) -> AsyncIterator[Any]:
+    async for n in inp:
+
+        async def numbers(n: int = n) -> AsyncIterator[int]:
+            for i in range(n):
+                yield i
+
+        yield Stream(numbers(), name=f"upto{n}")
+
+
+@node("test.stream_sum")
+async def stream_sum(inp: AsyncIterator[Stream[int]]) -> AsyncIterator[int]:
+    async for stream in inp:
+        total = 0
+        async for i in stream:
+            total += i
+        yield total
+
+
+@node("test.ticker")
+async def ticker() -> AsyncIterator[int]:
+    i = 0
+    while True:
+        yield i
+        i += 1
+        await asyncio.sleep(0)
+
+
+class Lifecycle:
+    """A class node recording its lifecycle calls."""
+
+    calls: ClassVar[list[str]] = []
+
+    async def initialize(self, ctx: Any) -> None:
+        Lifecycle.calls.append("initialize")
+
+    async def execute(self, inp: AsyncIterator[int]) -> AsyncIterator[int]:
+        async for x in inp:
+            yield x * 10
+
+    async def shutdown(self) -> None:
+        Lifecycle.calls.append("shutdown")
+
+
+lifecycle = node("test.lifecycle")(Lifecycle)
+
+TEST_NODES = [
+    explode,
+    add,
+    inc,
+    slow_inc,
+    const,
+    pairs,
+    zip_node,
+    stream_out,
+    stream_sum,
+    ticker,
+    lifecycle,
+]
+
+
+@pytest.fixture
+def runtime() -> FlowRuntime:
+    registry = NodeRegistry.default(entry_points=False)
+    registry.register_all(TEST_NODES)
+    return FlowRuntime(registry, EventBus())
+
+
+@pytest.fixture(params=["fused", "unfused"])
+def fuse(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param == "fused")
+
+
+@pytest.fixture(params=["dag", "stream"])
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def linear(n: int = 100) -> Workflow:
+    return (
+        Workflow("linear")
+        .node("src", "source.range", stop=n)
+        .node("double", "transform.map", expr="x * 2")
+        .node("keep", "transform.filter", expr="x % 3 != 0")
+        .node("inc", "transform.map", fn="operator:neg")
+        .node("out", "sink.collect")
+        .connect("src -> double")
+        .connect("double -> keep")
+        .connect("keep -> inc")
+        .connect("inc -> out")
+    )
+
+
+async def test_linear_pipeline(runtime: FlowRuntime, fuse: bool, mode: str) -> None:
+    result = await runtime.arun(linear(5000), fuse=fuse, mode=mode)
+    expected = [-(x * 2) for x in range(5000) if (x * 2) % 3 != 0]
+    assert result.status == "completed", result.error
+    assert result.output("out") == expected
+    assert result.stats["src"].items_out == 5000
+    assert result.stats["keep"].items_in == 5000
+    assert result.stats["keep"].items_out == len(expected)
+    assert result.stats["out"].items_in == len(expected)
+
+
+async def test_fusion_is_transparent_for_user_generators(runtime: FlowRuntime) -> None:
+    wf = (
+        Workflow("g")
+        .node("src", "source.range", stop=3000)
+        .node("p", "test.pairs")
+        .node("inc", "test.inc")
+        .node("evens", "sink.collect")
+        .node("odds", "sink.collect")
+        .connect("src -> p")
+        .connect("p -> inc")
+        .connect("inc -> odds")
+        .connect("p.even -> evens")
+    )
+    fused = await runtime.arun(wf, fuse=True)
+    unfused = await runtime.arun(wf, fuse=False)
+    assert fused.outputs == unfused.outputs
+    assert fused.output("odds") == [x + 1 for x in range(3000) if x % 2]
+    assert fused.output("evens") == [x for x in range(3000) if x % 2 == 0]
+
+
+async def test_fan_out_and_fan_in(runtime: FlowRuntime, fuse: bool, mode: str) -> None:
+    wf = Workflow("fan").node("src", "source.range", stop=2000)
+    for i in range(4):
+        wf.node(f"b{i}", "transform.map", expr=f"x + {i * 10_000}")
+        wf.connect("src", f"b{i}")
+        wf.connect(f"b{i}", "merged")
+    wf.node("merged", "sink.collect")
+    result = await runtime.arun(wf, fuse=fuse, mode=mode)
+    got = result.output("merged")
+    assert len(got) == 8000
+    assert sorted(got) == sorted(x + i * 10_000 for i in range(4) for x in range(2000))
+    # Each branch keeps its own order through the merge.
+    for i in range(4):
+        branch = [x for x in got if i * 10_000 <= x < i * 10_000 + 2000]
+        assert branch == sorted(branch)
+
+
+async def test_direct_dag_of_one_shot_nodes(runtime: FlowRuntime) -> None:
+    wf = (
+        Workflow("dag")
+        .node("a", "test.const")
+        .node("b", "test.inc")
+        .node("c", "test.slow_inc")
+        .node("sum", "test.add")
+        .connect("a -> b")
+        .connect("a -> c")
+        .connect("b -> sum.a")
+        .connect("c -> sum.b")
+    )
+    result = await runtime.arun(wf, max_parallel=1)
+    assert result.status == "completed", result.error
+    assert result.outputs == {"sum": {"out": [22]}}
+
+
+async def test_one_shot_node_applied_per_item_after_a_stream(
+    runtime: FlowRuntime, fuse: bool
+) -> None:
+    wf = (
+        Workflow("per-item")
+        .node("src", "source.values", values=[1, 2, 3])
+        .node("inc", "test.slow_inc")
+        .node("out", "sink.collect")
+        .connect("src -> inc")
+        .connect("inc -> out")
+    )
+    result = await runtime.arun(wf, fuse=fuse)
+    assert result.output("out") == [2, 3, 4]
+
+
+async def test_zip_of_two_streams_stops_at_the_shorter(runtime: FlowRuntime) -> None:
+    wf = (
+        Workflow("zip")
+        .node("a", "source.range", stop=5)
+        .node("b", "source.range", stop=100_000)
+        .node("z", "test.zip")
+        .connect("a -> z.left")
+        .connect("b -> z.right")
+    )
+    result = await runtime.arun(wf)
+    assert result.status == "completed", result.error
+    assert result.output("z") == [[i, i] for i in range(5)]
+
+
+async def test_stream_values_are_read_incrementally(runtime: FlowRuntime) -> None:
+    wf = (
+        Workflow("streams")
+        .node("src", "source.values", values=[3, 4])
+        .node("mk", "test.stream_out")
+        .node("sum", "test.stream_sum")
+        .connect("src -> mk")
+        .connect("mk -> sum")
+    )
+    result = await runtime.arun(wf)
+    assert result.output("sum") == [3, 6]
+
+
+async def test_stop_workflow_fails_the_run_naming_the_node(
+    runtime: FlowRuntime, fuse: bool
+) -> None:
+    wf = (
+        Workflow("fail")
+        .node("src", "source.range", stop=10)
+        .node("boom", "test.explode", bad=[3])
+        .node("out", "sink.collect")
+        .connect("src -> boom")
+        .connect("boom -> out")
+    )
+    result = await runtime.arun(wf, fuse=fuse)
+    assert result.status == "failed"
+    assert result.error is not None
+    assert "'boom'" in result.error
+    assert "bad item 3" in result.error
+
+
+async def test_continue_on_error_sends_item_to_dead_letters(
+    runtime: FlowRuntime, fuse: bool
+) -> None:
+    wf = (
+        Workflow("cont")
+        .node("src", "source.range", stop=10)
+        .node("boom", "test.explode", bad=[3, 7], error_handling=ContinueOnError())
+        .node("out", "sink.collect")
+        .connect("src -> boom")
+        .connect("boom -> out")
+    )
+    result = await runtime.arun(wf, fuse=fuse)
+    assert result.status == "completed", result.error
+    assert result.output("out") == [0, 1, 2, 4, 5, 6, 8, 9]
+    assert [d.item for d in result.dead_letters] == [3, 7]
+    assert all("bad item" in d.reason for d in result.dead_letters)
+    assert result.stats["boom"].errors == 2
+    assert result.stats["boom"].dead_letters == 2
+
+
+async def test_error_port_receives_failures_when_connected(
+    runtime: FlowRuntime,
+) -> None:
+    wf = (
+        Workflow("errport", error_handling=ContinueOnError())
+        .node("src", "source.values", values=[1, "x", 3])
+        .node("m", "transform.map", expr="x * 2")
+        .node("ok", "sink.collect")
+        .node("bad", "sink.collect")
+        .connect("src -> m")
+        .connect("m -> ok")
+        .connect("m.error -> bad")
+    )
+    result = await runtime.arun(wf)
+    assert result.output("ok") == [2, 6]
+    [letter] = result.output("bad")
+    assert letter["node"] == "m"
+    assert letter["item"] == "x"
+    assert result.dead_letters == []
+
+
+async def test_retry_policy_retries_then_succeeds(runtime: FlowRuntime) -> None:
+    delays: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        delays.append(seconds)
+
+    wf = (
+        Workflow("retry")
+        .node(
+            "boom",
+            "test.explode",
+            bad=[2],
+            fail_times=2,
+            retry=RetryPolicy(max_attempts=3, delay_ms=100, backoff_multiplier=2),
+        )
+        .node("src", "source.range", stop=4)
+        .node("out", "sink.collect")
+        .connect("src -> boom")
+        .connect("boom -> out")
+    )
+    result = await runtime.arun(wf, sleep=fake_sleep)
+    assert result.status == "completed", result.error
+    assert result.output("out") == [0, 1, 2, 3]
+    assert delays == [0.1, 0.2]
+
+
+async def test_retry_workflow_reruns_the_run(runtime: FlowRuntime) -> None:
+    wf = (
+        Workflow("rw", error_handling=RetryWorkflow(max_attempts=2))
+        .node("src", "source.range", stop=3)
+        .node("boom", "test.explode", bad=[1])
+        .connect("src -> boom")
+    )
+    result = await runtime.arun(wf)
+    assert result.status == "failed"
+    assert result.attempts == 2
+
+
+async def test_events_cover_the_lifecycle(runtime: FlowRuntime) -> None:
+    seen: list[Any] = []
+    runtime.bus.add_listener(seen.append)
+    await runtime.arun(linear(10))
+    kinds = [type(e).__name__ for e in seen]
+    assert kinds[0] == "WorkflowStarted"
+    assert kinds[-1] == "WorkflowCompleted"
+    completed = {e.node_id for e in seen if isinstance(e, NodeCompleted)}
+    assert completed == {"src", "double", "keep", "inc", "out"}
+    assert isinstance(seen[-1], WorkflowCompleted)
+    assert seen[-1].status == "completed"
+
+
+async def test_failure_events(runtime: FlowRuntime) -> None:
+    seen: list[Any] = []
+    runtime.bus.add_listener(seen.append)
+    wf = (
+        Workflow("f")
+        .node("src", "source.range", stop=5)
+        .node("boom", "test.explode", bad=[1])
+        .connect("src -> boom")
+    )
+    await runtime.arun(wf)
+    failed = [e for e in seen if isinstance(e, NodeFailed)]
+    assert len(failed) == 1
+    assert failed[0].node_id == "boom"
+    assert failed[0].error_type == "ValueError"
+
+
+async def test_class_node_lifecycle_runs_whatever_happens(runtime: FlowRuntime) -> None:
+    Lifecycle.calls = []
+    wf = (
+        Workflow("life")
+        .node("src", "source.values", values=[1, 2])
+        .node("life", "test.lifecycle")
+        .node("boom", "test.explode", bad=[20])
+        .connect("src -> life")
+        .connect("life -> boom")
+    )
+    result = await runtime.arun(wf)
+    assert result.status == "failed"
+    assert Lifecycle.calls == ["initialize", "shutdown"]
+
+
+async def test_stream_mode_stop_drains_and_leaves_no_tasks(
+    runtime: FlowRuntime,
+) -> None:
+    wf = (
+        Workflow("ticks", mode="stream")
+        .node("tick", "test.ticker")
+        .node("double", "transform.map", expr="x * 2")
+        .node("out", "sink.collect")
+        .connect("tick -> double")
+        .connect("double -> out")
+    )
+    before = asyncio.all_tasks()
+    executor = runtime.executor(wf)
+    run = asyncio.ensure_future(executor.run())
+    for _ in range(1000):
+        await asyncio.sleep(0)
+        if (
+            executor.statistics().get("out")
+            and executor.statistics()["out"].items_in > 50
+        ):
+            break
+    executor.stop()
+    result = await run
+    assert result.status == "completed", result.error
+    got = result.output("out")
+    assert len(got) > 50
+    # Drained: everything the source emitted reached the sink, in order.
+    assert got == [2 * i for i in range(len(got))]
+    assert result.stats["tick"].items_out == len(got)
+    assert asyncio.all_tasks() - before == set()
+
+
+async def test_second_stop_cancels(runtime: FlowRuntime) -> None:
+    wf = (
+        Workflow("ticks", mode="stream")
+        .node("tick", "test.ticker")
+        .node("slow", "test.slow_inc")
+        .connect("tick -> slow")
+    )
+    executor = runtime.executor(wf)
+    run = asyncio.ensure_future(executor.run())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    executor.stop()
+    executor.stop()
+    result = await run
+    assert result.status == "cancelled"
+
+
+async def test_no_task_leaks_after_failure(runtime: FlowRuntime) -> None:
+    before = asyncio.all_tasks()
+    wf = (
+        Workflow("f")
+        .node("src", "source.range", stop=100_000)
+        .node("boom", "test.explode", bad=[5000])
+        .node("m", "transform.map", expr="x + 1", fuse=False)
+        .connect("src -> boom")
+        .connect("boom -> m")
+    )
+    result = await runtime.arun(wf, fuse=False)
+    assert result.status == "failed"
+    assert asyncio.all_tasks() - before == set()
+
+
+def test_run_is_usable_without_a_loop(runtime: FlowRuntime) -> None:
+    result = runtime.run(linear(10))
+    assert result.ok
