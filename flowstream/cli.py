@@ -7,6 +7,7 @@ error the user caused.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,15 +17,18 @@ import click
 import msgspec
 
 from . import __version__
+from .core.codec import encode_json
 from .core.workflow import Workflow, read_workflow
 from .errors import CodecError, FlowstreamError, WorkflowValidationError
 from .runtime.registry import NodeRegistry
+from .runtime.runner import CliRun
 from .runtime.validation import Graph, validate
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
     from .core.node import NodeSpec
+    from .runtime.result import RunResult
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -91,6 +95,130 @@ def validate_command(file: str) -> None:
         f"ok: {file}: workflow {wf.name!r} ({wf.mode} mode), "
         f"{len(wf.nodes)} nodes, {len(wf.connections)} connections"
     )
+
+
+@cli.command("run")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--mode", type=click.Choice(["dag", "stream"]), help="Override the file's mode."
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the result as one JSON object."
+)
+@click.option(
+    "--events",
+    "events_path",
+    type=click.Path(dir_okay=False),
+    help="Record every event to this JSON Lines file.",
+)
+@click.option(
+    "--no-fuse", is_flag=True, help="Give every node its own task (debugging)."
+)
+@click.option(
+    "--max-parallel",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Suspended one-shot calls allowed at once.",
+)
+@click.option(
+    "--drain-timeout",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Seconds a stop may take to drain before it aborts.",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Show live per-node counts on stderr (default: when it is a terminal).",
+)
+def run_command(
+    file: str,
+    mode: str | None,
+    as_json: bool,
+    events_path: str | None,
+    no_fuse: bool,
+    max_parallel: int,
+    drain_timeout: float,
+    progress: bool | None,
+) -> None:
+    """Run a workflow; print its outputs (DAG) or a summary (stream).
+
+    In stream mode the first SIGINT/SIGTERM drains gracefully, a second one
+    cancels. Exits 0 when the run completed, 1 when it failed, 2 on invalid
+    input.
+    """
+    registry = NodeRegistry.default()
+    with _user_errors():
+        graph = load_graph(file, registry)
+    show = progress if progress is not None else sys.stderr.isatty()
+    runner = CliRun(
+        graph,
+        registry,
+        mode=mode,
+        fuse=not no_fuse,
+        max_parallel=max_parallel,
+        drain_timeout=drain_timeout,
+        events_path=events_path,
+        progress=show,
+    )
+    with _user_errors():
+        result = asyncio.run(runner.run())
+    if as_json:
+        click.echo(encode_json(_result_document(result)).decode())
+    else:
+        _print_result(result, runner.mode, runner.stopped_by)
+    if result.status != "completed":
+        click.echo(f"error: {result.error}", err=True)
+        sys.exit(EXIT_FAILED)
+
+
+def _result_document(result: RunResult) -> dict[str, Any]:
+    return {
+        "status": result.status,
+        "run_id": result.run_id,
+        "outputs": result.outputs,
+        "dead_letters": [msgspec.to_builtins(d) for d in result.dead_letters],
+        "stats": {k: msgspec.to_builtins(v) for k, v in result.stats.items()},
+        "error": result.error,
+        "duration_s": round(result.duration_s, 6),
+    }
+
+
+def _short(value: Any, limit: int = 100) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _print_result(result: RunResult, mode: str, stopped_by: str | None) -> None:
+    if stopped_by:
+        click.echo(f"stopped by {stopped_by}; drained")
+    click.echo(
+        f"{result.status}: run {result.run_id} in {result.duration_s:.3f}s "
+        f"({mode} mode)"
+    )
+    for node_id, ports in result.outputs.items():
+        for port, values in ports.items():
+            click.echo(f"{node_id}.{port} ({len(values)} items)")
+            for v in values[:_SHOWN]:
+                click.echo(f"  {_short(v)}")
+            if len(values) > _SHOWN:
+                click.echo(f"  ... {len(values) - _SHOWN} more (use --json for all)")
+    if result.dead_letters:
+        click.echo(f"dead letters ({len(result.dead_letters)}):")
+        for d in result.dead_letters[:_SHOWN]:
+            click.echo(f"  {d.node_id}: {d.reason} <- {_short(d.item, 60)}")
+    click.echo("node stats:")
+    for node_id, st in result.stats.items():
+        rate = st.items_out / st.duration_s if st.duration_s > 0 else 0.0
+        click.echo(
+            f"  {node_id:<20} in {st.items_in:>10,}  out {st.items_out:>10,}  "
+            f"errors {st.errors:>4}  {rate:>12,.0f}/s"
+        )
+
+
+_SHOWN = 20
 
 
 def _describe(spec: NodeSpec) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .sink import collect_sink, null_sink
-from .source import range_source, values_source
+from .source import range_source, timer_source, values_source
 from .transform import filter_items, map_items
 
 if TYPE_CHECKING:
@@ -20,6 +20,7 @@ __all__ = ["BUILTIN_NODES"]
 BUILTIN_NODES: tuple[NodeSpec, ...] = (
     values_source,
     range_source,
+    timer_source,
     map_items,
     filter_items,
     collect_sink,

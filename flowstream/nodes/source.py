@@ -6,6 +6,7 @@ offset); they emit batches of up to `BATCH_SIZE` items.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -16,7 +17,7 @@ from ._common import BATCH_SIZE
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-__all__ = ["range_source", "values_source"]
+__all__ = ["range_source", "timer_source", "values_source"]
 
 
 class Values(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -62,3 +63,42 @@ async def range_source(*, config: Range) -> AsyncIterator[list[int]]:
     numbers = range(config.start, config.stop, config.step)
     for i in range(0, len(numbers), BATCH_SIZE):
         yield list(numbers[i : i + BATCH_SIZE])
+
+
+class Timer(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Config of ``source.timer``."""
+
+    interval_ms: float = msgspec.field(default=1000.0)
+    count: int | None = None
+    """Stop after this many ticks; None ticks until the run is stopped."""
+
+    def __post_init__(self) -> None:
+        if self.interval_ms <= 0:
+            msg = f"interval_ms must be > 0, got {self.interval_ms}"
+            raise ValueError(msg)
+        if self.count is not None and self.count < 0:
+            msg = f"count must be >= 0, got {self.count}"
+            raise ValueError(msg)
+
+
+@node("source.timer", config=Timer)
+async def timer_source(*, config: Timer) -> AsyncIterator[int]:
+    """Emit the tick numbers 0, 1, 2, ... every ``interval_ms`` milliseconds.
+
+    Ticks follow a fixed schedule from the start (no drift when the pipeline
+    is briefly slow). Unbounded unless ``count`` is set: a stream-mode source.
+
+    Example:
+        ``{id: tick, type: source.timer, config: {interval_ms: 100, count: 3}}``
+        emits ``0``, ``1``, ``2`` over about 0.2 s.
+    """
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    interval = config.interval_ms / 1000.0
+    tick = 0
+    while config.count is None or tick < config.count:
+        yield tick
+        tick += 1
+        if config.count is not None and tick >= config.count:
+            return
+        await asyncio.sleep(max(0.0, start + tick * interval - loop.time()))
