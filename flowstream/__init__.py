@@ -1,3 +1,148 @@
-"""flowstream."""
+"""flowstream: a push-based streaming dataflow engine.
+
+A workflow is a graph of nodes (async generators) joined by bounded channels
+that carry micro-batches. The same graph runs to completion (DAG mode, it
+returns its outputs) or continuously (stream mode, until stopped).
+
+The package is layered, and imports only go one way (a test enforces it)::
+
+    flowstream.core      values, codec, workflow model, node API, event types;
+                         no event loop
+    flowstream.runtime   channels, executor, events bus, registry, validation
+    flowstream.nodes     the standard node library     connectors/  the outside world
+    flowstream.cli       the command line (and, later, the server)
+
+This module re-exports the public API; everything not listed in ``__all__``
+may change without notice. Public submodules: `flowstream.errors`,
+`flowstream.testing`, `flowstream.nodes`.
+"""
+
+from __future__ import annotations
 
 from ._version import __version__ as __version__
+from .core.codec import decode as decode, encode as encode
+from .core.events import (
+    ExecutionEvent as ExecutionEvent,
+    NodeCompleted as NodeCompleted,
+    NodeEvent as NodeEvent,
+    NodeFailed as NodeFailed,
+    NodeStarted as NodeStarted,
+    NodeStats as NodeStats,
+    WorkflowCompleted as WorkflowCompleted,
+    WorkflowStarted as WorkflowStarted,
+)
+from .core.expr import Expr as Expr, FnRef as FnRef
+from .core.node import (
+    Node as Node,
+    NodeContext as NodeContext,
+    NodeFactory as NodeFactory,
+    NodeSpec as NodeSpec,
+    NodeState as NodeState,
+    node as node,
+)
+from .core.values import Json as Json, Stream as Stream, Value as Value
+from .core.workflow import (
+    Connection as Connection,
+    ContinueOnError as ContinueOnError,
+    ErrorHandling as ErrorHandling,
+    RetryPolicy as RetryPolicy,
+    RetryWorkflow as RetryWorkflow,
+    StopWorkflow as StopWorkflow,
+    Workflow as Workflow,
+    WorkflowNode as WorkflowNode,
+    read_workflow as read_workflow,
+    write_workflow as write_workflow,
+)
+from .runtime.channel import (
+    ChannelStatistics as ChannelStatistics,
+    Control as Control,
+    ReceiveChannel as ReceiveChannel,
+    SendChannel as SendChannel,
+    open_channel as open_channel,
+)
+from .runtime.events import EventBus as EventBus, Subscription as Subscription
+from .runtime.executor import (
+    RunOptions as RunOptions,
+    WorkflowExecutor as WorkflowExecutor,
+)
+from .runtime.flow import FlowRuntime as FlowRuntime
+from .runtime.registry import NodeRegistry as NodeRegistry
+from .runtime.result import DeadLetter as DeadLetter, RunResult as RunResult
+from .runtime.validation import Graph as Graph, validate as validate
+
+__all__ = [
+    "ChannelStatistics",
+    "Connection",
+    "ContinueOnError",
+    "Control",
+    "DeadLetter",
+    "ErrorHandling",
+    "EventBus",
+    "ExecutionEvent",
+    "Expr",
+    "FlowRuntime",
+    "FnRef",
+    "Graph",
+    "Json",
+    "Node",
+    "NodeCompleted",
+    "NodeContext",
+    "NodeEvent",
+    "NodeFactory",
+    "NodeFailed",
+    "NodeRegistry",
+    "NodeSpec",
+    "NodeStarted",
+    "NodeState",
+    "NodeStats",
+    "ReceiveChannel",
+    "RetryPolicy",
+    "RetryWorkflow",
+    "RunOptions",
+    "RunResult",
+    "SendChannel",
+    "StopWorkflow",
+    "Stream",
+    "Subscription",
+    "Value",
+    "Workflow",
+    "WorkflowCompleted",
+    "WorkflowExecutor",
+    "WorkflowNode",
+    "WorkflowStarted",
+    "__version__",
+    "decode",
+    "encode",
+    "node",
+    "open_channel",
+    "read_workflow",
+    "validate",
+    "write_workflow",
+]
+
+
+def _fixup_module_metadata() -> None:
+    # Show the public path in reprs and tracebacks (trio does the same). Only
+    # classes and functions defined by us; aliases and typing forms are left,
+    # and so are msgspec structs: msgspec and typing resolve their annotations
+    # in the namespace of __module__.
+    import msgspec
+
+    for name in __all__:
+        obj = globals()[name]
+        module = getattr(obj, "__module__", "")
+        if isinstance(obj, type) and issubclass(obj, msgspec.Struct):
+            continue
+        if isinstance(obj, type) or callable(obj):
+            if (
+                module.startswith("flowstream.")
+                and getattr(obj, "__name__", "") == name
+            ):
+                try:
+                    obj.__module__ = "flowstream"
+                except (AttributeError, TypeError):
+                    pass
+
+
+_fixup_module_metadata()
+del _fixup_module_metadata

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import flowstream
+
+# The public API, spelled out: a change here is a change users see.
+EXPECTED = {
+    "ChannelStatistics",
+    "Connection",
+    "ContinueOnError",
+    "Control",
+    "DeadLetter",
+    "ErrorHandling",
+    "EventBus",
+    "ExecutionEvent",
+    "Expr",
+    "FlowRuntime",
+    "FnRef",
+    "Graph",
+    "Json",
+    "Node",
+    "NodeCompleted",
+    "NodeContext",
+    "NodeEvent",
+    "NodeFactory",
+    "NodeFailed",
+    "NodeRegistry",
+    "NodeSpec",
+    "NodeStarted",
+    "NodeState",
+    "NodeStats",
+    "ReceiveChannel",
+    "RetryPolicy",
+    "RetryWorkflow",
+    "RunOptions",
+    "RunResult",
+    "SendChannel",
+    "StopWorkflow",
+    "Stream",
+    "Subscription",
+    "Value",
+    "Workflow",
+    "WorkflowCompleted",
+    "WorkflowExecutor",
+    "WorkflowNode",
+    "WorkflowStarted",
+    "__version__",
+    "decode",
+    "encode",
+    "node",
+    "open_channel",
+    "read_workflow",
+    "validate",
+    "write_workflow",
+}
+
+
+def test_all_is_exactly_the_public_api() -> None:
+    assert set(flowstream.__all__) == EXPECTED
+
+
+def test_all_is_sorted_and_resolvable() -> None:
+    assert flowstream.__all__ == sorted(flowstream.__all__)
+    for name in flowstream.__all__:
+        assert hasattr(flowstream, name), name
+
+
+def test_public_objects_show_the_public_module() -> None:
+    assert flowstream.FlowRuntime.__module__ == "flowstream"
+    assert flowstream.node.__module__ == "flowstream"
+    assert flowstream.open_channel.__module__ == "flowstream"
+
+
+def test_testing_helpers_run_a_node() -> None:
+    import asyncio
+
+    from flowstream.nodes.transform import map_items
+    from flowstream.testing import assert_emits, run_nodes
+
+    async def check() -> None:
+        out = await run_nodes(map_items, [1, 2, 3], {"expr": "x * 10"})
+        assert out["out"] == [10, 20, 30]
+        await assert_emits(map_items, [1, 2], [3, 4], {"expr": "x + 2"})
+
+    asyncio.run(check())
