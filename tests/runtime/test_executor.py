@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from flowstream.core.events import NodeCompleted, NodeFailed, WorkflowCompleted
 from flowstream.core.node import node
@@ -496,3 +497,118 @@ async def test_no_task_leaks_after_failure(runtime: FlowRuntime) -> None:
 def test_run_is_usable_without_a_loop(runtime: FlowRuntime) -> None:
     result = runtime.run(linear(10))
     assert result.ok
+
+
+# --- backpressure and bounded concurrency -----------------------------------------
+
+
+class Flow:
+    produced = 0
+    consumed = 0
+    peak = 0
+
+
+class BatchCfg(msgspec.Struct, frozen=True, kw_only=True):
+    batches: int
+    size: int
+
+
+@node("test.fast_batches", batched=True)
+async def fast_batches(*, config: BatchCfg) -> AsyncIterator[list[int]]:
+    for b in range(config.batches):
+        Flow.produced += config.size
+        Flow.peak = max(Flow.peak, Flow.produced - Flow.consumed)
+        yield list(range(b * config.size, (b + 1) * config.size))
+
+
+class SlowCfg(msgspec.Struct, frozen=True, kw_only=True):
+    pauses: list[int]
+
+
+@node("test.slow_sink")
+async def slow_sink(inp: AsyncIterator[int], *, config: SlowCfg) -> AsyncIterator[int]:
+    i = 0
+    async for x in inp:
+        for _ in range(config.pauses[i % len(config.pauses)]):
+            await asyncio.sleep(0)
+        Flow.consumed += 1
+        i += 1
+        yield x
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    capacity=st.integers(min_value=0, max_value=4),
+    batches=st.integers(min_value=1, max_value=30),
+    size=st.integers(min_value=1, max_value=20),
+    pauses=st.lists(st.integers(min_value=0, max_value=3), min_size=1, max_size=5),
+)
+def test_fast_producer_never_outruns_the_channel_bound(
+    capacity: int, batches: int, size: int, pauses: list[int]
+) -> None:
+    registry = NodeRegistry.default(entry_points=False)
+    registry.register_all([fast_batches, slow_sink])
+    Flow.produced = Flow.consumed = Flow.peak = 0
+    wf = (
+        Workflow("bp")
+        .node("src", "test.fast_batches", batches=batches, size=size)
+        .node("slow", "test.slow_sink", pauses=pauses)
+        .connect("src", "slow", capacity=capacity)
+    )
+    result = FlowRuntime(registry).run(wf)
+    assert result.ok, result.error
+    assert result.output("slow") == list(range(batches * size))
+    # In flight: the channel's batches, plus one batch being handed over by
+    # the producer and one being worked through by the consumer.
+    assert Flow.peak <= (capacity + 2) * size
+
+
+class Gate:
+    running = 0
+    peak = 0
+
+
+@node("test.gated")
+async def gated(x: int) -> int:
+    Gate.running += 1
+    Gate.peak = max(Gate.peak, Gate.running)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    Gate.running -= 1
+    return x
+
+
+async def test_max_parallel_bounds_suspended_calls(runtime: FlowRuntime) -> None:
+    runtime.registry.register(gated)
+    wf = Workflow("wide").node("root", "test.const")
+    for i in range(20):
+        wf.node(f"g{i}", "test.gated").connect("root", f"g{i}")
+    Gate.running = Gate.peak = 0
+    result = await runtime.arun(wf, max_parallel=3)
+    assert result.ok, result.error
+    assert Gate.peak == 3
+    assert all(result.output(f"g{i}") == [10] for i in range(20))
+
+
+async def test_fuse_false_on_a_node_keeps_results(runtime: FlowRuntime) -> None:
+    wf = linear(300)
+    wf.nodes[2] = msgspec.structs.replace(wf.nodes[2], fuse=False)
+    fused = await runtime.arun(linear(300))
+    split = await runtime.arun(wf)
+    assert split.outputs == fused.outputs
+
+
+async def test_stream_mode_keeps_only_sink_collect_outputs(
+    runtime: FlowRuntime,
+) -> None:
+    wf = (
+        Workflow("s", mode="stream")
+        .node("src", "source.range", stop=10)
+        .node("m", "transform.map", expr="x + 1")
+        .node("c", "sink.collect")
+        .connect("src -> m")
+        .connect("src -> c")
+    )
+    result = await runtime.arun(wf)
+    assert result.outputs == {"c": {"out": list(range(10))}}
+    assert result.stats["m"].items_out == 10
