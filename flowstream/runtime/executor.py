@@ -138,6 +138,9 @@ class _Segment:
     head: _Node
     chain: list[_Node]
     is_source: bool
+    # Set while the task waits on the source itself: a stop cancels exactly
+    # that wait, never an item that is already on its way downstream.
+    pulling: asyncio.Timeout | None = None
 
     @property
     def tail(self) -> _Node:
@@ -172,7 +175,8 @@ class WorkflowExecutor:
         self._stopping = False
         self._aborted = False
         self._main: asyncio.Task[Any] | None = None
-        self._source_tasks: list[asyncio.Task[Any]] = []
+        self._sources: list[_Segment] = []
+        self._drain_deadline: asyncio.TimerHandle | None = None
         self._nodes: dict[str, _Node] = {}
         self._dead_letters: list[DeadLetter] = []
         self._outputs: dict[str, dict[str, list[Any]]] = {}
@@ -205,10 +209,11 @@ class WorkflowExecutor:
             self.cancel()
             return
         self._stopping = True
-        for task in self._source_tasks:
-            task.cancel()
         loop = asyncio.get_running_loop()
-        loop.call_later(self.options.drain_timeout, self.cancel)
+        for seg in self._sources:
+            if seg.pulling is not None:
+                seg.pulling.reschedule(loop.time())
+        self._drain_deadline = loop.call_later(self.options.drain_timeout, self.cancel)
 
     def cancel(self) -> None:
         """Cancel the run now; its result says ``cancelled``."""
@@ -258,6 +263,8 @@ class WorkflowExecutor:
             status, error = "failed", f"{type(exc).__name__}: {exc}"
         finally:
             self._main = None
+            if self._drain_deadline is not None:
+                self._drain_deadline.cancel()
             await self._shutdown(initialized)
         for n in self._nodes.values():
             n.rt.ended = n.rt.ended or time.perf_counter()
@@ -393,15 +400,13 @@ class WorkflowExecutor:
     async def _run_tasks(self) -> None:
         segments = self._segments()
         self._wire(segments)
-        self._source_tasks = []
+        self._sources = [seg for seg in segments if seg.is_source]
         try:
             async with asyncio.TaskGroup() as tg:
                 for seg in segments:
-                    task = tg.create_task(
+                    tg.create_task(
                         self._run_segment(seg), name=f"segment:{seg.head.id}"
                     )
-                    if seg.is_source:
-                        self._source_tasks.append(task)
                 if any(n.direct for n in self._nodes.values()):
                     tg.create_task(self._run_direct(tg), name="direct-calls")
         except BaseExceptionGroup as group:
@@ -452,7 +457,10 @@ class WorkflowExecutor:
     async def _run_segment(self, seg: _Segment) -> None:
         for n in seg.nodes:
             self._node_started(n)
-        stream = self._count_out(seg.head, self._head_batches(seg.head))
+        head = (
+            self._source_batches(seg) if seg.is_source else self._head_batches(seg.head)
+        )
+        stream = self._count_out(seg.head, head)
         kernels: list[tuple[_Node, Callable[[list[Any]], list[Any]]]] = []
         for n in seg.chain:
             kernel = self._kernel(n)
@@ -467,19 +475,12 @@ class WorkflowExecutor:
             stream = self._kernel_stage(stream, kernels)
         tail = seg.tail
         nodes = seg.nodes
-        try:
-            async with contextlib.aclosing(stream):  # type: ignore[type-var]
-                async for batch in stream:
-                    await self._deliver(tail, OUT_PORT, batch, counted=True)
-                    for n in nodes:
-                        if n.rt.pending:
-                            await self._flush_side(n)
-        except asyncio.CancelledError:
-            if not (seg.is_source and self._stopping and not self._aborted):
-                raise
-            # A graceful stop: this source ends here, and its end-of-stream
-            # lets everything downstream drain.
-            self._uncancel()
+        async with contextlib.aclosing(stream):  # type: ignore[type-var]
+            async for batch in stream:
+                await self._deliver(tail, OUT_PORT, batch, counted=True)
+                for n in nodes:
+                    if n.rt.pending:
+                        await self._flush_side(n)
         for n in nodes:
             await self._flush_side(n)
             for sends in n.sends.values():
@@ -494,6 +495,24 @@ class WorkflowExecutor:
         return factory(n.gnode.config)
 
     # --- heads ---------------------------------------------------------------------
+
+    async def _source_batches(self, seg: _Segment) -> AsyncIterator[list[Any]]:
+        """A source's batches, until it ends or a stop ends it between batches."""
+        batches = self._head_batches(seg.head)
+        async with contextlib.aclosing(batches):  # type: ignore[type-var]
+            while not self._stopping:
+                try:
+                    async with asyncio.timeout(None) as seg.pulling:
+                        batch = await anext(batches)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    if self._stopping:
+                        return  # end-of-stream now lets everything downstream drain
+                    raise
+                finally:
+                    seg.pulling = None
+                yield batch
 
     async def _head_batches(self, n: _Node) -> AsyncIterator[list[Any]]:
         spec = n.spec
