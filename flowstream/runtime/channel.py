@@ -26,13 +26,14 @@ Fan-out, fan-in, work sharing
     share the work: each batch goes to exactly one receiver.
 
 Control messages and errors
-    ``Control`` messages (end-of-stream markers, later checkpoint barriers) and a
-    sender's error travel in the same queue as the batches, so their order
-    relative to the data is exact, but they do not count against capacity.
-    That is what lets ``close()`` be synchronous, idempotent and never block:
-    it can run in ``finally`` or in a cancelled task, and it never waits behind
-    a full buffer for room to say "no more". ``close(error)`` delivers the error
-    after the batches already buffered, then the stream ends.
+    ``Control`` messages (checkpoint barriers, for instance) and a sender's
+    error travel in the same queue as the batches, so their order relative to
+    the data is exact, but they do not count against capacity; end-of-stream
+    is a flag that receivers act on once the queue is drained. So ``close()``
+    is synchronous, idempotent and never blocks: it can run in ``finally`` or
+    in a cancelled task, and never waits behind a full buffer for room to say
+    "no more". ``close(error)`` delivers the error after the batches already
+    buffered, then the stream ends.
 
 Scheduling and cancellation
     ``send()`` and ``receive()`` suspend only when they must wait; otherwise
@@ -85,6 +86,8 @@ DEFAULT_CAPACITY: Final = 16
 
 class Control:
     """Base class of in-band control messages; subclass it once per kind.
+
+    End-of-stream is not a control message: it is ``close()``.
 
     A control message keeps its exact place among the batches a sender sends,
     yet never counts against capacity, so ``SendChannel.send_control`` never
@@ -573,6 +576,8 @@ class ReceiveChannel(Generic[T_co], metaclass=_NoPublicConstructor):
                         state.give_back(handed)
                 raise
             if msg is _WAKE:
+                # Only a close wakes a receiver without a message, so _poll()
+                # raises, unless a cancelled receiver gave a batch back first.
                 polled = self._poll()
                 if polled is _EMPTY:
                     continue
