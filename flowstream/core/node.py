@@ -167,6 +167,9 @@ class NodeSpec(msgspec.Struct, frozen=True, kw_only=True):
         kernel: Builds a batch kernel for fused 1-in/1-out stateless chains.
         needs_end: The node emits only at end of input (like ``reduce``), so it
             cannot follow an unbounded source in stream mode.
+        timed: The node waits on its inputs with deadlines
+            (``flowstream.runtime.feeds.next_item``), so its inputs are always
+            channels and it is never fused behind another node.
         description: First line of the docstring.
         location: ``module.qualname:line``, for error messages.
     """
@@ -185,6 +188,7 @@ class NodeSpec(msgspec.Struct, frozen=True, kw_only=True):
     batched: bool = False
     kernel: KernelFactory | None = None
     needs_end: bool = False
+    timed: bool = False
     description: str = ""
     location: str = ""
 
@@ -255,14 +259,18 @@ def _ports(
     return tuple(inputs), tuple(names), wants_config, wants_ctx
 
 
+def _check_struct(type_id: str, given: Any, where: str) -> type[msgspec.Struct]:
+    if not (isinstance(given, type) and issubclass(given, msgspec.Struct)):
+        msg = f"node {type_id!r} ({where}): config must be a msgspec.Struct type"
+        raise TypeError(msg)
+    return given
+
+
 def _config_type(
     type_id: str, fn: Callable[..., Any], given: type[msgspec.Struct] | None, where: str
 ) -> type[msgspec.Struct] | None:
     if given is not None:
-        if not (isinstance(given, type) and issubclass(given, msgspec.Struct)):
-            msg = f"node {type_id!r} ({where}): config must be a msgspec.Struct type"
-            raise TypeError(msg)
-        return given
+        return _check_struct(type_id, given, where)
     # Resolve only this annotation: the others may name TYPE_CHECKING imports.
     hint = inspect.signature(fn).parameters["config"].annotation
     if isinstance(hint, str):
@@ -287,6 +295,7 @@ def node(
     batched: bool = False,
     kernel: KernelFactory | None = None,
     needs_end: bool = False,
+    timed: bool = False,
     description: str | None = None,
 ) -> Callable[[Any], NodeSpec]:
     """Declare a node type; the decorated function or class becomes a `NodeSpec`.
@@ -301,6 +310,7 @@ def node(
         batched: Inputs yield lists of items and the node yields lists.
         kernel: A batch kernel factory (for built-in stateless nodes).
         needs_end: The node emits only at end of input.
+        timed: The node waits on inputs with deadlines (never fused behind).
         description: Overrides the docstring's first line.
 
     Raises:
@@ -346,7 +356,12 @@ def node(
             config_type = _config_type(type_id, fn, config, where)
         else:
             config_type = config
-        extra = tuple(p for p in outputs if p not in (OUT_PORT, ERROR_PORT))
+        if config_type is not None:
+            _check_struct(type_id, config_type, where)
+        # Each port once, in the order given.
+        extra = tuple(
+            p for p in dict.fromkeys(outputs) if p not in (OUT_PORT, ERROR_PORT)
+        )
         doc = description if description is not None else inspect.getdoc(obj) or ""
         return NodeSpec(
             type_id=type_id,
@@ -363,6 +378,7 @@ def node(
             batched=batched,
             kernel=kernel,
             needs_end=needs_end,
+            timed=timed,
             description=doc.strip().splitlines()[0] if doc.strip() else "",
             location=where,
         )

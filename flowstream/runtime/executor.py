@@ -59,6 +59,7 @@ from .channel import (
 )
 from .context import NodeRuntime, RunState
 from .events import EventBus
+from .feeds import BatchFeed, ChannelFeed, ItemFeed
 from .result import DeadLetter, RunResult, RunStatus
 from .stepping import rebatch, start_call
 
@@ -331,7 +332,7 @@ class WorkflowExecutor:
 
     def _fused_with_upstream(self, n: _Node) -> bool:
         """Whether ``n`` runs in its upstream's segment, with no channel."""
-        if not (self.options.fuse and n.gnode.decl.fuse) or n.direct:
+        if not (self.options.fuse and n.gnode.decl.fuse) or n.direct or n.spec.timed:
             return False
         if len(n.spec.inputs) != 1 or len(n.gnode.inbound) != 1:
             return False
@@ -526,12 +527,14 @@ class WorkflowExecutor:
                 async for batch in items:
                     yield batch
             return
-        ports = [self._port_batches(n, p) for p in spec.inputs]
-        if spec.shape == "call":
-            async for batch in self._call_stage(n, ports):
-                yield batch
-            return
-        async for batch in self._run_generator(n, ports):
+        feeds: list[Any] = [
+            BatchFeed(self._port_batches(n, p))
+            if spec.batched
+            else ChannelFeed(n.inputs[p], n.rt)
+            for p in spec.inputs
+        ]
+        stage = self._call_stage if spec.shape == "call" else self._run_generator
+        async for batch in stage(n, feeds):
             yield batch
 
     async def _port_batches(self, n: _Node, port: str) -> AsyncIterator[list[Any]]:
@@ -586,11 +589,10 @@ class WorkflowExecutor:
     async def _generator_stage(
         self, n: _Node, upstream: AsyncIterator[list[Any]]
     ) -> AsyncIterator[list[Any]]:
-        if n.spec.shape == "call":
-            async for batch in self._call_stage(n, [self._count_in(n, upstream)]):
-                yield batch
-            return
-        async for batch in self._run_generator(n, [self._count_in(n, upstream)]):
+        counted = self._count_in(n, upstream)
+        feed = BatchFeed(counted) if n.spec.batched else ItemFeed(counted)
+        stage = self._call_stage if n.spec.shape == "call" else self._run_generator
+        async for batch in stage(n, [feed]):
             yield batch
 
     async def _count_out(
@@ -611,11 +613,8 @@ class WorkflowExecutor:
                 rt.items_in += len(batch)
                 yield batch
 
-    async def _call_stage(
-        self, n: _Node, ports: list[AsyncIterator[list[Any]]]
-    ) -> AsyncIterator[list[Any]]:
+    async def _call_stage(self, n: _Node, feeds: list[Any]) -> AsyncIterator[list[Any]]:
         """A one-shot function fed by streams: one call per item (zip across ports)."""
-        feeds = [_ItemFeed(p) for p in ports]
         try:
             while True:
                 args = []
@@ -632,15 +631,10 @@ class WorkflowExecutor:
                 await f.aclose()
 
     async def _run_generator(
-        self, n: _Node, ports: list[AsyncIterator[list[Any]]]
+        self, n: _Node, feeds: list[Any]
     ) -> AsyncIterator[list[Any]]:
         """Drive a node's async generator; restart it after an item's failure."""
         spec = n.spec
-        feeds: list[Any] = (
-            [_BatchFeed(p) for p in ports]
-            if spec.batched
-            else [_ItemFeed(p) for p in ports]
-        )
         target = n.call_target()
         attempt = 1
         try:
@@ -876,73 +870,3 @@ def _first_failure(group: BaseExceptionGroup[Any]) -> BaseException:
             if isinstance(exc, kind):
                 return exc
     return leaves[0]
-
-
-class _ItemFeed:
-    """Items from a batch iterator, for a node's input port.
-
-    Remembers the last item handed out so that, after the node failed on it,
-    `replay` hands it out again to the restarted generator.
-    """
-
-    __slots__ = ("_batch", "_batches", "_i", "_replay", "last")
-
-    def __init__(self, batches: AsyncIterator[list[Any]]) -> None:
-        self._batches = batches
-        self._batch: list[Any] = []
-        self._i = 0
-        self._replay = False
-        self.last: Any = None
-
-    def __aiter__(self) -> _ItemFeed:
-        return self
-
-    async def __anext__(self) -> Any:
-        if self._replay:
-            self._replay = False
-            return self.last
-        i = self._i
-        batch = self._batch
-        while i >= len(batch):
-            batch = self._batch = await self._batches.__anext__()
-            i = 0
-        self._i = i + 1
-        item = self.last = batch[i]
-        return item
-
-    def replay(self) -> None:
-        self._replay = True
-
-    async def aclose(self) -> None:
-        close = getattr(self._batches, "aclose", None)
-        if close is not None:
-            await close()
-
-
-class _BatchFeed:
-    """Batches for a batch-aware node's input port (see `_ItemFeed`)."""
-
-    __slots__ = ("_batches", "_replay", "last")
-
-    def __init__(self, batches: AsyncIterator[list[Any]]) -> None:
-        self._batches = batches
-        self._replay = False
-        self.last: Any = None
-
-    def __aiter__(self) -> _BatchFeed:
-        return self
-
-    async def __anext__(self) -> Any:
-        if self._replay:
-            self._replay = False
-            return self.last
-        self.last = await self._batches.__anext__()
-        return self.last
-
-    def replay(self) -> None:
-        self._replay = True
-
-    async def aclose(self) -> None:
-        close = getattr(self._batches, "aclose", None)
-        if close is not None:
-            await close()

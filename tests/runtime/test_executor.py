@@ -17,6 +17,7 @@ from flowstream.core.workflow import (
     Workflow,
 )
 from flowstream.runtime.events import EventBus
+from flowstream.runtime.feeds import NO_ITEM
 from flowstream.runtime.flow import FlowRuntime
 from flowstream.runtime.registry import NodeRegistry
 
@@ -612,3 +613,48 @@ async def test_stream_mode_keeps_only_sink_collect_outputs(
     result = await runtime.arun(wf)
     assert result.outputs == {"c": {"out": list(range(10))}}
     assert result.stats["m"].items_out == 10
+
+
+@node("test.idle_marks", timed=True)
+async def idle_marks(inp: AsyncIterator[int]) -> AsyncIterator[Any]:
+    from flowstream.runtime.feeds import next_item
+
+    while True:
+        try:
+            item = await next_item(inp, 0.005)
+        except StopAsyncIteration:
+            return
+        yield item if item is not NO_ITEM else "idle"
+
+
+@node("test.sleepy_source")
+async def sleepy_source() -> AsyncIterator[int]:
+    for i in range(3):
+        await asyncio.sleep(0.03)
+        yield i
+
+
+async def test_timed_node_waits_with_deadlines_and_loses_nothing(
+    runtime: FlowRuntime, fuse: bool
+) -> None:
+    runtime.registry.register_all([idle_marks, sleepy_source])
+    wf = (
+        Workflow("timed")
+        .node("src", "test.sleepy_source")
+        .node("marks", "test.idle_marks")
+        .connect("src -> marks")
+    )
+    result = await runtime.arun(wf, fuse=fuse)
+    got = result.output("marks")
+    assert [x for x in got if x != "idle"] == [0, 1, 2]
+    assert "idle" in got
+
+
+async def test_next_item_refuses_untimed_inputs() -> None:
+    from flowstream.runtime.feeds import ItemFeed, next_item
+
+    async def batches() -> AsyncIterator[list[int]]:
+        yield [1]
+
+    with pytest.raises(TypeError, match="timed=True"):
+        await next_item(ItemFeed(batches()), 1.0)

@@ -1,0 +1,195 @@
+"""Input feeds: how a running node reads its input ports.
+
+A node's input parameter is a feed: an async iterator of items (or of batches,
+for batch-aware nodes). Feeds remember the last item handed out so that a node
+restarted after failing on it can be given it again (`replay`).
+
+A channel-backed feed also offers ``next(timeout)``, a wait with a deadline
+that is safe to cancel (the channel keeps the batch). Nodes that need it
+(processing-time windows, batching by time) declare ``timed=True`` so the
+runtime always gives them channel-backed inputs; `next_item` is the call to
+use in node code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from typing import TYPE_CHECKING, Any
+
+from ..errors import EndOfStream
+from .channel import Control
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from .channel import ReceiveChannel
+    from .context import NodeRuntime
+
+__all__ = ["NO_ITEM", "BatchFeed", "ChannelFeed", "ItemFeed", "NoItem", "next_item"]
+
+
+class NoItem(enum.Enum):
+    """Sentinel type of `NO_ITEM` (falsy)."""
+
+    NO_ITEM = 0
+
+    def __bool__(self) -> bool:
+        return False
+
+
+NO_ITEM = NoItem.NO_ITEM
+"""Returned by `next_item` when the deadline passed with no item."""
+
+
+async def next_item(inp: AsyncIterator[Any], timeout: float | None) -> Any:  # noqa: ASYNC109
+    """Return the next item of ``inp``, or `NO_ITEM` after ``timeout`` seconds.
+
+    Raises:
+        StopAsyncIteration: The input ended.
+        TypeError: ``inp`` cannot wait with a deadline safely (a node that
+            calls this must be declared with ``@node(..., timed=True)``).
+    """
+    wait = getattr(inp, "next", None)
+    if wait is None:
+        msg = (
+            f"{type(inp).__name__} cannot wait with a deadline; "
+            "declare the node with @node(..., timed=True)"
+        )
+        raise TypeError(msg)
+    return await wait(timeout)
+
+
+class ItemFeed:
+    """Items from an iterator of batches (a fused upstream)."""
+
+    __slots__ = ("_batch", "_batches", "_i", "_replay", "last")
+
+    def __init__(self, batches: AsyncIterator[list[Any]]) -> None:
+        self._batches = batches
+        self._batch: list[Any] = []
+        self._i = 0
+        self._replay = False
+        self.last: Any = None
+
+    def __aiter__(self) -> ItemFeed:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._replay:
+            self._replay = False
+            return self.last
+        i = self._i
+        batch = self._batch
+        while i >= len(batch):
+            batch = self._batch = await self._batches.__anext__()
+            i = 0
+        self._i = i + 1
+        item = self.last = batch[i]
+        return item
+
+    def replay(self) -> None:
+        """Hand out the last item again (the node failed on it and restarts)."""
+        self._replay = True
+
+    async def aclose(self) -> None:
+        """Close the upstream."""
+        close = getattr(self._batches, "aclose", None)
+        if close is not None:
+            await close()
+
+
+class BatchFeed:
+    """Batches for a batch-aware node (see `ItemFeed`)."""
+
+    __slots__ = ("_batches", "_replay", "last")
+
+    def __init__(self, batches: AsyncIterator[list[Any]]) -> None:
+        self._batches = batches
+        self._replay = False
+        self.last: Any = None
+
+    def __aiter__(self) -> BatchFeed:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._replay:
+            self._replay = False
+            return self.last
+        self.last = await self._batches.__anext__()
+        return self.last
+
+    def replay(self) -> None:
+        """Hand out the last batch again."""
+        self._replay = True
+
+    async def aclose(self) -> None:
+        """Close the upstream."""
+        close = getattr(self._batches, "aclose", None)
+        if close is not None:
+            await close()
+
+
+class ChannelFeed:
+    """Items straight from a channel; counts them in; waits can have deadlines."""
+
+    __slots__ = ("_batch", "_i", "_recv", "_replay", "_rt", "last")
+
+    def __init__(self, recv: ReceiveChannel[Any], rt: NodeRuntime) -> None:
+        self._recv = recv
+        self._rt = rt
+        self._batch: list[Any] = []
+        self._i = 0
+        self._replay = False
+        self.last: Any = None
+
+    def __aiter__(self) -> ChannelFeed:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._replay:
+            self._replay = False
+            return self.last
+        while self._i >= len(self._batch):
+            await self._fill()
+        item = self.last = self._batch[self._i]
+        self._i += 1
+        return item
+
+    async def next(self, timeout: float | None) -> Any:  # noqa: ASYNC109
+        """Return the next item, or `NO_ITEM` if none came within ``timeout`` s.
+
+        Raises:
+            StopAsyncIteration: The input ended.
+        """
+        if self._replay or self._i < len(self._batch):
+            return await self.__anext__()
+        try:
+            async with asyncio.timeout(timeout):
+                while self._i >= len(self._batch):
+                    await self._fill()
+        except TimeoutError:
+            return NO_ITEM
+        return await self.__anext__()
+
+    async def _fill(self) -> None:
+        # Receiving is cancellation-safe: a cancelled receive loses nothing.
+        try:
+            msg = await self._recv.receive()
+        except EndOfStream:
+            raise StopAsyncIteration from None
+        if type(msg) is list:
+            self._rt.items_in += len(msg)
+            self._batch = msg
+            self._i = 0
+        elif not isinstance(msg, Control):
+            text = f"unexpected {type(msg).__name__} on a channel"
+            raise TypeError(text)
+
+    def replay(self) -> None:
+        """Hand out the last item again (the node failed on it and restarts)."""
+        self._replay = True
+
+    async def aclose(self) -> None:
+        """Release the channel: its producers learn nobody will read more."""
+        self._recv.close()
