@@ -8,24 +8,37 @@ and returns what it emitted on each port::
 
 `assert_emits` does the same and checks the outputs, fused and unfused, and
 that the run left no task behind.
+
+`run_virtual` runs a coroutine on an event loop whose clock jumps ahead to the
+next timer whenever nothing is ready, so timers, windows and retry delays are
+tested deterministically and instantly, with no real sleeping.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+import selectors
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .core.workflow import Workflow
 from .runtime.flow import FlowRuntime
 from .runtime.registry import NodeRegistry
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Coroutine, Mapping, Sequence
 
     from .core.node import NodeSpec
     from .runtime.result import RunResult
 
-__all__ = ["assert_emits", "run_nodes", "run_workflow"]
+__all__ = [
+    "VirtualTimeLoop",
+    "assert_emits",
+    "run_nodes",
+    "run_virtual",
+    "run_workflow",
+]
+
+T = TypeVar("T")
 
 _UNDER_TEST = "under_test"
 
@@ -110,3 +123,52 @@ async def assert_emits(
         assert got == want, f"{spec.type_id} ({label}) emitted {got}, expected {want}"
     leaked = asyncio.all_tasks() - before
     assert not leaked, f"tasks left behind: {leaked}"
+
+
+class _JumpingSelector(selectors.DefaultSelector):
+    """A selector that, instead of sleeping until the next timer, jumps to it."""
+
+    loop: VirtualTimeLoop
+
+    def select(self, timeout: float | None = None) -> list[Any]:
+        ready = super().select(0)
+        if ready or timeout == 0:
+            return ready
+        if timeout is None:
+            # Nothing scheduled at all: only real I/O can wake the loop.
+            return super().select(None)
+        self.loop.advance(timeout)
+        return []
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop whose ``time()`` is virtual: idle waits take no real time.
+
+    Whenever no callback is ready, the clock jumps to the next timer. Real I/O
+    still works, but a test mixing sockets and virtual time sees timers fire
+    early relative to the network: keep such tests on the real loop.
+    """
+
+    def __init__(self) -> None:
+        selector = _JumpingSelector()
+        super().__init__(selector)
+        selector.loop = self
+        self._now = 0.0
+
+    def time(self) -> float:
+        """Return the virtual time in seconds (starts at 0)."""
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward (the loop does this itself when idle)."""
+        self._now += max(0.0, seconds)
+
+
+def run_virtual(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion on a fresh `VirtualTimeLoop`."""
+    loop = VirtualTimeLoop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
