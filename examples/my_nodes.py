@@ -5,9 +5,12 @@ A workflow names them by reference, ``type: "examples.my_nodes:running_mean"``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from flowstream import node
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 
 @node("example.running_mean")

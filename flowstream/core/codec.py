@@ -6,7 +6,9 @@ top-level ``msgspec.json.encode`` builds state on every call).
 Values keep their types through both wire formats:
 
 * ``bytes`` are native in MessagePack; in JSON they are written as
-  ``{"$bytes": "<base64>"}`` and turned back into bytes on decode.
+  ``{"$bytes": "<base64>"}`` and turned back into bytes on decode (a value's own
+  one-key ``{"$bytes": v}`` mapping is escaped as ``{"$bytes": [v]}``).
+* JSON has no NaN or infinity: encoding them as JSON raises `EncodeError`.
 * `Json` is spliced into JSON output unchanged and decoded once for MessagePack.
 * `Stream` has no wire form: encoding one raises `EncodeError`.
 """
@@ -14,6 +16,8 @@ Values keep their types through both wire formats:
 from __future__ import annotations
 
 import base64
+import binascii
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,7 +53,11 @@ def _json_hook(obj: Any) -> Any:
 
 def _msgpack_hook(obj: Any) -> Any:
     if isinstance(obj, Json):
-        return _json_decoder.decode(obj.data)
+        try:
+            return _json_decoder.decode(obj.data)
+        except msgspec.DecodeError as exc:
+            msg = f"cannot encode {obj!r} as MessagePack: it is not valid JSON ({exc})"
+            raise EncodeError(msg) from exc
     return _refuse(obj)
 
 
@@ -78,7 +86,15 @@ def _bytes_to_json(value: Any) -> Any:
     if kind is list or kind is tuple:
         return [_bytes_to_json(v) for v in value]
     if kind is dict:
+        if len(value) == 1 and _BYTES_KEY in value:
+            # A user's own {"$bytes": v} would read back as bytes: escape it as
+            # {"$bytes": [v]}, which the decoder unwraps.
+            return {_BYTES_KEY: [_bytes_to_json(value[_BYTES_KEY])]}
         return {k: _bytes_to_json(v) for k, v in value.items()}
+    if kind is float and not math.isfinite(value):
+        # msgspec would write null: refuse rather than change the value.
+        msg = f"cannot encode {value!r} as JSON: JSON has no NaN or infinity"
+        raise EncodeError(msg)
     return value
 
 
@@ -87,8 +103,16 @@ def _bytes_from_json(value: Any) -> Any:
     if kind is list:
         return [_bytes_from_json(v) for v in value]
     if kind is dict:
-        if len(value) == 1 and type(value.get(_BYTES_KEY)) is str:
-            return base64.b64decode(value[_BYTES_KEY])
+        if len(value) == 1 and _BYTES_KEY in value:
+            inner = value[_BYTES_KEY]
+            if type(inner) is str:
+                try:
+                    return base64.b64decode(inner, validate=True)
+                except binascii.Error as exc:
+                    msg = f"invalid JSON: {_BYTES_KEY} holds invalid base64 ({exc})"
+                    raise DecodeError(msg) from exc
+            if type(inner) is list and len(inner) == 1:
+                return {_BYTES_KEY: _bytes_from_json(inner[0])}
         return {k: _bytes_from_json(v) for k, v in value.items()}
     return value
 
@@ -97,7 +121,8 @@ def encode_json(value: Any) -> bytes:
     """Encode a value as JSON, keeping bytes as ``{"$bytes": base64}``.
 
     Raises:
-        EncodeError: The value holds a Stream or an unsupported type.
+        EncodeError: The value holds a Stream, a NaN or infinite float, or an
+            unsupported type.
     """
     try:
         return _json_encoder.encode(_bytes_to_json(value))
@@ -109,7 +134,8 @@ def decode_json(data: bytes | str | Json) -> Any:
     """Decode a JSON document into plain values (bytes restored).
 
     Raises:
-        DecodeError: The data is not valid JSON; the message says where.
+        DecodeError: The data is not valid JSON (or holds a ``$bytes`` value
+            that is not base64); the message says where.
     """
     raw = data.data if isinstance(data, Json) else data
     try:
@@ -196,7 +222,8 @@ def decode_document(data: bytes, format: DocumentFormat, *, name: str = "") -> A
         if format == "toml":
             return msgspec.toml.decode(data)
         return _json_decoder.decode(data)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        # TOML is decoded as text first, so bad UTF-8 surfaces as UnicodeDecodeError.
         where = f"{name}: " if name else ""
         msg = f"{where}invalid {format.upper()}: {exc}"
         raise DecodeError(msg) from exc

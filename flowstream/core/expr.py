@@ -114,8 +114,9 @@ def resolve_callable(ref: str) -> Callable[..., Any]:
         raise ExprError(msg)
     try:
         obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        msg = f"cannot import module {module_name!r} for {ref!r}: {exc}"
+    except Exception as exc:  # a module may fail with anything while it imports
+        reason = f"{type(exc).__name__}: {exc}"
+        msg = f"cannot import module {module_name!r} for {ref!r}: {reason}"
         raise ExprError(msg) from None
     for part in attr.split("."):
         try:

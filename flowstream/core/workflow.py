@@ -22,9 +22,10 @@ configs, cycles) is checked by `flowstream.runtime.validation`.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, TypeVar
 
 import msgspec
 
@@ -75,16 +76,26 @@ class RetryPolicy(
         if self.max_attempts < 1:
             msg = f"max_attempts must be >= 1, got {self.max_attempts}"
             raise ValueError(msg)
-        if self.delay_ms < 0 or self.max_delay_ms < 0:
-            msg = "delays must be >= 0"
+        # Written as "not >=" so that NaN is rejected too.
+        if not (0 <= self.delay_ms < math.inf):
+            msg = f"delay_ms must be a finite number >= 0, got {self.delay_ms}"
             raise ValueError(msg)
-        if self.backoff_multiplier < 1:
-            msg = f"backoff_multiplier must be >= 1, got {self.backoff_multiplier}"
+        if not self.max_delay_ms >= 0:
+            msg = f"max_delay_ms must be >= 0, got {self.max_delay_ms}"
+            raise ValueError(msg)
+        if not (1 <= self.backoff_multiplier < math.inf):
+            msg = (
+                "backoff_multiplier must be a finite number >= 1, "
+                f"got {self.backoff_multiplier}"
+            )
             raise ValueError(msg)
 
     def delay_s(self, attempt: int) -> float:
         """Return the wait in seconds after failed attempt number ``attempt``."""
-        delay = self.delay_ms * self.backoff_multiplier ** (attempt - 1)
+        try:
+            delay = self.delay_ms * self.backoff_multiplier ** (attempt - 1)
+        except OverflowError:  # a late attempt of a long retry: past any cap
+            delay = math.inf if self.delay_ms else 0.0
         return min(delay, self.max_delay_ms) / 1000.0
 
 
@@ -110,6 +121,11 @@ class RetryWorkflow(_Policy, frozen=True, tag="retry_workflow"):
     """A failure restarts the whole run, up to ``max_attempts`` runs in all."""
 
     max_attempts: int = 3
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            msg = f"max_attempts must be >= 1, got {self.max_attempts}"
+            raise ValueError(msg)
 
 
 ErrorHandling: TypeAlias = StopWorkflow | ContinueOnError | RetryWorkflow
@@ -226,11 +242,19 @@ def parse_connection(text: str) -> Connection:
         ValueError: The text is not of that form.
     """
     left, arrow, right = text.partition("->")
-    if not arrow or not left.strip() or not right.strip() or "->" in right:
+    from_node, from_dot, from_port = (s.strip() for s in left.partition("."))
+    to_node, to_dot, to_port = (s.strip() for s in right.partition("."))
+    # An empty name, or a dot with no port after it, is a typo, not a default.
+    if (
+        not arrow
+        or "->" in right
+        or not from_node
+        or not to_node
+        or (from_dot and not from_port)
+        or (to_dot and not to_port)
+    ):
         msg = f"cannot read connection {text!r}; write 'a -> b' or 'a.port -> b.port'"
         raise ValueError(msg)
-    from_node, _, from_port = left.strip().partition(".")
-    to_node, _, to_port = right.strip().partition(".")
     return Connection(
         from_node=from_node,
         from_port=from_port or "out",
@@ -244,13 +268,23 @@ def parse_connection(text: str) -> Connection:
 _SECTIONS = ("nodes", "connections")
 
 
+_NAMED_FIELD = re.compile(r"^Object (?:missing required|contains unknown) field `(.*)`")
+
+
 def describe_validation_error(exc: msgspec.ValidationError) -> tuple[str, str | None]:
-    """Split msgspec's "message - at `$.a.b`" into (message, "a.b")."""
+    """Split msgspec's "message - at `$.a.b`" into (message, "a.b").
+
+    A missing or unknown field is named in msgspec's message, not its path; it
+    is appended to the path so that the problem names the field.
+    """
     text = str(exc)
     message, sep, path = text.rpartition(" - at `")
     if not sep:
-        return text, None
+        message, path = text, ""
     path = path.rstrip("`").removeprefix("$").lstrip(".")
+    named = _NAMED_FIELD.match(message)
+    if named is not None:
+        path = f"{path}.{named.group(1)}" if path else named.group(1)
     return message[:1].lower() + message[1:], path or None
 
 
@@ -265,12 +299,11 @@ def parse_workflow(obj: Any, *, source: str | None = None) -> Workflow:
         raise WorkflowValidationError([problem], source)
     problems: list[Problem] = []
     header = {k: v for k, v in obj.items() if k not in _SECTIONS}
-    try:
-        workflow = msgspec.convert(header, Workflow)
-    except msgspec.ValidationError as exc:
-        message, path = describe_validation_error(exc)
-        problems.append(Problem(message, field=path))
-        workflow = Workflow(name=str(obj.get("name", "")))
+    workflow, found = _convert_all(header, Workflow)
+    problems += found
+    if workflow is None:
+        name = obj.get("name")
+        workflow = Workflow(name=name if isinstance(name, str) else "")
 
     raw_nodes = obj.get("nodes", [])
     if not isinstance(raw_nodes, list):
@@ -278,33 +311,60 @@ def parse_workflow(obj: Any, *, source: str | None = None) -> Workflow:
         raw_nodes = []
     for i, raw in enumerate(raw_nodes):
         label = raw.get("id") if isinstance(raw, dict) else None
-        try:
-            workflow.nodes.append(msgspec.convert(raw, WorkflowNode))
-        except msgspec.ValidationError as exc:
-            message, path = describe_validation_error(exc)
-            node = label if isinstance(label, str) else f"nodes[{i}]"
-            problems.append(Problem(message, node=node, field=path))
+        node_name = label if isinstance(label, str) else f"nodes[{i}]"
+        decl, found = _convert_all(raw, WorkflowNode)
+        problems += [msgspec.structs.replace(p, node=node_name) for p in found]
+        if decl is not None:
+            workflow.nodes.append(decl)
 
     raw_conns = obj.get("connections", [])
     if not isinstance(raw_conns, list):
         problems.append(Problem("must be a list of connections", field="connections"))
         raw_conns = []
     for i, raw in enumerate(raw_conns):
-        try:
-            if isinstance(raw, str):
+        where = f"connections[{i}]"
+        if isinstance(raw, str):
+            try:
                 workflow.connections.append(parse_connection(raw))
-            else:
-                workflow.connections.append(msgspec.convert(raw, Connection))
-        except ValueError as exc:  # msgspec.ValidationError is a ValueError
-            if isinstance(exc, msgspec.ValidationError):
-                message, path = describe_validation_error(exc)
-            else:
-                message, path = str(exc), None
-            field = f"connections[{i}]" + (f".{path}" if path else "")
-            problems.append(Problem(message, field=field))
+            except ValueError as exc:
+                problems.append(Problem(str(exc), field=where))
+            continue
+        conn, found = _convert_all(raw, Connection)
+        problems += [
+            msgspec.structs.replace(p, field=f"{where}.{p.field}" if p.field else where)
+            for p in found
+        ]
+        if conn is not None:
+            workflow.connections.append(conn)
     if problems:
         raise WorkflowValidationError(problems, source)
     return workflow
+
+
+_T = TypeVar("_T", bound=msgspec.Struct)
+
+
+def _convert_all(raw: Any, cls: type[_T]) -> tuple[_T | None, list[Problem]]:
+    """Convert ``raw`` to ``cls`` (None if it cannot be) and every wrong field.
+
+    msgspec stops at the first error, so the culprit field is dropped and the
+    conversion tried again, until it succeeds or a required field is at fault.
+    """
+    if not isinstance(raw, dict):
+        return None, [Problem(f"expected a mapping, got {type(raw).__name__}")]
+    problems: list[Problem] = []
+    raw = dict(raw)
+    required = {f.encode_name for f in msgspec.structs.fields(cls) if f.required}
+    while True:
+        try:
+            return msgspec.convert(raw, cls), problems
+        except msgspec.ValidationError as exc:
+            message, path = describe_validation_error(exc)
+            problems.append(Problem(message, field=path))
+            key = (path or "").split(".", 1)[0].split("[", 1)[0]
+            if key not in raw or key in required:
+                return None, problems
+            del raw[key]
 
 
 def load_workflow(

@@ -81,6 +81,9 @@ def validate(
     """
     problems: list[Problem] = []
     nodes: dict[str, GraphNode] = {}
+    # Every node whose type is known, valid config or not: its ports can be checked.
+    specs: dict[str, NodeSpec] = {}
+    seen: set[str] = set()
 
     for decl in workflow.nodes:
         if not NODE_ID.match(decl.id):
@@ -91,21 +94,22 @@ def validate(
                     node=decl.id,
                 )
             )
-        if decl.id in nodes:
+        if decl.id in seen:
             problems.append(Problem("duplicate node id", node=decl.id))
             continue
+        seen.add(decl.id)
         try:
             spec = registry.get(decl.type)
         except UnknownNodeType as exc:
             problems.append(Problem(str(exc), node=decl.id, field="type"))
             continue
+        specs[decl.id] = spec
         config = _check_config(decl, spec, problems, allow_callables)
         if config is not _INVALID:
             nodes[decl.id] = GraphNode(decl, spec, config)
 
-    known = {d.id for d in workflow.nodes}
     for conn in workflow.connections:
-        _check_connection(conn, nodes, known, problems)
+        _check_connection(conn, nodes, specs, seen, problems)
 
     for cycle in _cycles(workflow):
         path = " -> ".join([*cycle, cycle[0]])
@@ -113,13 +117,13 @@ def validate(
 
     # Counted from the declarations, so an edge from an invalid node still counts.
     connected = {(c.to_node, c.to_port) for c in workflow.connections}
-    for gnode in nodes.values():
-        for port in gnode.spec.inputs:
-            if (gnode.id, port) not in connected:
+    for node_id, spec in specs.items():
+        for port in spec.inputs:
+            if (node_id, port) not in connected:
                 problems.append(
                     Problem(
                         f"input port {port!r} is not connected",
-                        node=gnode.id,
+                        node=node_id,
                         field=port,
                     )
                 )
@@ -164,6 +168,7 @@ def _check_config(
 def _check_connection(
     conn: Connection,
     nodes: dict[str, GraphNode],
+    specs: dict[str, NodeSpec],
     known: set[str],
     problems: list[Problem],
 ) -> None:
@@ -179,29 +184,30 @@ def _check_connection(
             Problem(f"connection {conn}: capacity must be >= 0", field="capacity")
         )
         ok = False
-    src, dst = nodes.get(conn.from_node), nodes.get(conn.to_node)
-    if src is not None and conn.from_port not in src.spec.outputs:
-        ports = ", ".join(src.spec.outputs)
+    src_spec, dst_spec = specs.get(conn.from_node), specs.get(conn.to_node)
+    if src_spec is not None and conn.from_port not in src_spec.outputs:
+        ports = ", ".join(src_spec.outputs)
         problems.append(
             Problem(
-                f"connection {conn}: {src.spec.type_id} has no output port "
+                f"connection {conn}: {src_spec.type_id} has no output port "
                 f"{conn.from_port!r} (outputs: {ports})",
-                node=src.id,
+                node=conn.from_node,
                 field=conn.from_port,
             )
         )
         ok = False
-    if dst is not None and conn.to_port not in dst.spec.inputs:
-        ports = ", ".join(dst.spec.inputs) or "none"
+    if dst_spec is not None and conn.to_port not in dst_spec.inputs:
+        ports = ", ".join(dst_spec.inputs) or "none"
         problems.append(
             Problem(
-                f"connection {conn}: {dst.spec.type_id} has no input port "
+                f"connection {conn}: {dst_spec.type_id} has no input port "
                 f"{conn.to_port!r} (inputs: {ports})",
-                node=dst.id,
+                node=conn.to_node,
                 field=conn.to_port,
             )
         )
         ok = False
+    src, dst = nodes.get(conn.from_node), nodes.get(conn.to_node)
     if ok and src is not None and dst is not None:
         src.outbound.append(conn)
         dst.inbound.append(conn)
