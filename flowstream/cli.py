@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import types
+import typing
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -242,12 +244,28 @@ def _describe(spec: NodeSpec) -> dict[str, Any]:
 
 
 def _type_name(tp: Any) -> str:
-    text = getattr(tp, "__name__", None) if isinstance(tp, type) else None
-    text = text or repr(tp).replace("typing.", "")
-    # Annotated markers are noise for readers: show the underlying type.
-    if text.startswith("Annotated["):
-        text = text[len("Annotated[") :].split(",", 1)[0]
-    return text
+    """A stable, readable name for a config field's type (for docs)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Annotated:
+        kinds = [getattr(m, "kind", None) for m in tp.__metadata__]
+        if "cel" in kinds:
+            return "cel"
+        if "fn" in kinds:
+            return "module:attr"
+        return _type_name(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin is not None:
+        inner = ", ".join(_type_name(a) for a in args)
+        return f"{getattr(origin, '__name__', str(origin))}[{inner}]"
+    if tp is type(None):
+        return "null"
+    if tp is typing.Any:
+        return "any"
+    return getattr(tp, "__name__", str(tp))
 
 
 @cli.command("nodes")

@@ -179,7 +179,8 @@ class Workflow(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     description: str = ""
     nodes: list[WorkflowNode] = msgspec.field(default_factory=list)
     connections: list[Connection] = msgspec.field(default_factory=list)
-    error_handling: ErrorHandling = msgspec.field(default_factory=StopWorkflow)
+    error_handling: ErrorHandling | None = None
+    """None means `StopWorkflow` (and keeps files free of the default)."""
 
     # --- builder -------------------------------------------------------------
 

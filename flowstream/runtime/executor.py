@@ -48,6 +48,7 @@ from ..core.workflow import (
     ErrorHandling,
     RetryPolicy,
     RetryWorkflow,
+    StopWorkflow,
 )
 from ..errors import BrokenChannelError, NodeError
 from .channel import (
@@ -323,7 +324,7 @@ class WorkflowExecutor:
                 rt=rt,
                 instance=g.spec.create(g.config),
                 retry=g.decl.retry,
-                handling=g.decl.error_handling or wf.error_handling,
+                handling=g.decl.error_handling or wf.error_handling or StopWorkflow(),
             )
         for n in self._nodes.values():
             n.direct = n.spec.shape == "call" and all(

@@ -84,13 +84,15 @@ class NodeRegistry:
                 logger.exception("cannot load node pack %r (%s)", ep.name, ep.value)
 
     def _add_loaded(self, obj: Any) -> None:
+        # A pack may not replace a type that is already registered (a built-in
+        # or another pack's): that conflict is an error, logged by the caller.
         if isinstance(obj, NodeSpec):
-            self.register(obj, replace=True)
+            self.register(obj)
         elif callable(obj):
             obj(self)
         else:
             for spec in obj:
-                self.register(spec, replace=True)
+                self.register(spec)
 
     def get(self, type_id: str) -> NodeSpec:
         """Return the spec registered under ``type_id``.

@@ -214,11 +214,6 @@ def test_nodes_markdown_has_a_heading_per_type() -> None:
     assert headings == [f"## `{type_id}`" for type_id in registered_ids()]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli._type_name shows Optional[Annotated[str, <_Marker object at 0x...>]]"
-    " for Expr | None fields, so the generated page changes on every run",
-)
 def test_nodes_output_is_stable() -> None:
     first, second = invoke("nodes", "--markdown"), invoke("nodes", "--markdown")
     assert " at 0x" not in first.stdout

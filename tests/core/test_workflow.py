@@ -153,7 +153,7 @@ def test_builder_returns_the_same_workflow_and_merges_options() -> None:
     assert wf.connect("a -> b") is wf
     assert wf.get_node("a").config == {"values": [1], "extra": 2}
     assert wf.mode == "dag"
-    assert wf.error_handling == StopWorkflow()
+    assert wf.error_handling is None  # None means stop_workflow
 
 
 def test_builder_rejects_bad_connection_strings() -> None:
@@ -290,8 +290,6 @@ def test_defaults_are_omitted_from_files() -> None:
         "name": "w",
         "nodes": [{"id": "a", "type": "x.y"}],
         "connections": [{"from_node": "a", "to_node": "b"}],
-        # msgspec omits only defaults it can compare cheaply; this one stays.
-        "error_handling": {"mode": "stop_workflow"},
     }
 
 
