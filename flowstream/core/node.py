@@ -62,6 +62,9 @@ Kernel = Callable[[list[Any]], list[Any]]
 KernelFactory = Callable[[Any], Kernel]
 """Builds a node's batch kernel from its validated config."""
 
+PortsFactory = Callable[[Any], tuple[Sequence[str], Sequence[str]]]
+"""Names a node's (inputs, extra outputs) from its validated config."""
+
 Shape = Literal["stream", "call"]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -165,6 +168,9 @@ class NodeSpec(msgspec.Struct, frozen=True, kw_only=True):
         wants_ctx: ``fn`` takes a keyword-only ``ctx``.
         batched: Inputs yield lists and the node yields lists (batch-aware).
         kernel: Builds a batch kernel for fused 1-in/1-out stateless chains.
+        ports: Names the input ports and extra output ports from the config,
+            for nodes whose ports the user chooses (``control.route``); the
+            function then takes its inputs as ``*inputs``, in that order.
         needs_end: The node emits only at end of input (like ``reduce``), so it
             cannot follow an unbounded source in stream mode.
         timed: The node waits on its inputs with deadlines
@@ -187,6 +193,7 @@ class NodeSpec(msgspec.Struct, frozen=True, kw_only=True):
     wants_ctx: bool = False
     batched: bool = False
     kernel: KernelFactory | None = None
+    ports: PortsFactory | None = None
     needs_end: bool = False
     timed: bool = False
     description: str = ""
@@ -194,8 +201,20 @@ class NodeSpec(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def is_source(self) -> bool:
-        """The node has no input ports."""
-        return not self.inputs
+        """The node has no input ports (dynamic ports: see `resolve_ports`)."""
+        return not self.inputs and self.ports is None
+
+    def resolve_ports(self, config: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Return the (inputs, outputs) of a node of this type with ``config``."""
+        if self.ports is None:
+            return self.inputs, self.outputs
+        inputs, extra = self.ports(config)
+        outputs = (
+            OUT_PORT,
+            ERROR_PORT,
+            *(p for p in extra if p not in (OUT_PORT, ERROR_PORT)),
+        )
+        return tuple(inputs), outputs
 
     def decode_config(self, raw: dict[str, Any]) -> Any:
         """Validate ``raw`` against the config type and return the struct.
@@ -230,7 +249,7 @@ def _location(obj: Any) -> str:
 
 
 def _ports(
-    type_id: str, fn: Callable[..., Any], where: str, skip_self: bool
+    type_id: str, fn: Callable[..., Any], where: str, skip_self: bool, dynamic: bool
 ) -> tuple[tuple[str, ...], tuple[str, ...], bool, bool]:
     """Read input ports and the config/ctx keywords off a signature."""
     params = list(inspect.signature(fn).parameters.values())
@@ -247,6 +266,8 @@ def _ports(
             wants_config = True
         elif p.kind is p.KEYWORD_ONLY and p.name == "ctx":
             wants_ctx = True
+        elif p.kind is p.VAR_POSITIONAL and dynamic:
+            pass  # inputs named by the ports= factory
         else:
             msg = (
                 f"node {type_id!r} ({where}): parameter {p.name!r} is not supported; "
@@ -294,6 +315,7 @@ def node(
     outputs: Sequence[str] = (),
     batched: bool = False,
     kernel: KernelFactory | None = None,
+    ports: PortsFactory | None = None,
     needs_end: bool = False,
     timed: bool = False,
     description: str | None = None,
@@ -309,6 +331,8 @@ def node(
         outputs: Output ports besides ``out`` and ``error``.
         batched: Inputs yield lists of items and the node yields lists.
         kernel: A batch kernel factory (for built-in stateless nodes).
+        ports: Names the ports from the config (``(inputs, extra outputs)``);
+            the function takes its inputs as ``*inputs``.
         needs_end: The node emits only at end of input.
         timed: The node waits on inputs with deadlines (never fused behind).
         description: Overrides the docstring's first line.
@@ -339,7 +363,9 @@ def node(
             if batched:
                 msg = f"node {type_id!r} ({where}): batched needs an async generator"
                 raise TypeError(msg)
-        inputs, names, wants_config, wants_ctx = _ports(type_id, fn, where, is_class)
+        inputs, names, wants_config, wants_ctx = _ports(
+            type_id, fn, where, is_class, ports is not None
+        )
         if len(set(inputs)) != len(inputs):
             msg = f"node {type_id!r} ({where}): two parameters map to port 'in'"
             raise TypeError(msg)
@@ -377,6 +403,7 @@ def node(
             wants_ctx=wants_ctx,
             batched=batched,
             kernel=kernel,
+            ports=ports,
             needs_end=needs_end,
             timed=timed,
             description=doc.strip().splitlines()[0] if doc.strip() else "",

@@ -335,7 +335,7 @@ class WorkflowExecutor:
         """Whether ``n`` runs in its upstream's segment, with no channel."""
         if not (self.options.fuse and n.gnode.decl.fuse) or n.direct or n.spec.timed:
             return False
-        if len(n.spec.inputs) != 1 or len(n.gnode.inbound) != 1:
+        if len(n.gnode.inputs) != 1 or len(n.gnode.inbound) != 1:
             return False
         conn = n.gnode.inbound[0]
         up = self._nodes[conn.from_node]
@@ -353,7 +353,7 @@ class WorkflowExecutor:
                 seg = owner[n.gnode.inbound[0].from_node]
                 seg.chain.append(n)
             else:
-                seg = _Segment(head=n, chain=[], is_source=n.spec.is_source)
+                seg = _Segment(head=n, chain=[], is_source=not n.gnode.inputs)
                 segments.append(seg)
             owner[n.id] = seg
         return segments
@@ -368,7 +368,7 @@ class WorkflowExecutor:
                 prev = n
         collect_all = self.mode == "dag"
         for n in self._nodes.values():
-            for port in n.spec.inputs:
+            for port in n.gnode.inputs:
                 conns = [
                     c
                     for c in n.gnode.inbound
@@ -390,7 +390,7 @@ class WorkflowExecutor:
             if collect_all or n.spec.type_id == "sink.collect":
                 # Nothing emitted on a port without a connection is lost.
                 unconnected = [
-                    p for p in n.spec.outputs if p not in connected and p != ERROR_PORT
+                    p for p in n.gnode.outputs if p not in connected and p != ERROR_PORT
                 ]
                 if unconnected:
                     n.collect = self._outputs.setdefault(n.id, {})
@@ -518,7 +518,7 @@ class WorkflowExecutor:
 
     async def _head_batches(self, n: _Node) -> AsyncIterator[list[Any]]:
         spec = n.spec
-        if spec.is_source:
+        if not n.gnode.inputs:
             if spec.shape == "call":
                 yield [await self._call_with_policy(n, ())]
                 return
@@ -532,7 +532,7 @@ class WorkflowExecutor:
             BatchFeed(self._port_batches(n, p))
             if spec.batched
             else ChannelFeed(n.inputs[p], n.rt)
-            for p in spec.inputs
+            for p in n.gnode.inputs
         ]
         stage = self._call_stage if spec.shape == "call" else self._run_generator
         async for batch in stage(n, feeds):
@@ -653,7 +653,7 @@ class WorkflowExecutor:
                     item = (
                         failed[0]
                         if len(failed) == 1
-                        else dict(zip(spec.inputs, failed, strict=True))
+                        else dict(zip(n.gnode.inputs, failed, strict=True))
                     )
                     retry = await self._on_failure(n, exc, item, attempt)
                     if retry:
@@ -692,7 +692,7 @@ class WorkflowExecutor:
                 item = (
                     args[0]
                     if len(args) == 1
-                    else dict(zip(n.spec.inputs, args, strict=True))
+                    else dict(zip(n.gnode.inputs, args, strict=True))
                 )
                 if not await self._on_failure(n, exc, item, attempt):
                     return _FAILED
@@ -744,7 +744,7 @@ class WorkflowExecutor:
         direct = [n for n in self._nodes.values() if n.direct]
         waiting = {n.id: len(n.gnode.inbound) for n in direct}
         values: dict[str, dict[str, list[Any]]] = {
-            n.id: {p: [] for p in n.spec.inputs} for n in direct
+            n.id: {p: [] for p in n.gnode.inputs} for n in direct
         }
         ready = deque(n for n in direct if not n.gnode.inbound)
         completions: deque[tuple[_Node, list[Any]]] = deque()

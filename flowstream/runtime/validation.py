@@ -38,6 +38,8 @@ class GraphNode:
     decl: WorkflowNode
     spec: NodeSpec
     config: Any
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
     inbound: list[Connection] = field(default_factory=list)
     outbound: list[Connection] = field(default_factory=list)
 
@@ -81,8 +83,9 @@ def validate(
     """
     problems: list[Problem] = []
     nodes: dict[str, GraphNode] = {}
-    # Every node whose type is known, valid config or not: its ports can be checked.
-    specs: dict[str, NodeSpec] = {}
+    # The ports of every node whose ports are known: a static type with any
+    # config, or a dynamic one with a valid config. (type id, inputs, outputs)
+    ports: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {}
     seen: set[str] = set()
 
     for decl in workflow.nodes:
@@ -103,13 +106,16 @@ def validate(
         except UnknownNodeType as exc:
             problems.append(Problem(str(exc), node=decl.id, field="type"))
             continue
-        specs[decl.id] = spec
         config = _check_config(decl, spec, problems, allow_callables)
         if config is not _INVALID:
-            nodes[decl.id] = GraphNode(decl, spec, config)
+            inputs, outputs = spec.resolve_ports(config)
+            nodes[decl.id] = GraphNode(decl, spec, config, inputs, outputs)
+            ports[decl.id] = (spec.type_id, inputs, outputs)
+        elif spec.ports is None:
+            ports[decl.id] = (spec.type_id, spec.inputs, spec.outputs)
 
     for conn in workflow.connections:
-        _check_connection(conn, nodes, specs, seen, problems)
+        _check_connection(conn, nodes, ports, seen, problems)
 
     for cycle in _cycles(workflow):
         path = " -> ".join([*cycle, cycle[0]])
@@ -117,8 +123,8 @@ def validate(
 
     # Counted from the declarations, so an edge from an invalid node still counts.
     connected = {(c.to_node, c.to_port) for c in workflow.connections}
-    for node_id, spec in specs.items():
-        for port in spec.inputs:
+    for node_id, (_, inputs, _) in ports.items():
+        for port in inputs:
             if (node_id, port) not in connected:
                 problems.append(
                     Problem(
@@ -168,7 +174,7 @@ def _check_config(
 def _check_connection(
     conn: Connection,
     nodes: dict[str, GraphNode],
-    specs: dict[str, NodeSpec],
+    ports: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]],
     known: set[str],
     problems: list[Problem],
 ) -> None:
@@ -184,33 +190,33 @@ def _check_connection(
             Problem(f"connection {conn}: capacity must be >= 0", field="capacity")
         )
         ok = False
-    src_spec, dst_spec = specs.get(conn.from_node), specs.get(conn.to_node)
-    if src_spec is not None and conn.from_port not in src_spec.outputs:
-        ports = ", ".join(src_spec.outputs)
+    src, dst = ports.get(conn.from_node), ports.get(conn.to_node)
+    if src is not None and conn.from_port not in src[2]:
+        names = ", ".join(src[2])
         problems.append(
             Problem(
-                f"connection {conn}: {src_spec.type_id} has no output port "
-                f"{conn.from_port!r} (outputs: {ports})",
+                f"connection {conn}: {src[0]} has no output port "
+                f"{conn.from_port!r} (outputs: {names})",
                 node=conn.from_node,
                 field=conn.from_port,
             )
         )
         ok = False
-    if dst_spec is not None and conn.to_port not in dst_spec.inputs:
-        ports = ", ".join(dst_spec.inputs) or "none"
+    if dst is not None and conn.to_port not in dst[1]:
+        names = ", ".join(dst[1]) or "none"
         problems.append(
             Problem(
-                f"connection {conn}: {dst_spec.type_id} has no input port "
-                f"{conn.to_port!r} (inputs: {ports})",
+                f"connection {conn}: {dst[0]} has no input port "
+                f"{conn.to_port!r} (inputs: {names})",
                 node=conn.to_node,
                 field=conn.to_port,
             )
         )
         ok = False
-    src, dst = nodes.get(conn.from_node), nodes.get(conn.to_node)
-    if ok and src is not None and dst is not None:
-        src.outbound.append(conn)
-        dst.inbound.append(conn)
+    src_node, dst_node = nodes.get(conn.from_node), nodes.get(conn.to_node)
+    if ok and src_node is not None and dst_node is not None:
+        src_node.outbound.append(conn)
+        dst_node.inbound.append(conn)
 
 
 def _cycles(workflow: Workflow) -> list[list[str]]:

@@ -658,3 +658,65 @@ async def test_next_item_refuses_untimed_inputs() -> None:
 
     with pytest.raises(TypeError, match="timed=True"):
         await next_item(ItemFeed(batches()), 1.0)
+
+
+# --- ports named by the config ---------------------------------------------------
+
+
+class RouteCfg(msgspec.Struct, frozen=True, kw_only=True):
+    routes: dict[str, int]
+
+
+@node("test.route", ports=lambda cfg: (("in",), tuple(cfg.routes)))
+async def route_by_modulus(
+    *inputs: AsyncIterator[int], config: RouteCfg, ctx: Any
+) -> AsyncIterator[int]:
+    async for x in inputs[0]:
+        for port, m in config.routes.items():
+            if x % m == 0:
+                ctx.emit(port, x)
+    return
+    yield  # an async generator that emits only through ctx
+
+
+class ConcatCfg(msgspec.Struct, frozen=True, kw_only=True):
+    names: list[str]
+
+
+@node("test.concat", ports=lambda cfg: (tuple(cfg.names), ()))
+async def concat(*inputs: AsyncIterator[Any], config: ConcatCfg) -> AsyncIterator[Any]:
+    for feed in inputs:
+        async for x in feed:
+            yield x
+
+
+async def test_ports_named_by_config(runtime: FlowRuntime, fuse: bool) -> None:
+    runtime.registry.register_all([route_by_modulus, concat])
+    wf = (
+        Workflow("dyn")
+        .node("src", "source.range", stop=12)
+        .node("r", "test.route", routes={"by3": 3, "by4": 4})
+        .node("c", "test.concat", names=["first", "second"])
+        .connect("src -> r")
+        .connect("r.by3 -> c.first")
+        .connect("r.by4 -> c.second")
+    )
+    result = await runtime.arun(wf, fuse=fuse)
+    assert result.ok, result.error
+    assert result.output("c") == [0, 3, 6, 9, 0, 4, 8]
+
+
+def test_ports_named_by_config_are_validated(runtime: FlowRuntime) -> None:
+    from flowstream.errors import WorkflowValidationError
+
+    runtime.registry.register_all([route_by_modulus])
+    wf = (
+        Workflow("dyn")
+        .node("src", "source.range", stop=12)
+        .node("r", "test.route", routes={"by3": 3})
+        .node("out", "sink.collect")
+        .connect("src -> r")
+        .connect("r.by5 -> out")
+    )
+    with pytest.raises(WorkflowValidationError, match="no output port 'by5'"):
+        runtime.validate(wf)
