@@ -38,6 +38,7 @@ from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 import msgspec
 
 if typing.TYPE_CHECKING:
+    import asyncio
     import logging
 
 __all__ = [
@@ -94,6 +95,8 @@ class NodeContext(Protocol):
     node_type: str
     state: NodeState
     logger: logging.Logger
+    stopping: asyncio.Event
+    """Set when the run was asked to stop gracefully (stream mode)."""
 
     def emit(self, port: str, item: Any) -> None:
         """Send ``item`` on output ``port`` (buffered; flushed with the outputs)."""
@@ -176,6 +179,9 @@ class NodeSpec(msgspec.Struct, frozen=True, kw_only=True):
         timed: The node waits on its inputs with deadlines
             (``flowstream.runtime.feeds.next_item``), so its inputs are always
             channels and it is never fused behind another node.
+        stops_itself: A source that ends by itself when ``ctx.stopping`` is
+            set (after handing over what it already took in), instead of
+            having its wait cancelled by a graceful stop.
         description: First line of the docstring.
         location: ``module.qualname:line``, for error messages.
     """
@@ -196,6 +202,7 @@ class NodeSpec(msgspec.Struct, frozen=True, kw_only=True):
     ports: PortsFactory | None = None
     needs_end: bool = False
     timed: bool = False
+    stops_itself: bool = False
     description: str = ""
     location: str = ""
 
@@ -318,6 +325,7 @@ def node(
     ports: PortsFactory | None = None,
     needs_end: bool = False,
     timed: bool = False,
+    stops_itself: bool = False,
     description: str | None = None,
 ) -> Callable[[Any], NodeSpec]:
     """Declare a node type; the decorated function or class becomes a `NodeSpec`.
@@ -335,6 +343,7 @@ def node(
             the function takes its inputs as ``*inputs``.
         needs_end: The node emits only at end of input.
         timed: The node waits on inputs with deadlines (never fused behind).
+        stops_itself: A source that watches ``ctx.stopping`` and ends itself.
         description: Overrides the docstring's first line.
 
     Raises:
@@ -406,6 +415,7 @@ def node(
             ports=ports,
             needs_end=needs_end,
             timed=timed,
+            stops_itself=stops_itself,
             description=doc.strip().splitlines()[0] if doc.strip() else "",
             location=where,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -60,6 +61,7 @@ class NodeRuntime:
         self.node_type = node_type
         self.state = state
         self.logger = logging.getLogger(f"flowstream.node.{node_id}")
+        self.stopping = asyncio.Event()
         self._bus = bus
         self._dead_letters = dead_letters
         self._error_connected = error_connected

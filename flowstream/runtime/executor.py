@@ -212,8 +212,12 @@ class WorkflowExecutor:
             return
         self._stopping = True
         loop = asyncio.get_running_loop()
+        for n in self._nodes.values():
+            n.rt.stopping.set()
         for seg in self._sources:
-            if seg.pulling is not None:
+            # A source that stops itself (drains what it has taken in) is left
+            # to end on its own; the drain deadline still bounds it.
+            if seg.pulling is not None and not seg.head.spec.stops_itself:
                 seg.pulling.reschedule(loop.time())
         self._drain_deadline = loop.call_later(self.options.drain_timeout, self.cancel)
 
@@ -236,23 +240,29 @@ class WorkflowExecutor:
         self._dead_letters = []
         self._outputs = {}
         self._build()
-        self.bus.publish(
-            WorkflowStarted(
-                run_id=self.run_id,
-                timestamp=time.time(),
-                workflow=wf.name,
-                mode=self.mode,
-                nodes=len(self._nodes),
-            )
-        )
         status: RunStatus = "completed"
         error: str | None = None
         initialized: list[_Node] = []
+        self._main = asyncio.current_task()
         try:
             for n in self._nodes.values():
-                await n.instance.initialize(n.rt)
+                try:
+                    await n.instance.initialize(n.rt)
+                except Exception as exc:
+                    text = f"node {n.id!r} ({n.spec.type_id}) failed to start: {exc}"
+                    raise _Abort(text) from exc
                 initialized.append(n)
-            self._main = asyncio.current_task()
+            # Published once every node is initialized: servers are bound and
+            # connectors ready, so a client may connect now.
+            self.bus.publish(
+                WorkflowStarted(
+                    run_id=self.run_id,
+                    timestamp=time.time(),
+                    workflow=wf.name,
+                    mode=self.mode,
+                    nodes=len(self._nodes),
+                )
+            )
             await self._run_tasks()
         except asyncio.CancelledError:
             if not self._aborted:
@@ -501,8 +511,9 @@ class WorkflowExecutor:
     async def _source_batches(self, seg: _Segment) -> AsyncIterator[list[Any]]:
         """A source's batches, until it ends or a stop ends it between batches."""
         batches = self._head_batches(seg.head)
+        stops_itself = seg.head.spec.stops_itself
         async with contextlib.aclosing(batches):  # type: ignore[type-var]
-            while not self._stopping:
+            while stops_itself or not self._stopping:
                 try:
                     async with asyncio.timeout(None) as seg.pulling:
                         batch = await anext(batches)

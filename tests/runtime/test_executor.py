@@ -720,3 +720,71 @@ def test_ports_named_by_config_are_validated(runtime: FlowRuntime) -> None:
     )
     with pytest.raises(WorkflowValidationError, match="no output port 'by5'"):
         runtime.validate(wf)
+
+
+# --- sources that stop themselves, and failing initialization ---------------------
+
+
+@node("test.buffered_source", stops_itself=True)
+async def buffered_source(*, ctx: Any) -> AsyncIterator[int]:
+    # Emits while running; on stop, hands over what it "took in" (3 more) first.
+    i = 0
+    while not ctx.stopping.is_set():
+        yield i
+        i += 1
+        await asyncio.sleep(0)
+    for j in range(3):
+        yield i + j
+
+
+async def test_a_source_that_stops_itself_drains_its_backlog(
+    runtime: FlowRuntime,
+) -> None:
+    runtime.registry.register(buffered_source)
+    wf = (
+        Workflow("self-stop", mode="stream")
+        .node("src", "test.buffered_source")
+        .node("out", "sink.collect")
+        .connect("src -> out")
+    )
+    executor = runtime.executor(wf)
+    run = asyncio.ensure_future(executor.run())
+    for _ in range(100):
+        await asyncio.sleep(0)
+    executor.stop()
+    result = await run
+    got = result.output("out")
+    assert result.ok, result.error
+    assert got == list(range(len(got)))
+    assert len(got) >= 3
+
+
+class Unready:
+    async def initialize(self, ctx: Any) -> None:
+        msg = "port 1 refused"
+        raise ConnectionRefusedError(msg)
+
+    async def execute(self, inp: AsyncIterator[int]) -> AsyncIterator[int]:
+        async for x in inp:
+            yield x
+
+    async def shutdown(self) -> None:
+        pass
+
+
+async def test_failing_initialize_names_the_node(runtime: FlowRuntime) -> None:
+    runtime.registry.register(node("test.unready")(Unready))
+    seen: list[Any] = []
+    runtime.bus.add_listener(seen.append)
+    wf = (
+        Workflow("u")
+        .node("src", "source.values", values=[1])
+        .node("u", "test.unready")
+        .connect("src -> u")
+    )
+    result = await runtime.arun(wf)
+    assert result.status == "failed"
+    assert result.error is not None
+    assert "'u'" in result.error
+    assert "port 1 refused" in result.error
+    assert [type(e).__name__ for e in seen] == ["WorkflowCompleted"]
