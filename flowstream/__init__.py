@@ -65,6 +65,7 @@ from .runtime.executor import (
     RunOptions as RunOptions,
     WorkflowExecutor as WorkflowExecutor,
 )
+from .runtime.feeds import NO_ITEM as NO_ITEM, next_item as next_item
 from .runtime.flow import FlowRuntime as FlowRuntime
 from .runtime.registry import NodeRegistry as NodeRegistry
 from .runtime.result import DeadLetter as DeadLetter, RunResult as RunResult
@@ -84,6 +85,7 @@ __all__ = [
     "FnRef",
     "Graph",
     "Json",
+    "NO_ITEM",
     "Node",
     "NodeCompleted",
     "NodeContext",
@@ -113,6 +115,7 @@ __all__ = [
     "__version__",
     "decode",
     "encode",
+    "next_item",
     "node",
     "open_channel",
     "read_workflow",

@@ -4,6 +4,7 @@ import flowstream
 
 # The public API, spelled out: a change here is a change users see.
 EXPECTED = {
+    "NO_ITEM",
     "ChannelStatistics",
     "Connection",
     "ContinueOnError",
@@ -46,6 +47,7 @@ EXPECTED = {
     "__version__",
     "decode",
     "encode",
+    "next_item",
     "node",
     "open_channel",
     "read_workflow",

@@ -1,0 +1,126 @@
+"""Decoding frames of records, with an optional schema, for every connector.
+
+A frame holds one record or an array of records, as JSON or MessagePack (or
+raw bytes). With a ``schema`` (field name -> type name) records are validated
+by msgspec while they are decoded; a record that breaks it becomes a
+`BadRecord` with the reason instead of failing the whole frame.
+
+Type names: ``str``, ``int``, ``float``, ``bool``, ``bytes``, ``any``,
+``list``, ``dict``; a trailing ``?`` makes a field optional (may be missing).
+Unknown fields are dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NotRequired, TypedDict
+
+import msgspec
+
+__all__ = ["TYPE_NAMES", "BadRecord", "Encoding", "RecordDecoder", "record_type"]
+
+Encoding = Literal["json", "msgpack", "raw"]
+
+TYPE_NAMES: dict[str, Any] = {
+    "str": str,
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "bytes": bytes,
+    "any": Any,
+    "list": list,
+    "dict": dict,
+}
+
+MAX_RAW_IN_ERROR = 256
+"""How many bytes of a bad frame a dead letter keeps."""
+
+
+class BadRecord(msgspec.Struct, frozen=True):
+    """A frame or record that could not be decoded, with why (for ``error``)."""
+
+    reason: str
+    raw: bytes
+
+    def as_item(self) -> dict[str, Any]:
+        """The dead-letter item: the reason and the (bounded) raw bytes."""
+        return {"reason": self.reason, "raw": self.raw}
+
+
+def record_type(schema: dict[str, str]) -> Any:
+    """Build the TypedDict that validates records of ``schema``.
+
+    Raises:
+        ValueError: A type name is unknown (the message lists the known ones).
+    """
+    fields: dict[str, Any] = {}
+    for name, type_name in schema.items():
+        optional = type_name.endswith("?")
+        base = TYPE_NAMES.get(type_name.rstrip("?"))
+        if base is None:
+            known = ", ".join(TYPE_NAMES)
+            msg = f"field {name!r}: unknown type {type_name!r} (known: {known})"
+            raise ValueError(msg)
+        fields[name] = NotRequired[base] if optional else base
+    return TypedDict("Record", fields)  # type: ignore[operator]
+
+
+class RecordDecoder:
+    """Decodes frames into records, reporting bad frames and records apart.
+
+    Args:
+        encoding: ``json``, ``msgpack`` or ``raw`` (the frame is the record).
+        schema: Field name -> type name, or None to accept any record.
+        max_frame_bytes: Larger frames are refused whole.
+    """
+
+    def __init__(
+        self,
+        encoding: Encoding = "json",
+        schema: dict[str, str] | None = None,
+        max_frame_bytes: int = 1 << 20,
+    ) -> None:
+        self.encoding = encoding
+        self.max_frame_bytes = max_frame_bytes
+        self._record = record_type(schema) if schema else None
+        target: Any = Any if self._record is None else self._record | list[self._record]
+        self._typed: Any
+        self._loose: Any
+        if encoding == "msgpack":
+            self._typed = msgspec.msgpack.Decoder(target)
+            self._loose = msgspec.msgpack.Decoder()
+        else:
+            self._typed = msgspec.json.Decoder(target)
+            self._loose = msgspec.json.Decoder()
+
+    def decode(self, frame: bytes | str) -> tuple[list[Any], list[BadRecord]]:
+        """Return the good records of a frame and a `BadRecord` for each bad one."""
+        data = frame.encode() if isinstance(frame, str) else frame
+        if len(data) > self.max_frame_bytes:
+            limit = self.max_frame_bytes
+            reason = f"frame of {len(data)} bytes exceeds max_frame_bytes={limit}"
+            return [], [BadRecord(reason, data[:MAX_RAW_IN_ERROR])]
+        if self.encoding == "raw":
+            return [data], []
+        try:
+            value = self._typed.decode(data)
+        except msgspec.DecodeError as exc:
+            if self._record is None or not isinstance(exc, msgspec.ValidationError):
+                reason = f"malformed {self.encoding}: {exc}"
+                return [], [BadRecord(reason, data[:MAX_RAW_IN_ERROR])]
+            return self._one_by_one(data)
+        return (value if type(value) is list else [value]), []
+
+    def _one_by_one(self, data: bytes) -> tuple[list[Any], list[BadRecord]]:
+        # The frame parsed but some record broke the schema: keep the others.
+        value = self._loose.decode(data)
+        records = value if type(value) is list else [value]
+        good: list[Any] = []
+        bad: list[BadRecord] = []
+        for i, rec in enumerate(records):
+            try:
+                good.append(msgspec.convert(rec, self._record))
+            except msgspec.ValidationError as exc:
+                raw = msgspec.json.encode(rec)[:MAX_RAW_IN_ERROR]
+                where = f"record {i}: " if type(value) is list else ""
+                bad.append(BadRecord(f"{where}schema violation: {exc}", raw))
+        return good, bad
