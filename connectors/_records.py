@@ -81,8 +81,9 @@ class RecordDecoder:
     ) -> None:
         self.encoding = encoding
         self.max_frame_bytes = max_frame_bytes
-        self._record = record_type(schema) if schema else None
-        target: Any = Any if self._record is None else self._record | list[self._record]
+        record: Any = record_type(schema) if schema else None
+        self._record = record
+        target: Any = Any if record is None else record | list[record]
         self._typed: Any
         self._loose: Any
         if encoding == "msgpack":
