@@ -32,40 +32,36 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..core.events import (
     NodeCompleted,
-    NodeFailed,
     NodeStarted,
     WorkflowCompleted,
     WorkflowStarted,
 )
-from ..core.node import ERROR_PORT, OUT_PORT, NodeSpec
+from ..core.node import ERROR_PORT, OUT_PORT
 from ..core.workflow import (
-    ContinueOnError,
-    ErrorHandling,
-    RetryPolicy,
     RetryWorkflow,
     StopWorkflow,
 )
-from ..errors import BrokenChannelError, NodeError
+from ..errors import BrokenChannelError
 from .channel import (
     DEFAULT_CAPACITY,
     Control,
-    ReceiveChannel,
-    SendChannel,
     open_channel,
 )
 from .context import NodeRuntime, RunState
 from .events import EventBus
 from .feeds import BatchFeed, ChannelFeed, ItemFeed
+from .fusion import NodeRun, Segment, plan_segments
 from .result import DeadLetter, RunResult, RunStatus
+from .retry import FAILED, Abort, Failures
 from .stepping import rebatch, start_call
 
 if TYPE_CHECKING:
-    from .validation import Graph, GraphNode
+    from .validation import Graph
 
 __all__ = ["RunOptions", "WorkflowExecutor"]
 
@@ -95,64 +91,6 @@ class RunOptions:
     sleep: Sleep = asyncio.sleep
 
 
-class _Abort(Exception):
-    """Internal: a node failed under stop_workflow; carries the NodeError."""
-
-
-@dataclass(eq=False)
-class _Node:
-    """A node as one run drives it."""
-
-    gnode: GraphNode
-    rt: NodeRuntime
-    instance: Any
-    retry: RetryPolicy | None
-    handling: ErrorHandling
-    direct: bool = False
-    # Where each output port's batches go: send halves, or None for "collect".
-    sends: dict[str, list[SendChannel[Any]]] = field(default_factory=dict)
-    collect: dict[str, list[Any]] | None = None
-    inputs: dict[str, ReceiveChannel[Any]] = field(default_factory=dict)
-
-    @property
-    def id(self) -> str:
-        return self.gnode.id
-
-    @property
-    def spec(self) -> NodeSpec:
-        return self.gnode.spec
-
-    def call_target(self) -> Callable[..., Any]:
-        """The function to call with the input ports as positional arguments."""
-        fn = self.instance.execute
-        kwargs: dict[str, Any] = {}
-        if self.spec.wants_config and not self.spec.is_class:
-            kwargs["config"] = self.gnode.config
-        if self.spec.wants_ctx:
-            kwargs["ctx"] = self.rt
-        if not kwargs:
-            return fn  # type: ignore[no-any-return]
-        return lambda *args: fn(*args, **kwargs)
-
-
-@dataclass(eq=False)
-class _Segment:
-    head: _Node
-    chain: list[_Node]
-    is_source: bool
-    # Set while the task waits on the source itself: a stop cancels exactly
-    # that wait, never an item that is already on its way downstream.
-    pulling: asyncio.Timeout | None = None
-
-    @property
-    def tail(self) -> _Node:
-        return self.chain[-1] if self.chain else self.head
-
-    @property
-    def nodes(self) -> list[_Node]:
-        return [self.head, *self.chain]
-
-
 class WorkflowExecutor:
     """Runs one validated `Graph`; make a new executor for each run.
 
@@ -177,9 +115,9 @@ class WorkflowExecutor:
         self._stopping = False
         self._aborted = False
         self._main: asyncio.Task[Any] | None = None
-        self._sources: list[_Segment] = []
+        self._sources: list[Segment] = []
         self._drain_deadline: asyncio.TimerHandle | None = None
-        self._nodes: dict[str, _Node] = {}
+        self._nodes: dict[str, NodeRun] = {}
         self._dead_letters: list[DeadLetter] = []
         self._outputs: dict[str, dict[str, list[Any]]] = {}
 
@@ -240,9 +178,10 @@ class WorkflowExecutor:
         self._dead_letters = []
         self._outputs = {}
         self._build()
+        self._failures = Failures(self.bus, self.run_id, self.options.sleep)
         status: RunStatus = "completed"
         error: str | None = None
-        initialized: list[_Node] = []
+        initialized: list[NodeRun] = []
         self._main = asyncio.current_task()
         try:
             for n in self._nodes.values():
@@ -250,7 +189,7 @@ class WorkflowExecutor:
                     await n.instance.initialize(n.rt)
                 except Exception as exc:
                     text = f"node {n.id!r} ({n.spec.type_id}) failed to start: {exc}"
-                    raise _Abort(text) from exc
+                    raise Abort(text) from exc
                 initialized.append(n)
             # Published once every node is initialized: servers are bound and
             # connectors ready, so a client may connect now.
@@ -269,7 +208,7 @@ class WorkflowExecutor:
                 raise
             status, error = "cancelled", "the run was cancelled"
             self._uncancel()
-        except _Abort as exc:
+        except Abort as exc:
             status, error = "failed", str(exc.args[0])
         except Exception as exc:
             status, error = "failed", f"{type(exc).__name__}: {exc}"
@@ -306,7 +245,7 @@ class WorkflowExecutor:
         if task is not None:
             task.uncancel()
 
-    async def _shutdown(self, nodes: list[_Node]) -> None:
+    async def _shutdown(self, nodes: list[NodeRun]) -> None:
         for n in reversed(nodes):
             try:
                 async with asyncio.timeout(5.0):
@@ -329,7 +268,7 @@ class WorkflowExecutor:
                 dead_letters=self._dead_letters,
                 error_connected=any(c.from_port == ERROR_PORT for c in g.outbound),
             )
-            self._nodes[gid] = _Node(
+            self._nodes[gid] = NodeRun(
                 gnode=g,
                 rt=rt,
                 instance=g.spec.create(g.config),
@@ -341,34 +280,7 @@ class WorkflowExecutor:
                 self._nodes[c.from_node].direct for c in n.gnode.inbound
             )
 
-    def _fused_with_upstream(self, n: _Node) -> bool:
-        """Whether ``n`` runs in its upstream's segment, with no channel."""
-        if not (self.options.fuse and n.gnode.decl.fuse) or n.direct or n.spec.timed:
-            return False
-        if len(n.gnode.inputs) != 1 or len(n.gnode.inbound) != 1:
-            return False
-        conn = n.gnode.inbound[0]
-        up = self._nodes[conn.from_node]
-        if up.direct or not up.gnode.decl.fuse or conn.from_port != OUT_PORT:
-            return False
-        return sum(1 for c in up.gnode.outbound if c.from_port == OUT_PORT) == 1
-
-    def _segments(self) -> list[_Segment]:
-        segments: list[_Segment] = []
-        owner: dict[str, _Segment] = {}
-        for n in self._nodes.values():  # topological order
-            if n.direct:
-                continue
-            if self._fused_with_upstream(n):
-                seg = owner[n.gnode.inbound[0].from_node]
-                seg.chain.append(n)
-            else:
-                seg = _Segment(head=n, chain=[], is_source=not n.gnode.inputs)
-                segments.append(seg)
-            owner[n.id] = seg
-        return segments
-
-    def _wire(self, segments: list[_Segment]) -> None:
+    def _wire(self, segments: list[Segment]) -> None:
         """Open one channel per connected input port; give producers clones."""
         fused: set[tuple[str, str]] = set()
         for seg in segments:
@@ -410,7 +322,7 @@ class WorkflowExecutor:
     # --- running -----------------------------------------------------------------
 
     async def _run_tasks(self) -> None:
-        segments = self._segments()
+        segments = plan_segments(self._nodes, self.options.fuse)
         self._wire(segments)
         self._sources = [seg for seg in segments if seg.is_source]
         try:
@@ -435,7 +347,7 @@ class WorkflowExecutor:
                 r.close()
 
     async def _deliver(
-        self, n: _Node, port: str, batch: list[Any], *, counted: bool = False
+        self, n: NodeRun, port: str, batch: list[Any], *, counted: bool = False
     ) -> None:
         """Send a batch from ``n``'s ``port`` to every consumer, or collect it."""
         if not batch:
@@ -460,20 +372,20 @@ class WorkflowExecutor:
         elif n.collect is not None and port in n.collect:
             n.collect[port].extend(batch)
 
-    async def _flush_side(self, n: _Node) -> None:
+    async def _flush_side(self, n: NodeRun) -> None:
         if n.rt.pending:
             pending, n.rt.pending = n.rt.pending, {}
             for port, items in pending.items():
                 await self._deliver(n, port, items)
 
-    async def _run_segment(self, seg: _Segment) -> None:
+    async def _run_segment(self, seg: Segment) -> None:
         for n in seg.nodes:
             self._node_started(n)
         head = (
             self._source_batches(seg) if seg.is_source else self._head_batches(seg.head)
         )
         stream = self._count_out(seg.head, head)
-        kernels: list[tuple[_Node, Callable[[list[Any]], list[Any]]]] = []
+        kernels: list[tuple[NodeRun, Callable[[list[Any]], list[Any]]]] = []
         for n in seg.chain:
             kernel = self._kernel(n)
             if kernel is not None:
@@ -500,7 +412,7 @@ class WorkflowExecutor:
                     s.close()
             self._node_completed(n)
 
-    def _kernel(self, n: _Node) -> Callable[[list[Any]], list[Any]] | None:
+    def _kernel(self, n: NodeRun) -> Callable[[list[Any]], list[Any]] | None:
         factory = n.spec.kernel
         if factory is None or n.spec.wants_ctx:
             return None
@@ -508,7 +420,7 @@ class WorkflowExecutor:
 
     # --- heads ---------------------------------------------------------------------
 
-    async def _source_batches(self, seg: _Segment) -> AsyncIterator[list[Any]]:
+    async def _source_batches(self, seg: Segment) -> AsyncIterator[list[Any]]:
         """A source's batches, until it ends or a stop ends it between batches."""
         batches = self._head_batches(seg.head)
         stops_itself = seg.head.spec.stops_itself
@@ -527,11 +439,11 @@ class WorkflowExecutor:
                     seg.pulling = None
                 yield batch
 
-    async def _head_batches(self, n: _Node) -> AsyncIterator[list[Any]]:
+    async def _head_batches(self, n: NodeRun) -> AsyncIterator[list[Any]]:
         spec = n.spec
         if not n.gnode.inputs:
             if spec.shape == "call":
-                yield [await self._call_with_policy(n, ())]
+                yield [await self._failures.call(n, ())]
                 return
             gen = n.call_target()()
             items = gen if spec.batched else rebatch(gen, MAX_BATCH, n.rt)
@@ -549,7 +461,7 @@ class WorkflowExecutor:
         async for batch in stage(n, feeds):
             yield batch
 
-    async def _port_batches(self, n: _Node, port: str) -> AsyncIterator[list[Any]]:
+    async def _port_batches(self, n: NodeRun, port: str) -> AsyncIterator[list[Any]]:
         recv = n.inputs[port]
         rt = n.rt
         with recv:  # a consumer that stops early releases its producers
@@ -567,7 +479,7 @@ class WorkflowExecutor:
     async def _kernel_stage(
         self,
         upstream: AsyncIterator[list[Any]],
-        kernels: list[tuple[_Node, Callable[[list[Any]], list[Any]]]],
+        kernels: list[tuple[NodeRun, Callable[[list[Any]], list[Any]]]],
     ) -> AsyncIterator[list[Any]]:
         """Apply consecutive batch kernels to each batch, in one loop."""
         first = kernels[0][0].rt
@@ -588,18 +500,20 @@ class WorkflowExecutor:
                 yield batch
 
     async def _kernel_items(
-        self, n: _Node, kernel: Callable[[list[Any]], list[Any]], batch: list[Any]
+        self, n: NodeRun, kernel: Callable[[list[Any]], list[Any]], batch: list[Any]
     ) -> list[Any]:
         """A kernel failed on a batch: redo it item by item to isolate failures."""
         out: list[Any] = []
         for item in batch:
-            result = await self._attempt(n, functools.partial(kernel, [item]), item)
-            if result is not _FAILED:
+            result = await self._failures.attempt(
+                n, functools.partial(kernel, [item]), item
+            )
+            if result is not FAILED:
                 out.extend(result)
         return out
 
     async def _generator_stage(
-        self, n: _Node, upstream: AsyncIterator[list[Any]]
+        self, n: NodeRun, upstream: AsyncIterator[list[Any]]
     ) -> AsyncIterator[list[Any]]:
         counted = self._count_in(n, upstream)
         feed = BatchFeed(counted) if n.spec.batched else ItemFeed(counted)
@@ -608,7 +522,7 @@ class WorkflowExecutor:
             yield batch
 
     async def _count_out(
-        self, n: _Node, upstream: AsyncIterator[list[Any]]
+        self, n: NodeRun, upstream: AsyncIterator[list[Any]]
     ) -> AsyncIterator[list[Any]]:
         rt = n.rt
         async with contextlib.aclosing(upstream):  # type: ignore[type-var]
@@ -617,7 +531,7 @@ class WorkflowExecutor:
                 yield batch
 
     async def _count_in(
-        self, n: _Node, upstream: AsyncIterator[list[Any]]
+        self, n: NodeRun, upstream: AsyncIterator[list[Any]]
     ) -> AsyncIterator[list[Any]]:
         rt = n.rt
         async with contextlib.aclosing(upstream):  # type: ignore[type-var]
@@ -625,7 +539,9 @@ class WorkflowExecutor:
                 rt.items_in += len(batch)
                 yield batch
 
-    async def _call_stage(self, n: _Node, feeds: list[Any]) -> AsyncIterator[list[Any]]:
+    async def _call_stage(
+        self, n: NodeRun, feeds: list[Any]
+    ) -> AsyncIterator[list[Any]]:
         """A one-shot function fed by streams: one call per item (zip across ports)."""
         try:
             while True:
@@ -635,15 +551,15 @@ class WorkflowExecutor:
                         args.append(await f.__anext__())
                     except StopAsyncIteration:
                         return
-                result = await self._call_with_policy(n, tuple(args))
-                if result is not _FAILED:
+                result = await self._failures.call(n, tuple(args))
+                if result is not FAILED:
                     yield [result]
         finally:
             for f in feeds:
                 await f.aclose()
 
     async def _run_generator(
-        self, n: _Node, feeds: list[Any]
+        self, n: NodeRun, feeds: list[Any]
     ) -> AsyncIterator[list[Any]]:
         """Drive a node's async generator; restart it after an item's failure."""
         spec = n.spec
@@ -666,7 +582,7 @@ class WorkflowExecutor:
                         if len(failed) == 1
                         else dict(zip(n.gnode.inputs, failed, strict=True))
                     )
-                    retry = await self._on_failure(n, exc, item, attempt)
+                    retry = await self._failures.on_failure(n, exc, item, attempt)
                     if retry:
                         attempt += 1
                         for f in feeds:
@@ -676,73 +592,6 @@ class WorkflowExecutor:
         finally:
             for f in feeds:
                 await f.aclose()
-
-    # --- failure handling -----------------------------------------------------------
-
-    async def _attempt(self, n: _Node, call: Callable[[], Any], item: Any) -> Any:
-        """Call ``call()`` under the node's retry policy and error handling."""
-        attempt = 1
-        while True:
-            try:
-                return call()
-            except Exception as exc:
-                if not await self._on_failure(n, exc, item, attempt):
-                    return _FAILED
-                attempt += 1
-
-    async def _call_with_policy(self, n: _Node, args: tuple[Any, ...]) -> Any:
-        target = n.call_target()
-        attempt = 1
-        while True:
-            try:
-                result = target(*args)
-                if n.spec.is_async:
-                    result = await result
-                return result
-            except Exception as exc:
-                item = (
-                    args[0]
-                    if len(args) == 1
-                    else dict(zip(n.gnode.inputs, args, strict=True))
-                )
-                if not await self._on_failure(n, exc, item, attempt):
-                    return _FAILED
-                attempt += 1
-
-    async def _on_failure(
-        self, n: _Node, exc: Exception, item: Any, attempt: int
-    ) -> bool:
-        """Account for a failure; return True to retry the item.
-
-        Raises:
-            _Abort: The node's policy is to fail the run.
-        """
-        n.rt.errors += 1
-        retry = n.retry is not None and attempt < n.retry.max_attempts
-        self.bus.publish(
-            NodeFailed(
-                run_id=self.run_id,
-                timestamp=time.time(),
-                node_id=n.id,
-                node_type=n.spec.type_id,
-                error=str(exc),
-                error_type=type(exc).__name__,
-                attempt=attempt,
-                will_retry=retry,
-            )
-        )
-        if retry:
-            assert n.retry is not None
-            await self.options.sleep(n.retry.delay_s(attempt))
-            return True
-        if isinstance(n.handling, ContinueOnError):
-            n.rt.dead_letter(item, f"{type(exc).__name__}: {exc}", type(exc).__name__)
-            return False
-        error = NodeError(
-            f"{type(exc).__name__}: {exc}", node_id=n.id, node_type=n.spec.type_id
-        )
-        error.__cause__ = exc
-        raise _Abort(str(error)) from error
 
     # --- direct calls (DAG of one-shot nodes) -------------------------------------
 
@@ -758,20 +607,20 @@ class WorkflowExecutor:
             n.id: {p: [] for p in n.gnode.inputs} for n in direct
         }
         ready = deque(n for n in direct if not n.gnode.inbound)
-        completions: deque[tuple[_Node, list[Any]]] = deque()
+        completions: deque[tuple[NodeRun, list[Any]]] = deque()
         wake = asyncio.Event()
         in_flight = 0
 
         async def finish(
-            n: _Node, resume: Any, results: list[Any], calls: deque[tuple[Any, ...]]
+            n: NodeRun, resume: Any, results: list[Any], calls: deque[tuple[Any, ...]]
         ) -> None:
             nonlocal in_flight
             value = await resume
-            if value is not _FAILED:
+            if value is not FAILED:
                 results.append(value)
             while calls:
-                value = await self._call_with_policy(n, calls.popleft())
-                if value is not _FAILED:
+                value = await self._failures.call(n, calls.popleft())
+                if value is not FAILED:
                     results.append(value)
             in_flight -= 1
             completions.append((n, results))
@@ -791,13 +640,13 @@ class WorkflowExecutor:
                 results: list[Any] = []
                 while calls:
                     completed, value = start_call(
-                        self._call_with_policy(n, calls.popleft())
+                        self._failures.call(n, calls.popleft())
                     )
                     if not completed:
                         in_flight += 1
                         tg.create_task(finish(n, value, results, calls))
                         break
-                    if value is not _FAILED:
+                    if value is not FAILED:
                         results.append(value)
                 else:
                     completions.append((n, results))
@@ -811,11 +660,11 @@ class WorkflowExecutor:
 
     async def _direct_done(
         self,
-        n: _Node,
+        n: NodeRun,
         results: list[Any],
         waiting: dict[str, int],
         values: dict[str, dict[str, list[Any]]],
-        ready: deque[_Node],
+        ready: deque[NodeRun],
     ) -> None:
         await self._deliver(n, OUT_PORT, results)
         await self._flush_side(n)
@@ -834,7 +683,7 @@ class WorkflowExecutor:
 
     # --- events --------------------------------------------------------------------
 
-    def _node_started(self, n: _Node) -> None:
+    def _node_started(self, n: NodeRun) -> None:
         n.rt.started = time.perf_counter()
         self.bus.publish(
             NodeStarted(
@@ -845,7 +694,7 @@ class WorkflowExecutor:
             )
         )
 
-    def _node_completed(self, n: _Node) -> None:
+    def _node_completed(self, n: NodeRun) -> None:
         n.rt.ended = time.perf_counter()
         self.bus.publish(
             NodeCompleted(
@@ -856,9 +705,6 @@ class WorkflowExecutor:
                 stats=n.rt.stats(),
             )
         )
-
-
-_FAILED: Any = object()
 
 
 def _first_failure(group: BaseExceptionGroup[Any]) -> BaseException:
@@ -877,7 +723,7 @@ def _first_failure(group: BaseExceptionGroup[Any]) -> BaseException:
             leaves.append(exc)
 
     walk(group)
-    for kind in (_Abort, Exception):
+    for kind in (Abort, Exception):
         for exc in leaves:
             if isinstance(exc, kind):
                 return exc

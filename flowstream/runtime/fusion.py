@@ -1,0 +1,123 @@
+"""Fusion: how a validated graph is cut into segments, one task each.
+
+A segment is a head node followed by a chain of nodes that run inside the
+head's task with no channel between them. A node joins its upstream's chain
+when all of these hold:
+
+* fusion is on for the run and for both nodes (``fuse: false`` opts out);
+* it has exactly one input port, fed by exactly one connection, from the
+  upstream's ``out`` port, and that port feeds nothing else (no fan-out);
+* neither node is a direct one-shot call (those run without tasks at all),
+  and the node is not ``timed`` (a deadline wait needs a channel to be safe).
+
+Fusion is transparent: results are the same with it off (tests run both).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..core.node import OUT_PORT
+
+if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Callable
+
+    from ..core.node import NodeSpec
+    from ..core.workflow import ErrorHandling, RetryPolicy
+    from .channel import ReceiveChannel, SendChannel
+    from .context import NodeRuntime
+    from .validation import GraphNode
+
+__all__ = ["NodeRun", "Segment", "plan_segments"]
+
+
+@dataclass(eq=False)
+class NodeRun:
+    """A node as one run drives it: instance, counters, policies, wiring."""
+
+    gnode: GraphNode
+    rt: NodeRuntime
+    instance: Any
+    retry: RetryPolicy | None
+    handling: ErrorHandling
+    direct: bool = False
+    # Where each output port's batches go (send halves per port), and where
+    # unconnected ports' items are collected (None: nothing is collected).
+    sends: dict[str, list[SendChannel[Any]]] = field(default_factory=dict)
+    collect: dict[str, list[Any]] | None = None
+    inputs: dict[str, ReceiveChannel[Any]] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        """The node id."""
+        return self.gnode.id
+
+    @property
+    def spec(self) -> NodeSpec:
+        """The node's type."""
+        return self.gnode.spec
+
+    def call_target(self) -> Callable[..., Any]:
+        """The function to call with the input ports as positional arguments."""
+        fn = self.instance.execute
+        kwargs: dict[str, Any] = {}
+        if self.spec.wants_config and not self.spec.is_class:
+            kwargs["config"] = self.gnode.config
+        if self.spec.wants_ctx:
+            kwargs["ctx"] = self.rt
+        if not kwargs:
+            return fn  # type: ignore[no-any-return]
+        return lambda *args: fn(*args, **kwargs)
+
+
+@dataclass(eq=False)
+class Segment:
+    """A head node and the chain fused behind it: one task."""
+
+    head: NodeRun
+    chain: list[NodeRun]
+    is_source: bool
+    # Set while the task waits on the source itself: a stop cancels exactly
+    # that wait, never an item that is already on its way downstream.
+    pulling: asyncio.Timeout | None = None
+
+    @property
+    def tail(self) -> NodeRun:
+        """The last node, whose ``out`` leaves the segment."""
+        return self.chain[-1] if self.chain else self.head
+
+    @property
+    def nodes(self) -> list[NodeRun]:
+        """Every node of the segment, head first."""
+        return [self.head, *self.chain]
+
+
+def _fused_with_upstream(n: NodeRun, nodes: dict[str, NodeRun], fuse: bool) -> bool:
+    if not (fuse and n.gnode.decl.fuse) or n.direct or n.spec.timed:
+        return False
+    if len(n.gnode.inputs) != 1 or len(n.gnode.inbound) != 1:
+        return False
+    conn = n.gnode.inbound[0]
+    up = nodes[conn.from_node]
+    if up.direct or not up.gnode.decl.fuse or conn.from_port != OUT_PORT:
+        return False
+    return sum(1 for c in up.gnode.outbound if c.from_port == OUT_PORT) == 1
+
+
+def plan_segments(nodes: dict[str, NodeRun], fuse: bool) -> list[Segment]:
+    """Cut the non-direct nodes (given in topological order) into segments."""
+    segments: list[Segment] = []
+    owner: dict[str, Segment] = {}
+    for n in nodes.values():
+        if n.direct:
+            continue
+        if _fused_with_upstream(n, nodes, fuse):
+            seg = owner[n.gnode.inbound[0].from_node]
+            seg.chain.append(n)
+        else:
+            seg = Segment(head=n, chain=[], is_source=not n.gnode.inputs)
+            segments.append(seg)
+        owner[n.id] = seg
+    return segments

@@ -1,0 +1,115 @@
+"""Failure handling: a node's `RetryPolicy`, then its `ErrorHandling`.
+
+A failing call (a kernel on one item, a one-shot call, a generator that
+raised on an item) is retried after the policy's delay, up to
+``max_attempts``; then ``continue_on_error`` sends the item to the node's
+``error`` port (or the run's dead letters) and the run goes on, while
+``stop_workflow`` fails the run with a `NodeError` naming the node.
+``retry_workflow`` is handled by the executor around whole runs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..core.events import NodeFailed
+from ..core.workflow import ContinueOnError
+from ..errors import NodeError
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from .events import EventBus
+    from .fusion import NodeRun
+
+__all__ = ["FAILED", "Abort", "Failures"]
+
+FAILED: Any = object()
+"""Returned instead of a result when the item was handed to error handling."""
+
+
+class Abort(Exception):
+    """A node failed under ``stop_workflow``: the run must end as failed."""
+
+
+class Failures:
+    """Applies retry policies and error handling for one run.
+
+    Args:
+        bus: Where `NodeFailed` events go.
+        run_id: The run's id, for the events.
+        sleep: Waits between attempts (a fake clock's in tests).
+    """
+
+    def __init__(
+        self, bus: EventBus, run_id: str, sleep: Callable[[float], Awaitable[Any]]
+    ) -> None:
+        self.bus = bus
+        self.run_id = run_id
+        self.sleep = sleep
+
+    async def attempt(self, n: NodeRun, call: Callable[[], Any], item: Any) -> Any:
+        """Return ``call()``, retried per policy; `FAILED` if it was given up."""
+        attempt = 1
+        while True:
+            try:
+                return call()
+            except Exception as exc:
+                if not await self.on_failure(n, exc, item, attempt):
+                    return FAILED
+                attempt += 1
+
+    async def call(self, n: NodeRun, args: tuple[Any, ...]) -> Any:
+        """Call a one-shot node with one item per input, under its policies."""
+        target = n.call_target()
+        attempt = 1
+        while True:
+            try:
+                result = target(*args)
+                if n.spec.is_async:
+                    result = await result
+                return result
+            except Exception as exc:
+                item = (
+                    args[0]
+                    if len(args) == 1
+                    else dict(zip(n.gnode.inputs, args, strict=True))
+                )
+                if not await self.on_failure(n, exc, item, attempt):
+                    return FAILED
+                attempt += 1
+
+    async def on_failure(
+        self, n: NodeRun, exc: Exception, item: Any, attempt: int
+    ) -> bool:
+        """Account for a failure on ``item``; return True to try it again.
+
+        Raises:
+            Abort: The node's policy is to fail the run.
+        """
+        n.rt.errors += 1
+        retry = n.retry is not None and attempt < n.retry.max_attempts
+        self.bus.publish(
+            NodeFailed(
+                run_id=self.run_id,
+                timestamp=time.time(),
+                node_id=n.id,
+                node_type=n.spec.type_id,
+                error=str(exc),
+                error_type=type(exc).__name__,
+                attempt=attempt,
+                will_retry=retry,
+            )
+        )
+        if retry:
+            assert n.retry is not None
+            await self.sleep(n.retry.delay_s(attempt))
+            return True
+        if isinstance(n.handling, ContinueOnError):
+            n.rt.dead_letter(item, f"{type(exc).__name__}: {exc}", type(exc).__name__)
+            return False
+        error = NodeError(
+            f"{type(exc).__name__}: {exc}", node_id=n.id, node_type=n.spec.type_id
+        )
+        raise Abort(str(error)) from exc
