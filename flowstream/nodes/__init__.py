@@ -10,7 +10,22 @@ from typing import TYPE_CHECKING
 
 from .sink import collect_sink, null_sink
 from .source import range_source, timer_source, values_source
-from .transform import filter_items, map_items
+from .debug import log
+from .time import delay
+from .transform import (
+    batch,
+    dedupe,
+    filter_items,
+    flat_map,
+    json_parse,
+    json_stringify,
+    key_by,
+    map_items,
+    reduce,
+    scan,
+    select,
+    throttle,
+)
 
 if TYPE_CHECKING:
     from ..core.node import NodeSpec
@@ -23,6 +38,18 @@ BUILTIN_NODES: tuple[NodeSpec, ...] = (
     timer_source,
     map_items,
     filter_items,
+    flat_map,
+    select,
+    key_by,
+    scan,
+    reduce,
+    batch,
+    dedupe,
+    throttle,
+    json_parse,
+    json_stringify,
+    delay,
+    log,
     collect_sink,
     null_sink,
 )

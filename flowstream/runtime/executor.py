@@ -111,7 +111,7 @@ class WorkflowExecutor:
         self.options = options or RunOptions()
         self.mode = self.options.mode or graph.workflow.mode
         self.run_id = uuid.uuid4().hex[:12]
-        self.state = RunState()
+        self.state = RunState()  # replaced per attempt: a retry starts clean
         self._stopping = False
         self._aborted = False
         self._main: asyncio.Task[Any] | None = None
@@ -177,6 +177,7 @@ class WorkflowExecutor:
         wf = self.graph.workflow
         self._dead_letters = []
         self._outputs = {}
+        self.state = RunState()
         self._build()
         self._failures = Failures(self.bus, self.run_id, self.options.sleep)
         status: RunStatus = "completed"

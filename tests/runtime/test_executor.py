@@ -788,3 +788,21 @@ async def test_failing_initialize_names_the_node(runtime: FlowRuntime) -> None:
     assert "'u'" in result.error
     assert "port 1 refused" in result.error
     assert [type(e).__name__ for e in seen] == ["WorkflowCompleted"]
+
+
+async def test_retry_workflow_starts_each_attempt_with_fresh_state(
+    runtime: FlowRuntime,
+) -> None:
+    wf = (
+        Workflow("rw", error_handling=RetryWorkflow(max_attempts=2))
+        .node("src", "source.values", values=[1, 2, 3])
+        .node("boom", "test.explode", bad=[3], fail_times=1)
+        .node("total", "transform.reduce", op="sum")
+        .connect("src -> boom")
+        .connect("boom -> total")
+    )
+    result = await runtime.arun(wf)
+    # test.explode fails once on 3 (counted in run state, which is per
+    # attempt), so the second attempt fails again: state did not leak.
+    assert result.status == "failed"
+    assert result.attempts == 2
