@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .debug import log
 from .sink import collect_sink, null_sink
 from .source import range_source, timer_source, values_source
-from .debug import log
 from .time import delay
 from .transform import (
     batch,
