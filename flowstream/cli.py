@@ -230,7 +230,7 @@ def _describe(spec: NodeSpec) -> dict[str, Any]:
             entry: dict[str, Any] = {"name": f.encode_name, "type": _type_name(f.type)}
             if f.required:
                 entry["required"] = True
-            elif f.default is not msgspec.NODEFAULT:
+            elif f.default not in (msgspec.NODEFAULT, msgspec.UNSET):
                 entry["default"] = f.default
             fields.append(entry)
     return {

@@ -26,6 +26,7 @@ from .transform import (
     select,
     throttle,
 )
+from .window import session_window, sliding_window, tumbling_window
 
 if TYPE_CHECKING:
     from ..core.node import NodeSpec
@@ -50,6 +51,9 @@ BUILTIN_NODES: tuple[NodeSpec, ...] = (
     json_stringify,
     delay,
     log,
+    tumbling_window,
+    sliding_window,
+    session_window,
     collect_sink,
     null_sink,
 )

@@ -565,7 +565,8 @@ class WorkflowExecutor:
         """Drive a node's async generator; restart it after an item's failure."""
         spec = n.spec
         target = n.call_target()
-        attempt = 1
+        attempt = 0
+        failed_at = -1  # how many items the feeds had handed out at the last failure
         try:
             while True:
                 gen = target(*feeds)
@@ -574,22 +575,22 @@ class WorkflowExecutor:
                     async with contextlib.aclosing(out):
                         async for batch in out:
                             yield batch
-                            attempt = 1
                     return
                 except Exception as exc:
+                    # A new failing item starts a fresh retry budget; the same
+                    # item failing again (after a replay) uses up its budget.
+                    at = sum(f.taken for f in feeds)
+                    attempt = attempt + 1 if at == failed_at else 1
+                    failed_at = at
                     failed = [f.last for f in feeds]
                     item = (
                         failed[0]
                         if len(failed) == 1
                         else dict(zip(n.gnode.inputs, failed, strict=True))
                     )
-                    retry = await self._failures.on_failure(n, exc, item, attempt)
-                    if retry:
-                        attempt += 1
+                    if await self._failures.on_failure(n, exc, item, attempt):
                         for f in feeds:
                             f.replay()
-                    else:
-                        attempt = 1
         finally:
             for f in feeds:
                 await f.aclose()

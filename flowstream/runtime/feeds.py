@@ -63,7 +63,7 @@ async def next_item(inp: AsyncIterator[Any], timeout: float | None) -> Any:  # n
 class ItemFeed:
     """Items from an iterator of batches (a fused upstream)."""
 
-    __slots__ = ("_batch", "_batches", "_i", "_replay", "last")
+    __slots__ = ("_batch", "_batches", "_i", "_replay", "last", "taken")
 
     def __init__(self, batches: AsyncIterator[list[Any]]) -> None:
         self._batches = batches
@@ -71,6 +71,7 @@ class ItemFeed:
         self._i = 0
         self._replay = False
         self.last: Any = None
+        self.taken = 0  # items handed out, replays not counted
 
     def __aiter__(self) -> ItemFeed:
         return self
@@ -85,6 +86,7 @@ class ItemFeed:
             batch = self._batch = await self._batches.__anext__()
             i = 0
         self._i = i + 1
+        self.taken += 1
         item = self.last = batch[i]
         return item
 
@@ -102,12 +104,13 @@ class ItemFeed:
 class BatchFeed:
     """Batches for a batch-aware node (see `ItemFeed`)."""
 
-    __slots__ = ("_batches", "_replay", "last")
+    __slots__ = ("_batches", "_replay", "last", "taken")
 
     def __init__(self, batches: AsyncIterator[list[Any]]) -> None:
         self._batches = batches
         self._replay = False
         self.last: Any = None
+        self.taken = 0
 
     def __aiter__(self) -> BatchFeed:
         return self
@@ -117,6 +120,7 @@ class BatchFeed:
             self._replay = False
             return self.last
         self.last = await self._batches.__anext__()
+        self.taken += 1
         return self.last
 
     def replay(self) -> None:
@@ -133,7 +137,7 @@ class BatchFeed:
 class ChannelFeed:
     """Items straight from a channel; counts them in; waits can have deadlines."""
 
-    __slots__ = ("_batch", "_i", "_recv", "_replay", "_rt", "last")
+    __slots__ = ("_batch", "_i", "_recv", "_replay", "_rt", "last", "taken")
 
     def __init__(self, recv: ReceiveChannel[Any], rt: NodeRuntime) -> None:
         self._recv = recv
@@ -142,6 +146,7 @@ class ChannelFeed:
         self._i = 0
         self._replay = False
         self.last: Any = None
+        self.taken = 0
 
     def __aiter__(self) -> ChannelFeed:
         return self
@@ -154,6 +159,7 @@ class ChannelFeed:
             await self._fill()
         item = self.last = self._batch[self._i]
         self._i += 1
+        self.taken += 1
         return item
 
     async def next(self, timeout: float | None) -> Any:  # noqa: ASYNC109

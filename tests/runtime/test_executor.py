@@ -806,3 +806,40 @@ async def test_retry_workflow_starts_each_attempt_with_fresh_state(
     # attempt), so the second attempt fails again: state did not leak.
     assert result.status == "failed"
     assert result.attempts == 2
+
+
+@node("test.quiet_sum")
+async def quiet_sum(
+    inp: AsyncIterator[int], *, config: Boom, ctx: Any
+) -> AsyncIterator[int]:
+    # Yields only at the end, so failures on different items come back to back.
+    async for x in inp:
+        if x in config.bad and not ctx.state.get(f"failed-{x}"):
+            ctx.state[f"failed-{x}"] = True
+            msg = f"flaky {x}"
+            raise ValueError(msg)
+        ctx.state["total"] = ctx.state.get("total", 0) + x
+    yield ctx.state.get("total", 0)
+
+
+async def test_each_failing_item_gets_its_own_retry_budget(
+    runtime: FlowRuntime,
+) -> None:
+    async def no_wait(seconds: float) -> None:
+        return None
+
+    runtime.registry.register(quiet_sum)
+    wf = (
+        Workflow("budget")
+        .node("src", "source.values", values=[1, 2, 3, 4])
+        .node(
+            "sum",
+            "test.quiet_sum",
+            bad=[2, 3],
+            retry=RetryPolicy(max_attempts=2, delay_ms=0),
+        )
+        .connect("src -> sum")
+    )
+    result = await runtime.arun(wf, sleep=no_wait)
+    assert result.ok, result.error
+    assert result.output("sum") == [10]

@@ -1,0 +1,494 @@
+"""Window lifecycles for `flowstream.nodes.window`: joining, firing, state.
+
+This module decides which windows an item joins, moves the watermark, fires
+windows in end order and keeps late-update windows for a while.
+
+Everything a window node must remember lives in ``ctx.state`` as plain
+msgspec-encodable values, so that a node generator restarted after a failure
+(and, later, a checkpoint restore) carries on exactly where it was. The engine
+objects here hold only caches, rebuilt from that state when a generator starts.
+
+Times are integer microseconds inside (timestamps are rounded to the
+microsecond when read): window bounds, the watermark and session gaps then
+compare exactly, where float seconds would not (``0.1 + 0.2 > 0.3``).
+
+State layout (keys of ``ctx.state``):
+
+* ``max_t``: the largest event time seen (processing time: the clock), or None;
+* ``late``: how many late items went to the ``error`` port;
+* fixed windows (tumbling, sliding): ``open`` maps a window index ``n`` to
+  ``{state key: record}``, window ``n`` being ``[n * slide, n * slide + size)``;
+  ``fired`` holds the fired windows kept for ``late: update``;
+* sessions: ``sessions`` maps a state key to its sessions, each
+  ``[id, start, end, flag, record, scheduled]``; ``heap`` is a heap of
+  ``[due, id, state key]``; ``seq`` numbers sessions.
+
+A record is ``[key, count, acc_2, acc_3, ...]``, one accumulator per aggregate.
+An item is applied in two phases (compute every new accumulator, then commit),
+so an item that fails leaves no partial trace and a retried item is never
+counted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import functools
+import heapq
+import math
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any
+
+from ..runtime.feeds import NO_ITEM, next_item
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from ..core.node import NodeContext, NodeState
+    from .window import Aggregator, Reader, WindowConfig
+
+__all__ = ["BadItem", "FixedWindows", "Sessions", "drive", "to_us"]
+
+US = 1_000_000
+"""Microseconds per second."""
+
+DEFAULT_RETAIN_MS = 60_000.0
+_NEVER = math.inf
+
+
+def to_us(ms: float) -> int:
+    """Milliseconds (a config value) to whole microseconds."""
+    return round(ms * 1000)
+
+
+def _slot(state: NodeState, name: str, empty: Any) -> Any:
+    """Return ``state[name]``, storing ``empty`` there first if absent."""
+    if name not in state:
+        state[name] = empty
+    return state[name]
+
+
+def _int_keys(windows: dict[Any, Any]) -> dict[int, Any]:
+    """Window indexes are int keys; a JSON round trip makes them str: undo it."""
+    if any(type(n) is not int for n in windows):
+        items = sorted((int(n), w) for n, w in windows.items())
+        windows.clear()
+        windows.update(items)
+    return windows
+
+
+def _seconds(us: float) -> str:
+    return repr(us / US)
+
+
+class BadItem(Exception):
+    """An item a window cannot use; it goes to the error port with ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# --- engines -----------------------------------------------------------------------
+
+
+class _Engine:
+    """What fixed windows and sessions share: the clock, the watermark, output."""
+
+    def __init__(
+        self, cfg: WindowConfig, ctx: NodeContext, agg: Aggregator, read: Reader
+    ) -> None:
+        self.ctx = ctx
+        self.state = ctx.state
+        self.agg = agg
+        self.read = read
+        self.lateness = to_us(cfg.allowed_lateness_ms)
+        self.lateness_ms = cfg.allowed_lateness_ms
+        self.retain: int | None = None
+        if cfg.late == "update":
+            retain = DEFAULT_RETAIN_MS if cfg.retain_ms is None else cfg.retain_ms
+            self.retain = to_us(retain)
+        if "max_t" not in self.state:
+            self.state["max_t"] = None
+            self.state["late"] = 0
+        max_t = self.state["max_t"]
+        self.max_t: float = -_NEVER if max_t is None else max_t
+        self.wm = self.max_t - self.lateness
+        self.next_due: float = _NEVER
+        # Records fired while handling one item; the driver yields them.
+        self.ready: list[dict[str, Any]] = []
+
+    def on_item(self, x: Any, now: int | None) -> None:
+        raise NotImplementedError
+
+    def fire(self, limit: float) -> None:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        raise NotImplementedError
+
+    def advance(self, now: int) -> None:
+        """Processing time: the clock moved; fire what is due."""
+        if now > self.max_t:
+            self.max_t = self.wm = self.state["max_t"] = now
+            if now >= self.next_due:
+                self.fire(now)
+
+    def prepare(self, x: Any, now: int | None) -> tuple[int, str, Any, Any]:
+        """Read the item, move the watermark, fire the windows it passed."""
+        t, skey, key, vals = self.read(x, now)
+        if t > self.max_t:
+            self.max_t = self.state["max_t"] = t
+            wm = self.wm = t - self.lateness
+            if wm >= self.next_due:
+                self.fire(wm)
+        return t, skey, key, vals
+
+    def late(self, x: Any, t: int, what: str) -> None:
+        self.state["late"] += 1
+        reason = (
+            f"late item: timestamp {_seconds(t)} is behind the watermark "
+            f"{_seconds(self.wm)} (max event time {_seconds(self.max_t)} minus "
+            f"allowed lateness {self.lateness_ms:g} ms); {what}"
+        )
+        self.ctx.dead_letter(x, reason)
+
+
+def _span(bounds: list[tuple[int, int]]) -> str:
+    text = [f"[{_seconds(s)}, {_seconds(e)})" for s, e in bounds]
+    if len(text) > 3:
+        text = [text[0], f"... {len(text) - 2} more ...", text[-1]]
+    noun = "window" if len(bounds) == 1 else "windows"
+    return f"{noun} {', '.join(text)}"
+
+
+class FixedWindows(_Engine):
+    """Tumbling (slide == size) and sliding windows, by window index."""
+
+    def __init__(
+        self,
+        cfg: WindowConfig,
+        ctx: NodeContext,
+        agg: Aggregator,
+        read: Reader,
+        size_ms: float,
+        slide_ms: float,
+    ) -> None:
+        super().__init__(cfg, ctx, agg, read)
+        self.size = to_us(size_ms)
+        self.slide = to_us(slide_ms)
+        self.tumbling = self.size == self.slide
+        self.open: dict[int, dict[str, list[Any]]] = _int_keys(
+            _slot(self.state, "open", {})
+        )
+        self.fired: dict[int, dict[str, list[Any]]] = _int_keys(
+            _slot(self.state, "fired", {})
+        )
+        if self.open:
+            self.next_due = self.end(min(self.open))
+
+    def end(self, n: int) -> int:
+        return n * self.slide + self.size
+
+    def on_item(self, x: Any, now: int | None) -> None:
+        # The hot path: prepare() and the common tumbling case are inlined.
+        try:
+            t, skey, key, vals = self.read(x, now)
+        except BadItem as bad:
+            self.ctx.dead_letter(x, bad.reason)
+            return
+        if t > self.max_t:
+            self.max_t = self.state["max_t"] = t
+            wm = self.wm = t - self.lateness
+            if wm >= self.next_due:
+                self.fire(wm)
+        n = t // self.slide
+        end = n * self.slide + self.size
+        if not self.tumbling or end <= self.wm:
+            self._add_many(n, x, t, skey, key, vals)
+            return
+        win = self.open.get(n)
+        if win is None:
+            win = self.open[n] = {}
+            if end < self.next_due:
+                self.next_due = end
+        rec = win.get(skey)
+        agg = self.agg
+        if agg.count_only:
+            if rec is None:
+                rec = win[skey] = agg.new(key)
+            rec[1] += 1
+            return
+        fresh = rec is None
+        if rec is None:
+            rec = agg.new(key)
+        try:
+            news = agg.step(rec, vals, t)
+        except BadItem as bad:
+            self.ctx.dead_letter(x, bad.reason)
+            return
+        agg.commit(rec, news, vals, t)
+        if fresh:
+            win[skey] = rec
+
+    def _add_many(
+        self, n_hi: int, x: Any, t: int, skey: str, key: Any, vals: Any
+    ) -> None:
+        """Add an item to each of its windows: open, kept after firing, or missed."""
+        agg = self.agg
+        targets: list[tuple[int, dict[str, list[Any]] | None, list[Any], bool]] = []
+        missed: list[int] = []
+        # The first window still covering t: n * slide + size > t.
+        for n in range((t - self.size) // self.slide + 1, n_hi + 1):
+            end = self.end(n)
+            if end > self.wm:
+                win, updated = self.open.get(n), False
+            elif self.retain is not None and end + self.retain > self.wm:
+                win, updated = self.fired.get(n), True
+            else:
+                missed.append(n)
+                continue
+            rec = win.get(skey) if win is not None else None
+            targets.append((n, win, agg.new(key) if rec is None else rec, updated))
+        try:
+            news = [agg.step(rec, vals, t) for _, _, rec, _ in targets]
+        except BadItem as bad:
+            self.ctx.dead_letter(x, bad.reason)
+            return
+        for (n, win, rec, updated), new in zip(targets, news, strict=True):
+            agg.commit(rec, new, vals, t)
+            if win is None and updated:
+                win = self.fired[n] = {}  # a late item's window within retention
+            elif win is None:
+                win = self.open[n] = {}
+                self.next_due = min(self.next_due, self.end(n))
+            win[skey] = rec
+            if updated:
+                out = agg.output(rec, n * self.slide, self.end(n))
+                out["updated"] = True
+                self.ready.append(out)
+        if missed:
+            span = _span([(n * self.slide, self.end(n)) for n in missed])
+            gone = "already fired" if self.retain is None else "no longer kept"
+            self.late(x, t, f"{span} {gone}")
+
+    def fire(self, limit: float) -> None:
+        open_, agg, ready = self.open, self.agg, self.ready
+        for n in sorted(n for n in open_ if self.end(n) <= limit):
+            win = open_.pop(n)
+            start, end = n * self.slide, self.end(n)
+            for rec in win.values():
+                ready.append(agg.output(rec, start, end))
+            if self.retain is not None:
+                self.fired[n] = win
+        if self.fired:
+            retain = self.retain or 0
+            for n in [n for n in self.fired if self.end(n) + retain <= limit]:
+                del self.fired[n]
+        self.next_due = self.end(min(open_)) if open_ else _NEVER
+
+    def flush(self) -> None:
+        self.fire(_NEVER)
+
+
+# A session's flag: open and never emitted; fired (kept for late: update); or
+# open again after a late item reopened a fired one (emitted as updated).
+_OPEN, _FIRED, _REOPENED = 0, 1, 2
+_START = itemgetter(1)
+
+
+class Sessions(_Engine):
+    """Session windows per key: ``[first item, last item + gap)``.
+
+    A session is ``[id, start, end, flag, record, scheduled]``. It has exactly
+    one live heap entry, the one whose due equals ``scheduled``; entries made
+    before the session grew, merged or fired are stale and skipped.
+    """
+
+    def __init__(
+        self,
+        cfg: WindowConfig,
+        ctx: NodeContext,
+        agg: Aggregator,
+        read: Reader,
+        gap_ms: float,
+    ) -> None:
+        super().__init__(cfg, ctx, agg, read)
+        self.gap = to_us(gap_ms)
+        self.sessions: dict[str, list[list[Any]]] = _slot(self.state, "sessions", {})
+        self.heap: list[list[Any]] = _slot(self.state, "heap", [])
+        _slot(self.state, "seq", 0)
+        if self.heap:
+            self.next_due = self.heap[0][0]
+
+    def due(self, s: list[Any]) -> int:
+        """When a session needs attention next: it closes, or is forgotten."""
+        end: int = s[2]
+        return end + (self.retain or 0) if s[3] == _FIRED else end
+
+    def on_item(self, x: Any, now: int | None) -> None:
+        try:
+            t, skey, key, vals = self.prepare(x, now)
+        except BadItem as bad:
+            self.ctx.dead_letter(x, bad.reason)
+            return
+        lo, hi = t, t + self.gap
+        # A key's sessions are disjoint and sorted by start (so by end too):
+        # the ones [lo, hi) overlaps are a run just before the first start >= hi.
+        sessions = self.sessions.get(skey)
+        touched: list[list[Any]] = []
+        if sessions:
+            j = i = bisect.bisect_left(sessions, hi, key=_START)
+            while i > 0 and sessions[i - 1][2] > lo:
+                i -= 1
+            touched = sessions[i:j]
+        if not touched and hi <= self.wm:
+            if self.retain is None or hi + self.retain <= self.wm:
+                gone = "closed" if self.retain is None else "been forgotten"
+                span = f"[{_seconds(lo)}, {_seconds(hi)})"
+                self.late(x, t, f"its session {span} would already have {gone}")
+                return
+        agg = self.agg
+        try:
+            rec = touched[0][4] if touched else agg.new(key)
+            for s in touched[1:]:
+                rec = agg.merge(rec, s[4])
+            news = agg.step(rec, vals, t)
+        except BadItem as bad:
+            self.ctx.dead_letter(x, bad.reason)
+            return
+        agg.commit(rec, news, vals, t)
+        if touched:
+            # The item extends a session or bridges several: the first absorbs all.
+            assert sessions is not None
+            session = touched[0]
+            del sessions[i + 1 : j]
+            session[1] = min(lo, session[1])
+            session[2] = max(hi, *(s[2] for s in touched))
+            session[4] = rec
+            if any(s[3] == _FIRED for s in touched):
+                if session[2] <= self.wm:
+                    session[3] = _FIRED
+                    self.ready.append(self.emit(session, updated=True))
+                else:
+                    session[3] = _REOPENED
+            elif any(s[3] == _REOPENED for s in touched):
+                session[3] = _REOPENED
+        else:
+            sid = self.state["seq"] = self.state["seq"] + 1
+            session = [sid, lo, hi, _OPEN, rec, _NEVER]
+            if sessions:
+                sessions.insert(j, session)
+            else:
+                self.sessions[skey] = [session]
+            if hi <= self.wm:  # late, within retention: born closed
+                session[3] = _FIRED
+                self.ready.append(self.emit(session, updated=True))
+        due = self.due(session)
+        if due < session[5]:
+            session[5] = due
+            heapq.heappush(self.heap, [due, session[0], skey])
+            if due < self.next_due:
+                self.next_due = due
+
+    def emit(self, s: list[Any], *, updated: bool) -> dict[str, Any]:
+        out = self.agg.output(s[4], s[1], s[2])
+        if updated:
+            out["updated"] = True
+        return out
+
+    def fire(self, limit: float) -> None:
+        heap = self.heap
+        while heap and heap[0][0] <= limit:
+            due, sid, skey = heapq.heappop(heap)
+            sessions = self.sessions.get(skey, [])
+            s = next((s for s in sessions if s[0] == sid), None)
+            if s is None or s[5] != due:
+                continue  # merged into another session, or a stale entry
+            actual = self.due(s)
+            if actual > due:  # it grew since: look again then
+                s[5] = actual
+                heapq.heappush(heap, [actual, sid, skey])
+                continue
+            if s[3] != _FIRED:
+                self.ready.append(self.emit(s, updated=s[3] == _REOPENED))
+            if s[3] == _FIRED or self.retain is None:
+                sessions.remove(s)
+                if not sessions:
+                    del self.sessions[skey]
+            else:
+                s[3] = _FIRED
+                s[5] = self.due(s)
+                heapq.heappush(heap, [s[5], sid, skey])
+        self.next_due = heap[0][0] if heap else _NEVER
+
+    def flush(self) -> None:
+        remaining = [s for ss in self.sessions.values() for s in ss if s[3] != _FIRED]
+        for s in sorted(remaining, key=itemgetter(2, 0)):
+            self.ready.append(self.emit(s, updated=s[3] == _REOPENED))
+        self.sessions.clear()
+        self.heap.clear()
+        self.next_due = _NEVER
+
+
+async def drive(
+    inp: AsyncIterator[Any], event_time: bool, engine: _Engine
+) -> AsyncIterator[dict[str, Any]]:
+    """Feed items to an engine and yield the windows it fires, in order.
+
+    Event time reads items as they come. Processing time also wakes up when
+    the next window is due (the node is ``timed``), so windows close on time
+    with no further input. At the end of input every open window fires.
+
+    Raises:
+        Exception: What the user's ``fn``/``merge`` raised, after the windows
+            that fired before it have been yielded.
+    """
+    ready = engine.ready
+    on_item = engine.on_item
+    if event_time:
+        async for x in inp:
+            try:
+                on_item(x, None)
+            except Exception:
+                # The user's fn failed: what fired before it is not lost.
+                for out in ready:
+                    yield out
+                ready.clear()
+                raise
+            if ready:
+                for out in ready:
+                    yield out
+                ready.clear()
+    else:
+        clock = asyncio.get_running_loop().time
+        # A channel feed's own wait saves a call per item; next_item explains
+        # what is wrong with any other input.
+        wait_next = getattr(inp, "next", None) or functools.partial(next_item, inp)
+        now = round(clock() * US)
+        engine.advance(now)
+        while True:
+            if ready:
+                for out in ready:
+                    yield out
+                ready.clear()
+            due = engine.next_due
+            try:
+                x = await wait_next(None if due == _NEVER else max(0, due - now) / US)
+            except StopAsyncIteration:
+                break
+            now = round(clock() * US)
+            if x is NO_ITEM:
+                engine.advance(now)
+                continue
+            try:
+                on_item(x, now)  # also fires what the clock passed
+            except Exception:
+                for out in ready:
+                    yield out
+                ready.clear()
+                raise
+    engine.flush()
+    for out in ready:
+        yield out
+    ready.clear()
