@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -60,7 +61,6 @@ class NodeRuntime:
         self.node_id = node_id
         self.node_type = node_type
         self.state = state
-        self.logger = logging.getLogger(f"flowstream.node.{node_id}")
         self.stopping = asyncio.Event()
         self._bus = bus
         self._dead_letters = dead_letters
@@ -74,6 +74,11 @@ class NodeRuntime:
         self.dead_letter_count = 0
         self.started = 0.0
         self.ended = 0.0
+
+    @functools.cached_property
+    def logger(self) -> logging.Logger:
+        """The node's logger, ``flowstream.node.<id>`` (made on first use)."""
+        return logging.getLogger(f"flowstream.node.{self.node_id}")
 
     def __bool__(self) -> bool:
         # True when side outputs wait to be flushed (see stepping.rebatch).

@@ -128,6 +128,14 @@ class EventBus:
         """True once ``close()`` was called."""
         return self._closed
 
+    @property
+    def active(self) -> bool:
+        """Whether a published event would reach anyone.
+
+        Publishers may skip building events that nobody would see.
+        """
+        return self._active
+
     def publish(self, event: ExecutionEvent) -> None:
         """Hand an event to every subscription, then call every listener.
 

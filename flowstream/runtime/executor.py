@@ -31,7 +31,7 @@ import functools
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -58,7 +58,7 @@ from .feeds import BatchFeed, ChannelFeed, ItemFeed
 from .fusion import NodeRun, Segment, plan_segments
 from .result import DeadLetter, RunResult, RunStatus
 from .retry import FAILED, Abort, Failures
-from .stepping import rebatch, start_call
+from .stepping import Resume, rebatch
 
 if TYPE_CHECKING:
     from .validation import Graph
@@ -66,6 +66,7 @@ if TYPE_CHECKING:
 __all__ = ["RunOptions", "WorkflowExecutor"]
 
 MAX_BATCH = 1024
+SHUTDOWN_TIMEOUT = 5.0
 Sleep = Callable[[float], Any]
 
 
@@ -187,7 +188,7 @@ class WorkflowExecutor:
         try:
             for n in self._nodes.values():
                 try:
-                    await n.instance.initialize(n.rt)
+                    await _bounded(n.instance.initialize(n.rt), None)
                 except Exception as exc:
                     text = f"node {n.id!r} ({n.spec.type_id}) failed to start: {exc}"
                     raise Abort(text) from exc
@@ -249,8 +250,7 @@ class WorkflowExecutor:
     async def _shutdown(self, nodes: list[NodeRun]) -> None:
         for n in reversed(nodes):
             try:
-                async with asyncio.timeout(5.0):
-                    await n.instance.shutdown()
+                await _bounded(n.instance.shutdown(), SHUTDOWN_TIMEOUT)
             except Exception as exc:
                 n.rt.logger.warning("shutdown of %s failed: %r", n.id, exc)
 
@@ -291,7 +291,8 @@ class WorkflowExecutor:
                 prev = n
         collect_all = self.mode == "dag"
         for n in self._nodes.values():
-            for port in n.gnode.inputs:
+            # Direct calls get their inputs from the scheduler, not channels.
+            for port in () if n.direct else n.gnode.inputs:
                 conns = [
                     c
                     for c in n.gnode.inbound
@@ -333,7 +334,7 @@ class WorkflowExecutor:
                         self._run_segment(seg), name=f"segment:{seg.head.id}"
                     )
                 if any(n.direct for n in self._nodes.values()):
-                    tg.create_task(self._run_direct(tg), name="direct-calls")
+                    tg.create_task(self._run_direct(), name="direct-calls")
         except BaseExceptionGroup as group:
             raise _first_failure(group) from None
         finally:
@@ -597,11 +598,15 @@ class WorkflowExecutor:
 
     # --- direct calls (DAG of one-shot nodes) -------------------------------------
 
-    async def _run_direct(self, tg: asyncio.TaskGroup) -> None:
-        """Call one-shot nodes in dependency order; a task only if one suspends.
+    async def _run_direct(self) -> None:
+        """Call one-shot nodes in dependency order, on a small pool of workers.
 
         A node with several values on its ports is called once per zipped set,
-        in order; at most ``max_parallel`` nodes wait on suspended calls.
+        in order. At most ``max_parallel`` nodes run at once: one per worker.
+        A call that never suspends costs a plain await (no task, no loop
+        round trip); a call that suspends holds only its own worker, so
+        everything a coroutine ties to its task (timeouts, cancel scopes)
+        stays in one task from its start to its end.
         """
         direct = [n for n in self._nodes.values() if n.direct]
         waiting = {n.id: len(n.gnode.inbound) for n in direct}
@@ -609,56 +614,35 @@ class WorkflowExecutor:
             n.id: {p: [] for p in n.gnode.inputs} for n in direct
         }
         ready = deque(n for n in direct if not n.gnode.inbound)
-        completions: deque[tuple[NodeRun, list[Any]]] = deque()
         wake = asyncio.Event()
-        in_flight = 0
-
-        async def finish(
-            n: NodeRun, resume: Any, results: list[Any], calls: deque[tuple[Any, ...]]
-        ) -> None:
-            nonlocal in_flight
-            value = await resume
-            if value is not FAILED:
-                results.append(value)
-            while calls:
-                value = await self._failures.call(n, calls.popleft())
-                if value is not FAILED:
-                    results.append(value)
-            in_flight -= 1
-            completions.append((n, results))
-            wake.set()
-
         remaining = len(direct)
-        limit = max(1, self.options.max_parallel)
-        while remaining:
-            while ready and in_flight < limit:
+
+        async def worker() -> None:
+            nonlocal remaining
+            while remaining:
+                if not ready:
+                    wake.clear()
+                    await wake.wait()
+                    continue
                 n = ready.popleft()
                 ports = values.pop(n.id)
                 self._node_started(n)
                 n.rt.items_in += sum(len(v) for v in ports.values())
-                calls = (
-                    deque(zip(*ports.values(), strict=False)) if ports else deque([()])
-                )
+                calls = zip(*ports.values(), strict=False) if ports else [()]
                 results: list[Any] = []
-                while calls:
-                    completed, value = start_call(
-                        self._failures.call(n, calls.popleft())
-                    )
-                    if not completed:
-                        in_flight += 1
-                        tg.create_task(finish(n, value, results, calls))
-                        break
+                for args in calls:
+                    value = await self._failures.call(n, args)
                     if value is not FAILED:
                         results.append(value)
-                else:
-                    completions.append((n, results))
-            if not completions:
-                wake.clear()
-                await wake.wait()
-            while completions:
-                n, results = completions.popleft()
                 remaining -= 1
                 await self._direct_done(n, results, waiting, values, ready)
+                if ready or not remaining:
+                    wake.set()
+
+        workers = max(1, min(self.options.max_parallel, len(direct)))
+        async with asyncio.TaskGroup() as pool:
+            for _ in range(workers):
+                pool.create_task(worker())
 
     async def _direct_done(
         self,
@@ -687,6 +671,10 @@ class WorkflowExecutor:
 
     def _node_started(self, n: NodeRun) -> None:
         n.rt.started = time.perf_counter()
+        if self.bus.active:
+            self._publish_started(n)
+
+    def _publish_started(self, n: NodeRun) -> None:
         self.bus.publish(
             NodeStarted(
                 run_id=self.run_id,
@@ -698,6 +686,10 @@ class WorkflowExecutor:
 
     def _node_completed(self, n: NodeRun) -> None:
         n.rt.ended = time.perf_counter()
+        if self.bus.active:
+            self._publish_completed(n)
+
+    def _publish_completed(self, n: NodeRun) -> None:
         self.bus.publish(
             NodeCompleted(
                 run_id=self.run_id,
@@ -730,3 +722,17 @@ def _first_failure(group: BaseExceptionGroup[Any]) -> BaseException:
             if isinstance(exc, kind):
                 return exc
     return leaves[0]
+
+
+async def _bounded(coro: Coroutine[Any, Any, Any], limit: float | None) -> None:
+    """Await a lifecycle hook; only one that suspends pays for a timeout scope.
+
+    Most hooks (every function node's) finish at their first step, and a
+    timeout scope per node would cost more than the rest of a DAG node's run.
+    """
+    try:
+        signal = coro.send(None)
+    except StopIteration:
+        return
+    async with asyncio.timeout(limit):
+        await Resume(coro, signal)

@@ -48,11 +48,10 @@ class NodeRun:
     sends: dict[str, list[SendChannel[Any]]] = field(default_factory=dict)
     collect: dict[str, list[Any]] | None = None
     inputs: dict[str, ReceiveChannel[Any]] = field(default_factory=dict)
+    id: str = field(init=False)  # a plain attribute: looked up per node, often
 
-    @property
-    def id(self) -> str:
-        """The node id."""
-        return self.gnode.id
+    def __post_init__(self) -> None:
+        self.id = self.gnode.decl.id
 
     @property
     def spec(self) -> NodeSpec:

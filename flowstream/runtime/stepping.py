@@ -6,13 +6,11 @@ alone: that is a plain call, well under a microsecond, where a task costs about
 do we hand it to the loop, through `Resume`, which carries on where ``send``
 stopped.
 
-Two uses:
-
-* `rebatch`: drive a node's async generator item by item and flush the batch
-  collected so far exactly when the generator is about to wait, so batches are
-  large under load and single items at low load, with no linger timer.
-* `start_call`: run a one-shot node call inline, making a task only if the call
-  suspends.
+`rebatch` drives a node's async generator item by item and flushes the batch
+collected so far exactly when the generator is about to wait, so batches are
+large under load and single items at low load, with no linger timer. The step
+is always resumed in the task that started it: code that ties state to its
+task (``asyncio.timeout``, cancel scopes) keeps working.
 """
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ from typing import TYPE_CHECKING, Any, final
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Coroutine, Generator
 
-__all__ = ["Resume", "rebatch", "start_call"]
+__all__ = ["Resume", "rebatch"]
 
 
 @final
@@ -106,20 +104,3 @@ async def rebatch(
         buf.append(item)
     if buf or pending:
         yield buf
-
-
-def start_call(coro: Coroutine[Any, Any, Any]) -> tuple[bool, Any]:
-    """Run a coroutine until it first suspends.
-
-    Returns:
-        ``(True, result)`` if it finished without suspending; otherwise
-        ``(False, resume)`` where ``await resume`` finishes it in a task.
-
-    Raises:
-        Exception: Whatever the coroutine raised before suspending.
-    """
-    try:
-        signal = coro.send(None)
-    except StopIteration as stop:
-        return True, stop.value
-    return False, Resume(coro, signal)

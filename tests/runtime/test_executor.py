@@ -843,3 +843,26 @@ async def test_each_failing_item_gets_its_own_retry_budget(
     result = await runtime.arun(wf, sleep=no_wait)
     assert result.ok, result.error
     assert result.output("sum") == [10]
+
+
+@node("test.deadline")
+async def deadline_call(x: int) -> int:
+    # Enters a task-bound context before its first suspension.
+    async with asyncio.timeout(10):
+        await asyncio.sleep(0)
+        return x * 2
+
+
+async def test_one_shot_calls_keep_task_bound_contexts(runtime: FlowRuntime) -> None:
+    runtime.registry.register(deadline_call)
+    wf = (
+        Workflow("tb")
+        .node("a", "test.const")
+        .node("b", "test.deadline")
+        .node("c", "test.deadline")
+        .connect("a -> b")
+        .connect("b -> c")
+    )
+    result = await runtime.arun(wf)
+    assert result.ok, result.error
+    assert result.output("c") == [40]
