@@ -81,7 +81,8 @@ async def run_nodes(
         AssertionError: The run did not complete; the message has the error.
     """
     if not isinstance(inputs, dict):
-        inputs = {"in": list(inputs)} if spec.inputs else {}
+        takes_input = bool(spec.inputs) or spec.ports is not None
+        inputs = {"in": list(inputs)} if takes_input else {}
     wf = Workflow("test").node(_UNDER_TEST, spec.type_id, dict(config or {}))
     for port, items in inputs.items():
         source = f"input_{port}"

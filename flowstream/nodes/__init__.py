@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .control import merge, route, split, zip_items
 from .debug import log
+from .http import http_request
+from .join import lookup_join, window_join
 from .sink import collect_sink, null_sink
 from .source import range_source, timer_source, values_source
 from .time import delay
@@ -54,6 +57,13 @@ BUILTIN_NODES: tuple[NodeSpec, ...] = (
     tumbling_window,
     sliding_window,
     session_window,
+    window_join,
+    lookup_join,
+    merge,
+    zip_items,
+    route,
+    split,
+    http_request,
     collect_sink,
     null_sink,
 )
