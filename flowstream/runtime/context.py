@@ -61,7 +61,6 @@ class NodeRuntime:
         self.node_id = node_id
         self.node_type = node_type
         self.state = state
-        self.stopping = asyncio.Event()
         self._bus = bus
         self._dead_letters = dead_letters
         self._error_connected = error_connected
@@ -74,6 +73,11 @@ class NodeRuntime:
         self.dead_letter_count = 0
         self.started = 0.0
         self.ended = 0.0
+
+    @functools.cached_property
+    def stopping(self) -> asyncio.Event:
+        """Set when the run is asked to stop gracefully (made on first use)."""
+        return asyncio.Event()
 
     @functools.cached_property
     def logger(self) -> logging.Logger:

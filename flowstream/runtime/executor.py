@@ -383,22 +383,33 @@ class WorkflowExecutor:
     async def _run_segment(self, seg: Segment) -> None:
         for n in seg.nodes:
             self._node_started(n)
-        head = (
-            self._source_batches(seg) if seg.is_source else self._head_batches(seg.head)
-        )
-        stream = self._count_out(seg.head, head)
+        head = seg.head
         kernels: list[tuple[NodeRun, Callable[[list[Any]], list[Any]]]] = []
+        head_kernel = None
+        if not seg.is_source and len(head.gnode.inputs) == 1:
+            head_kernel = self._kernel(head)
+        stream: AsyncIterator[list[Any]]
+        if head_kernel is not None:
+            # A kernel node that heads its segment (unfused, a fan-out branch,
+            # after a fan-in) still runs per batch, straight off its channel.
+            stream = self._port_batches(head, head.gnode.inputs[0])
+            kernels.append((head, head_kernel))
+        elif seg.is_source:
+            stream = self._count_out(head, self._source_batches(seg))
+        else:
+            stream = self._count_out(head, self._head_batches(head))
+        counted = head_kernel is not None  # _port_batches counted the head's input
         for n in seg.chain:
             kernel = self._kernel(n)
             if kernel is not None:
                 kernels.append((n, kernel))
                 continue
             if kernels:
-                stream = self._kernel_stage(stream, kernels)
-                kernels = []
+                stream = self._kernel_stage(stream, kernels, counted)
+                kernels, counted = [], False
             stream = self._count_out(n, self._generator_stage(n, stream))
         if kernels:
-            stream = self._kernel_stage(stream, kernels)
+            stream = self._kernel_stage(stream, kernels, counted)
         tail = seg.tail
         nodes = seg.nodes
         async with contextlib.aclosing(stream):  # type: ignore[type-var]
@@ -482,12 +493,17 @@ class WorkflowExecutor:
         self,
         upstream: AsyncIterator[list[Any]],
         kernels: list[tuple[NodeRun, Callable[[list[Any]], list[Any]]]],
+        counted: bool = False,
     ) -> AsyncIterator[list[Any]]:
-        """Apply consecutive batch kernels to each batch, in one loop."""
+        """Apply consecutive batch kernels to each batch, in one loop.
+
+        ``counted`` says the first node's input was already counted.
+        """
         first = kernels[0][0].rt
         async with contextlib.aclosing(upstream):  # type: ignore[type-var]
             async for batch in upstream:
-                first.items_in += len(batch)
+                if not counted:
+                    first.items_in += len(batch)
                 for i, (n, kernel) in enumerate(kernels):
                     try:
                         out = kernel(batch)
