@@ -214,3 +214,30 @@ def test_relative_imports_resolve() -> None:
     assert [i.target for i in bare] == ["a.core.codec", "a.core.node"]
     with pytest.raises(ValueError, match="beyond the top"):
         imports_of("from .... import x", "flowstream.core.codec")
+
+
+CONNECTORS = ROOT / "connectors"
+# connectors/ uses only flowstream's public API, so it could become its own
+# distribution: the package root and the public submodules.
+PUBLIC = ("flowstream", "flowstream.errors", "flowstream.testing")
+
+
+def test_connectors_use_only_the_public_api() -> None:
+    bad = []
+    for path in sorted(CONNECTORS.rglob("*.py")):
+        module = module_name(path)
+        for imp in imports_of(path.read_text(), module, path.name == "__init__.py"):
+            target = imp.target
+            if not is_under(target, "flowstream"):
+                continue
+            # "from flowstream import X" resolves to flowstream.X: allow names
+            # of the package root, refuse its private submodules.
+            if target in PUBLIC or any(is_under(target, p) for p in PUBLIC[1:]):
+                continue
+            root_name = target.removeprefix("flowstream.")
+            if "." not in root_name and not (PACKAGE / root_name).exists() and not (
+                PACKAGE / f"{root_name}.py"
+            ).exists():
+                continue  # a name exported by flowstream/__init__.py
+            bad.append(f"{module}:{imp.line} imports {target}")
+    assert not bad, "\n".join(bad)
