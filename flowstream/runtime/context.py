@@ -52,7 +52,7 @@ class NodeRuntime:
         run_id: str,
         node_id: str,
         node_type: str,
-        state: State,
+        run_state: RunState,
         bus: EventBus,
         dead_letters: list[DeadLetter],
         error_connected: bool,
@@ -60,7 +60,7 @@ class NodeRuntime:
         self.run_id = run_id
         self.node_id = node_id
         self.node_type = node_type
-        self.state = state
+        self._run_state = run_state
         self._bus = bus
         self._dead_letters = dead_letters
         self._error_connected = error_connected
@@ -73,6 +73,11 @@ class NodeRuntime:
         self.dead_letter_count = 0
         self.started = 0.0
         self.ended = 0.0
+
+    @functools.cached_property
+    def state(self) -> State:
+        """The node's key/value state for this run (made on first use)."""
+        return self._run_state.for_node(self.node_id)
 
     @functools.cached_property
     def stopping(self) -> asyncio.Event:

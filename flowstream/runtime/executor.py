@@ -264,7 +264,7 @@ class WorkflowExecutor:
                 run_id=self.run_id,
                 node_id=gid,
                 node_type=g.spec.type_id,
-                state=self.state.for_node(gid),
+                run_state=self.state,
                 bus=self.bus,
                 dead_letters=self._dead_letters,
                 error_connected=any(c.from_port == ERROR_PORT for c in g.outbound),
@@ -276,10 +276,17 @@ class WorkflowExecutor:
                 retry=g.decl.retry,
                 handling=g.decl.error_handling or wf.error_handling or StopWorkflow(),
             )
-        for n in self._nodes.values():
+        nodes = self._nodes
+        for n in nodes.values():  # topological order: producers come first
             n.direct = n.spec.shape == "call" and all(
-                self._nodes[c.from_node].direct for c in n.gnode.inbound
+                nodes[c.from_node].direct for c in n.gnode.inbound
             )
+            if n.direct:
+                n.waiting = len(n.gnode.inbound)
+                for c in n.gnode.inbound:
+                    nodes[c.from_node].direct_targets.append(
+                        (n, c.to_port, c.from_port == OUT_PORT)
+                    )
 
     def _wire(self, segments: list[Segment]) -> None:
         """Open one channel per connected input port; give producers clones."""
@@ -625,11 +632,7 @@ class WorkflowExecutor:
         stays in one task from its start to its end.
         """
         direct = [n for n in self._nodes.values() if n.direct]
-        waiting = {n.id: len(n.gnode.inbound) for n in direct}
-        values: dict[str, dict[str, list[Any]]] = {
-            n.id: {p: [] for p in n.gnode.inputs} for n in direct
-        }
-        ready = deque(n for n in direct if not n.gnode.inbound)
+        ready = deque(n for n in direct if not n.waiting)
         wake = asyncio.Event()
         remaining = len(direct)
 
@@ -641,17 +644,36 @@ class WorkflowExecutor:
                     await wake.wait()
                     continue
                 n = ready.popleft()
-                ports = values.pop(n.id)
                 self._node_started(n)
-                n.rt.items_in += sum(len(v) for v in ports.values())
-                calls = zip(*ports.values(), strict=False) if ports else [()]
+                ports = n.port_values
+                if ports is None:
+                    calls: Any = [()] if not n.gnode.inputs else []
+                else:
+                    n.rt.items_in += sum(len(ports[p]) for p in n.gnode.inputs)
+                    calls = zip(*(ports[p] for p in n.gnode.inputs), strict=False)
                 results: list[Any] = []
                 for args in calls:
                     value = await self._failures.call(n, args)
                     if value is not FAILED:
                         results.append(value)
                 remaining -= 1
-                await self._direct_done(n, results, waiting, values, ready)
+                if n.sends or n.collect is not None:
+                    await self._deliver(n, OUT_PORT, results)
+                if n.rt.pending:
+                    await self._flush_side(n)
+                for target, port, carries in n.direct_targets:
+                    if carries:
+                        values = target.port_values
+                        if values is None:
+                            values = target.port_values = {}
+                        values.setdefault(port, []).extend(results)
+                    target.waiting -= 1
+                    if not target.waiting:
+                        ready.append(target)
+                for sends in n.sends.values():
+                    for s in sends:
+                        s.close()
+                self._node_completed(n)
                 if ready or not remaining:
                     wake.set()
 
@@ -659,29 +681,6 @@ class WorkflowExecutor:
         async with asyncio.TaskGroup() as pool:
             for _ in range(workers):
                 pool.create_task(worker())
-
-    async def _direct_done(
-        self,
-        n: NodeRun,
-        results: list[Any],
-        waiting: dict[str, int],
-        values: dict[str, dict[str, list[Any]]],
-        ready: deque[NodeRun],
-    ) -> None:
-        await self._deliver(n, OUT_PORT, results)
-        await self._flush_side(n)
-        for c in n.gnode.outbound:
-            target = self._nodes[c.to_node]
-            if target.direct:
-                if c.from_port == OUT_PORT:
-                    values[target.id][c.to_port].extend(results)
-                waiting[target.id] -= 1
-                if waiting[target.id] == 0:
-                    ready.append(target)
-        for sends in n.sends.values():
-            for s in sends:
-                s.close()
-        self._node_completed(n)
 
     # --- events --------------------------------------------------------------------
 

@@ -49,6 +49,12 @@ class NodeRun:
     collect: dict[str, list[Any]] | None = None
     inputs: dict[str, ReceiveChannel[Any]] = field(default_factory=dict)
     id: str = field(init=False)  # a plain attribute: looked up per node, often
+    # Direct calls only: the values waiting on each input port, how many
+    # producers have yet to finish, and the direct nodes this one feeds as
+    # (node, port, whether the edge carries ``out``).
+    port_values: dict[str, list[Any]] | None = None
+    waiting: int = 0
+    direct_targets: list[tuple[NodeRun, str, bool]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.id = self.gnode.decl.id
