@@ -10,7 +10,12 @@ The package is layered, and imports only go one way (a test enforces it)::
                          no event loop
     flowstream.runtime   channels, executor, events bus, registry, validation
     flowstream.nodes     the standard node library     connectors/  the outside world
+    flowstream.routed    routed flows: steps, actions, a shared store over storage
     flowstream.cli       the command line (and, later, the server)
+
+Routed flows sit beside the node library: they build on ``core`` and
+``runtime`` (workflow files, retry policies, events, the registry), and can be
+nested both ways with dataflows.
 
 This module re-exports the public API; everything not listed in ``__all__``
 may change without notice. Public submodules: `flowstream.errors`,
@@ -28,6 +33,7 @@ from .core.events import (
     NodeFailed as NodeFailed,
     NodeStarted as NodeStarted,
     NodeStats as NodeStats,
+    RouteTaken as RouteTaken,
     WorkflowCompleted as WorkflowCompleted,
     WorkflowStarted as WorkflowStarted,
 )
@@ -47,12 +53,28 @@ from .core.workflow import (
     ErrorHandling as ErrorHandling,
     RetryPolicy as RetryPolicy,
     RetryWorkflow as RetryWorkflow,
+    Route as Route,
     StopWorkflow as StopWorkflow,
     Workflow as Workflow,
     WorkflowNode as WorkflowNode,
     read_workflow as read_workflow,
     write_workflow as write_workflow,
 )
+from .routed.action import (
+    Action as Action,
+    ExprCondition as ExprCondition,
+    KeyEquals as KeyEquals,
+    KeyExists as KeyExists,
+)
+from .routed.flow import Flow as Flow
+from .routed.run import FlowResult as FlowResult, StepContext as StepContext
+from .routed.storage import (
+    FileStorage as FileStorage,
+    MemoryStorage as MemoryStorage,
+    SQLiteStorage as SQLiteStorage,
+    Storage as Storage,
+)
+from .routed.store import SharedStore as SharedStore
 from .runtime.channel import (
     ChannelStatistics as ChannelStatistics,
     Control as Control,
@@ -72,6 +94,7 @@ from .runtime.result import DeadLetter as DeadLetter, RunResult as RunResult
 from .runtime.validation import Graph as Graph, validate as validate
 
 __all__ = [
+    "Action",
     "ChannelStatistics",
     "Connection",
     "ContinueOnError",
@@ -81,10 +104,17 @@ __all__ = [
     "EventBus",
     "ExecutionEvent",
     "Expr",
+    "ExprCondition",
+    "FileStorage",
+    "Flow",
+    "FlowResult",
     "FlowRuntime",
     "FnRef",
     "Graph",
     "Json",
+    "KeyEquals",
+    "KeyExists",
+    "MemoryStorage",
     "NO_ITEM",
     "Node",
     "NodeCompleted",
@@ -100,10 +130,16 @@ __all__ = [
     "ReceiveChannel",
     "RetryPolicy",
     "RetryWorkflow",
+    "Route",
+    "RouteTaken",
     "RunOptions",
     "RunResult",
+    "SQLiteStorage",
     "SendChannel",
+    "SharedStore",
+    "StepContext",
     "StopWorkflow",
+    "Storage",
     "Stream",
     "Subscription",
     "Value",

@@ -1,5 +1,9 @@
 """The ``flowstream`` command line: validate, run and list node types.
 
+Workflow files in ``mode: routed`` are routed flows (`flowstream.routed`):
+``run`` prints their result and the path of steps taken. Dataflow files may
+use the ``routed.flow`` node type.
+
 One handler (`main`) maps flowstream's errors to messages and exit codes:
 0 success, 1 a failed run, 2 invalid input. It never prints a traceback for an
 error the user caused.
@@ -22,6 +26,9 @@ from . import __version__
 from .core.codec import encode_json
 from .core.workflow import Workflow, read_workflow
 from .errors import CodecError, FlowstreamError, WorkflowValidationError
+from .routed.bridge import dataflow_registry
+from .routed.flow import Flow
+from .runtime.events import EventRecorder
 from .runtime.registry import NodeRegistry
 from .runtime.runner import CliRun
 from .runtime.validation import Graph, validate
@@ -30,6 +37,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
     from .core.node import NodeSpec
+    from .routed.run import FlowResult
     from .runtime.result import RunResult
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -71,6 +79,11 @@ def load_graph(path: str, registry: NodeRegistry) -> Graph:
     return validate(workflow, registry, source=path)
 
 
+def _registry() -> NodeRegistry:
+    # The built-ins and installed packs, plus routed.flow (a flow per item).
+    return dataflow_registry(NodeRegistry.default())
+
+
 def _add_cwd_to_path() -> None:
     # Workflows name user nodes and callables as "module:attr" relative to the
     # directory the command runs in, as `python -m` would.
@@ -91,7 +104,15 @@ def cli() -> None:
 def validate_command(file: str) -> None:
     """Check a workflow file and name every problem in it."""
     with _user_errors():
-        graph = load_graph(file, NodeRegistry.default())
+        workflow = read_workflow(file)
+        if workflow.mode == "routed":
+            flow = Flow.from_workflow(workflow, source=file)
+            click.echo(
+                f"ok: {file}: workflow {workflow.name!r} (routed mode), "
+                f"{len(flow.nodes)} steps, {len(flow.routes)} routes"
+            )
+            return
+        graph = validate(workflow, _registry(), source=file)
     wf = graph.workflow
     click.echo(
         f"ok: {file}: workflow {wf.name!r} ({wf.mode} mode), "
@@ -135,6 +156,13 @@ def validate_command(file: str) -> None:
     default=None,
     help="Show live per-node counts on stderr (default: when it is a terminal).",
 )
+@click.option(
+    "--set",
+    "inputs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Routed flows: set a store key before the run (VALUE is JSON, or text).",
+)
 def run_command(
     file: str,
     mode: str | None,
@@ -144,16 +172,32 @@ def run_command(
     max_parallel: int,
     drain_timeout: float,
     progress: bool | None,
+    inputs: tuple[str, ...],
 ) -> None:
-    """Run a workflow; print its outputs (DAG) or a summary (stream).
+    """Run a workflow; print its outputs (DAG), a summary (stream) or result.
 
-    In stream mode the first SIGINT/SIGTERM drains gracefully, a second one
-    cancels. Exits 0 when the run completed, 1 when it failed, 2 on invalid
-    input.
+    A routed flow (mode: routed) prints its result and the path of steps
+    taken. In stream mode the first SIGINT/SIGTERM drains gracefully, a second
+    one cancels. Exits 0 when the run completed, 1 when it failed, 2 on
+    invalid input.
     """
-    registry = NodeRegistry.default()
+    registry = _registry()
     with _user_errors():
-        graph = load_graph(file, registry)
+        workflow = read_workflow(file)
+        if workflow.mode == "routed":
+            if mode is not None:
+                msg = "--mode does not apply to a routed workflow"
+                raise UsageProblem(msg)
+            flow = Flow.from_workflow(workflow, source=file)
+            values = dict(_parse_input(text) for text in inputs)
+        elif inputs:
+            msg = "--set applies to routed workflows (mode: routed) only"
+            raise UsageProblem(msg)
+        else:
+            graph = validate(workflow, registry, source=file)
+    if workflow.mode == "routed":
+        _run_routed(flow, values, as_json, events_path)
+        return
     show = progress if progress is not None else sys.stderr.isatty()
     runner = CliRun(
         graph,
@@ -174,6 +218,59 @@ def run_command(
     if result.status != "completed":
         click.echo(f"error: {result.error}", err=True)
         sys.exit(EXIT_FAILED)
+
+
+def _parse_input(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        msg = f"--set {text!r}: write KEY=VALUE"
+        raise UsageProblem(msg)
+    try:
+        return key, msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return key, raw  # not JSON: the text itself
+
+
+def _run_routed(
+    flow: Flow, inputs: dict[str, Any], as_json: bool, events_path: str | None
+) -> None:
+    recorder = EventRecorder(events_path) if events_path else None
+    if recorder is not None:
+        recorder.attach(flow.bus)
+    try:
+        result = asyncio.run(flow.arun(inputs=inputs))
+    except KeyboardInterrupt:
+        _fail("interrupted", EXIT_FAILED)
+    finally:
+        if recorder is not None:
+            recorder.close()
+    if as_json:
+        with _user_errors():
+            doc = encode_json(_flow_document(result))
+        click.echo(doc.decode())
+    else:
+        click.echo(
+            f"{result.status}: run {result.run_id} in {result.duration_s:.3f}s "
+            f"(routed mode), {result.steps} step{'s' * (result.steps != 1)}"
+        )
+        click.echo(f"path: {' -> '.join(result.path)}")
+        if result.ok:
+            click.echo(f"result: {_short(result.result, 400)}")
+    if not result.ok:
+        click.echo(f"error: {result.error}", err=True)
+        sys.exit(EXIT_FAILED)
+
+
+def _flow_document(result: FlowResult) -> dict[str, Any]:
+    return {
+        "status": result.status,
+        "run_id": result.run_id,
+        "result": result.result,
+        "path": result.path,
+        "error": result.error,
+        "failed_node": result.failed_node,
+        "duration_s": round(result.duration_s, 6),
+    }
 
 
 def _result_document(result: RunResult) -> dict[str, Any]:

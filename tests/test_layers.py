@@ -16,16 +16,29 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "flowstream"
 
-# Layer -> module prefixes it must never import.
+# Layer -> module prefixes it must never import. Routed flows sit beside the
+# nodes: they build on core and runtime, and neither of those knows them.
 FORBIDDEN = {
     "flowstream.core": (
         "flowstream.runtime",
+        "flowstream.nodes",
+        "flowstream.routed",
+        "flowstream.cli",
+        "flowstream.server",
+        "connectors",
+    ),
+    "flowstream.runtime": (
+        "flowstream.nodes",
+        "flowstream.routed",
+        "flowstream.cli",
+        "flowstream.server",
+    ),
+    "flowstream.routed": (
         "flowstream.nodes",
         "flowstream.cli",
         "flowstream.server",
         "connectors",
     ),
-    "flowstream.runtime": ("flowstream.nodes", "flowstream.cli", "flowstream.server"),
 }
 
 # The one allowed back-edge: the built-ins are imported lazily, inside
@@ -137,6 +150,7 @@ def test_the_one_allowed_back_edge_is_lazy_and_still_there() -> None:
 def test_every_layer_exists() -> None:
     assert (PACKAGE / "core").is_dir()
     assert (PACKAGE / "runtime").is_dir()
+    assert (PACKAGE / "routed").is_dir()
     assert any(PACKAGE.joinpath("core").glob("*.py"))
 
 
@@ -171,6 +185,18 @@ def test_every_layer_exists() -> None:
             "flowstream.cli",
         ),
         (
+            "flowstream.runtime.executor",
+            "from ..routed import Flow",
+            "flowstream.routed",
+        ),
+        ("flowstream.core.workflow", "import flowstream.routed", "flowstream.routed"),
+        (
+            "flowstream.routed.flow",
+            "from ..nodes import BUILTIN_NODES",
+            "flowstream.nodes",
+        ),
+        ("flowstream.routed.flow", "from ..cli import main", "flowstream.cli"),
+        (
             # The allowance is for NodeRegistry.default only, not module level.
             "flowstream.runtime.registry",
             "from ..nodes import BUILTIN_NODES",
@@ -203,6 +229,10 @@ def test_checker_allows_forward_edges_and_the_lazy_registry_import() -> None:
     )
     assert back_edges(imports_of(source, "flowstream.runtime.registry")) == []
     assert back_edges(imports_of("from ..runtime import x", "flowstream.nodes.y")) == []
+    routed = (
+        "from ..core.workflow import Route\nfrom ..runtime.events import EventBus\n"
+    )
+    assert back_edges(imports_of(routed, "flowstream.routed.flow")) == []
 
 
 def test_relative_imports_resolve() -> None:
@@ -235,9 +265,11 @@ def test_connectors_use_only_the_public_api() -> None:
             if target in PUBLIC or any(is_under(target, p) for p in PUBLIC[1:]):
                 continue
             root_name = target.removeprefix("flowstream.")
-            if "." not in root_name and not (PACKAGE / root_name).exists() and not (
-                PACKAGE / f"{root_name}.py"
-            ).exists():
+            if (
+                "." not in root_name
+                and not (PACKAGE / root_name).exists()
+                and not (PACKAGE / f"{root_name}.py").exists()
+            ):
                 continue  # a name exported by flowstream/__init__.py
             bad.append(f"{module}:{imp.line} imports {target}")
     assert not bad, "\n".join(bad)

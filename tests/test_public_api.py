@@ -4,7 +4,7 @@ import flowstream
 
 # The public API, spelled out: a change here is a change users see.
 EXPECTED = {
-    "NO_ITEM",
+    "Action",
     "ChannelStatistics",
     "Connection",
     "ContinueOnError",
@@ -14,10 +14,18 @@ EXPECTED = {
     "EventBus",
     "ExecutionEvent",
     "Expr",
+    "ExprCondition",
+    "FileStorage",
+    "Flow",
+    "FlowResult",
     "FlowRuntime",
     "FnRef",
     "Graph",
     "Json",
+    "KeyEquals",
+    "KeyExists",
+    "MemoryStorage",
+    "NO_ITEM",
     "Node",
     "NodeCompleted",
     "NodeContext",
@@ -32,10 +40,16 @@ EXPECTED = {
     "ReceiveChannel",
     "RetryPolicy",
     "RetryWorkflow",
+    "Route",
+    "RouteTaken",
     "RunOptions",
     "RunResult",
+    "SQLiteStorage",
     "SendChannel",
+    "SharedStore",
+    "StepContext",
     "StopWorkflow",
+    "Storage",
     "Stream",
     "Subscription",
     "Value",
@@ -70,6 +84,8 @@ def test_public_objects_show_the_public_module() -> None:
     assert flowstream.FlowRuntime.__module__ == "flowstream"
     assert flowstream.node.__module__ == "flowstream"
     assert flowstream.open_channel.__module__ == "flowstream"
+    assert flowstream.Flow.__module__ == "flowstream"
+    assert flowstream.SharedStore.__module__ == "flowstream"
 
 
 def test_testing_helpers_run_a_node() -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "NodeFailed",
     "NodeStarted",
     "NodeStats",
+    "RouteTaken",
     "WorkflowCompleted",
     "WorkflowStarted",
     "decode_event",
@@ -149,6 +150,28 @@ class NodeFailed(_Event, frozen=True, kw_only=True):
     will_retry: bool = False
 
 
+class RouteTaken(_Event, frozen=True, kw_only=True):
+    """A routed flow chose its next step (see `flowstream.routed`).
+
+    Attributes:
+        run_id: The run this event belongs to.
+        timestamp: When it happened, in unix seconds.
+        from_node: The step that just finished (or failed).
+        to_node: The step that runs next.
+        action: Why: ``"simple"``, ``"parameterized"`` or ``"conditional"``
+            (the step's `Action`), ``"default"`` (the step's only route) or
+            ``"error"`` (its ``on_error`` route, after a failure).
+        step: How many steps the run has taken, counting ``from_node``.
+    """
+
+    run_id: str
+    timestamp: float
+    from_node: str
+    to_node: str
+    action: str
+    step: int = 0
+
+
 class NodeEvent(_Event, frozen=True, kw_only=True):
     """A custom event that a node's own code emitted.
 
@@ -190,20 +213,22 @@ ExecutionEvent: TypeAlias = (
     | NodeStarted
     | NodeCompleted
     | NodeFailed
+    | RouteTaken
     | NodeEvent
     | WorkflowCompleted
 )
-"""Any one of the six events; the union that ``decode_event`` accepts."""
+"""Any one of the seven events; the union that ``decode_event`` accepts."""
 
 EVENT_TYPES: tuple[type[ExecutionEvent], ...] = (
     WorkflowStarted,
     NodeStarted,
     NodeCompleted,
     NodeFailed,
+    RouteTaken,
     NodeEvent,
     WorkflowCompleted,
 )
-"""The six event classes, in the order a run emits them."""
+"""The seven event classes, in the order a run emits them."""
 
 # Reused instances: building an Encoder or Decoder per call costs more than
 # encoding a small event (msgspec perf tips).

@@ -15,6 +15,12 @@ builder::
 
 Connections are written either as records or as strings: ``"a -> b"`` means
 ``a.out -> b.in``; ports are named with a dot, ``"route.even -> sink.in"``.
+
+A workflow in ``routed`` mode is a routed flow (`flowstream.routed`): its nodes
+are steps, and instead of connections it has ``routes`` (``"a -> b"``: after
+step ``a``, step ``b`` may run), an ``entry`` step (the first node if unset), a
+``max_steps`` guard, and per node a ``retry`` policy and an ``on_error`` route.
+
 Reading a document reports every structural mistake at once as a
 `WorkflowValidationError`; what needs the node registry (types, ports,
 configs, cycles) is checked by `flowstream.runtime.validation`.
@@ -43,6 +49,7 @@ __all__ = [
     "ErrorHandling",
     "RetryPolicy",
     "RetryWorkflow",
+    "Route",
     "StopWorkflow",
     "Workflow",
     "WorkflowNode",
@@ -50,11 +57,12 @@ __all__ = [
     "dump_workflow",
     "load_workflow",
     "parse_connection",
+    "parse_route",
     "read_workflow",
     "write_workflow",
 ]
 
-Mode = Literal["dag", "stream"]
+Mode = Literal["dag", "stream", "routed"]
 NODE_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
@@ -143,6 +151,8 @@ class WorkflowNode(
     error_handling: ErrorHandling | None = None
     fuse: bool = True
     """False keeps this node out of fused chains (its own task and channels)."""
+    on_error: str | None = None
+    """Routed mode: the step to go to when this one fails (after its retries)."""
 
 
 class Connection(
@@ -161,15 +171,30 @@ class Connection(
         return f"{self.from_node}.{self.from_port} -> {self.to_node}.{self.to_port}"
 
 
+class Route(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Routed mode: after step ``from_node``, step ``to_node`` may run."""
+
+    from_node: str
+    to_node: str
+
+    def __str__(self) -> str:
+        return f"{self.from_node} -> {self.to_node}"
+
+
 class Workflow(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """A graph of nodes joined by connections; plain data, runs nothing.
 
     Attributes:
         name: The workflow's name.
-        mode: ``"dag"`` (finite; the run returns outputs) or ``"stream"``
-            (unbounded; runs until stopped).
+        mode: ``"dag"`` (finite; the run returns outputs), ``"stream"``
+            (unbounded; runs until stopped) or ``"routed"`` (a routed flow of
+            steps, see `flowstream.routed`).
         nodes: The nodes, in any order.
-        connections: The edges.
+        connections: The edges (dag and stream modes).
+        routes: Routed mode: which step may follow which.
+        entry: Routed mode: the first step; None means the first node.
+        max_steps: Routed mode: how many steps a run may take; None means
+            the routed runtime's default.
         error_handling: The default policy for nodes that set none.
         description: Free text.
     """
@@ -177,8 +202,11 @@ class Workflow(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     name: str
     mode: Mode = "dag"
     description: str = ""
+    entry: str | None = None
+    max_steps: int | None = None
     nodes: list[WorkflowNode] = msgspec.field(default_factory=list)
     connections: list[Connection] = msgspec.field(default_factory=list)
+    routes: list[Route] = msgspec.field(default_factory=list)
     error_handling: ErrorHandling | None = None
     """None means `StopWorkflow` (and keeps files free of the default)."""
 
@@ -193,6 +221,7 @@ class Workflow(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
         retry: RetryPolicy | None = None,
         error_handling: ErrorHandling | None = None,
         fuse: bool = True,
+        on_error: str | None = None,
         **options: Any,
     ) -> Workflow:
         """Add a node and return the workflow; ``options`` extend ``config``."""
@@ -205,6 +234,7 @@ class Workflow(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
                 retry=retry,
                 error_handling=error_handling,
                 fuse=fuse,
+                on_error=on_error,
             )
         )
         return self
@@ -222,6 +252,16 @@ class Workflow(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
         if capacity is not None:
             conn = msgspec.structs.replace(conn, capacity=capacity)
         self.connections.append(conn)
+        return self
+
+    def route(self, source: str, target: str | None = None) -> Workflow:
+        """Add a route (routed mode) and return the workflow.
+
+        Either ``route("a -> b")`` or ``route("a", "b")``.
+        """
+        self.routes.append(
+            parse_route(source if target is None else f"{source} -> {target}")
+        )
         return self
 
     def get_node(self, node_id: str) -> WorkflowNode:
@@ -264,9 +304,24 @@ def parse_connection(text: str) -> Connection:
     )
 
 
+def parse_route(text: str) -> Route:
+    """Parse ``"a -> b"`` into a `Route`.
+
+    Raises:
+        ValueError: The text is not of that form (steps have no ports).
+    """
+    left, arrow, right = text.partition("->")
+    from_node, to_node = left.strip(), right.strip()
+    if not arrow or "->" in right or not from_node or not to_node:
+        msg = f"cannot read route {text!r}; write 'a -> b'"
+        raise ValueError(msg)
+    return Route(from_node=from_node, to_node=to_node)
+
+
 # --- documents ---------------------------------------------------------------
 
-_SECTIONS = ("nodes", "connections")
+_SECTIONS = ("nodes", "connections", "routes")
+_ROUTED_ONLY = ("entry", "max_steps", "routes")
 
 
 _NAMED_FIELD = re.compile(r"^Object (?:missing required|contains unknown) field `(.*)`")
@@ -302,6 +357,7 @@ def parse_workflow(obj: Any, *, source: str | None = None) -> Workflow:
     header = {k: v for k, v in obj.items() if k not in _SECTIONS}
     workflow, found = _convert_all(header, Workflow)
     problems += found
+    header_ok = not found
     if workflow is None:
         name = obj.get("name")
         workflow = Workflow(name=name if isinstance(name, str) else "")
@@ -337,9 +393,60 @@ def parse_workflow(obj: Any, *, source: str | None = None) -> Workflow:
         ]
         if conn is not None:
             workflow.connections.append(conn)
+
+    raw_routes = obj.get("routes", [])
+    if not isinstance(raw_routes, list):
+        problems.append(Problem("must be a list of routes", field="routes"))
+        raw_routes = []
+    for i, raw in enumerate(raw_routes):
+        where = f"routes[{i}]"
+        if isinstance(raw, str):
+            try:
+                workflow.routes.append(parse_route(raw))
+            except ValueError as exc:
+                problems.append(Problem(str(exc), field=where))
+            continue
+        route, found = _convert_all(raw, Route)
+        problems += [
+            msgspec.structs.replace(p, field=f"{where}.{p.field}" if p.field else where)
+            for p in found
+        ]
+        if route is not None:
+            workflow.routes.append(route)
+    if header_ok:  # with a bad mode, which sections belong is unknown
+        problems += _mode_problems(obj, workflow)
     if problems:
         raise WorkflowValidationError(problems, source)
     return workflow
+
+
+def _mode_problems(obj: dict[str, Any], workflow: Workflow) -> list[Problem]:
+    """Sections and fields that the workflow's mode does not use."""
+    problems: list[Problem] = []
+    if workflow.mode == "routed":
+        if obj.get("connections"):
+            problems.append(
+                Problem(
+                    "a routed workflow joins its steps with routes, not connections",
+                    field="connections",
+                )
+            )
+        return problems
+    for key in _ROUTED_ONLY:
+        if obj.get(key) not in (None, []):
+            problems.append(
+                Problem(f"only a routed workflow (mode: routed) has {key}", field=key)
+            )
+    for node in workflow.nodes:
+        if node.on_error is not None:
+            problems.append(
+                Problem(
+                    "only a routed workflow (mode: routed) has on_error routes",
+                    node=node.id,
+                    field="on_error",
+                )
+            )
+    return problems
 
 
 _T = TypeVar("_T", bound=msgspec.Struct)

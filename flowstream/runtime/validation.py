@@ -81,6 +81,13 @@ def validate(
     Raises:
         WorkflowValidationError: Lists every problem found.
     """
+    if workflow.mode == "routed":
+        problem = Problem(
+            "a routed workflow runs with flowstream.routed.Flow "
+            "(or `flowstream run`), not as a dataflow",
+            field="mode",
+        )
+        raise WorkflowValidationError([problem], source)
     problems: list[Problem] = []
     nodes: dict[str, GraphNode] = {}
     # The ports of every node whose ports are known: a static type with any

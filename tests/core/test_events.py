@@ -15,6 +15,7 @@ from flowstream.core.events import (
     NodeFailed,
     NodeStarted,
     NodeStats,
+    RouteTaken,
     WorkflowCompleted,
     WorkflowStarted,
     decode_event,
@@ -82,6 +83,15 @@ events: st.SearchStrategy[ExecutionEvent] = st.one_of(
         will_retry=st.booleans(),
     ),
     st.builds(
+        RouteTaken,
+        run_id=text,
+        timestamp=finite,
+        from_node=text,
+        to_node=text,
+        action=st.sampled_from(["simple", "parameterized", "conditional", "error"]),
+        step=counts,
+    ),
+    st.builds(
         NodeEvent,
         run_id=text,
         timestamp=finite,
@@ -115,13 +125,14 @@ def test_tag_is_the_class_name_and_comes_first(event: ExecutionEvent) -> None:
     assert obj["run_id"] == event.run_id
 
 
-def test_event_types_lists_the_six_events() -> None:
+def test_event_types_lists_the_seven_events() -> None:
     names = [cls.__name__ for cls in EVENT_TYPES]
     assert names == [
         "WorkflowStarted",
         "NodeStarted",
         "NodeCompleted",
         "NodeFailed",
+        "RouteTaken",
         "NodeEvent",
         "WorkflowCompleted",
     ]
