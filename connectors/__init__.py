@@ -9,6 +9,7 @@ could move to its own distribution unchanged.
 ``http.*``         poll a URL / POST batches
 ``sqlite.*``       query a table / batched, keyed upserts
 ``stdio.*``        JSON Lines on stdin and stdout
+``ws.*``           WebSocket servers and clients (JSON, MessagePack, raw)
 =================  ==============================================
 """
 
@@ -20,6 +21,7 @@ from .files import file_sink, file_source
 from .http import http_sink, http_source
 from .sqlite import sqlite_sink, sqlite_source
 from .stdio import stdio_sink, stdio_source
+from .websocket import ws_sink, ws_source
 
 if TYPE_CHECKING:
     from flowstream import NodeSpec
@@ -35,4 +37,6 @@ NODES: tuple[NodeSpec, ...] = (
     sqlite_sink,
     stdio_source,
     stdio_sink,
+    ws_source,
+    ws_sink,
 )

@@ -1,9 +1,10 @@
 """Decoding frames of records, with an optional schema, for every connector.
 
 A frame holds one record or an array of records, as JSON or MessagePack (or
-raw bytes). With a ``schema`` (field name -> type name) records are validated
-by msgspec while they are decoded; a record that breaks it becomes a
-`BadRecord` with the reason instead of failing the whole frame.
+raw bytes; ``auto`` tells JSON from MessagePack by the first byte). With a
+``schema`` (field name -> type name) records are validated by msgspec while
+they are decoded; a record that breaks it becomes a `BadRecord` with the
+reason instead of failing the whole frame.
 
 Type names: ``str``, ``int``, ``float``, ``bool``, ``bytes``, ``any``,
 ``list``, ``dict``; a trailing ``?`` makes a field optional (may be missing).
@@ -18,7 +19,7 @@ import msgspec
 
 __all__ = ["TYPE_NAMES", "BadRecord", "Encoding", "RecordDecoder", "record_type"]
 
-Encoding = Literal["json", "msgpack", "raw"]
+Encoding = Literal["json", "msgpack", "raw", "auto"]
 
 TYPE_NAMES: dict[str, Any] = {
     "str": str,
@@ -68,7 +69,11 @@ class RecordDecoder:
     """Decodes frames into records, reporting bad frames and records apart.
 
     Args:
-        encoding: ``json``, ``msgpack`` or ``raw`` (the frame is the record).
+        encoding: ``json``, ``msgpack``, ``raw`` (the frame is the record) or
+            ``auto``: JSON when the frame starts with ``{`` or ``[`` (after
+            whitespace), MessagePack otherwise. A record frame is a map or an
+            array, and no MessagePack map or array starts with those bytes,
+            so the choice is unambiguous.
         schema: Field name -> type name, or None to accept any record.
         max_frame_bytes: Larger frames are refused whole.
     """
@@ -84,14 +89,10 @@ class RecordDecoder:
         record: Any = record_type(schema) if schema else None
         self._record = record
         target: Any = Any if record is None else record | list[record]
-        self._typed: Any
-        self._loose: Any
-        if encoding == "msgpack":
-            self._typed = msgspec.msgpack.Decoder(target)
-            self._loose = msgspec.msgpack.Decoder()
-        else:
-            self._typed = msgspec.json.Decoder(target)
-            self._loose = msgspec.json.Decoder()
+        # (typed, loose) decoder pairs by format; loose re-reads a frame whose
+        # record broke the schema, to keep the other records.
+        self._json = (msgspec.json.Decoder(target), msgspec.json.Decoder())
+        self._msgpack = (msgspec.msgpack.Decoder(target), msgspec.msgpack.Decoder())
 
     def decode(self, frame: bytes | str) -> tuple[list[Any], list[BadRecord]]:
         """Return the good records of a frame and a `BadRecord` for each bad one."""
@@ -100,20 +101,32 @@ class RecordDecoder:
             limit = self.max_frame_bytes
             reason = f"frame of {len(data)} bytes exceeds max_frame_bytes={limit}"
             return [], [BadRecord(reason, data[:MAX_RAW_IN_ERROR])]
-        if self.encoding == "raw":
+        encoding = self.encoding
+        if encoding == "raw":
             return [data], []
+        if encoding == "auto":
+            encoding = "json" if data.lstrip()[:1] in (b"{", b"[") else "msgpack"
+        typed, loose = self._msgpack if encoding == "msgpack" else self._json
         try:
-            value = self._typed.decode(data)
+            value = typed.decode(data)
         except msgspec.DecodeError as exc:
             if self._record is None or not isinstance(exc, msgspec.ValidationError):
-                reason = f"malformed {self.encoding}: {exc}"
+                reason = f"malformed {encoding}: {exc}"
                 return [], [BadRecord(reason, data[:MAX_RAW_IN_ERROR])]
-            return self._one_by_one(data)
+            return self._one_by_one(data, loose, encoding)
         return (value if type(value) is list else [value]), []
 
-    def _one_by_one(self, data: bytes) -> tuple[list[Any], list[BadRecord]]:
-        # The frame parsed but some record broke the schema: keep the others.
-        value = self._loose.decode(data)
+    def _one_by_one(
+        self, data: bytes, loose: Any, encoding: str
+    ) -> tuple[list[Any], list[BadRecord]]:
+        # The frame parsed far enough to break the schema: keep the good records.
+        try:
+            value = loose.decode(data)
+        except msgspec.DecodeError as exc:
+            # The schema error came first, then the frame turned out malformed
+            # (trailing bytes, say): the whole frame is bad.
+            reason = f"malformed {encoding}: {exc}"
+            return [], [BadRecord(reason, data[:MAX_RAW_IN_ERROR])]
         records = value if type(value) is list else [value]
         good: list[Any] = []
         bad: list[BadRecord] = []
