@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint fmt docs clean
+.PHONY: demo tour test bench lint fmt docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,6 +17,9 @@ $(VENV)/.bench: $(STAMP)
 	touch $(VENV)/.bench
 
 demo: $(STAMP)
+	$(BIN)/python -m examples.ingest_demo
+
+tour: $(STAMP)
 	$(BIN)/python -m examples.demo
 
 test: $(STAMP)
