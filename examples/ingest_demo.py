@@ -38,6 +38,13 @@ def service(out: Path) -> Any:
     return wf
 
 
+def prepare(out: Path) -> None:
+    """Make the output folder and clear the last run's files."""
+    out.mkdir(exist_ok=True)
+    for old in ("ingest.db", "ingest.db-wal", "ingest.db-shm", "dead_letters.jsonl"):
+        (out / old).unlink(missing_ok=True)
+
+
 async def watch_live(url: str, seen: list[Any], ready: asyncio.Event) -> None:
     """Subscribe to the live aggregates, as a dashboard would."""
     async with connect(url) as ws:
@@ -47,9 +54,7 @@ async def watch_live(url: str, seen: list[Any], ready: asyncio.Event) -> None:
 
 
 async def main(seconds: float, clients: int, rate: float, out: Path = OUT) -> int:
-    out.mkdir(exist_ok=True)
-    for old in ("ingest.db", "ingest.db-wal", "ingest.db-shm", "dead_letters.jsonl"):
-        (out / old).unlink(missing_ok=True)
+    prepare(out)
     runtime = FlowRuntime()
     urls: dict[str, str] = {}
     started = asyncio.Event()
