@@ -12,7 +12,9 @@ error the user caused.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import sys
+import textwrap
 import types
 import typing
 from contextlib import contextmanager
@@ -335,9 +337,26 @@ def _describe(spec: NodeSpec) -> dict[str, Any]:
         "description": spec.description,
         "inputs": list(spec.inputs),
         "outputs": list(spec.outputs),
+        "ports_from_config": spec.ports is not None,
         "config": fields,
         "needs_end_of_input": spec.needs_end,
+        "example": _example(spec),
     }
+
+
+def _example(spec: NodeSpec) -> str:
+    """The ``Example:`` section of a node type's docstring, dedented."""
+    doc = inspect.getdoc(spec.fn) or ""
+    lines = doc.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip() in ("Example:", "Examples:"):
+            body: list[str] = []
+            for text in lines[i + 1 :]:
+                if text.strip() and not text.startswith((" ", "\t")):
+                    break
+                body.append(text)
+            return textwrap.dedent("\n".join(body)).strip()
+    return ""
 
 
 def _type_name(tp: Any) -> str:
@@ -408,13 +427,22 @@ def _markdown(specs: Sequence[dict[str, Any]]) -> str:
     ]
     for s in specs:
         lines += [f"## `{s['type']}`", "", s["description"] or "", ""]
-        lines.append(f"- inputs: {', '.join(f'`{p}`' for p in s['inputs']) or 'none'}")
-        lines.append(f"- outputs: {', '.join(f'`{p}`' for p in s['outputs'])}")
+        named = " (plus ports named in the config)" if s["ports_from_config"] else ""
+        inputs = ", ".join(f"`{p}`" for p in s["inputs"]) or "none"
+        lines.append(f"- inputs: {inputs}{named if not s['inputs'] else ''}")
+        lines.append(f"- outputs: {', '.join(f'`{p}`' for p in s['outputs'])}{named}")
         if s["needs_end_of_input"]:
             lines.append("- emits only at end of input (not after an unbounded source)")
         if s["config"]:
             lines.append("- config:")
             lines += [f"  - `{_field_line(f)}`" for f in s["config"]]
+        if s["example"]:
+            lines += [
+                "",
+                "Example:",
+                "",
+                *(f"    {t}" for t in s["example"].splitlines()),
+            ]
         lines.append("")
     return "\n".join(lines)
 

@@ -148,7 +148,16 @@ def flow_node(
 
 
 class RoutedFlowNode:
-    """Run a routed flow once per item and emit each run's result."""
+    """Run a routed flow once per item and emit each run's result.
+
+    Each item starts a fresh run with the item in the store under
+    ``input_key``; results leave in input order, and an item whose run fails
+    goes to ``error``. Stream-safe.
+
+    Example:
+        ``{id: login, type: routed.flow, config: {flow: examples/routed_login.yaml}}``
+        turns each incoming item into that flow's result.
+    """
 
     def __init__(self, config: RoutedFlowConfig) -> None:
         self.config = config
