@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any, Literal, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 import msgspec
 
@@ -42,6 +42,9 @@ from .codec import (
     document_format,
     encode_document,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = [
     "Connection",
@@ -344,6 +347,40 @@ def describe_validation_error(exc: msgspec.ValidationError) -> tuple[str, str | 
     return message[:1].lower() + message[1:], path or None
 
 
+_T = TypeVar("_T", bound=msgspec.Struct)
+
+
+def _parse_edges(
+    obj: dict[str, Any],
+    section: str,
+    parse: Callable[[str], _T],
+    kind: type[_T],
+    problems: list[Problem],
+) -> list[_T]:
+    """Read a list of edges written as strings ("a -> b") or records."""
+    raw_edges = obj.get(section, [])
+    if not isinstance(raw_edges, list):
+        problems.append(Problem(f"must be a list of {section}", field=section))
+        return []
+    edges: list[_T] = []
+    for i, raw in enumerate(raw_edges):
+        where = f"{section}[{i}]"
+        if isinstance(raw, str):
+            try:
+                edges.append(parse(raw))
+            except ValueError as exc:
+                problems.append(Problem(str(exc), field=where))
+            continue
+        edge, found = _convert_all(raw, kind)
+        problems += [
+            msgspec.structs.replace(p, field=f"{where}.{p.field}" if p.field else where)
+            for p in found
+        ]
+        if edge is not None:
+            edges.append(edge)
+    return edges
+
+
 def parse_workflow(obj: Any, *, source: str | None = None) -> Workflow:
     """Build a `Workflow` from decoded document data, reporting every mistake.
 
@@ -374,45 +411,10 @@ def parse_workflow(obj: Any, *, source: str | None = None) -> Workflow:
         if decl is not None:
             workflow.nodes.append(decl)
 
-    raw_conns = obj.get("connections", [])
-    if not isinstance(raw_conns, list):
-        problems.append(Problem("must be a list of connections", field="connections"))
-        raw_conns = []
-    for i, raw in enumerate(raw_conns):
-        where = f"connections[{i}]"
-        if isinstance(raw, str):
-            try:
-                workflow.connections.append(parse_connection(raw))
-            except ValueError as exc:
-                problems.append(Problem(str(exc), field=where))
-            continue
-        conn, found = _convert_all(raw, Connection)
-        problems += [
-            msgspec.structs.replace(p, field=f"{where}.{p.field}" if p.field else where)
-            for p in found
-        ]
-        if conn is not None:
-            workflow.connections.append(conn)
-
-    raw_routes = obj.get("routes", [])
-    if not isinstance(raw_routes, list):
-        problems.append(Problem("must be a list of routes", field="routes"))
-        raw_routes = []
-    for i, raw in enumerate(raw_routes):
-        where = f"routes[{i}]"
-        if isinstance(raw, str):
-            try:
-                workflow.routes.append(parse_route(raw))
-            except ValueError as exc:
-                problems.append(Problem(str(exc), field=where))
-            continue
-        route, found = _convert_all(raw, Route)
-        problems += [
-            msgspec.structs.replace(p, field=f"{where}.{p.field}" if p.field else where)
-            for p in found
-        ]
-        if route is not None:
-            workflow.routes.append(route)
+    workflow.connections += _parse_edges(
+        obj, "connections", parse_connection, Connection, problems
+    )
+    workflow.routes += _parse_edges(obj, "routes", parse_route, Route, problems)
     if header_ok:  # with a bad mode, which sections belong is unknown
         problems += _mode_problems(obj, workflow)
     if problems:
@@ -447,9 +449,6 @@ def _mode_problems(obj: dict[str, Any], workflow: Workflow) -> list[Problem]:
                 )
             )
     return problems
-
-
-_T = TypeVar("_T", bound=msgspec.Struct)
 
 
 def _convert_all(raw: Any, cls: type[_T]) -> tuple[_T | None, list[Problem]]:
