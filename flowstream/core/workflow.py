@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 __all__ = [
+    "Checkpoint",
     "Connection",
     "ContinueOnError",
     "ErrorHandling",
@@ -142,6 +143,18 @@ class RetryWorkflow(_Policy, frozen=True, tag="retry_workflow"):
 ErrorHandling: TypeAlias = StopWorkflow | ContinueOnError | RetryWorkflow
 
 
+class Checkpoint(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where a run keeps its checkpoints (a SQLite file) and how often."""
+
+    path: str
+    interval_ms: float = 1000.0
+
+    def __post_init__(self) -> None:
+        if not self.interval_ms >= 0:
+            msg = f"interval_ms must be >= 0, got {self.interval_ms}"
+            raise ValueError(msg)
+
+
 class WorkflowNode(
     msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
 ):
@@ -199,6 +212,7 @@ class Workflow(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
         max_steps: Routed mode: how many steps a run may take; None means
             the routed runtime's default.
         error_handling: The default policy for nodes that set none.
+        checkpoint: Where a run keeps checkpoints, to resume after a crash.
         description: Free text.
     """
 
@@ -212,6 +226,8 @@ class Workflow(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     routes: list[Route] = msgspec.field(default_factory=list)
     error_handling: ErrorHandling | None = None
     """None means `StopWorkflow` (and keeps files free of the default)."""
+    checkpoint: Checkpoint | None = None
+    """Resume a killed run from this store (`flowstream.runtime.checkpoint`)."""
 
     # --- builder -------------------------------------------------------------
 

@@ -1,0 +1,238 @@
+"""Checkpoints in SQLite: what a killed run needs to resume without redoing work.
+
+The store is one SQLite file (WAL, ``synchronous=FULL``: a committed
+transaction survives a kill -9 or a power cut). A run is identified by its
+workflow's content (a hash of the workflow document), so restarting the same
+workflow against the same store resumes a run that was killed or failed,
+while a changed workflow, or one whose last run completed, starts afresh.
+
+What is recorded today: in DAG mode, the outputs of every one-shot node as it
+completes (per port, MessagePack), committed in groups every ``interval_ms``.
+A resumed run hands those outputs on without calling the node again, so the
+run's result is the same as an uninterrupted run's; at most one group of
+completions (the last ``interval_ms``) is computed twice. Stream-mode epochs
+(barriers, operator state, source offsets) build on the same store later.
+
+All SQLite calls run on one worker thread, off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ..errors import FlowstreamError
+
+if TYPE_CHECKING:
+    from ..core.workflow import Workflow
+
+__all__ = ["CheckpointError", "CheckpointStore", "RunRecord", "workflow_key"]
+
+_SCHEMA = """
+create table if not exists runs (
+    run_key   text primary key,
+    workflow  text not null,
+    status    text not null,           -- running | completed | failed
+    started   real not null,
+    updated   real not null,
+    attempts  integer not null default 1
+);
+create table if not exists node_outputs (
+    run_key   text not null references runs(run_key) on delete cascade,
+    node_id   text not null,
+    outputs   blob not null,           -- msgpack {port: [values]}
+    stored    real not null,
+    primary key (run_key, node_id)
+);
+"""
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(dict[str, list[Any]])
+
+
+class CheckpointError(FlowstreamError):
+    """The checkpoint store cannot be opened or is not a flowstream store."""
+
+
+class RunRecord(msgspec.Struct, frozen=True):
+    """One run in a checkpoint store, as `CheckpointStore.runs` lists it."""
+
+    run_key: str
+    workflow: str
+    status: str
+    started: float
+    updated: float
+    attempts: int
+    nodes_done: int
+
+
+def workflow_key(workflow: Workflow) -> str:
+    """A stable identity for a workflow's content (nodes, config, edges)."""
+    document = msgspec.json.encode(workflow, order="deterministic")
+    return hashlib.sha256(document).hexdigest()[:16]
+
+
+class CheckpointStore:
+    """A SQLite checkpoint store; use as ``async with CheckpointStore(path)``.
+
+    Args:
+        path: The database file (created if missing).
+        interval_ms: How long completions may wait before being committed.
+    """
+
+    def __init__(self, path: str | Path, interval_ms: float = 1000.0) -> None:
+        self.path = Path(path)
+        self.interval = interval_ms / 1000.0
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="flowstream-ckpt")
+        self._conn: sqlite3.Connection | None = None
+        self._pending: list[tuple[str, str, bytes, float]] = []
+        self._last_commit = 0.0
+        self.unstorable: list[str] = []
+
+    async def __aenter__(self) -> CheckpointStore:
+        await self._call(self._open)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Commit what is pending and close the database."""
+        if self._conn is not None:
+            await self._call(self._close)
+        self._thread.shutdown(wait=True)
+
+    # --- what the executor calls ----------------------------------------------
+
+    async def begin(
+        self, run_key: str, workflow: str
+    ) -> dict[str, dict[str, list[Any]]]:
+        """Start (or resume) the run ``run_key``; return outputs already done."""
+        done: dict[str, dict[str, list[Any]]] = await self._call(
+            self._begin, run_key, workflow
+        )
+        return done
+
+    def record(self, run_key: str, node_id: str, outputs: dict[str, list[Any]]) -> None:
+        """Queue a completed node's outputs (committed by `maybe_commit`)."""
+        try:
+            blob = _encoder.encode(outputs)
+        except (TypeError, OverflowError):
+            # Not encodable (a Stream, an object): recomputed on resume.
+            self.unstorable.append(node_id)
+            return
+        self._pending.append((run_key, node_id, blob, time.time()))
+
+    async def maybe_commit(self) -> None:
+        """Commit queued completions if the interval has passed."""
+        if self._pending and time.monotonic() - self._last_commit >= self.interval:
+            await self.commit()
+
+    async def commit(self) -> None:
+        """Commit every queued completion now (one transaction)."""
+        if self._pending:
+            rows, self._pending = self._pending, []
+            await self._call(self._write, rows)
+        self._last_commit = time.monotonic()
+
+    async def finish(self, run_key: str, status: str) -> None:
+        """Mark the run finished; a completed run is not resumed again."""
+        await self.commit()
+        await self._call(self._finish, run_key, status)
+
+    async def runs(self) -> list[RunRecord]:
+        """Every run in the store, newest first."""
+        runs: list[RunRecord] = await self._call(self._runs)
+        return runs
+
+    # --- on the worker thread --------------------------------------------------
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, fn, *args)
+
+    def _open(self) -> None:
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None)
+            conn.execute("pragma journal_mode=wal")
+            conn.execute("pragma synchronous=full")
+            conn.execute("pragma foreign_keys=on")
+            conn.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            msg = f"{self.path}: not a usable checkpoint store ({exc})"
+            raise CheckpointError(msg) from None
+        self._conn = conn
+
+    def _close(self) -> None:
+        assert self._conn is not None
+        self._conn.close()
+        self._conn = None
+
+    def _begin(self, run_key: str, workflow: str) -> dict[str, dict[str, list[Any]]]:
+        conn = self._conn
+        assert conn is not None
+        now = time.time()
+        row = conn.execute(
+            "select status from runs where run_key = ?", (run_key,)
+        ).fetchone()
+        with conn:
+            conn.execute("begin immediate")
+            if row is None or row[0] == "completed":
+                # New, or completed before: this is a fresh run of the workflow.
+                conn.execute("delete from runs where run_key = ?", (run_key,))
+                conn.execute(
+                    "insert into runs values (?, ?, 'running', ?, ?, 1)",
+                    (run_key, workflow, now, now),
+                )
+                return {}
+            conn.execute(
+                "update runs set attempts = attempts + 1, updated = ? "
+                "where run_key = ?",
+                (now, run_key),
+            )
+        done = conn.execute(
+            "select node_id, outputs from node_outputs where run_key = ?", (run_key,)
+        ).fetchall()
+        return {node_id: _decoder.decode(blob) for node_id, blob in done}
+
+    def _write(self, rows: list[tuple[str, str, bytes, float]]) -> None:
+        conn = self._conn
+        assert conn is not None
+        with conn:
+            conn.execute("begin immediate")
+            conn.executemany(
+                "insert or replace into node_outputs values (?, ?, ?, ?)", rows
+            )
+            conn.execute(
+                "update runs set updated = ? where run_key = ?",
+                (time.time(), rows[0][0]),
+            )
+
+    def _finish(self, run_key: str, status: str) -> None:
+        conn = self._conn
+        assert conn is not None
+        with conn:
+            conn.execute("begin immediate")
+            conn.execute(
+                "update runs set status = ?, updated = ? where run_key = ?",
+                (status, time.time(), run_key),
+            )
+            if status == "completed":
+                conn.execute("delete from node_outputs where run_key = ?", (run_key,))
+
+    def _runs(self) -> list[RunRecord]:
+        conn = self._conn
+        assert conn is not None
+        rows = conn.execute(
+            "select r.run_key, r.workflow, r.status, r.started, r.updated, r.attempts,"
+            " (select count(*) from node_outputs n where n.run_key = r.run_key)"
+            " from runs r order by r.updated desc"
+        ).fetchall()
+        return [RunRecord(*row) for row in rows]
