@@ -1,7 +1,9 @@
 """Source nodes: where items come from.
 
-All sources here are finite and replayable (the index of the next item is their
-offset); they emit batches of up to `BATCH_SIZE` items.
+``source.values`` and ``source.range`` are finite and replayable: the index of
+the next item is their offset, kept in the node's state, so a run restored from
+a checkpoint goes on where the checkpoint was taken. They emit batches of up to
+`BATCH_SIZE` items.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..core.node import node
+from ..core.node import NodeContext, node
 from ._common import BATCH_SIZE
 
 if TYPE_CHECKING:
@@ -40,7 +42,9 @@ class Range(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 
 
 @node("source.values", config=Values, batched=True)
-async def values_source(*, config: Values) -> AsyncIterator[list[Any]]:
+async def values_source(
+    *, config: Values, ctx: NodeContext
+) -> AsyncIterator[list[Any]]:
     """Emit the configured list of values, in order, then end.
 
     Example:
@@ -48,12 +52,16 @@ async def values_source(*, config: Values) -> AsyncIterator[list[Any]]:
         emits ``"a"``, ``"b"``, ``"c"``.
     """
     values = config.values
-    for i in range(0, len(values), BATCH_SIZE):
-        yield values[i : i + BATCH_SIZE]
+    # The offset (next index) is replayable state: updated before each
+    # batch leaves, so a checkpoint between batches records exactly what left.
+    for i in range(ctx.state.get("offset", 0), len(values), BATCH_SIZE):
+        batch = values[i : i + BATCH_SIZE]
+        ctx.state["offset"] = i + len(batch)
+        yield batch
 
 
 @node("source.range", config=Range, batched=True)
-async def range_source(*, config: Range) -> AsyncIterator[list[int]]:
+async def range_source(*, config: Range, ctx: NodeContext) -> AsyncIterator[list[int]]:
     """Emit the integers ``start, start+step, ...`` below ``stop``, then end.
 
     Example:
@@ -61,8 +69,10 @@ async def range_source(*, config: Range) -> AsyncIterator[list[int]]:
         emits ``1``, ``2``, ``3``.
     """
     numbers = range(config.start, config.stop, config.step)
-    for i in range(0, len(numbers), BATCH_SIZE):
-        yield list(numbers[i : i + BATCH_SIZE])
+    for i in range(ctx.state.get("offset", 0), len(numbers), BATCH_SIZE):
+        batch = list(numbers[i : i + BATCH_SIZE])
+        ctx.state["offset"] = i + len(batch)
+        yield batch
 
 
 class Timer(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -29,11 +29,19 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ..errors import FlowstreamError
+from .channel import Control
 
 if TYPE_CHECKING:
     from ..core.workflow import Workflow
 
-__all__ = ["CheckpointError", "CheckpointStore", "RunRecord", "workflow_key"]
+__all__ = [
+    "Barrier",
+    "CheckpointError",
+    "CheckpointStore",
+    "Coordinator",
+    "RunRecord",
+    "workflow_key",
+]
 
 _SCHEMA = """
 create table if not exists runs (
@@ -43,6 +51,13 @@ create table if not exists runs (
     started   real not null,
     updated   real not null,
     attempts  integer not null default 1
+);
+create table if not exists epochs (
+    run_key   text not null references runs(run_key) on delete cascade,
+    epoch     integer not null,
+    committed real not null,
+    states    blob not null,           -- msgpack {node_id: msgpack state}
+    primary key (run_key, epoch)
 );
 create table if not exists node_outputs (
     run_key   text not null references runs(run_key) on delete cascade,
@@ -55,6 +70,7 @@ create table if not exists node_outputs (
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(dict[str, list[Any]])
+_states_decoder = msgspec.msgpack.Decoder(dict[str, bytes])
 
 
 class CheckpointError(FlowstreamError):
@@ -147,6 +163,19 @@ class CheckpointStore:
         await self.commit()
         await self._call(self._finish, run_key, status)
 
+    async def commit_epoch(
+        self, run_key: str, epoch: int, states: dict[str, bytes]
+    ) -> None:
+        """Record a stream epoch's node states (one transaction, durable)."""
+        await self._call(self._commit_epoch, run_key, epoch, _encoder.encode(states))
+
+    async def latest_epoch(self, run_key: str) -> tuple[int, dict[str, bytes]]:
+        """The last committed epoch of a run and its node states (0, {} if none)."""
+        latest: tuple[int, dict[str, bytes]] = await self._call(
+            self._latest_epoch, run_key
+        )
+        return latest
+
     async def runs(self) -> list[RunRecord]:
         """Every run in the store, newest first."""
         runs: list[RunRecord] = await self._call(self._runs)
@@ -226,6 +255,37 @@ class CheckpointStore:
             )
             if status == "completed":
                 conn.execute("delete from node_outputs where run_key = ?", (run_key,))
+                conn.execute("delete from epochs where run_key = ?", (run_key,))
+
+    def _commit_epoch(self, run_key: str, epoch: int, blob: bytes) -> None:
+        conn = self._conn
+        assert conn is not None
+        now = time.time()
+        with conn:
+            conn.execute("begin immediate")
+            conn.execute(
+                "insert or replace into epochs values (?, ?, ?, ?)",
+                (run_key, epoch, now, blob),
+            )
+            # Only the newest epoch is needed to recover.
+            conn.execute(
+                "delete from epochs where run_key = ? and epoch < ?", (run_key, epoch)
+            )
+            conn.execute(
+                "update runs set updated = ? where run_key = ?", (now, run_key)
+            )
+
+    def _latest_epoch(self, run_key: str) -> tuple[int, dict[str, bytes]]:
+        conn = self._conn
+        assert conn is not None
+        row = conn.execute(
+            "select epoch, states from epochs where run_key = ? "
+            "order by epoch desc limit 1",
+            (run_key,),
+        ).fetchone()
+        if row is None:
+            return 0, {}
+        return row[0], _states_decoder.decode(row[1])
 
     def _runs(self) -> list[RunRecord]:
         conn = self._conn
@@ -236,3 +296,91 @@ class CheckpointStore:
             " from runs r order by r.updated desc"
         ).fetchall()
         return [RunRecord(*row) for row in rows]
+
+
+# --- stream mode: epochs -------------------------------------------------------
+
+
+class Barrier(Control):
+    """In-band marker of checkpoint epoch ``epoch``.
+
+    Like every control message it does not count against a channel's capacity
+    and keeps its place among the batches.
+    """
+
+    __slots__ = ("epoch",)
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __repr__(self) -> str:
+        return f"Barrier({self.epoch})"
+
+
+class Coordinator:
+    """Runs stream-mode checkpoints for one run (aligned barriers, paused sources).
+
+    Every ``interval`` the sources inject a `Barrier` for the next epoch
+    between two batches and then hold further batches back. Each segment
+    passes the barrier once it has processed everything before it on all of
+    its inputs, snapshots its nodes' state and forwards the barrier. When
+    every segment has reported, one SQLite transaction records all states
+    (source offsets included) and the epoch is committed; only then do the
+    sources go on. Holding the sources makes alignment exact at fan-in points
+    (no item from after a barrier can overtake another producer's barrier).
+
+    Args:
+        store: The open checkpoint store.
+        run_key: The run's key in it.
+        interval: Seconds between epochs.
+        segments: How many segments must report each epoch.
+        first_epoch: The number of the next epoch (after a restore).
+    """
+
+    def __init__(
+        self,
+        store: CheckpointStore,
+        run_key: str,
+        interval: float,
+        segments: int,
+        first_epoch: int = 1,
+    ) -> None:
+        self.store = store
+        self.run_key = run_key
+        self.interval = interval
+        self.segments = segments
+        self.epoch = first_epoch - 1  # the last epoch triggered
+        self.committed = first_epoch - 1
+        self.states: dict[str, bytes] = {}
+        self.reported = 0
+        self.all_reported = asyncio.Event()
+        self.released = asyncio.Event()
+        self.released.set()
+        self.active = True  # False once a source has ended: no new epochs
+
+    @property
+    def in_progress(self) -> bool:
+        """An epoch was triggered and is not committed yet."""
+        return self.epoch > self.committed
+
+    def trigger(self) -> int:
+        """Start the next epoch; the caller tells the sources."""
+        self.epoch += 1
+        self.states = {}
+        self.reported = 0
+        self.all_reported.clear()
+        self.released.clear()
+        return self.epoch
+
+    def report(self, states: dict[str, bytes]) -> None:
+        """A segment passed the current barrier with these node states."""
+        self.states.update(states)
+        self.reported += 1
+        if self.reported >= self.segments:
+            self.all_reported.set()
+
+    async def commit(self) -> None:
+        """Record the epoch's states in one transaction, then release sources."""
+        await self.store.commit_epoch(self.run_key, self.epoch, self.states)
+        self.committed = self.epoch
+        self.released.set()

@@ -31,9 +31,11 @@ import functools
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from ..core.events import (
     NodeCompleted,
@@ -52,8 +54,14 @@ from .channel import (
     Control,
     open_channel,
 )
-from .checkpoint import CheckpointStore, workflow_key
-from .context import NodeRuntime, RunState
+from .checkpoint import (
+    Barrier,
+    CheckpointError,
+    CheckpointStore,
+    Coordinator,
+    workflow_key,
+)
+from .context import NodeRuntime, RunState, State
 from .events import EventBus
 from .feeds import BatchFeed, ChannelFeed, ItemFeed
 from .fusion import NodeRun, Segment, plan_segments
@@ -129,6 +137,13 @@ class WorkflowExecutor:
         self._store: CheckpointStore | None = None
         self._run_key = ""
         self._restored: dict[str, dict[str, list[Any]]] = {}
+        # Stream mode: the last committed epoch and its node states.
+        self._epoch = 0
+        self._restored_states: dict[str, bytes] = {}
+        self._interval = 1.0
+        self._coord: Coordinator | None = None
+        self._segments_left = 0
+        self._segments_done = asyncio.Event()
         self._drain_deadline: asyncio.TimerHandle | None = None
         self._nodes: dict[str, NodeRun] = {}
         self._dead_letters: list[DeadLetter] = []
@@ -151,10 +166,16 @@ class WorkflowExecutor:
         async with CheckpointStore(path, interval) as store:
             key = workflow_key(self.graph.workflow)
             self._restored = await store.begin(key, self.graph.workflow.name)
+            self._epoch, self._restored_states = await store.latest_epoch(key)
             self._store = store
             self._run_key = key
+            self._interval = interval / 1000.0
             result = await self._run_attempts()
-            await store.finish(key, result.status)
+            if result.status == "completed" and self._stopping:
+                status = "stopped"  # drained on request: a restart resumes it
+            else:
+                status = result.status
+            await store.finish(key, status)
             return result
 
     async def _run_attempts(self) -> RunResult:
@@ -179,6 +200,9 @@ class WorkflowExecutor:
             return
         self._stopping = True
         loop = asyncio.get_running_loop()
+        if self._coord is not None:
+            self._coord.active = False
+            self._coord.released.set()  # sources held for an epoch stop now
         for n in self._nodes.values():
             n.rt.stopping.set()
         for seg in self._sources:
@@ -207,6 +231,8 @@ class WorkflowExecutor:
         self._dead_letters = []
         self._outputs = {}
         self.state = RunState()
+        for node_id, blob in self._restored_states.items():
+            self.state.nodes[node_id] = State(_state_decoder.decode(blob))
         self._build()
         self._failures = Failures(self.bus, self.run_id, self.options.sleep)
         status: RunStatus = "completed"
@@ -360,10 +386,17 @@ class WorkflowExecutor:
 
     async def _run_tasks(self) -> None:
         segments = plan_segments(self._nodes, self.options.fuse)
+        self._coord = None
+        if self._store is not None and self.mode == "stream" and segments:
+            self._coord = self._coordinator(segments)  # refuses what it cannot do
         self._wire(segments)
         self._sources = [seg for seg in segments if seg.is_source]
+        self._segments_left = len(segments)
+        self._segments_done = asyncio.Event()
         try:
             async with asyncio.TaskGroup() as tg:
+                if self._coord is not None:
+                    tg.create_task(self._coordinate(self._coord), name="checkpoints")
                 for seg in segments:
                     tg.create_task(
                         self._run_segment(seg), name=f"segment:{seg.head.id}"
@@ -374,6 +407,8 @@ class WorkflowExecutor:
             raise _first_failure(group) from None
         finally:
             self._close_all()
+        if self._coord is not None:
+            await self._final_checkpoint(self._coord)
 
     def _close_all(self) -> None:
         for n in self._nodes.values():
@@ -427,12 +462,13 @@ class WorkflowExecutor:
         if head_kernel is not None:
             # A kernel node that heads its segment (unfused, a fan-out branch,
             # after a fan-in) still runs per batch, straight off its channel.
-            stream = self._port_batches(head, head.gnode.inputs[0])
+            hook = self._barrier_hook(seg) if self._coord is not None else None
+            stream = self._port_batches(head, head.gnode.inputs[0], hook)
             kernels.append((head, head_kernel))
         elif seg.is_source:
             stream = self._count_out(head, self._source_batches(seg))
         else:
-            stream = self._count_out(head, self._head_batches(head))
+            stream = self._count_out(head, self._head_batches(head, seg))
         counted = head_kernel is not None  # _port_batches counted the head's input
         for n in seg.chain:
             kernel = self._kernel(n)
@@ -449,10 +485,15 @@ class WorkflowExecutor:
         nodes = seg.nodes
         async with contextlib.aclosing(stream):  # type: ignore[type-var]
             async for batch in stream:
+                seg.delivering = True
                 await self._deliver(tail, OUT_PORT, batch, counted=True)
                 for n in nodes:
                     if n.rt.pending:
                         await self._flush_side(n)
+                seg.delivering = False
+        self._segments_left -= 1
+        if not self._segments_left:
+            self._segments_done.set()
         for n in nodes:
             await self._flush_side(n)
             for sends in n.sends.values():
@@ -470,14 +511,21 @@ class WorkflowExecutor:
 
     async def _source_batches(self, seg: Segment) -> AsyncIterator[list[Any]]:
         """A source's batches, until it ends or a stop ends it between batches."""
-        batches = self._head_batches(seg.head)
+        batches = self._head_batches(seg.head, seg)
         stops_itself = seg.head.spec.stops_itself
         async with contextlib.aclosing(batches):  # type: ignore[type-var]
             while stops_itself or not self._stopping:
+                await self._source_gate(seg)
                 try:
                     async with asyncio.timeout(None) as seg.pulling:
                         batch = await anext(batches)
                 except StopAsyncIteration:
+                    if seg.due is not None:  # mark the epoch before the end
+                        await self._segment_barrier(seg, seg.due)
+                    if self._coord is not None:
+                        # No new epochs once a source ended; the final
+                        # checkpoint after the drain covers the rest.
+                        self._coord.active = False
                     return
                 except TimeoutError:
                     if self._stopping:
@@ -485,9 +533,22 @@ class WorkflowExecutor:
                     raise
                 finally:
                     seg.pulling = None
+                await self._source_gate(seg)
                 yield batch
 
-    async def _head_batches(self, n: NodeRun) -> AsyncIterator[list[Any]]:
+    async def _source_gate(self, seg: Segment) -> None:
+        """Between batches: mark a due epoch, and hold on while it commits."""
+        if seg.due is not None:
+            epoch, seg.due = seg.due, None
+            seg.gate = epoch
+            await self._segment_barrier(seg, epoch)
+        coord = self._coord
+        while seg.gate is not None and coord is not None and coord.active:
+            await coord.released.wait()
+            if coord.committed >= seg.gate:
+                seg.gate = None
+
+    async def _head_batches(self, n: NodeRun, seg: Segment) -> AsyncIterator[list[Any]]:
         spec = n.spec
         if not n.gnode.inputs:
             if spec.shape == "call":
@@ -499,17 +560,23 @@ class WorkflowExecutor:
                 async for batch in items:
                     yield batch
             return
+        on_control = self._barrier_hook(seg) if self._coord is not None else None
         feeds: list[Any] = [
-            BatchFeed(self._port_batches(n, p))
+            BatchFeed(self._port_batches(n, p, on_control))
             if spec.batched
-            else ChannelFeed(n.inputs[p], n.rt)
+            else ChannelFeed(n.inputs[p], n.rt, on_control)
             for p in n.gnode.inputs
         ]
         stage = self._call_stage if spec.shape == "call" else self._run_generator
         async for batch in stage(n, feeds):
             yield batch
 
-    async def _port_batches(self, n: NodeRun, port: str) -> AsyncIterator[list[Any]]:
+    async def _port_batches(
+        self,
+        n: NodeRun,
+        port: str,
+        on_control: Callable[[Control], Awaitable[None]] | None = None,
+    ) -> AsyncIterator[list[Any]]:
         recv = n.inputs[port]
         rt = n.rt
         with recv:  # a consumer that stops early releases its producers
@@ -517,7 +584,10 @@ class WorkflowExecutor:
                 if type(msg) is list:
                     rt.items_in += len(msg)
                     yield msg
-                elif not isinstance(msg, Control):
+                elif isinstance(msg, Control):
+                    if on_control is not None:
+                        await on_control(msg)
+                else:
                     msg_type = type(msg).__name__
                     text = f"unexpected {msg_type} on a channel"
                     raise TypeError(text)
@@ -646,6 +716,107 @@ class WorkflowExecutor:
         finally:
             for f in feeds:
                 await f.aclose()
+
+    # --- checkpoints (stream mode) -------------------------------------------------
+
+    def _coordinator(self, segments: list[Segment]) -> Coordinator:
+        assert self._store is not None
+        for seg in segments:
+            if len(seg.head.gnode.inputs) > 1:
+                msg = (
+                    f"checkpointing does not support multi-input node "
+                    f"{seg.head.id!r} ({seg.head.spec.type_id}) yet; merge into "
+                    "one port (fan-in) or run without checkpoints"
+                )
+                raise CheckpointError(msg)
+            for c in seg.head.gnode.inbound:
+                if self._nodes[c.from_node].direct:
+                    msg = (
+                        f"checkpointing does not support one-shot node "
+                        f"{c.from_node!r} feeding stream node {seg.head.id!r} yet"
+                    )
+                    raise CheckpointError(msg)
+                seg.producers += 1
+        return Coordinator(
+            self._store, self._run_key, self._interval, len(segments), self._epoch + 1
+        )
+
+    def _barrier_hook(self, seg: Segment) -> Callable[[Control], Awaitable[None]]:
+        async def on_control(msg: Control) -> None:
+            if type(msg) is not Barrier:
+                return
+            seen = seg.seen[msg.epoch] = seg.seen.get(msg.epoch, 0) + 1
+            if seen >= seg.producers:  # aligned: the last producer's barrier
+                del seg.seen[msg.epoch]
+                await self._segment_barrier(seg, msg.epoch)
+
+        return on_control
+
+    async def _segment_barrier(self, seg: Segment, epoch: int) -> None:
+        # Suspending once makes every node of the segment flush what it holds
+        # (rebatch flushes on suspension) and the segment deliver it, so what
+        # came before the barrier is downstream of it before it is forwarded.
+        await asyncio.sleep(0)
+        for n in seg.nodes:
+            await self._flush_side(n)
+        self._barrier_now(seg, epoch)
+
+    def _barrier_now(self, seg: Segment, epoch: int) -> None:
+        """Snapshot the segment's nodes and forward the barrier (no awaits)."""
+        coord = self._coord
+        if coord is None or not coord.active or epoch != coord.epoch:
+            return
+        states: dict[str, bytes] = {}
+        for n in seg.nodes:
+            state = self.state.nodes.get(n.id)
+            if state:
+                try:
+                    states[n.id] = _state_encoder.encode(state)
+                except (TypeError, OverflowError) as exc:
+                    msg = f"node {n.id!r}: its state cannot be checkpointed: {exc}"
+                    raise CheckpointError(msg) from exc
+            for sends in n.sends.values():
+                for s in sends:
+                    s.send_control(Barrier(epoch))
+        coord.report(states)
+
+    async def _coordinate(self, coord: Coordinator) -> None:
+        """Trigger an epoch every interval; commit it once every segment passed it."""
+        sources = self._sources
+        while True:
+            try:
+                async with asyncio.timeout(coord.interval):
+                    await self._segments_done.wait()
+                return
+            except TimeoutError:
+                pass
+            if self._stopping or not coord.active:
+                return
+            epoch = coord.trigger()
+            for seg in sources:
+                seg.due = epoch
+            while not coord.all_reported.is_set():
+                for seg in sources:
+                    # A source waiting on its own input is at rest: everything
+                    # it emitted is downstream, so it is marked from here.
+                    at_rest = seg.pulling is not None and not seg.delivering
+                    if seg.due == epoch and at_rest:
+                        seg.due, seg.gate = None, epoch
+                        self._barrier_now(seg, epoch)
+                if self._stopping or self._segments_done.is_set() or not coord.active:
+                    return  # this epoch is abandoned; the final checkpoint follows
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.002):
+                        await coord.all_reported.wait()
+            await coord.commit()
+
+    async def _final_checkpoint(self, coord: Coordinator) -> None:
+        """After a drain, every node's state is final: record it as an epoch."""
+        coord.trigger()
+        for node_id, state in self.state.nodes.items():
+            if state:
+                coord.states[node_id] = _state_encoder.encode(state)
+        await coord.commit()
 
     # --- direct calls (DAG of one-shot nodes) -------------------------------------
 
@@ -793,3 +964,7 @@ async def _bounded(coro: Coroutine[Any, Any, Any], limit: float | None) -> None:
         return
     async with asyncio.timeout(limit):
         await Resume(coro, signal)
+
+
+_state_encoder = msgspec.msgpack.Encoder()
+_state_decoder = msgspec.msgpack.Decoder(dict[str, Any])

@@ -21,7 +21,7 @@ from ..errors import EndOfStream
 from .channel import Control
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from .channel import ReceiveChannel
     from .context import NodeRuntime
@@ -135,13 +135,31 @@ class BatchFeed:
 
 
 class ChannelFeed:
-    """Items straight from a channel; counts them in; waits can have deadlines."""
+    """Items straight from a channel; counts them in; waits can have deadlines.
 
-    __slots__ = ("_batch", "_i", "_recv", "_replay", "_rt", "last", "taken")
+    Control messages (checkpoint barriers) go to ``on_control``, in order.
+    """
 
-    def __init__(self, recv: ReceiveChannel[Any], rt: NodeRuntime) -> None:
+    __slots__ = (
+        "_batch",
+        "_i",
+        "_on_control",
+        "_recv",
+        "_replay",
+        "_rt",
+        "last",
+        "taken",
+    )
+
+    def __init__(
+        self,
+        recv: ReceiveChannel[Any],
+        rt: NodeRuntime,
+        on_control: Callable[[Control], Awaitable[None]] | None = None,
+    ) -> None:
         self._recv = recv
         self._rt = rt
+        self._on_control = on_control
         self._batch: list[Any] = []
         self._i = 0
         self._replay = False
@@ -156,7 +174,7 @@ class ChannelFeed:
             self._replay = False
             return self.last
         while self._i >= len(self._batch):
-            await self._fill()
+            await self._take(await self._receive())
         item = self.last = self._batch[self._i]
         self._i += 1
         self.taken += 1
@@ -170,25 +188,33 @@ class ChannelFeed:
         """
         if self._replay or self._i < len(self._batch):
             return await self.__anext__()
-        try:
-            async with asyncio.timeout(timeout):
-                while self._i >= len(self._batch):
-                    await self._fill()
-        except TimeoutError:
-            return NO_ITEM
+        while self._i >= len(self._batch):
+            # Only the receive is under the deadline: a control message that
+            # arrived is always handled to the end.
+            try:
+                async with asyncio.timeout(timeout):
+                    msg = await self._receive()
+            except TimeoutError:
+                return NO_ITEM
+            await self._take(msg)
         return await self.__anext__()
 
-    async def _fill(self) -> None:
+    async def _receive(self) -> Any:
         # Receiving is cancellation-safe: a cancelled receive loses nothing.
         try:
-            msg = await self._recv.receive()
+            return await self._recv.receive()
         except EndOfStream:
             raise StopAsyncIteration from None
+
+    async def _take(self, msg: Any) -> None:
         if type(msg) is list:
             self._rt.items_in += len(msg)
             self._batch = msg
             self._i = 0
-        elif not isinstance(msg, Control):
+        elif isinstance(msg, Control):
+            if self._on_control is not None:
+                await self._on_control(msg)
+        else:
             text = f"unexpected {type(msg).__name__} on a channel"
             raise TypeError(text)
 

@@ -87,6 +87,14 @@ class Segment:
     # Set while the task waits on the source itself: a stop cancels exactly
     # that wait, never an item that is already on its way downstream.
     pulling: asyncio.Timeout | None = None
+    # Checkpoints: set while a batch is being handed on (the segment is not
+    # at rest); the epoch a source must mark next; the epoch a source waits
+    # on before going on; barriers seen per epoch and how many make a set.
+    delivering: bool = False
+    due: int | None = None
+    gate: int | None = None
+    seen: dict[int, int] = field(default_factory=dict)
+    producers: int = 0
 
     @property
     def tail(self) -> NodeRun:
