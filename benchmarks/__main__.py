@@ -11,7 +11,16 @@ import time
 import traceback
 from typing import TYPE_CHECKING
 
-from . import _harness as h, bench_dag, bench_fanout, bench_linear, bench_memory
+from . import (
+    _harness as h,
+    bench_dag,
+    bench_fanout,
+    bench_join,
+    bench_linear,
+    bench_memory,
+    bench_window,
+    bench_ws,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -21,6 +30,9 @@ BENCHES: dict[str, Callable[[h.Config], h.Workload]] = {
     "fanout": bench_fanout.run,
     "dag": bench_dag.run,
     "memory": bench_memory.run,
+    "window": bench_window.run,
+    "join": bench_join.run,
+    "ws": bench_ws.run,
 }
 
 

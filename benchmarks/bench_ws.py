@@ -10,16 +10,15 @@ The sender is a separate process (no shared event loop or GIL) writing
 pre-built, pre-masked frames to a raw socket after the opening handshake, so
 that it outruns any receiver: what is measured is the receiving side.
 
-``python -m benchmarks.bench_ws [--quick] [--repeat N] [--json PATH]``
+``python -m benchmarks.bench_ws [--quick] [--repeat N] [--json PATH]``; in
+``python -m benchmarks`` as workload ``ws``.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import contextlib
-import json
 import os
 import socket
 import statistics
@@ -36,16 +35,20 @@ from websockets.asyncio.server import serve
 from connectors.websocket import ws_source
 from flowstream import FlowRuntime, NodeEvent, NodeRegistry, Workflow, node
 
+from . import _harness as h
+
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
     from websockets.asyncio.server import ServerConnection
 
     from flowstream import ExecutionEvent
 
+NAME = "ws"
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = {"sensor": "s3", "value": 1.5, "ts": 1700000000.125}
 TARGET = 0.8
+TIMEOUT_S = 120.0
 
 
 # --- the sender (its own process) ------------------------------------------------
@@ -99,7 +102,7 @@ def send_frames(port: int, blob: bytes, repeats: int) -> None:
     sock.close()
 
 
-def start_sender(port: int, work: Workload) -> subprocess.Popen[bytes]:
+def start_sender(port: int, work: Case) -> subprocess.Popen[bytes]:
     """Run the sender in its own interpreter (``bench_ws --send``)."""
     args = [str(port), work.encoding, str(work.per_frame), str(work.frames)]
     command = [sys.executable, "-m", "benchmarks.bench_ws", "--send", *args]
@@ -134,7 +137,7 @@ def receiver_pinned() -> Iterator[None]:
 def sender_main(argv: list[str]) -> int:
     pin_sender()
     port, encoding, per_frame, frames = argv
-    work = Workload(encoding, int(per_frame), int(frames))
+    work = Case(encoding, int(per_frame), int(frames))
     blob, repeats = work.blob()
     send_frames(int(port), blob, repeats)
     return 0
@@ -143,7 +146,7 @@ def sender_main(argv: list[str]) -> int:
 # --- receivers -----------------------------------------------------------------
 
 
-class Workload(msgspec.Struct, frozen=True):
+class Case(msgspec.Struct, frozen=True):
     encoding: str
     per_frame: int
     frames: int
@@ -162,7 +165,7 @@ class Workload(msgspec.Struct, frozen=True):
         return frame_bytes(payload, text) * chunk, self.frames // chunk
 
 
-async def bare(work: Workload) -> float:
+async def bare(work: Case) -> float:
     """The ceiling: websockets + msgspec, decode and count, nothing else."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[float] = loop.create_future()
@@ -185,7 +188,7 @@ async def bare(work: Workload) -> float:
     async with serve(handler, "127.0.0.1", 0, compression=None) as server:
         port = server.sockets[0].getsockname()[1]
         proc = start_sender(port, work)
-        rate = await done
+        rate = await within(done, proc)
     proc.wait(30)
     return rate
 
@@ -224,14 +227,14 @@ class Counter:
 count_sink = node("bench.count", config=CountConfig, batched=True)(Counter)
 
 
-async def flowstream(work: Workload) -> float:
+async def flowstream(work: Case) -> float:
     """``ws.source`` (server mode) -> a counting sink, in stream mode."""
     registry = NodeRegistry.default(entry_points=False)
     registry.register(ws_source)
     registry.register(count_sink)
     runtime = FlowRuntime(registry)
     loop = asyncio.get_running_loop()
-    listening: asyncio.Future[int] = loop.create_future()
+    listening: asyncio.Future[Any] = loop.create_future()
     Counter.done = loop.create_future()
 
     def on_event(event: ExecutionEvent) -> None:
@@ -247,14 +250,25 @@ async def flowstream(work: Workload) -> float:
         .connect("ws -> count")
     )
     executor = runtime.executor(wf)
-    run = asyncio.ensure_future(executor.run())
-    port = await listening
-    proc = start_sender(port, work)
-    rate = await Counter.done
+    task: asyncio.Future[Any] = asyncio.ensure_future(executor.run())
+    await asyncio.wait(
+        {listening, task}, timeout=TIMEOUT_S, return_when="FIRST_COMPLETED"
+    )
+    if not listening.done():
+        task.cancel()
+        error = task.result().error if task.done() else "timed out"
+        msg = f"ws.source did not start listening: {error}"
+        raise RuntimeError(msg)
+    proc = start_sender(listening.result(), work)
+    try:
+        rate = await within(Counter.done, proc)
+    except BaseException:
+        task.cancel()
+        raise
     # The first frame's records are counted in the rate; a handful of bytes
     # in a run of millions of records.
     executor.stop()
-    result = await run
+    result = await task
     assert result.ok, result.error
     proc.wait(30)
     return rate
@@ -263,87 +277,112 @@ async def flowstream(work: Workload) -> float:
 # --- running ---------------------------------------------------------------------
 
 
-def workloads(quick: bool) -> list[Workload]:
-    one, hundred = (60_000, 6_000) if quick else (200_000, 20_000)
+def cases(cfg: h.Config) -> list[Case]:
+    one = cfg.size(200_000, 60_000)
+    hundred = cfg.size(20_000, 6_000)
     return [
-        Workload("json", 1, one),
-        Workload("json", 100, hundred),
-        Workload("msgpack", 1, one),
-        Workload("msgpack", 100, hundred),
+        Case("json", 1, one),
+        Case("json", 100, hundred),
+        Case("msgpack", 1, one),
+        Case("msgpack", 100, hundred),
     ]
 
 
-def run(quick: bool = False, repeat: int | None = None) -> dict[str, Any]:
-    """Measure every workload; return the results (also printed as a table)."""
-    rounds = repeat if repeat is not None else 3
-    rows: list[dict[str, Any]] = []
-    for work in workloads(quick):
-        bare_rates: list[float] = []
-        flow_rates: list[float] = []
+def case_label(work: Case) -> str:
+    return f"{work.encoding}, {work.per_frame} rec/frame"
+
+
+async def within(rate: Awaitable[float], proc: subprocess.Popen[bytes]) -> float:
+    """Wait for the receiver's rate; a sender that dies or stalls fails the run."""
+    try:
+        return await asyncio.wait_for(rate, TIMEOUT_S)
+    except TimeoutError:
+        proc.kill()
+        msg = f"no rate after {TIMEOUT_S} s (sender exit code {proc.poll()})"
+        raise RuntimeError(msg) from None
+
+
+def run(cfg: h.Config) -> h.Workload:
+    """Measure every case: ``repeat`` interleaved rounds of bare, then flowstream."""
+    h.log(f"[{NAME}] ws.source (server) vs bare websockets + msgspec, loopback")
+    rows: list[h.Row] = []
+    for work in cases(cfg):
+        rates: dict[str, list[float]] = {"bare": [], "flowstream": []}
         with receiver_pinned():
-            for _ in range(max(1, rounds)):
+            for i in range(cfg.repeat):
                 # Interleaved, so a burst of load on the machine hits both alike.
-                bare_rates.append(asyncio.run(bare(work)))
-                flow_rates.append(asyncio.run(flowstream(work)))
-        b = statistics.median(bare_rates)
-        f = statistics.median(flow_rates)
-        rows.append(
-            {
-                "encoding": work.encoding,
-                "records_per_frame": work.per_frame,
-                "records": work.records,
-                "bare_records_per_s": round(b),
-                "flowstream_records_per_s": round(f),
-                "ratio": round(f / b, 3),
-                "meets_target": f / b >= TARGET,
-            }
+                rates["bare"].append(asyncio.run(bare(work)))
+                rates["flowstream"].append(asyncio.run(flowstream(work)))
+                h.log(
+                    f"  {case_label(work)} round {i + 1}/{cfg.repeat}: "
+                    f"bare {rates['bare'][-1]:,.0f}/s, "
+                    f"flowstream {rates['flowstream'][-1]:,.0f}/s"
+                )
+        ceiling_rate = statistics.median(rates["bare"])
+        ceiling = h.Row(
+            name=f"bare loop ({case_label(work)})",
+            role="ceiling",
+            n=work.records,
+            unit="records/s",
+            value=ceiling_rate,
+            times_s=[work.records / r for r in rates["bare"]],
+            extra={"encoding": work.encoding, "records_per_frame": work.per_frame},
         )
-        print(
-            f"  {work.encoding:8} x{work.per_frame:<4} bare {b:>11,.0f}/s  "
-            f"flowstream {f:>11,.0f}/s  ratio {f / b:.2f}",
-            file=sys.stderr,
+        fs = h.Row(
+            name=f"{h.FLOWSTREAM} ({case_label(work)})",
+            role="flowstream",
+            n=work.records,
+            unit="records/s",
+            value=statistics.median(rates["flowstream"]),
+            times_s=[work.records / r for r in rates["flowstream"]],
+            target=f">= {TARGET:.1f}x bare",
+            extra={"encoding": work.encoding, "records_per_frame": work.per_frame},
         )
-    return {
-        "name": "ws",
-        "target_ratio": TARGET,
-        "rounds": rounds,
-        "python": sys.version.split()[0],
-        "results": rows,
-    }
-
-
-def table(results: dict[str, Any]) -> str:
-    head = (
-        f"{'encoding':<9} {'rec/frame':>9} {'records':>10} {'bare rec/s':>12} "
-        f"{'flowstream rec/s':>17} {'ratio':>6}"
+        ceiling.vs_floor = 1.0
+        fs.vs_floor = statistics.median(rates["flowstream"]) / ceiling_rate
+        fs.status = "PASS" if fs.vs_floor >= TARGET else "MISS"
+        rows += [ceiling, fs]
+    w = h.Workload(
+        name=NAME,
+        title="(g) ws ingest: ws.source (server) vs a bare websockets+msgspec loop",
+        unit="records/s",
+        rows=rows,
     )
-    lines = [head, "-" * len(head)]
-    for r in results["results"]:
-        mark = "" if r["meets_target"] else "  < target"
-        lines.append(
-            f"{r['encoding']:<9} {r['records_per_frame']:>9} {r['records']:>10,} "
-            f"{r['bare_records_per_s']:>12,} {r['flowstream_records_per_s']:>17,} "
-            f"{r['ratio']:>6.2f}{mark}"
-        )
-    lines.append(f"(median of {results['rounds']}; target ratio >= {TARGET})")
-    return "\n".join(lines)
+    w.extra["columns"] = WS_COLUMNS
+    w.notes.append(
+        f"median of {cfg.repeat} interleaved rounds; records/s from the first "
+        "record received to the last, over loopback; the sender is a separate "
+        "process on the other core writing pre-built frames"
+    )
+    w.notes.append(
+        "vs bare = records/s over the bare loop's (the ceiling: the same "
+        "recv(decode=False) + msgspec decode, and a count)"
+    )
+    return w
+
+
+WS_COLUMNS: list[tuple[str, Callable[[h.Row], str]]] = [
+    ("contender", lambda r: r.name),
+    ("records", lambda r: h._fmt_n(r.n)),
+    ("median", lambda r: h._fmt_value(r.value, "items/s").replace("/s", " rec/s")),
+    ("vs bare", lambda r: h._fmt_ratio(r.vs_floor)),
+    ("target", lambda r: r.target),
+    ("result", lambda r: r.status),
+]
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--send"]:
         return sender_main(argv[1:])
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="small sizes")
-    p.add_argument("--repeat", type=int, default=None, help="rounds (median)")
-    p.add_argument("--json", default=None, help="also write the results here")
+    p = h.parser(__doc__.splitlines()[0])
+    p.add_argument("--json", default=None, help="where to write the results")
     args = p.parse_args(argv)
-    results = run(quick=args.quick, repeat=args.repeat)
-    print(table(results))
-    print(json.dumps(results))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    cfg = h.config_from(args)
+    w = run(cfg)
+    h.print_workload(w)
+    path = h.RESULTS_DIR / f"{NAME}.json" if args.json is None else Path(args.json)
+    h.save_json([w], cfg, path)
     return 0
 
 
