@@ -76,6 +76,7 @@ __all__ = ["RunOptions", "WorkflowExecutor"]
 
 MAX_BATCH = 1024
 SHUTDOWN_TIMEOUT = 5.0
+YIELD_EVERY = 0.01
 Sleep = Callable[[float], Any]
 
 
@@ -513,8 +514,16 @@ class WorkflowExecutor:
         """A source's batches, until it ends or a stop ends it between batches."""
         batches = self._head_batches(seg.head, seg)
         stops_itself = seg.head.spec.stops_itself
+        loop = asyncio.get_running_loop()
+        rested = loop.time()
         async with contextlib.aclosing(batches):  # type: ignore[type-var]
             while stops_itself or not self._stopping:
+                if loop.time() - rested > YIELD_EVERY:
+                    # A source that never waits (a range, a file read whole)
+                    # would starve the loop: stops, signals, checkpoints and
+                    # servers get a turn at least every YIELD_EVERY seconds.
+                    await asyncio.sleep(0)
+                    rested = loop.time()
                 await self._source_gate(seg)
                 try:
                     async with asyncio.timeout(None) as seg.pulling:

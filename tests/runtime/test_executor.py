@@ -866,3 +866,24 @@ async def test_one_shot_calls_keep_task_bound_contexts(runtime: FlowRuntime) -> 
     result = await runtime.arun(wf)
     assert result.ok, result.error
     assert result.output("c") == [40]
+
+
+async def test_a_source_that_never_waits_can_still_be_stopped(
+    runtime: FlowRuntime,
+) -> None:
+    wf = (
+        Workflow("hot", mode="stream")
+        .node("src", "source.range", stop=10**12)
+        .node("neg", "transform.map", fn="operator:neg")
+        .node("sink", "sink.null")
+        .connect("src -> neg")
+        .connect("neg -> sink")
+    )
+    executor = runtime.executor(wf)  # fused: one task that never waits on I/O
+    run = asyncio.ensure_future(executor.run())
+    for _ in range(3):
+        await asyncio.sleep(0)  # the loop gets turns while the source runs
+    executor.stop()
+    result = await run
+    assert result.ok, result.error
+    assert 0 < result.stats["sink"].items_in < 10**12
