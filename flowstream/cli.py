@@ -1,4 +1,4 @@
-"""The ``flowstream`` command line: validate, run and list node types.
+"""The ``flowstream`` command line: validate, run, list node types, serve.
 
 Workflow files in ``mode: routed`` are routed flows (`flowstream.routed`):
 ``run`` prints their result and the path of steps taken. Dataflow files may
@@ -31,6 +31,7 @@ from .errors import CodecError, FlowstreamError, WorkflowValidationError
 from .routed.bridge import dataflow_registry
 from .routed.flow import Flow
 from .runtime.events import EventRecorder
+from .runtime.flow import FlowRuntime
 from .runtime.registry import NodeRegistry
 from .runtime.runner import CliRun
 from .runtime.validation import Graph, validate
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 
     from .core.node import NodeSpec
     from .routed.run import FlowResult
+    from .runtime.executor import WorkflowExecutor
     from .runtime.result import RunResult
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -165,6 +167,16 @@ def validate_command(file: str) -> None:
     metavar="KEY=VALUE",
     help="Routed flows: set a store key before the run (VALUE is JSON, or text).",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    help="Serve Prometheus metrics on 127.0.0.1:PORT while the run runs.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    help="Log to stderr as text or JSON lines, with run and node ids.",
+)
 def run_command(
     file: str,
     mode: str | None,
@@ -175,6 +187,8 @@ def run_command(
     drain_timeout: float,
     progress: bool | None,
     inputs: tuple[str, ...],
+    metrics_port: int | None,
+    log_format: str | None,
 ) -> None:
     """Run a workflow; print its outputs (DAG), a summary (stream) or result.
 
@@ -183,12 +197,19 @@ def run_command(
     one cancels. Exits 0 when the run completed, 1 when it failed, 2 on
     invalid input.
     """
+    if log_format is not None:
+        from .server.logs import configure_logging
+
+        configure_logging(log_format)
     registry = _registry()
     with _user_errors():
         workflow = read_workflow(file)
         if workflow.mode == "routed":
             if mode is not None:
                 msg = "--mode does not apply to a routed workflow"
+                raise UsageProblem(msg)
+            if metrics_port is not None:
+                msg = "--metrics-port applies to dataflows, not routed workflows"
                 raise UsageProblem(msg)
             flow = Flow.from_workflow(workflow, source=file)
             values = dict(_parse_input(text) for text in inputs)
@@ -212,7 +233,7 @@ def run_command(
         progress=show,
     )
     with _user_errors():
-        result = asyncio.run(runner.run())
+        result = asyncio.run(_observed(runner, metrics_port, log_format is not None))
     if as_json:
         click.echo(encode_json(_result_document(result)).decode())
     else:
@@ -220,6 +241,56 @@ def run_command(
     if result.status != "completed":
         click.echo(f"error: {result.error}", err=True)
         sys.exit(EXIT_FAILED)
+
+
+class _ObservedRuntime(FlowRuntime):
+    """A `FlowRuntime` that shows each executor it makes to observers first.
+
+    `CliRun` makes its executor itself; this is how the metrics endpoint and
+    the log context learn the run before it starts.
+    """
+
+    def __init__(
+        self, runtime: FlowRuntime, observers: list[Callable[[WorkflowExecutor], None]]
+    ) -> None:
+        super().__init__(runtime.registry, runtime.bus)
+        self._observers = observers
+
+    def executor(self, workflow: Workflow | Graph, **options: Any) -> WorkflowExecutor:
+        executor = super().executor(workflow, **options)
+        for observe in self._observers:
+            observe(executor)
+        return executor
+
+
+async def _observed(
+    runner: CliRun, metrics_port: int | None, log_context: bool
+) -> RunResult:
+    """Run with the run's id in every log record and, if asked, a metrics port."""
+    observers: list[Callable[[WorkflowExecutor], None]] = []
+    if log_context:
+        from .server.logs import current_run
+
+        def set_run(executor: WorkflowExecutor) -> None:
+            # Set in this task before the run's tasks exist: they inherit it.
+            current_run.set(executor.run_id)
+
+        observers.append(set_run)
+    if metrics_port is None:
+        runner.runtime = _ObservedRuntime(runner.runtime, observers)
+        return await runner.run()
+    try:
+        from .server.metrics import RunMetricsEndpoint
+    except ImportError as exc:
+        msg = (
+            "--metrics-port needs the server extra "
+            f"(pip install 'flowstream[server]'): {exc}"
+        )
+        raise UsageProblem(msg) from None
+    endpoint = RunMetricsEndpoint(runner.graph.workflow.name, metrics_port)
+    observers.append(endpoint.attach)
+    runner.runtime = _ObservedRuntime(runner.runtime, observers)
+    return await endpoint.run(runner.run())
 
 
 def _parse_input(text: str) -> tuple[str, Any]:
@@ -445,6 +516,104 @@ def _markdown(specs: Sequence[dict[str, Any]]) -> str:
             ]
         lines.append("")
     return "\n".join(lines)
+
+
+@cli.command("serve")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind; beyond loopback every endpoint needs the token.",
+)
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.option(
+    "--db",
+    default="flowstream.db",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="SQLite file of workflows and runs (created if missing).",
+)
+@click.option(
+    "--allow-module",
+    "allow_modules",
+    multiple=True,
+    metavar="MODULE",
+    help="Let uploaded workflows name callables of this module (repeatable).",
+)
+@click.option(
+    "--allow-node",
+    "allow_nodes",
+    multiple=True,
+    metavar="TYPE",
+    help="Allow a node type that reaches the server's files (repeatable).",
+)
+@click.option(
+    "--max-runs",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Runs allowed at once.",
+)
+@click.option(
+    "--max-body",
+    type=click.IntRange(min=1),
+    default=1 << 20,
+    show_default=True,
+    help="Largest request body in bytes.",
+)
+@click.option(
+    "--drain-timeout",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Seconds a stop may take to drain before it aborts.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+)
+def serve_command(
+    host: str,
+    port: int,
+    db: str,
+    allow_modules: tuple[str, ...],
+    allow_nodes: tuple[str, ...],
+    max_runs: int,
+    max_body: int,
+    drain_timeout: float,
+    log_format: str,
+) -> None:
+    """Serve the HTTP/WebSocket API and the web UI until SIGINT/SIGTERM.
+
+    Workflows and run records persist in the SQLite file. Mutating endpoints
+    need the bearer token: FLOWSTREAM_TOKEN, or one generated at first start,
+    kept beside the database (mode 0600) and printed once.
+    """
+    from .server.config import ServerConfig
+
+    try:
+        from .server.serve import serve
+    except ImportError as exc:
+        _fail(
+            f"serve needs the server extra (pip install 'flowstream[server]'): {exc}",
+            EXIT_INVALID,
+        )
+    with _user_errors():
+        try:
+            config = ServerConfig(
+                db=db,
+                host=host,
+                allow_modules=allow_modules,
+                allow_nodes=allow_nodes,
+                max_runs=max_runs,
+                max_body_bytes=max_body,
+                drain_timeout=drain_timeout,
+            )
+        except ValueError as exc:
+            raise UsageProblem(str(exc)) from None
+        serve(config, port=port, log_format=log_format, out=sys.stdout)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -39,6 +39,10 @@ FORBIDDEN = {
         "flowstream.server",
         "connectors",
     ),
+    "flowstream.nodes": ("flowstream.cli", "flowstream.server"),
+    # The server is an interface beside the CLI: it builds on core, runtime,
+    # nodes and routed, and reaches connectors only through the registry.
+    "flowstream.server": ("flowstream.cli", "connectors"),
 }
 
 # The one allowed back-edge: the built-ins are imported lazily, inside
@@ -147,6 +151,21 @@ def test_the_one_allowed_back_edge_is_lazy_and_still_there() -> None:
     ]
 
 
+def test_only_the_cli_imports_the_server_and_only_lazily() -> None:
+    # Nothing below the interfaces may know the server, and the command line
+    # imports it inside the commands that need it (the web framework is an
+    # extra, and `flowstream run` should not pay for importing it).
+    users = [
+        i
+        for i in all_imports()
+        if is_under(i.target, "flowstream.server")
+        and not is_under(i.module, "flowstream.server")
+    ]
+    assert users
+    assert {i.module for i in users} == {"flowstream.cli"}
+    assert all(i.scope for i in users), [i for i in users if not i.scope]
+
+
 def test_every_layer_exists() -> None:
     assert (PACKAGE / "core").is_dir()
     assert (PACKAGE / "runtime").is_dir()
@@ -196,6 +215,9 @@ def test_every_layer_exists() -> None:
             "flowstream.nodes",
         ),
         ("flowstream.routed.flow", "from ..cli import main", "flowstream.cli"),
+        ("flowstream.nodes.sink", "from ..server import app", "flowstream.server"),
+        ("flowstream.server.app", "from ..cli import main", "flowstream.cli"),
+        ("flowstream.server.routes", "import connectors.http", "connectors.http"),
         (
             # The allowance is for NodeRegistry.default only, not module level.
             "flowstream.runtime.registry",

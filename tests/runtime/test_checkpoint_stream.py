@@ -18,7 +18,7 @@ from flowstream.runtime.checkpoint import CheckpointStore, workflow_key
 if TYPE_CHECKING:
     from pathlib import Path
 
-N = 60_000
+N = 400_000  # long enough that a stop always lands mid-run, even under load
 
 
 def counting(store: Path, n: int = N) -> Workflow:

@@ -1,0 +1,365 @@
+"""Prometheus metrics of runs, fed by events and run statistics, not by nodes.
+
+A `RunWatch` follows one run: a listener on the run's `EventBus` tracks node
+states and runs by status, and `RunWatch.sample` reads the executor's
+counters and channel statistics every sampling interval (and once more at the
+end), adding what changed since the previous reading. Nodes never see any of
+this: the hot path is untouched.
+
+Metric families (labels in braces):
+
+- ``flowstream_node_items_in_total`` / ``_items_out_total`` /
+  ``_errors_total`` / ``_dead_letters_total`` {workflow, node}
+- ``flowstream_node_duration_seconds`` {workflow, node}: histogram of node
+  executions, from start to completion (one per node and run attempt).
+- ``flowstream_batch_latency_seconds`` {workflow, node}: histogram of how long
+  a batch waits in a node's input channel before the node takes it,
+  estimated per sampling interval by Little's law (items buffered / intake
+  rate). Nodes fused into their upstream's task have no channel and no wait.
+- ``flowstream_channel_fill_ratio`` / ``flowstream_channel_buffered_batches``
+  {workflow, run_id, node, port}: backpressure now; removed when the run ends.
+- ``flowstream_runs`` {status}: runs of this process by status (running now,
+  or finished as completed / failed / cancelled).
+- ``flowstream_events_dropped_total`` {workflow}: events that slow
+  subscribers lost (`EventBus` drops the oldest instead of waiting).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
+
+from ..core.events import (
+    NodeCompleted,
+    NodeFailed,
+    NodeStarted,
+    NodeStats,
+    WorkflowCompleted,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+
+    from ..core.events import ExecutionEvent
+    from ..runtime.channel import ChannelStatistics
+    from ..runtime.events import EventBus
+    from ..runtime.executor import WorkflowExecutor
+    from ..runtime.result import RunResult
+    from .schemas import NodeState
+
+__all__ = ["Metrics", "RunMetricsEndpoint", "RunWatch", "channel_statistics"]
+
+logger = logging.getLogger("flowstream.server")
+
+_LATENCY_BUCKETS = (
+    0.0001,
+    0.0005,
+    0.001,
+    0.005,
+    0.01,
+    0.05,
+    0.1,
+    0.5,
+    1.0,
+    5.0,
+    10.0,
+)
+_DURATION_BUCKETS = (0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, 3600.0)
+
+
+class Metrics:
+    """The metric families, in their own registry (one per server or CLI run).
+
+    Args:
+        registry: Where to register them; a new registry if None (so that
+            several servers in one process, as in tests, never collide).
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        node = ("workflow", "node")
+        r = self.registry
+        self.items_in = Counter(
+            "flowstream_node_items_in", "Items received by a node.", node, registry=r
+        )
+        self.items_out = Counter(
+            "flowstream_node_items_out", "Items emitted by a node.", node, registry=r
+        )
+        self.errors = Counter(
+            "flowstream_node_errors", "Failures counted by a node.", node, registry=r
+        )
+        self.dead_letters = Counter(
+            "flowstream_node_dead_letters",
+            "Items a node gave up on (dead letters).",
+            node,
+            registry=r,
+        )
+        self.node_duration = Histogram(
+            "flowstream_node_duration_seconds",
+            "Node executions, from start to completion.",
+            node,
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.batch_latency = Histogram(
+            "flowstream_batch_latency_seconds",
+            "Time a batch waits in a node's input channel (sampled estimate: "
+            "items buffered / intake rate).",
+            node,
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        channel = ("workflow", "run_id", "node", "port")
+        self.channel_fill = Gauge(
+            "flowstream_channel_fill_ratio",
+            "Buffered batches / capacity of a node's input channel.",
+            channel,
+            registry=r,
+        )
+        self.channel_buffered = Gauge(
+            "flowstream_channel_buffered_batches",
+            "Batches buffered in a node's input channel.",
+            channel,
+            registry=r,
+        )
+        self.runs = Gauge(
+            "flowstream_runs",
+            "Runs of this process by status: running now, or finished.",
+            ("status",),
+            registry=r,
+        )
+        for status in ("running", "completed", "failed", "cancelled"):
+            self.runs.labels(status)  # every status shows, at 0 at first
+        self.events_dropped = Counter(
+            "flowstream_events_dropped",
+            "Events dropped because a subscriber fell behind.",
+            ("workflow",),
+            registry=r,
+        )
+
+    def watch(self, workflow: str, run_id: str, bus: EventBus) -> RunWatch:
+        """Start following a run; call before it starts so no event is missed."""
+        return RunWatch(self, workflow, run_id, bus)
+
+
+def channel_statistics(
+    executor: WorkflowExecutor,
+) -> dict[tuple[str, str], ChannelStatistics]:
+    """Every input channel of a running executor: ``(node, port) -> stats``.
+
+    The executor has no public accessor for its channels yet, so this reads
+    its node table; nodes fused into an upstream task have no channel.
+    """
+    nodes: dict[str, Any] = getattr(executor, "_nodes", {})
+    found: dict[tuple[str, str], ChannelStatistics] = {}
+    for node_id, run in list(nodes.items()):
+        for port, receive in list(getattr(run, "inputs", {}).items()):
+            found[(node_id, port)] = receive.statistics()
+    return found
+
+
+class RunWatch:
+    """Follows one run for the metrics, the UI's rates and channel fill.
+
+    Attributes:
+        states: Each node's state from the run's events.
+        rates: Items per second each node took in over the last interval
+            (for a source: emitted).
+        fills: Each node's fullest input channel (0 to 1), while running.
+        stats: Each node's counters at the last reading.
+        events_dropped: Events the run's bus dropped so far.
+    """
+
+    def __init__(self, metrics: Metrics, workflow: str, run_id: str, bus: EventBus):
+        self.metrics = metrics
+        self.workflow = workflow
+        self.run_id = run_id
+        self.bus = bus
+        self.states: dict[str, NodeState] = {}
+        self.rates: dict[str, float] = {}
+        self.fills: dict[str, float] = {}
+        self.stats: dict[str, NodeStats] = {}
+        self.events_dropped = 0
+        self.continues_on_error: set[str] = set()
+        self._channels: set[tuple[str, str]] = set()
+        self._last_time = time.perf_counter()
+        self._finished = False
+        metrics.runs.labels("running").inc()
+        self._detach: Callable[[], None] = bus.add_listener(self._on_event)
+
+    # --- events ----------------------------------------------------------------
+
+    def _on_event(self, event: ExecutionEvent) -> None:
+        if isinstance(event, NodeStarted):
+            self.states[event.node_id] = "running"
+        elif isinstance(event, NodeCompleted):
+            self.states[event.node_id] = "completed"
+            self.metrics.node_duration.labels(self.workflow, event.node_id).observe(
+                event.stats.duration_s
+            )
+        elif isinstance(event, NodeFailed):
+            # A node that sends failing items to its error port carries on.
+            if not event.will_retry and event.node_id not in self.continues_on_error:
+                self.states[event.node_id] = "failed"
+        elif isinstance(event, WorkflowCompleted) and event.status != "completed":
+            for node_id, state in self.states.items():
+                if state == "running":
+                    self.states[node_id] = "cancelled"
+
+    # --- readings --------------------------------------------------------------
+
+    def sample(self, executor: WorkflowExecutor) -> None:
+        """Read the run's counters and channels now and update the metrics."""
+        now = time.perf_counter()
+        elapsed = max(now - self._last_time, 1e-9)
+        self._last_time = now
+        intake: dict[str, float] = {}
+        for node_id, stats in executor.statistics().items():
+            before = self.stats.get(node_id)
+            delta_in, delta_out = self._add(node_id, before, stats)
+            intake[node_id] = delta_in / elapsed
+            # A node's pace is what it takes in; a source's, what it emits.
+            moved = delta_in if stats.items_in else delta_out
+            self.rates[node_id] = moved / elapsed
+        fills: dict[str, float] = {}
+        m = self.metrics
+        for (node_id, port), ch in channel_statistics(executor).items():
+            labels = (self.workflow, self.run_id, node_id, port)
+            self._channels.add((node_id, port))
+            fill = _fill(ch)
+            m.channel_fill.labels(*labels).set(fill)
+            m.channel_buffered.labels(*labels).set(ch.buffered)
+            fills[node_id] = max(fill, fills.get(node_id, 0.0))
+            rate = intake.get(node_id, 0.0)
+            if rate > 0:
+                wait = ch.buffered_items / rate
+                m.batch_latency.labels(self.workflow, node_id).observe(wait)
+        self.fills = fills
+        self._count_dropped()
+
+    def finish(self, result: RunResult | None, status: str) -> None:
+        """Take the final counters, count the run as finished, drop its gauges."""
+        if self._finished:
+            return
+        self._finished = True
+        if result is not None:
+            for node_id, stats in result.stats.items():
+                self._add(node_id, self.stats.get(node_id), stats)
+        self._count_dropped()
+        self.rates = {}
+        self.fills = {}
+        m = self.metrics
+        m.runs.labels("running").dec()
+        m.runs.labels(status).inc()
+        for node_id, port in self._channels:
+            labels = (self.workflow, self.run_id, node_id, port)
+            m.channel_fill.remove(*labels)
+            m.channel_buffered.remove(*labels)
+        self._channels.clear()
+        self._detach()
+
+    def _add(
+        self, node_id: str, before: NodeStats | None, now: NodeStats
+    ) -> tuple[int, int]:
+        # A retried workflow starts its counters again: count the new attempt
+        # from zero rather than going backwards.
+        if before is None or now.items_in < before.items_in:
+            before = NodeStats()
+        self.stats[node_id] = now
+        m = self.metrics
+        labels = (self.workflow, node_id)
+        delta_in = now.items_in - before.items_in
+        delta_out = now.items_out - before.items_out
+        # Each series is made on the first reading, so a node shows at 0.
+        m.items_in.labels(*labels).inc(max(delta_in, 0))
+        m.items_out.labels(*labels).inc(max(delta_out, 0))
+        m.errors.labels(*labels).inc(max(now.errors - before.errors, 0))
+        m.dead_letters.labels(*labels).inc(
+            max(now.dead_letters - before.dead_letters, 0)
+        )
+        return max(delta_in, 0), max(delta_out, 0)
+
+    def _count_dropped(self) -> None:
+        dropped = self.bus.statistics().dropped
+        counter = self.metrics.events_dropped.labels(self.workflow)
+        if dropped > self.events_dropped:
+            counter.inc(dropped - self.events_dropped)
+            self.events_dropped = dropped
+
+
+def _fill(ch: ChannelStatistics) -> float:
+    if ch.capacity > 0:
+        return min(1.0, ch.buffered / ch.capacity)
+    # An unbuffered channel is "full" while a sender waits on it.
+    return 1.0 if ch.tasks_waiting_send else 0.0
+
+
+class RunMetricsEndpoint:
+    """The metrics of one command-line run, served on 127.0.0.1 while it runs.
+
+    ``flowstream run --metrics-port N`` uses it: `attach` is given the
+    executor before the run starts, `run` serves the metrics (prometheus
+    client's HTTP server, in its own thread) and samples the run until it
+    ends, then stops serving.
+
+    Args:
+        workflow: The workflow's name (a label of every node series).
+        port: The port to serve on.
+        interval: Seconds between two readings of the run's counters.
+    """
+
+    def __init__(self, workflow: str, port: int, interval: float = 0.5) -> None:
+        self.workflow = workflow
+        self.port = port
+        self.interval = interval
+        self.metrics = Metrics()
+        self.watch: RunWatch | None = None
+        self._executor: WorkflowExecutor | None = None
+
+    def attach(self, executor: WorkflowExecutor) -> None:
+        """Follow this executor's run (call before it starts)."""
+        self._executor = executor
+        self.watch = self.metrics.watch(self.workflow, executor.run_id, executor.bus)
+
+    async def run(self, run: Coroutine[Any, Any, RunResult]) -> RunResult:
+        """Await the run while serving and sampling its metrics.
+
+        Raises:
+            OSError: The port cannot be bound.
+        """
+        server, thread = start_http_server(
+            self.port, addr="127.0.0.1", registry=self.metrics.registry
+        )
+        try:
+            async with asyncio.TaskGroup() as group:
+                task = group.create_task(run)
+                group.create_task(self._sample(task))
+            result = task.result()
+            if self.watch is not None:
+                self.watch.finish(result, result.status)
+            return result
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join(5.0)
+
+    async def _sample(self, task: asyncio.Task[RunResult]) -> None:
+        while not task.done():
+            if self.watch is not None and self._executor is not None:
+                try:
+                    self.watch.sample(self._executor)
+                except Exception:
+                    # A bug in the readings must not take the run down.
+                    logger.exception("cannot sample the run; metrics stop")
+                    return
+            await asyncio.wait({task}, timeout=self.interval)

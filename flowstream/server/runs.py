@@ -1,0 +1,435 @@
+"""`RunManager`: runs in the server's own task group, with stop and cancel.
+
+Each run gets its own `EventBus`. Listeners attached before it starts keep a
+bounded record of its events (`EventHistory`: the first ``history_head`` and
+the latest ``history_tail``), follow it for the metrics and the UI
+(`RunWatch`), and trace it when OpenTelemetry is configured. A sampler task
+next to the run reads its counters every ``sample_interval``.
+
+Runs are tasks of the task group that `RunManager.running` opens, and the
+server's lifespan holds that open: no run outlives the server. When the
+server shuts down, every run is stopped (drained, then cancelled after
+``drain_timeout``) and recorded before the group exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ..core.events import NodeStats, WorkflowCompleted, encode_event
+from ..core.workflow import ContinueOnError, Workflow
+from ..errors import EncodeError, Problem, WorkflowValidationError
+from ..runtime.events import EventBus
+from ..runtime.executor import RunOptions, WorkflowExecutor
+from .logs import current_run
+from .policy import check_workflow
+from .problems import ApiError
+from .schemas import NodeStatus, RunDetail, RunSummary
+from .store import RunOutcome
+from .tracing import RunTracer, tracer_for_runs
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from ..core.events import ExecutionEvent
+    from ..runtime.registry import NodeRegistry
+    from ..runtime.result import RunResult
+    from ..runtime.validation import Graph
+    from .config import ServerConfig
+    from .metrics import Metrics, RunWatch
+    from .schemas import RunRequest
+    from .store import Store
+
+__all__ = ["EventHistory", "LiveRun", "RunManager"]
+
+logger = logging.getLogger("flowstream.server")
+
+
+class EventHistory:
+    """A run's events as JSON: the first ``head`` and the latest ``tail``.
+
+    Attributes:
+        skipped: Events dropped between the two (and events with no JSON
+            form, which are never kept).
+    """
+
+    def __init__(self, head: int, tail: int) -> None:
+        self._head_size = head
+        self._head: list[bytes] = []
+        self._tail: deque[bytes] = deque(maxlen=tail)
+        self.skipped = 0
+
+    def record(self, event: ExecutionEvent) -> None:
+        """Keep one event (a bus listener)."""
+        try:
+            raw = encode_event(event)
+        except EncodeError:
+            self.skipped += 1
+            return
+        if len(self._head) < self._head_size:
+            self._head.append(raw)
+            return
+        if len(self._tail) == self._tail.maxlen:
+            self.skipped += 1
+        self._tail.append(raw)
+
+    def snapshot(self) -> list[bytes]:
+        """The kept events, in order."""
+        return [*self._head, *self._tail]
+
+
+@dataclass(eq=False)
+class LiveRun:
+    """A run that has not finished yet."""
+
+    summary: RunSummary
+    graph: Graph
+    executor: WorkflowExecutor
+    bus: EventBus
+    history: EventHistory
+    watch: RunWatch
+    tracer: RunTracer | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    cancel_requested: bool = False
+
+    @property
+    def run_id(self) -> str:
+        """The run's id."""
+        return self.summary.run_id
+
+
+class RunManager:
+    """Starts, tracks, stops and records the server's runs.
+
+    Args:
+        config: Limits and timings.
+        store: Where run records go.
+        registry: Node types.
+        metrics: Where runs are counted.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        store: Store,
+        registry: NodeRegistry,
+        metrics: Metrics,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.registry = registry
+        self.metrics = metrics
+        self._live: dict[str, LiveRun] = {}
+        self._group: asyncio.TaskGroup | None = None
+
+    @property
+    def active(self) -> int:
+        """How many runs have not finished."""
+        return len(self._live)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[RunManager]:
+        """Own the task group runs execute in; stop them all on the way out."""
+        lost = self.store.fail_unfinished("the server stopped before the run ended")
+        if lost:
+            logger.warning("%d run(s) were lost with the previous server process", lost)
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            try:
+                yield self
+            finally:
+                self._group = None
+                for live in list(self._live.values()):
+                    self._stop(live)
+                # Leaving the group waits for every run: each drains, and the
+                # executor's drain deadline cancels what does not.
+
+    # --- starting --------------------------------------------------------------
+
+    def start(self, workflow: Workflow, request: RunRequest) -> LiveRun:
+        """Validate and start a run of a stored workflow.
+
+        Raises:
+            WorkflowValidationError: The workflow (with the request's inputs)
+                is not valid on this server.
+            ApiError: Too many runs (429), or the server is shutting down.
+        """
+        if self._group is None:
+            raise ApiError(503, "the server is shutting down", title="Unavailable")
+        if len(self._live) >= self.config.max_runs:
+            msg = (
+                f"{len(self._live)} runs are active, the most this server allows; "
+                "stop one or wait"
+            )
+            raise ApiError(429, msg, headers={"Retry-After": "1"})
+        workflow = _with_inputs(workflow, request.inputs)
+        graph = check_workflow(workflow, self.registry, self.config)
+        mode = request.mode or workflow.mode
+        bus = EventBus()
+        executor = WorkflowExecutor(
+            graph, bus, RunOptions(mode=mode, drain_timeout=self.config.drain_timeout)
+        )
+        summary = RunSummary(
+            run_id=executor.run_id,
+            workflow=workflow.name,
+            mode=mode,
+            status="running",
+            started_at=time.time(),
+        )
+        self.store.insert_run(summary, workflow)
+        # Listeners attach before the run's task exists: no event is missed.
+        history = EventHistory(self.config.history_head, self.config.history_tail)
+        bus.add_listener(history.record)
+        watch = self.metrics.watch(workflow.name, summary.run_id, bus)
+        default = workflow.error_handling
+        watch.continues_on_error = {
+            node_id
+            for node_id, g in graph.nodes.items()
+            if isinstance(g.decl.error_handling or default, ContinueOnError)
+        }
+        tracer = tracer_for_runs()
+        live = LiveRun(
+            summary=summary,
+            graph=graph,
+            executor=executor,
+            bus=bus,
+            history=history,
+            watch=watch,
+            tracer=RunTracer(tracer, bus) if tracer is not None else None,
+        )
+        self._live[summary.run_id] = live
+        self._group.create_task(self._drive(live), name=f"run-{summary.run_id}")
+        logger.info(
+            "run %s of %r started (%s mode)",
+            summary.run_id,
+            workflow.name,
+            mode,
+            extra={"run_id": summary.run_id, "workflow": workflow.name},
+        )
+        return live
+
+    async def _drive(self, live: LiveRun) -> None:
+        token = current_run.set(live.run_id)
+        result: RunResult | None = None
+        failure: str | None = None
+        try:
+            if not live.cancel_requested:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._sample(live))
+                    try:
+                        result = await live.executor.run()
+                    finally:
+                        live.done.set()
+        except Exception as exc:
+            # The executor reports node failures in its result; reaching here
+            # is a bug, and it must not take the server's other runs down.
+            logger.exception("run %s crashed", live.run_id)
+            failure = f"internal error: {type(exc).__name__}: {exc}"
+        finally:
+            live.done.set()
+            current_run.reset(token)
+            self._finish(live, result, failure)
+
+    async def _sample(self, live: LiveRun) -> None:
+        while not live.done.is_set():
+            try:
+                live.watch.sample(live.executor)
+            except Exception:
+                # A bug in the readings must not take the run down with it.
+                logger.exception(
+                    "cannot sample run %s; live counters stop", live.run_id
+                )
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.sample_interval):
+                    await live.done.wait()
+
+    def _finish(
+        self, live: LiveRun, result: RunResult | None, failure: str | None
+    ) -> None:
+        now = time.time()
+        summary = live.summary
+        if result is not None:
+            summary.status = result.status
+            summary.error = result.error
+            summary.duration_s = result.duration_s
+        else:
+            summary.status = "failed" if failure else "cancelled"
+            summary.error = failure or "the run was cancelled before it finished"
+            summary.duration_s = now - summary.started_at
+            # The executor had no chance to say so: end the event feed properly.
+            live.bus.publish(
+                WorkflowCompleted(
+                    run_id=summary.run_id,
+                    timestamp=now,
+                    status=summary.status,
+                    duration_s=summary.duration_s,
+                    error=summary.error,
+                )
+            )
+        summary.ended_at = now
+        live.watch.finish(result, summary.status)
+        if live.tracer is not None:
+            live.tracer.close()
+        outcome = self._outcome(live, result)
+        try:
+            self.store.finish_run(summary, outcome, live.history.snapshot())
+        except Exception:
+            logger.exception("cannot record the end of run %s", summary.run_id)
+        live.bus.close()
+        self._live.pop(summary.run_id, None)
+        logger.info(
+            "run %s %s in %.3fs",
+            summary.run_id,
+            summary.status,
+            summary.duration_s,
+            extra={"run_id": summary.run_id, "status": summary.status},
+        )
+
+    def _outcome(self, live: LiveRun, result: RunResult | None) -> RunOutcome:
+        stats = result.stats if result is not None else live.watch.stats
+        outcome = RunOutcome(
+            nodes=self._nodes(live, stats),
+            events_dropped=live.watch.events_dropped,
+        )
+        if result is None:
+            return outcome
+        limit = self.config.max_output_items
+        outputs: dict[str, dict[str, list[Any]]] = {}
+        for node_id, ports in result.outputs.items():
+            outputs[node_id] = {}
+            for port, values in ports.items():
+                outcome.truncated |= len(values) > limit
+                outputs[node_id][port] = values[:limit]
+        outcome.outputs = outputs
+        outcome.truncated |= len(result.dead_letters) > limit
+        outcome.dead_letters = result.dead_letters[:limit]
+        return outcome
+
+    def _nodes(
+        self, live: LiveRun, stats: dict[str, NodeStats]
+    ) -> dict[str, NodeStatus]:
+        watch = live.watch
+        nodes = {}
+        for node_id, g in live.graph.nodes.items():
+            st = stats.get(node_id) or NodeStats()
+            nodes[node_id] = NodeStatus(
+                type=g.spec.type_id,
+                state=watch.states.get(node_id, "pending"),
+                items_in=st.items_in,
+                items_out=st.items_out,
+                errors=st.errors,
+                dead_letters=st.dead_letters,
+                items_per_s=round(watch.rates.get(node_id, 0.0), 3),
+                channel_fill=watch.fills.get(node_id),
+            )
+        return nodes
+
+    # --- reading ---------------------------------------------------------------
+
+    def live(self, run_id: str) -> LiveRun | None:
+        """The run, if it has not finished."""
+        return self._live.get(run_id)
+
+    def detail(self, run_id: str) -> RunDetail:
+        """A run's state now, live or recorded.
+
+        Raises:
+            ApiError: No such run (404).
+        """
+        live = self._live.get(run_id)
+        if live is None:
+            detail = self.store.get_run(run_id)
+            if detail is None:
+                raise ApiError(404, f"no run {run_id!r}")
+            return detail
+        stats: dict[str, NodeStats] = live.executor.statistics()
+        return RunDetail(
+            **msgspec.structs.asdict(live.summary),
+            nodes=self._nodes(live, stats),
+            graph=live.graph.workflow,
+            events_dropped=live.bus.statistics().dropped,
+        )
+
+    # --- control ---------------------------------------------------------------
+
+    def stop(self, run_id: str) -> RunSummary:
+        """Stop a run gracefully: sources end, in-flight items drain.
+
+        Stopping a run that is already stopping changes nothing.
+
+        Raises:
+            ApiError: No such run (404), or it has finished (409).
+        """
+        live = self._active(run_id)
+        self._stop(live)
+        return live.summary
+
+    def cancel(self, run_id: str) -> RunSummary:
+        """Cancel a run now; it ends as ``cancelled``.
+
+        Raises:
+            ApiError: No such run (404), or it has finished (409).
+        """
+        live = self._active(run_id)
+        live.cancel_requested = True
+        live.executor.cancel()
+        return live.summary
+
+    def _stop(self, live: LiveRun) -> None:
+        if live.summary.status != "running":
+            return
+        live.summary.status = "stopping"
+        self.store.set_status(live.run_id, "stopping")
+        live.executor.stop()
+
+    def _active(self, run_id: str) -> LiveRun:
+        live = self._live.get(run_id)
+        if live is not None:
+            return live
+        if self.store.get_run(run_id) is None:
+            raise ApiError(404, f"no run {run_id!r}")
+        raise ApiError(409, f"run {run_id!r} has already finished")
+
+
+def _with_inputs(workflow: Workflow, inputs: dict[str, list[Any]]) -> Workflow:
+    """The workflow with each named ``source.values`` node given new values.
+
+    Raises:
+        WorkflowValidationError: An input names no ``source.values`` node.
+    """
+    if not inputs:
+        return workflow
+    problems = []
+    nodes = {n.id: n for n in workflow.nodes}
+    for node_id in inputs:
+        decl = nodes.get(node_id)
+        if decl is None or decl.type != "source.values":
+            what = "no node" if decl is None else f"a {decl.type} node"
+            problems.append(
+                Problem(
+                    f"inputs name a source.values node; {node_id!r} is {what}",
+                    node=node_id,
+                    field="inputs",
+                )
+            )
+    if problems:
+        raise WorkflowValidationError(problems)
+    return msgspec.structs.replace(
+        workflow,
+        nodes=[
+            msgspec.structs.replace(n, config={**n.config, "values": inputs[n.id]})
+            if n.id in inputs
+            else n
+            for n in workflow.nodes
+        ],
+    )

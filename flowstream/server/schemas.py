@@ -1,0 +1,202 @@
+"""Request and response bodies of the API, as msgspec structs.
+
+Litestar encodes and decodes these with msgspec and derives the OpenAPI
+document from them, so the document cannot drift from what is sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeAlias
+
+import msgspec
+
+from ..core.workflow import Workflow
+from ..errors import Problem
+from ..runtime.result import DeadLetter
+
+__all__ = [
+    "Health",
+    "NodeState",
+    "NodeStatus",
+    "NodeType",
+    "ProblemDocument",
+    "RunCreated",
+    "RunDetail",
+    "RunRequest",
+    "RunStatus",
+    "RunSummary",
+    "WorkflowSummary",
+]
+
+RunStatus: TypeAlias = Literal[
+    "running", "stopping", "completed", "failed", "cancelled"
+]
+"""A run's status; the last three are final."""
+
+NodeState: TypeAlias = Literal["pending", "running", "completed", "failed", "cancelled"]
+"""A node's state within a run, from its events."""
+
+FINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+
+
+class ProblemDocument(msgspec.Struct, kw_only=True):
+    """An error, as an RFC 9457 problem document (``application/problem+json``).
+
+    Attributes:
+        type: A URI naming the kind of problem; ``about:blank`` means the
+            status code says it all.
+        title: A short summary of the kind of problem.
+        status: The HTTP status code.
+        detail: What went wrong with this request.
+        instance: The request path.
+        problems: For an invalid workflow, every problem found, each naming
+            its node and field (what ``flowstream validate`` prints).
+    """
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    problems: list[Problem] | None = None
+
+
+class NodeType(msgspec.Struct, kw_only=True):
+    """A registered node type, from ``GET /api/nodes``.
+
+    Attributes:
+        type: The type id used in workflows (``transform.map``).
+        description: The first line of its documentation.
+        inputs: Its input ports (for types whose ports follow their config,
+            the ports of its default config).
+        outputs: Its output ports; ``error`` carries dead letters.
+        dynamic_ports: Whether the config names the ports (``control.route``).
+        needs_end_of_input: It emits only at end of input (not after an
+            unbounded source).
+        config_schema: The JSON Schema of its config; None if it takes none.
+        allowed: Whether workflows uploaded to this server may use it.
+    """
+
+    type: str
+    description: str
+    inputs: list[str]
+    outputs: list[str]
+    dynamic_ports: bool
+    needs_end_of_input: bool
+    config_schema: dict[str, Any] | None
+    allowed: bool
+
+
+class WorkflowSummary(msgspec.Struct, kw_only=True):
+    """A stored workflow, as listed by ``GET /api/workflows``."""
+
+    name: str
+    mode: str
+    description: str
+    nodes: int
+    connections: int
+    created_at: float
+    updated_at: float
+
+
+class RunRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The optional body of ``POST /api/workflows/{name}/runs``.
+
+    Attributes:
+        mode: ``dag`` or ``stream``; None runs the workflow in its own mode.
+        inputs: Values for ``source.values`` nodes, by node id: each list
+            replaces that node's configured ``values`` for this run.
+    """
+
+    mode: Literal["dag", "stream"] | None = None
+    inputs: dict[str, list[Any]] = msgspec.field(default_factory=dict)
+
+
+class RunCreated(msgspec.Struct, kw_only=True):
+    """The answer to starting a run (201)."""
+
+    run_id: str
+    workflow: str
+    mode: str
+    status: RunStatus
+
+
+class NodeStatus(msgspec.Struct, kw_only=True):
+    """One node of a run: its state and counters.
+
+    Attributes:
+        type: Its node type id.
+        state: From its events: pending until it starts.
+        items_in: Items received on all input ports.
+        items_out: Items emitted on all output ports.
+        errors: Failures counted (each retry too).
+        dead_letters: Items given up on, with the reason.
+        items_per_s: Items taken in per second over the last sampling
+            interval (for a source: emitted).
+        channel_fill: How full its fullest input channel is (0 to 1); None
+            when it has no input channel (a source, or fused into its
+            upstream's task).
+    """
+
+    type: str
+    state: NodeState = "pending"
+    items_in: int = 0
+    items_out: int = 0
+    errors: int = 0
+    dead_letters: int = 0
+    items_per_s: float = 0.0
+    channel_fill: float | None = None
+
+
+class RunSummary(msgspec.Struct, kw_only=True):
+    """A run, as listed by ``GET /api/runs``.
+
+    Attributes:
+        run_id: The run's id (that of its first attempt).
+        workflow: The workflow's name.
+        mode: ``dag`` or ``stream``.
+        status: Where the run is.
+        started_at: Unix seconds.
+        ended_at: Unix seconds; None while it runs.
+        duration_s: Wall time of a finished run.
+        error: Why it failed or was cancelled.
+    """
+
+    run_id: str
+    workflow: str
+    mode: str
+    status: RunStatus
+    started_at: float
+    ended_at: float | None = None
+    duration_s: float | None = None
+    error: str | None = None
+
+
+class RunDetail(RunSummary, kw_only=True):
+    """A run with its nodes, from ``GET /api/runs/{run_id}``.
+
+    Attributes:
+        nodes: Every node's state and counters, by node id.
+        graph: The workflow as it was when the run started.
+        outputs: A finished run's outputs, ``{node: {port: [values]}}``
+            (DAG mode: every terminal port; stream mode: ``sink.collect``).
+        dead_letters: A finished run's dead letters.
+        truncated: Outputs or dead letters were cut to the server's limit.
+        events_dropped: Events lost by slow subscribers of this run.
+    """
+
+    nodes: dict[str, NodeStatus] = msgspec.field(default_factory=dict)
+    graph: Workflow | None = None
+    outputs: dict[str, dict[str, list[Any]]] | None = None
+    dead_letters: list[DeadLetter] | None = None
+    truncated: bool = False
+    events_dropped: int = 0
+
+
+class Health(msgspec.Struct, kw_only=True):
+    """``GET /api/health``: the server is up."""
+
+    status: Literal["ok"]
+    version: str
+    active_runs: int
+    auth_required_for_reads: bool

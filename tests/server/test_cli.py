@@ -1,0 +1,176 @@
+"""The command line's server side: serve, run --metrics-port, --log-format json."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import httpx
+from click.testing import CliRunner
+from prometheus_client.parser import text_string_to_metric_families
+
+from flowstream.cli import cli
+
+from .conftest import NUMBERS, free_socket
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def free_port() -> int:
+    with free_socket() as sock:
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def flowstream(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("FLOWSTREAM_TOKEN", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "flowstream", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_until_up(url: str, proc: subprocess.Popen[str], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(proc.communicate()[1])
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    msg = f"{url} did not come up"
+    raise AssertionError(msg)
+
+
+def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[str, str]:
+    proc.send_signal(sig)
+    try:
+        out, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    assert proc.returncode == 0, err
+    return out, err
+
+
+def test_serve_prints_a_generated_token_once(tmp_path: Path) -> None:
+    port = free_port()
+    args = ("serve", "--port", str(port), "--db", str(tmp_path / "fs.db"))
+    proc = flowstream(*args, cwd=tmp_path)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until_up(f"{base}/api/health", proc)
+        token = (tmp_path / "fs.db.token").read_text().strip()
+        assert (tmp_path / "fs.db.token").stat().st_mode & 0o777 == 0o600
+        r = httpx.put(f"{base}/api/workflows/numbers", json=NUMBERS)
+        assert r.status_code == 401
+        r = httpx.put(
+            f"{base}/api/workflows/numbers",
+            json=NUMBERS,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert r.status_code == 200
+    finally:
+        out, _ = stop(proc)
+    assert token in out
+    assert f"{base}/#token={token}" in out
+
+    proc = flowstream(*args, "--log-format", "json", cwd=tmp_path)
+    try:
+        wait_until_up(f"{base}/api/health", proc)
+        names = [w["name"] for w in httpx.get(f"{base}/api/workflows").json()]
+        assert names == ["numbers"]
+    finally:
+        out, err = stop(proc, signal.SIGINT)
+    assert token not in out
+    assert token not in err
+    records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert records
+    assert all(
+        {"time", "level", "logger", "message", "run_id"} <= set(r) for r in records
+    )
+
+
+def test_run_serves_metrics_and_logs_json(tmp_path: Path) -> None:
+    workflow = {
+        "name": "slow",
+        "nodes": [
+            {
+                "id": "tick",
+                "type": "source.timer",
+                "config": {"interval_ms": 10, "count": 150},
+            },
+            {
+                "id": "say",
+                "type": "debug.log",
+                "config": {"level": "warning", "every": 50},
+            },
+        ],
+        "connections": ["tick -> say"],
+    }
+    path = tmp_path / "slow.json"
+    path.write_text(json.dumps(workflow))
+    port = free_port()
+    proc = flowstream(
+        "run",
+        str(path),
+        "--metrics-port",
+        str(port),
+        "--log-format",
+        "json",
+        cwd=tmp_path,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        wait_until_up(url, proc)
+        moved = 0.0
+        deadline = time.monotonic() + 20
+        while not moved and time.monotonic() < deadline:
+            try:
+                text = httpx.get(url, timeout=1).text
+            except httpx.TransportError:
+                break  # the run ended
+            for family in text_string_to_metric_families(text):
+                for s in family.samples:
+                    if (
+                        s.name == "flowstream_node_items_out_total"
+                        and s.labels["node"] == "tick"
+                    ):
+                        moved = s.value
+            time.sleep(0.05)
+        assert moved > 0
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    logged = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    node_records = [r for r in logged if r["node_id"] == "say"]
+    assert node_records
+    run_id = node_records[0]["run_id"]
+    assert run_id
+    assert run_id in out
+
+
+def test_metrics_port_is_for_dataflows(tmp_path: Path) -> None:
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(
+        "name: r\nmode: routed\nnodes:\n"
+        "  - {id: done, type: step.complete, config: {result: '1'}}\n"
+    )
+    result = CliRunner().invoke(cli, ["run", str(flow), "--metrics-port", "9999"])
+    assert result.exit_code == 2
+    assert "--metrics-port applies to dataflows" in result.stderr
