@@ -8,10 +8,13 @@ The package is layered, and imports only go one way (a test enforces it)::
 
     flowstream.core      values, codec, workflow model, node API, event types;
                          no event loop
-    flowstream.runtime   channels, executor, events bus, registry, validation
-    flowstream.nodes     the standard node library     connectors/  the outside world
+    flowstream.runtime   channels, executor, event bus, registry, validation,
+                         checkpoints
+    flowstream.nodes     the standard node library
+    connectors/          the outside world (WebSocket, HTTP, files, SQLite)
     flowstream.routed    routed flows: steps, actions, a shared store over storage
-    flowstream.cli       the command line (and, later, the server)
+    flowstream.cli       the command line
+    flowstream.server    the HTTP/WebSocket API, the web UI, metrics
 
 Routed flows sit beside the node library: they build on ``core`` and
 ``runtime`` (workflow files, retry policies, events, the registry), and can be

@@ -15,6 +15,7 @@ import asyncio
 import inspect
 import sys
 import textwrap
+import time
 import types
 import typing
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ from .core.workflow import Workflow, read_workflow
 from .errors import CodecError, FlowstreamError, WorkflowValidationError
 from .routed.bridge import dataflow_registry
 from .routed.flow import Flow
+from .runtime.checkpoint import CheckpointError
 from .runtime.events import EventRecorder
 from .runtime.flow import FlowRuntime
 from .runtime.registry import NodeRegistry
@@ -70,7 +72,7 @@ def _user_errors() -> Iterator[None]:
         for problem in exc.problems:
             click.echo(f"  {problem}", err=True)
         sys.exit(EXIT_INVALID)
-    except (CodecError, UsageProblem) as exc:
+    except (CodecError, CheckpointError, UsageProblem) as exc:
         _fail(str(exc), EXIT_INVALID)
     except OSError as exc:
         name = exc.filename if exc.filename is not None else ""
@@ -177,6 +179,12 @@ def validate_command(file: str) -> None:
     type=click.Choice(["text", "json"]),
     help="Log to stderr as text or JSON lines, with run and node ids.",
 )
+@click.option(
+    "--checkpoint",
+    "checkpoint",
+    type=click.Path(dir_okay=False),
+    help="Checkpoint store (SQLite): a killed run restarted with it resumes.",
+)
 def run_command(
     file: str,
     mode: str | None,
@@ -189,6 +197,7 @@ def run_command(
     inputs: tuple[str, ...],
     metrics_port: int | None,
     log_format: str | None,
+    checkpoint: str | None,
 ) -> None:
     """Run a workflow; print its outputs (DAG), a summary (stream) or result.
 
@@ -231,6 +240,7 @@ def run_command(
         drain_timeout=drain_timeout,
         events_path=events_path,
         progress=show,
+        checkpoint=checkpoint,
     )
     with _user_errors():
         result = asyncio.run(_observed(runner, metrics_port, log_format is not None))
@@ -391,6 +401,39 @@ def _print_result(result: RunResult, mode: str, stopped_by: str | None) -> None:
 
 
 _SHOWN = 20
+
+
+@cli.command("checkpoints")
+@click.argument("store", type=click.Path(dir_okay=False, exists=True))
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+def checkpoints_command(store: str, as_json: bool) -> None:
+    """List the runs in a checkpoint store, with their progress."""
+    from .runtime.checkpoint import CheckpointStore
+
+    async def read() -> list[Any]:
+        async with CheckpointStore(store) as ckpt:
+            return await ckpt.runs()
+
+    with _user_errors():
+        runs = asyncio.run(read())
+    if as_json:
+        click.echo(msgspec.json.encode(runs).decode())
+        return
+    if not runs:
+        click.echo(f"{store}: no runs")
+        return
+    click.echo(
+        f"{'run key':<18} {'workflow':<20} {'status':<10} {'tries':>5}  progress"
+    )
+    for r in runs:
+        progress = (
+            f"epoch {r.epoch}" if r.epoch is not None else f"{r.nodes_done} nodes done"
+        )
+        updated = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.updated))
+        click.echo(
+            f"{r.run_key:<18} {r.workflow:<20} {r.status:<10} {r.attempts:>5}  "
+            f"{progress} (updated {updated})"
+        )
 
 
 def _describe(spec: NodeSpec) -> dict[str, Any]:

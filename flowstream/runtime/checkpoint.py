@@ -87,6 +87,9 @@ class RunRecord(msgspec.Struct, frozen=True):
     updated: float
     attempts: int
     nodes_done: int
+    """DAG mode: one-shot nodes whose outputs are recorded."""
+    epoch: int | None
+    """Stream mode: the last committed epoch (None: none yet)."""
 
 
 def workflow_key(workflow: Workflow) -> str:
@@ -292,7 +295,8 @@ class CheckpointStore:
         assert conn is not None
         rows = conn.execute(
             "select r.run_key, r.workflow, r.status, r.started, r.updated, r.attempts,"
-            " (select count(*) from node_outputs n where n.run_key = r.run_key)"
+            " (select count(*) from node_outputs n where n.run_key = r.run_key),"
+            " (select max(epoch) from epochs e where e.run_key = r.run_key)"
             " from runs r order by r.updated desc"
         ).fetchall()
         return [RunRecord(*row) for row in rows]

@@ -41,6 +41,7 @@ class CliRun:
         progress: bool = False,
         interval: float = 0.5,
         stream: TextIO | None = None,
+        checkpoint: str | None = None,
     ) -> None:
         self.graph = graph
         self.runtime = FlowRuntime(registry, EventBus())
@@ -50,6 +51,7 @@ class CliRun:
             "fuse": fuse,
             "max_parallel": max_parallel,
             "drain_timeout": drain_timeout,
+            "checkpoint": checkpoint,
         }
         self.events_path = events_path
         self.progress = progress
