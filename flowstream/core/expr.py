@@ -32,6 +32,7 @@ __all__ = [
     "compile_expr",
     "expr_fields",
     "expr_function",
+    "import_ref",
     "resolve_callable",
 ]
 
@@ -106,16 +107,15 @@ def expr_function(source: str, var: str = "x") -> Callable[[Any], Any]:
     return evaluate
 
 
-def resolve_callable(ref: str) -> Callable[..., Any]:
+def import_ref(ref: str) -> Any:
     """Import ``"package.module:attr"`` (attr may be dotted) and return it.
 
     Raises:
-        ExprError: The module cannot be imported, the attribute is missing, or
-            it is not callable.
+        ExprError: The module cannot be imported or has no such attribute.
     """
     module_name, sep, attr = ref.partition(":")
     if not sep or not module_name or not attr:
-        msg = f"{ref!r} is not a callable reference; write 'package.module:attr'"
+        msg = f"{ref!r} is not a reference; write 'package.module:attr'"
         raise ExprError(msg)
     try:
         obj: Any = importlib.import_module(module_name)
@@ -129,6 +129,17 @@ def resolve_callable(ref: str) -> Callable[..., Any]:
         except AttributeError:
             msg = f"module {module_name!r} has no attribute {attr!r}"
             raise ExprError(msg) from None
+    return obj
+
+
+def resolve_callable(ref: str) -> Callable[..., Any]:
+    """Import ``"package.module:attr"`` and check that it is callable.
+
+    Raises:
+        ExprError: The module cannot be imported, the attribute is missing, or
+            it is not callable.
+    """
+    obj = import_ref(ref)
     if not callable(obj):
         msg = f"{ref!r} is a {type(obj).__name__}, not a callable"
         raise ExprError(msg)

@@ -26,14 +26,13 @@ an async function of ``ctx``, or a `NodeSpec` made with ``@node``.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from ..core.codec import DOCUMENT_FORMATS
-from ..core.expr import ExprError, compile_expr, expr_fields
+from ..core.expr import ExprError, compile_expr, expr_fields, import_ref
 from ..core.node import NodeSpec
 from ..core.workflow import Workflow, describe_validation_error, read_workflow
 from ..errors import Problem, UnknownNodeType, WorkflowValidationError
@@ -46,32 +45,7 @@ if TYPE_CHECKING:
     from ..core.workflow import WorkflowNode
     from ..runtime.registry import NodeRegistry
 
-__all__ = ["flow_from_workflow", "import_ref", "load_flow", "read_flow"]
-
-
-def import_ref(ref: str) -> Any:
-    """Import ``"package.module:attr"`` (attr may be dotted) and return it.
-
-    Raises:
-        ExprError: The module cannot be imported or has no such attribute.
-    """
-    module_name, sep, attr = ref.partition(":")
-    if not sep or not module_name or not attr:
-        msg = f"{ref!r} is not a reference; write 'package.module:attr'"
-        raise ExprError(msg)
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except Exception as exc:  # a module may fail with anything while it imports
-        reason = f"{type(exc).__name__}: {exc}"
-        msg = f"cannot import module {module_name!r} for {ref!r}: {reason}"
-        raise ExprError(msg) from None
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            msg = f"module {module_name!r} has no attribute {attr!r}"
-            raise ExprError(msg) from None
-    return obj
+__all__ = ["flow_from_workflow", "load_flow", "read_flow"]
 
 
 def read_flow(path: str | Path, *, steps: NodeRegistry | None = None) -> Flow:
