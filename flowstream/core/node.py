@@ -44,6 +44,7 @@ if typing.TYPE_CHECKING:
 __all__ = [
     "ERROR_PORT",
     "OUT_PORT",
+    "ItemKernel",
     "Kernel",
     "KernelFactory",
     "Node",
@@ -59,6 +60,29 @@ ERROR_PORT = "error"
 
 Kernel = Callable[[list[Any]], list[Any]]
 """A batch kernel: a plain function from a list of items to a list of items."""
+
+
+class ItemKernel:
+    """A kernel that maps or filters items with one function.
+
+    The runtime composes consecutive item kernels of a fused chain into one
+    C-level iterator chain per batch (``list(map(g, filter(p, map(f, b))))``),
+    with no list in between.
+    """
+
+    __slots__ = ("fn", "kind")
+
+    def __init__(
+        self, kind: Literal["map", "filter"], fn: Callable[[Any], Any]
+    ) -> None:
+        self.kind = kind
+        self.fn = fn
+
+    def __call__(self, batch: list[Any]) -> list[Any]:
+        """Apply the kernel to one batch."""
+        fn = self.fn
+        return list(map(fn, batch) if self.kind == "map" else filter(fn, batch))
+
 
 KernelFactory = Callable[[Any], Kernel]
 """Builds a node's batch kernel from its validated config."""

@@ -23,7 +23,7 @@ import msgspec
 
 from ..core.codec import decode_json, encode_json
 from ..core.expr import Expr, FnRef, expr_function, resolve_callable
-from ..core.node import Kernel, node
+from ..core.node import ItemKernel, Kernel, node
 from ..core.values import Json
 from ..runtime.feeds import NO_ITEM, next_item
 from ._common import ItemFunction, item_function
@@ -51,13 +51,11 @@ __all__ = [
 
 
 def _map_kernel(config: ItemFunction) -> Kernel:
-    f = item_function(config)
-    return lambda batch: list(map(f, batch))
+    return ItemKernel("map", item_function(config))
 
 
 def _filter_kernel(config: ItemFunction) -> Kernel:
-    f = item_function(config)
-    return lambda batch: list(filter(f, batch))
+    return ItemKernel("filter", item_function(config))
 
 
 @node("transform.map", config=ItemFunction, kernel=_map_kernel)

@@ -887,3 +887,30 @@ async def test_a_source_that_never_waits_can_still_be_stopped(
     result = await run
     assert result.ok, result.error
     assert 0 < result.stats["sink"].items_in < 10**12
+
+
+async def test_composed_kernels_count_every_node_and_isolate_failures(
+    runtime: FlowRuntime,
+) -> None:
+    wf = (
+        Workflow("composed", error_handling=ContinueOnError())
+        .node("src", "source.values", values=[1, 2, 3, "x", 4, 5, 6])
+        .node("double", "transform.map", expr="x * 2")
+        .node("keep", "transform.filter", expr="x % 3 != 0")
+        .node("inc", "transform.map", expr="x + 1")
+        .node("odd", "transform.filter", expr="x % 2 == 1")
+        .node("out", "sink.collect")
+        .connect("src -> double")
+        .connect("double -> keep")
+        .connect("keep -> inc")
+        .connect("inc -> odd")
+        .connect("odd -> out")
+    )
+    fused = await runtime.arun(wf)
+    unfused = await runtime.arun(wf, fuse=False)
+    assert fused.output("out") == unfused.output("out") == [3, 5, 9, 11]
+    assert [d.item for d in fused.dead_letters] == ["x"]
+    for node_id in ("double", "keep", "inc", "odd", "out"):
+        assert fused.stats[node_id].items_in == unfused.stats[node_id].items_in
+        assert fused.stats[node_id].items_out == unfused.stats[node_id].items_out
+    assert (fused.stats["keep"].items_in, fused.stats["keep"].items_out) == (6, 4)
