@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from . import (
     _harness as h,
+    bench_checkpoint,
     bench_dag,
     bench_fanout,
     bench_join,
@@ -33,6 +34,7 @@ BENCHES: dict[str, Callable[[h.Config], h.Workload]] = {
     "window": bench_window.run,
     "join": bench_join.run,
     "ws": bench_ws.run,
+    "checkpoint": bench_checkpoint.run,
 }
 
 
