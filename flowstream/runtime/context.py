@@ -56,6 +56,7 @@ class NodeRuntime:
         bus: EventBus,
         dead_letters: list[DeadLetter],
         error_connected: bool,
+        max_kept: int = 10_000,
     ) -> None:
         self.run_id = run_id
         self.node_id = node_id
@@ -67,6 +68,8 @@ class NodeRuntime:
         # Side outputs (ctx.emit and dead letters) wait here until the node's
         # segment flushes them after its next batch.
         self.pending: dict[str, list[Any]] = {}
+        self.max_kept = max_kept
+        self.dead_letters_not_kept = 0
         self.items_in = 0
         self.items_out = 0
         self.errors = 0
@@ -113,8 +116,22 @@ class NodeRuntime:
             self.emit(
                 ERROR_PORT, {"node": self.node_id, "reason": reason, "item": item}
             )
-        else:
+            return
+        if self._bus.active:
+            self.event("dead_letter", {"reason": reason, "error_type": error_type})
+        if len(self._dead_letters) < self.max_kept:
             self._dead_letters.append(letter)
+        else:
+            # Unbounded in a stream run: past the cap the letters are counted
+            # (stats.dead_letters), logged once and seen as events, not kept.
+            if self.dead_letters_not_kept == 0:
+                self.logger.warning(
+                    "more than %d dead letters in this run: the rest are counted "
+                    "and published as events but not kept; connect the 'error' "
+                    "port to a sink to keep them all",
+                    self.max_kept,
+                )
+            self.dead_letters_not_kept += 1
 
     def event(self, name: str, data: Any = None) -> None:
         """Publish a custom `NodeEvent`."""

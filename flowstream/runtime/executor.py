@@ -97,6 +97,9 @@ class RunOptions:
             with the same store and workflow resumes without redoing the
             one-shot nodes it had completed (`runtime.checkpoint`).
         checkpoint_interval_ms: How often completions are committed.
+        max_dead_letters: How many dead letters a result keeps (the rest are
+            counted, logged once and published as ``dead_letter`` events), so
+            a long stream run with an unconnected ``error`` port stays bounded.
     """
 
     mode: str | None = None
@@ -107,6 +110,7 @@ class RunOptions:
     sleep: Sleep = asyncio.sleep
     checkpoint: str | None = None
     checkpoint_interval_ms: float = 1000.0
+    max_dead_letters: int = 10_000
 
 
 class WorkflowExecutor:
@@ -293,6 +297,9 @@ class WorkflowExecutor:
             status=status,
             outputs=self._outputs,
             dead_letters=self._dead_letters,
+            dead_letters_not_kept=sum(
+                n.rt.dead_letters_not_kept for n in self._nodes.values()
+            ),
             stats=stats,
             error=error,
             duration_s=duration,
@@ -323,6 +330,7 @@ class WorkflowExecutor:
                 run_state=self.state,
                 bus=self.bus,
                 dead_letters=self._dead_letters,
+                max_kept=self.options.max_dead_letters,
                 error_connected=any(c.from_port == ERROR_PORT for c in g.outbound),
             )
             self._nodes[gid] = NodeRun(

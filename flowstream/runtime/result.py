@@ -38,7 +38,10 @@ class RunResult(msgspec.Struct, kw_only=True):
         outputs: For every port with no outgoing connection, the values it
             emitted: ``{node_id: {port: [values]}}`` (terminal nodes, and in
             stream mode only ``sink.collect`` nodes).
-        dead_letters: Items that went to an unconnected ``error`` port.
+        dead_letters: Items that went to an unconnected ``error`` port (up to
+            ``max_dead_letters``).
+        dead_letters_not_kept: Dead letters past that cap: counted in the
+            nodes' stats and published as ``dead_letter`` events, not kept.
         stats: Per-node counters.
         error: What failed the run, naming the node.
         duration_s: Wall time of the run.
@@ -49,6 +52,7 @@ class RunResult(msgspec.Struct, kw_only=True):
     status: RunStatus
     outputs: dict[str, dict[str, list[Any]]] = msgspec.field(default_factory=dict)
     dead_letters: list[DeadLetter] = msgspec.field(default_factory=list)
+    dead_letters_not_kept: int = 0
     stats: dict[str, NodeStats] = msgspec.field(default_factory=dict)
     error: str | None = None
     duration_s: float = 0.0

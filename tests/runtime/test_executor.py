@@ -914,3 +914,26 @@ async def test_composed_kernels_count_every_node_and_isolate_failures(
         assert fused.stats[node_id].items_in == unfused.stats[node_id].items_in
         assert fused.stats[node_id].items_out == unfused.stats[node_id].items_out
     assert (fused.stats["keep"].items_in, fused.stats["keep"].items_out) == (6, 4)
+
+
+async def test_dead_letters_kept_in_the_result_are_bounded(
+    runtime: FlowRuntime,
+) -> None:
+    seen: list[Any] = []
+    runtime.bus.add_listener(seen.append)
+    wf = (
+        Workflow("many-bad", error_handling=ContinueOnError())
+        .node("src", "source.values", values=["bad"] * 30 + [1])
+        .node("m", "transform.map", expr="x * 2")
+        .node("out", "sink.collect")
+        .connect("src -> m")
+        .connect("m -> out")
+    )
+    result = await runtime.arun(wf, max_dead_letters=10)
+    assert result.ok, result.error
+    assert result.output("out") == [2]
+    assert len(result.dead_letters) == 10
+    assert result.dead_letters_not_kept == 20
+    assert result.stats["m"].dead_letters == 30
+    letters = [e for e in seen if getattr(e, "name", None) == "dead_letter"]
+    assert len(letters) == 30
