@@ -839,7 +839,11 @@ class WorkflowExecutor:
                 for seg in sources:
                     # A source waiting on its own input is at rest: everything
                     # it emitted is downstream, so it is marked from here.
-                    at_rest = seg.pulling is not None and not seg.delivering
+                    at_rest = (
+                        seg.pulling is not None
+                        and not seg.delivering
+                        and not any(n.rt.pending for n in seg.nodes)
+                    )
                     if seg.due == epoch and at_rest:
                         seg.due, seg.gate = None, epoch
                         self._barrier_now(seg, epoch)
