@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import itertools
 import time
 import uuid
 from collections import deque
@@ -44,7 +43,7 @@ from ..core.events import (
     WorkflowCompleted,
     WorkflowStarted,
 )
-from ..core.node import ERROR_PORT, OUT_PORT, ItemKernel
+from ..core.node import ERROR_PORT, OUT_PORT
 from ..core.workflow import (
     RetryWorkflow,
     StopWorkflow,
@@ -65,7 +64,7 @@ from .checkpoint import (
 from .context import NodeRuntime, RunState, State
 from .events import EventBus
 from .feeds import BatchFeed, ChannelFeed, ItemFeed
-from .fusion import NodeRun, Segment, plan_segments
+from .fusion import NodeRun, Segment, kernel_steps, plan_segments
 from .result import DeadLetter, RunResult, RunStatus
 from .retry import FAILED, Abort, Failures
 from .stepping import Resume, rebatch
@@ -624,7 +623,7 @@ class WorkflowExecutor:
         count is still known) are composed into one iterator chain per batch.
         ``counted`` says the first node's input was already counted.
         """
-        steps = _kernel_steps(kernels)
+        steps = kernel_steps(kernels)
         first = kernels[0][0].rt
         async with contextlib.aclosing(upstream):  # type: ignore[type-var]
             async for batch in upstream:
@@ -1012,62 +1011,3 @@ async def _bounded(coro: Coroutine[Any, Any, Any], limit: float | None) -> None:
 
 _state_encoder = msgspec.msgpack.Encoder()
 _state_decoder = msgspec.msgpack.Decoder(dict[str, Any])
-
-
-class _KernelStep:
-    """One call per batch in a kernel stage: a kernel, or a composed run."""
-
-    __slots__ = ("filter_at", "next", "parts", "run")
-
-    def __init__(
-        self, parts: list[tuple[NodeRun, Callable[[list[Any]], list[Any]]]]
-    ) -> None:
-        self.parts = parts
-        self.next: NodeRuntime | None = None  # whose input this step's output is
-        kinds = [k.kind if isinstance(k, ItemKernel) else "" for _, k in parts]
-        self.filter_at = kinds.index("filter") if "filter" in kinds else None
-        if len(parts) == 1:
-            self.run = parts[0][1]
-        else:
-            chain = [(k.fn, k.kind == "map") for _, k in parts]  # type: ignore[attr-defined]
-
-            def run(batch: list[Any]) -> list[Any]:
-                items: Any = batch
-                for fn, is_map in chain:
-                    items = map(fn, items) if is_map else filter(fn, items)
-                return list(items)
-
-            self.run = run
-
-    def count(self, size_in: int, size_out: int) -> None:
-        """Count every node's items: before the filter all pass, after it some."""
-        at = self.filter_at
-        for j, (n, _) in enumerate(self.parts):
-            if j:
-                n.rt.items_in += size_in if at is None or j <= at else size_out
-            n.rt.items_out += size_out if at is None or j >= at else size_in
-
-
-def _kernel_steps(
-    kernels: list[tuple[NodeRun, Callable[[list[Any]], list[Any]]]],
-) -> list[_KernelStep]:
-    """Group consecutive item kernels (at most one filter each) into steps."""
-    groups: list[list[tuple[NodeRun, Callable[[list[Any]], list[Any]]]]] = []
-    for n, kernel in kernels:
-        last = groups[-1] if groups else None
-        composable = isinstance(kernel, ItemKernel)
-        if (
-            last is not None
-            and composable
-            and all(isinstance(k, ItemKernel) for _, k in last)
-            and not (
-                kernel.kind == "filter" and any(k.kind == "filter" for _, k in last)  # type: ignore[attr-defined]
-            )
-        ):
-            last.append((n, kernel))
-        else:
-            groups.append([(n, kernel)])
-    steps = [_KernelStep(g) for g in groups]
-    for step, following in itertools.pairwise(steps):
-        step.next = following.parts[0][0].rt
-    return steps
