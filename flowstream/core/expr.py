@@ -92,19 +92,48 @@ def _cel_reason(text: str) -> str:
     return f"{reason} (line {line}, column {column})"
 
 
+_FIELD_PATH = re.compile(r"^\s*([A-Za-z_]\w*)((?:\s*\.\s*[A-Za-z_]\w*)*)\s*$")
+
+
 def expr_function(source: str, var: str = "x") -> Callable[[Any], Any]:
     """Return a one-argument function that evaluates ``source`` with ``var`` bound.
+
+    A bare field path (``x``, ``x.ts``, ``x.user.id``) skips the CEL
+    interpreter (about 0.6 µs a call) for plain lookups with the same result;
+    a missing field or a non-map is a per-item error in both.
 
     Raises:
         ExprError: The expression does not compile.
     """
-    execute = compile_expr(source).execute
+    program = compile_expr(source)  # validates even what takes the fast path
+    path = _FIELD_PATH.match(source)
+    if path is not None and path.group(1) == var:
+        return _field_getter(source, [k.strip() for k in path.group(2).split(".")[1:]])
+    execute = program.execute
 
     def evaluate(item: Any) -> Any:
         return execute({var: item})
 
     evaluate.__qualname__ = f"cel[{source}]"
     return evaluate
+
+
+def _field_getter(source: str, keys: list[str]) -> Callable[[Any], Any]:
+    def get(item: Any) -> Any:
+        value = item
+        for key in keys:
+            if type(value) is not dict:
+                msg = f"{source}: cannot read field {key!r} of a {type(value).__name__}"
+                raise TypeError(msg)
+            try:
+                value = value[key]
+            except KeyError:
+                msg = f"{source}: no such key: {key}"
+                raise KeyError(msg) from None
+        return value
+
+    get.__qualname__ = f"field[{source}]"
+    return get
 
 
 def import_ref(ref: str) -> Any:
