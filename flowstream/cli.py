@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from .runtime.executor import WorkflowExecutor
     from .runtime.result import RunResult
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+EXIT_FAILED, EXIT_INVALID = 1, 2
 
 
 class UsageProblem(FlowstreamError):
@@ -126,6 +126,16 @@ def validate_command(file: str) -> None:
     )
 
 
+# Shared by `run` and `serve`: how long a graceful stop may take.
+_drain_timeout = click.option(
+    "--drain-timeout",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Seconds a stop may take to drain before it aborts.",
+)
+
+
 @cli.command("run")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option(
@@ -150,13 +160,7 @@ def validate_command(file: str) -> None:
     show_default=True,
     help="Suspended one-shot calls allowed at once.",
 )
-@click.option(
-    "--drain-timeout",
-    type=click.FloatRange(min=0),
-    default=10.0,
-    show_default=True,
-    help="Seconds a stop may take to drain before it aborts.",
-)
+@_drain_timeout
 @click.option(
     "--progress/--no-progress",
     default=None,
@@ -605,13 +609,7 @@ def _markdown(specs: Sequence[dict[str, Any]]) -> str:
     show_default=True,
     help="Largest request body in bytes.",
 )
-@click.option(
-    "--drain-timeout",
-    type=click.FloatRange(min=0),
-    default=10.0,
-    show_default=True,
-    help="Seconds a stop may take to drain before it aborts.",
-)
+@_drain_timeout
 @click.option(
     "--log-format",
     type=click.Choice(["text", "json"]),

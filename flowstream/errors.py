@@ -9,7 +9,6 @@ Exception
       |    +-- EncodeError (also TypeError)           a value that has no wire form
       |    +-- DecodeError (also ValueError)          bytes that are not a document
       +-- NodeError                                   a node's own code failed
-      +-- RunCancelled                                the run was cancelled
       +-- ChannelError (also RuntimeError)
       |    +-- ClosedChannelError                     you used a half you had closed
       |    +-- BrokenChannelError                     the other side went away
@@ -26,8 +25,6 @@ well lets callers catch generically (``except ValueError`` catches a bad workflo
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import msgspec
 
@@ -46,7 +43,6 @@ __all__ = [
     "NodeError",
     "Problem",
     "ProtocolError",
-    "RunCancelled",
     "UnknownNodeType",
     "WorkflowValidationError",
     "WouldBlock",
@@ -147,10 +143,6 @@ class NodeError(FlowstreamError):
         super().__init__(f"node {node_id!r} ({node_type}) failed: {message}")
 
 
-class RunCancelled(FlowstreamError):
-    """The run was cancelled before it finished (a second stop, or a caller)."""
-
-
 class ChannelError(FlowstreamError, RuntimeError):
     """Misuse of a channel half, or a channel whose other side is gone."""
 
@@ -188,9 +180,3 @@ class EndOfStream(Exception):
 
 class WouldBlock(Exception):
     """Signal: a ``*_nowait`` call would have had to wait."""
-
-
-def _details(value: Any, limit: int = 200) -> str:
-    """Return a short repr of a value for error messages."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

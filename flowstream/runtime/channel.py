@@ -284,17 +284,38 @@ class _NoPublicConstructor(type):
         return cast("_C", type.__call__(cls, *args))
 
 
-def _unclosed_warning(half: object) -> None:
-    warnings.warn(
-        f"unclosed {half!r}: close it, or use it in a `with` block",
-        ResourceWarning,
-        stacklevel=2,
-        source=half,
-    )
+class _Half:
+    """What both halves share: ``with`` closes, dropping an open one warns."""
+
+    __slots__ = ()
+    _closed: bool
+
+    def close(self) -> None:  # pragma: no cover - each half defines its own
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            warnings.warn(
+                f"unclosed {self!r}: close it, or use it in a `with` block",
+                ResourceWarning,
+                stacklevel=2,
+                source=self,
+            )
 
 
 @final
-class SendChannel(Generic[T_contra], metaclass=_NoPublicConstructor):
+class SendChannel(_Half, Generic[T_contra], metaclass=_NoPublicConstructor):
     """The sending half of a channel; get one from ``open_channel`` or ``clone``.
 
     Using the half as a context manager (``with send:``) closes it on exit. A
@@ -480,28 +501,13 @@ class SendChannel(Generic[T_contra], metaclass=_NoPublicConstructor):
         msg = "every receive half is closed: nobody will receive this"
         raise BrokenChannelError(msg)
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if not getattr(self, "_closed", True):
-            _unclosed_warning(self)
-
     def __repr__(self) -> str:
         status = "closed" if self._closed else "open"
         return f"<SendChannel {status}, {self._state.buffered} batches buffered>"
 
 
 @final
-class ReceiveChannel(Generic[T_co], metaclass=_NoPublicConstructor):
+class ReceiveChannel(_Half, Generic[T_co], metaclass=_NoPublicConstructor):
     """The receiving half of a channel; get one from ``open_channel`` or ``clone``.
 
     ``async for msg in recv`` receives until end-of-stream. Using the half as a
@@ -650,21 +656,6 @@ class ReceiveChannel(Generic[T_co], metaclass=_NoPublicConstructor):
         except EndOfStream:
             raise StopAsyncIteration from None
         return msg
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if not getattr(self, "_closed", True):
-            _unclosed_warning(self)
 
     def __repr__(self) -> str:
         status = "closed" if self._closed else "open"

@@ -532,7 +532,8 @@ class WorkflowExecutor:
                     # servers get a turn at least every YIELD_EVERY seconds.
                     await asyncio.sleep(0)
                     rested = loop.time()
-                await self._source_gate(seg)
+                if seg.due is not None or seg.gate is not None:
+                    await self._source_gate(seg)
                 try:
                     async with asyncio.timeout(None) as seg.pulling:
                         batch = await anext(batches)
@@ -550,7 +551,8 @@ class WorkflowExecutor:
                     raise
                 finally:
                     seg.pulling = None
-                await self._source_gate(seg)
+                if seg.due is not None or seg.gate is not None:
+                    await self._source_gate(seg)
                 yield batch
 
     async def _source_gate(self, seg: Segment) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from ..errors import EndOfStream
 from .channel import Control
@@ -60,21 +60,52 @@ async def next_item(inp: AsyncIterator[Any], timeout: float | None) -> Any:  # n
     return await wait(timeout)
 
 
-class ItemFeed:
-    """Items from an iterator of batches (a fused upstream)."""
+class BatchFeed:
+    """Batches from an iterator of batches, for a batch-aware node.
 
-    __slots__ = ("_batch", "_batches", "_i", "_replay", "last", "taken")
+    Remembers the last batch handed out so that `replay` can hand it out again
+    to a node restarted after failing on it; ``taken`` counts hand-outs.
+    """
+
+    __slots__ = ("_batches", "_replay", "last", "taken")
 
     def __init__(self, batches: AsyncIterator[list[Any]]) -> None:
         self._batches = batches
-        self._batch: list[Any] = []
-        self._i = 0
         self._replay = False
         self.last: Any = None
-        self.taken = 0  # items handed out, replays not counted
+        self.taken = 0  # hand-outs, replays not counted
 
-    def __aiter__(self) -> ItemFeed:
+    def __aiter__(self) -> Self:
         return self
+
+    async def __anext__(self) -> Any:
+        if self._replay:
+            self._replay = False
+            return self.last
+        self.last = await self._batches.__anext__()
+        self.taken += 1
+        return self.last
+
+    def replay(self) -> None:
+        """Hand out the last item again (the node failed on it and restarts)."""
+        self._replay = True
+
+    async def aclose(self) -> None:
+        """Close the upstream."""
+        close = getattr(self._batches, "aclose", None)
+        if close is not None:
+            await close()
+
+
+class ItemFeed(BatchFeed):
+    """Items from an iterator of batches (a fused upstream)."""
+
+    __slots__ = ("_batch", "_i")
+
+    def __init__(self, batches: AsyncIterator[list[Any]]) -> None:
+        super().__init__(batches)
+        self._batch: list[Any] = []
+        self._i = 0
 
     async def __anext__(self) -> Any:
         if self._replay:
@@ -89,49 +120,6 @@ class ItemFeed:
         self.taken += 1
         item = self.last = batch[i]
         return item
-
-    def replay(self) -> None:
-        """Hand out the last item again (the node failed on it and restarts)."""
-        self._replay = True
-
-    async def aclose(self) -> None:
-        """Close the upstream."""
-        close = getattr(self._batches, "aclose", None)
-        if close is not None:
-            await close()
-
-
-class BatchFeed:
-    """Batches for a batch-aware node (see `ItemFeed`)."""
-
-    __slots__ = ("_batches", "_replay", "last", "taken")
-
-    def __init__(self, batches: AsyncIterator[list[Any]]) -> None:
-        self._batches = batches
-        self._replay = False
-        self.last: Any = None
-        self.taken = 0
-
-    def __aiter__(self) -> BatchFeed:
-        return self
-
-    async def __anext__(self) -> Any:
-        if self._replay:
-            self._replay = False
-            return self.last
-        self.last = await self._batches.__anext__()
-        self.taken += 1
-        return self.last
-
-    def replay(self) -> None:
-        """Hand out the last batch again."""
-        self._replay = True
-
-    async def aclose(self) -> None:
-        """Close the upstream."""
-        close = getattr(self._batches, "aclose", None)
-        if close is not None:
-            await close()
 
 
 class ChannelFeed:
