@@ -124,6 +124,18 @@ sys.exit(0 if result.ok else 1)
 """
 
 
+def committed_epochs(store: Path) -> float:
+    """When the store last committed an epoch, read as an outside observer would."""
+    if not store.exists():
+        return 0.0
+    try:
+        with closing(sqlite3.connect(store, timeout=1)) as conn:
+            row = conn.execute("select coalesce(max(committed), 0) from epochs")
+            return float(row.fetchone()[0])
+    except sqlite3.OperationalError:  # schema not created yet
+        return 0.0
+
+
 def test_kill_9_at_random_times_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     script = tmp_path / "runner.py"
     script.write_text(RUNNER)
@@ -134,7 +146,15 @@ def test_kill_9_at_random_times_loses_and_duplicates_nothing(tmp_path: Path) -> 
     kills = 0
     for _ in range(3):
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(0.6, 1.2))
+        # Kill at a random instant after the run has committed a new epoch
+        # (a loaded machine may take a second just to import), so every kill
+        # lands mid-run with something to resume from.
+        seen = committed_epochs(store)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and committed_epochs(store) <= seen:
+            assert time.monotonic() < deadline, "the run never committed an epoch"
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.3))
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             kills += 1
