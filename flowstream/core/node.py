@@ -131,6 +131,20 @@ class NodeContext(Protocol):
     def event(self, name: str, data: Any = None) -> None:
         """Publish a custom `NodeEvent` on the run's event bus."""
 
+    checkpointing: bool
+    """True when the run takes stream checkpoints (the hooks below are called)."""
+    restored_epoch: int
+    """The committed epoch this run resumed from (0: a fresh start)."""
+
+    def on_barrier(self, hook: Callable[[int], Any]) -> None:
+        """Call ``hook(epoch)`` (plain or async) before a state snapshot.
+
+        Runs when barrier ``epoch`` passes the node: flush, note pre-commit data.
+        """
+
+    def on_commit(self, hook: Callable[[int], Any]) -> None:
+        """Call ``hook(epoch)`` (plain or async) once ``epoch`` is committed."""
+
 
 @runtime_checkable
 class Node(Protocol):

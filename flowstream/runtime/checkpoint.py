@@ -30,6 +30,7 @@ import msgspec
 
 from ..errors import FlowstreamError
 from .channel import Control
+from .faults import fault_point
 
 if TYPE_CHECKING:
     from ..core.workflow import Workflow
@@ -277,6 +278,7 @@ class CheckpointStore:
             conn.execute(
                 "update runs set updated = ? where run_key = ?", (now, run_key)
             )
+            fault_point("before_commit", epoch)
 
     def _latest_epoch(self, run_key: str) -> tuple[int, dict[str, bytes]]:
         conn = self._conn

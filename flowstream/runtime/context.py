@@ -6,16 +6,21 @@ import asyncio
 import functools
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ..core.events import NodeEvent, NodeStats
 from ..core.node import ERROR_PORT
 from .result import DeadLetter
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from .events import EventBus
 
-__all__ = ["NodeRuntime", "RunState", "State"]
+__all__ = ["EpochHook", "NodeRuntime", "RunState", "State"]
+
+EpochHook: TypeAlias = "Callable[[int], Awaitable[None] | None]"
+"""A checkpoint hook: called with the epoch number; may be a coroutine function."""
 
 
 class State(dict[str, Any]):
@@ -76,6 +81,11 @@ class NodeRuntime:
         self.dead_letter_count = 0
         self.started = 0.0
         self.ended = 0.0
+        # Checkpoints (stream mode with a store): set before initialize.
+        self.checkpointing = False
+        self.restored_epoch = 0
+        self.barrier_hooks: list[EpochHook] = []
+        self.commit_hooks: list[EpochHook] = []
 
     @functools.cached_property
     def state(self) -> State:
@@ -132,6 +142,26 @@ class NodeRuntime:
                     self.max_kept,
                 )
             self.dead_letters_not_kept += 1
+
+    def on_barrier(self, hook: EpochHook) -> None:
+        """Call ``hook(epoch)`` when a checkpoint barrier passes this node.
+
+        It runs after the node handled every item before the barrier and
+        before its `state` is snapshotted: the place for a sink to make what
+        it wrote durable and to note in its state what epoch ``epoch`` will
+        have to keep (a file offset, a row id) — its pre-commit data.
+        """
+        self.barrier_hooks.append(hook)
+
+    def on_commit(self, hook: EpochHook) -> None:
+        """Call ``hook(epoch)`` once epoch ``epoch`` is committed in the store.
+
+        Only then may a sink make the epoch's effects final (publish, rename,
+        prune a journal). After a crash between the store's commit and this
+        call, the restarted run's state is that epoch's: `restored_epoch`
+        names it, and the sink finishes the work in ``initialize``.
+        """
+        self.commit_hooks.append(hook)
 
     def event(self, name: str, data: Any = None) -> None:
         """Publish a custom `NodeEvent`."""

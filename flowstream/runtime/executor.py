@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import time
 import uuid
 from collections import deque
@@ -63,6 +64,7 @@ from .checkpoint import (
 )
 from .context import NodeRuntime, RunState, State
 from .events import EventBus
+from .faults import fault_point
 from .feeds import BatchFeed, ChannelFeed, ItemFeed
 from .fusion import NodeRun, Segment, kernel_steps, plan_segments
 from .result import DeadLetter, RunResult, RunStatus
@@ -332,6 +334,9 @@ class WorkflowExecutor:
                 max_kept=self.options.max_dead_letters,
                 error_connected=any(c.from_port == ERROR_PORT for c in g.outbound),
             )
+            if self._store is not None and self.mode == "stream":
+                rt.checkpointing = True
+                rt.restored_epoch = self._epoch
             self._nodes[gid] = NodeRun(
                 gnode=g,
                 rt=rt,
@@ -800,6 +805,12 @@ class WorkflowExecutor:
         await asyncio.sleep(0)
         for n in seg.nodes:
             await self._flush_side(n)
+        coord = self._coord
+        if coord is None or not coord.active or epoch != coord.epoch:
+            return
+        for n in seg.nodes:
+            for hook in n.rt.barrier_hooks:
+                await _maybe_await(hook(epoch))
         self._barrier_now(seg, epoch)
 
     def _barrier_now(self, seg: Segment, epoch: int) -> None:
@@ -819,7 +830,10 @@ class WorkflowExecutor:
             for sends in n.sends.values():
                 for s in sends:
                     s.send_control(Barrier(epoch))
+        if seg.is_source:
+            fault_point("barrier_emitted", epoch)
         coord.report(states)
+        fault_point("snapshot", epoch)
 
     async def _coordinate(self, coord: Coordinator) -> None:
         """Trigger an epoch every interval; commit it once every segment passed it."""
@@ -840,10 +854,14 @@ class WorkflowExecutor:
                 for seg in sources:
                     # A source waiting on its own input is at rest: everything
                     # it emitted is downstream, so it is marked from here.
+                    # (Barrier hooks need a await: such a segment is marked
+                    # by its own loop, at its next batch.)
                     at_rest = (
                         seg.pulling is not None
                         and not seg.delivering
-                        and not any(n.rt.pending for n in seg.nodes)
+                        and not any(
+                            n.rt.pending or n.rt.barrier_hooks for n in seg.nodes
+                        )
                     )
                     if seg.due == epoch and at_rest:
                         seg.due, seg.gate = None, epoch
@@ -854,14 +872,30 @@ class WorkflowExecutor:
                     async with asyncio.timeout(0.002):
                         await coord.all_reported.wait()
             await coord.commit()
+            await self._committed(epoch)
+
+    async def _committed(self, epoch: int) -> None:
+        """Epoch ``epoch`` is in the store: let the sinks make it final."""
+        fault_point("after_commit", epoch)
+        first = True
+        for n in self._nodes.values():
+            for hook in n.rt.commit_hooks:
+                await _maybe_await(hook(epoch))
+                if first:
+                    fault_point("sink_commit", epoch)
+                    first = False
 
     async def _final_checkpoint(self, coord: Coordinator) -> None:
         """After a drain, every node's state is final: record it as an epoch."""
-        coord.trigger()
+        epoch = coord.trigger()
+        for n in self._nodes.values():
+            for hook in n.rt.barrier_hooks:
+                await _maybe_await(hook(epoch))
         for node_id, state in self.state.nodes.items():
             if state:
                 coord.states[node_id] = _state_encoder.encode(state)
         await coord.commit()
+        await self._committed(epoch)
 
     # --- direct calls (DAG of one-shot nodes) -------------------------------------
 
@@ -995,6 +1029,11 @@ def _first_failure(group: BaseExceptionGroup[Any]) -> BaseException:
             if isinstance(exc, kind):
                 return exc
     return leaves[0]
+
+
+async def _maybe_await(result: Any) -> None:
+    if inspect.isawaitable(result):
+        await result
 
 
 async def _bounded(coro: Coroutine[Any, Any, Any], limit: float | None) -> None:

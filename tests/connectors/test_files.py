@@ -221,9 +221,17 @@ class Context:
         self.logger = logging.getLogger("test")
         self.stopping = asyncio.Event()
         self.letters: list[tuple[Any, str]] = []
+        self.checkpointing = False
+        self.restored_epoch = 0
 
     def emit(self, port: str, item: Any) -> None:
         raise AssertionError(port)
+
+    def on_barrier(self, hook: Any) -> None:
+        raise AssertionError(hook)
+
+    def on_commit(self, hook: Any) -> None:
+        raise AssertionError(hook)
 
     def dead_letter(self, item: Any, reason: str) -> None:
         self.letters.append((item, reason))
