@@ -220,6 +220,10 @@ class NodeSpec(msgspec.Struct, frozen=True, kw_only=True):
         stops_itself: A source that ends by itself when ``ctx.stopping`` is
             set (after handing over what it already took in), instead of
             having its wait cancelled by a graceful stop.
+        aligned: A batch-aware node with several inputs that reads them
+            through `flowstream.nodes.control.merge_batches`, which aligns
+            checkpoint barriers across them (so it can run under stream
+            checkpoints).
         description: First line of the docstring.
         location: ``module.qualname:line``, for error messages.
     """
@@ -241,6 +245,7 @@ class NodeSpec(msgspec.Struct, frozen=True, kw_only=True):
     needs_end: bool = False
     timed: bool = False
     stops_itself: bool = False
+    aligned: bool = False
     description: str = ""
     location: str = ""
 
@@ -364,6 +369,7 @@ def node(
     needs_end: bool = False,
     timed: bool = False,
     stops_itself: bool = False,
+    aligned: bool = False,
     description: str | None = None,
 ) -> Callable[[Any], NodeSpec]:
     """Declare a node type; the decorated function or class becomes a `NodeSpec`.
@@ -382,6 +388,8 @@ def node(
         needs_end: The node emits only at end of input.
         timed: The node waits on inputs with deadlines (never fused behind).
         stops_itself: A source that watches ``ctx.stopping`` and ends itself.
+        aligned: Reads several inputs through ``merge_batches`` (which aligns
+            checkpoint barriers); needs ``batched``.
         description: Overrides the docstring's first line.
 
     Raises:
@@ -410,6 +418,9 @@ def node(
             if batched:
                 msg = f"node {type_id!r} ({where}): batched needs an async generator"
                 raise TypeError(msg)
+        if aligned and not batched:
+            msg = f"node {type_id!r} ({where}): aligned needs batched=True"
+            raise TypeError(msg)
         inputs, names, wants_config, wants_ctx = _ports(
             type_id, fn, where, is_class, ports is not None
         )
@@ -454,6 +465,7 @@ def node(
             needs_end=needs_end,
             timed=timed,
             stops_itself=stops_itself,
+            aligned=aligned,
             description=doc.strip().splitlines()[0] if doc.strip() else "",
             location=where,
         )

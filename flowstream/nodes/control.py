@@ -19,6 +19,7 @@ import msgspec
 
 from ..core.expr import Expr, expr_function
 from ..core.node import ERROR_PORT, OUT_PORT, node
+from ..runtime.feeds import Align, AligningFeed
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Sequence
@@ -89,22 +90,37 @@ async def merge_batches(
     count = len(sources)
     waits: dict[int, asyncio.Task[Any]] = {}
     live = list(range(count))
+    # Checkpoint barriers: a source whose input passed barrier e hands out an
+    # Align mark; it is not read again until every live source has (it has
+    # nothing before the epoch commits anyway), and then the mark is aligned
+    # here, between two yields: the node has handled all that came before.
+    held: dict[int, Align] = {}
+    for source in sources:
+        if isinstance(source, AligningFeed):
+            source.align = True
     turn = 0
     try:
         while live:
+            if held and all(i in held for i in live):
+                marks = list(held.values())
+                held.clear()
+                await marks[0].aligned()
+                for mark in marks[1:]:
+                    mark.done = True
             for i in live:
-                if i not in waits:
+                if i not in waits and i not in held:
                     waits[i] = asyncio.ensure_future(_next_batch(sources[i]))
                     if i == first:
                         # Let the new wait take a batch that is already there
                         # before the others are looked at.
                         await asyncio.sleep(0)
-            ready = [i for i in live if waits[i].done()]
+            ready = [i for i in live if i in waits and waits[i].done()]
             if not ready:
                 await asyncio.wait(
-                    [waits[i] for i in live], return_when=asyncio.FIRST_COMPLETED
+                    [waits[i] for i in live if i in waits],
+                    return_when=asyncio.FIRST_COMPLETED,
                 )
-                ready = [i for i in live if waits[i].done()]
+                ready = [i for i in live if i in waits and waits[i].done()]
             if first is not None and first in ready:
                 pick = first
             else:
@@ -114,6 +130,8 @@ async def merge_batches(
             if batch is _END:
                 live.remove(pick)
                 yield pick, None
+            elif type(batch) is Align:
+                held[pick] = batch
             else:
                 yield pick, batch
     finally:
@@ -150,14 +168,11 @@ def _merge_ports(config: Merge) -> tuple[Sequence[str], Sequence[str]]:
     return config.inputs, ()
 
 
-async def _tagged(
-    batches: AsyncIterator[list[Any]], port: str
-) -> AsyncIterator[list[Any]]:
-    async for batch in batches:
-        yield [{"input": port, "item": x} for x in batch]
+def _tag(port: str, batch: list[Any]) -> list[Any]:
+    return [{"input": port, "item": x} for x in batch]
 
 
-@node("control.merge", config=Merge, ports=_merge_ports, batched=True)
+@node("control.merge", config=Merge, ports=_merge_ports, batched=True, aligned=True)
 async def merge(
     *inputs: AsyncIterator[list[Any]], config: Merge
 ) -> AsyncIterator[list[Any]]:
@@ -176,20 +191,22 @@ async def merge(
         turns ``{a: [1, 2], b: [3]}`` into ``[{input: a, item: 1},
         {input: a, item: 2}, {input: b, item: 3}]`` (in any order across inputs).
     """
-    sources = (
-        [_tagged(feed, port) for feed, port in zip(inputs, config.inputs, strict=True)]
-        if config.tag
-        else list(inputs)
-    )
-    if len(sources) == 1:
+    ports = config.inputs
+    if len(inputs) == 1:
         # A single input may be a fused upstream: read it in this task only.
-        async for batch in sources[0]:
-            yield batch
+        async for batch in inputs[0]:
+            yield (
+                [{"input": ports[0], "item": x} for x in batch] if config.tag else batch
+            )
         return
-    async with contextlib.aclosing(merge_batches(sources)) as merged:
-        async for _, part in merged:
+    async with contextlib.aclosing(merge_batches(inputs)) as merged:
+        async for i, part in merged:
             if part is not None:
-                yield part
+                yield (
+                    [{"input": ports[i], "item": x} for x in part]
+                    if config.tag
+                    else part
+                )
 
 
 # --- zip -----------------------------------------------------------------------

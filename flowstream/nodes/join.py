@@ -247,7 +247,7 @@ class _WindowJoin:
                     )
 
 
-@node("join.window", config=Window, ports=_window_ports, batched=True)
+@node("join.window", config=Window, ports=_window_ports, batched=True, aligned=True)
 async def window_join(
     *inputs: AsyncIterator[list[Any]], config: Window, ctx: NodeContext
 ) -> AsyncIterator[list[Any]]:
@@ -390,7 +390,7 @@ class _Lookup:
         return out
 
 
-@node("join.lookup", config=Lookup, ports=_lookup_ports, batched=True)
+@node("join.lookup", config=Lookup, ports=_lookup_ports, batched=True, aligned=True)
 async def lookup_join(
     *inputs: AsyncIterator[list[Any]], config: Lookup, ctx: NodeContext
 ) -> AsyncIterator[list[Any]]:

@@ -31,7 +31,7 @@ import functools
 import inspect
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -65,7 +65,7 @@ from .checkpoint import (
 from .context import NodeRuntime, RunState, State
 from .events import EventBus
 from .faults import fault_point
-from .feeds import BatchFeed, ChannelFeed, ItemFeed
+from .feeds import AligningFeed, BatchFeed, ChannelFeed, ItemFeed
 from .fusion import NodeRun, Segment, kernel_steps, plan_segments
 from .result import DeadLetter, RunResult, RunStatus
 from .retry import FAILED, Abort, Failures
@@ -403,6 +403,8 @@ class WorkflowExecutor:
         self._coord = None
         if self._store is not None and self.mode == "stream" and segments:
             self._coord = self._coordinator(segments)  # refuses what it cannot do
+            if self._epoch == 0:
+                await self._initial_checkpoint(self._coord)
         self._wire(segments)
         self._sources = [seg for seg in segments if seg.is_source]
         self._segments_left = len(segments)
@@ -585,12 +587,30 @@ class WorkflowExecutor:
                     yield batch
             return
         on_control = self._barrier_hook(seg) if self._coord is not None else None
-        feeds: list[Any] = [
-            BatchFeed(self._port_batches(n, p, on_control))
-            if spec.batched
-            else ChannelFeed(n.inputs[p], n.rt, on_control)
-            for p in n.gnode.inputs
-        ]
+        feeds: list[Any]
+        if on_control is not None and spec.aligned and len(n.gnode.inputs) > 1:
+            # Barriers are aligned where the node merges its inputs.
+            producers = Counter(c.to_port for c in n.gnode.inbound)
+
+            async def aligned(epoch: int) -> None:
+                await self._segment_barrier(seg, epoch)
+
+            feeds = [
+                AligningFeed(
+                    self._port_batches(n, p, controls=True),
+                    producers[p],
+                    on_control,
+                    aligned,
+                )
+                for p in n.gnode.inputs
+            ]
+        else:
+            feeds = [
+                BatchFeed(self._port_batches(n, p, on_control))
+                if spec.batched
+                else ChannelFeed(n.inputs[p], n.rt, on_control)
+                for p in n.gnode.inputs
+            ]
         stage = self._call_stage if spec.shape == "call" else self._run_generator
         async for batch in stage(n, feeds):
             yield batch
@@ -600,7 +620,10 @@ class WorkflowExecutor:
         n: NodeRun,
         port: str,
         on_control: Callable[[Control], Awaitable[None]] | None = None,
-    ) -> AsyncIterator[list[Any]]:
+        *,
+        controls: bool = False,
+    ) -> AsyncIterator[Any]:
+        """The port's batches; its control messages too, with ``controls``."""
         recv = n.inputs[port]
         rt = n.rt
         with recv:  # a consumer that stops early releases its producers
@@ -609,7 +632,9 @@ class WorkflowExecutor:
                     rt.items_in += len(msg)
                     yield msg
                 elif isinstance(msg, Control):
-                    if on_control is not None:
+                    if controls:
+                        yield msg
+                    elif on_control is not None:
                         await on_control(msg)
                 else:
                     msg_type = type(msg).__name__
@@ -768,11 +793,13 @@ class WorkflowExecutor:
     def _coordinator(self, segments: list[Segment]) -> Coordinator:
         assert self._store is not None
         for seg in segments:
-            if len(seg.head.gnode.inputs) > 1:
+            head = seg.head
+            if len(head.gnode.inputs) > 1 and not head.spec.aligned:
                 msg = (
-                    f"checkpointing does not support multi-input node "
-                    f"{seg.head.id!r} ({seg.head.spec.type_id}) yet; merge into "
-                    "one port (fan-in) or run without checkpoints"
+                    f"checkpointing cannot align barriers across the inputs of "
+                    f"node {head.id!r} ({head.spec.type_id}): it reads them "
+                    "itself; merge into one port (fan-in), or make it a batched "
+                    "node that reads them with merge_batches (aligned=True)"
                 )
                 raise CheckpointError(msg)
             for c in seg.head.gnode.inbound:
@@ -884,6 +911,24 @@ class WorkflowExecutor:
                 if first:
                     fault_point("sink_commit", epoch)
                     first = False
+
+    async def _initial_checkpoint(self, coord: Coordinator) -> None:
+        """Record where a fresh run starts, before anything has run (epoch 0).
+
+        A crash before the first epoch then restarts from states the sinks
+        wrote at start (a file's length, a table's last row), so they can
+        drop what the lost attempt wrote instead of keeping it twice.
+        """
+        for n in self._nodes.values():
+            for hook in n.rt.barrier_hooks:
+                await _maybe_await(hook(0))
+        states = {
+            node_id: _state_encoder.encode(state)
+            for node_id, state in self.state.nodes.items()
+            if state
+        }
+        await coord.store.commit_epoch(coord.run_key, 0, states)
+        await self._committed(0)
 
     async def _final_checkpoint(self, coord: Coordinator) -> None:
         """After a drain, every node's state is final: record it as an epoch."""

@@ -26,7 +26,16 @@ if TYPE_CHECKING:
     from .channel import ReceiveChannel
     from .context import NodeRuntime
 
-__all__ = ["NO_ITEM", "BatchFeed", "ChannelFeed", "ItemFeed", "NoItem", "next_item"]
+__all__ = [
+    "NO_ITEM",
+    "Align",
+    "AligningFeed",
+    "BatchFeed",
+    "ChannelFeed",
+    "ItemFeed",
+    "NoItem",
+    "next_item",
+]
 
 
 class NoItem(enum.Enum):
@@ -120,6 +129,84 @@ class ItemFeed(BatchFeed):
         self.taken += 1
         item = self.last = batch[i]
         return item
+
+
+class Align:
+    """Handed out by an `AligningFeed` in place of a batch: barrier ``epoch``.
+
+    Its port received the barrier from every producer and will have nothing
+    more until the epoch commits (the sources are held). Whoever merges the
+    feeds stops reading that one and, once every feed still open handed out
+    its mark, calls `aligned` once — at a point where the node has handled
+    everything before the barrier on all inputs — and then reads on.
+    """
+
+    __slots__ = ("_on_aligned", "done", "epoch")
+
+    def __init__(
+        self, epoch: int, on_aligned: Callable[[int], Awaitable[None]]
+    ) -> None:
+        self.epoch = epoch
+        self._on_aligned = on_aligned
+        self.done = False
+
+    async def aligned(self) -> None:
+        """Every input passed the barrier: snapshot the node and forward it."""
+        if not self.done:
+            self.done = True
+            await self._on_aligned(self.epoch)
+
+
+class AligningFeed(BatchFeed):
+    """Batches of one input port of a multi-input node under checkpoints.
+
+    Reads a port's batches and barriers. With ``align`` set (by
+    ``merge_batches``), a barrier that every producer of the port sent comes
+    out as an `Align` mark; it keeps coming out until it is aligned, so a
+    node restarted mid-alignment sees it again. Without ``align`` each
+    barrier goes to ``on_control``, as for any other node.
+    """
+
+    __slots__ = ("_mark", "_on_aligned", "_on_control", "_producers", "_seen", "align")
+
+    def __init__(
+        self,
+        batches: AsyncIterator[Any],
+        producers: int,
+        on_control: Callable[[Control], Awaitable[None]],
+        on_aligned: Callable[[int], Awaitable[None]],
+    ) -> None:
+        super().__init__(batches)
+        self._producers = producers
+        self._on_control = on_control
+        self._on_aligned = on_aligned
+        self._seen: dict[int, int] = {}
+        self._mark: Align | None = None
+        self.align = False
+
+    async def __anext__(self) -> Any:
+        if self._mark is not None and not self._mark.done:
+            return self._mark
+        if self._replay:
+            self._replay = False
+            return self.last
+        while True:
+            msg: Any = await self._batches.__anext__()
+            if type(msg) is list:
+                self.last = msg
+                self.taken += 1
+                return msg
+            if not self.align:
+                await self._on_control(msg)
+                continue
+            epoch = getattr(msg, "epoch", None)
+            if epoch is None:
+                continue  # not a barrier: nothing to align
+            seen = self._seen[epoch] = self._seen.get(epoch, 0) + 1
+            if seen >= self._producers:
+                del self._seen[epoch]
+                self._mark = Align(epoch, self._on_aligned)
+                return self._mark
 
 
 class ChannelFeed:
