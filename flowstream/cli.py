@@ -411,18 +411,36 @@ _SHOWN = 20
 @cli.command("checkpoints")
 @click.argument("store", type=click.Path(dir_okay=False, exists=True))
 @click.option("--json", "as_json", is_flag=True, help="One JSON document.")
-def checkpoints_command(store: str, as_json: bool) -> None:
+@click.option(
+    "--forget-failures",
+    is_flag=True,
+    help="Forget the records that failed runs (after fixing them), so a "
+    "poison record no longer keeps its run from starting.",
+)
+def checkpoints_command(store: str, as_json: bool, forget_failures: bool) -> None:
     """List the runs in a checkpoint store, with their progress."""
     from .runtime.checkpoint import CheckpointStore
 
-    async def read() -> list[Any]:
+    async def read() -> tuple[list[Any], dict[str, list[Any]], int]:
         async with CheckpointStore(store) as ckpt:
-            return await ckpt.runs()
+            forgotten = await ckpt.forget_failures() if forget_failures else 0
+            runs = await ckpt.runs()
+            failures = {r.run_key: await ckpt.failures(r.run_key) for r in runs}
+            return runs, failures, forgotten
 
     with _user_errors():
-        runs = asyncio.run(read())
+        runs, failures, forgotten = asyncio.run(read())
+    if forget_failures:
+        click.echo(f"{store}: forgot {forgotten} failed record(s)")
     if as_json:
-        click.echo(msgspec.json.encode(runs).decode())
+        click.echo(
+            msgspec.json.encode(
+                [
+                    {**msgspec.structs.asdict(r), "failures": failures[r.run_key]}
+                    for r in runs
+                ]
+            ).decode()
+        )
         return
     if not runs:
         click.echo(f"{store}: no runs")
@@ -439,6 +457,11 @@ def checkpoints_command(store: str, as_json: bool) -> None:
             f"{r.run_key:<18} {r.workflow:<20} {r.status:<10} {r.attempts:>5}  "
             f"{progress} (updated {updated})"
         )
+        for p in failures[r.run_key]:
+            click.echo(
+                f"{'':<18} failed {p.count} run(s) at node {p.node_id!r}: "
+                f"{p.record} ({p.reason})"
+            )
 
 
 def _describe(spec: NodeSpec) -> dict[str, Any]:

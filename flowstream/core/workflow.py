@@ -143,15 +143,37 @@ class RetryWorkflow(_Policy, frozen=True, tag="retry_workflow"):
 ErrorHandling: TypeAlias = StopWorkflow | ContinueOnError | RetryWorkflow
 
 
-class Checkpoint(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Where a run keeps its checkpoints (a SQLite file) and how often."""
+class Checkpoint(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    omit_defaults=True,
+):
+    """Where a run keeps its checkpoints (a SQLite file) and how often.
+
+    Attributes:
+        path: The SQLite store.
+        interval_ms: Milliseconds between stream epochs (and between commits
+            of completed one-shot nodes in DAG mode).
+        max_restarts: How many runs in a row may fail on the same record at
+            the same node before it counts as a poison record.
+        poison: What a restart does with a poison record: ``stop`` refuses to
+            run, naming it; ``dead_letter`` sends it to the node's dead
+            letters (with the reason) when it fails again, and goes on.
+    """
 
     path: str
     interval_ms: float = 1000.0
+    max_restarts: int = 3
+    poison: Literal["stop", "dead_letter"] = "stop"
 
     def __post_init__(self) -> None:
         if not self.interval_ms >= 0:
             msg = f"interval_ms must be >= 0, got {self.interval_ms}"
+            raise ValueError(msg)
+        if self.max_restarts < 1:
+            msg = f"max_restarts must be >= 1, got {self.max_restarts}"
             raise ValueError(msg)
 
 

@@ -40,7 +40,9 @@ __all__ = [
     "CheckpointError",
     "CheckpointStore",
     "Coordinator",
+    "PoisonRecord",
     "RunRecord",
+    "record_fingerprint",
     "workflow_key",
 ]
 
@@ -59,6 +61,15 @@ create table if not exists epochs (
     committed real not null,
     states    blob not null,           -- msgpack {node_id: msgpack state}
     primary key (run_key, epoch)
+);
+create table if not exists failures (
+    run_key     text not null references runs(run_key) on delete cascade,
+    node_id     text not null,
+    fingerprint text not null,         -- sha256 of the record's MessagePack
+    record      text not null,         -- the record as JSON, cut to 500 chars
+    reason      text not null,
+    count       integer not null,
+    primary key (run_key, node_id, fingerprint)
 );
 create table if not exists node_outputs (
     run_key   text not null references runs(run_key) on delete cascade,
@@ -93,10 +104,39 @@ class RunRecord(msgspec.Struct, frozen=True):
     """Stream mode: the last committed epoch (None: none yet)."""
 
 
+class PoisonRecord(msgspec.Struct, frozen=True):
+    """A record that failed a run at a node, and how many runs it failed."""
+
+    node_id: str
+    fingerprint: str
+    record: str
+    """The record as JSON, cut to 500 characters."""
+    reason: str
+    count: int
+
+
 def workflow_key(workflow: Workflow) -> str:
-    """A stable identity for a workflow's content (nodes, config, edges)."""
-    document = msgspec.json.encode(workflow, order="deterministic")
+    """A stable identity for a workflow's content (nodes, config, edges).
+
+    Where and how often it is checkpointed is not part of it: changing the
+    interval or the poison policy resumes the same run.
+    """
+    bare = msgspec.structs.replace(workflow, checkpoint=None)
+    document = msgspec.json.encode(bare, order="deterministic")
     return hashlib.sha256(document).hexdigest()[:16]
+
+
+def record_fingerprint(item: Any) -> tuple[str, str]:
+    """A stable fingerprint of a record, and a short JSON rendering of it."""
+    try:
+        blob = msgspec.msgpack.encode(item, order="deterministic")
+        shown = msgspec.json.encode(item, order="deterministic").decode()
+    except (TypeError, OverflowError, UnicodeDecodeError):
+        shown = repr(item)
+        blob = shown.encode()
+    if len(shown) > 500:
+        shown = shown[:497] + "..."
+    return hashlib.sha256(blob).hexdigest()[:32], shown
 
 
 class CheckpointStore:
@@ -172,6 +212,26 @@ class CheckpointStore:
     ) -> None:
         """Record a stream epoch's node states (one transaction, durable)."""
         await self._call(self._commit_epoch, run_key, epoch, _encoder.encode(states))
+
+    async def record_failure(
+        self, run_key: str, node_id: str, item: Any, reason: str
+    ) -> int:
+        """Count one more run failed by ``item`` at ``node_id``; return the count."""
+        fingerprint, shown = record_fingerprint(item)
+        count: int = await self._call(
+            self._record_failure, run_key, node_id, fingerprint, shown, reason
+        )
+        return count
+
+    async def failures(self, run_key: str) -> list[PoisonRecord]:
+        """Records that failed runs of ``run_key``, most failures first."""
+        found: list[PoisonRecord] = await self._call(self._failures, run_key)
+        return found
+
+    async def forget_failures(self, run_key: str | None = None) -> int:
+        """Forget recorded failures (of one run, or all); return how many."""
+        forgotten: int = await self._call(self._forget_failures, run_key)
+        return forgotten
 
     async def latest_epoch(self, run_key: str) -> tuple[int, dict[str, bytes]]:
         """The last committed epoch of a run and its node states (0, {} if none)."""
@@ -258,6 +318,7 @@ class CheckpointStore:
                 (status, time.time(), run_key),
             )
             if status == "completed":
+                conn.execute("delete from failures where run_key = ?", (run_key,))
                 conn.execute("delete from node_outputs where run_key = ?", (run_key,))
                 conn.execute("delete from epochs where run_key = ?", (run_key,))
 
@@ -279,6 +340,47 @@ class CheckpointStore:
                 "update runs set updated = ? where run_key = ?", (now, run_key)
             )
             fault_point("before_commit", epoch)
+
+    def _record_failure(
+        self, run_key: str, node_id: str, fingerprint: str, shown: str, reason: str
+    ) -> int:
+        conn = self._conn
+        assert conn is not None
+        with conn:
+            conn.execute("begin immediate")
+            conn.execute(
+                "insert into failures values (?, ?, ?, ?, ?, 1) "
+                "on conflict (run_key, node_id, fingerprint) do update "
+                "set count = count + 1, reason = excluded.reason",
+                (run_key, node_id, fingerprint, shown, reason),
+            )
+            row = conn.execute(
+                "select count from failures where run_key = ? and node_id = ? "
+                "and fingerprint = ?",
+                (run_key, node_id, fingerprint),
+            ).fetchone()
+        return int(row[0])
+
+    def _failures(self, run_key: str) -> list[PoisonRecord]:
+        conn = self._conn
+        assert conn is not None
+        rows = conn.execute(
+            "select node_id, fingerprint, record, reason, count from failures "
+            "where run_key = ? order by count desc",
+            (run_key,),
+        ).fetchall()
+        return [PoisonRecord(*row) for row in rows]
+
+    def _forget_failures(self, run_key: str | None) -> int:
+        conn = self._conn
+        assert conn is not None
+        with conn:
+            conn.execute("begin immediate")
+            if run_key is None:
+                cur = conn.execute("delete from failures")
+            else:
+                cur = conn.execute("delete from failures where run_key = ?", (run_key,))
+        return cur.rowcount
 
     def _latest_epoch(self, run_key: str) -> tuple[int, dict[str, bytes]]:
         conn = self._conn

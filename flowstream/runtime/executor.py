@@ -46,6 +46,7 @@ from ..core.events import (
 )
 from ..core.node import ERROR_PORT, OUT_PORT
 from ..core.workflow import (
+    Checkpoint,
     RetryWorkflow,
     StopWorkflow,
 )
@@ -60,6 +61,7 @@ from .checkpoint import (
     CheckpointError,
     CheckpointStore,
     Coordinator,
+    PoisonRecord,
     workflow_key,
 )
 from .context import NodeRuntime, RunState, State
@@ -155,6 +157,8 @@ class WorkflowExecutor:
         self._nodes: dict[str, NodeRun] = {}
         self._dead_letters: list[DeadLetter] = []
         self._outputs: dict[str, dict[str, list[Any]]] = {}
+        self._poison: dict[str, dict[str, str]] = {}
+        self._abort: Abort | None = None
 
     # --- public ----------------------------------------------------------------
 
@@ -170,6 +174,7 @@ class WorkflowExecutor:
             path, interval = declared.path, declared.interval_ms
         if path is None:
             return await self._run_attempts()
+        policy = declared or Checkpoint(path=path)
         async with CheckpointStore(path, interval) as store:
             key = workflow_key(self.graph.workflow)
             self._restored = await store.begin(key, self.graph.workflow.name)
@@ -177,13 +182,66 @@ class WorkflowExecutor:
             self._store = store
             self._run_key = key
             self._interval = interval / 1000.0
-            result = await self._run_attempts()
+            poison = [
+                p for p in await store.failures(key) if p.count >= policy.max_restarts
+            ]
+            if poison and policy.poison == "stop":
+                result = self._refused(poison[0])
+            else:
+                for p in poison:
+                    self._poison.setdefault(p.node_id, {})[p.fingerprint] = (
+                        f"failed {p.count} runs ({p.reason})"
+                    )
+                result = await self._run_attempts()
+                abort = self._abort
+                if result.status == "failed" and abort is not None and abort.node_id:
+                    count = await store.record_failure(
+                        key, abort.node_id, abort.item, result.error or ""
+                    )
+                    if count >= policy.max_restarts:
+                        result.error = (
+                            f"{result.error} — this record has now failed {count} "
+                            f"runs at node {abort.node_id!r}: a restart will "
+                            + (
+                                "refuse to run"
+                                if policy.poison == "stop"
+                                else "send it to the dead letters"
+                            )
+                        )
             if result.status == "completed" and self._stopping:
                 status = "stopped"  # drained on request: a restart resumes it
             else:
                 status = result.status
             await store.finish(key, status)
             return result
+
+    def _refused(self, poison: PoisonRecord) -> RunResult:
+        """The result of a run that a poison record keeps from starting."""
+        error = (
+            f"poison record at node {poison.node_id!r}: it failed the last "
+            f"{poison.count} runs ({poison.reason}); record: {poison.record}. "
+            "Fix the node or the data and run `flowstream checkpoints STORE "
+            "--forget-failures`, or set checkpoint.poison: dead_letter to "
+            "send it to the dead letters and go on"
+        )
+        self.bus.publish(
+            WorkflowCompleted(
+                run_id=self.run_id,
+                timestamp=time.time(),
+                status="failed",
+                duration_s=0.0,
+                error=error,
+            )
+        )
+        return RunResult(
+            run_id=self.run_id,
+            status="failed",
+            outputs={},
+            dead_letters=[],
+            stats={},
+            error=error,
+            duration_s=0.0,
+        )
 
     async def _run_attempts(self) -> RunResult:
         policy = self.graph.workflow.error_handling
@@ -242,6 +300,8 @@ class WorkflowExecutor:
             self.state.nodes[node_id] = State(_state_decoder.decode(blob))
         self._build()
         self._failures = Failures(self.bus, self.run_id, self.options.sleep)
+        self._failures.poison = self._poison
+        self._abort = None
         status: RunStatus = "completed"
         error: str | None = None
         initialized: list[NodeRun] = []
@@ -273,6 +333,7 @@ class WorkflowExecutor:
             self._uncancel()
         except Abort as exc:
             status, error = "failed", str(exc.args[0])
+            self._abort = exc
         except Exception as exc:
             status, error = "failed", f"{type(exc).__name__}: {exc}"
         finally:

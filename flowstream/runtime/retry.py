@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..core.events import NodeFailed
 from ..core.workflow import ContinueOnError
 from ..errors import NodeError
+from .checkpoint import record_fingerprint
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -30,7 +31,18 @@ FAILED: Any = object()
 
 
 class Abort(Exception):
-    """A node failed under ``stop_workflow``: the run must end as failed."""
+    """A node failed under ``stop_workflow``: the run must end as failed.
+
+    ``node_id`` and ``item`` name the node and the record it failed on, when
+    there was one (for poison-record accounting across restarts).
+    """
+
+    def __init__(
+        self, message: str, node_id: str | None = None, item: Any = None
+    ) -> None:
+        super().__init__(message)
+        self.node_id = node_id
+        self.item = item
 
 
 class Failures:
@@ -48,6 +60,10 @@ class Failures:
         self.bus = bus
         self.run_id = run_id
         self.sleep = sleep
+        # Poison records (failed earlier runs too often): node id ->
+        # fingerprint -> why; they go to the dead letters instead of failing
+        # the run again.
+        self.poison: dict[str, dict[str, str]] = {}
 
     async def attempt(self, n: NodeRun, call: Callable[[], Any], item: Any) -> Any:
         """Return ``call()``, retried per policy; `FAILED` if it was given up."""
@@ -109,7 +125,14 @@ class Failures:
         if isinstance(n.handling, ContinueOnError):
             n.rt.dead_letter(item, f"{type(exc).__name__}: {exc}", type(exc).__name__)
             return False
+        poison = self.poison.get(n.id)
+        if poison:
+            why = poison.get(record_fingerprint(item)[0])
+            if why is not None:
+                reason = f"poison record: {why}; now {type(exc).__name__}: {exc}"
+                n.rt.dead_letter(item, reason, type(exc).__name__)
+                return False
         error = NodeError(
             f"{type(exc).__name__}: {exc}", node_id=n.id, node_type=n.spec.type_id
         )
-        raise Abort(str(error)) from exc
+        raise Abort(str(error), n.id, item) from exc
