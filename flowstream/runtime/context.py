@@ -81,6 +81,7 @@ class NodeRuntime:
         self.dead_letter_count = 0
         self.started = 0.0
         self.ended = 0.0
+        self.taken_at = 0.0  # perf_counter() when the node last took a batch
         # Checkpoints (stream mode with a store): set before initialize.
         self.checkpointing = False
         self.restored_epoch = 0

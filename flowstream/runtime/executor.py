@@ -34,6 +34,7 @@ import uuid
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -53,6 +54,7 @@ from ..core.workflow import (
 from ..errors import BrokenChannelError
 from .channel import (
     DEFAULT_CAPACITY,
+    ChannelStatistics,
     Control,
     open_channel,
 )
@@ -103,6 +105,13 @@ class RunOptions:
         max_dead_letters: How many dead letters a result keeps (the rest are
             counted, logged once and published as ``dead_letter`` events), so
             a long stream run with an unconnected ``error`` port stays bounded.
+        batch_probe: Called as ``probe(node_ids, items, taken, delivered)``
+            for one batch in every ``probe_every`` of each task: the nodes the
+            task runs (a fused chain, head first), the items it handed
+            downstream, and `time.perf_counter` readings of when the head
+            took its latest input batch and when the output was delivered.
+            Metrics and tracing use it; None costs nothing.
+        probe_every: The sampling period of ``batch_probe``, in batches.
     """
 
     mode: str | None = None
@@ -114,6 +123,8 @@ class RunOptions:
     checkpoint: str | None = None
     checkpoint_interval_ms: float = 1000.0
     max_dead_letters: int = 10_000
+    batch_probe: Callable[[tuple[str, ...], int, float, float], None] | None = None
+    probe_every: int = 16
 
 
 class WorkflowExecutor:
@@ -287,6 +298,18 @@ class WorkflowExecutor:
     def statistics(self) -> dict[str, Any]:
         """Return each node's counters now (for progress displays)."""
         return {nid: n.rt.stats() for nid, n in self._nodes.items()}
+
+    def channel_statistics(self) -> dict[tuple[str, str], ChannelStatistics]:
+        """Return every input channel's fill now: ``(node, port) -> stats``.
+
+        Nodes fused into their upstream's task read no channel and are not
+        listed; neither are one-shot nodes of a DAG (called directly).
+        """
+        return {
+            (nid, port): recv.statistics()
+            for nid, n in list(self._nodes.items())
+            for port, recv in list(n.inputs.items())
+        }
 
     # --- one attempt -------------------------------------------------------------
 
@@ -560,6 +583,10 @@ class WorkflowExecutor:
             stream = self._kernel_stage(stream, kernels, counted)
         tail = seg.tail
         nodes = seg.nodes
+        probe = self.options.batch_probe
+        ids = tuple(n.id for n in nodes)
+        every = countdown = max(1, self.options.probe_every)
+        head_rt = head.rt
         async with contextlib.aclosing(stream):  # type: ignore[type-var]
             async for batch in stream:
                 seg.delivering = True
@@ -568,6 +595,11 @@ class WorkflowExecutor:
                     if n.rt.pending:
                         await self._flush_side(n)
                 seg.delivering = False
+                if probe is not None:
+                    countdown -= 1
+                    if not countdown:
+                        countdown = every
+                        probe(ids, len(batch), head_rt.taken_at, time.perf_counter())
         self._segments_left -= 1
         if not self._segments_left:
             self._segments_done.set()
@@ -619,6 +651,7 @@ class WorkflowExecutor:
                     raise
                 finally:
                     seg.pulling = None
+                seg.head.rt.taken_at = perf_counter()
                 if seg.due is not None or seg.gate is not None:
                     await self._source_gate(seg)
                 yield batch
@@ -691,6 +724,7 @@ class WorkflowExecutor:
             async for msg in recv:
                 if type(msg) is list:
                     rt.items_in += len(msg)
+                    rt.taken_at = perf_counter()
                     yield msg
                 elif isinstance(msg, Control):
                     if controls:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, Self
 
 from ..errors import EndOfStream
@@ -283,7 +284,9 @@ class ChannelFeed:
 
     async def _take(self, msg: Any) -> None:
         if type(msg) is list:
-            self._rt.items_in += len(msg)
+            rt = self._rt
+            rt.items_in += len(msg)
+            rt.taken_at = perf_counter()
             self._batch = msg
             self._i = 0
         elif isinstance(msg, Control):

@@ -155,17 +155,8 @@ class Metrics:
 def channel_statistics(
     executor: WorkflowExecutor,
 ) -> dict[tuple[str, str], ChannelStatistics]:
-    """Every input channel of a running executor: ``(node, port) -> stats``.
-
-    The executor has no public accessor for its channels yet, so this reads
-    its node table; nodes fused into an upstream task have no channel.
-    """
-    nodes: dict[str, Any] = getattr(executor, "_nodes", {})
-    found: dict[tuple[str, str], ChannelStatistics] = {}
-    for node_id, run in list(nodes.items()):
-        for port, receive in list(getattr(run, "inputs", {}).items()):
-            found[(node_id, port)] = receive.statistics()
-    return found
+    """Every input channel of a running executor: ``(node, port) -> stats``."""
+    return executor.channel_statistics()
 
 
 class RunWatch:
