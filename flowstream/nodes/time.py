@@ -19,6 +19,8 @@ from ..runtime.feeds import NO_ITEM, next_item
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from ..core.node import NodeContext
+
 __all__ = ["delay"]
 
 
@@ -45,12 +47,15 @@ class Delay(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 
 
 @node("time.delay", config=Delay, timed=True)
-async def delay(inp: AsyncIterator[Any], *, config: Delay) -> AsyncIterator[Any]:
+async def delay(
+    inp: AsyncIterator[Any], *, config: Delay, ctx: NodeContext
+) -> AsyncIterator[Any]:
     """Emit each item ``ms`` milliseconds after it arrived, in arrival order.
 
     Stream-safe. Items are held concurrently (a burst of items is delayed
     once, not once per item); at end of input the held items are still
-    emitted on time. Processing time.
+    emitted on time. Processing time. Under checkpoints the held items are
+    part of the snapshot: after a crash they are emitted at once on restart.
 
     Example:
         ``{id: later, type: time.delay, config: {ms: 250}}``
@@ -60,8 +65,19 @@ async def delay(inp: AsyncIterator[Any], *, config: Delay) -> AsyncIterator[Any]
     hold = config.ms / 1000.0
     limit = config.max_pending
     # (due time, item), due times ascending. Local, not node state: nothing
-    # here can fail on an item, so the generator is never restarted.
-    pending: deque[tuple[float, Any]] = deque()
+    # here can fail on an item, so the generator is never restarted; a
+    # checkpoint copies it into the state (items held across a barrier belong
+    # to the epoch before it).
+    now = loop.time()
+    pending: deque[tuple[float, Any]] = deque(
+        (now, item) for item in ctx.state.pop("held", ())
+    )
+    if ctx.checkpointing:
+
+        def snapshot(epoch: int) -> None:
+            ctx.state["held"] = [item for _, item in pending]
+
+        ctx.on_barrier(snapshot)
     ended = False
     while pending or not ended:
         now = loop.time()

@@ -184,3 +184,39 @@ def test_killed_during_alignment_resumes_from_a_consistent_epoch(
     assert done.returncode == 0, done.stdout + done.stderr
     # Resumed from epoch 4's counts and offsets: every item counted once.
     assert json.loads(done.stdout) == {"a": n, "b": n}
+
+
+async def test_items_held_by_time_delay_are_part_of_the_epoch(tmp_path: Path) -> None:
+    # A node that holds items across a barrier (they came before it, leave
+    # after it) must keep them in the snapshot, or a crash loses them.
+    store = tmp_path / "c.db"
+    wf = (
+        Workflow("held", mode="stream")
+        .node("numbers", "source.range", stop=10**8)
+        .node("later", "time.delay", ms=20)
+        .node("count", "transform.scan", op="count")
+        .node("out", "sink.null")
+        .connect("numbers -> later")
+        .connect("later -> count")
+        .connect("count -> out")
+    )
+    wf.checkpoint = Checkpoint(path=str(store), interval_ms=3)
+    executor = FlowRuntime(registry()).executor(wf)
+    run = asyncio.ensure_future(executor.run())
+    holding = 0
+    seen: set[int] = set()
+    while not run.done() and len(seen) < 10:
+        await asyncio.sleep(0.004)
+        epoch, states = await asyncio.to_thread(read_epoch, store, wf)
+        if epoch > 0 and epoch not in seen:
+            seen.add(epoch)
+            offset = states["numbers"]["offset"]
+            held = states.get("later", {}).get("held", [])
+            counted = states.get("count", {}).get("accs", {}).get("\x00null", 0)
+            holding += bool(held)
+            # Everything the source emitted is either counted or held.
+            assert counted + len(held) == offset, (counted, len(held), offset)
+    executor.stop()
+    result = await run
+    assert result.ok, result.error
+    assert holding > 0
