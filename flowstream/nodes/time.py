@@ -70,7 +70,7 @@ async def delay(
     # to the epoch before it).
     now = loop.time()
     pending: deque[tuple[float, Any]] = deque(
-        (now, item) for item in ctx.state.pop("held", ())
+        (now, item) for item in ctx.state.get("held", ())
     )
     if ctx.checkpointing:
 
