@@ -28,16 +28,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import time
 import uuid
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
-
-import msgspec
 
 from ..core.events import (
     NodeCompleted,
@@ -52,6 +49,7 @@ from ..core.workflow import (
     StopWorkflow,
 )
 from ..errors import BrokenChannelError
+from . import epochs
 from .channel import (
     DEFAULT_CAPACITY,
     ChannelStatistics,
@@ -59,16 +57,14 @@ from .channel import (
     open_channel,
 )
 from .checkpoint import (
-    Barrier,
-    CheckpointError,
     CheckpointStore,
     Coordinator,
     PoisonRecord,
     workflow_key,
 )
 from .context import NodeRuntime, RunState, State
+from .direct import run_direct
 from .events import EventBus
-from .faults import fault_point
 from .feeds import AligningFeed, BatchFeed, ChannelFeed, ItemFeed
 from .fusion import NodeRun, Segment, kernel_steps, plan_segments
 from .result import DeadLetter, RunResult, RunStatus
@@ -320,7 +316,7 @@ class WorkflowExecutor:
         self._outputs = {}
         self.state = RunState()
         for node_id, blob in self._restored_states.items():
-            self.state.nodes[node_id] = State(_state_decoder.decode(blob))
+            self.state.nodes[node_id] = State(epochs.decode_state(blob))
         self._build()
         self._failures = Failures(self.bus, self.run_id, self.options.sleep)
         self._failures.poison = self._poison
@@ -486,9 +482,11 @@ class WorkflowExecutor:
         segments = plan_segments(self._nodes, self.options.fuse)
         self._coord = None
         if self._store is not None and self.mode == "stream" and segments:
-            self._coord = self._coordinator(segments)  # refuses what it cannot do
+            self._coord = epochs.coordinator(
+                self, segments
+            )  # refuses what it cannot do
             if self._epoch == 0:
-                await self._initial_checkpoint(self._coord)
+                await epochs.initial_checkpoint(self, self._coord)
         self._wire(segments)
         self._sources = [seg for seg in segments if seg.is_source]
         self._segments_left = len(segments)
@@ -496,19 +494,21 @@ class WorkflowExecutor:
         try:
             async with asyncio.TaskGroup() as tg:
                 if self._coord is not None:
-                    tg.create_task(self._coordinate(self._coord), name="checkpoints")
+                    tg.create_task(
+                        epochs.coordinate(self, self._coord), name="checkpoints"
+                    )
                 for seg in segments:
                     tg.create_task(
                         self._run_segment(seg), name=f"segment:{seg.head.id}"
                     )
                 if any(n.direct for n in self._nodes.values()):
-                    tg.create_task(self._run_direct(), name="direct-calls")
+                    tg.create_task(run_direct(self), name="direct-calls")
         except BaseExceptionGroup as group:
             raise _first_failure(group) from None
         finally:
             self._close_all()
         if self._coord is not None:
-            await self._final_checkpoint(self._coord)
+            await epochs.final_checkpoint(self, self._coord)
 
     def _close_all(self) -> None:
         for n in self._nodes.values():
@@ -562,7 +562,7 @@ class WorkflowExecutor:
         if head_kernel is not None:
             # A kernel node that heads its segment (unfused, a fan-out branch,
             # after a fan-in) still runs per batch, straight off its channel.
-            hook = self._barrier_hook(seg) if self._coord is not None else None
+            hook = epochs.barrier_hook(self, seg) if self._coord is not None else None
             stream = self._port_batches(head, head.gnode.inputs[0], hook)
             kernels.append((head, head_kernel))
         elif seg.is_source:
@@ -639,7 +639,7 @@ class WorkflowExecutor:
                         batch = await anext(batches)
                 except StopAsyncIteration:
                     if seg.due is not None:  # mark the epoch before the end
-                        await self._segment_barrier(seg, seg.due)
+                        await epochs.segment_barrier(self, seg, seg.due)
                     if self._coord is not None:
                         # No new epochs once a source ended; the final
                         # checkpoint after the drain covers the rest.
@@ -661,7 +661,7 @@ class WorkflowExecutor:
         if seg.due is not None:
             epoch, seg.due = seg.due, None
             seg.gate = epoch
-            await self._segment_barrier(seg, epoch)
+            await epochs.segment_barrier(self, seg, epoch)
         coord = self._coord
         while seg.gate is not None and coord is not None and coord.active:
             await coord.released.wait()
@@ -680,14 +680,14 @@ class WorkflowExecutor:
                 async for batch in items:
                     yield batch
             return
-        on_control = self._barrier_hook(seg) if self._coord is not None else None
+        on_control = epochs.barrier_hook(self, seg) if self._coord is not None else None
         feeds: list[Any]
         if on_control is not None and spec.aligned and len(n.gnode.inputs) > 1:
             # Barriers are aligned where the node merges its inputs.
             producers = Counter(c.to_port for c in n.gnode.inbound)
 
             async def aligned(epoch: int) -> None:
-                await self._segment_barrier(seg, epoch)
+                await epochs.segment_barrier(self, seg, epoch)
 
             feeds = [
                 AligningFeed(
@@ -883,237 +883,6 @@ class WorkflowExecutor:
             for f in feeds:
                 await f.aclose()
 
-    # --- checkpoints (stream mode) -------------------------------------------------
-
-    def _coordinator(self, segments: list[Segment]) -> Coordinator:
-        assert self._store is not None
-        for seg in segments:
-            head = seg.head
-            if len(head.gnode.inputs) > 1 and not head.spec.aligned:
-                msg = (
-                    f"checkpointing cannot align barriers across the inputs of "
-                    f"node {head.id!r} ({head.spec.type_id}): it reads them "
-                    "itself; merge into one port (fan-in), or make it a batched "
-                    "node that reads them with merge_batches (aligned=True)"
-                )
-                raise CheckpointError(msg)
-            for c in seg.head.gnode.inbound:
-                if self._nodes[c.from_node].direct:
-                    msg = (
-                        f"checkpointing does not support one-shot node "
-                        f"{c.from_node!r} feeding stream node {seg.head.id!r} yet"
-                    )
-                    raise CheckpointError(msg)
-                seg.producers += 1
-        return Coordinator(
-            self._store, self._run_key, self._interval, len(segments), self._epoch + 1
-        )
-
-    def _barrier_hook(self, seg: Segment) -> Callable[[Control], Awaitable[None]]:
-        async def on_control(msg: Control) -> None:
-            if type(msg) is not Barrier:
-                return
-            seen = seg.seen[msg.epoch] = seg.seen.get(msg.epoch, 0) + 1
-            if seen >= seg.producers:  # aligned: the last producer's barrier
-                del seg.seen[msg.epoch]
-                await self._segment_barrier(seg, msg.epoch)
-
-        return on_control
-
-    async def _segment_barrier(self, seg: Segment, epoch: int) -> None:
-        # Suspending once makes every node of the segment flush what it holds
-        # (rebatch flushes on suspension) and the segment deliver it, so what
-        # came before the barrier is downstream of it before it is forwarded.
-        await asyncio.sleep(0)
-        for n in seg.nodes:
-            await self._flush_side(n)
-        coord = self._coord
-        if coord is None or not coord.active or epoch != coord.epoch:
-            return
-        for n in seg.nodes:
-            for hook in n.rt.barrier_hooks:
-                await _maybe_await(hook(epoch))
-        self._barrier_now(seg, epoch)
-
-    def _barrier_now(self, seg: Segment, epoch: int) -> None:
-        """Snapshot the segment's nodes and forward the barrier (no awaits)."""
-        coord = self._coord
-        if coord is None or not coord.active or epoch != coord.epoch:
-            return
-        states: dict[str, bytes] = {}
-        for n in seg.nodes:
-            state = self.state.nodes.get(n.id)
-            if state:
-                try:
-                    states[n.id] = _state_encoder.encode(state)
-                except (TypeError, OverflowError) as exc:
-                    msg = f"node {n.id!r}: its state cannot be checkpointed: {exc}"
-                    raise CheckpointError(msg) from exc
-            for sends in n.sends.values():
-                for s in sends:
-                    s.send_control(Barrier(epoch))
-        if seg.is_source:
-            fault_point("barrier_emitted", epoch)
-        coord.report(states)
-        fault_point("snapshot", epoch)
-
-    async def _coordinate(self, coord: Coordinator) -> None:
-        """Trigger an epoch every interval; commit it once every segment passed it."""
-        sources = self._sources
-        while True:
-            try:
-                async with asyncio.timeout(coord.interval):
-                    await self._segments_done.wait()
-                return
-            except TimeoutError:
-                pass
-            if self._stopping or not coord.active:
-                return
-            epoch = coord.trigger()
-            for seg in sources:
-                seg.due = epoch
-            while not coord.all_reported.is_set():
-                for seg in sources:
-                    # A source waiting on its own input is at rest: everything
-                    # it emitted is downstream, so it is marked from here.
-                    # (Barrier hooks need a await: such a segment is marked
-                    # by its own loop, at its next batch.)
-                    at_rest = (
-                        seg.pulling is not None
-                        and not seg.delivering
-                        and not any(
-                            n.rt.pending or n.rt.barrier_hooks for n in seg.nodes
-                        )
-                    )
-                    if seg.due == epoch and at_rest:
-                        seg.due, seg.gate = None, epoch
-                        self._barrier_now(seg, epoch)
-                if self._stopping or self._segments_done.is_set() or not coord.active:
-                    return  # this epoch is abandoned; the final checkpoint follows
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(0.002):
-                        await coord.all_reported.wait()
-            await coord.commit()
-            await self._committed(epoch)
-
-    async def _committed(self, epoch: int) -> None:
-        """Epoch ``epoch`` is in the store: let the sinks make it final."""
-        fault_point("after_commit", epoch)
-        first = True
-        for n in self._nodes.values():
-            for hook in n.rt.commit_hooks:
-                await _maybe_await(hook(epoch))
-                if first:
-                    fault_point("sink_commit", epoch)
-                    first = False
-
-    async def _initial_checkpoint(self, coord: Coordinator) -> None:
-        """Record where a fresh run starts, before anything has run (epoch 0).
-
-        A crash before the first epoch then restarts from states the sinks
-        wrote at start (a file's length, a table's last row), so they can
-        drop what the lost attempt wrote instead of keeping it twice.
-        """
-        for n in self._nodes.values():
-            for hook in n.rt.barrier_hooks:
-                await _maybe_await(hook(0))
-        states = {
-            node_id: _state_encoder.encode(state)
-            for node_id, state in self.state.nodes.items()
-            if state
-        }
-        await coord.store.commit_epoch(coord.run_key, 0, states)
-        await self._committed(0)
-
-    async def _final_checkpoint(self, coord: Coordinator) -> None:
-        """After a drain, every node's state is final: record it as an epoch."""
-        epoch = coord.trigger()
-        for n in self._nodes.values():
-            for hook in n.rt.barrier_hooks:
-                await _maybe_await(hook(epoch))
-        for node_id, state in self.state.nodes.items():
-            if state:
-                coord.states[node_id] = _state_encoder.encode(state)
-        await coord.commit()
-        await self._committed(epoch)
-
-    # --- direct calls (DAG of one-shot nodes) -------------------------------------
-
-    async def _run_direct(self) -> None:
-        """Call one-shot nodes in dependency order, on a small pool of workers.
-
-        A node with several values on its ports is called once per zipped set,
-        in order. At most ``max_parallel`` nodes run at once: one per worker.
-        A call that never suspends costs a plain await (no task, no loop
-        round trip); a call that suspends holds only its own worker, so
-        everything a coroutine ties to its task (timeouts, cancel scopes)
-        stays in one task from its start to its end.
-        """
-        direct = [n for n in self._nodes.values() if n.direct]
-        ready = deque(n for n in direct if not n.waiting)
-        wake = asyncio.Event()
-        remaining = len(direct)
-
-        async def worker() -> None:
-            nonlocal remaining
-            while remaining:
-                if not ready:
-                    wake.clear()
-                    await wake.wait()
-                    continue
-                n = ready.popleft()
-                self._node_started(n)
-                ports = n.port_values
-                if ports is None:
-                    calls: Any = [()] if not n.gnode.inputs else []
-                else:
-                    n.rt.items_in += sum(len(ports[p]) for p in n.gnode.inputs)
-                    calls = zip(*(ports[p] for p in n.gnode.inputs), strict=False)
-                results: list[Any] = []
-                restored = self._restored.get(n.id)
-                if restored is not None:
-                    # Done before a crash: hand on what it emitted, do not call.
-                    results = restored.get(OUT_PORT, [])
-                    for port, items in restored.items():
-                        if port != OUT_PORT:
-                            for item in items:
-                                n.rt.emit(port, item)
-                else:
-                    for args in calls:
-                        value = await self._failures.call(n, args)
-                        if value is not FAILED:
-                            results.append(value)
-                    if self._store is not None:
-                        self._store.record(
-                            self._run_key, n.id, {OUT_PORT: results, **n.rt.pending}
-                        )
-                        await self._store.maybe_commit()
-                remaining -= 1
-                if n.sends or n.collect is not None:
-                    await self._deliver(n, OUT_PORT, results)
-                if n.rt.pending:
-                    await self._flush_side(n)
-                for target, port, carries in n.direct_targets:
-                    if carries:
-                        values = target.port_values
-                        if values is None:
-                            values = target.port_values = {}
-                        values.setdefault(port, []).extend(results)
-                    target.waiting -= 1
-                    if not target.waiting:
-                        ready.append(target)
-                for sends in n.sends.values():
-                    for s in sends:
-                        s.close()
-                self._node_completed(n)
-                if ready or not remaining:
-                    wake.set()
-
-        workers = max(1, min(self.options.max_parallel, len(direct)))
-        async with asyncio.TaskGroup() as pool:
-            for _ in range(workers):
-                pool.create_task(worker())
-
     # --- events --------------------------------------------------------------------
 
     def _node_started(self, n: NodeRun) -> None:
@@ -1171,11 +940,6 @@ def _first_failure(group: BaseExceptionGroup[Any]) -> BaseException:
     return leaves[0]
 
 
-async def _maybe_await(result: Any) -> None:
-    if inspect.isawaitable(result):
-        await result
-
-
 async def _bounded(coro: Coroutine[Any, Any, Any], limit: float | None) -> None:
     """Await a lifecycle hook; only one that suspends pays for a timeout scope.
 
@@ -1188,7 +952,3 @@ async def _bounded(coro: Coroutine[Any, Any, Any], limit: float | None) -> None:
         return
     async with asyncio.timeout(limit):
         await Resume(coro, signal)
-
-
-_state_encoder = msgspec.msgpack.Encoder()
-_state_decoder = msgspec.msgpack.Decoder(dict[str, Any])

@@ -1,0 +1,221 @@
+"""Stream-mode checkpoints: epochs, barriers and their alignment, commits.
+
+The executor's part of the protocol in `runtime.checkpoint` (the store and the
+`Coordinator` live there): which segments must report, how a barrier is
+counted and passed on, when nodes' hooks run, and the epochs at the start and
+after a drain. docs/reliability.md has the contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from .checkpoint import Barrier, CheckpointError, Coordinator
+from .faults import fault_point
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from .channel import Control
+    from .executor import WorkflowExecutor
+    from .fusion import Segment
+
+__all__ = [
+    "barrier_hook",
+    "barrier_now",
+    "committed",
+    "coordinate",
+    "coordinator",
+    "decode_state",
+    "encode_state",
+    "final_checkpoint",
+    "initial_checkpoint",
+    "segment_barrier",
+]
+
+_state_encoder = msgspec.msgpack.Encoder()
+_state_decoder = msgspec.msgpack.Decoder(dict[str, Any])
+
+
+def encode_state(state: Any) -> bytes:
+    """A node state as MessagePack (TypeError/OverflowError if it cannot be)."""
+    return _state_encoder.encode(state)
+
+
+def decode_state(blob: bytes) -> dict[str, Any]:
+    """A node state from `encode_state`."""
+    return _state_decoder.decode(blob)
+
+
+def coordinator(ex: WorkflowExecutor, segments: list[Segment]) -> Coordinator:
+    """The run's `Coordinator`; refuses what cannot be checkpointed yet."""
+    assert ex._store is not None
+    for seg in segments:
+        head = seg.head
+        if len(head.gnode.inputs) > 1 and not head.spec.aligned:
+            msg = (
+                f"checkpointing cannot align barriers across the inputs of "
+                f"node {head.id!r} ({head.spec.type_id}): it reads them "
+                "itself; merge into one port (fan-in), or make it a batched "
+                "node that reads them with merge_batches (aligned=True)"
+            )
+            raise CheckpointError(msg)
+        for c in seg.head.gnode.inbound:
+            if ex._nodes[c.from_node].direct:
+                msg = (
+                    f"checkpointing does not support one-shot node "
+                    f"{c.from_node!r} feeding stream node {seg.head.id!r} yet"
+                )
+                raise CheckpointError(msg)
+            seg.producers += 1
+    return Coordinator(
+        ex._store, ex._run_key, ex._interval, len(segments), ex._epoch + 1
+    )
+
+
+def barrier_hook(
+    ex: WorkflowExecutor, seg: Segment
+) -> Callable[[Control], Awaitable[None]]:
+    """Count a segment's barriers; pass the barrier once all producers sent it."""
+
+    async def on_control(msg: Control) -> None:
+        if type(msg) is not Barrier:
+            return
+        seen = seg.seen[msg.epoch] = seg.seen.get(msg.epoch, 0) + 1
+        if seen >= seg.producers:  # aligned: the last producer's barrier
+            del seg.seen[msg.epoch]
+            await segment_barrier(ex, seg, msg.epoch)
+
+    return on_control
+
+
+async def segment_barrier(ex: WorkflowExecutor, seg: Segment, epoch: int) -> None:
+    """Flush the segment, run its nodes' barrier hooks, snapshot, pass it on."""
+    # Suspending once makes every node of the segment flush what it holds
+    # (rebatch flushes on suspension) and the segment deliver it, so what
+    # came before the barrier is downstream of it before it is forwarded.
+    await asyncio.sleep(0)
+    for n in seg.nodes:
+        await ex._flush_side(n)
+    coord = ex._coord
+    if coord is None or not coord.active or epoch != coord.epoch:
+        return
+    for n in seg.nodes:
+        for hook in n.rt.barrier_hooks:
+            await _maybe_await(hook(epoch))
+    barrier_now(ex, seg, epoch)
+
+
+def barrier_now(ex: WorkflowExecutor, seg: Segment, epoch: int) -> None:
+    """Snapshot the segment's nodes and forward the barrier (no awaits)."""
+    coord = ex._coord
+    if coord is None or not coord.active or epoch != coord.epoch:
+        return
+    states: dict[str, bytes] = {}
+    for n in seg.nodes:
+        state = ex.state.nodes.get(n.id)
+        if state:
+            try:
+                states[n.id] = encode_state(state)
+            except (TypeError, OverflowError) as exc:
+                msg = f"node {n.id!r}: its state cannot be checkpointed: {exc}"
+                raise CheckpointError(msg) from exc
+        for sends in n.sends.values():
+            for s in sends:
+                s.send_control(Barrier(epoch))
+    if seg.is_source:
+        fault_point("barrier_emitted", epoch)
+    coord.report(states)
+    fault_point("snapshot", epoch)
+
+
+async def coordinate(ex: WorkflowExecutor, coord: Coordinator) -> None:
+    """Trigger an epoch every interval; commit it once every segment passed it."""
+    sources = ex._sources
+    while True:
+        try:
+            async with asyncio.timeout(coord.interval):
+                await ex._segments_done.wait()
+            return
+        except TimeoutError:
+            pass
+        if ex._stopping or not coord.active:
+            return
+        epoch = coord.trigger()
+        for seg in sources:
+            seg.due = epoch
+        while not coord.all_reported.is_set():
+            for seg in sources:
+                # A source waiting on its own input is at rest: everything
+                # it emitted is downstream, so it is marked from here.
+                # (Barrier hooks need a await: such a segment is marked
+                # by its own loop, at its next batch.)
+                at_rest = (
+                    seg.pulling is not None
+                    and not seg.delivering
+                    and not any(n.rt.pending or n.rt.barrier_hooks for n in seg.nodes)
+                )
+                if seg.due == epoch and at_rest:
+                    seg.due, seg.gate = None, epoch
+                    barrier_now(ex, seg, epoch)
+            if ex._stopping or ex._segments_done.is_set() or not coord.active:
+                return  # this epoch is abandoned; the final checkpoint follows
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.002):
+                    await coord.all_reported.wait()
+        await coord.commit()
+        await committed(ex, epoch)
+
+
+async def committed(ex: WorkflowExecutor, epoch: int) -> None:
+    """Epoch ``epoch`` is in the store: let the sinks make it final."""
+    fault_point("after_commit", epoch)
+    first = True
+    for n in ex._nodes.values():
+        for hook in n.rt.commit_hooks:
+            await _maybe_await(hook(epoch))
+            if first:
+                fault_point("sink_commit", epoch)
+                first = False
+
+
+async def initial_checkpoint(ex: WorkflowExecutor, coord: Coordinator) -> None:
+    """Record where a fresh run starts, before anything has run (epoch 0).
+
+    A crash before the first epoch then restarts from states the sinks
+    wrote at start (a file's length, a table's last row), so they can
+    drop what the lost attempt wrote instead of keeping it twice.
+    """
+    for n in ex._nodes.values():
+        for hook in n.rt.barrier_hooks:
+            await _maybe_await(hook(0))
+    states = {
+        node_id: encode_state(state)
+        for node_id, state in ex.state.nodes.items()
+        if state
+    }
+    await coord.store.commit_epoch(coord.run_key, 0, states)
+    await committed(ex, 0)
+
+
+async def final_checkpoint(ex: WorkflowExecutor, coord: Coordinator) -> None:
+    """After a drain, every node's state is final: record it as an epoch."""
+    epoch = coord.trigger()
+    for n in ex._nodes.values():
+        for hook in n.rt.barrier_hooks:
+            await _maybe_await(hook(epoch))
+    for node_id, state in ex.state.nodes.items():
+        if state:
+            coord.states[node_id] = encode_state(state)
+    await coord.commit()
+    await committed(ex, epoch)
+
+
+async def _maybe_await(result: Any) -> None:
+    if inspect.isawaitable(result):
+        await result
