@@ -122,7 +122,11 @@ def workflow_key(workflow: Workflow) -> str:
     interval or the poison policy resumes the same run.
     """
     bare = msgspec.structs.replace(workflow, checkpoint=None)
-    document = msgspec.json.encode(bare, order="deterministic")
+    # Decoded once, as a file would be: typed fields take their declared
+    # types (a delay_ms of 50 becomes 50.0), so the same workflow built in
+    # Python or read from a file has one key.
+    canonical = msgspec.json.decode(msgspec.json.encode(bare), type=type(bare))
+    document = msgspec.json.encode(canonical, order="deterministic")
     return hashlib.sha256(document).hexdigest()[:16]
 
 

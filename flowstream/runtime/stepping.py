@@ -15,6 +15,7 @@ task (``asyncio.timeout``, cancel scopes) keeps working.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any, final
 
 if TYPE_CHECKING:
@@ -73,34 +74,57 @@ async def rebatch(
     """
     buf: list[Any] = []
     anext_ = gen.__anext__
-    while True:
-        step = anext_()
-        try:
-            signal = step.send(None)
-        except StopIteration as stop:
-            buf.append(stop.value)
-            if len(buf) >= max_batch:
-                yield buf
-                buf = []
-            continue
-        except StopAsyncIteration:
-            break
-        except Exception as exc:
-            # What the generator produced before failing is not lost.
-            if buf:
-                yield buf
-            raise exc
-        # The generator is about to wait: hand over what is ready first.
-        try:
+    midway: Any = None  # a step of gen that is suspended while we yield
+    try:
+        while True:
+            step = anext_()
+            try:
+                signal = step.send(None)
+            except StopIteration as stop:
+                buf.append(stop.value)
+                if len(buf) >= max_batch:
+                    yield buf
+                    buf = []
+                continue
+            except StopAsyncIteration:
+                break
+            except Exception as exc:
+                # What the generator produced before failing is not lost.
+                if buf:
+                    yield buf
+                raise exc
+            # The generator is about to wait: hand over what is ready first.
             if buf or pending:
+                midway = step
                 yield buf
                 buf = []
-            item = await Resume(step, signal)
-        except StopAsyncIteration:
-            break
-        except GeneratorExit:
-            step.close()
-            raise
-        buf.append(item)
-    if buf or pending:
-        yield buf
+            try:
+                item = await Resume(step, signal)
+            except StopAsyncIteration:
+                break
+            finally:
+                midway = None
+            buf.append(item)
+        if buf or pending:
+            yield buf
+    finally:
+        # Closed early (a stop, a cancel, a failure downstream): the node's
+        # generator must run its own cleanup too. If it is suspended inside a
+        # step, aclose() would fail ("already running"): end it from there.
+        if midway is not None:
+            await _abandon(midway)
+        else:
+            aclose = getattr(gen, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+async def _abandon(step: Any) -> None:
+    """Throw GeneratorExit into a suspended generator step; let it clean up."""
+    try:
+        signal = step.throw(GeneratorExit)
+    except (GeneratorExit, StopIteration, StopAsyncIteration):
+        return
+    # It awaits something in its cleanup (a finally, an async with): let it.
+    with contextlib.suppress(GeneratorExit, StopAsyncIteration):
+        await Resume(step, signal)
