@@ -7,8 +7,9 @@ checkpoints will find it:
 
 * source: ``offset`` is where the next unread line starts, ``line`` how many
   lines were consumed (and ``fields``, a CSV header already read);
-* sink: ``offset`` is the end of what the node wrote (its committed size),
-  ``records`` how many records it wrote.
+* sink: ``offset`` is the end of what the node wrote (at a checkpoint, the
+  size the file is truncated back to on recovery), ``records`` how many
+  records it wrote (and ``fields``, its CSV columns).
 
 Blocking file calls run in worker threads on raw descriptors (``os.pread``,
 ``os.write``), never on the event loop. A descriptor is closed only once no
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import functools
 import io
 import os
 from pathlib import Path
@@ -395,6 +397,18 @@ def _read_head(fd: int, limit: int) -> bytes:
     return data.split(b"\n", 1)[0]
 
 
+def _sync_and_size(fd: int, sync: bool) -> int:
+    if sync:
+        os.fsync(fd)
+    return os.fstat(fd).st_size
+
+
+def _truncate(fd: int, size: int, sync: bool) -> None:
+    os.ftruncate(fd, size)
+    if sync:
+        os.fsync(fd)
+
+
 def _last_byte(fd: int) -> bytes:
     size = os.fstat(fd).st_size
     return os.pread(fd, 1, size - 1) if size else b""
@@ -640,11 +654,13 @@ class FileSinkConfig(
         path: The file to append to (created if missing).
         format: ``jsonl`` or ``csv``; by default ``csv`` for a ``.csv`` path,
             else ``jsonl``.
-        commit: ``append``: records are appended after what the file holds.
-            (Reserved for later: a mode that truncates the file back to the
-            offset of the last checkpoint before writing, for exactly-once.)
+        commit: ``append``: records are appended after what the file holds;
+            under stream checkpoints, a restart first truncates the file back
+            to the size it had at the last committed checkpoint.
         fsync: When data is forced to disk: ``end`` (end of input and
-            shutdown), ``batch`` (after every batch), or ``never``.
+            shutdown, and at each checkpoint), ``batch`` (after every batch
+            too), or ``never`` (then a checkpoint survives a crash of the
+            process, not a power loss).
         fields: CSV columns; by default an existing file's header, else the
             first record's fields.
         header: Write a CSV header line into an empty file.
@@ -723,9 +739,16 @@ class FileSink:
     the first record; missing fields are empty cells, lists and dicts are
     JSON text, booleans ``true``/``false``.
 
-    Stream-safe. Delivery: at-least-once (``commit: append``): after a
-    restart, records written since the last checkpoint are written again.
-    State: ``offset`` (end of what this node wrote), ``records``.
+    Stream-safe. Delivery: exactly-once effects under stream checkpoints,
+    across crashes and ``kill -9``: at each checkpoint barrier the file is
+    fsynced and its size kept in the checkpoint (``offset``); a restart
+    truncates the file back to that size, dropping what the uncommitted epoch
+    wrote, before the sources replay it. A file found shorter than that size
+    was changed outside the run: the node fails to start, naming it. Readers
+    of the file may see the records of an epoch not committed yet, which a
+    recovery removes. Without checkpoints: at-least-once (a rerun appends
+    again). State: ``offset`` (end of what this node wrote), ``records``,
+    ``fields`` (CSV columns, under checkpoints).
 
     Example:
         ``{id: out, type: file.sink, config: {path: out.csv}}`` appends each
@@ -747,18 +770,30 @@ class FileSink:
         await self.aclose()
 
     async def initialize(self, ctx: NodeContext) -> None:
-        """Open the file for appending; read an existing CSV header."""
+        """Open the file for appending; read an existing CSV header.
+
+        Under checkpoints, first truncate the file to the restored ``offset``.
+
+        Raises:
+            ValueError: The file is shorter than the restored ``offset``.
+        """
         cfg = self.config
         loop = asyncio.get_running_loop()
         flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
         fd = await loop.run_in_executor(None, os.open, cfg.path, flags, 0o666)
         self._fd = _Descriptor(fd)
-        # commit "append": write after whatever the file holds. An exactly-once
-        # mode would truncate the file to ctx.state["offset"] here instead.
         size: int = await self._fd.call(os.lseek, 0, os.SEEK_END)
+        committed: int | None = ctx.state.get("offset") if ctx.checkpointing else None
+        if committed is not None:
+            await self._roll_back(ctx, size, committed)
+            size = committed
+            if cfg.fields is None and ctx.state.get("fields"):
+                self._fields = list(ctx.state["fields"])
         ctx.state["offset"] = size
         if "records" not in ctx.state:
             ctx.state["records"] = 0
+        if ctx.checkpointing:
+            ctx.on_barrier(functools.partial(self._at_barrier, ctx))
         self._header_due = cfg.kind == "csv" and cfg.header and size == 0
         if size:
             last = await self._fd.call(_last_byte)
@@ -768,6 +803,41 @@ class FileSink:
                 text = head.decode("utf-8", "replace").rstrip("\r")
                 row = next(csv.reader([text], delimiter=cfg.delimiter))
                 self._fields = row or None
+
+    async def _roll_back(self, ctx: NodeContext, size: int, committed: int) -> None:
+        """Cut what an epoch that never committed wrote (it will be replayed)."""
+        assert self._fd is not None
+        path = self.config.path
+        if size < committed:
+            await self.aclose()  # a node that fails to start gets no shutdown
+            msg = (
+                f"{path} holds {size} bytes, fewer than the {committed} this sink "
+                f"had written at the last checkpoint (epoch {ctx.restored_epoch}): "
+                f"it was changed outside the run; restore it, or start afresh "
+                f"with a new checkpoint store"
+            )
+            raise ValueError(msg)
+        if size > committed:
+            sync = self.config.fsync != "never"
+            await self._fd.call(_truncate, committed, sync)
+            ctx.logger.info(
+                "%s: truncated %d bytes written after checkpoint %d",
+                path,
+                size - committed,
+                ctx.restored_epoch,
+            )
+
+    async def _at_barrier(self, ctx: NodeContext, epoch: int) -> None:
+        # Every batch before the barrier is written (os.write, no user-space
+        # buffer): make it durable and note the size the epoch keeps.
+        if self._fd is None:
+            return
+        sync = self._dirty and self.config.fsync != "never"
+        if sync:
+            self._dirty = False
+        ctx.state["offset"] = await self._fd.call(_sync_and_size, sync)
+        if self._fields is not None:
+            ctx.state["fields"] = list(self._fields)
 
     async def execute(
         self, inp: AsyncIterator[list[Any]], *, ctx: NodeContext

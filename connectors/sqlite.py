@@ -16,6 +16,12 @@ Connections use WAL journaling (readers never block the writer) and
 ``synchronous=NORMAL`` by default: a commit survives a crash of the process
 but may be lost on power failure; ``synchronous: full`` makes every commit
 durable.
+
+Checkpoints: a batch is committed before the sink takes the next one, so
+when a checkpoint barrier reaches it everything before the barrier is in the
+table. A sink without a ``key`` then notes the table's highest rowid in its
+state, and a restart deletes the rows above it (written by an epoch that
+never committed, and about to be replayed) before writing anything.
 """
 
 from __future__ import annotations
@@ -187,6 +193,9 @@ class SqliteSinkConfig(
         return (self.key,) if isinstance(self.key, str) else tuple(self.key)
 
 
+ROWID_NAMES = ("rowid", "_rowid_", "oid")
+"""The names of a table's rowid, unless a column of that name hides one."""
+
 _RECORD_ERRORS = (
     sqlite3.IntegrityError,
     sqlite3.DataError,
@@ -279,6 +288,66 @@ class _TableWriter:
                 f"{list(self.key)}, so it cannot be upserted by that key: {exc}"
             )
             raise ValueError(msg) from None
+
+    # --- checkpoints (tables written without a key) ----------------------------------
+
+    def _rowid_name(self) -> str:
+        """A name that reads the table's rowid (which appends keep increasing).
+
+        Raises:
+            ValueError: The table has no rowid (``WITHOUT ROWID``), or columns
+                hide all of its names.
+        """
+        name = next((n for n in ROWID_NAMES if n not in self.columns), None)
+        if name is not None:
+            try:
+                self.conn.execute(f"SELECT {name} FROM {self.table} LIMIT 0")
+            except sqlite3.OperationalError:
+                name = None  # "no such column": a WITHOUT ROWID table
+        if name is None:
+            msg = (
+                f"table {self.config.table!r} has no rowid to roll back to at a "
+                f"checkpoint (a WITHOUT ROWID table, or columns named "
+                f"{', '.join(ROWID_NAMES)}); give the sink a key, its primary "
+                f"key, so that replayed records are upserted"
+            )
+            raise ValueError(msg)
+        return name
+
+    def check_rowid(self) -> None:
+        """Refuse now a table that `last_rowid` could not read."""
+        if self.columns:
+            self._rowid_name()
+
+    def last_rowid(self) -> int:
+        """The table's highest rowid (0 when it is empty or not created yet)."""
+        if not self.columns:
+            return 0
+        name = self._rowid_name()
+        row = self.conn.execute(f"SELECT max({name}) FROM {self.table}").fetchone()
+        return 0 if row[0] is None else int(row[0])
+
+    def roll_back_to(self, rowid: int) -> int:
+        """Delete the rows above ``rowid``, in one transaction.
+
+        Returns:
+            How many rows were deleted.
+        """
+        if not self.columns:
+            return 0  # the table was never created: nothing to delete
+        name = self._rowid_name()
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            cursor = conn.execute(
+                f"DELETE FROM {self.table} WHERE {name} > ?", (rowid,)
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return cursor.rowcount
 
     def _has_unique_key(self) -> bool:
         key = {k.lower() for k in self.key}
@@ -506,9 +575,20 @@ class SqliteSink:
     batch commits. A database failure rolls the batch back and fails the
     node (its retry policy may replay the batch).
 
-    Stream-safe. Delivery: at-least-once; with a ``key``, replays are
-    idempotent (effectively exactly-once). State: ``rows`` written,
-    ``batches`` committed.
+    Stream-safe. Delivery: exactly-once effects under stream checkpoints,
+    across crashes and ``kill -9`` (across power loss too with ``synchronous:
+    full``). Each batch is committed before the next is taken, so a barrier
+    finds everything before it in the table. With a ``key``, replayed records
+    rewrite the same rows (idempotent upserts, exactly-once even without
+    checkpoints). Without one, the sink keeps the table's highest rowid in
+    each checkpoint (``rowid``), and a restart deletes the rows above it, in
+    one transaction, before the sources replay them; this assumes the sink is
+    the table's only writer and new rows get higher rowids (SQLite's default;
+    a ``WITHOUT ROWID`` table is refused: give it a ``key``). Readers of the
+    table may see the rows of an epoch not committed yet, which a recovery
+    deletes. Without checkpoints and a key: at-least-once. State: ``rows``
+    written, ``batches`` committed, ``rowid`` (without a key, under
+    checkpoints).
 
     Example:
         ``{id: save, type: sqlite.sink, config: {path: app.db, table: users,
@@ -527,13 +607,50 @@ class SqliteSink:
         await self.aclose()
 
     async def initialize(self, ctx: NodeContext) -> None:
-        """Connect in the node's thread and check the table (if it exists)."""
-        self._worker = _Worker(f"flowstream-sqlite-{ctx.node_id}")
-        self._writer = await self._worker.run(open_writer, self.config)
-        self._worker.conn = self._writer.conn
+        """Connect in the node's thread and check the table (if it exists).
+
+        Under checkpoints, a sink without a key first deletes the rows above
+        the restored ``rowid``.
+
+        Raises:
+            ValueError: The table cannot be written as configured (see
+                above).
+        """
+        worker = self._worker = _Worker(f"flowstream-sqlite-{ctx.node_id}")
+        try:
+            writer = self._writer = await worker.run(open_writer, self.config)
+            worker.conn = writer.conn
+            if ctx.checkpointing and not self.config.key_fields:
+                await self._roll_back(ctx, worker, writer)
+        except BaseException:
+            await self.aclose()  # a node that fails to start gets no shutdown
+            raise
         for name in ("rows", "batches"):
             if name not in ctx.state:
                 ctx.state[name] = 0
+
+    async def _roll_back(
+        self, ctx: NodeContext, worker: _Worker, writer: _TableWriter
+    ) -> None:
+        committed: int | None = ctx.state.get("rowid")
+        if committed is None:
+            await worker.run(writer.check_rowid)
+        else:
+            deleted = await worker.run(writer.roll_back_to, committed)
+            if deleted:
+                ctx.logger.info(
+                    "table %r: deleted %d rows written after checkpoint %d",
+                    self.config.table,
+                    deleted,
+                    ctx.restored_epoch,
+                )
+
+        async def at_barrier(epoch: int) -> None:
+            # Batches commit as they come: everything before the barrier is
+            # in the table, and so below this rowid.
+            ctx.state["rowid"] = await worker.run(writer.last_rowid)
+
+        ctx.on_barrier(at_barrier)
 
     async def execute(
         self, inp: AsyncIterator[list[Any]], *, ctx: NodeContext
