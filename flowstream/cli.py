@@ -261,17 +261,22 @@ class _ObservedRuntime(FlowRuntime):
     """A `FlowRuntime` that shows each executor it makes to observers first.
 
     `CliRun` makes its executor itself; this is how the metrics endpoint and
-    the log context learn the run before it starts.
+    the log context learn the run before it starts, and how the endpoint's
+    batch probe gets into the run's options (``extra``).
     """
 
     def __init__(
-        self, runtime: FlowRuntime, observers: list[Callable[[WorkflowExecutor], None]]
+        self,
+        runtime: FlowRuntime,
+        observers: list[Callable[[WorkflowExecutor], None]],
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(runtime.registry, runtime.bus)
         self._observers = observers
+        self._extra = extra or {}
 
     def executor(self, workflow: Workflow | Graph, **options: Any) -> WorkflowExecutor:
-        executor = super().executor(workflow, **options)
+        executor = super().executor(workflow, **{**options, **self._extra})
         for observe in self._observers:
             observe(executor)
         return executor
@@ -303,7 +308,9 @@ async def _observed(
         raise UsageProblem(msg) from None
     endpoint = RunMetricsEndpoint(runner.graph.workflow.name, metrics_port)
     observers.append(endpoint.attach)
-    runner.runtime = _ObservedRuntime(runner.runtime, observers)
+    runner.runtime = _ObservedRuntime(
+        runner.runtime, observers, {"batch_probe": endpoint.batch_probe}
+    )
     return await endpoint.run(runner.run())
 
 

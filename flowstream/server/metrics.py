@@ -4,7 +4,9 @@ A `RunWatch` follows one run: a listener on the run's `EventBus` tracks node
 states and runs by status, and `RunWatch.sample` reads the executor's
 counters and channel statistics every sampling interval (and once more at the
 end), adding what changed since the previous reading. Nodes never see any of
-this: the hot path is untouched.
+this. The one thing on the hot path is `BatchLatency`, the run's
+`RunOptions.batch_probe`: the executor calls it for one batch in every
+``probe_every`` (16) of each task, and it observes a histogram.
 
 Metric families (labels in braces):
 
@@ -12,10 +14,15 @@ Metric families (labels in braces):
   ``_errors_total`` / ``_dead_letters_total`` {workflow, node}
 - ``flowstream_node_duration_seconds`` {workflow, node}: histogram of node
   executions, from start to completion (one per node and run attempt).
-- ``flowstream_batch_latency_seconds`` {workflow, node}: histogram of how long
-  a batch waits in a node's input channel before the node takes it,
-  estimated per sampling interval by Little's law (items buffered / intake
-  rate). Nodes fused into their upstream's task have no channel and no wait.
+- ``flowstream_batch_latency_seconds`` {workflow, node}: histogram of sampled
+  batch latencies of a task, from its head node taking an input batch to the
+  task delivering the output downstream (processing, plus any wait on a full
+  downstream channel). A fused chain is one task and is reported under its
+  head node only: one latency belongs to the whole chain, so repeating it
+  under every node would count each batch several times.
+- ``flowstream_batch_task_info`` {workflow, node, nodes}: which nodes the
+  latency of head ``node`` covers (``nodes``: the chain's ids, head first,
+  comma-separated), as of the latest run.
 - ``flowstream_channel_fill_ratio`` / ``flowstream_channel_buffered_batches``
   {workflow, run_id, node, port}: backpressure now; removed when the run ends.
 - ``flowstream_runs`` {status}: runs of this process by status (running now,
@@ -36,6 +43,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    Info,
     start_http_server,
 )
 
@@ -57,20 +65,31 @@ if TYPE_CHECKING:
     from ..runtime.result import RunResult
     from .schemas import NodeState
 
-__all__ = ["Metrics", "RunMetricsEndpoint", "RunWatch", "channel_statistics"]
+__all__ = [
+    "BatchLatency",
+    "Metrics",
+    "RunMetricsEndpoint",
+    "RunWatch",
+    "channel_statistics",
+]
 
 logger = logging.getLogger("flowstream.server")
 
 _LATENCY_BUCKETS = (
     0.0001,
+    0.00025,
     0.0005,
     0.001,
+    0.0025,
     0.005,
     0.01,
+    0.025,
     0.05,
     0.1,
+    0.25,
     0.5,
     1.0,
+    2.5,
     5.0,
     10.0,
 )
@@ -113,10 +132,17 @@ class Metrics:
         )
         self.batch_latency = Histogram(
             "flowstream_batch_latency_seconds",
-            "Time a batch waits in a node's input channel (sampled estimate: "
-            "items buffered / intake rate).",
+            "Sampled batch latency of a task, from its head node taking an "
+            "input batch to the output delivered downstream; a fused chain "
+            "is reported under its head.",
             node,
             buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_task = Info(
+            "flowstream_batch_task",
+            "The nodes a head node's batch latency covers (a fused chain).",
+            node,
             registry=r,
         )
         channel = ("workflow", "run_id", "node", "port")
@@ -150,6 +176,50 @@ class Metrics:
     def watch(self, workflow: str, run_id: str, bus: EventBus) -> RunWatch:
         """Start following a run; call before it starts so no event is missed."""
         return RunWatch(self, workflow, run_id, bus)
+
+    def batch_probe(self, workflow: str) -> BatchLatency:
+        """A `RunOptions.batch_probe` for one run of ``workflow``."""
+        return BatchLatency(self, workflow)
+
+
+class BatchLatency:
+    """Observes sampled batch latencies into ``flowstream_batch_latency_seconds``.
+
+    The executor calls it synchronously on the event loop for one batch in
+    every ``probe_every`` of each task (`RunOptions.batch_probe`), so it does
+    no I/O and takes no lock of its own: after a task's first batch it is a
+    dict lookup and a histogram observe. Make one per run.
+
+    Args:
+        metrics: Where the histogram is.
+        workflow: The run's workflow name (a label).
+    """
+
+    __slots__ = ("_metrics", "_series", "_workflow")
+
+    def __init__(self, metrics: Metrics, workflow: str) -> None:
+        self._metrics = metrics
+        self._workflow = workflow
+        # A task's node ids -> its head's histogram series.
+        self._series: dict[tuple[str, ...], Any] = {}
+
+    def __call__(
+        self, node_ids: tuple[str, ...], items: int, taken: float, delivered: float
+    ) -> None:
+        """Observe one batch: ``delivered - taken`` seconds, under the head."""
+        series = self._series.get(node_ids)
+        if series is None:
+            series = self._new_series(node_ids)
+        if taken:  # 0.0: the head has taken no input yet (nothing to measure)
+            series.observe(delivered - taken)
+
+    def _new_series(self, node_ids: tuple[str, ...]) -> Any:
+        m = self._metrics
+        labels = (self._workflow, node_ids[0])
+        m.batch_task.labels(*labels).info({"nodes": ",".join(node_ids)})
+        series = m.batch_latency.labels(*labels)
+        self._series[node_ids] = series
+        return series
 
 
 def channel_statistics(
@@ -214,11 +284,9 @@ class RunWatch:
         now = time.perf_counter()
         elapsed = max(now - self._last_time, 1e-9)
         self._last_time = now
-        intake: dict[str, float] = {}
         for node_id, stats in executor.statistics().items():
             before = self.stats.get(node_id)
             delta_in, delta_out = self._add(node_id, before, stats)
-            intake[node_id] = delta_in / elapsed
             # A node's pace is what it takes in; a source's, what it emits.
             moved = delta_in if stats.items_in else delta_out
             self.rates[node_id] = moved / elapsed
@@ -231,10 +299,6 @@ class RunWatch:
             m.channel_fill.labels(*labels).set(fill)
             m.channel_buffered.labels(*labels).set(ch.buffered)
             fills[node_id] = max(fill, fills.get(node_id, 0.0))
-            rate = intake.get(node_id, 0.0)
-            if rate > 0:
-                wait = ch.buffered_items / rate
-                m.batch_latency.labels(self.workflow, node_id).observe(wait)
         self.fills = fills
         self._count_dropped()
 
@@ -298,7 +362,8 @@ def _fill(ch: ChannelStatistics) -> float:
 class RunMetricsEndpoint:
     """The metrics of one command-line run, served on 127.0.0.1 while it runs.
 
-    ``flowstream run --metrics-port N`` uses it: `attach` is given the
+    ``flowstream run --metrics-port N`` uses it: the run's executor is made
+    with `batch_probe` as its `RunOptions.batch_probe`, `attach` is given the
     executor before the run starts, `run` serves the metrics (prometheus
     client's HTTP server, in its own thread) and samples the run until it
     ends, then stops serving.
@@ -307,6 +372,9 @@ class RunMetricsEndpoint:
         workflow: The workflow's name (a label of every node series).
         port: The port to serve on.
         interval: Seconds between two readings of the run's counters.
+
+    Attributes:
+        batch_probe: The run's batch latency probe.
     """
 
     def __init__(self, workflow: str, port: int, interval: float = 0.5) -> None:
@@ -314,6 +382,7 @@ class RunMetricsEndpoint:
         self.port = port
         self.interval = interval
         self.metrics = Metrics()
+        self.batch_probe = self.metrics.batch_probe(workflow)
         self.watch: RunWatch | None = None
         self._executor: WorkflowExecutor | None = None
 

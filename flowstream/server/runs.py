@@ -4,7 +4,9 @@ Each run gets its own `EventBus`. Listeners attached before it starts keep a
 bounded record of its events (`EventHistory`: the first ``history_head`` and
 the latest ``history_tail``), follow it for the metrics and the UI
 (`RunWatch`), and trace it when OpenTelemetry is configured. A sampler task
-next to the run reads its counters every ``sample_interval``.
+next to the run reads its counters every ``sample_interval``. The run's
+sampled batches (`RunOptions.batch_probe`) feed the batch latency histogram
+and, in stream mode with tracing on, ``flowstream.batch`` spans.
 
 Runs are tasks of the task group that `RunManager.running` opens, and the
 server's lifespan holds that open: no run outlives the server. When the
@@ -21,7 +23,7 @@ import time
 from collections import deque
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import msgspec
 
@@ -38,7 +40,7 @@ from .store import RunOutcome
 from .tracing import RunTracer, tracer_for_runs
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
     from ..core.events import ExecutionEvent
     from ..runtime.registry import NodeRegistry
@@ -48,6 +50,8 @@ if TYPE_CHECKING:
     from .metrics import Metrics, RunWatch
     from .schemas import RunRequest
     from .store import Store
+
+    BatchProbe: TypeAlias = Callable[[tuple[str, ...], int, float, float], None]
 
 __all__ = ["EventHistory", "LiveRun", "RunManager"]
 
@@ -175,9 +179,17 @@ class RunManager:
         graph = check_workflow(workflow, self.registry, self.config)
         mode = request.mode or workflow.mode
         bus = EventBus()
-        executor = WorkflowExecutor(
-            graph, bus, RunOptions(mode=mode, drain_timeout=self.config.drain_timeout)
+        tracer = tracer_for_runs()
+        run_tracer = RunTracer(tracer, bus) if tracer is not None else None
+        probe: BatchProbe = self.metrics.batch_probe(workflow.name)
+        if run_tracer is not None and mode == "stream":
+            # DAG runs have a span per node execution; a stream's last as
+            # long as the run, so its sampled batches get spans instead.
+            probe = _both(probe, run_tracer.batch_probe)
+        options = RunOptions(
+            mode=mode, drain_timeout=self.config.drain_timeout, batch_probe=probe
         )
+        executor = WorkflowExecutor(graph, bus, options)
         summary = RunSummary(
             run_id=executor.run_id,
             workflow=workflow.name,
@@ -196,7 +208,6 @@ class RunManager:
             for node_id, g in graph.nodes.items()
             if isinstance(g.decl.error_handling or default, ContinueOnError)
         }
-        tracer = tracer_for_runs()
         live = LiveRun(
             summary=summary,
             graph=graph,
@@ -204,7 +215,7 @@ class RunManager:
             bus=bus,
             history=history,
             watch=watch,
-            tracer=RunTracer(tracer, bus) if tracer is not None else None,
+            tracer=run_tracer,
         )
         self._live[summary.run_id] = live
         self._group.create_task(self._drive(live), name=f"run-{summary.run_id}")
@@ -399,6 +410,16 @@ class RunManager:
         if self.store.get_run(run_id) is None:
             raise ApiError(404, f"no run {run_id!r}")
         raise ApiError(409, f"run {run_id!r} has already finished")
+
+
+def _both(first: BatchProbe, second: BatchProbe) -> BatchProbe:
+    def probe(
+        node_ids: tuple[str, ...], items: int, taken: float, delivered: float
+    ) -> None:
+        first(node_ids, items, taken, delivered)
+        second(node_ids, items, taken, delivered)
+
+    return probe
 
 
 def _with_inputs(workflow: Workflow, inputs: dict[str, list[Any]]) -> Workflow:
