@@ -9,7 +9,6 @@ declare.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 import zlib
@@ -19,10 +18,10 @@ import msgspec
 
 from ..core.expr import Expr, expr_function
 from ..core.node import ERROR_PORT, OUT_PORT, node
-from ..runtime.feeds import Align, AligningFeed
+from ..runtime.merging import merge_batches
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+    from collections.abc import AsyncIterator, Sequence
 
     from ..core.node import NodeContext
 
@@ -55,93 +54,6 @@ def _check_port_names(
             msg = f"{field}: port name {name!r} appears twice"
             raise ValueError(msg)
         seen.add(name)
-
-
-# --- reading several inputs ------------------------------------------------------
-
-_END: Any = object()
-
-
-async def _next_batch(source: AsyncIterator[list[Any]]) -> Any:
-    return await anext(source, _END)
-
-
-async def merge_batches(
-    sources: Sequence[AsyncIterator[list[Any]]], *, first: int | None = None
-) -> AsyncGenerator[tuple[int, list[Any] | None], None]:
-    """Yield ``(index, batch)`` from several batch iterators as batches arrive.
-
-    Yields ``(index, None)`` once when source ``index`` ends, and ends when
-    all have. Order is kept within each source. Fair: when several sources
-    have a batch ready they are served in turn (round robin), so a busy
-    input never starves a quieter one; but source ``first``, when given, is
-    served before the others whenever it has a batch ready.
-
-    One task per source waits for its next batch (so each source is read at
-    most one batch ahead); they are cancelled and awaited when this
-    generator ends or is closed, so none outlives it. Close it with
-    ``aclose()`` (or ``contextlib.aclosing``).
-    """
-    # Not aiostream's merge: when several sources are ready it always takes
-    # the first one, so a source that is never empty starves the others.
-    # The waits are tasks of their own, not an asyncio.TaskGroup, because a
-    # generator must not yield inside a TaskGroup (PEP 789); the finally
-    # clause below gives them the same guarantee.
-    count = len(sources)
-    waits: dict[int, asyncio.Task[Any]] = {}
-    live = list(range(count))
-    # Checkpoint barriers: a source whose input passed barrier e hands out an
-    # Align mark; it is not read again until every live source has (it has
-    # nothing before the epoch commits anyway), and then the mark is aligned
-    # here, between two yields: the node has handled all that came before.
-    held: dict[int, Align] = {}
-    for source in sources:
-        if isinstance(source, AligningFeed):
-            source.align = True
-    turn = 0
-    try:
-        while live:
-            if held and all(i in held for i in live):
-                marks = list(held.values())
-                held.clear()
-                await marks[0].aligned()
-                for mark in marks[1:]:
-                    mark.done = True
-            for i in live:
-                if i not in waits and i not in held:
-                    waits[i] = asyncio.ensure_future(_next_batch(sources[i]))
-                    if i == first:
-                        # Let the new wait take a batch that is already there
-                        # before the others are looked at.
-                        await asyncio.sleep(0)
-            ready = [i for i in live if i in waits and waits[i].done()]
-            if not ready:
-                await asyncio.wait(
-                    [waits[i] for i in live if i in waits],
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                ready = [i for i in live if i in waits and waits[i].done()]
-            if first is not None and first in ready:
-                pick = first
-            else:
-                pick = min(ready, key=lambda i: (i - turn) % count)
-                turn = pick + 1
-            batch = waits.pop(pick).result()
-            if batch is _END:
-                live.remove(pick)
-                yield pick, None
-            elif type(batch) is Align:
-                held[pick] = batch
-            else:
-                yield pick, batch
-    finally:
-        for task in waits.values():
-            task.cancel()
-        if waits:
-            await asyncio.wait(waits.values())
-            for task in waits.values():
-                if not task.cancelled():
-                    task.exception()  # retrieved: it is moot once we stop
 
 
 # --- merge ---------------------------------------------------------------------
@@ -241,7 +153,11 @@ def zip_items(*items: Any, config: Zip) -> Any:
     ends. Leftover items of longer inputs are dropped. Stream-safe, but an
     input that runs ahead of the others fills its channel and then holds its
     producer back (backpressure): zip two branches of one source only when
-    they keep the same pace.
+    they keep the same pace. Under stream checkpoints the inputs are read as
+    they come, into queues in the node's state (the barrier must pass every
+    input, so items waiting for a partner are part of the epoch); an input
+    more than a batch ahead is not read until the others catch up, except
+    while an epoch is aligned.
 
     Example:
         ``{id: pairs, type: control.zip, config: {inputs: [l, r], as_dict: true}}``

@@ -57,7 +57,8 @@ def coordinator(ex: WorkflowExecutor, segments: list[Segment]) -> Coordinator:
     assert ex._store is not None
     for seg in segments:
         head = seg.head
-        if len(head.gnode.inputs) > 1 and not head.spec.aligned:
+        spec = head.spec
+        if len(head.gnode.inputs) > 1 and not (spec.aligned or spec.shape == "call"):
             msg = (
                 f"checkpointing cannot align barriers across the inputs of "
                 f"node {head.id!r} ({head.spec.type_id}): it reads them "

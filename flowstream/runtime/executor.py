@@ -67,6 +67,7 @@ from .direct import run_direct
 from .events import EventBus
 from .feeds import AligningFeed, BatchFeed, ChannelFeed, ItemFeed
 from .fusion import NodeRun, Segment, kernel_steps, plan_segments
+from .merging import merge_batches
 from .result import DeadLetter, RunResult, RunStatus
 from .retry import FAILED, Abort, Failures
 from .stepping import Resume, rebatch
@@ -77,6 +78,7 @@ if TYPE_CHECKING:
 __all__ = ["RunOptions", "WorkflowExecutor"]
 
 MAX_BATCH = 1024
+_QUEUED = "\x00queued"  # a checkpointed multi-input call's waiting inputs
 SHUTDOWN_TIMEOUT = 5.0
 YIELD_EVERY = 0.01
 Sleep = Callable[[float], Any]
@@ -682,7 +684,8 @@ class WorkflowExecutor:
             return
         on_control = epochs.barrier_hook(self, seg) if self._coord is not None else None
         feeds: list[Any]
-        if on_control is not None and spec.aligned and len(n.gnode.inputs) > 1:
+        zipped = spec.shape == "call" and len(n.gnode.inputs) > 1
+        if on_control is not None and (spec.aligned or zipped):
             # Barriers are aligned where the node merges its inputs.
             producers = Counter(c.to_port for c in n.gnode.inbound)
 
@@ -705,7 +708,12 @@ class WorkflowExecutor:
                 else ChannelFeed(n.inputs[p], n.rt, on_control)
                 for p in n.gnode.inputs
             ]
-        stage = self._call_stage if spec.shape == "call" else self._run_generator
+        if zipped and on_control is not None:
+            stage = self._zipped_call_stage
+        elif spec.shape == "call":
+            stage = self._call_stage
+        else:
+            stage = self._run_generator
         async for batch in stage(n, feeds):
             yield batch
 
@@ -843,6 +851,54 @@ class WorkflowExecutor:
                 result = await self._failures.call(n, tuple(args))
                 if result is not FAILED:
                     yield [result]
+        finally:
+            for f in feeds:
+                await f.aclose()
+
+    async def _zipped_call_stage(
+        self, n: NodeRun, feeds: list[Any]
+    ) -> AsyncIterator[list[Any]]:
+        """`_call_stage` for a one-shot node with several inputs, checkpointed.
+
+        Reads every port as batches arrive (`merge_batches`, which aligns the
+        barriers) into per-port queues kept in the node's state, so items a
+        barrier finds waiting for their partners are in the snapshot; calls
+        the node once per complete set, in order. A port whose queue is
+        ``MAX_BATCH`` items ahead is not read (backpressure) until the others
+        catch up. Ends when an input has ended and its queue is empty.
+        """
+        state = n.rt.state
+        queues: list[list[Any]] = state.get(_QUEUED) or [[] for _ in feeds]
+        state[_QUEUED] = queues
+        ended: set[int] = set()
+
+        def paused(i: int) -> bool:
+            return len(queues[i]) >= MAX_BATCH
+
+        merged = merge_batches(feeds, paused=paused)
+        try:
+            async with contextlib.aclosing(merged):
+                while not any(i in ended and not queues[i] for i in range(len(feeds))):
+                    count = min(len(q) for q in queues)
+                    if count:
+                        sets = list(zip(*(q[:count] for q in queues), strict=True))
+                        for q in queues:
+                            del q[:count]
+                        out = []
+                        for args in sets:
+                            result = await self._failures.call(n, args)
+                            if result is not FAILED:
+                                out.append(result)
+                        yield out
+                        continue
+                    try:
+                        i, batch = await anext(merged)
+                    except StopAsyncIteration:
+                        return
+                    if batch is None:
+                        ended.add(i)
+                    else:
+                        queues[i].extend(batch)
         finally:
             for f in feeds:
                 await f.aclose()

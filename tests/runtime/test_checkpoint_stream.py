@@ -9,13 +9,14 @@ import subprocess
 import sys
 import time
 from contextlib import closing
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from flowstream import FlowRuntime, NodeRegistry, Workflow
+from flowstream import FlowRuntime, NodeRegistry, Workflow, node
 from flowstream.core.workflow import Checkpoint
 from flowstream.runtime.checkpoint import CheckpointStore, workflow_key
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
     from pathlib import Path
 
 N = 400_000  # long enough that a stop always lands mid-run, even under load
@@ -83,25 +84,38 @@ async def test_epochs_commit_while_the_stream_runs(tmp_path: Path) -> None:
     assert committed >= 3
 
 
-def test_multi_input_nodes_are_refused_with_a_clear_error(tmp_path: Path) -> None:
+@node("test.interleave")
+async def interleave(
+    left: AsyncIterator[Any], right: AsyncIterator[Any]
+) -> AsyncIterator[Any]:
+    """Reads its two inputs itself, in its own order: nothing to align on."""
+    async for x in left:
+        yield x
+        yield await anext(right)
+
+
+def test_nodes_reading_several_inputs_themselves_are_refused(tmp_path: Path) -> None:
     wf = (
-        Workflow("zip", mode="stream")
+        Workflow("mix", mode="stream")
         .node("a", "source.range", stop=10)
         .node("b", "source.range", stop=10)
-        .node("z", "control.zip", inputs=["left", "right"])
+        .node("z", "test.interleave")
         .connect("a -> z.left")
         .connect("b -> z.right")
     )
     wf.checkpoint = Checkpoint(path=str(tmp_path / "c.db"))
-    result = FlowRuntime().run(wf, fuse=False)
+    registry = NodeRegistry.default(entry_points=False)
+    registry.register(interleave)
+    result = FlowRuntime(registry).run(wf, fuse=False)
     assert result.status == "failed"
     assert result.error is not None
     assert "align barriers across the inputs of node 'z'" in result.error
+    assert "merge_batches" in result.error
 
 
 RUNNER = """
 import sys
-from flowstream import FlowRuntime, NodeRegistry, Workflow
+from flowstream import FlowRuntime, NodeRegistry, Workflow, node
 from flowstream.core.workflow import Checkpoint
 
 store, db, n, keys = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
