@@ -654,7 +654,11 @@ class WorkflowExecutor:
                 finally:
                     seg.pulling = None
                 seg.head.rt.taken_at = perf_counter()
-                if seg.due is not None or seg.gate is not None:
+                if seg.gate is not None:
+                    # Marked while it was pulled: this batch came after the
+                    # snapshot, so it waits for the commit. (A barrier that
+                    # is only due goes after this batch, at the loop's top:
+                    # the source's state already counts the batch.)
                     await self._source_gate(seg)
                 yield batch
 
