@@ -16,7 +16,8 @@ Memory stays bounded end to end (never an unbounded buffer on the data path):
   drains them into the graph. When the pipeline is full the queue is full,
   readers wait, websockets stops reading their sockets once
   ``read_buffer_frames`` frames are buffered, and TCP flow control makes the
-  senders' ``send`` block.
+  senders' ``send`` block. With a ``journal`` (`connectors._journal`) frames
+  pass through it first, and it holds back at most ``journal_max_frames``.
 * ``ws.sink`` (client): ``send`` waits while the socket's write buffer is full,
   which holds up the sink's input channel and so the graph. Frames not yet
   confirmed by the peer (see `WebSocketSink`) are kept, up to
@@ -31,9 +32,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import sqlite3
 from collections import deque
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 from websockets.asyncio.client import connect
@@ -50,6 +53,7 @@ from websockets.protocol import State
 from flowstream import node
 from flowstream.errors import ConnectError
 
+from ._journal import Journal
 from ._records import (
     MAX_RAW_IN_ERROR,
     BadRecord,
@@ -59,14 +63,16 @@ from ._records import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Coroutine
+    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 
     from websockets.asyncio.client import ClientConnection
     from websockets.asyncio.connection import Connection
     from websockets.asyncio.server import Server, ServerConnection
     from websockets.http11 import Request, Response
 
-    from flowstream import NodeContext
+    from flowstream import NodeContext, NodeState
+
+    from ._journal import Row
 
 __all__ = [
     "Reconnect",
@@ -84,9 +90,9 @@ Mode = Literal["server", "client"]
 Data = str | bytes
 
 
-# A frame on its way to the graph, with its sender; or, instead of the frame,
-# why a frame could not even be read.
-_Entry = tuple[bytes | BadRecord, str]
+# A frame on its way to the graph, with its sender and its journal id (0:
+# not journaled); or, instead of the frame, why a frame could not be read.
+_Entry = tuple[bytes | BadRecord, str, int]
 BATCH = 256
 """Records per batch the source aims for (it never waits to fill one).
 
@@ -190,6 +196,43 @@ class _Endpoint(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
                 raise ValueError(msg)
 
 
+SEQ = "{seq}"
+"""Where ``resume_message`` puts the last sequence."""
+
+
+def _has_placeholder(template: Any) -> bool:
+    if isinstance(template, str):
+        return SEQ in template
+    if isinstance(template, bytes):
+        return SEQ.encode() in template
+    if isinstance(template, list):
+        return any(_has_placeholder(v) for v in template)
+    if isinstance(template, dict):
+        return any(_has_placeholder(v) for v in template.values())
+    return False
+
+
+def _fill(template: Any, seq: Any) -> Any:
+    """``template`` with the sequence in place of every ``"{seq}"``."""
+    if isinstance(template, str):
+        return seq if template == SEQ else template.replace(SEQ, str(seq))
+    if isinstance(template, bytes):
+        return template.replace(SEQ.encode(), str(seq).encode())
+    if isinstance(template, list):
+        return [_fill(v, seq) for v in template]
+    if isinstance(template, dict):
+        return {k: _fill(v, seq) for k, v in template.items()}
+    return template
+
+
+def _with_query(url: str, name: str, value: Any) -> str:
+    """``url`` with the query parameter ``name`` set to ``value``."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    query = [(k, v) for k, v in query if k != name] + [(name, str(value))]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
 def _at_least_one(**values: int) -> None:
     for name, value in values.items():
         if value < 1:
@@ -220,6 +263,24 @@ class WebSocketSourceConfig(
             empty queue).
         read_buffer_frames: Frames websockets buffers per connection before
             it stops reading the socket.
+        seq_field: Client mode: the record field holding the server's
+            sequence number (a field name, dotted for nested ones:
+            ``meta.seq``); numbers or strings, increasing. Records at or
+            below the last one handed on are dropped and counted; a record
+            without one goes to ``error``.
+        resume_query: Client mode: on (re)connecting, once a sequence is
+            known, add ``?NAME=<last seq>`` to the url.
+        resume_message: Client mode: on (re)connecting, once a sequence is
+            known, send this after ``subscribe`` (encoded like it), with the
+            string ``"{seq}"`` replaced by the last sequence (the value
+            itself where a whole string is ``"{seq}"``, its text inside a
+            longer string).
+        journal: A SQLite file: frames are written to it before they enter
+            the graph, and replayed from it after a crash (needs a
+            checkpoint store).
+        journal_max_frames: Most frames read but not yet in the journal (a
+            crash loses at most these) or journaled but not yet queued for
+            the graph; readers wait past it.
     """
 
     subscribe: Any = None
@@ -229,6 +290,11 @@ class WebSocketSourceConfig(
     queue_frames: int = 256
     queue_bytes: int = 1 << 20
     read_buffer_frames: int = 16
+    seq_field: str | None = None
+    resume_query: str | None = None
+    resume_message: Any = None
+    journal: str | None = None
+    journal_max_frames: int = 64
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -237,7 +303,12 @@ class WebSocketSourceConfig(
             queue_frames=self.queue_frames,
             queue_bytes=self.queue_bytes,
             read_buffer_frames=self.read_buffer_frames,
+            journal_max_frames=self.journal_max_frames,
         )
+        self._check_resume()
+        if self.journal is not None and not self.journal.strip():
+            msg = "journal must be a file path, got an empty string"
+            raise ValueError(msg)
         if self.hard_max_frame_bytes is not None and (
             self.hard_max_frame_bytes < self.max_frame_bytes
         ):
@@ -253,6 +324,39 @@ class WebSocketSourceConfig(
         ):
             msg = "with encoding 'raw', subscribe must be a string or bytes"
             raise ValueError(msg)
+
+    def _check_resume(self) -> None:
+        resume = self.resume_query is not None or self.resume_message is not None
+        if self.seq_field is None:
+            if resume:
+                msg = "resume_query and resume_message need a seq_field"
+                raise ValueError(msg)
+            return
+        if self.mode != "client":
+            msg = "seq_field is for mode 'client' (one server, one sequence)"
+            raise ValueError(msg)
+        if self.encoding == "raw":
+            msg = "seq_field needs records with fields, not encoding 'raw'"
+            raise ValueError(msg)
+        if not all(self.seq_keys):
+            msg = (
+                "seq_field must be a field name, dotted if nested, "
+                f"got {self.seq_field!r}"
+            )
+            raise ValueError(msg)
+        if self.resume_query is not None and not self.resume_query:
+            msg = "resume_query must be a query parameter name, got ''"
+            raise ValueError(msg)
+        if self.resume_message is not None and not _has_placeholder(
+            self.resume_message
+        ):
+            msg = f"resume_message must contain {SEQ!r}, where the sequence goes"
+            raise ValueError(msg)
+
+    @property
+    def seq_keys(self) -> list[str]:
+        """The keys of ``seq_field``, outermost first (empty without one)."""
+        return self.seq_field.split(".") if self.seq_field is not None else []
 
     @property
     def hard_limit(self) -> int:
@@ -308,6 +412,16 @@ class WebSocketSourceStatistics(msgspec.Struct, frozen=True, kw_only=True):
         peak_bytes: The most bytes that ever waited (<= ``queue_bytes``, or
             one frame's size if larger).
         waiting_readers: Readers waiting for room (not reading their socket).
+        duplicates: Records at or below the last sequence, dropped
+            (``seq_field``).
+        journaled_frames: Frames written to the journal since the start.
+        unjournaled_frames: Frames read but not yet in the journal now: what
+            a crash would lose (besides what the connections buffer).
+        peak_unjournaled: The most there ever were (<=
+            ``journal_max_frames``).
+        replayed_frames: Frames replayed from the journal at start.
+        pruned_frames: Frames pruned from the journal (covered by a
+            committed checkpoint).
     """
 
     connections: int
@@ -317,6 +431,12 @@ class WebSocketSourceStatistics(msgspec.Struct, frozen=True, kw_only=True):
     peak_frames: int
     peak_bytes: int
     waiting_readers: int
+    duplicates: int = 0
+    journaled_frames: int = 0
+    unjournaled_frames: int = 0
+    peak_unjournaled: int = 0
+    replayed_frames: int = 0
+    pruned_frames: int = 0
 
 
 class WebSocketSinkStatistics(msgspec.Struct, frozen=True, kw_only=True):
@@ -526,19 +646,54 @@ class WebSocketSource:
     Memory: at most ``queue_frames``/``queue_bytes`` of frames taken in, one
     decoded batch (about 256 records), and per connection what websockets
     buffers (``read_buffer_frames`` frames, each under
-    ``hard_max_frame_bytes``). Past that, senders block (TCP backpressure).
+    ``hard_max_frame_bytes``); with a journal, ``journal_max_frames`` frames
+    more. Past that, senders block (TCP backpressure).
 
     A graceful stop closes the listener (or the client connection) with code
     1001 and keeps reading until each peer has answered the close: every frame
     a peer sent before that reaches the graph. Bounded by ``close_timeout``
     and the run's drain timeout.
 
+    Delivery across a crash (stream mode with a checkpoint store):
+
+    * By default, at most once: what was read but not yet handed on (the
+      queue, websockets' and the kernel's buffers) is lost, and a restarted
+      run takes whatever its peers send next.
+    * Client mode with ``seq_field`` and ``resume_query`` or
+      ``resume_message``: exactly-once state when the server honours the
+      request. The state keeps the last sequence handed on (``seq``); every
+      connect, including the first after a restart from a checkpoint, asks
+      to resume after it, and records at or below it are dropped (counted
+      as ``duplicates``), so each record counts once downstream.
+    * ``journal``: at least once from the moment a frame is journaled.
+      Every frame read is appended to the SQLite journal (group commit,
+      fsync) before it is decoded; the state keeps the id of the last frame
+      whose records were handed on (``journal_id``), and a restart replays
+      the frames after it (decoded like live ones, bad ones to ``error``)
+      before live frames. A crash loses at most ``journal_max_frames``
+      frames read but not yet journaled (``unjournaled_frames``; a journal
+      its last run did not close is reported at start with that bound),
+      plus what the connections had buffered (``read_buffer_frames`` each,
+      and the socket buffers). It needs a checkpoint store (the run fails at
+      start otherwise): a committed epoch prunes the frames up to what the
+      previous commit had handed on (a lower bound of what the epoch
+      recorded, as a source cannot see its snapshot), so the journal holds
+      about two checkpoint intervals of frames plus at most
+      ``journal_max_frames`` + ``queue_frames`` waiting for the graph. A
+      stuck graph stops the readers, so it does not grow the journal. With
+      a new checkpoint store every frame left in the journal is replayed.
+
     Events: ``listening`` ``{host, port, url}``; ``client_connected`` and
     ``client_disconnected`` ``{peer}`` (server); ``connected``,
-    ``reconnected`` ``{url, connections}`` and ``disconnected`` (client).
+    ``reconnected`` ``{url, connections}`` (plus ``since``, the sequence
+    asked to resume after, with ``seq_field``) and ``disconnected``
+    (client); ``journal_opened`` ``{path, after, replay, pruned, unclean,
+    max_unjournaled}``.
 
     Example:
-        A server on a free port, validating records::
+        A server on a free port, validating records, with a journal (at
+        least once across a crash, losing at most ``journal_max_frames``
+        frames in flight; needs a checkpoint store)::
 
             - id: ingest
               type: ws.source
@@ -548,6 +703,7 @@ class WebSocketSource:
                 path: /ingest
                 encoding: json
                 schema: {sensor: str, value: float, ts: float}
+                journal: ingest-journal.db
     """
 
     def __init__(self, config: WebSocketSourceConfig) -> None:
@@ -561,22 +717,45 @@ class WebSocketSource:
         self._server: Server | None = None
         self._client: ClientConnection | None = None
         self._ctx: NodeContext | None = None
+        self._state: NodeState = {}
         self._failure: Exception | None = None
         self._frames = 0
+        # resume: the last sequence taken (None: none yet, or no seq_field)
+        self._seq_keys = config.seq_keys
+        self._seq: Any = None
+        self._duplicates = 0
+        # journal
+        self._journal: Journal | None = None
+        self._replay_until = 0
+        self._replayed = asyncio.Event()
+        self._replayed_frames = 0
+        self._prune_floor = 0
+        self._pruned_to = 0
 
     async def initialize(self, ctx: NodeContext) -> None:
         """Bind the server (or start the client); readers start at once.
 
+        With a journal, open it first (pruning what the restored checkpoint
+        covers); its frames after the checkpoint are replayed by `execute`.
+
         Raises:
             OSError: The server cannot bind its address.
+            ValueError: A journal without a checkpoint store.
+            flowstream.errors.ConnectorError: The journal cannot be opened.
         """
         self._ctx = ctx
+        self._state = ctx.state
+        self._seq = ctx.state.get("seq") if self._seq_keys else None
         config = self.config
         try:
             # Readers and the stop watcher live in a group owned by this node:
             # entered here, left in shutdown (the executor runs both in one
             # task). Their bodies never raise, so it never cancels the run.
             group = await self._stack.enter_async_context(asyncio.TaskGroup())
+            if config.journal is not None:
+                await self._open_journal(ctx, config.journal, group)
+            else:
+                self._replayed.set()
             if config.mode == "server":
                 self._server = await _listen(
                     config,
@@ -600,59 +779,89 @@ class WebSocketSource:
 
         Frames are decoded here, just before their records are handed on
         (fresh objects, consumed at once): batches of about `BATCH` records,
-        or whatever is ready when no frame is waiting.
+        or whatever is ready when no frame is waiting. With a journal, the
+        frames to replay come first.
+
+        The state (``seq``, ``journal_id``) is updated just before each
+        batch leaves and while waiting, so a checkpoint between batches
+        records exactly what was handed on.
         """
+        if self._journal is not None:
+            async with contextlib.aclosing(self._replay(self._journal)) as replay:
+                async for replayed in replay:
+                    yield replayed
+            self._replayed.set()
         intake = self._intake
         entries = intake._entries
         popleft = entries.popleft
-        decode = self._decoder.decode
+        decode = self._decode
+        note = self._note if self._seq_keys or self._journal else None
         batch: list[Any] = []
+        last_id = 0
         while True:
             if not entries:
                 if batch:
+                    if note is not None:
+                        note(last_id)
                     yield batch
                     batch = []
-                elif not await intake.wait():
-                    break
+                else:
+                    if note is not None:
+                        note(last_id)  # frames that held no record
+                    if not await intake.wait():
+                        break
                 continue
             # Popped here rather than by an _Intake method: this runs once per
             # frame. The byte count goes down and waiting readers try again.
-            frame, peer = popleft()
+            frame, peer, frame_id = popleft()
             if type(frame) is bytes:
                 intake.bytes -= len(frame)
                 if intake.waiting:
                     intake._space.set()
-                try:
-                    good, bad = decode(frame)
-                except msgspec.DecodeError as exc:
-                    # RecordDecoder lets a few malformed frames raise (a
-                    # schema error before trailing garbage): still bad input.
-                    reason = f"malformed {self.config.encoding}: {exc}"
-                    good, bad = [], [BadRecord(reason, frame[:MAX_RAW_IN_ERROR])]
+                good, bad = decode(frame)
+                if frame_id:
+                    last_id = frame_id
                 if batch:
                     batch += good
                 else:
                     batch = good
                 if bad:
                     self._reject(bad, peer)
+                    if note is not None:
+                        note(last_id)
                     yield batch  # may be empty: it flushes the dead letters
                     batch = []
                 elif len(batch) >= BATCH:
+                    if note is not None:
+                        note(last_id)
                     yield batch
                     batch = []
             else:
                 self._reject([frame], peer)  # type: ignore[list-item]
+                if note is not None:
+                    note(last_id)
                 yield batch
                 batch = []
         if self._failure is not None:
             raise self._failure
 
     async def shutdown(self) -> None:
-        """Stop readers, close the server and connections."""
+        """Stop readers, close the server and connections, close the journal.
+
+        Frames read but not yet journaled are journaled now (replayed by the
+        next run).
+        """
         self._intake.close()
+        journal = self._journal
+        if journal is not None:
+            journal.close()
         for task in self._tasks:
             task.cancel()
-        await self._stack.aclose()
+        try:
+            await self._stack.aclose()
+        finally:
+            if journal is not None:
+                await journal.aclose()
 
     def statistics(self) -> WebSocketSourceStatistics:
         """Return the node's counters now."""
@@ -661,6 +870,7 @@ class WebSocketSource:
         else:
             connections = int(self._client is not None)
         intake = self._intake
+        journal = self._journal
         return WebSocketSourceStatistics(
             connections=connections,
             frames=self._frames,
@@ -668,10 +878,66 @@ class WebSocketSource:
             buffered_bytes=intake.bytes,
             peak_frames=intake.peak_frames,
             peak_bytes=intake.peak_bytes,
-            waiting_readers=intake.waiting,
+            waiting_readers=intake.waiting + (journal.waiting if journal else 0),
+            duplicates=self._duplicates,
+            journaled_frames=journal.journaled if journal else 0,
+            unjournaled_frames=journal.unjournaled if journal else 0,
+            peak_unjournaled=journal.peak_unjournaled if journal else 0,
+            replayed_frames=self._replayed_frames,
+            pruned_frames=journal.pruned if journal else 0,
         )
 
     # --- internals ---------------------------------------------------------------
+
+    def _decode(self, frame: bytes) -> tuple[list[Any], list[BadRecord]]:
+        try:
+            good, bad = self._decoder.decode(frame)
+        except msgspec.DecodeError as exc:
+            # RecordDecoder lets a few malformed frames raise (a schema error
+            # before trailing garbage): still bad input.
+            reason = f"malformed {self.config.encoding}: {exc}"
+            return [], [BadRecord(reason, frame[:MAX_RAW_IN_ERROR])]
+        if self._seq_keys and good:
+            good = self._in_sequence(good, bad)
+        return good, bad
+
+    def _in_sequence(self, records: list[Any], bad: list[BadRecord]) -> list[Any]:
+        """Keep the records after the last sequence; note the new last one."""
+        keys = self._seq_keys
+        last = self._seq
+        kept: list[Any] = []
+        for record in records:
+            seq = record
+            for key in keys:
+                seq = seq.get(key, _NO_SEQ) if type(seq) is dict else _NO_SEQ
+            if type(seq) not in (int, float, str):
+                reason = (
+                    f"no sequence: field {self.config.seq_field!r} is missing "
+                    "or not a number or a string"
+                )
+                bad.append(_bad_record(reason, record))
+                continue
+            if last is not None:
+                try:
+                    seen = seq <= last
+                except TypeError:
+                    reason = f"sequence {seq!r} cannot follow {last!r}"
+                    bad.append(_bad_record(reason, record))
+                    continue
+                if seen:
+                    self._duplicates += 1
+                    continue
+            last = seq
+            kept.append(record)
+        self._seq = last
+        return kept
+
+    def _note(self, frame_id: int) -> None:
+        """Record in the state what was handed on (called before each batch)."""
+        if frame_id:
+            self._state["journal_id"] = frame_id
+        if self._seq is not None:
+            self._state["seq"] = self._seq
 
     def _reject(self, bad: list[BadRecord], peer: str) -> None:
         assert self._ctx is not None
@@ -681,18 +947,25 @@ class WebSocketSource:
             self._ctx.dead_letter(item, record.reason)
 
     async def _pump(self, ws: Connection, peer: str) -> bool:
-        """Read frames into the intake until the connection closes.
+        """Read frames into the intake (or the journal) until the connection closes.
 
         Returns False when the intake was closed (the node is shutting down).
         """
         recv = ws.recv
         intake = self._intake
         offer = intake.offer
+        journal = self._journal
         try:
             while True:
                 frame = await recv(decode=False)
                 self._frames += 1
-                entry = (frame, peer)
+                if journal is not None:
+                    if not journal.offer(frame, peer) and not await journal.add(
+                        frame, peer
+                    ):
+                        return False
+                    continue
+                entry = (frame, peer, 0)
                 size = len(frame)
                 if not offer(entry, size) and not await intake.put(entry, size):
                     return False
@@ -706,7 +979,7 @@ class WebSocketSource:
                     f"frame larger than hard_max_frame_bytes={limit}: "
                     "connection closed with code 1009"
                 )
-                return await intake.put((BadRecord(reason, b""), peer), 0)
+                return await intake.put((BadRecord(reason, b""), peer, 0), 0)
             self._ctx.logger.warning(
                 "connection from %s lost: %s", peer, exc, extra={"peer": peer}
             )
@@ -721,74 +994,98 @@ class WebSocketSource:
         finally:
             self._ctx.event("client_disconnected", {"peer": peer})
 
-    def _subscribe_frame(self) -> Data | None:
-        subscribe = self.config.subscribe
-        if subscribe is None or isinstance(subscribe, str | bytes):
-            return subscribe
+    def _control_frame(self, value: Any) -> Data | None:
+        if value is None or isinstance(value, str | bytes):
+            return value
         if self.config.encoding == "msgpack":
-            return msgspec.msgpack.encode(subscribe)
-        return msgspec.json.encode(subscribe).decode()
+            return msgspec.msgpack.encode(value)
+        return msgspec.json.encode(value).decode()
+
+    def _resume(self, url: str) -> tuple[str, Data | None]:
+        """Where to connect and what to send to resume after the last sequence."""
+        config = self.config
+        seq = self._state.get("seq") if self._seq_keys else None
+        if seq is None:
+            return url, None
+        if config.resume_query is not None:
+            url = _with_query(url, config.resume_query, seq)
+        message = None
+        if config.resume_message is not None:
+            message = self._control_frame(_fill(config.resume_message, seq))
+        return url, message
 
     async def _run_client(self, ctx: NodeContext) -> None:
+        try:
+            await self._follow(ctx)
+            if self._journal is not None:
+                await self._journal.drain()  # what was read reaches the intake
+        except Exception as exc:  # reported by execute, never to the group
+            self._failure = exc
+        finally:
+            self._intake.close()
+
+    async def _follow(self, ctx: NodeContext) -> None:
+        """Connect, subscribe, resume and read; reconnect until stopped."""
         config = self.config
         url = config.url
         assert url is not None
         policy = config.reconnect
         options = _client_options(config)
-        subscribe = self._subscribe_frame()
+        subscribe = self._control_frame(config.subscribe)
+        if self._journal is not None and self._seq_keys:
+            # The resume request must name the last sequence of the replay.
+            await self._replayed.wait()
         failures = connections = 0
-        try:
-            while not ctx.stopping.is_set():
-                try:
-                    ws = await connect(
-                        url,
-                        max_size=config.hard_limit,
-                        max_queue=config.read_buffer_frames,
-                        **options,
-                    )
-                except (OSError, TimeoutError, InvalidHandshake) as exc:
-                    failures += 1
-                    if (
-                        policy.max_attempts is not None
-                        and failures >= policy.max_attempts
-                    ):
-                        self._failure = _connect_failed(url, failures, exc)
-                        return
-                    delay = policy.delay_s(failures)
-                    ctx.logger.warning(
-                        "cannot connect to %s (%s); retrying in %.2f s",
-                        url,
-                        exc,
-                        delay,
-                        extra={"url": url, "failures": failures},
-                    )
-                    await _pause(ctx.stopping, delay)
-                    continue
-                failures = 0
-                connections += 1
-                self._client = ws
-                try:
-                    name = "reconnected" if connections > 1 else "connected"
-                    ctx.event(name, {"url": url, "connections": connections})
-                    if ctx.stopping.is_set():
-                        await ws.close(CloseCode.GOING_AWAY)
-                        return
-                    if subscribe is not None:
-                        await ws.send(subscribe)
-                    if not await self._pump(ws, url):
-                        return
-                except ConnectionClosed:
-                    pass  # the subscribe message met a closed connection
-                finally:
-                    self._client = None
-                    ws.transport.abort()  # no-op after a closing handshake
-                if not ctx.stopping.is_set():
-                    ctx.event("disconnected", {"url": url})
-                    await _pause(ctx.stopping, policy.delay_s(1))
-        except Exception as exc:  # reported by execute, never to the group
-            self._failure = exc
-        finally:
-            self._intake.close()
+        while not ctx.stopping.is_set():
+            target, resume = self._resume(url)
+            try:
+                ws = await connect(
+                    target,
+                    max_size=config.hard_limit,
+                    max_queue=config.read_buffer_frames,
+                    **options,
+                )
+            except (OSError, TimeoutError, InvalidHandshake) as exc:
+                failures += 1
+                if policy.max_attempts is not None and failures >= policy.max_attempts:
+                    self._failure = _connect_failed(url, failures, exc)
+                    return
+                delay = policy.delay_s(failures)
+                ctx.logger.warning(
+                    "cannot connect to %s (%s); retrying in %.2f s",
+                    url,
+                    exc,
+                    delay,
+                    extra={"url": url, "failures": failures},
+                )
+                await _pause(ctx.stopping, delay)
+                continue
+            failures = 0
+            connections += 1
+            self._client = ws
+            try:
+                name = "reconnected" if connections > 1 else "connected"
+                data = {"url": url, "connections": connections}
+                if self._seq_keys:
+                    data["since"] = self._state.get("seq")
+                ctx.event(name, data)
+                if ctx.stopping.is_set():
+                    await ws.close(CloseCode.GOING_AWAY)
+                    return
+                if subscribe is not None:
+                    await ws.send(subscribe)
+                if resume is not None:
+                    await ws.send(resume)
+                if not await self._pump(ws, url):
+                    return
+            except ConnectionClosed:
+                pass  # the subscribe message met a closed connection
+            finally:
+                self._client = None
+                ws.transport.abort()  # no-op after a closing handshake
+            if not ctx.stopping.is_set():
+                ctx.event("disconnected", {"url": url})
+                await _pause(ctx.stopping, policy.delay_s(1))
 
     async def _stop_on_request(self, ctx: NodeContext) -> None:
         await ctx.stopping.wait()
@@ -798,12 +1095,150 @@ class WebSocketSource:
                 # frame its peer sent before the close reach the intake first.
                 self._server.close()
                 await self._server.wait_closed()
+                if self._journal is not None:
+                    await self._journal.drain()
                 self._intake.close()
             elif self._client is not None:
                 await self._client.close(CloseCode.GOING_AWAY)
         except Exception as exc:  # reported by execute, never to the group
             self._failure = exc
             self._intake.close()
+
+    # --- journal -----------------------------------------------------------------
+
+    async def _open_journal(
+        self, ctx: NodeContext, path: str, group: asyncio.TaskGroup
+    ) -> None:
+        if not ctx.checkpointing:
+            msg = (
+                f"journal {path!r} needs stream mode with a checkpoint store "
+                "(checkpoint: {path: ...}): only checkpoints say which frames "
+                "the graph has taken, so without them it would never be pruned"
+            )
+            raise ValueError(msg)
+        config = self.config
+        journal = self._journal = Journal(
+            path, max_frames=config.journal_max_frames, max_bytes=config.queue_bytes
+        )
+        after = self._state.get("journal_id", 0)
+        opened = await journal.open(after)
+        self._replay_until = opened.last_id
+        self._prune_floor = self._pruned_to = after
+        ctx.on_commit(self._committed)
+        for work in (journal.write(), journal.deliver(self._put_journaled)):
+            self._tasks.append(group.create_task(self._journaling(work)))
+        data = {
+            "path": path,
+            "after": after,
+            "replay": opened.backlog,
+            "pruned": opened.pruned,
+            "unclean": opened.unclean,
+            "max_unjournaled": config.journal_max_frames,
+        }
+        ctx.event("journal_opened", data)
+        if opened.unclean:
+            ctx.logger.warning(
+                "journal %s was left open by its last run (a crash?): it may "
+                "have lost up to %s frames it had read but not yet journaled, "
+                "plus what its connections had buffered",
+                path,
+                opened.lost_at_most,
+                extra={"path": path, "lost_at_most": opened.lost_at_most},
+            )
+        if opened.behind:
+            ctx.logger.warning(
+                "journal %s ends before frame %d, which the checkpoint covers: "
+                "it is not the journal the checkpoint was taken with",
+                path,
+                after,
+            )
+        if opened.backlog:
+            ctx.logger.info(
+                "journal %s: replaying %d frames after frame %d",
+                path,
+                opened.backlog,
+                after,
+            )
+
+    async def _journaling(self, work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+        except Exception as exc:  # reported by execute, never to the group
+            self._failure = exc
+            self._intake.close()
+            if self._journal is not None:
+                self._journal.close()
+
+    async def _put_journaled(self, row: Row) -> bool:
+        frame_id, frame, peer = row
+        entry = (frame, peer, frame_id)
+        size = len(frame)
+        intake = self._intake
+        return intake.offer(entry, size) or await intake.put(entry, size)
+
+    async def _replay(self, journal: Journal) -> AsyncGenerator[list[Any], None]:
+        """The records of the journaled frames the checkpoint did not cover."""
+        after, until = self._state.get("journal_id", 0), self._replay_until
+        decode = self._decode
+        batch: list[Any] = []
+        while after < until:
+            rows = await journal.read(after, until, BATCH)
+            if not rows:
+                break
+            for frame_id, frame, peer in rows:
+                good, bad = decode(frame)
+                self._replayed_frames += 1
+                after = frame_id
+                batch += good
+                if bad:
+                    self._reject(bad, peer)
+                    self._note(frame_id)
+                    yield batch
+                    batch = []
+                elif len(batch) >= BATCH:
+                    self._note(frame_id)
+                    yield batch
+                    batch = []
+            self._note(after)
+            if batch:
+                yield batch
+                batch = []
+
+    async def _committed(self, epoch: int) -> None:
+        """Prune the journal: epoch ``epoch`` covers what the last commit saw.
+
+        A source cannot tell which of its offsets a snapshot caught (the
+        executor may take it while the source waits on its input, and a
+        barrier hook would stop that), but it was taken after the previous
+        commit, when the state already covered ``_prune_floor``.
+        """
+        journal = self._journal
+        assert journal is not None
+        upto, self._prune_floor = self._prune_floor, self._state.get("journal_id", 0)
+        if upto <= self._pruned_to:
+            return
+        try:
+            await journal.prune(upto)
+        except sqlite3.Error as exc:
+            assert self._ctx is not None
+            self._ctx.logger.warning(
+                "journal %s: cannot prune it (%s); retrying at the next checkpoint",
+                self.config.journal,
+                exc,
+            )
+            return
+        self._pruned_to = upto
+
+
+_NO_SEQ: Any = object()
+
+
+def _bad_record(reason: str, record: Any) -> BadRecord:
+    try:
+        raw = msgspec.json.encode(record)[:MAX_RAW_IN_ERROR]
+    except (TypeError, ValueError):
+        raw = repr(record).encode()[:MAX_RAW_IN_ERROR]
+    return BadRecord(reason, raw)
 
 
 ws_source = node(
