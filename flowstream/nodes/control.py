@@ -157,7 +157,9 @@ def zip_items(*items: Any, config: Zip) -> Any:
     they come, into queues in the node's state (the barrier must pass every
     input, so items waiting for a partner are part of the epoch); an input
     more than a batch ahead is not read until the others catch up, except
-    while an epoch is aligned.
+    while an epoch is aligned: then it is read up to its barrier, so inputs
+    of different rates make the state grow by up to a channel's worth per
+    epoch.
 
     Example:
         ``{id: pairs, type: control.zip, config: {inputs: [l, r], as_dict: true}}``
