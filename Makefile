@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo tour test bench lint fmt docs clean chromium
+.PHONY: demo tour crash-demo test bench lint fmt docs clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,6 +21,9 @@ demo: $(STAMP)
 
 tour: $(STAMP)
 	$(BIN)/python -m examples.demo
+
+crash-demo: $(STAMP)
+	$(BIN)/python -m examples.crash_demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from examples.crash_demo import main as crash_demo
 from examples.ingest_demo import main as ingest_demo
 from flowstream import FlowRuntime, read_workflow
 
@@ -20,8 +21,23 @@ async def test_ingestion_demo_loses_nothing(tmp_path: Path) -> None:
     assert await ingest_demo(seconds=1.0, clients=2, rate=2000, out=tmp_path) == 0
 
 
+async def test_crash_demo_loses_nothing_and_counts_nothing_twice(
+    tmp_path: Path,
+) -> None:
+    # `make crash-demo`: kill -9 twice mid-stream, restart, compare every
+    # window in SQLite with windows computed from the feed.
+    assert await crash_demo(records=40_000, rate=20_000, out=tmp_path) == 0
+
+
 @pytest.mark.parametrize(
-    "name", ["numbers.yaml", "ticks.yaml", "ws_ingest.yaml", "batch_http.yaml"]
+    "name",
+    [
+        "numbers.yaml",
+        "ticks.yaml",
+        "ws_ingest.yaml",
+        "ws_resume.yaml",
+        "batch_http.yaml",
+    ],
 )
 def test_example_workflows_validate(name: str) -> None:
     result = subprocess.run(
