@@ -425,7 +425,11 @@ _SHOWN = 20
     "poison record no longer keeps its run from starting.",
 )
 def checkpoints_command(store: str, as_json: bool, forget_failures: bool) -> None:
-    """List the runs in a checkpoint store, with their progress."""
+    """List the runs in a checkpoint store: progress, positions, failed records.
+
+    For a stream run, the last committed epoch and each node's position in
+    it (source offsets and sequences, sinks' committed sizes and rows).
+    """
     from .runtime.checkpoint import CheckpointStore
 
     async def read() -> tuple[list[Any], dict[str, list[Any]], int]:
@@ -464,6 +468,9 @@ def checkpoints_command(store: str, as_json: bool, forget_failures: bool) -> Non
             f"{r.run_key:<18} {r.workflow:<20} {r.status:<10} {r.attempts:>5}  "
             f"{progress} (updated {updated})"
         )
+        for node_id, values in r.positions.items():
+            shown = ", ".join(f"{k}={v}" for k, v in values.items())
+            click.echo(f"{'':<18} {node_id}: {shown}")
         for p in failures[r.run_key]:
             click.echo(
                 f"{'':<18} failed {p.count} run(s) at node {p.node_id!r}: "

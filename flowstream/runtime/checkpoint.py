@@ -102,6 +102,9 @@ class RunRecord(msgspec.Struct, frozen=True):
     """DAG mode: one-shot nodes whose outputs are recorded."""
     epoch: int | None
     """Stream mode: the last committed epoch (None: none yet)."""
+    positions: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    """Stream mode: each node's small state values in that epoch (source
+    offsets, sequences, sinks' committed positions), by node id."""
 
 
 class PoisonRecord(msgspec.Struct, frozen=True):
@@ -407,7 +410,53 @@ class CheckpointStore:
             " (select max(epoch) from epochs e where e.run_key = r.run_key)"
             " from runs r order by r.updated desc"
         ).fetchall()
-        return [RunRecord(*row) for row in rows]
+        records = []
+        for row in rows:
+            epoch = conn.execute(
+                "select states from epochs where run_key = ? "
+                "order by epoch desc limit 1",
+                (row[0],),
+            ).fetchone()
+            positions = _positions(epoch[0]) if epoch is not None else {}
+            key, workflow, status, started, updated, attempts, done, last = row
+            records.append(
+                RunRecord(
+                    key,
+                    workflow,
+                    status,
+                    started,
+                    updated,
+                    attempts,
+                    done,
+                    last,
+                    positions=positions,
+                )
+            )
+        return records
+
+
+_raw_states = msgspec.msgpack.Decoder(dict[str, bytes])
+_raw_fields = msgspec.msgpack.Decoder(dict[str, msgspec.Raw])
+
+
+def _positions(blob: bytes) -> dict[str, dict[str, Any]]:
+    """The scalar entries of every node's state: offsets, not big tables."""
+    found: dict[str, dict[str, Any]] = {}
+    for node_id, state in _raw_states.decode(blob).items():
+        try:
+            fields = _raw_fields.decode(state)
+        except msgspec.DecodeError:
+            continue
+        small = {}
+        for key, raw in fields.items():
+            if len(raw) > 64 or key.startswith("\x00"):
+                continue  # a table or a queue, not a position
+            value = msgspec.msgpack.decode(raw)
+            if isinstance(value, (int, float, str)):
+                small[key] = value
+        if small:
+            found[node_id] = small
+    return found
 
 
 # --- stream mode: epochs -------------------------------------------------------

@@ -3,6 +3,7 @@ a drain that times out exits non-zero and commits nothing partial."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -13,6 +14,9 @@ from contextlib import closing
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+from click.testing import CliRunner
+
+from flowstream.cli import cli
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -113,6 +117,14 @@ def test_sigterm_drains_into_a_final_checkpoint_and_a_restart_goes_on(
         assert states["count"]["accs"]["\x00null"] == offset
         offsets.append(offset)
     assert 0 < offsets[0] < offsets[1]
+    # The listing shows where each node is in the last epoch.
+    table = CliRunner().invoke(cli, ["checkpoints", str(store)])
+    assert f"numbers: offset={offsets[1]}" in table.stdout
+    listed = CliRunner().invoke(cli, ["checkpoints", str(store), "--json"])
+    [run] = json.loads(listed.stdout)
+    assert run["status"] == "stopped"
+    assert run["positions"]["numbers"] == {"offset": offsets[1]}
+    assert "count" not in run["positions"]  # a table of keys is not a position
 
 
 def test_a_drain_that_times_out_exits_non_zero_and_commits_nothing_partial(
