@@ -85,8 +85,10 @@ class NodeRuntime:
         # Checkpoints (stream mode with a store): set before initialize.
         self.checkpointing = False
         self.restored_epoch = 0
-        self.barrier_hooks: list[EpochHook] = []
-        self.commit_hooks: list[EpochHook] = []
+        # Shared empty tuples until a hook is registered: a DAG of thousands
+        # of nodes allocates nothing for them.
+        self.barrier_hooks: list[EpochHook] | tuple[()] = ()
+        self.commit_hooks: list[EpochHook] | tuple[()] = ()
 
     @functools.cached_property
     def state(self) -> State:
@@ -152,6 +154,8 @@ class NodeRuntime:
         it wrote durable and to note in its state what epoch ``epoch`` will
         have to keep (a file offset, a row id) — its pre-commit data.
         """
+        if not self.barrier_hooks:
+            self.barrier_hooks = []
         self.barrier_hooks.append(hook)
 
     def on_commit(self, hook: EpochHook) -> None:
@@ -162,6 +166,8 @@ class NodeRuntime:
         call, the restarted run's state is that epoch's: `restored_epoch`
         names it, and the sink finishes the work in ``initialize``.
         """
+        if not self.commit_hooks:
+            self.commit_hooks = []
         self.commit_hooks.append(hook)
 
     def event(self, name: str, data: Any = None) -> None:

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["KernelStep", "NodeRun", "Segment", "kernel_steps", "plan_segments"]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class NodeRun:
     """A node as one run drives it: instance, counters, policies, wiring."""
 

@@ -16,12 +16,13 @@ task (``asyncio.timeout``, cancel scopes) keeps working.
 from __future__ import annotations
 
 import contextlib
+import gc
 from typing import TYPE_CHECKING, Any, final
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Coroutine, Generator
+    from collections.abc import AsyncGenerator, Coroutine, Generator, Iterator
 
-__all__ = ["Resume", "rebatch"]
+__all__ = ["Resume", "gc_frozen_enter", "gc_frozen_exit", "gc_paused", "rebatch"]
 
 
 @final
@@ -128,3 +129,49 @@ async def _abandon(step: Any) -> None:
     # It awaits something in its cleanup (a finally, an async with): let it.
     with contextlib.suppress(GeneratorExit, StopAsyncIteration):
         await Resume(step, signal)
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cycle collector over a burst of long-lived allocations.
+
+    Validating a workflow and building a run allocate a few objects per node
+    that all live as long as the run. The collector, triggered by allocation
+    counts, would walk the growing heap again and again for nothing: two
+    thirds of the build time of a 10,000-node DAG. Only synchronous code may
+    run inside (nothing else gets the loop meanwhile); reference counting
+    still frees what is dropped.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+_frozen = 0  # runs between gc_frozen_enter and gc_frozen_exit
+
+
+def gc_frozen_enter() -> bool:
+    """Move every object tracked now out of the collector's sight (`gc.freeze`).
+
+    For a run whose many long-lived objects were just built: collections
+    during the run then walk only what the run allocates. Returns True; pair
+    with `gc_frozen_exit`, which thaws them when the last such run ends
+    (until then, cyclic garbage made before the freeze waits to be found).
+    """
+    global _frozen
+    _frozen += 1
+    gc.freeze()
+    return True
+
+
+def gc_frozen_exit() -> None:
+    """End a `gc_frozen_enter`; the last one out thaws everything."""
+    global _frozen
+    _frozen -= 1
+    if not _frozen:
+        gc.unfreeze()

@@ -23,6 +23,7 @@ from ..core.workflow import (
     describe_validation_error,
 )
 from ..errors import Problem, UnknownNodeType, WorkflowValidationError
+from .stepping import gc_paused
 
 if TYPE_CHECKING:
     from ..core.node import NodeSpec
@@ -81,6 +82,16 @@ def validate(
     Raises:
         WorkflowValidationError: Lists every problem found.
     """
+    with gc_paused():  # a graph is thousands of long-lived objects
+        return _validate(workflow, registry, source, allow_callables)
+
+
+def _validate(
+    workflow: Workflow,
+    registry: NodeRegistry,
+    source: str | None,
+    allow_callables: bool,
+) -> Graph:
     if workflow.mode == "routed":
         problem = Problem(
             "a routed workflow runs with flowstream.routed.Flow "
