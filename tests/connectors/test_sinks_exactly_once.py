@@ -176,7 +176,7 @@ async def test_file_sink_without_checkpoints_appends_as_before(tmp_path: Path) -
     ctx = context(checkpointing=False)
     async with FileSink(FileSinkConfig(path=str(path))) as sink:
         await initialize(sink, ctx)
-        assert ctx.barrier_hooks == []
+        assert not ctx.barrier_hooks
         await write(sink, ctx, [{"v": 1}])
     assert path.read_bytes() == b'{"v":0}\n{"v":1}\n'
 
@@ -253,7 +253,7 @@ async def test_sqlite_sink_refuses_a_without_rowid_table_with_no_key(
     ctx = context({"rows": 1})
     async with SqliteSink(SqliteSinkConfig(path=str(db), table="t", key="v")) as sink:
         await initialize(sink, ctx)
-        assert ctx.barrier_hooks == []
+        assert not ctx.barrier_hooks
         await write(sink, ctx, [{"v": 2}, {"v": 3}])
     assert rows(db, "select v from t") == [(0,), (1,), (2,), (3,)]
 
@@ -264,7 +264,7 @@ async def test_sqlite_sink_without_checkpoints_deletes_nothing(tmp_path: Path) -
     ctx = context(checkpointing=False)
     async with SqliteSink(SqliteSinkConfig(path=str(db), table="t")) as sink:
         await initialize(sink, ctx)
-        assert ctx.barrier_hooks == []
+        assert not ctx.barrier_hooks
         await write(sink, ctx, [{"v": 3}])
     assert rows(db, "select v from t") == [(i,) for i in range(4)]
 
