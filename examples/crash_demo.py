@@ -96,21 +96,26 @@ class Feed:
             await ws.wait_closed()
 
 
-def checkpointed_seq(store: Path) -> int:
-    """The feed sequence the service's last committed epoch had handed on."""
+def last_epoch(store: Path) -> tuple[int, int]:
+    """The service's last committed epoch and the feed sequence it had handed on."""
     try:
         with contextlib.closing(sqlite3.connect(store, timeout=1)) as conn:
             row = conn.execute(
-                "select states from epochs order by epoch desc limit 1"
+                "select epoch, states from epochs order by epoch desc limit 1"
             ).fetchone()
     except sqlite3.OperationalError:
-        return 0
+        return -1, 0
     if row is None:
-        return 0
-    states = msgspec.msgpack.decode(row[0])
+        return -1, 0
+    states = msgspec.msgpack.decode(row[1])
     if "feed" not in states:
-        return 0
-    return int(msgspec.msgpack.decode(states["feed"]).get("seq", 0))
+        return row[0], 0
+    return row[0], int(msgspec.msgpack.decode(states["feed"]).get("seq", 0))
+
+
+def checkpointed_seq(store: Path) -> int:
+    """The feed sequence the service's last committed epoch had handed on."""
+    return last_epoch(store)[1]
 
 
 def service_file(out: Path, url: str) -> Path:
@@ -136,9 +141,15 @@ def start_service(path: Path) -> subprocess.Popen[bytes]:
     )
 
 
-async def wait_for_seq(store: Path, at_least: int, proc: Any, limit: float) -> int:
+async def wait_for_seq(
+    store: Path, at_least: int, proc: Any, limit: float, after_epoch: int = -1
+) -> int:
+    """Wait until this process committed an epoch at or past ``at_least``."""
     deadline = time.monotonic() + limit
-    while (seq := checkpointed_seq(store)) < at_least:
+    while True:
+        epoch, seq = last_epoch(store)
+        if seq >= at_least and epoch > after_epoch:
+            return seq
         if proc.poll() is not None:
             err = proc.stderr.read().decode() if proc.stderr else ""
             msg = f"the service exited with {proc.returncode}: {err}"
@@ -147,7 +158,6 @@ async def wait_for_seq(store: Path, at_least: int, proc: Any, limit: float) -> i
             msg = f"no checkpoint reached seq {at_least} within {limit:g} s"
             raise RuntimeError(msg)
         await asyncio.sleep(0.02)
-    return seq
 
 
 def prepare(out: Path) -> None:
@@ -168,18 +178,23 @@ async def main(records: int, rate: float, out: Path = OUT) -> int:
         print(f"== a feed of {records:,} records at {rate:,.0f}/s on {url}")
         print(f"== the service: flowstream run {path}")
         proc = start_service(path)
+        restarted_after = -1  # the epoch a restarted service resumes from
         for kill, share in enumerate((0.25, 0.55), start=1):
-            seq = await wait_for_seq(store, int(records * share), proc, 60)
+            seq = await wait_for_seq(
+                store, int(records * share), proc, 60, restarted_after
+            )
             await asyncio.sleep(0.05)  # land between two checkpoints
             os.kill(proc.pid, signal.SIGKILL)
             proc.communicate()
+            restarted_after, at = last_epoch(store)
             print(
                 f"   kill -9 #{kill}: feed at {feed.head():,}, "
-                f"last checkpoint at {checkpointed_seq(store):,} (saw {seq:,})"
+                f"last checkpoint at {at:,} (saw {seq:,})"
             )
             proc = start_service(path)
             print("   restarted")
-        await wait_for_seq(store, records, proc, 60)
+        # The restarted service's own epoch, so its signal handler is set.
+        await wait_for_seq(store, records, proc, 60, restarted_after)
         print("== feed exhausted and checkpointed; stopping gracefully")
         proc.send_signal(signal.SIGTERM)
         _, err = await asyncio.to_thread(proc.communicate, None, 60)
