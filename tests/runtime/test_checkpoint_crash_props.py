@@ -53,8 +53,9 @@ SCANS = (  # op, key, value
     ("sum", "x.id % 4", "x.v"),
     ("sum", "x.v % 3", "x.id"),
 )
-JOINS = (None, "sqlite.sink", "control.merge", "transform.map")
-"""How the branches meet: not at all (a table each), or by fan-in into one port."""
+JOINS = (None, "sqlite.sink", "control.merge", "control.merge ports", "transform.map")
+"""How the branches meet: not at all (a table each), by fan-in into one port,
+or into a port each (a multi-input node: barriers aligned across ports)."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def dags(draw: st.DrawFn) -> Dag:
         sizes=sizes,
         branches=tuple(draw(steps) for _ in range(branches)),
         join=join,
-        tail=draw(steps) if join in ("control.merge", "transform.map") else (),
+        tail=draw(steps) if join not in (None, "sqlite.sink") else (),
         taps=tuple(
             draw(
                 st.lists(
@@ -143,10 +144,13 @@ def build(dag: Dag, db: Path, store: Path | None, interval_ms: float) -> Workflo
     else:
         if dag.join == "control.merge":
             wf.node("join", "control.merge")
+        elif dag.join == "control.merge ports":
+            wf.node("join", "control.merge", inputs=[f"p{b}" for b in range(len(ends))])
         else:
             wf.node("join", "transform.map", expr="{'id': x.id, 'v': x.v + 1}")
-        for end in ends:
-            wf.connect(f"{end} -> join")
+        for b, end in enumerate(ends):
+            port = f".p{b}" if dag.join == "control.merge ports" else ""
+            wf.connect(f"{end} -> join{port}")
         last = "join"
         records.append(last)
         for j, (kind, expr) in enumerate(dag.tail):
