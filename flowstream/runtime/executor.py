@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import time
 import uuid
 from collections import Counter
@@ -49,7 +48,7 @@ from ..core.workflow import (
     StopWorkflow,
 )
 from ..errors import BrokenChannelError
-from . import epochs
+from . import epochs, stages
 from .channel import (
     DEFAULT_CAPACITY,
     ChannelStatistics,
@@ -65,11 +64,10 @@ from .checkpoint import (
 from .context import NodeRuntime, RunState, State
 from .direct import run_direct
 from .events import EventBus
-from .feeds import AligningFeed, BatchFeed, ChannelFeed, ItemFeed
-from .fusion import NodeRun, Segment, kernel_steps, plan_segments
-from .merging import merge_batches
+from .feeds import AligningFeed, BatchFeed, ChannelFeed
+from .fusion import NodeRun, Segment, plan_segments
 from .result import DeadLetter, RunResult, RunStatus
-from .retry import FAILED, Abort, Failures
+from .retry import Abort, Failures
 from .stepping import Resume, gc_frozen_enter, gc_frozen_exit, gc_paused, rebatch
 
 if TYPE_CHECKING:
@@ -77,8 +75,6 @@ if TYPE_CHECKING:
 
 __all__ = ["RunOptions", "WorkflowExecutor"]
 
-MAX_BATCH = 1024
-_QUEUED = "\x00queued"  # a checkpointed multi-input call's waiting inputs
 SHUTDOWN_TIMEOUT = 5.0
 YIELD_EVERY = 0.01
 Sleep = Callable[[float], Any]
@@ -576,9 +572,9 @@ class WorkflowExecutor:
             stream = self._port_batches(head, head.gnode.inputs[0], hook)
             kernels.append((head, head_kernel))
         elif seg.is_source:
-            stream = self._count_out(head, self._source_batches(seg))
+            stream = stages.count_out(self, head, self._source_batches(seg))
         else:
-            stream = self._count_out(head, self._head_batches(head, seg))
+            stream = stages.count_out(self, head, self._head_batches(head, seg))
         counted = head_kernel is not None  # _port_batches counted the head's input
         for n in seg.chain:
             kernel = self._kernel(n)
@@ -586,11 +582,11 @@ class WorkflowExecutor:
                 kernels.append((n, kernel))
                 continue
             if kernels:
-                stream = self._kernel_stage(stream, kernels, counted)
+                stream = stages.kernel_stage(self, stream, kernels, counted)
                 kernels, counted = [], False
-            stream = self._count_out(n, self._generator_stage(n, stream))
+            stream = stages.count_out(self, n, stages.generator_stage(self, n, stream))
         if kernels:
-            stream = self._kernel_stage(stream, kernels, counted)
+            stream = stages.kernel_stage(self, stream, kernels, counted)
         tail = seg.tail
         nodes = seg.nodes
         probe = self.options.batch_probe
@@ -689,7 +685,7 @@ class WorkflowExecutor:
                 yield [await self._failures.call(n, ())]
                 return
             gen = n.call_target()()
-            items = gen if spec.batched else rebatch(gen, MAX_BATCH, n.rt)
+            items = gen if spec.batched else rebatch(gen, stages.MAX_BATCH, n.rt)
             async with contextlib.aclosing(items):
                 async for batch in items:
                     yield batch
@@ -721,12 +717,12 @@ class WorkflowExecutor:
                 for p in n.gnode.inputs
             ]
         if zipped and on_control is not None:
-            stage = self._zipped_call_stage
+            stage = stages.zipped_call_stage
         elif spec.shape == "call":
-            stage = self._call_stage
+            stage = stages.call_stage
         else:
-            stage = self._run_generator
-        async for batch in stage(n, feeds):
+            stage = stages.run_generator
+        async for batch in stage(self, n, feeds):
             yield batch
 
     async def _port_batches(
@@ -755,201 +751,6 @@ class WorkflowExecutor:
                     msg_type = type(msg).__name__
                     text = f"unexpected {msg_type} on a channel"
                     raise TypeError(text)
-
-    # --- stages --------------------------------------------------------------------
-
-    async def _kernel_stage(
-        self,
-        upstream: AsyncIterator[list[Any]],
-        kernels: list[tuple[NodeRun, Callable[[list[Any]], list[Any]]]],
-        counted: bool = False,
-    ) -> AsyncIterator[list[Any]]:
-        """Apply consecutive batch kernels to each batch, in one loop.
-
-        Runs of map/filter kernels (with at most one filter, so every node's
-        count is still known) are composed into one iterator chain per batch.
-        ``counted`` says the first node's input was already counted.
-        """
-        steps = kernel_steps(kernels)
-        first = kernels[0][0].rt
-        async with contextlib.aclosing(upstream):  # type: ignore[type-var]
-            async for batch in upstream:
-                if not counted:
-                    first.items_in += len(batch)
-                for step in steps:
-                    size = len(batch)
-                    try:
-                        out = step.run(batch)
-                    except Exception:
-                        # Redo this batch kernel by kernel, item by item where
-                        # one fails, so only the failing items are set aside.
-                        out = await self._kernels_one_by_one(step.parts, batch)
-                    else:
-                        step.count(size, len(out))
-                    batch = out
-                    if not batch:
-                        break
-                    if step.next is not None:
-                        step.next.items_in += len(batch)
-                yield batch
-
-    async def _kernels_one_by_one(
-        self,
-        parts: list[tuple[NodeRun, Callable[[list[Any]], list[Any]]]],
-        batch: list[Any],
-    ) -> list[Any]:
-        for i, (n, kernel) in enumerate(parts):
-            if i:
-                n.rt.items_in += len(batch)
-            try:
-                batch = kernel(batch)
-            except Exception:
-                batch = await self._kernel_items(n, kernel, batch)
-            n.rt.items_out += len(batch)
-        return batch
-
-    async def _kernel_items(
-        self, n: NodeRun, kernel: Callable[[list[Any]], list[Any]], batch: list[Any]
-    ) -> list[Any]:
-        """A kernel failed on a batch: redo it item by item to isolate failures."""
-        out: list[Any] = []
-        for item in batch:
-            result = await self._failures.attempt(
-                n, functools.partial(kernel, [item]), item
-            )
-            if result is not FAILED:
-                out.extend(result)
-        return out
-
-    async def _generator_stage(
-        self, n: NodeRun, upstream: AsyncIterator[list[Any]]
-    ) -> AsyncIterator[list[Any]]:
-        counted = self._count_in(n, upstream)
-        feed = BatchFeed(counted) if n.spec.batched else ItemFeed(counted)
-        stage = self._call_stage if n.spec.shape == "call" else self._run_generator
-        async for batch in stage(n, [feed]):
-            yield batch
-
-    async def _count_out(
-        self, n: NodeRun, upstream: AsyncIterator[list[Any]]
-    ) -> AsyncIterator[list[Any]]:
-        rt = n.rt
-        async with contextlib.aclosing(upstream):  # type: ignore[type-var]
-            async for batch in upstream:
-                rt.items_out += len(batch)
-                yield batch
-
-    async def _count_in(
-        self, n: NodeRun, upstream: AsyncIterator[list[Any]]
-    ) -> AsyncIterator[list[Any]]:
-        rt = n.rt
-        async with contextlib.aclosing(upstream):  # type: ignore[type-var]
-            async for batch in upstream:
-                rt.items_in += len(batch)
-                yield batch
-
-    async def _call_stage(
-        self, n: NodeRun, feeds: list[Any]
-    ) -> AsyncIterator[list[Any]]:
-        """A one-shot function fed by streams: one call per item (zip across ports)."""
-        try:
-            while True:
-                args = []
-                for f in feeds:
-                    try:
-                        args.append(await f.__anext__())
-                    except StopAsyncIteration:
-                        return
-                result = await self._failures.call(n, tuple(args))
-                if result is not FAILED:
-                    yield [result]
-        finally:
-            for f in feeds:
-                await f.aclose()
-
-    async def _zipped_call_stage(
-        self, n: NodeRun, feeds: list[Any]
-    ) -> AsyncIterator[list[Any]]:
-        """`_call_stage` for a one-shot node with several inputs, checkpointed.
-
-        Reads every port as batches arrive (`merge_batches`, which aligns the
-        barriers) into per-port queues kept in the node's state, so items a
-        barrier finds waiting for their partners are in the snapshot; calls
-        the node once per complete set, in order. A port whose queue is
-        ``MAX_BATCH`` items ahead is not read (backpressure) until the others
-        catch up. Ends when an input has ended and its queue is empty.
-        """
-        state = n.rt.state
-        queues: list[list[Any]] = state.get(_QUEUED) or [[] for _ in feeds]
-        state[_QUEUED] = queues
-        ended: set[int] = set()
-
-        def paused(i: int) -> bool:
-            return len(queues[i]) >= MAX_BATCH
-
-        merged = merge_batches(feeds, paused=paused)
-        try:
-            async with contextlib.aclosing(merged):
-                while not any(i in ended and not queues[i] for i in range(len(feeds))):
-                    count = min(len(q) for q in queues)
-                    if count:
-                        sets = list(zip(*(q[:count] for q in queues), strict=True))
-                        for q in queues:
-                            del q[:count]
-                        out = []
-                        for args in sets:
-                            result = await self._failures.call(n, args)
-                            if result is not FAILED:
-                                out.append(result)
-                        yield out
-                        continue
-                    try:
-                        i, batch = await anext(merged)
-                    except StopAsyncIteration:
-                        return
-                    if batch is None:
-                        ended.add(i)
-                    else:
-                        queues[i].extend(batch)
-        finally:
-            for f in feeds:
-                await f.aclose()
-
-    async def _run_generator(
-        self, n: NodeRun, feeds: list[Any]
-    ) -> AsyncIterator[list[Any]]:
-        """Drive a node's async generator; restart it after an item's failure."""
-        spec = n.spec
-        target = n.call_target()
-        attempt = 0
-        failed_at = -1  # how many items the feeds had handed out at the last failure
-        try:
-            while True:
-                gen = target(*feeds)
-                out = gen if spec.batched else rebatch(gen, MAX_BATCH, n.rt)
-                try:
-                    async with contextlib.aclosing(out):
-                        async for batch in out:
-                            yield batch
-                    return
-                except Exception as exc:
-                    # A new failing item starts a fresh retry budget; the same
-                    # item failing again (after a replay) uses up its budget.
-                    at = sum(f.taken for f in feeds)
-                    attempt = attempt + 1 if at == failed_at else 1
-                    failed_at = at
-                    failed = [f.last for f in feeds]
-                    item = (
-                        failed[0]
-                        if len(failed) == 1
-                        else dict(zip(n.gnode.inputs, failed, strict=True))
-                    )
-                    if await self._failures.on_failure(n, exc, item, attempt):
-                        for f in feeds:
-                            f.replay()
-        finally:
-            for f in feeds:
-                await f.aclose()
 
     # --- events --------------------------------------------------------------------
 

@@ -1,0 +1,250 @@
+"""The stages a segment's batches flow through: kernels, generators, calls.
+
+A segment's task pulls batches through a chain of async generators: its
+head (a source, a channel, or a node reading its ports), then for each fused
+node either a kernel stage (consecutive batch kernels in one loop per batch)
+or a generator stage (a user node's generator, restarted after an item's
+failure). The functions take the executor whose run they belong to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import TYPE_CHECKING, Any
+
+from .feeds import BatchFeed, ItemFeed
+from .fusion import kernel_steps
+from .merging import merge_batches
+from .retry import FAILED
+from .stepping import rebatch
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+    from .executor import WorkflowExecutor
+    from .fusion import NodeRun
+
+__all__ = [
+    "MAX_BATCH",
+    "call_stage",
+    "count_in",
+    "count_out",
+    "generator_stage",
+    "kernel_items",
+    "kernel_stage",
+    "kernels_one_by_one",
+    "run_generator",
+    "zipped_call_stage",
+]
+
+MAX_BATCH = 1024
+"""Most items a generator stage collects into one batch."""
+_QUEUED = "\x00queued"  # a checkpointed multi-input call's waiting inputs
+
+
+async def kernel_stage(
+    ex: WorkflowExecutor,
+    upstream: AsyncIterator[list[Any]],
+    kernels: list[tuple[NodeRun, Callable[[list[Any]], list[Any]]]],
+    counted: bool = False,
+) -> AsyncIterator[list[Any]]:
+    """Apply consecutive batch kernels to each batch, in one loop.
+
+    Runs of map/filter kernels (with at most one filter, so every node's
+    count is still known) are composed into one iterator chain per batch.
+    ``counted`` says the first node's input was already counted.
+    """
+    steps = kernel_steps(kernels)
+    first = kernels[0][0].rt
+    async with contextlib.aclosing(upstream):  # type: ignore[type-var]
+        async for batch in upstream:
+            if not counted:
+                first.items_in += len(batch)
+            for step in steps:
+                size = len(batch)
+                try:
+                    out = step.run(batch)
+                except Exception:
+                    # Redo this batch kernel by kernel, item by item where
+                    # one fails, so only the failing items are set aside.
+                    out = await kernels_one_by_one(ex, step.parts, batch)
+                else:
+                    step.count(size, len(out))
+                batch = out
+                if not batch:
+                    break
+                if step.next is not None:
+                    step.next.items_in += len(batch)
+            yield batch
+
+
+async def kernels_one_by_one(
+    ex: WorkflowExecutor,
+    parts: list[tuple[NodeRun, Callable[[list[Any]], list[Any]]]],
+    batch: list[Any],
+) -> list[Any]:
+    """Run composed kernels one node at a time (a composed pass failed)."""
+    for i, (n, kernel) in enumerate(parts):
+        if i:
+            n.rt.items_in += len(batch)
+        try:
+            batch = kernel(batch)
+        except Exception:
+            batch = await kernel_items(ex, n, kernel, batch)
+        n.rt.items_out += len(batch)
+    return batch
+
+
+async def kernel_items(
+    ex: WorkflowExecutor,
+    n: NodeRun,
+    kernel: Callable[[list[Any]], list[Any]],
+    batch: list[Any],
+) -> list[Any]:
+    """A kernel failed on a batch: redo it item by item to isolate failures."""
+    out: list[Any] = []
+    for item in batch:
+        result = await ex._failures.attempt(n, functools.partial(kernel, [item]), item)
+        if result is not FAILED:
+            out.extend(result)
+    return out
+
+
+async def generator_stage(
+    ex: WorkflowExecutor, n: NodeRun, upstream: AsyncIterator[list[Any]]
+) -> AsyncIterator[list[Any]]:
+    """A fused node that is not a kernel, fed by the batches before it."""
+    counted = count_in(ex, n, upstream)
+    feed = BatchFeed(counted) if n.spec.batched else ItemFeed(counted)
+    stage = call_stage if n.spec.shape == "call" else run_generator
+    async for batch in stage(ex, n, [feed]):
+        yield batch
+
+
+async def count_out(
+    ex: WorkflowExecutor, n: NodeRun, upstream: AsyncIterator[list[Any]]
+) -> AsyncIterator[list[Any]]:
+    """Pass batches on, counting them as ``n``'s output."""
+    rt = n.rt
+    async with contextlib.aclosing(upstream):  # type: ignore[type-var]
+        async for batch in upstream:
+            rt.items_out += len(batch)
+            yield batch
+
+
+async def count_in(
+    ex: WorkflowExecutor, n: NodeRun, upstream: AsyncIterator[list[Any]]
+) -> AsyncIterator[list[Any]]:
+    """Pass batches on, counting them as ``n``'s input."""
+    rt = n.rt
+    async with contextlib.aclosing(upstream):  # type: ignore[type-var]
+        async for batch in upstream:
+            rt.items_in += len(batch)
+            yield batch
+
+
+async def call_stage(
+    ex: WorkflowExecutor, n: NodeRun, feeds: list[Any]
+) -> AsyncIterator[list[Any]]:
+    """A one-shot function fed by streams: one call per item (zip across ports)."""
+    try:
+        while True:
+            args = []
+            for f in feeds:
+                try:
+                    args.append(await f.__anext__())
+                except StopAsyncIteration:
+                    return
+            result = await ex._failures.call(n, tuple(args))
+            if result is not FAILED:
+                yield [result]
+    finally:
+        for f in feeds:
+            await f.aclose()
+
+
+async def zipped_call_stage(
+    ex: WorkflowExecutor, n: NodeRun, feeds: list[Any]
+) -> AsyncIterator[list[Any]]:
+    """`_call_stage` for a one-shot node with several inputs, checkpointed.
+
+    Reads every port as batches arrive (`merge_batches`, which aligns the
+    barriers) into per-port queues kept in the node's state, so items a
+    barrier finds waiting for their partners are in the snapshot; calls
+    the node once per complete set, in order. A port whose queue is
+    ``MAX_BATCH`` items ahead is not read (backpressure) until the others
+    catch up. Ends when an input has ended and its queue is empty.
+    """
+    state = n.rt.state
+    queues: list[list[Any]] = state.get(_QUEUED) or [[] for _ in feeds]
+    state[_QUEUED] = queues
+    ended: set[int] = set()
+
+    def paused(i: int) -> bool:
+        return len(queues[i]) >= MAX_BATCH
+
+    merged = merge_batches(feeds, paused=paused)
+    try:
+        async with contextlib.aclosing(merged):
+            while not any(i in ended and not queues[i] for i in range(len(feeds))):
+                count = min(len(q) for q in queues)
+                if count:
+                    sets = list(zip(*(q[:count] for q in queues), strict=True))
+                    for q in queues:
+                        del q[:count]
+                    out = []
+                    for args in sets:
+                        result = await ex._failures.call(n, args)
+                        if result is not FAILED:
+                            out.append(result)
+                    yield out
+                    continue
+                try:
+                    i, batch = await anext(merged)
+                except StopAsyncIteration:
+                    return
+                if batch is None:
+                    ended.add(i)
+                else:
+                    queues[i].extend(batch)
+    finally:
+        for f in feeds:
+            await f.aclose()
+
+
+async def run_generator(
+    ex: WorkflowExecutor, n: NodeRun, feeds: list[Any]
+) -> AsyncIterator[list[Any]]:
+    """Drive a node's async generator; restart it after an item's failure."""
+    spec = n.spec
+    target = n.call_target()
+    attempt = 0
+    failed_at = -1  # how many items the feeds had handed out at the last failure
+    try:
+        while True:
+            gen = target(*feeds)
+            out = gen if spec.batched else rebatch(gen, MAX_BATCH, n.rt)
+            try:
+                async with contextlib.aclosing(out):
+                    async for batch in out:
+                        yield batch
+                return
+            except Exception as exc:
+                # A new failing item starts a fresh retry budget; the same
+                # item failing again (after a replay) uses up its budget.
+                at = sum(f.taken for f in feeds)
+                attempt = attempt + 1 if at == failed_at else 1
+                failed_at = at
+                failed = [f.last for f in feeds]
+                item = (
+                    failed[0]
+                    if len(failed) == 1
+                    else dict(zip(n.gnode.inputs, failed, strict=True))
+                )
+                if await ex._failures.on_failure(n, exc, item, attempt):
+                    for f in feeds:
+                        f.replay()
+    finally:
+        for f in feeds:
+            await f.aclose()
