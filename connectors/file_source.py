@@ -1,0 +1,255 @@
+"""The ``file.source`` node: records from a JSON Lines or CSV file (or its tail).
+
+Its config, `FileSource` (reads chunks on a `connectors._file_common._Descriptor`,
+splits and decodes them with `connectors._file_formats`, follows truncation
+and rotation) and the `file_source` spec.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import os
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
+
+from flowstream import node
+
+from ._file_common import (
+    FileFormat,
+    _check_csv_options,
+    _check_path,
+    _Descriptor,
+    _format_of,
+    _open_for_reading,
+    _read_head,
+    _stat,
+)
+from ._file_formats import CsvDecoder, JsonLinesDecoder, LineSplitter, bad_line
+from ._records import record_type
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from flowstream import NodeContext
+
+    from ._file_formats import Line
+
+__all__ = ["FileSource", "FileSourceConfig", "file_source"]
+
+CHUNK_BYTES = 1 << 16
+"""How much ``file.source`` reads per call (one batch at most per chunk)."""
+
+
+class FileSourceConfig(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
+):
+    """Config of ``file.source``.
+
+    Attributes:
+        path: The file to read.
+        format: ``jsonl`` or ``csv``; by default ``csv`` for a ``.csv`` path,
+            else ``jsonl``.
+        schema: Field name -> type name (see `connectors._records`); records
+            that break it go to the ``error`` port.
+        follow: Keep reading as the file grows (stream mode), like
+            ``tail -f``; survives truncation and rotation (a new file at the
+            path is read from its start).
+        poll_interval_ms: How often a followed file is checked for growth.
+        start_at: ``beginning``, or ``end`` to read only what is appended
+            after the start (with ``follow``).
+        fields: CSV column names, for a file with no header line; without
+            them the first line is the header.
+        delimiter: The CSV field separator.
+        max_line_bytes: A longer line goes to the ``error`` port.
+    """
+
+    path: str
+    format: FileFormat | None = None
+    schema: dict[str, str] | None = None
+    follow: bool = False
+    poll_interval_ms: float = 250.0
+    start_at: Literal["beginning", "end"] = "beginning"
+    fields: list[str] | None = None
+    delimiter: str = ","
+    max_line_bytes: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        _check_path(self.path)
+        if not self.poll_interval_ms > 0:
+            msg = f"poll_interval_ms must be > 0, got {self.poll_interval_ms}"
+            raise ValueError(msg)
+        if self.max_line_bytes < 1:
+            msg = f"max_line_bytes must be >= 1, got {self.max_line_bytes}"
+            raise ValueError(msg)
+        if self.schema is not None:
+            record_type(self.schema)  # names an unknown type name
+        _check_csv_options(self.kind, self.fields, self.delimiter)
+
+    @property
+    def kind(self) -> FileFormat:
+        """The format, given or inferred from the path."""
+        return _format_of(self.path, self.format)
+
+
+class FileSource:
+    """Read records from a JSON Lines or CSV file; with ``follow``, tail it.
+
+    Emits one record per line (JSON Lines; a line holding an array gives one
+    per element) or per CSV row (a dict keyed by the header). A bad line (not
+    JSON, not UTF-8, wrong field count, schema violation, too long) goes to
+    the ``error`` port with the reason and its line number, and reading goes
+    on. Blank lines are skipped.
+
+    Without ``follow`` the source ends at end of file (a last line without a
+    line break counts). With ``follow`` it is a stream-mode source: it waits
+    for the file to grow, emits only complete lines, starts over when the
+    file is truncated, and moves to a new file put at the path (rotation).
+    A graceful stop ends it after the lines already read.
+
+    State: ``offset`` (byte offset of the next unread line), ``line`` (lines
+    consumed), ``fields`` (a CSV header). A run whose state already holds an
+    ``offset`` (restored from a checkpoint) resumes there. Delivery is
+    at-least-once once offsets are checkpointed.
+
+    Example:
+        ``{id: events, type: file.source, config: {path: events.jsonl,
+        follow: true}}`` emits each record appended to ``events.jsonl``
+        until the run is stopped.
+    """
+
+    def __init__(self, config: FileSourceConfig) -> None:
+        self.config = config
+        self._fd: _Descriptor | None = None
+        self._ino: tuple[int, int] = (0, 0)
+
+    async def __aenter__(self) -> FileSource:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def initialize(self, ctx: NodeContext) -> None:
+        """Open the file (it must exist) and find where to start reading."""
+        loop = asyncio.get_running_loop()
+        fd, st = await loop.run_in_executor(None, _open_for_reading, self.config.path)
+        self._fd = _Descriptor(fd)
+        self._ino = (st.st_dev, st.st_ino)
+        cfg = self.config
+        if "offset" not in ctx.state and cfg.start_at == "end":
+            ctx.state["offset"] = st.st_size
+            ctx.state["line"] = 0
+            if cfg.kind == "csv" and cfg.fields is None and st.st_size:
+                # Skipping the file skips its header too: read it first.
+                head = await self._fd.call(_read_head, cfg.max_line_bytes)
+                text = head.decode("utf-8", "replace").rstrip("\r")
+                ctx.state["fields"] = next(csv.reader([text], delimiter=cfg.delimiter))
+
+    async def shutdown(self) -> None:
+        """Close the file."""
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the file; idempotent."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            await fd.aclose()
+
+    def _decoder(self, fields: list[str] | None) -> JsonLinesDecoder | CsvDecoder:
+        cfg = self.config
+        if cfg.kind == "csv":
+            return CsvDecoder(
+                cfg.fields if cfg.fields is not None else fields,
+                cfg.delimiter,
+                cfg.schema,
+                cfg.max_line_bytes,
+            )
+        return JsonLinesDecoder(cfg.schema, cfg.max_line_bytes)
+
+    async def execute(self, *, ctx: NodeContext) -> AsyncIterator[list[Any]]:
+        """Emit the records of each chunk read, as one batch."""
+        cfg = self.config
+        assert self._fd is not None, "initialize was not called"
+        state = ctx.state
+        splitter = LineSplitter(
+            state.get("offset", 0), state.get("line", 0), cfg.max_line_bytes
+        )
+        decoder = self._decoder(state.get("fields"))
+        read_at = splitter.offset
+        while True:
+            fd = self._fd
+            assert fd is not None
+            data: bytes = await fd.call(os.pread, CHUNK_BYTES, read_at)
+            read_at += len(data)
+            at_end = not data
+            final = at_end and not cfg.follow
+            if data:
+                lines = splitter.feed(data)
+            else:
+                lines = splitter.finish() if final else []
+            if lines or final:
+                records, bad = decoder.decode(lines)
+                if final and isinstance(decoder, CsvDecoder):
+                    bad += decoder.flush()
+                self._dead_letters(ctx, bad)
+                held = decoder.held
+                if held is not None:
+                    state["offset"], state["line"] = held.offset, held.number - 1
+                else:
+                    state["offset"], state["line"] = splitter.offset, splitter.line
+                if isinstance(decoder, CsvDecoder) and decoder.fields is not None:
+                    state["fields"] = decoder.fields
+                if records or bad:
+                    yield records
+            if final or ctx.stopping.is_set():
+                return
+            if at_end:
+                await self._wait(ctx)
+                if ctx.stopping.is_set():
+                    return
+                if await self._moved_or_truncated(ctx, read_at):
+                    splitter = LineSplitter(0, 0, cfg.max_line_bytes)
+                    decoder = self._decoder(None)
+                    state["offset"], state["line"] = 0, 0
+                    read_at = 0
+
+    def _dead_letters(self, ctx: NodeContext, bad: list[tuple[Line, str]]) -> None:
+        for line, reason in bad:
+            item, text = bad_line(self.config.path, line, reason)
+            ctx.dead_letter(item, text)
+
+    async def _wait(self, ctx: NodeContext) -> None:
+        # Woken early by a graceful stop: this source stops itself.
+        try:
+            async with asyncio.timeout(self.config.poll_interval_ms / 1000.0):
+                await ctx.stopping.wait()
+        except TimeoutError:
+            pass
+
+    async def _moved_or_truncated(self, ctx: NodeContext, read_at: int) -> bool:
+        """After end of file: whether to start over (truncated, or rotated)."""
+        loop = asyncio.get_running_loop()
+        path = self.config.path
+        st = await loop.run_in_executor(None, _stat, path)
+        if st is None:
+            return False  # mid-rotation: keep the old file until a new one shows
+        if (st.st_dev, st.st_ino) != self._ino:
+            fd, new = await loop.run_in_executor(None, _open_for_reading, path)
+            old, self._fd = self._fd, _Descriptor(fd)
+            self._ino = (new.st_dev, new.st_ino)
+            if old is not None:
+                await old.aclose()
+            ctx.logger.info("%s was replaced; reading the new file", path)
+            ctx.event("file.rotated", {"path": path})
+            return True
+        if st.st_size < read_at:
+            ctx.logger.warning("%s was truncated; reading it from the start", path)
+            ctx.event("file.truncated", {"path": path, "size": st.st_size})
+            return True
+        return False
+
+
+file_source = node(
+    "file.source", config=FileSourceConfig, batched=True, stops_itself=True
+)(FileSource)
