@@ -167,6 +167,13 @@ def _check_config(
         config = spec.decode_config(decl.config)
     except msgspec.ValidationError as exc:
         message, path = describe_validation_error(exc)
+        if not path and spec.config_type is not None:
+            # A check in the config's __post_init__ has no path from msgspec;
+            # by convention its message starts with the field it is about.
+            first = message.split(" ", 1)[0]
+            names = {f.encode_name for f in msgspec.structs.fields(spec.config_type)}
+            if first in names:
+                path = first
         problems.append(
             Problem(message, node=decl.id, field=f"config.{path}" if path else "config")
         )

@@ -504,13 +504,23 @@ async def test_csv_round_trip_through_sink_and_source(
 @pytest.mark.parametrize(
     ("node_type", "config", "field", "words"),
     [
-        ("file.source", {"path": ""}, "config", "path must not be empty"),
+        ("file.source", {"path": ""}, "config.path", "path must not be empty"),
         ("file.source", {"path": "x", "follow": "yes"}, "config.follow", "bool"),
-        ("file.source", {"path": "x", "poll_interval_ms": 0}, "config", "> 0"),
-        ("file.source", {"path": "x.jsonl", "fields": ["a"]}, "config", "csv"),
+        (
+            "file.source",
+            {"path": "x", "poll_interval_ms": 0},
+            "config.poll_interval_ms",
+            "> 0",
+        ),
+        ("file.source", {"path": "x.jsonl", "fields": ["a"]}, "config.fields", "csv"),
         ("file.source", {"path": "x", "schema": {"a": "integer"}}, "config", "type"),
         ("file.source", {"path": "x", "pth": 1}, "config.pth", "unknown field"),
-        ("file.sink", {"path": "x.csv", "delimiter": "ab"}, "config", "delimiter"),
+        (
+            "file.sink",
+            {"path": "x.csv", "delimiter": "ab"},
+            "config.delimiter",
+            "delimiter",
+        ),
         ("file.sink", {"path": "x", "commit": "truncate"}, "config.commit", "enum"),
         ("file.sink", {}, "config.path", "missing required field"),
     ],

@@ -408,20 +408,30 @@ async def test_source_and_sink_against_a_real_local_server(server: Server) -> No
 @pytest.mark.parametrize(
     ("node_type", "config", "field", "words"),
     [
-        ("http.source", {"url": "ftp://x/y"}, "config", "http:// or https://"),
-        ("http.source", {"url": "/relative"}, "config", "absolute"),
-        ("http.source", {"url": URL, "interval_ms": 0}, "config", "interval_ms"),
-        ("http.source", {"url": URL, "count": -1}, "config", "count"),
+        ("http.source", {"url": "ftp://x/y"}, "config.url", "http:// or https://"),
+        ("http.source", {"url": "/relative"}, "config.url", "absolute"),
+        (
+            "http.source",
+            {"url": URL, "interval_ms": 0},
+            "config.interval_ms",
+            "interval_ms",
+        ),
+        ("http.source", {"url": URL, "count": -1}, "config.count", "count"),
         ("http.source", {"url": URL, "format": "xml"}, "config.format", "enum"),
         (
             "http.source",
             {"url": URL, "format": "raw", "schema": {"a": "int"}},
-            "config",
+            "config.schema",
             "raw",
         ),
-        ("http.sink", {"url": URL, "max_batch": 0}, "config", "max_batch"),
+        ("http.sink", {"url": URL, "max_batch": 0}, "config.max_batch", "max_batch"),
         ("http.sink", {"url": URL, "method": "GET"}, "config.method", "enum"),
-        ("http.sink", {"url": URL, "backoff_multiplier": 0.5}, "config", ">= 1"),
+        (
+            "http.sink",
+            {"url": URL, "backoff_multiplier": 0.5},
+            "config.backoff_multiplier",
+            ">= 1",
+        ),
         ("http.sink", {"url": URL, "retries": 3}, "config.retries", "unknown"),
     ],
 )

@@ -385,14 +385,19 @@ async def test_a_missing_database_fails_the_source_at_start(
 @pytest.mark.parametrize(
     ("node_type", "config", "field", "words"),
     [
-        ("sqlite.sink", {"path": "x.db", "table": ""}, "config", "table"),
-        ("sqlite.sink", {"path": "x.db", "table": "sqlite_x"}, "config", "reserved"),
-        ("sqlite.sink", {"path": "x.db", "table": "t", "key": []}, "config", "key"),
+        ("sqlite.sink", {"path": "x.db", "table": ""}, "config.table", "table"),
+        (
+            "sqlite.sink",
+            {"path": "x.db", "table": "sqlite_x"},
+            "config.table",
+            "reserved",
+        ),
+        ("sqlite.sink", {"path": "x.db", "table": "t", "key": []}, "config.key", "key"),
         ("sqlite.sink", {"path": "x.db", "table": "t", "key": 3}, "config.key", "str"),
         (
             "sqlite.sink",
             {"path": "x.db", "table": "t", "key": "id", "schema": {"n": "int"}},
-            "config",
+            "config.key",
             "key field 'id' is not in the schema",
         ),
         (
@@ -411,19 +416,19 @@ async def test_a_missing_database_fails_the_source_at_start(
         (
             "sqlite.source",
             {"path": "x.db", "query": "SELECT * FROM t", "follow": True},
-            "config",
+            "config.follow",
             ":last_rowid",
         ),
         (
             "sqlite.source",
             {"path": "x.db", "query": "SELECT 1", "batch_size": 0},
-            "config",
+            "config.batch_size",
             "batch_size",
         ),
         (
             "sqlite.source",
             {"path": "x.db", "query": INCREMENTAL, "params": {"last_rowid": 3}},
-            "config",
+            "config.params",
             "last_rowid",
         ),
     ],

@@ -153,7 +153,8 @@ def test_bad_config_names_the_node_and_field() -> None:
     with pytest.raises(WorkflowValidationError) as info:
         FlowRuntime(registry).validate(wf)
     problems = {(p.node, p.field): p.message for p in info.value.problems}
-    assert problems[("src", "config")] == "max_line_bytes must be >= 1, got 0"
+    expected = "max_line_bytes must be >= 1, got 0"
+    assert problems[("src", "config.max_line_bytes")] == expected
     assert "stdlog" in problems[("out", "config.stream")]
 
 

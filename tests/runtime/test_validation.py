@@ -230,7 +230,7 @@ def test_two_separate_cycles_are_both_reported() -> None:
         ({"stop": "3"}, "config.stop", r"^expected `int`, got `str`$"),
         ({"stop": 3, "stpe": 1}, "config.stpe", r"unknown field `stpe`"),
         ({"start": 1}, "config.stop", r"missing required field `stop`"),
-        ({"stop": 3, "step": 0}, "config", r"step must not be 0"),
+        ({"stop": 3, "step": 0}, "config.step", r"step must not be 0"),
     ],
 )
 def test_bad_config(config: dict[str, Any], field: str, pattern: str) -> None:
@@ -445,3 +445,18 @@ def test_a_back_edge_is_always_reported_as_a_cycle(
         assert all(step in all_edges for step in itertools.pairwise(path))
         # Every cycle runs through the new edge.
         assert (f"n{b}", f"n{a}") in set(itertools.pairwise(path))
+
+
+def test_a_config_check_names_the_field_it_is_about() -> None:
+    # Checks in a config's __post_init__ get no path from msgspec; their
+    # message starts with the field, and the problem names it.
+    found = problems_of(
+        pipeline(
+            ("b", "transform.batch", {"size": 0}),
+            ("d", "time.delay", {"ms": -1}),
+        )
+    )
+    by_node = {p.node: p for p in found}
+    assert by_node["b"].field == "config.size"
+    assert "size must be >= 1" in by_node["b"].message
+    assert by_node["d"].field == "config.ms"
