@@ -198,27 +198,38 @@ class WorkflowExecutor:
                         f"failed {p.count} runs ({p.reason})"
                     )
                 result = await self._run_attempts()
-                abort = self._abort
-                if result.status == "failed" and abort is not None and abort.node_id:
-                    count = await store.record_failure(
-                        key, abort.node_id, abort.item, result.error or ""
-                    )
-                    if count >= policy.max_restarts:
-                        result.error = (
-                            f"{result.error} — this record has now failed {count} "
-                            f"runs at node {abort.node_id!r}: a restart will "
-                            + (
-                                "refuse to run"
-                                if policy.poison == "stop"
-                                else "send it to the dead letters"
-                            )
-                        )
+                await self._count_failure(store, key, policy, result)
             if result.status == "completed" and self._stopping:
                 status = "stopped"  # drained on request: a restart resumes it
             else:
                 status = result.status
             await store.finish(key, status)
             return result
+
+    async def _count_failure(
+        self,
+        store: CheckpointStore,
+        key: str,
+        policy: Checkpoint,
+        result: RunResult,
+    ) -> None:
+        """A run failed on a record: count it; say so once it is a poison record."""
+        abort = self._abort
+        if result.status != "failed" or abort is None or not abort.node_id:
+            return
+        count = await store.record_failure(
+            key, abort.node_id, abort.item, result.error or ""
+        )
+        if count >= policy.max_restarts:
+            then = (
+                "refuse to run"
+                if policy.poison == "stop"
+                else "send it to the dead letters"
+            )
+            result.error = (
+                f"{result.error} — this record has now failed {count} runs at "
+                f"node {abort.node_id!r}: a restart will {then}"
+            )
 
     def _refused(self, poison: PoisonRecord) -> RunResult:
         """The result of a run that a poison record keeps from starting."""
@@ -320,7 +331,9 @@ class WorkflowExecutor:
         # A DAG run's graph and its per-node objects live until the run
         # ends: keep the cycle collector from walking them again and again
         # meanwhile (a third of a 10,000-node run's time otherwise).
-        frozen = self.mode == "dag" and gc_frozen_enter()
+        frozen = self.mode == "dag"
+        if frozen:
+            gc_frozen_enter()
         self._failures = Failures(self.bus, self.run_id, self.options.sleep)
         self._failures.poison = self._poison
         self._abort = None
@@ -605,7 +618,7 @@ class WorkflowExecutor:
                     countdown -= 1
                     if not countdown:
                         countdown = every
-                        probe(ids, len(batch), head_rt.taken_at, time.perf_counter())
+                        probe(ids, len(batch), head_rt.taken_at, perf_counter())
         self._segments_left -= 1
         if not self._segments_left:
             self._segments_done.set()

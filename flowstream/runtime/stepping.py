@@ -155,18 +155,17 @@ def gc_paused() -> Iterator[None]:
 _frozen = 0  # runs between gc_frozen_enter and gc_frozen_exit
 
 
-def gc_frozen_enter() -> bool:
+def gc_frozen_enter() -> None:
     """Move every object tracked now out of the collector's sight (`gc.freeze`).
 
     For a run whose many long-lived objects were just built: collections
-    during the run then walk only what the run allocates. Returns True; pair
-    with `gc_frozen_exit`, which thaws them when the last such run ends
-    (until then, cyclic garbage made before the freeze waits to be found).
+    during the run then walk only what the run allocates. Pair with
+    `gc_frozen_exit`, which thaws them when the last such run ends (until
+    then, cyclic garbage made before the freeze waits to be found).
     """
     global _frozen
     _frozen += 1
     gc.freeze()
-    return True
 
 
 def gc_frozen_exit() -> None:
