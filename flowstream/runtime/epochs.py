@@ -19,11 +19,11 @@ from .checkpoint import Barrier, CheckpointError, Coordinator
 from .faults import fault_point
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Iterable
 
     from .channel import Control
     from .executor import WorkflowExecutor
-    from .fusion import Segment
+    from .fusion import NodeRun, Segment
 
 __all__ = [
     "barrier_hook",
@@ -106,9 +106,7 @@ async def segment_barrier(ex: WorkflowExecutor, seg: Segment, epoch: int) -> Non
     coord = ex._coord
     if coord is None or not coord.active or epoch != coord.epoch:
         return
-    for n in seg.nodes:
-        for hook in n.rt.barrier_hooks:
-            await _maybe_await(hook(epoch))
+    await _barrier_hooks(seg.nodes, epoch)
     barrier_now(ex, seg, epoch)
 
 
@@ -154,7 +152,7 @@ async def coordinate(ex: WorkflowExecutor, coord: Coordinator) -> None:
             for seg in sources:
                 # A source waiting on its own input is at rest: everything
                 # it emitted is downstream, so it is marked from here.
-                # (Barrier hooks need a await: such a segment is marked
+                # (Barrier hooks need an await: such a segment is marked
                 # by its own loop, at its next batch.)
                 at_rest = (
                     seg.pulling is not None
@@ -192,14 +190,7 @@ async def initial_checkpoint(ex: WorkflowExecutor, coord: Coordinator) -> None:
     wrote at start (a file's length, a table's last row), so they can
     drop what the lost attempt wrote instead of keeping it twice.
     """
-    for n in ex._nodes.values():
-        for hook in n.rt.barrier_hooks:
-            await _maybe_await(hook(0))
-    states = {
-        node_id: encode_state(state)
-        for node_id, state in ex.state.nodes.items()
-        if state
-    }
+    states = await _snapshot_all(ex, 0)
     await coord.store.commit_epoch(coord.run_key, 0, states)
     await committed(ex, 0)
 
@@ -207,14 +198,25 @@ async def initial_checkpoint(ex: WorkflowExecutor, coord: Coordinator) -> None:
 async def final_checkpoint(ex: WorkflowExecutor, coord: Coordinator) -> None:
     """After a drain, every node's state is final: record it as an epoch."""
     epoch = coord.trigger()
-    for n in ex._nodes.values():
-        for hook in n.rt.barrier_hooks:
-            await _maybe_await(hook(epoch))
-    for node_id, state in ex.state.nodes.items():
-        if state:
-            coord.states[node_id] = encode_state(state)
+    coord.states.update(await _snapshot_all(ex, epoch))
     await coord.commit()
     await committed(ex, epoch)
+
+
+async def _snapshot_all(ex: WorkflowExecutor, epoch: int) -> dict[str, bytes]:
+    """Every node's state at a point where nothing is in flight."""
+    await _barrier_hooks(ex._nodes.values(), epoch)
+    return {
+        node_id: encode_state(state)
+        for node_id, state in ex.state.nodes.items()
+        if state
+    }
+
+
+async def _barrier_hooks(nodes: Iterable[NodeRun], epoch: int) -> None:
+    for n in nodes:
+        for hook in n.rt.barrier_hooks:
+            await _maybe_await(hook(epoch))
 
 
 async def _maybe_await(result: Any) -> None:
