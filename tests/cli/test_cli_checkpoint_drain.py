@@ -13,10 +13,10 @@ import time
 from contextlib import closing
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 from click.testing import CliRunner
 
 from flowstream.cli import cli
+from tests.checkpoints import latest_epoch
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -47,26 +47,14 @@ connections: [tick -> later, later -> count, count -> out]
 
 def latest(store: Path) -> tuple[int, dict[str, Any], str]:
     """The store's latest epoch, its decoded states and the run's status."""
+    epoch, states = latest_epoch(store)
     with closing(sqlite3.connect(store)) as conn:
-        epoch, blob = conn.execute(
-            "select epoch, states from epochs order by epoch desc limit 1"
-        ).fetchone()
         status = conn.execute("select status from runs").fetchone()[0]
-    states = {
-        k: msgspec.msgpack.decode(v) for k, v in msgspec.msgpack.decode(blob).items()
-    }
     return epoch, states, status
 
 
 def committed_epoch(store: Path) -> int:
-    if not store.exists():
-        return -1
-    try:
-        with closing(sqlite3.connect(store, timeout=1)) as conn:
-            row = conn.execute("select max(epoch) from epochs").fetchone()
-    except sqlite3.OperationalError:
-        return -1
-    return -1 if row[0] is None else int(row[0])
+    return latest_epoch(store)[0]
 
 
 def start(wf: Path, store: Path, *extra: str) -> subprocess.Popen[str]:

@@ -6,11 +6,9 @@ import csv
 import json
 import os
 import random
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from contextlib import closing
 from typing import TYPE_CHECKING, Any, cast
 
@@ -20,7 +18,7 @@ from connectors.files import FileSink, FileSinkConfig
 from connectors.sqlite import SqliteSink, SqliteSinkConfig
 from flowstream.runtime.context import NodeRuntime, RunState, State
 from flowstream.runtime.events import EventBus
-from tests.runtime.test_checkpoint_stream import committed_epochs
+from tests.checkpoints import kill_at_random
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -305,22 +303,8 @@ def test_kill_9_leaves_each_record_exactly_once_in_files_and_table(
     out.mkdir()
     n = 150_000
     args = [sys.executable, str(script), str(store), str(out), str(n)]
-    rng = random.Random(4321)
-    kills = 0
-    for _ in range(3):
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        # Kill at a random instant after the run commits a new epoch, so that
-        # each restart has written past its checkpoint and must roll back.
-        seen = committed_epochs(store)
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and committed_epochs(store) <= seen:
-            assert time.monotonic() < deadline, "the run never committed an epoch"
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.2))
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            kills += 1
-        proc.communicate(timeout=30)
+    # Each restart has written past its checkpoint and must roll back.
+    kills = kill_at_random(args, store, random.Random(4321), 3, 0.2)
     done = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert kills >= 1, "no kill landed mid-run: make the run longer"

@@ -35,6 +35,7 @@ from connectors.websocket import WebSocketSource, WebSocketSourceConfig, ws_sour
 from flowstream import FlowRuntime, NodeRegistry, RunResult, Workflow, node
 from flowstream.core.workflow import Checkpoint
 from flowstream.errors import WorkflowValidationError
+from tests.checkpoints import latest_epoch
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -148,11 +149,7 @@ def count(db: Path, table: str) -> int:
 
 def committed_state(store: Path, node_id: str) -> dict[str, Any]:
     """The node's state in the store's last committed epoch ({} if none)."""
-    rows = query(store, "select states from epochs order by epoch desc limit 1")
-    if not rows:
-        return {}
-    blob = msgspec.msgpack.decode(rows[0][0]).get(node_id)
-    state: dict[str, Any] = msgspec.msgpack.decode(blob) if blob else {}
+    state: dict[str, Any] = latest_epoch(store)[1].get(node_id, {})
     return state
 
 

@@ -19,12 +19,12 @@ import sys
 from contextlib import closing
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 import pytest
 
 from flowstream import FlowRuntime, NodeRegistry, Workflow, node
 from flowstream.core.workflow import Checkpoint
 from flowstream.runtime.checkpoint import workflow_key
+from tests.checkpoints import latest_epoch
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -62,27 +62,14 @@ def two_inputs(store: Path, n: int, node_type: str = "control.merge") -> Workflo
     return wf
 
 
+def read_epoch(store: Path, wf: Workflow) -> tuple[int, dict[str, Any]]:
+    return latest_epoch(store, workflow_key(wf))
+
+
 def registry() -> NodeRegistry:
     reg = NodeRegistry.default(entry_points=False)
     reg.register(slow)
     return reg
-
-
-def read_epoch(store: Path, wf: Workflow) -> tuple[int, dict[str, Any]]:
-    """The store's latest epoch and its decoded states, read from outside."""
-    with closing(sqlite3.connect(store, timeout=5)) as conn:
-        try:
-            row = conn.execute(
-                "select epoch, states from epochs where run_key = ? "
-                "order by epoch desc limit 1",
-                (workflow_key(wf),),
-            ).fetchone()
-        except sqlite3.OperationalError:  # the run has not created it yet
-            row = None
-    if row is None:
-        return -1, {}
-    blobs = msgspec.msgpack.decode(row[1])
-    return row[0], {k: msgspec.msgpack.decode(v) for k, v in blobs.items()}
 
 
 def assert_consistent(states: dict[str, Any]) -> tuple[int, int]:

@@ -13,7 +13,6 @@ recovery must roll it back and pick the last committed epoch.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import sqlite3
@@ -22,7 +21,6 @@ import sys
 from contextlib import closing
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 import pytest
 
 from flowstream import Workflow
@@ -32,8 +30,9 @@ from flowstream.core.workflow import (
     read_workflow,
     write_workflow,
 )
-from flowstream.runtime.checkpoint import CheckpointStore, workflow_key
+from flowstream.runtime.checkpoint import workflow_key
 from flowstream.runtime.faults import POINTS
+from tests.checkpoints import latest_epoch
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -118,13 +117,8 @@ def run_child(
     return subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
 
 
-def latest_epoch(store: Path, workflow: Path) -> tuple[int, dict[str, Any]]:
-    async def read() -> tuple[int, dict[str, bytes]]:
-        async with CheckpointStore(store) as ckpt:
-            return await ckpt.latest_epoch(workflow_key(read_workflow(workflow)))
-
-    epoch, states = asyncio.run(read())
-    return epoch, {nid: msgspec.msgpack.decode(b) for nid, b in states.items()}
+def committed(store: Path, workflow: Path) -> tuple[int, dict[str, Any]]:
+    return latest_epoch(store, workflow_key(read_workflow(workflow)))
 
 
 def integrity(db: Path) -> str:
@@ -157,7 +151,7 @@ def test_a_kill_at_each_fault_point_recovers_the_last_committed_epoch(
     with closing(sqlite3.connect(store)) as conn:
         kept = conn.execute("select epoch from epochs").fetchall()
     assert kept == [(expected,)]  # only the newest committed epoch is kept
-    epoch, states = latest_epoch(store, workflow)
+    epoch, states = committed(store, workflow)
     assert epoch == expected
     # Never a mix: the source's offset, the scan's counts and what each sink
     # had written are all of one cut of the stream.

@@ -1,19 +1,17 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from contextlib import closing
 from typing import TYPE_CHECKING, Any
 
 from flowstream import FlowRuntime, NodeRegistry, Workflow, node
 from flowstream.core.workflow import Checkpoint
 from flowstream.runtime.checkpoint import CheckpointStore, workflow_key
+from tests.checkpoints import kill_at_random
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -138,43 +136,13 @@ sys.exit(0 if result.ok else 1)
 """
 
 
-def committed_epochs(store: Path) -> float:
-    """When the store last committed an epoch after the start (epoch 0)."""
-    if not store.exists():
-        return 0.0
-    try:
-        with closing(sqlite3.connect(store, timeout=1)) as conn:
-            row = conn.execute(
-                "select coalesce(max(committed), 0) from epochs where epoch > 0"
-            )
-            return float(row.fetchone()[0])
-    except sqlite3.OperationalError:  # schema not created yet
-        return 0.0
-
-
 def test_kill_9_at_random_times_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     script = tmp_path / "runner.py"
     script.write_text(RUNNER)
     store, db = tmp_path / "ckpt.db", tmp_path / "out.db"
     n, keys = 150_000, 7
     args = [sys.executable, str(script), str(store), str(db), str(n), str(keys)]
-    rng = random.Random(1234)
-    kills = 0
-    for _ in range(3):
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        # Kill at a random instant after the run has committed a new epoch
-        # (a loaded machine may take a second just to import), so every kill
-        # lands mid-run with something to resume from.
-        seen = committed_epochs(store)
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and committed_epochs(store) <= seen:
-            assert time.monotonic() < deadline, "the run never committed an epoch"
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.3))
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            kills += 1
-        proc.communicate(timeout=30)
+    kills = kill_at_random(args, store, random.Random(1234), 3, 0.3)
     done = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert kills >= 1, "no kill landed mid-run: make the run longer"
