@@ -1,42 +1,20 @@
 """flowstream's connectors: sources and sinks to the outside world.
 
-A node pack like any third-party one: it imports only flowstream's public API
-and registers through the ``flowstream.nodes`` entry point (``NODES``), so it
-could move to its own distribution unchanged.
+Node packs like any third-party one: they import only flowstream's public API
+and each family registers through its own ``flowstream.nodes`` entry point
+(its ``NODES``), so a family whose optional client library is missing disables
+only itself, and any family could move to its own distribution unchanged.
+Importing this package imports no family.
 
-=================  ==============================================
-``file.*``         JSON Lines and CSV files (tail with ``follow``)
-``http.*``         poll a URL / POST batches
-``sqlite.*``       query a table / batched, keyed upserts
-``stdio.*``        JSON Lines on stdin and stdout
-``ws.*``           WebSocket servers and clients (JSON, MessagePack, raw)
-=================  ==============================================
+=====================  ==============================================
+``connectors.files``   ``file.*``: JSON Lines and CSV files (tail with ``follow``)
+``connectors.http``    ``http.*``: poll a URL / POST batches
+``connectors.sqlite``  ``sqlite.*``: query a table / batched, keyed upserts
+``connectors.stdio``   ``stdio.*``: JSON Lines on stdin and stdout
+``connectors.websocket``  ``ws.*``: WebSocket servers and clients
+=====================  ==============================================
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from .files import file_sink, file_source
-from .http import http_sink, http_source
-from .sqlite import sqlite_sink, sqlite_source
-from .stdio import stdio_sink, stdio_source
-from .websocket import ws_sink, ws_source
-
-if TYPE_CHECKING:
-    from flowstream import NodeSpec
-
-__all__ = ["NODES"]
-
-NODES: tuple[NodeSpec, ...] = (
-    file_source,
-    file_sink,
-    http_source,
-    http_sink,
-    sqlite_source,
-    sqlite_sink,
-    stdio_source,
-    stdio_sink,
-    ws_source,
-    ws_sink,
-)
+__all__: list[str] = []

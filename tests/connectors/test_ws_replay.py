@@ -29,9 +29,9 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as connect_sync
 
-from connectors._ws_source_config import _fill, _with_query
 from connectors.sqlite import sqlite_sink
 from connectors.websocket import WebSocketSource, WebSocketSourceConfig, ws_source
+from connectors.websocket._source_config import _fill, _with_query
 from flowstream import FlowRuntime, NodeRegistry, RunResult, Workflow, node
 from flowstream.core.workflow import Checkpoint
 from flowstream.errors import WorkflowValidationError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from ._records import BadRecord
+from .._records import BadRecord
 
 # A frame on its way to the graph, with its sender and its journal id (0:
 # not journaled); or, instead of the frame, why a frame could not be read.

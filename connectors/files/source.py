@@ -1,7 +1,7 @@
 """The ``file.source`` node: records from a JSON Lines or CSV file (or its tail).
 
-Its config, `FileSource` (reads chunks on a `connectors._file_common._Descriptor`,
-splits and decodes them with `connectors._file_formats`, follows truncation
+Its config, `FileSource` (reads chunks on a `connectors.files._common._Descriptor`,
+splits and decodes them with `connectors.files._formats`, follows truncation
 and rotation) and the `file_source` spec.
 """
 
@@ -16,7 +16,8 @@ import msgspec
 
 from flowstream import node
 
-from ._file_common import (
+from .._records import record_type
+from ._common import (
     FileFormat,
     _check_csv_options,
     _check_path,
@@ -26,15 +27,14 @@ from ._file_common import (
     _read_head,
     _stat,
 )
-from ._file_formats import CsvDecoder, JsonLinesDecoder, LineSplitter, bad_line
-from ._records import record_type
+from ._formats import CsvDecoder, JsonLinesDecoder, LineSplitter, bad_line
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from flowstream import NodeContext
 
-    from ._file_formats import Line
+    from ._formats import Line
 
 __all__ = ["FileSource", "FileSourceConfig", "file_source"]
 

@@ -28,8 +28,8 @@ import msgspec
 from flowstream import NodeSpec, node
 from flowstream.errors import ConnectionLost
 
-from ._records import record_type
-from .files import JsonLinesDecoder, LineSplitter, bad_line, encode_json_lines
+from .._records import record_type
+from ..files import JsonLinesDecoder, LineSplitter, bad_line, encode_json_lines
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from flowstream import NodeContext
 
 __all__ = [
+    "NODES",
     "StdioSink",
     "StdioSinkConfig",
     "StdioSource",
@@ -371,3 +372,7 @@ def stdio_nodes(
         node("stdio.source", config=StdioSourceConfig, batched=True)(BoundSource),
         node("stdio.sink", config=StdioSinkConfig, batched=True)(BoundSink),
     )
+
+
+NODES: tuple[NodeSpec, ...] = (stdio_source, stdio_sink)
+"""This family's node types (its ``flowstream.nodes`` entry point)."""

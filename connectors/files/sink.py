@@ -1,7 +1,7 @@
 """The ``file.sink`` node: records appended to a JSON Lines or CSV file.
 
 Its config, `FileSink` (one write per batch on a
-`connectors._file_common._Descriptor`, fsync at the end, truncation back to
+`connectors.files._common._Descriptor`, fsync at the end, truncation back to
 the last checkpoint on recovery) and the `file_sink` spec.
 """
 
@@ -18,7 +18,7 @@ import msgspec
 
 from flowstream import node
 
-from ._file_common import (
+from ._common import (
     FileFormat,
     _check_csv_options,
     _check_path,
@@ -30,14 +30,14 @@ from ._file_common import (
     _truncate,
     _write_all,
 )
-from ._file_formats import _cell, encode_json_lines
+from ._formats import _cell, encode_json_lines
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from flowstream import NodeContext
 
-    from ._file_formats import Rejected
+    from ._formats import Rejected
 
 __all__ = ["FileSink", "FileSinkConfig", "file_sink"]
 

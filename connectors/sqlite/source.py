@@ -13,7 +13,7 @@ import msgspec
 
 from flowstream import node
 
-from ._sqlite_common import _check_busy, _check_path, _connect, _Worker
+from ._common import _check_busy, _check_path, _connect, _Worker
 
 if TYPE_CHECKING:
     import sqlite3

@@ -16,7 +16,7 @@ Memory stays bounded end to end (never an unbounded buffer on the data path):
   drains them into the graph. When the pipeline is full the queue is full,
   readers wait, websockets stops reading their sockets once
   ``read_buffer_frames`` frames are buffered, and TCP flow control makes the
-  senders' ``send`` block. With a ``journal`` (`connectors._journal`) frames
+  senders' ``send`` block. With a ``journal`` (`connectors.websocket._journal`) frames
   pass through it first, and it holds back at most ``journal_max_frames``.
 * ``ws.sink`` (client): ``send`` waits while the socket's write buffer is full,
   which holds up the sink's input channel and so the graph. Frames not yet
@@ -28,28 +28,34 @@ Memory stays bounded end to end (never an unbounded buffer on the data path):
 
 This module re-exports the public names; the code is split by concept:
 
-* `connectors._ws_common`: the endpoint config both nodes extend, the
+* `connectors.websocket._common`: the endpoint config both nodes extend, the
   `Reconnect` policy, and the server and client helpers they share;
-* `connectors._ws_source_config`: ``ws.source``'s config and statistics, and
+* `connectors.websocket._source_config`: ``ws.source``'s config and statistics, and
   its resume helpers;
-* `connectors._ws_intake`: ``ws.source``'s bounded queue of frames;
-* `connectors.ws_source`: the ``ws.source`` node;
-* `connectors.ws_sink`: the ``ws.sink`` node, its config and statistics.
+* `connectors.websocket._intake`: ``ws.source``'s bounded queue of frames;
+* `connectors.websocket.source`: the ``ws.source`` node;
+* `connectors.websocket.sink`: the ``ws.sink`` node, its config and statistics.
 """
 
 from __future__ import annotations
 
-from ._ws_common import Reconnect
-from ._ws_source_config import WebSocketSourceConfig, WebSocketSourceStatistics
-from .ws_sink import (
+from typing import TYPE_CHECKING
+
+from ._common import Reconnect
+from ._source_config import WebSocketSourceConfig, WebSocketSourceStatistics
+from .sink import (
     WebSocketSink,
     WebSocketSinkConfig,
     WebSocketSinkStatistics,
     ws_sink,
 )
-from .ws_source import WebSocketSource, ws_source
+from .source import WebSocketSource, ws_source
+
+if TYPE_CHECKING:
+    from flowstream import NodeSpec
 
 __all__ = [
+    "NODES",
     "Reconnect",
     "WebSocketSink",
     "WebSocketSinkConfig",
@@ -60,3 +66,6 @@ __all__ = [
     "ws_sink",
     "ws_source",
 ]
+
+NODES: tuple[NodeSpec, ...] = (ws_source, ws_sink)
+"""This family's node types (its ``flowstream.nodes`` entry point)."""

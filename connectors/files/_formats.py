@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from ._records import RecordDecoder, record_type
+from .._records import RecordDecoder, record_type
 
 MAX_TEXT_IN_ERROR = 256
 """How many characters of a bad line a dead letter keeps."""

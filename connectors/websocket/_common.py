@@ -19,7 +19,7 @@ from websockets.asyncio.server import serve
 
 from flowstream.errors import ConnectError
 
-from ._records import Encoding
+from .._records import Encoding
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine

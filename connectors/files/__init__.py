@@ -15,24 +15,26 @@ Blocking file calls run in worker threads on raw descriptors (``os.pread``,
 ``os.write``), never on the event loop. A descriptor is closed only once no
 thread uses it any more, even after an aborted run.
 
-The line splitting and JSON Lines encoding in `connectors._file_formats` are
+The line splitting and JSON Lines encoding in `connectors.files._formats` are
 shared with `connectors.stdio`.
 
 This module re-exports the public names (those outside ``__all__`` too); the
 code is split by concept:
 
-* `connectors._file_common`: the format a path implies, the config checks both
+* `connectors.files._common`: the format a path implies, the config checks both
   nodes run, and the descriptors whose calls run in worker threads;
-* `connectors._file_formats`: lines, the JSON Lines and CSV decoders, and
+* `connectors.files._formats`: lines, the JSON Lines and CSV decoders, and
   JSON Lines encoding;
-* `connectors.file_source`: the ``file.source`` node and its config;
-* `connectors.file_sink`: the ``file.sink`` node and its config.
+* `connectors.files.source`: the ``file.source`` node and its config;
+* `connectors.files.sink`: the ``file.sink`` node and its config.
 """
 
 from __future__ import annotations
 
-from ._file_common import CLOSE_WAIT_S as CLOSE_WAIT_S, FileFormat as FileFormat
-from ._file_formats import (
+from typing import TYPE_CHECKING
+
+from ._common import CLOSE_WAIT_S as CLOSE_WAIT_S, FileFormat as FileFormat
+from ._formats import (
     MAX_TEXT_IN_ERROR as MAX_TEXT_IN_ERROR,
     CsvDecoder as CsvDecoder,
     JsonLinesDecoder as JsonLinesDecoder,
@@ -42,15 +44,19 @@ from ._file_formats import (
     bad_line as bad_line,
     encode_json_lines as encode_json_lines,
 )
-from .file_sink import FileSink, FileSinkConfig, file_sink
-from .file_source import (
+from .sink import FileSink, FileSinkConfig, file_sink
+from .source import (
     CHUNK_BYTES as CHUNK_BYTES,
     FileSource,
     FileSourceConfig,
     file_source,
 )
 
+if TYPE_CHECKING:
+    from flowstream import NodeSpec
+
 __all__ = [
+    "NODES",
     "FileSink",
     "FileSinkConfig",
     "FileSource",
@@ -58,3 +64,6 @@ __all__ = [
     "file_sink",
     "file_source",
 ]
+
+NODES: tuple[NodeSpec, ...] = (file_source, file_sink)
+"""This family's node types (its ``flowstream.nodes`` entry point)."""

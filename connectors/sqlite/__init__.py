@@ -26,30 +26,36 @@ never committed, and about to be replayed) before writing anything.
 This module re-exports the public names (those outside ``__all__`` too); the
 code is split by concept:
 
-* `connectors._sqlite_common`: the worker thread, connecting, quoting, and
+* `connectors.sqlite._common`: the worker thread, connecting, quoting, and
   the config checks both nodes run;
-* `connectors._sqlite_writer`: ``sqlite.sink``'s table writer;
-* `connectors.sqlite_sink`: the ``sqlite.sink`` node and its config;
-* `connectors.sqlite_source`: the ``sqlite.source`` node and its config.
+* `connectors.sqlite._writer`: ``sqlite.sink``'s table writer;
+* `connectors.sqlite.sink`: the ``sqlite.sink`` node and its config;
+* `connectors.sqlite.source`: the ``sqlite.source`` node and its config.
 """
 
 from __future__ import annotations
 
-from ._sqlite_common import quote as quote
-from ._sqlite_writer import (
+from typing import TYPE_CHECKING
+
+from ._common import quote as quote
+from ._writer import (
     ROWID_NAMES as ROWID_NAMES,
     SQL_TYPES as SQL_TYPES,
     open_writer as open_writer,
 )
-from .sqlite_sink import SqliteSink, SqliteSinkConfig, sqlite_sink
-from .sqlite_source import (
+from .sink import SqliteSink, SqliteSinkConfig, sqlite_sink
+from .source import (
     MIN_ROWID as MIN_ROWID,
     SqliteSource,
     SqliteSourceConfig,
     sqlite_source,
 )
 
+if TYPE_CHECKING:
+    from flowstream import NodeSpec
+
 __all__ = [
+    "NODES",
     "SqliteSink",
     "SqliteSinkConfig",
     "SqliteSource",
@@ -57,3 +63,6 @@ __all__ = [
     "sqlite_sink",
     "sqlite_source",
 ]
+
+NODES: tuple[NodeSpec, ...] = (sqlite_source, sqlite_sink)
+"""This family's node types (its ``flowstream.nodes`` entry point)."""

@@ -19,7 +19,7 @@ from websockets.protocol import State
 
 from flowstream import node
 
-from ._ws_common import (
+from ._common import (
     _at_least_one,
     _client_options,
     _close_server,
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from flowstream import NodeContext
 
-    from ._ws_common import Data
+    from ._common import Data
 
 __all__ = [
     "WebSocketSink",

@@ -1,10 +1,10 @@
 """The ``ws.source`` node: records from WebSocket frames, as a server or a client.
 
 `WebSocketSource` binds a server (or follows a url, resuming after the last
-sequence), reads frames into `connectors._ws_intake._Intake` (through
-`connectors._journal` with a ``journal``), decodes them and hands their
+sequence), reads frames into `connectors.websocket._intake._Intake` (through
+`connectors.websocket._journal` with a ``journal``), decodes them and hands their
 records on in batches. Its config and statistics are in
-`connectors._ws_source_config`.
+`connectors.websocket._source_config`.
 """
 
 from __future__ import annotations
@@ -26,9 +26,8 @@ from websockets.frames import CloseCode
 
 from flowstream import node
 
-from ._journal import Journal
-from ._records import MAX_RAW_IN_ERROR, BadRecord, RecordDecoder
-from ._ws_common import (
+from .._records import MAX_RAW_IN_ERROR, BadRecord, RecordDecoder
+from ._common import (
     _client_options,
     _close_server,
     _connect_failed,
@@ -36,8 +35,9 @@ from ._ws_common import (
     _pause,
     _peer,
 )
-from ._ws_intake import _Intake
-from ._ws_source_config import (
+from ._intake import _Intake
+from ._journal import Journal
+from ._source_config import (
     WebSocketSourceConfig,
     WebSocketSourceStatistics,
     _fill,
@@ -53,8 +53,8 @@ if TYPE_CHECKING:
 
     from flowstream import NodeContext, NodeState
 
+    from ._common import Data
     from ._journal import Row
-    from ._ws_common import Data
 
 __all__ = ["WebSocketSource", "ws_source"]
 

@@ -29,7 +29,7 @@ import msgspec
 from flowstream import NodeSpec, node
 from flowstream.errors import ConnectError, ConnectorError
 
-from ._records import RecordDecoder, record_type
+from .._records import RecordDecoder, record_type
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from flowstream import NodeContext
 
 __all__ = [
+    "NODES",
     "ClientFactory",
     "HttpSink",
     "HttpSinkConfig",
@@ -612,3 +613,7 @@ def http_nodes(client_factory: ClientFactory) -> tuple[NodeSpec, NodeSpec]:
             return client_factory()
 
     return _source_spec(FactorySource), _sink_spec(FactorySink)
+
+
+NODES: tuple[NodeSpec, ...] = (http_source, http_sink)
+"""This family's node types (its ``flowstream.nodes`` entry point)."""

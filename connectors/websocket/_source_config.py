@@ -12,8 +12,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
-from ._records import record_type
-from ._ws_common import _at_least_one, _Endpoint
+from .._records import record_type
+from ._common import _at_least_one, _Endpoint
 
 SEQ = "{seq}"
 """Where ``resume_message`` puts the last sequence."""

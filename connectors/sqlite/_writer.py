@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ._records import record_type
-from ._sqlite_common import _connect, quote
+from .._records import record_type
+from ._common import _connect, quote
 
 if TYPE_CHECKING:
-    from .sqlite_sink import SqliteSinkConfig
+    from .sink import SqliteSinkConfig
 
 SQL_TYPES = {
     "str": "TEXT",

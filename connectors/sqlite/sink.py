@@ -2,7 +2,7 @@
 
 Its config, `SqliteSink` (one worker thread and connection, one transaction
 per batch, rollback to the last checkpoint's rowid) and the `sqlite_sink`
-spec. The writing itself is `connectors._sqlite_writer._TableWriter`'s.
+spec. The writing itself is `connectors.sqlite._writer._TableWriter`'s.
 """
 
 from __future__ import annotations
@@ -13,16 +13,16 @@ import msgspec
 
 from flowstream import node
 
-from ._records import record_type
-from ._sqlite_common import _check_busy, _check_path, _Worker
-from ._sqlite_writer import open_writer
+from .._records import record_type
+from ._common import _check_busy, _check_path, _Worker
+from ._writer import open_writer
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from flowstream import NodeContext
 
-    from ._sqlite_writer import _TableWriter
+    from ._writer import _TableWriter
 
 __all__ = ["SqliteSink", "SqliteSinkConfig", "sqlite_sink"]
 
