@@ -34,6 +34,7 @@ from .routed.flow import Flow
 from .runtime.checkpoint import CheckpointError
 from .runtime.events import EventRecorder
 from .runtime.flow import FlowRuntime
+from .runtime.plan import describe, plan
 from .runtime.registry import NodeRegistry
 from .runtime.runner import CliRun
 from .runtime.validation import Graph, validate
@@ -124,6 +125,40 @@ def validate_command(file: str) -> None:
         f"ok: {file}: workflow {wf.name!r} ({wf.mode} mode), "
         f"{len(wf.nodes)} nodes, {len(wf.connections)} connections"
     )
+
+
+@cli.command("plan")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--no-fuse", is_flag=True, help="Plan with fusion off.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+def plan_command(file: str, no_fuse: bool, as_json: bool) -> None:
+    """Show how a workflow runs: its tasks, what is fused, and why not."""
+    with _user_errors():
+        graph = load_graph(file, _registry())
+    shown = describe(plan(graph, fuse=not no_fuse))
+    if as_json:
+        click.echo(encode_json(shown).decode())
+        return
+    click.echo(
+        f"{file}: workflow {shown['workflow']!r} ({shown['mode']} mode), "
+        f"{shown['nodes']} nodes in {shown['tasks']} task"
+        + "s" * (shown["tasks"] != 1)
+        + (f" + {len(shown['direct'])} direct calls" if shown["direct"] else "")
+    )
+    for seg in shown["segments"]:
+        chain = " -> ".join(f"{n['id']} ({n['type']})" for n in seg["nodes"])
+        click.echo(f"  task {seg['head']}: {chain}")
+        click.echo(f"      own task: {seg['why_own_task']}")
+    if shown["direct"]:
+        how = (
+            "a flat schedule, no tasks"
+            if shown["dag_schedule"]
+            else "the direct scheduler"
+        )
+        click.echo(f"  direct one-shot calls ({how}): {', '.join(shown['direct'])}")
+    for ch in shown["channels"]:
+        cap = "default" if ch["capacity"] is None else ch["capacity"]
+        click.echo(f"  channel {', '.join(ch['from'])} => {ch['to']} (capacity {cap})")
 
 
 # Shared by `run` and `serve`: how long a graceful stop may take.

@@ -65,7 +65,8 @@ from .context import NodeRuntime, RunState, State
 from .direct import run_direct
 from .events import EventBus
 from .feeds import AligningFeed, BatchFeed, ChannelFeed
-from .fusion import NodeRun, Segment, plan_segments
+from .fusion import NodeRun, Segment
+from .plan import Plan, plan
 from .result import DeadLetter, RunResult, RunStatus
 from .retry import Abort, Failures
 from .stepping import Resume, gc_frozen_enter, gc_frozen_exit, gc_paused, rebatch
@@ -141,6 +142,7 @@ class WorkflowExecutor:
         self.options = options or RunOptions()
         self.mode = self.options.mode or graph.workflow.mode
         self.run_id = uuid.uuid4().hex[:12]
+        self.plan: Plan = plan(graph, fuse=self.options.fuse)
         self.state = RunState()  # replaced per attempt: a retry starts clean
         self._stopping = False
         self._aborted = False
@@ -443,62 +445,57 @@ class WorkflowExecutor:
                 handling=g.decl.error_handling or wf.error_handling or StopWorkflow(),
             )
         nodes = self._nodes
-        for n in nodes.values():  # topological order: producers come first
-            n.direct = n.spec.shape == "call" and all(
-                nodes[c.from_node].direct for c in n.gnode.inbound
-            )
-            if n.direct:
-                n.waiting = len(n.gnode.inbound)
-                for c in n.gnode.inbound:
-                    nodes[c.from_node].direct_targets.append(
-                        (n, c.to_port, c.from_port == OUT_PORT)
-                    )
-
-    def _wire(self, segments: list[Segment]) -> None:
-        """Open one channel per connected input port; give producers clones."""
-        fused: set[tuple[str, str]] = set()
-        for seg in segments:
-            prev = seg.head
-            for n in seg.chain:
-                fused.add((prev.id, n.id))
-                prev = n
-        collect_all = self.mode == "dag"
-        for n in self._nodes.values():
-            # Direct calls get their inputs from the scheduler, not channels.
-            for port in () if n.direct else n.gnode.inputs:
-                conns = [
-                    c
-                    for c in n.gnode.inbound
-                    if c.to_port == port and (c.from_node, n.id) not in fused
-                ]
-                if not conns:
-                    continue
-                caps = [c.capacity for c in conns if c.capacity is not None]
-                send, recv = open_channel[Any](
-                    min(caps) if caps else self.options.capacity
+        for gid in self.plan.direct:  # topological order: producers come first
+            n = nodes[gid]
+            n.direct = True
+            n.waiting = len(n.gnode.inbound)
+            for c in n.gnode.inbound:
+                nodes[c.from_node].direct_targets.append(
+                    (n, c.to_port, c.from_port == OUT_PORT)
                 )
-                n.inputs[port] = recv
-                for c in conns:
-                    self._nodes[c.from_node].sends.setdefault(c.from_port, []).append(
-                        send.clone()
-                    )
-                send.close()
-            connected = {c.from_port for c in n.gnode.outbound}
-            if collect_all or n.spec.type_id == "sink.collect":
-                # Nothing emitted on a port without a connection is lost.
-                unconnected = [
-                    p for p in n.gnode.outputs if p not in connected and p != ERROR_PORT
-                ]
-                if unconnected:
-                    n.collect = self._outputs.setdefault(n.id, {})
-                    for p in unconnected:
-                        n.collect.setdefault(p, [])
+
+    def _wire(self) -> None:
+        """Open the plan's channels; give each producer its own send clone."""
+        nodes = self._nodes
+        for ch in self.plan.channels:
+            send, recv = open_channel[Any](
+                ch.capacity if ch.capacity is not None else self.options.capacity
+            )
+            nodes[ch.node].inputs[ch.port] = recv
+            for from_node, from_port in ch.producers:
+                nodes[from_node].sends.setdefault(from_port, []).append(send.clone())
+            send.close()
+        if self.mode != "dag":
+            for n in nodes.values():
+                if n.spec.type_id == "sink.collect":
+                    self._collect_unconnected(n)
+            return
+        for n in nodes.values():
+            # Nothing emitted on a port without a connection is lost.
+            self._collect_unconnected(n)
+
+    def _collect_unconnected(self, n: NodeRun) -> None:
+        connected = {c.from_port for c in n.gnode.outbound}
+        unconnected = [
+            p for p in n.gnode.outputs if p not in connected and p != ERROR_PORT
+        ]
+        if unconnected:
+            n.collect = self._outputs.setdefault(n.id, {})
+            for p in unconnected:
+                n.collect.setdefault(p, [])
 
     # --- running -----------------------------------------------------------------
 
     async def _run_tasks(self) -> None:
-        with gc_paused():
-            segments = plan_segments(self._nodes, self.options.fuse)
+        nodes = self._nodes
+        segments = [
+            Segment(
+                head=nodes[sp.head],
+                chain=[nodes[gid] for gid in sp.chain],
+                is_source=sp.is_source,
+            )
+            for sp in self.plan.segments
+        ]
         self._coord = None
         if self._store is not None and self.mode == "stream" and segments:
             # Refuses what it cannot checkpoint.
@@ -506,7 +503,7 @@ class WorkflowExecutor:
             if self._epoch == 0:
                 await epochs.initial_checkpoint(self, self._coord)
         with gc_paused():
-            self._wire(segments)
+            self._wire()
         self._sources = [seg for seg in segments if seg.is_source]
         self._segments_left = len(segments)
         self._segments_done = asyncio.Event()

@@ -1,14 +1,11 @@
-"""Fusion: how a validated graph is cut into segments, one task each.
+"""Fusion at run time: the per-run objects of a plan's segments, and kernels.
 
-A segment is a head node followed by a chain of nodes that run inside the
-head's task with no channel between them. A node joins its upstream's chain
-when all of these hold:
-
-* fusion is on for the run and for both nodes (``fuse: false`` opts out);
-* it has exactly one input port, fed by exactly one connection, from the
-  upstream's ``out`` port, and that port feeds nothing else (no fan-out);
-* neither node is a direct one-shot call (those run without tasks at all),
-  and the node is not ``timed`` (a deadline wait needs a channel to be safe).
+The cut into segments is the plan's (`runtime.plan`): a head node followed by
+a chain that runs inside the head's task with no channel between them. A node
+joins its upstream's chain when fusion is on for the run and both nodes, it
+has one input port fed by one connection from the upstream's ``out``, which
+feeds nothing else, neither node is a direct one-shot call, and the node is
+not ``timed`` (a deadline wait needs a channel to be safe).
 
 Inside a segment, consecutive batch kernels run as `KernelStep`s: a run of
 map/filter kernels (at most one filter, so every node's counts stay exact)
@@ -23,7 +20,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..core.node import OUT_PORT, ItemKernel
+from ..core.node import ItemKernel
 
 if TYPE_CHECKING:
     import asyncio
@@ -35,7 +32,7 @@ if TYPE_CHECKING:
     from .context import NodeRuntime
     from .validation import GraphNode
 
-__all__ = ["KernelStep", "NodeRun", "Segment", "kernel_steps", "plan_segments"]
+__all__ = ["KernelStep", "NodeRun", "Segment", "kernel_steps"]
 
 
 @dataclass(eq=False, slots=True)
@@ -110,35 +107,6 @@ class Segment:
     def nodes(self) -> list[NodeRun]:
         """Every node of the segment, head first."""
         return [self.head, *self.chain]
-
-
-def _fused_with_upstream(n: NodeRun, nodes: dict[str, NodeRun], fuse: bool) -> bool:
-    if not (fuse and n.gnode.decl.fuse) or n.direct or n.spec.timed:
-        return False
-    if len(n.gnode.inputs) != 1 or len(n.gnode.inbound) != 1:
-        return False
-    conn = n.gnode.inbound[0]
-    up = nodes[conn.from_node]
-    if up.direct or not up.gnode.decl.fuse or conn.from_port != OUT_PORT:
-        return False
-    return sum(1 for c in up.gnode.outbound if c.from_port == OUT_PORT) == 1
-
-
-def plan_segments(nodes: dict[str, NodeRun], fuse: bool) -> list[Segment]:
-    """Cut the non-direct nodes (given in topological order) into segments."""
-    segments: list[Segment] = []
-    owner: dict[str, Segment] = {}
-    for n in nodes.values():
-        if n.direct:
-            continue
-        if _fused_with_upstream(n, nodes, fuse):
-            seg = owner[n.gnode.inbound[0].from_node]
-            seg.chain.append(n)
-        else:
-            seg = Segment(head=n, chain=[], is_source=not n.gnode.inputs)
-            segments.append(seg)
-        owner[n.id] = seg
-    return segments
 
 
 class KernelStep:

@@ -56,6 +56,8 @@ class Graph:
 
     workflow: Workflow
     nodes: dict[str, GraphNode]
+    # Plans made from this graph, by fusion setting (`runtime.plan.plan`).
+    plans: dict[bool, Any] = field(default_factory=dict, repr=False)
 
     @property
     def terminals(self) -> list[GraphNode]:

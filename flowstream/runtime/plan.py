@@ -1,0 +1,266 @@
+"""The plan: a validated `Graph` compiled once into what a run executes.
+
+A plan is pure data, made with no event loop and no I/O, and cached on its
+graph, so a graph run again (a DAG re-run, a server starting the same stored
+workflow) plans once. It says:
+
+* which nodes are **direct** one-shot calls (``call``-shaped nodes fed only by
+  other direct nodes: a scheduler calls them in dependency order, with no task
+  and no channel of their own);
+* how the other nodes are cut into **segments**, one task each: a head and the
+  chain fused behind it, and for every node that heads its own segment, *why*
+  it was not fused into its upstream's;
+* the **channels**: one per connected input port of a segment head, with its
+  producers and capacity;
+* for a graph whose every node is direct (a plain DAG of function calls), the
+  **schedule** as flat arrays: for each node in topological order, the
+  producers of each input port and the nodes it feeds, so that a run is a
+  loop over indices.
+
+``flowstream plan FILE`` prints it (`describe`). The local executor
+instantiates it per run; a distributed executor can place its segments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..core.node import ERROR_PORT, OUT_PORT
+
+if TYPE_CHECKING:
+    from .validation import Graph, GraphNode
+
+__all__ = ["ChannelPlan", "DagSchedule", "Plan", "SegmentPlan", "describe", "plan"]
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentPlan:
+    """A head node and the chain fused behind it: one task."""
+
+    head: str
+    chain: tuple[str, ...]
+    is_source: bool
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        """Every node of the segment, head first."""
+        return (self.head, *self.chain)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelPlan:
+    """The channel into one input port, and who sends on it."""
+
+    node: str
+    port: str
+    producers: tuple[tuple[str, str], ...]  # (node, port) pairs
+    capacity: int | None  # None: the run's default
+
+
+@dataclass(frozen=True, slots=True)
+class DagSchedule:
+    """A graph of direct calls only, as flat arrays over topological indices.
+
+    Attributes:
+        ids: Node ids, in topological order (index ``i`` is node ``ids[i]``).
+        ports: For each node, for each input port (in the node's port order),
+            the indices of the nodes whose ``out`` feeds it.
+        targets: For each node, the indices of the nodes it feeds (once per
+            connection), whose pending count drops when it completes.
+        indegree: For each node, how many connections feed it.
+        collected: For each node, its output ports with no connection (their
+            values are the run's outputs); empty for a node with none.
+    """
+
+    ids: tuple[str, ...]
+    ports: tuple[tuple[tuple[int, ...], ...], ...]
+    targets: tuple[tuple[int, ...], ...]
+    indegree: tuple[int, ...]
+    collected: tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """What a run of one graph executes (see the module docstring).
+
+    Attributes:
+        graph: The validated graph.
+        fuse: Whether fusion was on when it was planned.
+        direct: Ids of the direct one-shot nodes, in topological order.
+        segments: The other nodes, cut into segments, in topological order.
+        not_fused: For each segment head with inputs, why it heads a segment.
+        channels: One per input port of a segment head.
+        schedule: The flat DAG schedule when every node is direct, else None.
+    """
+
+    graph: Graph
+    fuse: bool
+    direct: tuple[str, ...]
+    segments: tuple[SegmentPlan, ...]
+    not_fused: dict[str, str]
+    channels: tuple[ChannelPlan, ...]
+    schedule: DagSchedule | None
+
+
+def plan(graph: Graph, *, fuse: bool = True) -> Plan:
+    """Return the plan of ``graph``, made once per graph and fusion setting."""
+    found: Plan | None = graph.plans.get(fuse)
+    if found is None:
+        found = graph.plans[fuse] = _make(graph, fuse)
+    return found
+
+
+def _make(graph: Graph, fuse: bool) -> Plan:
+    nodes = graph.nodes
+    direct: dict[str, bool] = {}
+    for gid, g in nodes.items():  # topological: producers come first
+        direct[gid] = g.spec.shape == "call" and all(
+            direct[c.from_node] for c in g.inbound
+        )
+    segments: list[tuple[str, list[str], bool]] = []
+    owner: dict[str, int] = {}
+    not_fused: dict[str, str] = {}
+    for gid, g in nodes.items():
+        if direct[gid]:
+            continue
+        reason = _why_not_fused(g, nodes, direct, fuse)
+        if reason is None:
+            index = owner[g.inbound[0].from_node]
+            segments[index][1].append(gid)
+        else:
+            if g.inputs:
+                not_fused[gid] = reason
+            index = len(segments)
+            segments.append((gid, [], not g.inputs))
+        owner[gid] = index
+    fused = {
+        (prev, nxt)
+        for head, chain, _ in segments
+        for prev, nxt in zip((head, *chain), chain, strict=False)
+    }
+    channels = []
+    for head, _, _ in segments:
+        g = nodes[head]
+        for port in g.inputs:
+            conns = [
+                c
+                for c in g.inbound
+                if c.to_port == port and (c.from_node, head) not in fused
+            ]
+            if not conns:
+                continue
+            caps = [c.capacity for c in conns if c.capacity is not None]
+            channels.append(
+                ChannelPlan(
+                    head,
+                    port,
+                    tuple((c.from_node, c.from_port) for c in conns),
+                    min(caps) if caps else None,
+                )
+            )
+    ids = tuple(gid for gid in nodes if direct[gid])
+    return Plan(
+        graph=graph,
+        fuse=fuse,
+        direct=ids,
+        segments=tuple(SegmentPlan(h, tuple(c), s) for h, c, s in segments),
+        not_fused=not_fused,
+        channels=tuple(channels),
+        schedule=_schedule(graph) if len(ids) == len(nodes) and ids else None,
+    )
+
+
+def _why_not_fused(
+    g: GraphNode, nodes: dict[str, GraphNode], direct: dict[str, bool], fuse: bool
+) -> str | None:
+    """Why ``g`` cannot join its upstream's segment; None if it can."""
+    if not g.inputs:
+        return "a source"
+    if not fuse:
+        return "fusion is off for this run"
+    if not g.decl.fuse:
+        return "fuse: false"
+    if g.spec.timed:
+        return "waits with deadlines (timed), so it reads a channel"
+    if len(g.inputs) != 1:
+        return f"{len(g.inputs)} input ports"
+    if len(g.inbound) != 1:
+        return f"fan-in: {len(g.inbound)} connections into port {g.inputs[0]!r}"
+    conn = g.inbound[0]
+    up = nodes[conn.from_node]
+    if direct[conn.from_node]:
+        return f"fed by the direct one-shot call {up.id!r}"
+    if not up.decl.fuse:
+        return f"upstream {up.id!r} has fuse: false"
+    if conn.from_port != OUT_PORT:
+        return f"fed by {up.id}.{conn.from_port}, not {up.id}.out"
+    fans = sum(1 for c in up.outbound if c.from_port == OUT_PORT)
+    if fans != 1:
+        return f"fan-out: {up.id}.out feeds {fans} inputs"
+    return None
+
+
+def _schedule(graph: Graph) -> DagSchedule:
+    nodes = graph.nodes
+    index = {gid: i for i, gid in enumerate(nodes)}
+    ports = []
+    targets: list[list[int]] = [[] for _ in nodes]
+    collected = []
+    for gid, g in nodes.items():
+        me = index[gid]
+        per_port = []
+        for port in g.inputs:
+            per_port.append(
+                tuple(
+                    index[c.from_node]
+                    for c in g.inbound
+                    if c.to_port == port and c.from_port == OUT_PORT
+                )
+            )
+        ports.append(tuple(per_port))
+        for c in g.inbound:
+            targets[index[c.from_node]].append(me)
+        connected = {c.from_port for c in g.outbound}
+        collected.append(
+            tuple(p for p in g.outputs if p not in connected and p != ERROR_PORT)
+        )
+    return DagSchedule(
+        ids=tuple(nodes),
+        ports=tuple(ports),
+        targets=tuple(tuple(t) for t in targets),
+        indegree=tuple(len(g.inbound) for g in nodes.values()),
+        collected=tuple(collected),
+    )
+
+
+def describe(p: Plan, *, mode: str | None = None) -> dict[str, Any]:
+    """The plan as plain data, for ``flowstream plan`` (``--json``) and tests."""
+    nodes = p.graph.nodes
+    segments = [
+        {
+            "head": s.head,
+            "nodes": [{"id": gid, "type": nodes[gid].spec.type_id} for gid in s.nodes],
+            "source": s.is_source,
+            "why_own_task": p.not_fused.get(s.head, "a source" if s.is_source else ""),
+        }
+        for s in p.segments
+    ]
+    return {
+        "workflow": p.graph.workflow.name,
+        "mode": mode or p.graph.workflow.mode,
+        "fuse": p.fuse,
+        "nodes": len(nodes),
+        "tasks": len(p.segments),
+        "segments": segments,
+        "direct": list(p.direct),
+        "channels": [
+            {
+                "to": f"{c.node}.{c.port}",
+                "from": [f"{n}.{port}" for n, port in c.producers],
+                "capacity": c.capacity,
+            }
+            for c in p.channels
+        ],
+        "dag_schedule": p.schedule is not None,
+    }
