@@ -135,8 +135,15 @@ def test_the_plan_command_prints_tasks_and_reasons() -> None:
     assert "channel ingest.error, per_sensor.error => dead_letters.in" in out
     shown = json.loads(
         subprocess.run(
-            [sys.executable, "-m", "flowstream", "plan", "--json", "--no-fuse"]
-            + ["examples/numbers.yaml"],
+            [
+                sys.executable,
+                "-m",
+                "flowstream",
+                "plan",
+                "--json",
+                "--no-fuse",
+                "examples/numbers.yaml",
+            ],
             cwd=ROOT,
             capture_output=True,
             text=True,
