@@ -62,6 +62,7 @@ from .checkpoint import (
     workflow_key,
 )
 from .context import NodeRuntime, RunState, State
+from .dag import ScheduleRun
 from .direct import run_direct
 from .events import EventBus
 from .feeds import AligningFeed, BatchFeed, ChannelFeed
@@ -166,6 +167,7 @@ class WorkflowExecutor:
         self._outputs: dict[str, dict[str, list[Any]]] = {}
         self._poison: dict[str, dict[str, str]] = {}
         self._abort: Abort | None = None
+        self._schedule_run: ScheduleRun | None = None
 
     # --- public ----------------------------------------------------------------
 
@@ -304,6 +306,8 @@ class WorkflowExecutor:
 
     def statistics(self) -> dict[str, Any]:
         """Return each node's counters now (for progress displays)."""
+        if self._schedule_run is not None:
+            return self._schedule_run.all_stats()
         return {nid: n.rt.stats() for nid, n in self._nodes.items()}
 
     def channel_statistics(self) -> dict[tuple[str, str], ChannelStatistics]:
@@ -382,7 +386,7 @@ class WorkflowExecutor:
                 gc_frozen_exit()
         for n in self._nodes.values():
             n.rt.ended = n.rt.ended or time.perf_counter()
-        stats = {nid: n.rt.stats() for nid, n in self._nodes.items()}
+        stats = self.statistics()
         duration = time.perf_counter() - started
         self.bus.publish(
             WorkflowCompleted(
@@ -421,29 +425,20 @@ class WorkflowExecutor:
     # --- wiring ------------------------------------------------------------------
 
     def _build(self) -> None:
-        wf = self.graph.workflow
         self._nodes = {}
-        for gid, g in self.graph.nodes.items():
-            rt = NodeRuntime(
-                run_id=self.run_id,
-                node_id=gid,
-                node_type=g.spec.type_id,
-                run_state=self.state,
-                bus=self.bus,
-                dead_letters=self._dead_letters,
-                max_kept=self.options.max_dead_letters,
-                error_connected=any(c.from_port == ERROR_PORT for c in g.outbound),
-            )
-            if self._store is not None and self.mode == "stream":
-                rt.checkpointing = True
-                rt.restored_epoch = self._epoch
-            self._nodes[gid] = NodeRun(
-                gnode=g,
-                rt=rt,
-                instance=g.spec.create(g.config),
-                retry=g.decl.retry,
-                handling=g.decl.error_handling or wf.error_handling or StopWorkflow(),
-            )
+        self._schedule_run = None
+        schedule = self.plan.schedule
+        if schedule is not None and self._store is None and self.mode == "dag":
+            # A plain DAG of calls runs over the plan's flat schedule; only
+            # the nodes that need run-time objects (a class to initialize, a
+            # ctx) get them now, the rest on first need (a failure).
+            for gid, (fn, _) in zip(schedule.ids, schedule.calls, strict=True):
+                if fn is None:
+                    self._node_run(gid)
+            self._schedule_run = ScheduleRun(self, schedule)
+            return
+        for gid in self.graph.nodes:
+            self._node_run(gid)
         nodes = self._nodes
         for gid in self.plan.direct:  # topological order: producers come first
             n = nodes[gid]
@@ -453,6 +448,36 @@ class WorkflowExecutor:
                 nodes[c.from_node].direct_targets.append(
                     (n, c.to_port, c.from_port == OUT_PORT)
                 )
+
+    def _node_run(self, gid: str) -> NodeRun:
+        """The node's run-time objects, made on first need."""
+        n = self._nodes.get(gid)
+        if n is not None:
+            return n
+        g = self.graph.nodes[gid]
+        rt = NodeRuntime(
+            run_id=self.run_id,
+            node_id=gid,
+            node_type=g.spec.type_id,
+            run_state=self.state,
+            bus=self.bus,
+            dead_letters=self._dead_letters,
+            max_kept=self.options.max_dead_letters,
+            error_connected=any(c.from_port == ERROR_PORT for c in g.outbound),
+        )
+        if self._store is not None and self.mode == "stream":
+            rt.checkpointing = True
+            rt.restored_epoch = self._epoch
+        n = self._nodes[gid] = NodeRun(
+            gnode=g,
+            rt=rt,
+            instance=g.spec.create(g.config),
+            retry=g.decl.retry,
+            handling=g.decl.error_handling
+            or self.graph.workflow.error_handling
+            or StopWorkflow(),
+        )
+        return n
 
     def _wire(self) -> None:
         """Open the plan's channels; give each producer its own send clone."""
@@ -487,6 +512,12 @@ class WorkflowExecutor:
     # --- running -----------------------------------------------------------------
 
     async def _run_tasks(self) -> None:
+        if self._schedule_run is not None:
+            try:
+                await self._schedule_run.run()
+            except BaseExceptionGroup as group:
+                raise _first_failure(group) from None
+            return
         nodes = self._nodes
         segments = [
             Segment(

@@ -62,4 +62,14 @@ class FlowRuntime:
 
     def run(self, workflow: Workflow | Graph, **options: Any) -> RunResult:
         """Blocking form of `arun`, for scripts (starts its own event loop)."""
-        return asyncio.run(self.arun(workflow, **options))
+        box: list[RunResult] = []
+
+        async def main() -> None:
+            # The result is handed out through ``box``, not as the main task's
+            # result: asyncio.run formats the main task (result included)
+            # when it restores the SIGINT handler, and a long run's result
+            # can take seconds to format.
+            box.append(await self.arun(workflow, **options))
+
+        asyncio.run(main())
+        return box[0]

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 from ..core.node import ERROR_PORT, OUT_PORT
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .validation import Graph, GraphNode
 
 __all__ = ["ChannelPlan", "DagSchedule", "Plan", "SegmentPlan", "describe", "plan"]
@@ -69,15 +71,27 @@ class DagSchedule:
         targets: For each node, the indices of the nodes it feeds (once per
             connection), whose pending count drops when it completes.
         indegree: For each node, how many connections feed it.
+        roots: The nodes no connection feeds (the sources).
         collected: For each node, its output ports with no connection (their
             values are the run's outputs); empty for a node with none.
+        singles: For each node whose every input port has exactly one
+            producer (a source too), those producers' indices in port
+            order; None for a node with a port fed by several producers,
+            or by none.
+        calls: For each node, its function bound to its config and whether
+            it is a coroutine function; None for a node whose every call
+            needs its run-time objects (a class, or a function taking
+            ``ctx``).
     """
 
     ids: tuple[str, ...]
     ports: tuple[tuple[tuple[int, ...], ...], ...]
     targets: tuple[tuple[int, ...], ...]
     indegree: tuple[int, ...]
+    roots: tuple[int, ...]
     collected: tuple[tuple[str, ...], ...]
+    singles: tuple[tuple[int, ...] | None, ...]
+    calls: tuple[tuple[Callable[..., Any] | None, bool], ...]
 
 
 @dataclass(frozen=True, eq=False)
@@ -225,13 +239,35 @@ def _schedule(graph: Graph) -> DagSchedule:
         collected.append(
             tuple(p for p in g.outputs if p not in connected and p != ERROR_PORT)
         )
+    singles = tuple(
+        tuple(p[0] for p in per_port) if all(len(p) == 1 for p in per_port) else None
+        for per_port in ports
+    )
     return DagSchedule(
+        singles=singles,
+        calls=tuple(_bound(g) for g in nodes.values()),
         ids=tuple(nodes),
         ports=tuple(ports),
         targets=tuple(tuple(t) for t in targets),
         indegree=tuple(len(g.inbound) for g in nodes.values()),
+        roots=tuple(i for i, g in enumerate(nodes.values()) if not g.inbound),
         collected=tuple(collected),
     )
+
+
+def _bound(g: GraphNode) -> tuple[Callable[..., Any] | None, bool]:
+    spec = g.spec
+    if spec.is_class or spec.wants_ctx:
+        return None, spec.is_async
+    fn = spec.fn
+    if not spec.wants_config:
+        return fn, spec.is_async
+    config = g.config
+
+    def bound(*args: Any) -> Any:
+        return fn(*args, config=config)
+
+    return bound, spec.is_async
 
 
 def describe(p: Plan, *, mode: str | None = None) -> dict[str, Any]:

@@ -76,12 +76,22 @@ class Failures:
                     return FAILED
                 attempt += 1
 
-    async def call(self, n: NodeRun, args: tuple[Any, ...]) -> Any:
-        """Call a one-shot node with one item per input, under its policies."""
+    async def call(
+        self, n: NodeRun, args: tuple[Any, ...], *, failed: Exception | None = None
+    ) -> Any:
+        """Call a one-shot node with one item per input, under its policies.
+
+        ``failed`` is the exception a first attempt made elsewhere raised
+        (the DAG loop calls plain functions itself): it is handled as
+        attempt 1, and the retries, if any, start from attempt 2.
+        """
         target = n.call_target()
         attempt = 1
         while True:
             try:
+                if failed is not None:
+                    exc, failed = failed, None
+                    raise exc
                 result = target(*args)
                 if n.spec.is_async:
                     result = await result
