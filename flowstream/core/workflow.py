@@ -324,8 +324,10 @@ def parse_connection(text: str) -> Connection:
         ValueError: The text is not of that form.
     """
     left, arrow, right = text.partition("->")
-    from_node, from_dot, from_port = (s.strip() for s in left.partition("."))
-    to_node, to_dot, to_port = (s.strip() for s in right.partition("."))
+    from_node, from_dot, from_port = left.partition(".")
+    to_node, to_dot, to_port = right.partition(".")
+    from_node, from_port = from_node.strip(), from_port.strip()
+    to_node, to_port = to_node.strip(), to_port.strip()
     # An empty name, or a dot with no port after it, is a typo, not a default.
     if (
         not arrow

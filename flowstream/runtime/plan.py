@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..core.node import ERROR_PORT, OUT_PORT
+from .stepping import gc_paused
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -121,7 +122,8 @@ def plan(graph: Graph, *, fuse: bool = True) -> Plan:
     """Return the plan of ``graph``, made once per graph and fusion setting."""
     found: Plan | None = graph.plans.get(fuse)
     if found is None:
-        found = graph.plans[fuse] = _make(graph, fuse)
+        with gc_paused():  # thousands of long-lived tuples: see gc_paused
+            found = graph.plans[fuse] = _make(graph, fuse)
     return found
 
 
@@ -218,40 +220,40 @@ def _why_not_fused(
 def _schedule(graph: Graph) -> DagSchedule:
     nodes = graph.nodes
     index = {gid: i for i, gid in enumerate(nodes)}
-    ports = []
+    ports: list[tuple[tuple[int, ...], ...]] = []
+    singles: list[tuple[int, ...] | None] = []
     targets: list[list[int]] = [[] for _ in nodes]
-    collected = []
-    for gid, g in nodes.items():
-        me = index[gid]
-        per_port = []
-        for port in g.inputs:
-            per_port.append(
-                tuple(
-                    index[c.from_node]
-                    for c in g.inbound
-                    if c.to_port == port and c.from_port == OUT_PORT
-                )
-            )
-        ports.append(tuple(per_port))
+    collected: list[tuple[str, ...]] = []
+    calls = []
+    for i, g in enumerate(nodes.values()):
+        per_port: dict[str, list[int]] = {p: [] for p in g.inputs}
         for c in g.inbound:
-            targets[index[c.from_node]].append(me)
-        connected = {c.from_port for c in g.outbound}
-        collected.append(
-            tuple(p for p in g.outputs if p not in connected and p != ERROR_PORT)
+            src = index[c.from_node]
+            targets[src].append(i)
+            if c.from_port == OUT_PORT:
+                per_port[c.to_port].append(src)
+        feeds = tuple(tuple(v) for v in per_port.values())
+        ports.append(feeds)
+        singles.append(
+            tuple(f[0] for f in feeds) if all(len(f) == 1 for f in feeds) else None
         )
-    singles = tuple(
-        tuple(p[0] for p in per_port) if all(len(p) == 1 for p in per_port) else None
-        for per_port in ports
-    )
+        if g.outbound:
+            connected = {c.from_port for c in g.outbound}
+            collected.append(
+                tuple(p for p in g.outputs if p not in connected and p != ERROR_PORT)
+            )
+        else:
+            collected.append(tuple(p for p in g.outputs if p != ERROR_PORT))
+        calls.append(_bound(g))
     return DagSchedule(
-        singles=singles,
-        calls=tuple(_bound(g) for g in nodes.values()),
         ids=tuple(nodes),
         ports=tuple(ports),
-        targets=tuple(tuple(t) for t in targets),
+        targets=tuple(map(tuple, targets)),
         indegree=tuple(len(g.inbound) for g in nodes.values()),
         roots=tuple(i for i, g in enumerate(nodes.values()) if not g.inbound),
         collected=tuple(collected),
+        singles=tuple(singles),
+        calls=tuple(calls),
     )
 
 

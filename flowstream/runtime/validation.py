@@ -137,9 +137,11 @@ def _validate(
     for conn in workflow.connections:
         _check_connection(conn, nodes, ports, seen, problems)
 
-    for cycle in _cycles(workflow):
-        path = " -> ".join([*cycle, cycle[0]])
-        problems.append(Problem(f"cycle: {path}", node=cycle[0]))
+    order = _declared_order(workflow)
+    if len(order) < len(seen):  # some nodes never came free: there are cycles
+        for cycle in _cycles(workflow):
+            path = " -> ".join([*cycle, cycle[0]])
+            problems.append(Problem(f"cycle: {path}", node=cycle[0]))
 
     # Counted from the declarations, so an edge from an invalid node still counts.
     connected = {(c.to_node, c.to_port) for c in workflow.connections}
@@ -156,7 +158,9 @@ def _validate(
 
     if problems:
         raise WorkflowValidationError(problems, source)
-    return Graph(workflow, {gid: nodes[gid] for gid in _topological(nodes)})
+    # The declared graph's order is one of the valid nodes' graph too (same
+    # nodes and edges, once every problem is ruled out).
+    return Graph(workflow, {gid: nodes[gid] for gid in order})
 
 
 _INVALID: Any = object()
@@ -205,6 +209,20 @@ def _check_connection(
     known: set[str],
     problems: list[Problem],
 ) -> None:
+    src, dst = ports.get(conn.from_node), ports.get(conn.to_node)
+    if (
+        src is not None
+        and dst is not None
+        and conn.from_port in src[2]
+        and conn.to_port in dst[1]
+        and (conn.capacity is None or conn.capacity >= 0)
+    ):
+        # The usual case, checked without building any message.
+        src_node, dst_node = nodes.get(conn.from_node), nodes.get(conn.to_node)
+        if src_node is not None and dst_node is not None:
+            src_node.outbound.append(conn)
+            dst_node.inbound.append(conn)
+        return
     ok = True
     for end, node_id in (("from_node", conn.from_node), ("to_node", conn.to_node)):
         if node_id not in known:
@@ -284,19 +302,27 @@ def _cycles(workflow: Workflow) -> list[list[str]]:
     return cycles
 
 
-def _topological(nodes: dict[str, GraphNode]) -> list[str]:
-    """Kahn's order, stable with respect to declaration order."""
-    indegree = dict.fromkeys(nodes, 0)
-    for gnode in nodes.values():
-        for conn in gnode.outbound:
+def _declared_order(workflow: Workflow) -> list[str]:
+    """Kahn's order of the declared nodes, stable with declaration order.
+
+    Connections to undeclared nodes are left out; nodes on a cycle (or after
+    one) never come free, so a short order means there are cycles.
+    """
+    succ: dict[str, list[str]] = {n.id: [] for n in workflow.nodes}
+    indegree = dict.fromkeys(succ, 0)
+    for conn in workflow.connections:
+        targets = succ.get(conn.from_node)
+        if targets is not None and conn.to_node in indegree:
+            targets.append(conn.to_node)
             indegree[conn.to_node] += 1
     ready = deque(gid for gid, deg in indegree.items() if deg == 0)
     order: list[str] = []
     while ready:
         gid = ready.popleft()
         order.append(gid)
-        for conn in nodes[gid].outbound:
-            indegree[conn.to_node] -= 1
-            if indegree[conn.to_node] == 0:
-                ready.append(conn.to_node)
+        for target in succ[gid]:
+            left = indegree[target] - 1
+            indegree[target] = left
+            if not left:
+                ready.append(target)
     return order
