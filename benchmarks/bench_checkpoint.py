@@ -54,7 +54,7 @@ import msgspec
 
 from flowstream.core.events import WorkflowStarted
 from flowstream.core.workflow import Workflow
-from flowstream.runtime.checkpoint import CheckpointStore, workflow_key
+from flowstream.runtime.checkpointing import CheckpointStore, workflow_key
 from flowstream.runtime.flow import FlowRuntime
 
 from . import _harness as h, _nodes

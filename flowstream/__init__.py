@@ -86,12 +86,11 @@ from .runtime.channel import (
     open_channel as open_channel,
 )
 from .runtime.events import EventBus as EventBus, Subscription as Subscription
-from .runtime.executor import (
-    RunOptions as RunOptions,
-    WorkflowExecutor as WorkflowExecutor,
-)
 from .runtime.feeds import NO_ITEM as NO_ITEM, next_item as next_item
 from .runtime.flow import FlowRuntime as FlowRuntime
+from .runtime.local import WorkflowExecutor as WorkflowExecutor
+from .runtime.options import RunOptions as RunOptions
+from .runtime.protocol import Executor as Executor
 from .runtime.registry import NodeRegistry as NodeRegistry
 from .runtime.result import DeadLetter as DeadLetter, RunResult as RunResult
 from .runtime.validation import Graph as Graph, validate as validate
@@ -106,6 +105,7 @@ __all__ = [
     "ErrorHandling",
     "EventBus",
     "ExecutionEvent",
+    "Executor",
     "Expr",
     "ExprCondition",
     "FileStorage",

@@ -26,17 +26,16 @@ import click
 import msgspec
 
 from . import __version__
+from .clirun import CliRun
 from .core.codec import encode_json
 from .core.workflow import Workflow, read_workflow
 from .errors import CodecError, FlowstreamError, WorkflowValidationError
 from .routed.bridge import dataflow_registry
 from .routed.flow import Flow
-from .runtime.checkpoint import CheckpointError
+from .runtime.checkpointing import CheckpointError
 from .runtime.events import EventRecorder
-from .runtime.flow import FlowRuntime
 from .runtime.plan import describe, plan
 from .runtime.registry import NodeRegistry
-from .runtime.runner import CliRun
 from .runtime.validation import Graph, validate
 
 if TYPE_CHECKING:
@@ -44,7 +43,7 @@ if TYPE_CHECKING:
 
     from .core.node import NodeSpec
     from .routed.run import FlowResult
-    from .runtime.executor import WorkflowExecutor
+    from .runtime.protocol import Executor
     from .runtime.result import RunResult
 
 EXIT_FAILED, EXIT_INVALID = 1, 2
@@ -292,46 +291,20 @@ def run_command(
         sys.exit(EXIT_FAILED)
 
 
-class _ObservedRuntime(FlowRuntime):
-    """A `FlowRuntime` that shows each executor it makes to observers first.
-
-    `CliRun` makes its executor itself; this is how the metrics endpoint and
-    the log context learn the run before it starts, and how the endpoint's
-    batch probe gets into the run's options (``extra``).
-    """
-
-    def __init__(
-        self,
-        runtime: FlowRuntime,
-        observers: list[Callable[[WorkflowExecutor], None]],
-        extra: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(runtime.registry, runtime.bus)
-        self._observers = observers
-        self._extra = extra or {}
-
-    def executor(self, workflow: Workflow | Graph, **options: Any) -> WorkflowExecutor:
-        executor = super().executor(workflow, **{**options, **self._extra})
-        for observe in self._observers:
-            observe(executor)
-        return executor
-
-
 async def _observed(
     runner: CliRun, metrics_port: int | None, log_context: bool
 ) -> RunResult:
     """Run with the run's id in every log record and, if asked, a metrics port."""
-    observers: list[Callable[[WorkflowExecutor], None]] = []
+    observers = runner.runtime.observers
     if log_context:
         from .server.logs import current_run
 
-        def set_run(executor: WorkflowExecutor) -> None:
+        def set_run(executor: Executor) -> None:
             # Set in this task before the run's tasks exist: they inherit it.
             current_run.set(executor.run_id)
 
         observers.append(set_run)
     if metrics_port is None:
-        runner.runtime = _ObservedRuntime(runner.runtime, observers)
         return await runner.run()
     try:
         from .server.metrics import RunMetricsEndpoint
@@ -343,9 +316,7 @@ async def _observed(
         raise UsageProblem(msg) from None
     endpoint = RunMetricsEndpoint(runner.graph.workflow.name, metrics_port)
     observers.append(endpoint.attach)
-    runner.runtime = _ObservedRuntime(
-        runner.runtime, observers, {"batch_probe": endpoint.batch_probe}
-    )
+    runner.options["batch_probe"] = endpoint.batch_probe
     return await endpoint.run(runner.run())
 
 
@@ -465,7 +436,7 @@ def checkpoints_command(store: str, as_json: bool, forget_failures: bool) -> Non
     For a stream run, the last committed epoch and each node's position in
     it (source offsets and sequences, sinks' committed sizes and rows).
     """
-    from .runtime.checkpoint import CheckpointStore
+    from .runtime.checkpointing import CheckpointStore
 
     async def read() -> tuple[list[Any], dict[str, list[Any]], int]:
         async with CheckpointStore(store) as ckpt:

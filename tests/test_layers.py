@@ -31,6 +31,7 @@ FORBIDDEN = {
         "flowstream.nodes",
         "flowstream.routed",
         "flowstream.cli",
+        "flowstream.clirun",
         "flowstream.server",
     ),
     "flowstream.routed": (
@@ -39,7 +40,7 @@ FORBIDDEN = {
         "flowstream.server",
         "connectors",
     ),
-    "flowstream.nodes": ("flowstream.cli", "flowstream.server"),
+    "flowstream.nodes": ("flowstream.cli", "flowstream.clirun", "flowstream.server"),
     # The server is an interface beside the CLI: it builds on core, runtime,
     # nodes and routed, and reaches connectors only through the registry.
     "flowstream.server": ("flowstream.cli", "connectors"),
@@ -166,6 +167,43 @@ def test_only_the_cli_imports_the_server_and_only_lazily() -> None:
     assert all(i.scope for i in users), [i for i in users if not i.scope]
 
 
+LOCAL = "flowstream.runtime.local"
+# Who may name the local executor's package (never its modules): the backend
+# factory that makes executors, and the public API's re-export.
+LOCAL_USERS = {"flowstream.runtime.backends", "flowstream"}
+
+
+def local_executor_leaks(imports: list[Import]) -> list[Import]:
+    """Imports of the local executor's internals from outside it."""
+    return [
+        i
+        for i in imports
+        if is_under(i.target, LOCAL)
+        and not is_under(i.module, LOCAL)
+        and (i.target != LOCAL or i.module not in LOCAL_USERS)
+        and not (i.target == f"{LOCAL}.WorkflowExecutor" and i.module in LOCAL_USERS)
+    ]
+
+
+def test_the_local_executor_is_reached_only_through_the_protocol() -> None:
+    # Interfaces use runtime.protocol.Executor and runtime.backends; the local
+    # executor's modules (segments, stages, the DAG loop) are its own.
+    bad = local_executor_leaks(all_imports())
+    assert not bad, "\n".join(f"{i.module}:{i.line} imports {i.target}" for i in bad)
+
+
+@pytest.mark.parametrize(
+    ("module", "source"),
+    [
+        ("flowstream.server.runs", "from ..runtime.local import WorkflowExecutor"),
+        ("flowstream.cli", "from .runtime.local.fusion import NodeRun"),
+        ("flowstream.runtime.backends", "from .local.dag import ScheduleRun"),
+    ],
+)
+def test_the_local_executor_check_can_fail(module: str, source: str) -> None:
+    assert local_executor_leaks(imports_of(source, module))
+
+
 def test_every_layer_exists() -> None:
     assert (PACKAGE / "core").is_dir()
     assert (PACKAGE / "runtime").is_dir()
@@ -194,17 +232,17 @@ def test_every_layer_exists() -> None:
             "flowstream.nodes",
         ),
         (
-            "flowstream.runtime.executor",
+            "flowstream.runtime.options",
             "from ..nodes import BUILTIN_NODES",
             "flowstream.nodes",
         ),
         (
-            "flowstream.runtime.executor",
+            "flowstream.runtime.options",
             "def f():\n    from ..cli import main\n",
             "flowstream.cli",
         ),
         (
-            "flowstream.runtime.executor",
+            "flowstream.runtime.options",
             "from ..routed import Flow",
             "flowstream.routed",
         ),

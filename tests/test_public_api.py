@@ -13,6 +13,7 @@ EXPECTED = {
     "ErrorHandling",
     "EventBus",
     "ExecutionEvent",
+    "Executor",
     "Expr",
     "ExprCondition",
     "FileStorage",

@@ -249,7 +249,7 @@ class Workflow(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     error_handling: ErrorHandling | None = None
     """None means `StopWorkflow` (and keeps files free of the default)."""
     checkpoint: Checkpoint | None = None
-    """Resume a killed run from this store (`flowstream.runtime.checkpoint`)."""
+    """Resume a killed run from this store (`flowstream.runtime.checkpointing`)."""
 
     # --- builder -------------------------------------------------------------
 

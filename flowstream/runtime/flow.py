@@ -6,13 +6,17 @@ import asyncio
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from .backends import create_executor
 from .events import EventBus
-from .executor import RunOptions, WorkflowExecutor
+from .options import RunOptions
 from .registry import NodeRegistry
 from .validation import Graph, validate
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from ..core.workflow import Workflow
+    from .protocol import Executor, ExecutorObserver
     from .result import RunResult
 
 __all__ = ["FlowRuntime"]
@@ -24,13 +28,21 @@ class FlowRuntime:
     Args:
         registry: Node types; defaults to the built-ins plus installed packs.
         bus: Where every run's events go; subscribe to it to watch runs.
+        observers: Called with each executor this runtime makes, before its
+            run starts (a metrics endpoint, a log context); more can be
+            appended to `observers` later.
     """
 
     def __init__(
-        self, registry: NodeRegistry | None = None, bus: EventBus | None = None
+        self,
+        registry: NodeRegistry | None = None,
+        bus: EventBus | None = None,
+        *,
+        observers: Iterable[ExecutorObserver] = (),
     ) -> None:
         self.registry = registry if registry is not None else NodeRegistry.default()
         self.bus = bus if bus is not None else EventBus()
+        self.observers: list[ExecutorObserver] = list(observers)
 
     def validate(self, workflow: Workflow, *, source: str | None = None) -> Graph:
         """Check a workflow; see `flowstream.runtime.validation.validate`.
@@ -40,14 +52,21 @@ class FlowRuntime:
         """
         return validate(workflow, self.registry, source=source)
 
-    def executor(self, workflow: Workflow | Graph, **options: Any) -> WorkflowExecutor:
+    def executor(self, workflow: Workflow | Graph, **options: Any) -> Executor:
         """Return an executor for one run (to `stop` or `cancel` it later).
+
+        The executor is ``options``' ``backend`` (`RunOptions`); every
+        observer sees it before this returns.
 
         Raises:
             WorkflowValidationError: The workflow is invalid.
+            UnknownBackend: No such backend.
         """
         graph = workflow if isinstance(workflow, Graph) else self.validate(workflow)
-        return WorkflowExecutor(graph, self.bus, replace(RunOptions(), **options))
+        executor = create_executor(graph, self.bus, replace(RunOptions(), **options))
+        for observe in self.observers:
+            observe(executor)
+        return executor
 
     async def arun(self, workflow: Workflow | Graph, **options: Any) -> RunResult:
         """Run a workflow to the end and return its `RunResult`.

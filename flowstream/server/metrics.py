@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from ..core.events import ExecutionEvent
     from ..runtime.channel import ChannelStatistics
     from ..runtime.events import EventBus
-    from ..runtime.executor import WorkflowExecutor
+    from ..runtime.protocol import Executor
     from ..runtime.result import RunResult
     from .schemas import NodeState
 
@@ -223,7 +223,7 @@ class BatchLatency:
 
 
 def channel_statistics(
-    executor: WorkflowExecutor,
+    executor: Executor,
 ) -> dict[tuple[str, str], ChannelStatistics]:
     """Every input channel of a running executor: ``(node, port) -> stats``."""
     return executor.channel_statistics()
@@ -279,7 +279,7 @@ class RunWatch:
 
     # --- readings --------------------------------------------------------------
 
-    def sample(self, executor: WorkflowExecutor) -> None:
+    def sample(self, executor: Executor) -> None:
         """Read the run's counters and channels now and update the metrics."""
         now = time.perf_counter()
         elapsed = max(now - self._last_time, 1e-9)
@@ -384,9 +384,9 @@ class RunMetricsEndpoint:
         self.metrics = Metrics()
         self.batch_probe = self.metrics.batch_probe(workflow)
         self.watch: RunWatch | None = None
-        self._executor: WorkflowExecutor | None = None
+        self._executor: Executor | None = None
 
-    def attach(self, executor: WorkflowExecutor) -> None:
+    def attach(self, executor: Executor) -> None:
         """Follow this executor's run (call before it starts)."""
         self._executor = executor
         self.watch = self.metrics.watch(self.workflow, executor.run_id, executor.bus)

@@ -30,8 +30,9 @@ import msgspec
 from ..core.events import NodeStats, WorkflowCompleted, encode_event
 from ..core.workflow import ContinueOnError, Workflow
 from ..errors import EncodeError, Problem, WorkflowValidationError
+from ..runtime.backends import create_executor
 from ..runtime.events import EventBus
-from ..runtime.executor import RunOptions, WorkflowExecutor
+from ..runtime.options import RunOptions
 from .logs import current_run
 from .policy import check_workflow
 from .problems import ApiError
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
     from ..core.events import ExecutionEvent
+    from ..runtime.protocol import Executor
     from ..runtime.registry import NodeRegistry
     from ..runtime.result import RunResult
     from ..runtime.validation import Graph
@@ -97,7 +99,7 @@ class LiveRun:
 
     summary: RunSummary
     graph: Graph
-    executor: WorkflowExecutor
+    executor: Executor
     bus: EventBus
     history: EventHistory
     watch: RunWatch
@@ -189,7 +191,7 @@ class RunManager:
         options = RunOptions(
             mode=mode, drain_timeout=self.config.drain_timeout, batch_probe=probe
         )
-        executor = WorkflowExecutor(graph, bus, options)
+        executor = create_executor(graph, bus, options)
         summary = RunSummary(
             run_id=executor.run_id,
             workflow=workflow.name,

@@ -27,6 +27,7 @@ from flowstream import (
     WorkflowStarted,
 )
 from flowstream.errors import WorkflowValidationError
+from tests.local import local
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -119,7 +120,7 @@ async def test_json_lines_source_sends_bad_lines_to_the_error_port(
         .connect("src -> out")
         .connect("src.error -> errors")
     )
-    executor = runtime.executor(wf)
+    executor = local(runtime.executor(wf))
     result = await executor.run()
     assert result.ok, result.error
     assert result.output("out") == [{"a": i} for i in range(1, 6)]
@@ -157,7 +158,7 @@ async def test_csv_source_with_a_schema_converts_cells(
         .node("out", "sink.collect")
         .connect("src -> out")
     )
-    executor = runtime.executor(wf)
+    executor = local(runtime.executor(wf))
     result = await executor.run()
     assert result.ok, result.error
     assert result.output("out") == [
@@ -266,7 +267,7 @@ async def test_follow_tails_a_growing_file_and_a_stop_flushes_the_sink(
         .node("dst", "file.sink", path=str(dst))
         .connect("src -> dst")
     )
-    executor = runtime.executor(wf, fuse=fuse)
+    executor = local(runtime.executor(wf, fuse=fuse))
     run = asyncio.ensure_future(executor.run())
     await wait_for(lambda: items_in(executor, "dst") >= 1, "the first record")
     with src.open("a") as f:
@@ -299,7 +300,7 @@ async def test_follow_starts_over_when_the_file_is_truncated(
         .node("out", "sink.collect")
         .connect("src -> out")
     )
-    executor = runtime.executor(wf)
+    executor = local(runtime.executor(wf))
     run = asyncio.ensure_future(executor.run())
     await wait_for(lambda: items_in(executor, "out") >= 2, "the first lines")
     path.write_text('{"n": 3}\n')
@@ -324,7 +325,7 @@ async def test_follow_moves_to_a_new_file_put_at_the_path(
     runtime.bus.add_listener(
         lambda e: events.append(e.name) if isinstance(e, NodeEvent) else None
     )
-    executor = runtime.executor(wf)
+    executor = local(runtime.executor(wf))
     run = asyncio.ensure_future(executor.run())
     await wait_for(lambda: items_in(executor, "out") >= 1, "the first row")
     path.rename(tmp_path / "app.csv.1")
@@ -358,7 +359,7 @@ async def test_start_at_end_reads_only_what_is_appended(
     runtime.bus.add_listener(
         lambda e: started.append(e) if isinstance(e, WorkflowStarted) else None
     )
-    executor = runtime.executor(wf)
+    executor = local(runtime.executor(wf))
     run = asyncio.ensure_future(executor.run())
     await wait_for(lambda: bool(started), "the run to start")
     with path.open("a") as f:
@@ -401,7 +402,7 @@ async def test_json_lines_sink_appends_and_keeps_its_offset(
             .node("dst", "file.sink", path=str(path))
             .connect("src -> dst")
         )
-        executor = runtime.executor(wf)
+        executor = local(runtime.executor(wf))
         result = await executor.run()
         assert result.ok, result.error
         assert executor.state.for_node("dst")["offset"] == path.stat().st_size
@@ -424,7 +425,7 @@ async def test_items_with_no_json_form_are_dead_lettered(
         .connect("src -> odd")
         .connect("odd -> dst")
     )
-    executor = runtime.executor(wf)
+    executor = local(runtime.executor(wf))
     result = await executor.run()
     assert result.ok, result.error
     assert read_jsonl(path) == [0, 2]

@@ -20,6 +20,7 @@ from flowstream import (
     WorkflowExecutor,
 )
 from flowstream.errors import WorkflowValidationError
+from tests.local import local
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -80,7 +81,7 @@ async def test_source_sends_validators_and_emits_nothing_on_304() -> None:
         )
 
     runtime = mocked(handler)
-    executor = runtime.executor(poll(count=3, headers={"X-Token": "t"}))
+    executor = local(runtime.executor(poll(count=3, headers={"X-Token": "t"})))
     result = await executor.run()
     assert result.ok, result.error
     assert result.output("out") == [{"a": 1}, {"a": 2}]
@@ -174,7 +175,7 @@ async def test_source_in_stream_mode_runs_until_stopped() -> None:
         .node("out", "sink.collect")
         .connect("src -> out")
     )
-    executor = runtime.executor(wf)
+    executor = local(runtime.executor(wf))
     run = asyncio.ensure_future(executor.run())
     await wait_for(lambda: items_in(executor, "out") >= 3, "three polls")
     executor.stop()
@@ -196,7 +197,7 @@ async def test_sink_posts_batches_split_at_max_batch() -> None:
         return httpx.Response(200)
 
     runtime = mocked(handler)
-    executor = runtime.executor(send(list(range(10)), max_batch=4))
+    executor = local(runtime.executor(send(list(range(10)), max_batch=4)))
     result = await executor.run()
     assert result.ok, result.error
     assert bodies == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]

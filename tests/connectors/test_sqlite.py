@@ -11,6 +11,7 @@ import pytest
 from connectors.sqlite import SqliteSinkConfig, open_writer, sqlite_sink, sqlite_source
 from flowstream import FlowRuntime, NodeRegistry, Workflow, WorkflowExecutor
 from flowstream.errors import WorkflowValidationError
+from tests.local import local
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -75,7 +76,7 @@ async def test_sink_creates_the_table_from_the_first_record(
         {"id": 1, "name": "ada", "score": 1.5, "ok": True, "tags": ["x"], "raw": b"\0"},
         {"id": 2, "name": "bob", "meta": {"k": [1, 2]}},
     ]
-    executor = runtime.executor(write(db, records))
+    executor = local(runtime.executor(write(db, records)))
     result = await executor.run()
     assert result.ok, result.error
     assert rows(db, "SELECT id, name, score, ok, tags, raw, meta FROM t") == [
@@ -116,7 +117,7 @@ async def test_composite_keys_and_one_transaction_per_batch(
 ) -> None:
     db = tmp_path / "app.db"
     records = [{"a": i % 3, "b": i % 2, "n": i} for i in range(60)]
-    executor = runtime.executor(write(db, records, key=["a", "b"]))
+    executor = local(runtime.executor(write(db, records, key=["a", "b"])))
     result = await executor.run()
     assert result.ok, result.error
     got = rows(db, "SELECT a, b, n FROM t ORDER BY a, b")
@@ -314,13 +315,15 @@ async def test_source_emits_rows_as_dicts_and_tracks_the_last_rowid(
     db = tmp_path / "app.db"
     records = [{"id": i, "kind": "even" if i % 2 == 0 else "odd"} for i in range(5)]
     assert (await runtime.arun(write(db, records))).ok
-    executor = runtime.executor(
-        read(
-            db,
-            "SELECT rowid AS rowid, id FROM t "
-            "WHERE rowid > :last_rowid AND kind = :kind ORDER BY rowid",
-            params={"kind": "even"},
-            batch_size=2,
+    executor = local(
+        runtime.executor(
+            read(
+                db,
+                "SELECT rowid AS rowid, id FROM t "
+                "WHERE rowid > :last_rowid AND kind = :kind ORDER BY rowid",
+                params={"kind": "even"},
+                batch_size=2,
+            )
         )
     )
     result = await executor.run()
@@ -341,8 +344,8 @@ async def test_source_follow_emits_rows_committed_while_it_runs(
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("CREATE TABLE t (n INTEGER)")
         conn.execute("INSERT INTO t VALUES (0)")
-        executor = runtime.executor(
-            read(db, INCREMENTAL, follow=True, poll_interval_ms=5)
+        executor = local(
+            runtime.executor(read(db, INCREMENTAL, follow=True, poll_interval_ms=5))
         )
         run = asyncio.ensure_future(executor.run())
         await wait_for(lambda: items_in(executor, "out") >= 1, "the first row")

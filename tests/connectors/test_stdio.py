@@ -20,6 +20,7 @@ from flowstream import (
     write_workflow,
 )
 from flowstream.errors import WorkflowValidationError
+from tests.local import local
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -110,7 +111,7 @@ async def test_a_regular_file_is_read_in_a_thread(tmp_path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         runtime = registry_with(stdin=fd, stdout=out)
-        executor = runtime.executor(echo())
+        executor = local(runtime.executor(echo()))
         result = await executor.run()
     finally:
         os.close(fd)
@@ -128,7 +129,9 @@ async def test_a_stop_ends_a_source_waiting_on_an_open_pipe() -> None:
     read_end, write_end = os.pipe()
     out = io.BytesIO()
     try:
-        executor = registry_with(stdin=read_end, stdout=out).executor(echo("stream"))
+        executor = local(
+            registry_with(stdin=read_end, stdout=out).executor(echo("stream"))
+        )
         run = asyncio.ensure_future(executor.run())
         os.write(write_end, b'{"a": 1}\n{"a": 2}\n{"a": 3')  # the last is partial
         await wait_for(lambda: items_in(executor, "out") >= 2, "two records")

@@ -41,6 +41,7 @@ from flowstream import (
     node,
 )
 from flowstream.errors import WorkflowValidationError
+from tests.local import local
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -153,7 +154,7 @@ async def running(
     runtime: FlowRuntime, wf: Workflow, **options: Any
 ) -> AsyncIterator[tuple[WorkflowExecutor, asyncio.Future[RunResult]]]:
     """Run a workflow in the background; cancel it if the test leaves early."""
-    executor = runtime.executor(wf, **options)
+    executor = local(runtime.executor(wf, **options))
     run = asyncio.ensure_future(executor.run())
     try:
         yield executor, run

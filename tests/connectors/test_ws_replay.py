@@ -36,6 +36,7 @@ from flowstream import FlowRuntime, NodeRegistry, RunResult, Workflow, node
 from flowstream.core.workflow import Checkpoint
 from flowstream.errors import WorkflowValidationError
 from tests.checkpoints import latest_epoch
+from tests.local import local
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -120,7 +121,7 @@ async def running(
     runtime: FlowRuntime, wf: Workflow
 ) -> AsyncIterator[tuple[WorkflowExecutor, asyncio.Future[RunResult]]]:
     """Run a workflow in the background; cancel it if the test leaves early."""
-    executor = runtime.executor(wf)
+    executor = local(runtime.executor(wf))
     run = asyncio.ensure_future(executor.run())
     try:
         yield executor, run

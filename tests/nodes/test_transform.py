@@ -20,6 +20,7 @@ from flowstream.runtime.flow import FlowRuntime
 from flowstream.runtime.registry import NodeRegistry
 from flowstream.runtime.validation import validate
 from flowstream.testing import assert_emits, run_nodes, run_virtual, run_workflow
+from tests.local import local
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -623,7 +624,7 @@ async def test_reduce_of_nothing_emits_nothing() -> None:
 async def test_scan_state_is_plain_encodable_values() -> None:
     items = [{"k": k, "n": 1.5} for k in ["a", None, 2, [1]]]
     wf = pipeline("transform.scan", {"op": "mean", "key": "x.k", "value": "x.n"}, items)
-    executor = FlowRuntime(registry()).executor(wf)
+    executor = local(FlowRuntime(registry()).executor(wf))
     result = await executor.run()
     assert result.status == "completed"
     state = executor.state.snapshot()["n"]
@@ -694,7 +695,7 @@ async def test_dedupe_counts_what_it_dropped() -> None:
     events: list[Any] = []
     runtime.bus.add_listener(events.append)
     wf = pipeline("transform.dedupe", {"max_keys": 5}, ["a", "a", "b", "a"])
-    executor = runtime.executor(wf)
+    executor = local(runtime.executor(wf))
     result = await executor.run()
     assert result.output("n") == ["a", "b"]
     assert executor.state.snapshot()["n"]["dropped"] == 2

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowstream import FlowRuntime, NodeRegistry, Workflow, node
 from flowstream.core.workflow import Checkpoint
-from flowstream.runtime.checkpoint import CheckpointStore, workflow_key
+from flowstream.runtime.checkpointing import CheckpointStore, workflow_key
 
 if TYPE_CHECKING:
     from pathlib import Path

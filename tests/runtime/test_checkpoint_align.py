@@ -23,8 +23,9 @@ import pytest
 
 from flowstream import FlowRuntime, NodeRegistry, Workflow, node
 from flowstream.core.workflow import Checkpoint
-from flowstream.runtime.checkpoint import workflow_key
+from flowstream.runtime.checkpointing import workflow_key
 from tests.checkpoints import latest_epoch
+from tests.local import local
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -90,7 +91,7 @@ async def test_every_committed_epoch_is_a_consistent_cut(
     store = tmp_path / "c.db"
     n = 10**8  # runs until stopped
     wf = two_inputs(store, n)
-    executor = FlowRuntime(registry()).executor(wf, fuse=fuse)
+    executor = local(FlowRuntime(registry()).executor(wf, fuse=fuse))
     run = asyncio.ensure_future(executor.run())
     checked: set[int] = set()
     while not run.done() and len(checked) < 25:
@@ -188,7 +189,7 @@ async def test_items_held_by_time_delay_are_part_of_the_epoch(tmp_path: Path) ->
         .connect("count -> out")
     )
     wf.checkpoint = Checkpoint(path=str(store), interval_ms=3)
-    executor = FlowRuntime(registry()).executor(wf)
+    executor = local(FlowRuntime(registry()).executor(wf))
     run = asyncio.ensure_future(executor.run())
     holding = 0
     seen: set[int] = set()
@@ -233,7 +234,7 @@ async def test_zip_keeps_unpaired_items_in_the_epoch(
         .connect("count -> out")
     )
     wf.checkpoint = Checkpoint(path=str(store), interval_ms=3)
-    executor = FlowRuntime(registry()).executor(wf, fuse=fuse)
+    executor = local(FlowRuntime(registry()).executor(wf, fuse=fuse))
     run = asyncio.ensure_future(executor.run())
     seen: set[int] = set()
     waiting = 0

@@ -29,12 +29,13 @@ from hypothesis import given, settings, strategies as st
 from connectors.sqlite import sqlite_sink
 from flowstream import FlowRuntime, NodeRegistry, Workflow, node
 from flowstream.core.workflow import Checkpoint
-from flowstream.runtime.checkpoint import CheckpointStore, workflow_key
+from flowstream.runtime.checkpointing import CheckpointStore, workflow_key
+from tests.local import local
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from flowstream.runtime.executor import WorkflowExecutor
+    from flowstream.runtime.local import WorkflowExecutor
     from flowstream.runtime.result import RunResult
 
 ID_SPAN = 1_000_000
@@ -231,7 +232,7 @@ async def attempt(
 ) -> RunResult:
     """Run until done or crashed; a completed run must have resumed exactly."""
     restored, offset = await offsets(wf)
-    executor = FlowRuntime(registry()).executor(wf, fuse=fuse, capacity=0)
+    executor = local(FlowRuntime(registry()).executor(wf, fuse=fuse, capacity=0))
     async with asyncio.TaskGroup() as tg:
         run = tg.create_task(executor.run())
         if crash is not None:
@@ -356,7 +357,7 @@ async def test_a_cancelled_run_closes_a_node_waiting_on_its_input(fuse: bool) ->
         .connect("src -> t")
         .connect("t -> out")
     )
-    executor = FlowRuntime(nodes).executor(wf, fuse=fuse, capacity=0)
+    executor = local(FlowRuntime(nodes).executor(wf, fuse=fuse, capacity=0))
     async with asyncio.TaskGroup() as tg, asyncio.timeout(10):
         run = tg.create_task(executor.run())
         # Once t emitted all four items, its segment waits to deliver the

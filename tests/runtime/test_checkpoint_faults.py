@@ -1,7 +1,7 @@
 """Kill -9 at each named step of the checkpoint protocol, then recover exactly.
 
 Each case runs a checkpointed stream pipeline in a child process armed with
-``FLOWSTREAM_FAULT=<point>@<epoch>`` (`flowstream.runtime.faults`), so the
+``FLOWSTREAM_FAULT=<point>@<epoch>`` (`flowstream.runtime.checkpointing.faults`), so the
 process SIGKILLs itself at that step of that epoch. The store must then hold
 the last epoch that committed, consistent across nodes, and a rerun must
 finish with every row written once and every keyed count exact.
@@ -30,8 +30,8 @@ from flowstream.core.workflow import (
     read_workflow,
     write_workflow,
 )
-from flowstream.runtime.checkpoint import workflow_key
-from flowstream.runtime.faults import POINTS
+from flowstream.runtime.checkpointing import workflow_key
+from flowstream.runtime.checkpointing.faults import POINTS
 from tests.checkpoints import latest_epoch
 
 if TYPE_CHECKING:

@@ -10,8 +10,8 @@ import pytest
 
 from flowstream import FlowRuntime, NodeRegistry, Workflow, node
 from flowstream.core.workflow import Checkpoint
-from flowstream.runtime.checkpoint import CheckpointStore, workflow_key
-from flowstream.runtime.faults import POINTS, fault_point
+from flowstream.runtime.checkpointing import CheckpointStore, workflow_key
+from flowstream.runtime.checkpointing.faults import POINTS, fault_point
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -102,7 +102,7 @@ async def test_barrier_hooks_run_before_the_snapshot_and_commit_hooks_after(
 def test_an_unknown_fault_point_is_refused_by_name(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from flowstream.runtime import faults
+    from flowstream.runtime.checkpointing import faults
 
     monkeypatch.setenv("FLOWSTREAM_FAULT", "after_comit@3")
     with pytest.raises(ValueError, match="unknown point 'after_comit'"):

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from flowstream import FlowRuntime, NodeRegistry, Workflow, node
 from flowstream.core.workflow import Checkpoint
-from flowstream.runtime.checkpoint import CheckpointStore, workflow_key
+from flowstream.runtime.checkpointing import CheckpointStore, workflow_key
 from tests.checkpoints import kill_at_random
+from tests.local import local
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -35,7 +36,7 @@ def counting(store: Path, n: int = N) -> Workflow:
 
 async def run_until_stopped(wf: Workflow, after_items: int) -> list[int]:
     runtime = FlowRuntime(NodeRegistry.default(entry_points=False))
-    executor = runtime.executor(wf, fuse=False)
+    executor = local(runtime.executor(wf, fuse=False))
     run = asyncio.ensure_future(executor.run())
     while not run.done():
         out = executor.statistics().get("out")
@@ -69,7 +70,7 @@ async def test_epochs_commit_while_the_stream_runs(tmp_path: Path) -> None:
     store = tmp_path / "ckpt.db"
     wf = counting(store, n=10**8)  # runs until stopped
     runtime = FlowRuntime(NodeRegistry.default(entry_points=False))
-    executor = runtime.executor(wf, fuse=False)
+    executor = local(runtime.executor(wf, fuse=False))
     run = asyncio.ensure_future(executor.run())
     committed = 0
     while not run.done() and committed < 3:

@@ -24,7 +24,7 @@ from flowstream import (
     node,
 )
 from flowstream.core.events import NodeCompleted, NodeStarted
-from flowstream.runtime.executor import WorkflowExecutor
+from flowstream.runtime.local import WorkflowExecutor
 
 
 class Bad(msgspec.Struct, frozen=True, kw_only=True):

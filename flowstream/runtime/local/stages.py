@@ -13,11 +13,11 @@ import contextlib
 import functools
 from typing import TYPE_CHECKING, Any
 
-from .feeds import BatchFeed, ItemFeed
+from ..feeds import BatchFeed, ItemFeed
+from ..merging import merge_batches
+from ..stepping import rebatch
+from .failures import FAILED
 from .fusion import kernel_steps
-from .merging import merge_batches
-from .retry import FAILED
-from .stepping import rebatch
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable

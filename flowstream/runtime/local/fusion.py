@@ -20,17 +20,17 @@ import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..core.node import ItemKernel
+from ...core.node import ItemKernel
 
 if TYPE_CHECKING:
     import asyncio
     from collections.abc import Callable
 
-    from ..core.node import NodeSpec
-    from ..core.workflow import ErrorHandling, RetryPolicy
-    from .channel import ReceiveChannel, SendChannel
-    from .context import NodeRuntime
-    from .validation import GraphNode
+    from ...core.node import NodeSpec
+    from ...core.workflow import ErrorHandling, RetryPolicy
+    from ..channel import ReceiveChannel, SendChannel
+    from ..context import NodeRuntime
+    from ..validation import GraphNode
 
 __all__ = ["KernelStep", "NodeRun", "Segment", "kernel_steps"]
 

@@ -23,15 +23,15 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from ..core.events import NodeCompleted, NodeStarted, NodeStats
-from ..core.node import OUT_PORT
-from .retry import FAILED
-from .stepping import Resume
+from ...core.events import NodeCompleted, NodeStarted, NodeStats
+from ...core.node import OUT_PORT
+from ..stepping import Resume
+from .failures import FAILED
 
 if TYPE_CHECKING:
+    from ..plan import DagSchedule
     from .executor import WorkflowExecutor
     from .fusion import NodeRun
-    from .plan import DagSchedule
 
 __all__ = ["ScheduleRun"]
 

@@ -1,6 +1,6 @@
 """Stream-mode checkpoints: epochs, barriers and their alignment, commits.
 
-The executor's part of the protocol in `runtime.checkpoint` (the store and the
+The executor's part of the protocol in `runtime.checkpointing` (the store and the
 `Coordinator` live there): which segments must report, how a barrier is
 counted and passed on, when nodes' hooks run, and the epochs at the start and
 after a drain. docs/reliability.md has the contract.
@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .checkpoint import Barrier, CheckpointError, Coordinator
-from .faults import fault_point
+from ..checkpointing.faults import fault_point
+from ..checkpointing.store import Barrier, CheckpointError, Coordinator
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable
 
-    from .channel import Control
+    from ..channel import Control
     from .executor import WorkflowExecutor
     from .fusion import NodeRun, Segment
 

@@ -13,15 +13,15 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..core.events import NodeFailed
-from ..core.workflow import ContinueOnError
-from ..errors import NodeError
-from .checkpoint import record_fingerprint
+from ...core.events import NodeFailed
+from ...core.workflow import ContinueOnError
+from ...errors import NodeError
+from ..checkpointing import record_fingerprint
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from .events import EventBus
+    from ..events import EventBus
     from .fusion import NodeRun
 
 __all__ = ["FAILED", "Abort", "Failures"]

@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..errors import FlowstreamError
-from .channel import Control
+from ...errors import FlowstreamError
+from ..channel import Control
 from .faults import fault_point
 
 if TYPE_CHECKING:
-    from ..core.workflow import Workflow
+    from ...core.workflow import Workflow
 
 __all__ = [
     "Barrier",

@@ -6,16 +6,16 @@ import asyncio
 import signal
 import sys
 import time
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from .events import EventBus, EventRecorder
-from .flow import FlowRuntime
+from .runtime.events import EventBus, EventRecorder
+from .runtime.flow import FlowRuntime
 
 if TYPE_CHECKING:
-    from .executor import WorkflowExecutor
-    from .registry import NodeRegistry
-    from .result import RunResult
-    from .validation import Graph
+    from .runtime.protocol import Executor
+    from .runtime.registry import NodeRegistry
+    from .runtime.result import RunResult
+    from .runtime.validation import Graph
 
 __all__ = ["CliRun"]
 
@@ -46,7 +46,8 @@ class CliRun:
         self.graph = graph
         self.runtime = FlowRuntime(registry, EventBus())
         self.mode = mode or graph.workflow.mode
-        self.options = {
+        # RunOptions fields; the command line may add some (a batch probe).
+        self.options: dict[str, Any] = {
             "mode": self.mode,
             "fuse": fuse,
             "max_parallel": max_parallel,
@@ -85,14 +86,14 @@ class CliRun:
             if recorder is not None:
                 recorder.close()
 
-    def _on_signal(self, executor: WorkflowExecutor, sig: signal.Signals) -> None:
+    def _on_signal(self, executor: Executor, sig: signal.Signals) -> None:
         if self.stopped_by is None:
             self.stopped_by = sig.name
             print(f"\n{sig.name}: draining (again to abort)", file=self.stream)
         executor.stop()
 
     async def _show_progress(
-        self, executor: WorkflowExecutor, run: asyncio.Task[RunResult]
+        self, executor: Executor, run: asyncio.Task[RunResult]
     ) -> None:
         start = time.perf_counter()
         last_lines = 0

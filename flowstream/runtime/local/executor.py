@@ -30,97 +30,55 @@ import contextlib
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from dataclasses import dataclass
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from ..core.events import (
+from ...core.events import (
     NodeCompleted,
     NodeStarted,
     WorkflowCompleted,
     WorkflowStarted,
 )
-from ..core.node import ERROR_PORT, OUT_PORT
-from ..core.workflow import (
+from ...core.node import ERROR_PORT, OUT_PORT
+from ...core.workflow import (
     Checkpoint,
     RetryWorkflow,
     StopWorkflow,
 )
-from ..errors import BrokenChannelError
-from . import epochs, stages
-from .channel import (
-    DEFAULT_CAPACITY,
+from ...errors import BrokenChannelError
+from ..channel import (
     ChannelStatistics,
     Control,
     open_channel,
 )
-from .checkpoint import (
+from ..checkpointing.store import (
     CheckpointStore,
     Coordinator,
     PoisonRecord,
     workflow_key,
 )
-from .context import NodeRuntime, RunState, State
+from ..context import NodeRuntime, RunState, State
+from ..events import EventBus
+from ..feeds import AligningFeed, BatchFeed, ChannelFeed
+from ..options import RunOptions
+from ..plan import Plan, plan
+from ..result import DeadLetter, RunResult, RunStatus
+from ..stepping import Resume, gc_frozen_enter, gc_frozen_exit, gc_paused, rebatch
+from . import epochs, stages
 from .dag import ScheduleRun
 from .direct import run_direct
-from .events import EventBus
-from .feeds import AligningFeed, BatchFeed, ChannelFeed
+from .failures import Abort, Failures
 from .fusion import NodeRun, Segment
-from .plan import Plan, plan
-from .result import DeadLetter, RunResult, RunStatus
-from .retry import Abort, Failures
-from .stepping import Resume, gc_frozen_enter, gc_frozen_exit, gc_paused, rebatch
 
 if TYPE_CHECKING:
-    from .validation import Graph
+    from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 
-__all__ = ["RunOptions", "WorkflowExecutor"]
+    from ..validation import Graph
+
+__all__ = ["WorkflowExecutor"]
 
 SHUTDOWN_TIMEOUT = 5.0
 YIELD_EVERY = 0.01
-Sleep = Callable[[float], Any]
-
-
-@dataclass(frozen=True, kw_only=True)
-class RunOptions:
-    """How to run a graph.
-
-    Attributes:
-        mode: ``"dag"`` or ``"stream"``; None takes the workflow's.
-        fuse: Fuse chains of 1-in nodes into one task (per node: ``fuse``).
-        max_parallel: How many suspended one-shot calls may run at once.
-        capacity: Default channel capacity in batches.
-        drain_timeout: Seconds a stream-mode stop may take before it aborts.
-        sleep: The coroutine function used for retry delays (tests pass a
-            fake clock's).
-        checkpoint: A SQLite checkpoint store; a killed DAG run restarted
-            with the same store and workflow resumes without redoing the
-            one-shot nodes it had completed (`runtime.checkpoint`).
-        checkpoint_interval_ms: How often completions are committed.
-        max_dead_letters: How many dead letters a result keeps (the rest are
-            counted, logged once and published as ``dead_letter`` events), so
-            a long stream run with an unconnected ``error`` port stays bounded.
-        batch_probe: Called as ``probe(node_ids, items, taken, delivered)``
-            for one batch in every ``probe_every`` of each task: the nodes the
-            task runs (a fused chain, head first), the items it handed
-            downstream, and `time.perf_counter` readings of when the head
-            took its latest input batch and when the output was delivered.
-            Metrics and tracing use it; None costs nothing.
-        probe_every: The sampling period of ``batch_probe``, in batches.
-    """
-
-    mode: str | None = None
-    fuse: bool = True
-    max_parallel: int = 64
-    capacity: int = DEFAULT_CAPACITY
-    drain_timeout: float = 10.0
-    sleep: Sleep = asyncio.sleep
-    checkpoint: str | None = None
-    checkpoint_interval_ms: float = 1000.0
-    max_dead_letters: int = 10_000
-    batch_probe: Callable[[tuple[str, ...], int, float, float], None] | None = None
-    probe_every: int = 16
 
 
 class WorkflowExecutor:

@@ -6,8 +6,8 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from ..core.node import OUT_PORT
-from .retry import FAILED
+from ...core.node import OUT_PORT
+from .failures import FAILED
 
 if TYPE_CHECKING:
     from .executor import WorkflowExecutor

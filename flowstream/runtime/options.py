@@ -1,0 +1,59 @@
+"""`RunOptions`: how to run a graph, whichever executor runs it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .channel import DEFAULT_CAPACITY
+
+__all__ = ["RunOptions", "Sleep"]
+
+Sleep = Callable[[float], Any]
+"""The coroutine function that waits between retry attempts."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """How to run a graph.
+
+    Attributes:
+        mode: ``"dag"`` or ``"stream"``; None takes the workflow's.
+        fuse: Fuse chains of 1-in nodes into one task (per node: ``fuse``).
+        max_parallel: How many suspended one-shot calls may run at once.
+        capacity: Default channel capacity in batches.
+        drain_timeout: Seconds a stream-mode stop may take before it aborts.
+        sleep: The coroutine function used for retry delays (tests pass a
+            fake clock's).
+        checkpoint: A SQLite checkpoint store; a killed DAG run restarted
+            with the same store and workflow resumes without redoing the
+            one-shot nodes it had completed (`runtime.checkpointing`).
+        checkpoint_interval_ms: How often completions are committed.
+        max_dead_letters: How many dead letters a result keeps (the rest are
+            counted, logged once and published as ``dead_letter`` events), so
+            a long stream run with an unconnected ``error`` port stays bounded.
+        batch_probe: Called as ``probe(node_ids, items, taken, delivered)``
+            for one batch in every ``probe_every`` of each task: the nodes the
+            task runs (a fused chain, head first), the items it handed
+            downstream, and `time.perf_counter` readings of when the head
+            took its latest input batch and when the output was delivered.
+            Metrics and tracing use it; None costs nothing.
+        probe_every: The sampling period of ``batch_probe``, in batches.
+        backend: Which executor runs the plan: ``"local"`` (this process,
+            one event loop); see `flowstream.runtime.backends`.
+    """
+
+    mode: str | None = None
+    fuse: bool = True
+    max_parallel: int = 64
+    capacity: int = DEFAULT_CAPACITY
+    drain_timeout: float = 10.0
+    sleep: Sleep = asyncio.sleep
+    checkpoint: str | None = None
+    checkpoint_interval_ms: float = 1000.0
+    max_dead_letters: int = 10_000
+    batch_probe: Callable[[tuple[str, ...], int, float, float], None] | None = None
+    probe_every: int = 16
+    backend: str = "local"
