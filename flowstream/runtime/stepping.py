@@ -120,14 +120,26 @@ async def rebatch(
                 await aclose()
 
 
+class _Abandoned(BaseException):
+    """Thrown into a generator step that is closed while it waits.
+
+    Not GeneratorExit: thrown into a frame that awaits another async
+    generator, GeneratorExit only *closes* the awaited ``asend`` object
+    (PEP 380's rule for close), which leaves that generator stuck "running"
+    halfway through its step, so nothing can close it any more. Any other
+    exception is thrown down the whole chain of awaits and unwinds every
+    frame in it, running each one's cleanup.
+    """
+
+
 async def _abandon(step: Any) -> None:
-    """Throw GeneratorExit into a suspended generator step; let it clean up."""
+    """Unwind a suspended generator step and everything it awaits."""
     try:
-        signal = step.throw(GeneratorExit)
-    except (GeneratorExit, StopIteration, StopAsyncIteration):
+        signal = step.throw(_Abandoned())
+    except (_Abandoned, GeneratorExit, StopIteration, StopAsyncIteration):
         return
     # It awaits something in its cleanup (a finally, an async with): let it.
-    with contextlib.suppress(GeneratorExit, StopAsyncIteration):
+    with contextlib.suppress(_Abandoned, GeneratorExit, StopAsyncIteration):
         await Resume(step, signal)
 
 

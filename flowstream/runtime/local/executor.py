@@ -575,8 +575,18 @@ class WorkflowExecutor:
         else:
             stream = stages.count_out(self, head, self._head_batches(head, seg))
         counted = head_kernel is not None  # _port_batches counted the head's input
+        composed: list[NodeRun] = []
         for n in seg.chain:
             kernel = self._kernel(n)
+            if kernel is None and stages.composable(self, n):
+                if kernels:
+                    stream = stages.kernel_stage(self, stream, kernels, counted)
+                    kernels, counted = [], False
+                composed.append(n)  # user generators compose item by item
+                continue
+            if composed:
+                stream = stages.composed_stage(self, composed, stream)
+                composed = []
             if kernel is not None:
                 kernels.append((n, kernel))
                 continue
@@ -584,6 +594,8 @@ class WorkflowExecutor:
                 stream = stages.kernel_stage(self, stream, kernels, counted)
                 kernels, counted = [], False
             stream = stages.count_out(self, n, stages.generator_stage(self, n, stream))
+        if composed:
+            stream = stages.composed_stage(self, composed, stream)
         if kernels:
             stream = stages.kernel_stage(self, stream, kernels, counted)
         tail = seg.tail

@@ -13,6 +13,7 @@ import contextlib
 import functools
 from typing import TYPE_CHECKING, Any
 
+from ...core.workflow import StopWorkflow
 from ..feeds import BatchFeed, ItemFeed
 from ..merging import merge_batches
 from ..stepping import rebatch
@@ -22,12 +23,15 @@ from .fusion import kernel_steps
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
+    from ..context import NodeRuntime
     from .executor import WorkflowExecutor
     from .fusion import NodeRun
 
 __all__ = [
     "MAX_BATCH",
     "call_stage",
+    "composable",
+    "composed_stage",
     "count_in",
     "count_out",
     "generator_stage",
@@ -248,3 +252,155 @@ async def run_generator(
     finally:
         for f in feeds:
             await f.aclose()
+
+
+def composable(ex: WorkflowExecutor, n: NodeRun) -> bool:
+    """Whether a fused node may join a composed chain of user generators.
+
+    A composed chain hands items from one user generator to the next with no
+    batch in between (`composed_stage`). It cannot replay an item into one
+    node of the chain, so it takes only nodes whose failures end the run
+    (no retry, ``stop_workflow``), and only in runs without a checkpoint
+    store, where poison records need each node's own failing item.
+    """
+    spec = n.spec
+    return (
+        spec.shape == "stream"
+        and not spec.batched
+        and len(n.gnode.inputs) == 1
+        and n.retry is None
+        and isinstance(n.handling, StopWorkflow)
+        and ex._store is None
+    )
+
+
+class _Edge:
+    """The input of a composed chain's node: its upstream generator, counted.
+
+    One plain call per item (no coroutine of ours) that counts the requests
+    it passes on; `composed_stage` turns the count into both nodes' counters
+    at each batch, less the one request that found the upstream finished.
+    """
+
+    __slots__ = ("_next", "gen", "n")
+
+    def __init__(self, gen: Any) -> None:
+        self.gen = gen
+        self._next = gen.__anext__
+        self.n = 0
+
+    def __aiter__(self) -> _Edge:
+        return self
+
+    def __anext__(self) -> Any:
+        self.n += 1
+        return self._next()
+
+
+class _AnyPending:
+    """True when any node of a chain has side outputs waiting (for `rebatch`)."""
+
+    __slots__ = ("_rts",)
+
+    def __init__(self, rts: list[NodeRuntime]) -> None:
+        self._rts = rts
+
+    def __bool__(self) -> bool:
+        return any(rt.pending for rt in self._rts)
+
+
+async def _items(batches: AsyncIterator[list[Any]], rt: NodeRuntime) -> Any:
+    """The items of a chain's input batches, counted per batch.
+
+    It does not close ``batches``: `composed_stage` does, once the chain is
+    closed (a generator closed mid-step must not close what it awaits).
+    """
+    async for batch in batches:
+        rt.items_in += len(batch)
+        for item in batch:
+            yield item
+
+
+async def composed_stage(
+    ex: WorkflowExecutor, nodes: list[NodeRun], upstream: AsyncIterator[list[Any]]
+) -> AsyncIterator[list[Any]]:
+    """Consecutive user generators composed as ``g3(g2(g1(items)))``.
+
+    Items pass from one generator to the next directly; batches are made
+    only at the chain's end (`rebatch`, which flushes when the chain would
+    wait). A failure is attributed from the traceback to the innermost node
+    of the chain it passed through, and ends the run as that node's
+    failure (see `composable`).
+    """
+    feed = _items(upstream, nodes[0].rt)
+    # Frames are kept (not only their ids) so that an id stays theirs.
+    kept = [feed.ag_frame]
+    inp: Any = feed
+    frames: dict[int, NodeRun] = {}
+    edges: list[tuple[NodeRun, _Edge]] = []
+    for k, n in enumerate(nodes):
+        gen = n.call_target()(inp)
+        kept.append(gen.ag_frame)
+        frames[id(gen.ag_frame)] = n
+        if k + 1 < len(nodes):
+            inp = _Edge(gen)
+            edges.append((n, inp))
+        else:
+            inp = gen
+    last = nodes[-1].rt
+    out = rebatch(inp, MAX_BATCH, _AnyPending([n.rt for n in nodes]))
+    try:
+        async with contextlib.aclosing(out):
+            async for batch in out:
+                for k, (n, edge) in enumerate(edges):
+                    n.rt.items_out = nodes[k + 1].rt.items_in = edge.n
+                last.items_out += len(batch)
+                yield batch
+    except Exception as exc:
+        culprit = _culprit(exc, frames, id(kept[0]))
+        if culprit is None:
+            raise  # from upstream of the chain: not a node of ours
+        await ex._failures.on_failure(culprit, exc, _current_item(feed), 1)
+        raise  # on_failure raised for stop_workflow; not reached
+    finally:
+        for k, (n, edge) in enumerate(edges):
+            # The request that found the upstream generator finished was no
+            # item.
+            if edge.gen.ag_frame is None:
+                edge.n -= 1
+            n.rt.items_out = nodes[k + 1].rt.items_in = edge.n
+        # Closing the last generator does not close the ones it reads from:
+        # each runs its own cleanup, downstream first.
+        for _, edge in reversed(edges):
+            if edge.gen.ag_frame is not None and not edge.gen.ag_running:
+                await edge.gen.aclose()
+        if not feed.ag_running:
+            await feed.aclose()
+        close = getattr(upstream, "aclose", None)
+        if close is not None:
+            await close()
+        del kept
+
+
+def _culprit(
+    exc: BaseException, frames: dict[int, NodeRun], feed_frame: int
+) -> NodeRun | None:
+    """The innermost chain node the exception's traceback passes through.
+
+    None when it came from upstream of the chain (through the feed).
+    """
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        key = id(tb.tb_frame)
+        if key == feed_frame:
+            return None
+        found = frames.get(key, found)
+        tb = tb.tb_next
+    return found
+
+
+def _current_item(feed: Any) -> Any:
+    """The item the chain's feed handed out last (its frame's ``item``)."""
+    frame = feed.ag_frame
+    return None if frame is None else frame.f_locals.get("item")
