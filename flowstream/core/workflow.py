@@ -191,6 +191,15 @@ class WorkflowNode(
     """False keeps this node out of fused chains (its own task and channels)."""
     on_error: str | None = None
     """Routed mode: the step to go to when this one fails (after its retries)."""
+    concurrency: int = 1
+    """One-shot async nodes fed by a stream: calls in flight at once (>= 1)."""
+    ordered: bool = True
+    """With ``concurrency`` > 1: emit results in input order (else as done)."""
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            msg = f"concurrency must be >= 1, got {self.concurrency}"
+            raise ValueError(msg)
 
 
 class Connection(
@@ -263,6 +272,8 @@ class Workflow(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
         error_handling: ErrorHandling | None = None,
         fuse: bool = True,
         on_error: str | None = None,
+        concurrency: int = 1,
+        ordered: bool = True,
         **options: Any,
     ) -> Workflow:
         """Add a node and return the workflow; ``options`` extend ``config``."""
@@ -276,6 +287,8 @@ class Workflow(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
                 error_handling=error_handling,
                 fuse=fuse,
                 on_error=on_error,
+                concurrency=concurrency,
+                ordered=ordered,
             )
         )
         return self

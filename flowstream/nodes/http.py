@@ -119,9 +119,10 @@ class HttpRequestNode:
     (`flowstream.errors.DecodeError`), a bad URL or payload in the item
     (`ValueError`/`TypeError`).
 
-    Requests run one at a time per node, in input order (the runtime calls
-    the node once per item and waits for the result); fan out to several
-    ``http.request`` nodes to have requests in flight in parallel.
+    Requests run one at a time per node unless the node is declared with
+    ``concurrency: N`` (beside ``config``): then up to N are in flight at
+    once, results in input order (or as they come, with ``ordered:
+    false``), each request retried or dead-lettered on its own.
     Stream-safe.
 
     Args:

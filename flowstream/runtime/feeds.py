@@ -256,6 +256,15 @@ class ChannelFeed:
         self.taken += 1
         return item
 
+    def next_ready(self) -> Any:
+        """Return the next item if one is buffered, else `NO_ITEM` (no wait)."""
+        if self._replay or self._i >= len(self._batch):
+            return NO_ITEM
+        item = self.last = self._batch[self._i]
+        self._i += 1
+        self.taken += 1
+        return item
+
     async def next(self, timeout: float | None) -> Any:  # noqa: ASYNC109
         """Return the next item, or `NO_ITEM` if none came within ``timeout`` s.
 

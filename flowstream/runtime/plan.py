@@ -199,6 +199,8 @@ def _why_not_fused(
         return "fuse: false"
     if g.spec.timed:
         return "waits with deadlines (timed), so it reads a channel"
+    if g.decl.concurrency > 1:
+        return f"runs {g.decl.concurrency} calls at once from its own channel"
     if len(g.inputs) != 1:
         return f"{len(g.inputs)} input ports"
     if len(g.inbound) != 1:
@@ -211,6 +213,10 @@ def _why_not_fused(
         return f"upstream {up.id!r} has fuse: false"
     if conn.from_port != OUT_PORT:
         return f"fed by {up.id}.{conn.from_port}, not {up.id}.out"
+    if up.decl.concurrency > 1:
+        # Its results may be emitted at a checkpoint barrier, from outside
+        # its stage: they must go to a channel.
+        return f"upstream {up.id!r} runs {up.decl.concurrency} calls at once"
     fans = sum(1 for c in up.outbound if c.from_port == OUT_PORT)
     if fans != 1:
         return f"fan-out: {up.id}.out feeds {fans} inputs"

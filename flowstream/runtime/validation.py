@@ -127,8 +127,27 @@ def _validate(
             problems.append(Problem(str(exc), node=decl.id, field="type"))
             continue
         config = _check_config(decl, spec, problems, allow_callables)
+        if decl.concurrency > 1 and not (spec.shape == "call" and spec.is_async):
+            text = (
+                "concurrency applies to one-shot async nodes (async def "
+                f"f(x) -> y); {spec.type_id} is not one"
+            )
+            if spec.config_type is not None and "concurrency" in (
+                spec.config_type.__struct_fields__
+            ):
+                text += " (its own concurrency is a config field: config.concurrency)"
+            problems.append(Problem(text, node=decl.id, field="concurrency"))
         if config is not _INVALID:
             inputs, outputs = spec.resolve_ports(config)
+            if decl.concurrency > 1 and len(inputs) != 1:
+                problems.append(
+                    Problem(
+                        "concurrency applies to nodes with one input port; "
+                        f"this one has {len(inputs)}",
+                        node=decl.id,
+                        field="concurrency",
+                    )
+                )
             nodes[decl.id] = GraphNode(decl, spec, config, inputs, outputs)
             ports[decl.id] = (spec.type_id, inputs, outputs)
         elif spec.ports is None:

@@ -126,9 +126,11 @@ async def test_routed_flow_node_from_a_file(monkeypatch: pytest.MonkeyPatch) -> 
         .node(
             "login",
             "routed.flow",
+            # routed.flow's own concurrency is config; a node's
+            # concurrency= beside config is for one-shot async calls.
+            config={"concurrency": 4},
             flow="examples/routed_login.yaml",
             input_key="guesses",
-            concurrency=4,
         )
         .connect("guesses -> login")
     )
@@ -167,7 +169,7 @@ async def test_routed_flow_node_config_is_checked() -> None:
         Workflow("bad")
         .node("src", "source.values", values=[1])
         .node("a", "routed.flow", flow="flow.txt")
-        .node("b", "routed.flow", flow="x.yaml", concurrency=0)
+        .node("b", "routed.flow", {"concurrency": 0}, flow="x.yaml")
         .connect("src -> a")
         .connect("src -> b")
     )

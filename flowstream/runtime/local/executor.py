@@ -702,6 +702,15 @@ class WorkflowExecutor:
                     yield batch
             return
         on_control = epochs.barrier_hook(self, seg) if self._coord is not None else None
+        if spec.shape == "call" and n.gnode.decl.concurrency > 1:
+            (port,) = n.gnode.inputs
+            concurrent = stages.concurrent_call_stage(
+                self, n, n.inputs[port], on_control
+            )
+            async with contextlib.aclosing(concurrent):  # type: ignore[type-var]
+                async for batch in concurrent:
+                    yield batch
+            return
         feeds: list[Any]
         zipped = spec.shape == "call" and len(n.gnode.inputs) > 1
         if on_control is not None and (spec.aligned or zipped):

@@ -9,20 +9,23 @@ failure). The functions take the executor whose run they belong to.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ...core.workflow import StopWorkflow
-from ..feeds import BatchFeed, ItemFeed
+from ..feeds import NO_ITEM, BatchFeed, ChannelFeed, ItemFeed
 from ..merging import merge_batches
 from ..stepping import rebatch
 from .failures import FAILED
 from .fusion import kernel_steps
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
+    from ..channel import Control, ReceiveChannel
     from ..context import NodeRuntime
     from .executor import WorkflowExecutor
     from .fusion import NodeRun
@@ -32,6 +35,7 @@ __all__ = [
     "call_stage",
     "composable",
     "composed_stage",
+    "concurrent_call_stage",
     "count_in",
     "count_out",
     "generator_stage",
@@ -404,3 +408,99 @@ def _current_item(feed: Any) -> Any:
     """The item the chain's feed handed out last (its frame's ``item``)."""
     frame = feed.ag_frame
     return None if frame is None else frame.f_locals.get("item")
+
+
+class _Held(Exception):
+    """A control message reached a concurrent call stage's input."""
+
+
+async def concurrent_call_stage(
+    ex: WorkflowExecutor,
+    n: NodeRun,
+    recv: ReceiveChannel[Any],
+    on_control: Callable[[Control], Awaitable[None]] | None,
+) -> AsyncIterator[list[Any]]:
+    """A one-shot async node with ``concurrency`` calls in flight at once.
+
+    Each item's call (through the node's retry policy and error handling,
+    so retries and dead letters stay per item) runs as a task of its own;
+    at most ``concurrency`` run at once, and no more input is read while
+    they do (backpressure). Results go out as soon as they are ready: in
+    input order with ``ordered`` (a slow call holds back those after it),
+    else as they finish. The input is read one item ahead, in a task, so a
+    result never waits for the next item.
+
+    A control message (a checkpoint barrier) is held back until every call
+    started before it has finished and its result has been handed on; only
+    then is it handled. So an epoch's snapshot never has calls in flight.
+    """
+    decl = n.gnode.decl
+    limit, ordered = decl.concurrency, decl.ordered
+    held: list[Control] = []
+
+    async def hold(msg: Control) -> None:
+        held.append(msg)
+        raise _Held
+
+    feed = ChannelFeed(recv, n.rt, hold if on_control is not None else None)
+    calls: deque[asyncio.Future[Any]] = deque()
+    reading: asyncio.Future[Any] | None = None
+    ended = False
+    try:
+        while True:
+            if not ended and not held and reading is None and len(calls) < limit:
+                reading = asyncio.ensure_future(feed.__anext__())
+            waits: list[asyncio.Future[Any]] = list(calls)
+            if reading is not None:
+                waits.append(reading)
+            if not waits:
+                if held and on_control is not None:
+                    await on_control(held.pop(0))  # nothing in flight now
+                    continue
+                return
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            if reading is not None and reading.done():
+                done: asyncio.Future[Any] = reading
+                reading = None
+                try:
+                    item = done.result()
+                except StopAsyncIteration:
+                    ended = True
+                except _Held:
+                    pass  # handled once the calls before it are done
+                else:
+                    calls.append(asyncio.ensure_future(ex._failures.call(n, (item,))))
+                    # The rest of the batch that item came in needs no wait.
+                    while len(calls) < limit:
+                        item = feed.next_ready()
+                        if item is NO_ITEM:
+                            break
+                        calls.append(
+                            asyncio.ensure_future(ex._failures.call(n, (item,)))
+                        )
+            batch: list[Any] = []
+            if ordered:
+                while calls and calls[0].done():
+                    value = calls.popleft().result()
+                    if value is not FAILED:
+                        batch.append(value)
+            else:
+                for call in [c for c in calls if c.done()]:
+                    calls.remove(call)
+                    value = call.result()
+                    if value is not FAILED:
+                        batch.append(value)
+            if batch:
+                yield batch
+    finally:
+        # Closed early, failed or cancelled: nothing of ours outlives it.
+        ours = [*calls] if reading is None else [reading, *calls]
+        pending = [f for f in ours if not f.done()]
+        for f in pending:
+            f.cancel()
+        if pending:
+            await asyncio.wait(pending)
+        for f in ours:
+            if not f.cancelled():
+                f.exception()  # retrieved: moot once we stop
+        recv.close()
