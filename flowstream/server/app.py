@@ -22,6 +22,7 @@ from .. import __version__
 from ..runtime.registry import NodeRegistry
 from .auth import load_token
 from .config import ServerConfig
+from .datadir import DataDir
 from .metrics import Metrics
 from .problems import exception_handlers, schema_not_found
 from .routes import (
@@ -73,6 +74,7 @@ def create_app(config: ServerConfig | None = None, **overrides: Any) -> Litestar
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        DataDir.of(config).create()
         store = Store(config.db)
         try:
             runs = RunManager(config, store, registry, metrics)

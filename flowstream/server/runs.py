@@ -32,6 +32,7 @@ from ..core.workflow import ContinueOnError, Workflow
 from ..errors import EncodeError, Problem, WorkflowValidationError
 from ..runtime.events import EventBus
 from ..runtime.executor import RunOptions, WorkflowExecutor
+from ..runtime.netpolicy import enforce
 from .logs import current_run
 from .policy import check_workflow
 from .problems import ApiError
@@ -132,6 +133,7 @@ class RunManager:
         self.store = store
         self.registry = registry
         self.metrics = metrics
+        self._net_policy = config.net_policy
         self._live: dict[str, LiveRun] = {}
         self._group: asyncio.TaskGroup | None = None
 
@@ -237,7 +239,10 @@ class RunManager:
                 async with asyncio.TaskGroup() as group:
                     group.create_task(self._sample(live))
                     try:
-                        result = await live.executor.run()
+                        # The run's tasks inherit the policy: every socket
+                        # they open is checked (`runtime.netpolicy`).
+                        with enforce(self._net_policy):
+                            result = await live.executor.run()
                     finally:
                         live.done.set()
         except Exception as exc:
