@@ -27,6 +27,8 @@ well lets callers catch generically (``except ValueError`` catches a bad workflo
 
 from __future__ import annotations
 
+import errno
+
 import msgspec
 
 __all__ = [
@@ -179,6 +181,13 @@ class NetworkDenied(ConnectError, PermissionError):
     retried. A `PermissionError` too, so that socket code that handles
     `OSError` (as asyncio does for each address it tries) passes it on.
     """
+
+    def __init__(self, message: str) -> None:
+        # errno and strerror as OSError has them: socket code reads them.
+        super().__init__(errno.EACCES, message)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
     @staticmethod
     def found_in(exc: BaseException) -> NetworkDenied | None:

@@ -200,6 +200,8 @@ class NetPolicy:
             NetworkDenied: The address is special (loopback, private...) and
                 not allowed, or no pattern could allow it.
         """
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
         where = f"{what}: " if what else ""
         if any(p.matches_address(address, port) for p in self._patterns):
             return
