@@ -660,6 +660,14 @@ def _markdown(specs: Sequence[dict[str, Any]]) -> str:
     "(0.0.0.0 for all; repeatable).",
 )
 @click.option(
+    "--allow-host",
+    "allow_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Answer requests whose Host is NAME too (besides 127.0.0.1, "
+    "localhost, [::1] and --host; repeatable).",
+)
+@click.option(
     "--max-runs",
     type=click.IntRange(min=1),
     default=8,
@@ -690,6 +698,7 @@ def serve_command(
     allow_net: tuple[str, ...],
     allow_private_net: bool,
     allow_listen: tuple[str, ...],
+    allow_hosts: tuple[str, ...],
     max_runs: int,
     max_body: int,
     drain_timeout: float,
@@ -721,6 +730,7 @@ def serve_command(
                 allow_net=allow_net,
                 allow_private_net=allow_private_net,
                 allow_listen=allow_listen,
+                allow_hosts=allow_hosts,
                 max_runs=max_runs,
                 max_body_bytes=max_body,
                 drain_timeout=drain_timeout,

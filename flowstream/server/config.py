@@ -57,6 +57,8 @@ class ServerConfig:
             hosts).
         allow_listen: Addresses beyond loopback their listening nodes may
             bind (``0.0.0.0`` for every interface).
+        allow_hosts: ``Host`` names the server answers to besides
+            loopback's and ``host`` (`flowstream.server.hosts`).
         max_body_bytes: The largest request body accepted (413 beyond).
         max_runs: How many runs may be active at once (429 beyond).
         drain_timeout: Seconds a stop may drain before the run is cancelled.
@@ -79,6 +81,7 @@ class ServerConfig:
     allow_net: tuple[str, ...] = ()
     allow_private_net: bool = False
     allow_listen: tuple[str, ...] = ()
+    allow_hosts: tuple[str, ...] = ()
     max_body_bytes: int = 1 << 20
     max_runs: int = 8
     drain_timeout: float = 10.0
