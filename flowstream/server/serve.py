@@ -74,6 +74,9 @@ def serve(config: ServerConfig, *, port: int, log_format: str, out: TextIO) -> N
             log_config=None,  # our handlers, text or JSON
             access_log=False,
             lifespan="on",
+            # Not uvloop: runs' sockets are checked by an audit hook that
+            # sees asyncio's own (`flowstream.runtime.netpolicy`).
+            loop="asyncio",
             timeout_graceful_shutdown=int(config.drain_timeout) + 5,
         )
     )
