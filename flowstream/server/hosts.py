@@ -18,11 +18,20 @@ import ipaddress
 from typing import TYPE_CHECKING
 
 import msgspec
+from litestar.enums import ScopeType
 
 from .problems import PROBLEM_JSON
 
 if TYPE_CHECKING:
-    from litestar.types import ASGIApp, Receive, Scope, Send
+    from litestar.types import (
+        ASGIApp,
+        HTTPResponseBodyEvent,
+        HTTPResponseStartEvent,
+        Receive,
+        Scope,
+        Send,
+        WebSocketCloseEvent,
+    )
 
     from .config import ServerConfig
 
@@ -69,7 +78,8 @@ class HostCheck:
         """Wrap an ASGI app so that misdirected requests never reach it."""
 
         async def check(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] not in ("http", "websocket"):
+            kind = scope["type"]
+            if kind not in (ScopeType.HTTP, ScopeType.WEBSOCKET):
                 await app(scope, receive, send)
                 return
             header = None
@@ -80,8 +90,13 @@ class HostCheck:
             if self.allows(header):
                 await app(scope, receive, send)
                 return
-            if scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": 1008})
+            if kind == ScopeType.WEBSOCKET:
+                close: WebSocketCloseEvent = {
+                    "type": "websocket.close",
+                    "code": 1008,
+                    "reason": "misdirected request",
+                }
+                await send(close)
                 return
             await _misdirected(send, header)
 
@@ -100,14 +115,18 @@ async def _misdirected(send: Send, header: str | None) -> None:
             ),
         }
     )
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 421,
-            "headers": [
-                (b"content-type", PROBLEM_JSON.encode()),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    start: HTTPResponseStartEvent = {
+        "type": "http.response.start",
+        "status": 421,
+        "headers": [
+            (b"content-type", PROBLEM_JSON.encode()),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    }
+    await send(start)
+    end: HTTPResponseBodyEvent = {
+        "type": "http.response.body",
+        "body": body,
+        "more_body": False,
+    }
+    await send(end)

@@ -183,7 +183,7 @@ async def test_outbound_urls_are_refused_without_allow_net(
 
 
 async def test_listening_nodes_bind_loopback_only(tmp_path: Path) -> None:
-    doc = {
+    doc: dict[str, Any] = {
         "name": "ingest",
         "mode": "stream",
         "nodes": [
