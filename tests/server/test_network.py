@@ -408,3 +408,31 @@ async def test_allow_patterns(pattern: str, url: str, ok: bool) -> None:
 def test_bad_patterns_are_refused_at_start(tmp_path: Path, pattern: str) -> None:
     with pytest.raises(ValueError, match="allow pattern"):
         make_config(tmp_path, allow_net=(pattern,))
+
+
+async def test_ws_source_client_is_refused_loopback(
+    tmp_path: Path, ws_target: tuple[int, list[str]]
+) -> None:
+    port, _ = ws_target
+    doc = {
+        "name": "listen",
+        "mode": "stream",
+        "nodes": [
+            {
+                "id": "in",
+                "type": "ws.source",
+                "config": {
+                    "mode": "client",
+                    "url": f"ws://localhost:{port}/",
+                    "reconnect": {"max_attempts": 1},
+                },
+            },
+            {"id": "out", "type": "sink.null"},
+        ],
+        "connections": ["in -> out"],
+    }
+    config = make_config(tmp_path, allow_net=("localhost",))
+    async with open_client(create_app(config)) as client:
+        detail = await run(client, doc)
+    assert detail["status"] == "failed", detail
+    assert "loopback address" in detail["error"]
