@@ -44,7 +44,7 @@ def host_name(header: str) -> str:
     if header.startswith("["):
         return header[1 : header.find("]")] if "]" in header else header
     if header.count(":") == 1:
-        return header.partition(":")[0]
+        header = header.partition(":")[0]
     return header.rstrip(".")
 
 

@@ -136,7 +136,8 @@ def test_a_loopback_server_answers_only_to_its_own_names(
 ) -> None:
     # A page whose name was rebound to 127.0.0.1 sends its own name as Host.
     port = live_server.url.rsplit(":", 1)[1]
-    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "127.0.0.2", "[::1]:1"):
+    ok = (f"127.0.0.1:{port}", f"localhost:{port}", f"localhost.:{port}", "127.0.0.2")
+    for host in (*ok, "[::1]:1"):
         r = httpx.get(f"{live_server.url}/api/health", headers={"Host": host})
         assert r.status_code == 200, host
     for host in (f"evil.example:{port}", "attacker.test", "127.0.0.1.evil.example"):
