@@ -98,6 +98,8 @@ class LiveRun:
 
     summary: RunSummary
     graph: Graph
+    workflow: Workflow
+    """As submitted: the graph's has its paths resolved in the data directory."""
     executor: WorkflowExecutor
     bus: EventBus
     history: EventHistory
@@ -213,6 +215,7 @@ class RunManager:
         live = LiveRun(
             summary=summary,
             graph=graph,
+            workflow=workflow,
             executor=executor,
             bus=bus,
             history=history,
@@ -372,7 +375,7 @@ class RunManager:
         return RunDetail(
             **msgspec.structs.asdict(live.summary),
             nodes=self._nodes(live, stats),
-            graph=live.graph.workflow,
+            graph=live.workflow,
             events_dropped=live.bus.statistics().dropped,
         )
 

@@ -139,6 +139,8 @@ async def test_relative_paths_resolve_in_the_data_dir(
         assert r.status_code == 201, r.text
         detail = await wait_for_run(client, r.json()["run_id"], finished)
     assert detail["status"] == "completed", detail
+    # The API shows the workflow as submitted, not the server's directories.
+    assert detail["graph"]["checkpoint"]["path"] == "ck.db"
     data = tmp_path / "flowstream.db.data"
     assert config.data_path == data
     assert oct(data.stat().st_mode & 0o777) == "0o700"
@@ -241,3 +243,26 @@ def test_every_path_url_and_host_field_is_marked() -> None:
             if wanted is not None and wanted not in kinds:
                 unmarked.append(f"{type_id} {path}: {wanted}")
     assert unmarked == []
+
+
+async def test_a_live_run_shows_the_workflow_as_submitted(tmp_path: Path) -> None:
+    doc = {
+        "name": "ticks",
+        "mode": "stream",
+        "checkpoint": {"path": "ticks.ckpt", "interval_ms": 50},
+        "nodes": [
+            {"id": "tick", "type": "source.timer", "config": {"interval_ms": 5}},
+            {"id": "sink", "type": "sink.null"},
+        ],
+        "connections": ["tick -> sink"],
+    }
+    async with open_client(create_app(make_config(tmp_path))) as client:
+        assert (await put(client, doc)).status_code == 200
+        r = await client.post("/api/workflows/ticks/runs", headers=AUTH)
+        run_id = r.json()["run_id"]
+        detail = await wait_for_run(client, run_id, lambda d: d["status"] == "running")
+        assert detail["graph"]["checkpoint"]["path"] == "ticks.ckpt"
+        await client.post(f"/api/runs/{run_id}/stop", headers=AUTH)
+        detail = await wait_for_run(client, run_id, finished)
+    assert detail["graph"]["checkpoint"]["path"] == "ticks.ckpt"
+    assert (tmp_path / "flowstream.db.data" / "ticks.ckpt").exists()
