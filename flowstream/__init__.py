@@ -49,6 +49,11 @@ from .core.node import (
     NodeState as NodeState,
     node as node,
 )
+from .core.resources import (
+    FilePath as FilePath,
+    ListenHost as ListenHost,
+    OutboundUrl as OutboundUrl,
+)
 from .core.values import Json as Json, Stream as Stream, Value as Value
 from .core.workflow import (
     Connection as Connection,
@@ -89,6 +94,7 @@ from .runtime.events import EventBus as EventBus, Subscription as Subscription
 from .runtime.feeds import NO_ITEM as NO_ITEM, next_item as next_item
 from .runtime.flow import FlowRuntime as FlowRuntime
 from .runtime.local import WorkflowExecutor as WorkflowExecutor
+from .runtime.netpolicy import check_url as check_url
 from .runtime.options import RunOptions as RunOptions
 from .runtime.protocol import Executor as Executor
 from .runtime.registry import NodeRegistry as NodeRegistry
@@ -108,6 +114,7 @@ __all__ = [
     "Executor",
     "Expr",
     "ExprCondition",
+    "FilePath",
     "FileStorage",
     "Flow",
     "FlowResult",
@@ -117,6 +124,7 @@ __all__ = [
     "Json",
     "KeyEquals",
     "KeyExists",
+    "ListenHost",
     "MemoryStorage",
     "NO_ITEM",
     "Node",
@@ -130,6 +138,7 @@ __all__ = [
     "NodeStarted",
     "NodeState",
     "NodeStats",
+    "OutboundUrl",
     "ReceiveChannel",
     "RetryPolicy",
     "RetryWorkflow",
@@ -152,6 +161,7 @@ __all__ = [
     "WorkflowNode",
     "WorkflowStarted",
     "__version__",
+    "check_url",
     "decode",
     "encode",
     "next_item",

@@ -639,6 +639,41 @@ def _markdown(specs: Sequence[dict[str, Any]]) -> str:
     help="Allow a node type that reaches the server's files (repeatable).",
 )
 @click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="The only directory uploaded workflows' files may be in [default: <db>.data].",
+)
+@click.option(
+    "--allow-net",
+    "allow_net",
+    multiple=True,
+    metavar="HOST[:PORT]",
+    help="Let uploaded workflows connect to this host (a name, *.domain, an "
+    "address or CIDR block; repeatable). Default: nowhere.",
+)
+@click.option(
+    "--allow-private-net",
+    is_flag=True,
+    help="Let them reach loopback, link-local and private addresses too.",
+)
+@click.option(
+    "--allow-listen",
+    "allow_listen",
+    multiple=True,
+    metavar="ADDRESS",
+    help="Let their listening nodes bind this address beyond loopback "
+    "(0.0.0.0 for all; repeatable).",
+)
+@click.option(
+    "--allow-host",
+    "allow_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Answer requests whose Host is NAME too (besides 127.0.0.1, "
+    "localhost, [::1] and --host; repeatable).",
+)
+@click.option(
     "--max-runs",
     type=click.IntRange(min=1),
     default=8,
@@ -665,6 +700,11 @@ def serve_command(
     db: str,
     allow_modules: tuple[str, ...],
     allow_nodes: tuple[str, ...],
+    data_dir: str | None,
+    allow_net: tuple[str, ...],
+    allow_private_net: bool,
+    allow_listen: tuple[str, ...],
+    allow_hosts: tuple[str, ...],
     max_runs: int,
     max_body: int,
     drain_timeout: float,
@@ -692,6 +732,11 @@ def serve_command(
                 host=host,
                 allow_modules=allow_modules,
                 allow_nodes=allow_nodes,
+                data_dir=data_dir,
+                allow_net=allow_net,
+                allow_private_net=allow_private_net,
+                allow_listen=allow_listen,
+                allow_hosts=allow_hosts,
                 max_runs=max_runs,
                 max_body_bytes=max_body,
                 drain_timeout=drain_timeout,

@@ -14,6 +14,7 @@ Exception
       |    +-- BrokenChannelError                     the other side went away
       +-- ConnectorError
            +-- ConnectError                           could not reach the outside world
+           |    +-- NetworkDenied (PermissionError)   refused by the server's policy
            +-- ConnectionLost                         reached it, then lost it
            +-- ProtocolError                          the peer spoke nonsense
 
@@ -25,6 +26,8 @@ well lets callers catch generically (``except ValueError`` catches a bad workflo
 """
 
 from __future__ import annotations
+
+import errno
 
 import msgspec
 
@@ -40,6 +43,7 @@ __all__ = [
     "EncodeError",
     "EndOfStream",
     "FlowstreamError",
+    "NetworkDenied",
     "NodeError",
     "Problem",
     "ProtocolError",
@@ -164,6 +168,45 @@ class ConnectorError(FlowstreamError):
 
 class ConnectError(ConnectorError):
     """Could not connect (refused, unreachable, bad address): check the endpoint."""
+
+
+class NetworkDenied(ConnectError, PermissionError):
+    """The server's network policy refused a connection or a listening address.
+
+    Workflows submitted to a server reach only the hosts its operator allows
+    (``--allow-net``), never loopback, link-local or private addresses unless
+    allowed too, and listen on loopback only (``--allow-listen``). The
+    workflow is at fault, or the server's policy is too narrow for it: the
+    message names the address and the flag that would allow it. Never
+    retried. A `PermissionError` too, so that socket code that handles
+    `OSError` (as asyncio does for each address it tries) passes it on.
+    """
+
+    def __init__(self, message: str) -> None:
+        # errno and strerror as OSError has them: socket code reads them.
+        super().__init__(errno.EACCES, message)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+    @staticmethod
+    def found_in(exc: BaseException) -> NetworkDenied | None:
+        """The refusal behind ``exc`` (a client library's wrapper), if any."""
+        seen: set[int] = set()
+        todo: list[BaseException] = [exc]
+        while todo:
+            current = todo.pop()
+            if id(current) in seen:
+                continue
+            seen.add(id(current))
+            if isinstance(current, NetworkDenied):
+                return current
+            if isinstance(current, BaseExceptionGroup):
+                todo.extend(current.exceptions)
+            for linked in (current.__cause__, current.__context__):
+                if linked is not None:
+                    todo.append(linked)
+        return None
 
 
 class ConnectionLost(ConnectorError):

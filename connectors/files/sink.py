@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from flowstream import node
+from flowstream import FilePath, node
 
 from ._common import (
     FileFormat,
@@ -64,7 +64,7 @@ class FileSinkConfig(
         delimiter: The CSV field separator.
     """
 
-    path: str
+    path: FilePath
     format: FileFormat | None = None
     commit: Literal["append"] = "append"
     fsync: Literal["end", "batch", "never"] = "end"

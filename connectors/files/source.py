@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from flowstream import node
+from flowstream import FilePath, node
 
 from .._records import record_type
 from ._common import (
@@ -65,7 +65,7 @@ class FileSourceConfig(
         max_line_bytes: A longer line goes to the ``error`` port.
     """
 
-    path: str
+    path: FilePath
     format: FileFormat | None = None
     schema: dict[str, str] | None = None
     follow: bool = False

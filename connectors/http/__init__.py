@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 import httpx
 import msgspec
 
-from flowstream import NodeSpec, node
-from flowstream.errors import ConnectError, ConnectorError
+from flowstream import NodeSpec, OutboundUrl, check_url, node
+from flowstream.errors import ConnectError, ConnectorError, NetworkDenied
 
 from .._records import RecordDecoder, record_type
 
@@ -121,7 +121,7 @@ class HttpSourceConfig(
         max_body_bytes: A larger body goes to the ``error`` port.
     """
 
-    url: str
+    url: OutboundUrl
     interval_ms: float = 5000.0
     count: int | None = None
     headers: dict[str, str] = msgspec.field(default_factory=dict)
@@ -252,6 +252,7 @@ class HttpSource:
             headers["If-None-Match"] = etag
         if modified:
             headers["If-Modified-Since"] = modified
+        check_url(cfg.url, what=f"http.source {ctx.node_id}")
         try:
             async with client.stream(
                 "GET", cfg.url, headers=headers, timeout=cfg.timeout_s
@@ -263,6 +264,9 @@ class HttpSource:
                     raise _PollFailed(_describe(response))
                 body = await _read_capped(response, cfg.max_body_bytes)
         except httpx.HTTPError as exc:
+            denied = NetworkDenied.found_in(exc)
+            if denied is not None:  # the policy will not change: no retry
+                raise denied from None
             msg = f"{type(exc).__name__}: {exc}"
             raise _PollFailed(msg) from None
         if response.headers.get("etag"):
@@ -344,7 +348,7 @@ class HttpSinkConfig(
         max_backoff_ms: Longest wait between attempts.
     """
 
-    url: str
+    url: OutboundUrl
     method: Literal["POST", "PUT"] = "POST"
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     format: Literal["json", "jsonl", "msgpack"] = "json"
@@ -523,6 +527,7 @@ class HttpSink:
         client = self._client.client
         assert client is not None, "initialize was not called"
         headers = {"Content-Type": CONTENT_TYPES[cfg.format], **cfg.headers}
+        check_url(cfg.url, what=f"http.sink {ctx.node_id}")
         attempt = 1
         while True:
             retry_after: float | None = None
@@ -535,6 +540,9 @@ class HttpSink:
                     timeout=cfg.timeout_s,
                 )
             except httpx.TransportError as exc:
+                denied = NetworkDenied.found_in(exc)
+                if denied is not None:  # the policy will not change: no retry
+                    raise denied from None
                 problem = f"{type(exc).__name__}: {exc}"
                 failure: type[ConnectorError] = ConnectError
             else:

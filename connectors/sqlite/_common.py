@@ -74,6 +74,9 @@ def _connect(
     else:
         conn = sqlite3.connect(path, isolation_level=None)
     try:
+        # A node reads or writes its one file: a query may not ATTACH
+        # another (on a server, one outside its data directory).
+        conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
     except BaseException:
         conn.close()

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from flowstream import node
+from flowstream import FilePath, node
 
 from .._records import record_type
 from ._common import _check_busy, _check_path, _Worker
@@ -46,7 +46,7 @@ class SqliteSinkConfig(
         busy_timeout_ms: How long to wait on another writer's lock.
     """
 
-    path: str
+    path: FilePath
     table: str
     key: str | list[str] | None = None
     schema: dict[str, str] | None = None

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from flowstream import node
+from flowstream import FilePath, node
 
 from ._common import _check_busy, _check_path, _connect, _Worker
 
@@ -46,7 +46,7 @@ class SqliteSourceConfig(
         busy_timeout_ms: How long to wait on a lock.
     """
 
-    path: str
+    path: FilePath
     query: str
     params: dict[str, Any] = msgspec.field(default_factory=dict)
     rowid_column: str = "rowid"

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 from websockets.asyncio.server import serve
 
+from flowstream import ListenHost, OutboundUrl
 from flowstream.errors import ConnectError
 
 from .._records import Encoding
@@ -85,8 +86,8 @@ class _Endpoint(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
     mode: Mode
     """``server``: listen on host/port(/path); ``client``: connect to ``url``."""
-    url: str | None = None
-    host: str = "127.0.0.1"
+    url: OutboundUrl | None = None
+    host: ListenHost = "127.0.0.1"
     port: int = 0
     """0 binds a free port; the ``listening`` event tells which."""
     path: str | None = None

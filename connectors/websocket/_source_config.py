@@ -12,6 +12,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
+from flowstream import FilePath  # noqa: TC001 (msgspec reads annotations)
+
 from .._records import record_type
 from ._common import _at_least_one, _Endpoint
 
@@ -105,7 +107,7 @@ class WebSocketSourceConfig(
     seq_field: str | None = None
     resume_query: str | None = None
     resume_message: Any = None
-    journal: str | None = None
+    journal: FilePath | None = None
     journal_max_frames: int = 64
 
     def __post_init__(self) -> None:

@@ -17,7 +17,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.frames import CloseCode
 from websockets.protocol import State
 
-from flowstream import node
+from flowstream import check_url, node
+from flowstream.errors import NetworkDenied
 
 from ._common import (
     _at_least_one,
@@ -399,8 +400,12 @@ class WebSocketSink:
         failures = 0
         while True:
             try:
+                check_url(url, what=f"ws.sink {ctx.node_id}")
                 ws = await connect(url, **options)
             except (OSError, TimeoutError, InvalidHandshake) as exc:
+                denied = NetworkDenied.found_in(exc)
+                if denied is not None:  # the policy will not change: no retry
+                    raise denied from None
                 failures += 1
                 if policy.max_attempts is not None and failures >= policy.max_attempts:
                     raise _connect_failed(url, failures, exc) from exc

@@ -24,7 +24,8 @@ from websockets.exceptions import (
 )
 from websockets.frames import CloseCode
 
-from flowstream import node
+from flowstream import check_url, node
+from flowstream.errors import NetworkDenied
 
 from .._records import MAX_RAW_IN_ERROR, BadRecord, RecordDecoder
 from ._common import (
@@ -477,6 +478,7 @@ class WebSocketSource:
         while not ctx.stopping.is_set():
             target, resume = self._resume(url)
             try:
+                check_url(target, what=f"ws.source {ctx.node_id}")
                 ws = await connect(
                     target,
                     max_size=config.hard_limit,
@@ -484,6 +486,10 @@ class WebSocketSource:
                     **options,
                 )
             except (OSError, TimeoutError, InvalidHandshake) as exc:
+                denied = NetworkDenied.found_in(exc)
+                if denied is not None:  # the policy will not change: no retry
+                    self._failure = denied
+                    return
                 failures += 1
                 if policy.max_attempts is not None and failures >= policy.max_attempts:
                     self._failure = _connect_failed(url, failures, exc)

@@ -14,11 +14,12 @@ from __future__ import annotations
 import functools
 import importlib
 import re
-import types
 import typing
 from typing import Annotated, Any
 
 import msgspec
+
+from .markers import Marker, marked_fields
 
 if typing.TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -37,15 +38,8 @@ __all__ = [
 ]
 
 
-class _Marker:
-    __slots__ = ("kind",)
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-
-
-_CEL = _Marker("cel")
-_FN = _Marker("fn")
+_CEL = Marker("cel")
+_FN = Marker("fn")
 
 Expr = Annotated[str, _CEL, msgspec.Meta(description="a CEL expression over x")]
 """A config field holding a CEL expression; the item is the variable ``x``."""
@@ -175,25 +169,6 @@ def resolve_callable(ref: str) -> Callable[..., Any]:
     return typing.cast("Callable[..., Any]", obj)
 
 
-def _markers(annotation: Any) -> Iterator[tuple[str, Any]]:
-    """Yield (kind, container shape) for the markers inside an annotation."""
-    origin = typing.get_origin(annotation)
-    if origin is Annotated:
-        for meta in annotation.__metadata__:
-            if isinstance(meta, _Marker):
-                yield meta.kind, None
-        return
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(annotation):
-            yield from _markers(arg)
-    elif origin in (list, tuple):
-        for kind, _ in _markers(typing.get_args(annotation)[0]):
-            yield kind, list
-    elif origin is dict:
-        for kind, _ in _markers(typing.get_args(annotation)[1]):
-            yield kind, dict
-
-
 def expr_fields(config: msgspec.Struct) -> Iterator[tuple[str, str, str]]:
     """Yield ``(field path, kind, source)`` for every expression or reference.
 
@@ -201,17 +176,8 @@ def expr_fields(config: msgspec.Struct) -> Iterator[tuple[str, str, str]]:
     or dict values of `Expr`/`FnRef`; the path names the element
     (``predicates.even``, ``exprs[2]``).
     """
-    hints = typing.get_type_hints(type(config), include_extras=True)
-    for name in config.__struct_fields__:
-        value = getattr(config, name)
-        if value is None:
-            continue
-        for kind, shape in _markers(hints.get(name)):
-            if shape is None and isinstance(value, str):
-                yield name, kind, value
-            elif shape is list:
-                for i, item in enumerate(value):
-                    yield f"{name}[{i}]", kind, item
-            elif shape is dict:
-                for key, item in value.items():
-                    yield f"{name}.{key}", kind, item
+    for found in marked_fields(config, _KINDS):
+        yield found.path, found.kind, found.value
+
+
+_KINDS = frozenset({"cel", "fn"})

@@ -42,6 +42,7 @@ from .codec import (
     document_format,
     encode_document,
 )
+from .resources import FilePath
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -163,7 +164,7 @@ class Checkpoint(
             letters (with the reason) when it fails again, and goes on.
     """
 
-    path: str
+    path: FilePath
     interval_ms: float = 1000.0
     max_restarts: int = 3
     poison: Literal["stop", "dead_letter"] = "stop"

@@ -15,7 +15,9 @@ import httpx
 import msgspec
 
 from ..core.node import node
-from ..errors import ConnectError, ConnectionLost, DecodeError
+from ..core.resources import OutboundUrl
+from ..errors import ConnectError, ConnectionLost, DecodeError, NetworkDenied
+from ..runtime.netpolicy import check_url
 
 if TYPE_CHECKING:
     from ..core.node import NodeContext
@@ -50,7 +52,7 @@ class HttpRequest(
     """
 
     method: Method = "GET"
-    url: str | None = None
+    url: OutboundUrl | None = None
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     params: dict[str, Param] = msgspec.field(default_factory=dict)
     json: Any = None
@@ -154,6 +156,8 @@ class HttpRequestNode:
             headers=config.headers,
             timeout=config.timeout_s,
             follow_redirects=config.follow_redirects,
+            # Every request, redirects included, meets the network policy.
+            event_hooks={"request": [_check_request]},
         )
 
     async def shutdown(self) -> None:
@@ -194,7 +198,12 @@ class HttpRequestNode:
             kind = type(exc).__name__
             msg = f"{where}: no answer within {config.timeout_s} s ({kind})"
             raise TimeoutError(msg) from exc
+        except NetworkDenied:
+            raise
         except httpx.ConnectError as exc:
+            denied = NetworkDenied.found_in(exc)
+            if denied is not None:
+                raise denied from None
             msg = f"{where}: cannot connect ({exc or type(exc).__name__})"
             raise ConnectError(msg) from exc
         except httpx.TransportError as exc:
@@ -246,6 +255,10 @@ class HttpRequestNode:
         url = _check_url(url, "the url")
         content = _payload(payload, is_json=is_json) if has_payload else None
         return url, params, content, is_json and has_payload
+
+
+async def _check_request(request: httpx.Request) -> None:
+    check_url(str(request.url), what="http.request")
 
 
 def _body(response: httpx.Response, where: str) -> Any:

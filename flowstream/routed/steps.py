@@ -34,6 +34,7 @@ import msgspec
 
 from ..core.expr import Expr, compile_expr
 from ..core.node import node
+from ..core.resources import FilePath
 from ..core.workflow import Workflow, read_workflow
 from ..runtime.flow import FlowRuntime
 from ..runtime.registry import NodeRegistry
@@ -339,7 +340,7 @@ class RunWorkflowConfig(_Config, frozen=True, kw_only=True):
         next: The step to go to; None means the step's only route.
     """
 
-    workflow: str
+    workflow: FilePath
     set: dict[str, Expr] = msgspec.field(default_factory=dict)
     outputs: dict[str, str] = msgspec.field(default_factory=dict)
     next: str | None = None

@@ -22,6 +22,8 @@ from .. import __version__
 from ..runtime.registry import NodeRegistry
 from .auth import load_token
 from .config import ServerConfig
+from .datadir import DataDir
+from .hosts import HostCheck
 from .metrics import Metrics
 from .problems import exception_handlers, schema_not_found
 from .routes import (
@@ -73,6 +75,7 @@ def create_app(config: ServerConfig | None = None, **overrides: Any) -> Litestar
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        DataDir.of(config).create()
         store = Store(config.db)
         try:
             runs = RunManager(config, store, registry, metrics)
@@ -120,6 +123,7 @@ def create_app(config: ServerConfig | None = None, **overrides: Any) -> Litestar
         route_handlers=[*route_handlers(), run_events],
         lifespan=[lifespan],
         guards=[auth_guard],
+        middleware=[HostCheck(config).middleware],
         exception_handlers=exception_handlers(),
         openapi_config=openapi,
         request_max_body_size=config.max_body_bytes,

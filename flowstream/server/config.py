@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..runtime.netpolicy import NetPolicy
+
 if TYPE_CHECKING:
     from ..runtime.registry import NodeRegistry
 
@@ -44,6 +46,19 @@ class ServerConfig:
         allow_modules: Modules (and their submodules) whose callables an
             uploaded workflow may name as ``fn: "module:attr"``.
         allow_nodes: Node types of `DENIED_NODE_TYPES` to allow anyway.
+        data_dir: The only directory uploaded workflows' files may be in
+            (checkpoint stores, journals, file and SQLite sources and
+            sinks); None means beside the database, ``<db>.data``.
+        allow_net: ``HOST[:PORT]`` patterns outbound nodes of uploaded
+            workflows may reach (`flowstream.runtime.netpolicy.NetPolicy`);
+            empty, the default, reaches nothing.
+        allow_private_net: Let them reach loopback, link-local, private,
+            multicast and reserved addresses too (still only the allowed
+            hosts).
+        allow_listen: Addresses beyond loopback their listening nodes may
+            bind (``0.0.0.0`` for every interface).
+        allow_hosts: ``Host`` names the server answers to besides
+            loopback's and ``host`` (`flowstream.server.hosts`).
         max_body_bytes: The largest request body accepted (413 beyond).
         max_runs: How many runs may be active at once (429 beyond).
         drain_timeout: Seconds a stop may drain before the run is cancelled.
@@ -62,6 +77,11 @@ class ServerConfig:
     token_file: str | Path | None = None
     allow_modules: tuple[str, ...] = ()
     allow_nodes: tuple[str, ...] = ()
+    data_dir: str | Path | None = None
+    allow_net: tuple[str, ...] = ()
+    allow_private_net: bool = False
+    allow_listen: tuple[str, ...] = ()
+    allow_hosts: tuple[str, ...] = ()
     max_body_bytes: int = 1 << 20
     max_runs: int = 8
     drain_timeout: float = 10.0
@@ -80,6 +100,28 @@ class ServerConfig:
         if not self.sample_interval > 0:
             msg = f"sample_interval must be > 0, got {self.sample_interval!r}"
             raise ValueError(msg)
+        self.net_policy  # noqa: B018 (a bad pattern is refused at start)
+
+    @property
+    def net_policy(self) -> NetPolicy:
+        """What uploaded workflows may reach and where they may listen.
+
+        Raises:
+            ValueError: An allow pattern or address does not parse.
+        """
+        return NetPolicy(
+            allow=self.allow_net,
+            allow_private=self.allow_private_net,
+            allow_listen=self.allow_listen,
+        )
+
+    @property
+    def data_path(self) -> Path:
+        """The directory uploaded workflows' files resolve in."""
+        if self.data_dir is not None:
+            return Path(self.data_dir)
+        db = Path(self.db)
+        return db.with_name(db.name + ".data")
 
     @property
     def loopback(self) -> bool:

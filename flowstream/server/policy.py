@@ -4,7 +4,11 @@ Uploaded workflows are untrusted. They may use CEL expressions (sandboxed by
 design) but name Python callables (``fn: "module:attr"``) only from modules
 on the server's allowlist: importing any other module could run its code.
 Node types that reach the server's files or import code
-(`DENIED_NODE_TYPES`) are refused unless the server allows them.
+(`DENIED_NODE_TYPES`) are refused unless the server allows them. Every file
+path resolves inside the server's data directory (`DataDir`), every URL a
+config names must be allowed by the server's network policy, and listening
+nodes bind loopback only (`NetPolicy`; the run enforces the same policy on
+its sockets, after DNS resolution).
 
 Problems are reported as validation problems, with every other problem of the
 workflow, in one `WorkflowValidationError`.
@@ -17,11 +21,15 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ..core.expr import expr_fields
-from ..errors import Problem, UnknownNodeType, WorkflowValidationError
+from ..core.resources import resource_fields
+from ..errors import NetworkDenied, Problem, UnknownNodeType, WorkflowValidationError
+from ..runtime.netpolicy import url_host_port
 from ..runtime.validation import validate
+from .datadir import DataDir
 
 if TYPE_CHECKING:
     from ..core.workflow import Workflow
+    from ..runtime.netpolicy import NetPolicy
     from ..runtime.registry import NodeRegistry
     from ..runtime.validation import Graph
     from .config import ServerConfig
@@ -40,9 +48,15 @@ def check_workflow(
     Callables are imported (and so checked) only when every one of them is
     allowed; otherwise the disallowed ones are reported and none is imported.
 
+    Returns:
+        The graph to run: its workflow has every file path resolved inside
+        the server's data directory.
+
     Raises:
         WorkflowValidationError: Every problem, the policy's included.
     """
+    workflow, path_problems = DataDir.of(config).confine(workflow, registry)
+    policy = config.net_policy
     problems: list[Problem] = []
     allowed_refs: set[tuple[str, str]] = set()
     refused_refs: dict[tuple[str, str], str] = {}
@@ -57,6 +71,7 @@ def check_workflow(
                     field="type",
                 )
             )
+        problems += _network_problems(decl.id, decl.type, decl.config, registry, policy)
         for path, ref in _callable_refs(decl.type, decl.config, registry):
             key = (decl.id, f"config.{path}")
             module = ref.partition(":")[0]
@@ -64,6 +79,7 @@ def check_workflow(
                 allowed_refs.add(key)
             else:
                 refused_refs[key] = ref
+    problems += path_problems
     try:
         graph = validate(workflow, registry, allow_callables=not refused_refs)
     except WorkflowValidationError as exc:
@@ -72,6 +88,35 @@ def check_workflow(
     if problems:
         raise WorkflowValidationError(problems)
     return graph
+
+
+def _network_problems(
+    node_id: str,
+    type_id: str,
+    raw: dict[str, Any],
+    registry: NodeRegistry,
+    policy: NetPolicy,
+) -> list[Problem]:
+    """The URLs and listening addresses of a node's config the policy refuses."""
+    try:
+        config = registry.get(type_id).decode_config(raw)
+    except (UnknownNodeType, ValueError, TypeError):
+        return []  # validation reports these
+    if config is None:
+        return []
+    problems = []
+    for found in resource_fields(config):
+        try:
+            if found.kind == "url":
+                host, port = url_host_port(found.value)
+                policy.check_host(host, port)
+            elif found.kind == "listen":
+                policy.check_listen(found.value)
+        except NetworkDenied as exc:
+            problems.append(
+                Problem(str(exc), node=node_id, field=f"config.{found.path}")
+            )
+    return problems
 
 
 def _callable_refs(

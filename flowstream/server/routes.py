@@ -24,6 +24,7 @@ The events feed (``WS /api/runs/{run_id}/events``) is in `flowstream.server.ws`.
 from __future__ import annotations
 
 import copy
+import typing
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Annotated, Any, cast
@@ -177,25 +178,58 @@ class _UploadOperation(Operation):
 
 
 def finish_document(generated: dict[str, Any]) -> dict[str, Any]:
-    """The OpenAPI document as served: Litestar's, plus ``WorkflowDocument``.
+    """The OpenAPI document as served: Litestar's, made to say what we do.
 
-    An uploaded workflow is a `Workflow` whose connections and routes may
-    also be strings (the file shorthand), which no msgspec type says; the
-    upload's body is declared as a copy of ``Workflow`` that allows them.
+    * Structs that refuse unknown fields say so (``additionalProperties:
+      false``), which Litestar leaves out.
+    * An uploaded workflow is a `Workflow` whose connections may also be
+      strings (the file shorthand), which no msgspec type says; the upload's
+      body is declared as ``WorkflowDocument``, a copy of ``Workflow`` that
+      allows them and leaves out the routed mode and its fields (the server
+      runs dataflows only).
+    * Starting a run takes an optional body (Litestar marks it required).
     """
     doc = copy.deepcopy(generated)
     schemas = doc["components"]["schemas"]
+    for name, cls in _structs(Workflow, RunRequest).items():
+        if name in schemas and cls.__struct_config__.forbid_unknown_fields:
+            schemas[name]["additionalProperties"] = False
     upload = copy.deepcopy(schemas["Workflow"])
     upload["title"] = "WorkflowDocument"
-    for key, shape in (("connections", "'a -> b.in'"), ("routes", "'a -> b'")):
-        prop = upload["properties"][key]
-        text = {"type": "string", "description": f"the shorthand {shape}"}
-        prop["items"] = {"oneOf": [text, prop["items"]]}
+    for routed in _ROUTED_ONLY:
+        upload["properties"].pop(routed)
+    upload["properties"]["mode"]["enum"] = ["dag", "stream"]
+    prop = upload["properties"]["connections"]
+    text = {"type": "string", "description": "the shorthand 'a -> b.in'"}
+    prop["items"] = {"oneOf": [text, prop["items"]]}
     schemas["WorkflowDocument"] = upload
     body = doc["paths"]["/api/workflows/{name}"]["put"]["requestBody"]
     for media in body["content"].values():
         media["schema"] = {"$ref": "#/components/schemas/WorkflowDocument"}
+    doc["paths"]["/api/workflows/{name}/runs"]["post"]["requestBody"]["required"] = (
+        False
+    )
     return doc
+
+
+# Workflow fields of the routed mode, which the server does not run.
+_ROUTED_ONLY = ("routes", "entry", "max_steps")
+
+
+def _structs(*roots: type[msgspec.Struct]) -> dict[str, type[msgspec.Struct]]:
+    """Every struct type reachable from ``roots`` through their fields."""
+    found: dict[str, type[msgspec.Struct]] = {}
+    todo: list[Any] = list(roots)
+    while todo:
+        hint = todo.pop()
+        if isinstance(hint, type) and issubclass(hint, msgspec.Struct):
+            if hint.__name__ in found:
+                continue
+            found[hint.__name__] = hint
+            todo.extend(typing.get_type_hints(hint).values())
+        else:
+            todo.extend(typing.get_args(hint))
+    return found
 
 
 class DocumentPlugin(JsonRenderPlugin):

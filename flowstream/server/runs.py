@@ -32,6 +32,7 @@ from ..core.workflow import ContinueOnError, Workflow
 from ..errors import EncodeError, Problem, WorkflowValidationError
 from ..runtime.backends import create_executor
 from ..runtime.events import EventBus
+from ..runtime.netpolicy import enforce
 from ..runtime.options import RunOptions
 from .logs import current_run
 from .policy import check_workflow
@@ -99,6 +100,8 @@ class LiveRun:
 
     summary: RunSummary
     graph: Graph
+    workflow: Workflow
+    """As submitted: the graph's has its paths resolved in the data directory."""
     executor: Executor
     bus: EventBus
     history: EventHistory
@@ -134,6 +137,7 @@ class RunManager:
         self.store = store
         self.registry = registry
         self.metrics = metrics
+        self._net_policy = config.net_policy
         self._live: dict[str, LiveRun] = {}
         self._group: asyncio.TaskGroup | None = None
 
@@ -213,6 +217,7 @@ class RunManager:
         live = LiveRun(
             summary=summary,
             graph=graph,
+            workflow=workflow,
             executor=executor,
             bus=bus,
             history=history,
@@ -239,7 +244,10 @@ class RunManager:
                 async with asyncio.TaskGroup() as group:
                     group.create_task(self._sample(live))
                     try:
-                        result = await live.executor.run()
+                        # The run's tasks inherit the policy: every socket
+                        # they open is checked (`runtime.netpolicy`).
+                        with enforce(self._net_policy):
+                            result = await live.executor.run()
                     finally:
                         live.done.set()
         except Exception as exc:
@@ -369,7 +377,7 @@ class RunManager:
         return RunDetail(
             **msgspec.structs.asdict(live.summary),
             nodes=self._nodes(live, stats),
-            graph=live.graph.workflow,
+            graph=live.workflow,
             events_dropped=live.bus.statistics().dropped,
         )
 

@@ -56,7 +56,11 @@ def serve(config: ServerConfig, *, port: int, log_format: str, out: TextIO) -> N
     app = create_app(config)
     host = f"[{config.host}]" if ":" in config.host else config.host
     url = f"http://{host}:{port}/"
-    print(f"flowstream serve: {url} (database {config.db})", file=out)
+    print(
+        f"flowstream serve: {url} (database {config.db}, "
+        f"data directory {config.data_path})",
+        file=out,
+    )
     if generated:
         print(
             f"API token (printed only this once; kept in {config.token_path}, "
@@ -74,6 +78,9 @@ def serve(config: ServerConfig, *, port: int, log_format: str, out: TextIO) -> N
             log_config=None,  # our handlers, text or JSON
             access_log=False,
             lifespan="on",
+            # Not uvloop: runs' sockets are checked by an audit hook that
+            # sees asyncio's own (`flowstream.runtime.netpolicy`).
+            loop="asyncio",
             timeout_graceful_shutdown=int(config.drain_timeout) + 5,
         )
     )

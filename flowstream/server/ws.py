@@ -10,15 +10,20 @@ event is missed or sent twice.
 A subscriber that reads too slowly loses the oldest of its buffered events
 (the `EventBus` never waits for a reader); the run's ``events_dropped``
 counts them. Application close codes: 4401 (the token is needed and missing
-or wrong: pass ``?token=`` or an ``Authorization`` header), 4404 (no such
-run).
+or wrong: pass ``?token=`` or an ``Authorization`` header), 4403 (a browser
+page of another origin, without the token), 4404 (no such run).
+
+Without the token, a server on loopback serves the feed to clients that are
+not browsers (no ``Origin`` header) and to pages of its own origin (the UI);
+any other page must pass the token, as it must beyond loopback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlsplit
 
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
@@ -29,6 +34,9 @@ from ..errors import EncodeError
 from .auth import token_matches
 from .routes import server
 
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 __all__ = ["run_events"]
 
 logger = logging.getLogger("flowstream.server")
@@ -38,6 +46,19 @@ logger = logging.getLogger("flowstream.server")
 _GONE = (WebSocketDisconnect, OSError, RuntimeError)
 
 
+def same_origin(headers: Mapping[str, str]) -> bool:
+    """Whether a handshake comes from a non-browser or a page of this server.
+
+    Browsers always send ``Origin`` on a WebSocket handshake; it must name
+    the host (and port) the request was sent to.
+    """
+    origin = headers.get("origin")
+    if origin is None:
+        return True
+    netloc = urlsplit(origin).netloc.lower()
+    return bool(netloc) and netloc == headers.get("host", "").lower()
+
+
 @websocket("/api/runs/{run_id:str}/events", opt={"public": True})
 async def run_events(
     socket: WebSocket[Any, Any, Any], run_id: Annotated[str, PathParameter()]
@@ -45,12 +66,20 @@ async def run_events(
     """Send a run's events to one subscriber until the run ends."""
     ctx = server(socket)
     await socket.accept()
-    if not ctx.config.loopback and not token_matches(
+    authorized = token_matches(
         ctx.token,
         socket.headers.get("authorization"),
         socket.query_params.get("token"),
-    ):
+    )
+    if not authorized and not ctx.config.loopback:
         await socket.close(code=4401, reason="unauthorized: the token is needed")
+        return
+    if not authorized and not same_origin(socket.headers):
+        # A page of another origin: browsers let any page open a WebSocket
+        # anywhere, so without this it could read the events of local runs.
+        await socket.close(
+            code=4403, reason="forbidden: another origin's page needs the token"
+        )
         return
     live = ctx.runs.live(run_id)
     if live is not None:

@@ -382,6 +382,20 @@ async def test_a_missing_database_fails_the_source_at_start(
     assert not (tmp_path / "nope.db").exists()  # read-only: never created
 
 
+async def test_a_query_cannot_attach_another_database(
+    runtime: FlowRuntime, tmp_path: Path
+) -> None:
+    # On a server, the node's path is confined to the data directory; an
+    # ATTACH in the query would open any other file (the server's own store).
+    db, other = tmp_path / "app.db", tmp_path / "other.db"
+    assert (await runtime.arun(write(db, [{"id": 1}]))).ok
+    with connect(other) as conn:
+        conn.execute("CREATE TABLE secret (v)")
+    result = await runtime.arun(read(db, f"ATTACH DATABASE '{other}' AS o"))
+    assert result.status == "failed"
+    assert "too many attached databases" in (result.error or "")
+
+
 # --- config -----------------------------------------------------------------------
 
 

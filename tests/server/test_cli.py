@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -174,3 +175,62 @@ def test_metrics_port_is_for_dataflows(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["run", str(flow), "--metrics-port", "9999"])
     assert result.exit_code == 2
     assert "--metrics-port applies to dataflows" in result.stderr
+
+
+def test_serve_takes_the_trust_flags(tmp_path: Path) -> None:
+    from .test_network import Target, request_workflow
+
+    target = Target()
+    thread = threading.Thread(target=target.serve_forever, daemon=True)
+    thread.start()
+    port = free_port()
+    data = tmp_path / "uploads"
+    args = (
+        "serve",
+        "--port",
+        str(port),
+        "--db",
+        str(tmp_path / "fs.db"),
+        "--data-dir",
+        str(data),
+        "--allow-net",
+        f"127.0.0.1:{target.port}",
+    )
+    proc = flowstream(*args, cwd=tmp_path)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until_up(f"{base}/api/health", proc)
+        token = (tmp_path / "fs.db.token").read_text().strip()
+        auth = {"Authorization": f"Bearer {token}"}
+        doc = request_workflow(f"http://127.0.0.1:{target.port}/")
+        doc["checkpoint"] = {"path": "fetch.ckpt"}
+        r = httpx.put(f"{base}/api/workflows/fetch", json=doc, headers=auth)
+        assert r.status_code == 200, r.text
+        run_id = httpx.post(f"{base}/api/workflows/fetch/runs", headers=auth).json()[
+            "run_id"
+        ]
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            detail = httpx.get(f"{base}/api/runs/{run_id}").json()
+            if detail["status"] != "running":
+                break
+            time.sleep(0.05)
+        assert detail["status"] == "completed", detail
+        # Another loopback port of the same host is not allowed.
+        doc = request_workflow(f"http://127.0.0.1:{port}/api/health")
+        r = httpx.put(f"{base}/api/workflows/fetch", json=doc, headers=auth)
+        assert r.status_code == 422
+    finally:
+        stop(proc)
+        target.shutdown()
+        target.server_close()
+    assert target.hits == 1
+    assert (data / "fetch.ckpt").exists()
+    assert not (tmp_path / "fetch.ckpt").exists()
+
+
+def test_serve_refuses_a_bad_allow_pattern(tmp_path: Path) -> None:
+    db = str(tmp_path / "fs.db")
+    result = CliRunner().invoke(cli, ["serve", "--db", db, "--allow-net", "[::1"])
+    assert result.exit_code == 2
+    assert "allow pattern '[::1'" in result.output

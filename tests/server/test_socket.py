@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 import websockets
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from .conftest import (
     AUTH,
@@ -126,3 +126,59 @@ async def test_events_feed_needs_the_token_beyond_loopback(tmp_path: Path) -> No
                 with pytest.raises(ConnectionClosed):
                     await ws.recv()
                 assert ws.close_code == code, (suffix, headers)
+
+
+# --- DNS rebinding and other origins (issue 11) ----------------------------------
+
+
+def test_a_loopback_server_answers_only_to_its_own_names(
+    live_server: LiveServer,
+) -> None:
+    # A page whose name was rebound to 127.0.0.1 sends its own name as Host.
+    port = live_server.url.rsplit(":", 1)[1]
+    ok = (f"127.0.0.1:{port}", f"localhost:{port}", f"localhost.:{port}", "127.0.0.2")
+    for host in (*ok, "[::1]:1"):
+        r = httpx.get(f"{live_server.url}/api/health", headers={"Host": host})
+        assert r.status_code == 200, host
+    for host in (f"evil.example:{port}", "attacker.test", "127.0.0.1.evil.example"):
+        r = httpx.get(f"{live_server.url}/api/runs", headers={"Host": host})
+        assert r.status_code == 421, host
+        assert r.headers["content-type"] == "application/problem+json"
+        assert "--allow-host" in r.json()["detail"]
+
+
+def test_allowed_host_names_are_answered(tmp_path: Path) -> None:
+    config = make_config(tmp_path, allow_hosts=("flows.internal",))
+    with running_server(config) as live:
+        ok = httpx.get(f"{live.url}/api/health", headers={"Host": "flows.internal"})
+        bad = httpx.get(f"{live.url}/api/health", headers={"Host": "other.internal"})
+    assert (ok.status_code, bad.status_code) == (200, 421)
+
+
+async def test_events_feed_refuses_rebound_hosts_and_other_origins(
+    live_server: LiveServer,
+) -> None:
+    url = f"{live_server.ws_url}/api/runs/0bad/events"
+    own = live_server.url
+    for headers, suffix, code in [
+        ({}, "", 4404),  # not a browser: loopback reads are open
+        ({"Origin": own}, "", 4404),  # the server's own page (the UI)
+        ({"Origin": "http://evil.example"}, "", 4403),
+        ({"Origin": "http://evil.example"}, "?token=wrong", 4403),
+        ({"Origin": "http://evil.example"}, f"?token={TOKEN}", 4404),
+        ({"Origin": "null"}, "", 4403),
+    ]:
+        async with websockets.connect(url + suffix, additional_headers=headers) as ws:
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+            assert ws.close_code == code, headers
+    # Connected to 127.0.0.1, addressed to another name (a rebound page).
+    port = int(live_server.url.rsplit(":", 1)[1])
+    with pytest.raises(InvalidStatus) as refused:
+        async with websockets.connect(
+            f"ws://evil.example:{port}/api/runs/0bad/events",
+            host="127.0.0.1",
+            port=port,
+        ):
+            pass
+    assert refused.value.response.status_code == 403

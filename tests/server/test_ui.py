@@ -144,6 +144,10 @@ async def test_ui_reconnects_when_the_server_restarts(
                 await page.wait_for_selector('#connection[data-state="connected"]')
                 await page.click(f'li[data-run-id="{run_id}"]')
                 await page.wait_for_selector('#run-status[data-status="completed"]')
+                # No token: the events feed serves the server's own origin.
+                await page.wait_for_selector(
+                    '#events li[data-event="WorkflowCompleted"]'
+                )
         finally:
             await browser.close()
 

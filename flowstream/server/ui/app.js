@@ -437,7 +437,7 @@ function fmt(n) {
 function openEvents(runId) {
   closeEvents();
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
-  const query = state.authForReads && state.token ? `?token=${encodeURIComponent(state.token)}` : "";
+  const query = state.token ? `?token=${encodeURIComponent(state.token)}` : "";
   const socket = new WebSocket(`${proto}//${location.host}/api/runs/${runId}/events${query}`);
   state.socket = socket;
   state.socketRun = runId;
