@@ -56,6 +56,7 @@ from .channel import (
     open_channel,
 )
 from .checkpoint import (
+    AlreadyCompleted,
     CheckpointStore,
     Coordinator,
     PoisonRecord,
@@ -96,6 +97,10 @@ class RunOptions:
             with the same store and workflow resumes without redoing the
             one-shot nodes it had completed (`runtime.checkpoint`).
         checkpoint_interval_ms: How often completions are committed.
+        fresh: Start over: forget what the checkpoint store holds of this
+            workflow's run (completed or not) instead of resuming it, or
+            instead of doing nothing when it completed. The sinks' previous
+            output stays where it is (docs/reliability.md).
         max_dead_letters: How many dead letters a result keeps (the rest are
             counted, logged once and published as ``dead_letter`` events), so
             a long stream run with an unconnected ``error`` port stays bounded.
@@ -116,6 +121,7 @@ class RunOptions:
     sleep: Sleep = asyncio.sleep
     checkpoint: str | None = None
     checkpoint_interval_ms: float = 1000.0
+    fresh: bool = False
     max_dead_letters: int = 10_000
     batch_probe: Callable[[tuple[str, ...], int, float, float], None] | None = None
     probe_every: int = 16
@@ -182,7 +188,12 @@ class WorkflowExecutor:
         policy = declared or Checkpoint(path=path)
         async with CheckpointStore(path, interval) as store:
             key = workflow_key(self.graph.workflow)
-            self._restored = await store.begin(key, self.graph.workflow.name)
+            try:
+                self._restored = await store.begin(
+                    key, self.graph.workflow.name, fresh=self.options.fresh
+                )
+            except AlreadyCompleted as done:
+                return self._skipped(str(done))
             self._epoch, self._restored_states = await store.latest_epoch(key)
             self._store = store
             self._run_key = key
@@ -230,6 +241,18 @@ class WorkflowExecutor:
                 f"{result.error} — this record has now failed {count} runs at "
                 f"node {abort.node_id!r}: a restart will {then}"
             )
+
+    def _skipped(self, why: str) -> RunResult:
+        """The result of a run the store says completed before: nothing ran."""
+        self.bus.publish(
+            WorkflowCompleted(
+                run_id=self.run_id,
+                timestamp=time.time(),
+                status="completed",
+                duration_s=0.0,
+            )
+        )
+        return RunResult(run_id=self.run_id, status="completed", skipped=why)
 
     def _refused(self, poison: PoisonRecord) -> RunResult:
         """The result of a run that a poison record keeps from starting."""
