@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
 INTERVAL_MS = 100.0
 OUT_DB = "out.db"
-SQLITE_FILES = (STORE, JOURNAL, OUT_DB)  # copied in this order, store first
 AT_EPOCH_0 = ("sink_barrier", "before_commit")
 """Fault points that leave a fresh store without epoch 0: the next start is
 fresh again, so both can be hit at epoch 0 before the first random kill."""
@@ -69,15 +68,18 @@ def service_workflow(url: str) -> Workflow:
     return wf
 
 
-def snapshot(source: Path, target: Path) -> None:
-    """Copy a running service's directory: the store first, then the rest.
+def snapshot(source: Path, target: Path, journal_first: bool) -> None:
+    """Copy a running service's directory: the sinks after the store.
 
-    The store is the oldest copy, so every sink copy holds at least what the
-    copied store says it had (sinks only grow between restarts).
+    The sinks only grow between restarts, so copied after the store they
+    hold at least what the copied store says they had. The journal goes
+    before or after the store (both must resume exactly: a journal copied
+    after may have been pruned past the store's position).
     """
     target.mkdir(parents=True)
     shutil.copyfile(source / "wf.json", target / "wf.json")
-    for name in SQLITE_FILES:
+    order = (JOURNAL, STORE) if journal_first else (STORE, JOURNAL)
+    for name in (*order, OUT_DB):
         if not (source / name).exists():
             continue
         with (
@@ -153,7 +155,8 @@ async def kill_phase(
             await asyncio.sleep(rng.uniform(0.0, spread))
         if i in snap_at and proc.poll() is None:
             target = live.parent / f"snapshot-{len(snapshots) + 1}"
-            await asyncio.to_thread(snapshot, live, target)
+            journal_first = rng.random() < 0.5
+            await asyncio.to_thread(snapshot, live, target, journal_first)
             snapshots.append(target)
         if await kill(proc):
             report.kills[f"random, {kind}"] += 1

@@ -14,11 +14,12 @@ or written twice anywhere.
    (``FLOWSTREAM_FAULT``; at epoch 0, the start of a fresh store, and at later
    epochs) and at random instants: during start-up, during the process's
    first epoch (just after it reached the feed), or mid-run.
-2. **Snapshots.** At random instants while a service runs, its directory
-   (checkpoint store first, then the journal and the sinks) is copied, as a
-   backup would be taken. SQLite files are copied with SQLite's backup API:
-   a byte copy of a live WAL database is not a consistent file. Every copy is
-   later resumed on its own and must end as exact as the original.
+2. **Snapshots.** At random instants while a service runs, its directory is
+   copied, as a backup would be taken: the sinks after the checkpoint store,
+   the journal before or after it (by the seed). SQLite files are copied with
+   SQLite's backup API: a byte copy of a live WAL database is not a
+   consistent file. Every copy is later resumed on its own and must end as
+   exact as the original.
 3. **Flood.** A ``ws.source`` server (``encoding: auto``, a schema, frame
    limits, a journal) gets good records interleaved with bad frames of every
    class: malformed JSON, invalid MessagePack, wrong schema, binary garbage,
