@@ -27,6 +27,9 @@ def main() -> None:
     parser.add_argument("--flood-good", type=int, default=20_000)
     parser.add_argument("--flood-bad", type=int, default=300)
     parser.add_argument("--workdir", type=Path, default=Path("soak-output"))
+    parser.add_argument(
+        "--limit", type=float, default=600.0, help="seconds before it fails"
+    )
     args = parser.parse_args()
     if args.kills < 10:
         parser.error("--kills must be at least 10 (one per fault point first)")
@@ -39,6 +42,7 @@ def main() -> None:
         flood_good=args.flood_good,
         flood_bad=args.flood_bad,
         workdir=args.workdir,
+        limit=args.limit,
     )
     sys.exit(asyncio.run(run_soak(config)))
 

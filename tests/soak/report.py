@@ -24,6 +24,7 @@ class SoakConfig:
         flood_bad: Bad frames per class in the flood (a tenth of that, at
             least one, over the hard limit: each costs a connection).
         workdir: Where the services' directories go.
+        limit: Seconds the whole soak may take; past it, it fails.
     """
 
     seed: int = 1
@@ -34,6 +35,7 @@ class SoakConfig:
     flood_good: int = 20_000
     flood_bad: int = 300
     workdir: Path = Path("soak-output")
+    limit: float = 600.0
 
     @property
     def records(self) -> int:

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 STORE, JOURNAL, OUT_FILE = "ckpt.db", "journal.db", "out.jsonl"
+STARTED: list[subprocess.Popen[bytes]] = []
+"""Every service started, so that a soak that overruns can stop them all."""
 
 
 def start(directory: Path, fault: str | None = None) -> subprocess.Popen[bytes]:
@@ -24,13 +26,24 @@ def start(directory: Path, fault: str | None = None) -> subprocess.Popen[bytes]:
     if fault is not None:
         env["FLOWSTREAM_FAULT"] = fault
     with (directory / "stderr.log").open("ab") as err:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "flowstream", "run", "wf.json"],
             cwd=directory,
             stdout=subprocess.DEVNULL,
             stderr=err,
             env=env,
         )
+    STARTED.append(proc)
+    return proc
+
+
+def kill_all() -> None:
+    """SIGKILL every service this soak started that still runs."""
+    for proc in STARTED:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+    STARTED.clear()
 
 
 async def exited(proc: subprocess.Popen[bytes], limit: float) -> int | None:

@@ -35,6 +35,7 @@ child processes in `tests.soak.service`, the counts in `tests.soak.report`.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import shutil
 import sys
@@ -49,17 +50,34 @@ from flowstream import write_workflow
 from .flood import flood_phase
 from .kills import finish, kill_phase, service_workflow
 from .report import Report, SoakConfig
+from .service import kill_all
 
 
 async def run_soak(cfg: SoakConfig, out: IO[str] = sys.stdout) -> int:
-    """Run the whole soak; print the counts; 0 if nothing was lost or twice."""
+    """Run the whole soak; print the counts; 0 if nothing was lost or twice.
+
+    Bounded: past `SoakConfig.limit` seconds the services are killed and the
+    soak fails, saying so.
+    """
+    report = Report()
+    try:
+        async with asyncio.timeout(cfg.limit):
+            await _soak(cfg, report, out)
+    except TimeoutError:
+        report.problems.append(f"the soak overran its bound of {cfg.limit:g} s")
+    finally:
+        kill_all()
+    report.print(out)
+    return 0 if report.ok else 1
+
+
+async def _soak(cfg: SoakConfig, report: Report, out: IO[str]) -> None:
     rng = random.Random(cfg.seed)
     started = time.monotonic()
     if cfg.workdir.exists():
         shutil.rmtree(cfg.workdir)
     live = cfg.workdir / "live"
     live.mkdir(parents=True)
-    report = Report()
     feed = Feed(cfg.records, cfg.rate)
     print(
         f"== soak seed {cfg.seed}: {cfg.kills} kills, a feed of {cfg.records:,} "
@@ -81,5 +99,3 @@ async def run_soak(cfg: SoakConfig, out: IO[str] = sys.stdout) -> int:
     print(f"   resumed the service and its copies: {elapsed:.0f} s", file=out)
     await flood_phase(cfg, rng, report)
     print(f"   flood done: {time.monotonic() - started:.0f} s in all", file=out)
-    report.print(out)
-    return 0 if report.ok else 1

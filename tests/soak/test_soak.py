@@ -26,6 +26,7 @@ async def test_a_short_soak_loses_nothing_and_writes_nothing_twice(
         flood_good=2000,
         flood_bad=20,
         workdir=tmp_path / "soak",
+        limit=120.0,
     )
     out = io.StringIO()
     code = await run_soak(config, out)
