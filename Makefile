@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo tour crash-demo test bench lint fmt docs clean chromium
+.PHONY: demo tour crash-demo test soak bench lint fmt docs clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,6 +27,11 @@ crash-demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# At most about 10 minutes: kill -9 at 60 instants and every fault point,
+# resume copies taken mid-run, flood ws.source with bad frames (tests/soak).
+soak: $(STAMP)
+	$(BIN)/python -m tests.soak --seed 1 --kills 60 --duration 240
 
 bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks

@@ -223,6 +223,13 @@ _drain_timeout = click.option(
     type=click.Path(dir_okay=False),
     help="Checkpoint store (SQLite): a killed run restarted with it resumes.",
 )
+@click.option(
+    "--fresh",
+    is_flag=True,
+    help="Start over: forget this workflow's run in the checkpoint store "
+    "(a completed run is otherwise not run again). The sinks' previous "
+    "output stays.",
+)
 def run_command(
     file: str,
     mode: str | None,
@@ -236,13 +243,16 @@ def run_command(
     metrics_port: int | None,
     log_format: str | None,
     checkpoint: str | None,
+    fresh: bool,
 ) -> None:
     """Run a workflow; print its outputs (DAG), a summary (stream) or result.
 
     A routed flow (mode: routed) prints its result and the path of steps
     taken. In stream mode the first SIGINT/SIGTERM drains gracefully, a second
-    one cancels. Exits 0 when the run completed, 1 when it failed, 2 on
-    invalid input.
+    one cancels. With a checkpoint store, a run that was killed resumes and a
+    run that completed is not run again (``--fresh`` starts over). Exits 0
+    when the run completed (or had completed), 1 when it failed, 2 on invalid
+    input.
     """
     if log_format is not None:
         from .server.logs import configure_logging
@@ -263,6 +273,12 @@ def run_command(
         elif inputs:
             msg = "--set applies to routed workflows (mode: routed) only"
             raise UsageProblem(msg)
+        elif fresh and checkpoint is None and workflow.checkpoint is None:
+            msg = (
+                "--fresh starts a checkpointed run over: give a store "
+                "(--checkpoint FILE, or checkpoint: in the workflow)"
+            )
+            raise UsageProblem(msg)
         else:
             graph = validate(workflow, registry, source=file)
     if workflow.mode == "routed":
@@ -279,6 +295,7 @@ def run_command(
         events_path=events_path,
         progress=show,
         checkpoint=checkpoint,
+        fresh=fresh,
     )
     with _user_errors():
         result = asyncio.run(_observed(runner, metrics_port, log_format is not None))
@@ -383,6 +400,7 @@ def _result_document(result: RunResult) -> dict[str, Any]:
         "stats": {k: msgspec.to_builtins(v) for k, v in result.stats.items()},
         "error": result.error,
         "duration_s": round(result.duration_s, 6),
+        "skipped": result.skipped,
     }
 
 
@@ -392,6 +410,9 @@ def _short(value: Any, limit: int = 100) -> str:
 
 
 def _print_result(result: RunResult, mode: str, stopped_by: str | None) -> None:
+    if result.skipped is not None:
+        click.echo(f"{result.skipped} ({mode} mode)")
+        return
     if stopped_by:
         click.echo(f"stopped by {stopped_by}; drained")
     click.echo(

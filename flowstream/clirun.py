@@ -42,6 +42,7 @@ class CliRun:
         interval: float = 0.5,
         stream: TextIO | None = None,
         checkpoint: str | None = None,
+        fresh: bool = False,
     ) -> None:
         self.graph = graph
         self.runtime = FlowRuntime(registry, EventBus())
@@ -53,6 +54,7 @@ class CliRun:
             "max_parallel": max_parallel,
             "drain_timeout": drain_timeout,
             "checkpoint": checkpoint,
+            "fresh": fresh,
         }
         self.events_path = events_path
         self.progress = progress

@@ -78,6 +78,10 @@ class JournalOpened(msgspec.Struct, frozen=True, kw_only=True):
         lost_at_most: If ``unclean``: the ``max_frames`` it ran with.
         behind: The journal ended before the checkpoint's frame id (it was
             replaced or rolled back); new ids continue after the checkpoint's.
+        pruned_past: The journal was pruned past the checkpoint's frame id:
+            frames after it, up to this id, are gone (the journal is newer
+            than the checkpoint store: a store restored from an older copy,
+            or a backup that copied the store before the journal); 0 if not.
     """
 
     last_id: int
@@ -86,6 +90,7 @@ class JournalOpened(msgspec.Struct, frozen=True, kw_only=True):
     unclean: bool
     lost_at_most: int | None
     behind: bool
+    pruned_past: int = 0
 
 
 class Journal:
@@ -315,9 +320,11 @@ class Journal:
                             (after,),
                         )
                     last = after
-                pruned = conn.execute(
-                    "delete from frames where id <= ?", (after,)
-                ).rowcount
+                # Frames up to pruned_to were deleted by commits of some
+                # checkpoint store: past ``after``, not by this one's.
+                pruned_to = int(meta.get("pruned_to") or 0)
+                pruned_past = pruned_to if pruned_to > after else 0
+                pruned = self._delete_upto(conn, after)
                 backlog = conn.execute(
                     "select count(*) from frames where id > ?", (after,)
                 ).fetchone()[0]
@@ -338,7 +345,19 @@ class Journal:
             unclean=unclean,
             lost_at_most=meta.get("max_frames") if unclean else None,
             behind=behind,
+            pruned_past=pruned_past,
         )
+
+    @staticmethod
+    def _delete_upto(conn: sqlite3.Connection, upto: int) -> int:
+        """Delete the frames up to ``upto``, noting how far pruning went."""
+        pruned = conn.execute("delete from frames where id <= ?", (upto,)).rowcount
+        conn.execute(
+            "insert into meta values ('pruned_to', ?) on conflict (key) "
+            "do update set value = max(value, excluded.value)",
+            (upto,),
+        )
+        return pruned
 
     def _insert(self, batch: list[tuple[bytes, str, float]]) -> list[int]:
         conn = self._conn
@@ -363,7 +382,7 @@ class Journal:
         assert conn is not None
         with conn:
             conn.execute("begin immediate")
-            return conn.execute("delete from frames where id <= ?", (upto,)).rowcount
+            return self._delete_upto(conn, upto)
 
     def _finish(self, pending: list[tuple[bytes, str, float]]) -> None:
         conn = self._conn

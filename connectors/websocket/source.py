@@ -121,13 +121,18 @@ class WebSocketSource:
       ``journal_max_frames`` + ``queue_frames`` waiting for the graph. A
       stuck graph stops the readers, so it does not grow the journal. With
       a new checkpoint store every frame left in the journal is replayed.
+      A journal pruned past what the checkpoint covers (newer than the
+      store: an older store restored, or a backup that copied the store
+      before the journal) is reported; a client that resumes by sequence
+      then skips the journal and asks the server for everything after the
+      checkpointed sequence, so nothing is lost. Back up the journal first.
 
     Events: ``listening`` ``{host, port, url}``; ``client_connected`` and
     ``client_disconnected`` ``{peer}`` (server); ``connected``,
     ``reconnected`` ``{url, connections}`` (plus ``since``, the sequence
     asked to resume after, with ``seq_field``) and ``disconnected``
-    (client); ``journal_opened`` ``{path, after, replay, pruned, unclean,
-    max_unjournaled}``.
+    (client); ``journal_opened`` ``{path, after, replay, pruned,
+    pruned_past, unclean, max_unjournaled}``.
 
     Example:
         A server on a free port, validating records, with a journal (at
@@ -566,7 +571,14 @@ class WebSocketSource:
         )
         after = self._state.get("journal_id", 0)
         opened = await journal.open(after)
+        backlog = opened.backlog
         self._replay_until = opened.last_id
+        resumes = config.resume_query is not None or config.resume_message is not None
+        if opened.pruned_past and resumes:
+            # The frames right after the checkpoint are gone, and replaying
+            # later ones would move the sequence past them: the server
+            # resends everything after the checkpointed sequence instead.
+            self._replay_until, backlog = after, 0
         self._prune_floor = self._pruned_to = after
         ctx.on_commit(self._committed)
         for work in (journal.write(), journal.deliver(self._put_journaled)):
@@ -574,8 +586,9 @@ class WebSocketSource:
         data = {
             "path": path,
             "after": after,
-            "replay": opened.backlog,
+            "replay": backlog,
             "pruned": opened.pruned,
+            "pruned_past": opened.pruned_past,
             "unclean": opened.unclean,
             "max_unjournaled": config.journal_max_frames,
         }
@@ -596,12 +609,40 @@ class WebSocketSource:
                 path,
                 after,
             )
-        if opened.backlog:
+        if opened.pruned_past:
+            self._warn_pruned_past(ctx, path, after, opened.pruned_past, resumes)
+        if backlog:
             ctx.logger.info(
                 "journal %s: replaying %d frames after frame %d",
                 path,
-                opened.backlog,
+                backlog,
                 after,
+            )
+
+    def _warn_pruned_past(
+        self, ctx: NodeContext, path: str, after: int, upto: int, resumes: bool
+    ) -> None:
+        head = (
+            f"journal {path} was pruned up to frame {upto}, past frame {after} "
+            "that the checkpoint covers: it is newer than the checkpoint store "
+            "(a store restored from an older copy, or copied before the journal)"
+        )
+        if resumes:
+            seq = self._state.get("seq")
+            ctx.logger.warning(
+                "%s; not replaying it: resuming from the server after "
+                "sequence %s instead",
+                head,
+                seq,
+                extra={"path": path, "after": after, "pruned_past": upto},
+            )
+        else:
+            ctx.logger.warning(
+                "%s; frames %d to %d are lost",
+                head,
+                after + 1,
+                upto,
+                extra={"path": path, "lost": upto - after},
             )
 
     async def _journaling(self, work: Coroutine[Any, Any, None]) -> None:

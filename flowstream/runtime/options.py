@@ -31,6 +31,10 @@ class RunOptions:
             with the same store and workflow resumes without redoing the
             one-shot nodes it had completed (`runtime.checkpointing`).
         checkpoint_interval_ms: How often completions are committed.
+        fresh: Start over: forget what the checkpoint store holds of this
+            workflow's run (completed or not) instead of resuming it, or
+            instead of doing nothing when it completed. The sinks' previous
+            output stays where it is (docs/reliability.md).
         max_dead_letters: How many dead letters a result keeps (the rest are
             counted, logged once and published as ``dead_letter`` events), so
             a long stream run with an unconnected ``error`` port stays bounded.
@@ -53,6 +57,7 @@ class RunOptions:
     sleep: Sleep = asyncio.sleep
     checkpoint: str | None = None
     checkpoint_interval_ms: float = 1000.0
+    fresh: bool = False
     max_dead_letters: int = 10_000
     batch_probe: Callable[[tuple[str, ...], int, float, float], None] | None = None
     probe_every: int = 16

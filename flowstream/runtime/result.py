@@ -46,6 +46,9 @@ class RunResult(msgspec.Struct, kw_only=True):
         error: What failed the run, naming the node.
         duration_s: Wall time of the run.
         attempts: How many times the workflow ran (``retry_workflow``).
+        skipped: Set when nothing ran, saying why: the checkpoint store
+            holds a completed run of this workflow (rerun with ``fresh`` to
+            start over). The status is then ``completed``.
     """
 
     run_id: str
@@ -57,6 +60,7 @@ class RunResult(msgspec.Struct, kw_only=True):
     error: str | None = None
     duration_s: float = 0.0
     attempts: int = 1
+    skipped: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -438,6 +438,108 @@ async def test_a_stuck_graph_stops_the_readers_and_bounds_the_journal(
     assert source.statistics().peak_unjournaled <= 4
 
 
+class Paced:
+    """A feed numbering its records (``seq``) up to ``allowed``; resumes after since."""
+
+    def __init__(self) -> None:
+        self.allowed = 0
+
+    async def handler(self, ws: ServerConnection) -> None:
+        assert ws.request is not None
+        since = dict(parse_qsl(urlsplit(ws.request.path).query)).get("since")
+        seq = int(since) if since is not None else 0
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                while seq < self.allowed:
+                    seq += 1
+                    await ws.send(msgspec.json.encode({"seq": seq}))
+                try:  # polls `allowed` until the connection closes
+                    async with asyncio.timeout(0.002):
+                        await ws.wait_closed()
+                    return
+                except TimeoutError:
+                    pass
+
+
+def backup(source: Path, target: Path) -> None:
+    """Copy a live SQLite file consistently, replacing ``target``."""
+    for stale in (
+        target,
+        *(target.with_name(target.name + x) for x in ("-wal", "-shm")),
+    ):
+        stale.unlink(missing_ok=True)
+    with (
+        closing(sqlite3.connect(source)) as src,
+        closing(sqlite3.connect(target)) as dst,
+    ):
+        src.backup(dst)
+
+
+async def test_a_store_older_than_its_journal_resumes_from_the_server_not_past_the_gap(
+    runtime: FlowRuntime, servers: Any, tmp_path: Path
+) -> None:
+    # A checkpoint store restored from a copy older than its journal (or a
+    # backup that copied the store before the journal): the journal was
+    # pruned past the store's position, and replaying its later frames moved
+    # the sequence past the pruned ones, which were then never asked for.
+    feed = Paced()
+    _, port = await servers(feed.handler)
+    store, journal, db = (
+        tmp_path / "ckpt.db",
+        tmp_path / "journal.db",
+        tmp_path / "o.db",
+    )
+    wf = (
+        Workflow("gap", mode="stream")
+        .node(
+            "src",
+            "ws.source",
+            mode="client",
+            url=f"ws://127.0.0.1:{port}/feed",
+            seq_field="seq",
+            resume_query="since",
+            journal=str(journal),
+            reconnect=FAST_RECONNECT,
+        )
+        .node("gate", "test.hold_until_open", name="gate")
+        .node("rows", "sqlite.sink", path=str(db), table="records", key="seq")
+        .connect("src -> gate", capacity=1)
+        .connect("gate -> rows")
+    )
+    wf.checkpoint = Checkpoint(path=str(store), interval_ms=20)
+    GATES["gate"] = asyncio.Event()
+    GATES["gate"].set()
+    feed.allowed = 100
+    async with running(runtime, wf) as (executor, run):
+        await until(lambda: committed_state(store, "src").get("seq") == 100)
+        backup(store, tmp_path / "old-ckpt.db")  # the store first, then its sink
+        backup(db, tmp_path / "old-o.db")
+        feed.allowed = 200
+        await until(lambda: committed_state(store, "src").get("seq") == 200)
+        covered = committed_state(store, "src")["journal_id"]
+        pruned = f"select count(*) from frames where id <= {covered}"
+        await until(lambda: query(journal, pruned) == [(0,)])
+        # Frames after the gap stay in the journal: the graph is stuck.
+        GATES["gate"].clear()
+        feed.allowed = 300
+        later = f"select count(*) from frames where id > {covered}"
+        await until(lambda: query(journal, later)[0][0] >= 20)
+        executor.cancel()
+        await run
+    backup(tmp_path / "old-ckpt.db", store)
+    backup(tmp_path / "old-o.db", db)
+
+    GATES["gate"].set()
+    async with running(runtime, wf) as (executor, run):
+        await until(lambda: committed_state(store, "src").get("seq") == 300)
+        executor.stop()
+        result = await run
+    assert result.ok, result.error
+    seqs = [seq for (seq,) in query(db, "select seq from records order by seq")]
+    assert seqs == list(range(1, 301))
+    assert SOURCES[-1].statistics().replayed_frames == 0
+
+
 async def test_a_journal_without_a_checkpoint_store_fails_the_run_at_start(
     runtime: FlowRuntime, tmp_path: Path
 ) -> None:
@@ -635,6 +737,7 @@ def test_frames_journaled_before_a_kill_9_are_processed_once_after_restart(
             "after": 100,
             "replay": 200,
             "pruned": 0,
+            "pruned_past": 0,
             "unclean": True,
             "max_unjournaled": 16,
         }

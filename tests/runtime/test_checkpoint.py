@@ -67,7 +67,7 @@ async def test_a_failed_run_resumes_without_redoing_completed_nodes(
     assert CALLS == [f"n{i}" for i in range(6, 10)]  # n1..n5 were not redone
 
 
-async def test_a_completed_run_is_not_resumed(tmp_path: Path) -> None:
+async def test_a_completed_run_is_not_run_again_unless_fresh(tmp_path: Path) -> None:
     store = tmp_path / "ckpt.db"
     CALLS.clear()
     FAIL_AT.clear()
@@ -75,6 +75,11 @@ async def test_a_completed_run_is_not_resumed(tmp_path: Path) -> None:
     CALLS.clear()
     again = await runtime().arun(chain(4, store))
     assert again.ok
+    assert again.skipped is not None
+    assert CALLS == []
+    fresh = await runtime().arun(chain(4, store), fresh=True)
+    assert fresh.ok
+    assert fresh.outputs == {"n3": {"out": [3]}}
     assert CALLS == ["n1", "n2", "n3"]
 
 

@@ -9,10 +9,14 @@ finish with every row written once and every keyed count exact.
 ``before_commit`` is the SQLite store killed mid-write: its transaction holds
 the new epoch (and has deleted the previous one) but never commits, so
 recovery must roll it back and pick the last committed epoch.
+``sink_barrier`` is what the built-in sinks do for an epoch (the file sink
+fsyncs and notes its length, the keyless SQLite sink its rowid): killed
+there, recovery truncates and deletes what they wrote past epoch e-1.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -42,7 +46,7 @@ KEYS = 7
 FAULT_EPOCH = 2
 INTERVAL_MS = 5.0
 
-BEFORE_COMMIT = ("barrier_emitted", "snapshot", "before_commit")
+BEFORE_COMMIT = ("barrier_emitted", "snapshot", "sink_barrier", "before_commit")
 """Points where epoch FAULT_EPOCH is not committed yet (the others: it is)."""
 
 RUNNER = """
@@ -85,18 +89,23 @@ sys.exit(0 if result.ok else 1)
 
 def pipeline(store: Path, db: Path) -> Workflow:
     # The commit log comes first, so its hook is the first one called: the
-    # hook that ``sink_commit`` follows.
+    # hook that ``sink_commit`` follows. The file sink and the keyless
+    # SQLite sink have barrier hooks: ``sink_barrier`` follows the first.
     wf = (
         Workflow("faults", mode="stream")
         .node("seq", "source.range", stop=N)
         .node("log", "test.commit_log")
         .node("record", "transform.map", expr=f"{{'key': x % {KEYS}, 'seq': x}}")
         .node("rows", "sqlite.sink", path=str(db), table="records", key=["key", "seq"])
+        .node("plain", "sqlite.sink", path=str(db), table="plain")
+        .node("lines", "file.sink", path=str(db.with_suffix(".jsonl")))
         .node("count", "transform.scan", op="count", key="x.key")
         .node("counts", "sqlite.sink", path=str(db), table="counts", key="key")
         .connect("seq -> log")
         .connect("seq -> record")
         .connect("record -> rows")
+        .connect("record -> plain")
+        .connect("record -> lines")
         .connect("record -> count")
         .connect("count -> counts")
     )
@@ -155,11 +164,12 @@ def test_a_kill_at_each_fault_point_recovers_the_last_committed_epoch(
     assert epoch == expected
     # Never a mix: the source's offset, the scan's counts and what each sink
     # had written are all of one cut of the stream.
-    assert set(states) == {"seq", "count", "rows", "counts"}
+    assert set(states) == {"seq", "count", "rows", "counts", "plain", "lines"}
     offset = states["seq"]["offset"]
     assert 0 < offset < N
     assert states["count"]["accs"] == true_counts(offset)
     assert states["rows"]["rows"] == states["counts"]["rows"] == offset
+    assert states["plain"]["rows"] == states["lines"]["records"] == offset
     # The sinks were told of each committed epoch in order; the first hook
     # runs only at ``sink_commit``, after ``after_commit``.
     told = FAULT_EPOCH if point == "sink_commit" else FAULT_EPOCH - 1
@@ -178,8 +188,13 @@ def test_a_kill_at_each_fault_point_recovers_the_last_committed_epoch(
             f"select count(*) from records where key != seq % {KEYS}"
         ).fetchone()[0]
         counts = dict(conn.execute("select key, value from counts").fetchall())
+        plain = [seq for (seq,) in conn.execute("select seq from plain order by rowid")]
     assert (rows, distinct, wrong) == (N, N, 0)
     assert counts == true_counts(N)
+    # The sinks with barrier hooks rolled back what the lost epoch wrote.
+    assert plain == list(range(N))
+    lines = db.with_suffix(".jsonl").read_text().splitlines()
+    assert [json.loads(line)["seq"] for line in lines] == list(range(N))
     assert integrity(db) == integrity(store) == "ok"
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from .faults import POINTS as POINTS, fault_point as fault_point
 from .store import (
+    AlreadyCompleted as AlreadyCompleted,
     Barrier as Barrier,
     CheckpointError as CheckpointError,
     CheckpointStore as CheckpointStore,
@@ -36,6 +37,7 @@ from .store import (
 
 __all__ = [
     "POINTS",
+    "AlreadyCompleted",
     "Barrier",
     "CheckpointError",
     "CheckpointStore",

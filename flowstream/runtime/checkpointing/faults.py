@@ -11,12 +11,23 @@ Points, in protocol order:
     A source has sent barrier *e* downstream.
 ``snapshot``
     A segment has snapshotted its nodes' states for *e*.
+``sink_barrier``
+    The first barrier hook for *e* ran; the others have not (and the epoch
+    is not committed). This is what the built-in sinks do for an epoch:
+    ``file.sink`` has fsynced its file and noted its length, a keyless
+    ``sqlite.sink`` has noted its last rowid. Also at epoch 0, the start.
 ``before_commit``
     The store has written epoch *e* inside its transaction, before COMMIT.
 ``after_commit``
     Epoch *e* is committed; no sink has been told yet.
 ``sink_commit``
-    The first sink's commit hook for *e* ran; the others have not.
+    The first commit hook for *e* ran; the others have not. Among the
+    built-in nodes only ``ws.source`` with a ``journal`` has one (it prunes
+    the journal); the built-in sinks make an epoch final at their barrier
+    (``sink_barrier``) and need none. User sinks' ``ctx.on_commit`` hooks.
+
+Without ``@EPOCH`` a point fires the first time it is reached, epoch 0 (the
+start of a fresh run) included.
 """
 
 from __future__ import annotations
@@ -26,7 +37,14 @@ import signal
 
 __all__ = ["POINTS", "fault_point"]
 
-POINTS = ("barrier_emitted", "snapshot", "before_commit", "after_commit", "sink_commit")
+POINTS = (
+    "barrier_emitted",
+    "snapshot",
+    "sink_barrier",
+    "before_commit",
+    "after_commit",
+    "sink_commit",
+)
 
 
 def _armed() -> tuple[str, int | None] | None:

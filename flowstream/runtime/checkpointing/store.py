@@ -4,7 +4,9 @@ The store is one SQLite file (WAL, ``synchronous=FULL``: a committed
 transaction survives a kill -9 or a power cut). A run is identified by its
 workflow's content (a hash of the workflow document), so restarting the same
 workflow against the same store resumes a run that was killed or failed,
-while a changed workflow, or one whose last run completed, starts afresh.
+and a changed workflow starts afresh. A run that completed is not run again
+(`AlreadyCompleted`): its sinks hold its whole output, and a second run would
+write it twice. Starting over is explicit (``fresh``).
 
 What is recorded today: in DAG mode, the outputs of every one-shot node as it
 completes (per port, MessagePack), committed in groups every ``interval_ms``.
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from ...core.workflow import Workflow
 
 __all__ = [
+    "AlreadyCompleted",
     "Barrier",
     "CheckpointError",
     "CheckpointStore",
@@ -87,6 +90,32 @@ _states_decoder = msgspec.msgpack.Decoder(dict[str, bytes])
 
 class CheckpointError(FlowstreamError):
     """The checkpoint store cannot be opened or is not a flowstream store."""
+
+
+class AlreadyCompleted(CheckpointError):
+    """The store says this workflow's run completed: there is nothing to do.
+
+    Not a failure: rerunning a completed run would write its whole output
+    to its sinks a second time. Start over deliberately with ``fresh``
+    (``flowstream run --fresh``, ``RunOptions(fresh=True)``).
+
+    Attributes:
+        run_key: The run's key in the store.
+        epoch: Stream mode: the run's last (final) epoch; None in DAG mode.
+        finished: When it completed (seconds since the epoch).
+    """
+
+    def __init__(self, run_key: str, epoch: int | None, finished: float) -> None:
+        self.run_key = run_key
+        self.epoch = epoch
+        self.finished = finished
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(finished))
+        at = f" at epoch {epoch}" if epoch is not None else ""
+        msg = (
+            f"already completed{at} on {when}; nothing to do — use --fresh "
+            "(RunOptions.fresh) to start over"
+        )
+        super().__init__(msg)
 
 
 class RunRecord(msgspec.Struct, frozen=True):
@@ -179,11 +208,22 @@ class CheckpointStore:
     # --- what the executor calls ----------------------------------------------
 
     async def begin(
-        self, run_key: str, workflow: str
+        self, run_key: str, workflow: str, *, fresh: bool = False
     ) -> dict[str, dict[str, list[Any]]]:
-        """Start (or resume) the run ``run_key``; return outputs already done."""
+        """Start (or resume) the run ``run_key``; return outputs already done.
+
+        Args:
+            run_key: The workflow's key (`workflow_key`).
+            workflow: Its name, for listings.
+            fresh: Forget what the store holds of ``run_key`` (its epochs,
+                completed nodes, failed records) and start it over, whatever
+                its status.
+
+        Raises:
+            AlreadyCompleted: The run completed and ``fresh`` is not set.
+        """
         done: dict[str, dict[str, list[Any]]] = await self._call(
-            self._begin, run_key, workflow
+            self._begin, run_key, workflow, fresh
         )
         return done
 
@@ -210,7 +250,12 @@ class CheckpointStore:
         self._last_commit = time.monotonic()
 
     async def finish(self, run_key: str, status: str) -> None:
-        """Mark the run finished; a completed run is not resumed again."""
+        """Mark the run finished; a completed run is not run again.
+
+        A completed run keeps only its row and its final epoch (what
+        `AlreadyCompleted` reports); its completed nodes and failed records
+        are dropped.
+        """
         await self.commit()
         await self._call(self._finish, run_key, status)
 
@@ -275,17 +320,25 @@ class CheckpointStore:
         self._conn.close()
         self._conn = None
 
-    def _begin(self, run_key: str, workflow: str) -> dict[str, dict[str, list[Any]]]:
+    def _begin(
+        self, run_key: str, workflow: str, fresh: bool
+    ) -> dict[str, dict[str, list[Any]]]:
         conn = self._conn
         assert conn is not None
         now = time.time()
-        row = conn.execute(
-            "select status from runs where run_key = ?", (run_key,)
-        ).fetchone()
         with conn:
             conn.execute("begin immediate")
-            if row is None or row[0] == "completed":
-                # New, or completed before: this is a fresh run of the workflow.
+            row = conn.execute(
+                "select status, updated from runs where run_key = ?", (run_key,)
+            ).fetchone()
+            if row is not None and row[0] == "completed" and not fresh:
+                last = conn.execute(
+                    "select max(epoch) from epochs where run_key = ?", (run_key,)
+                ).fetchone()[0]
+                raise AlreadyCompleted(run_key, last, row[1])
+            if row is None or fresh:
+                # A new run of the workflow; the old one's rows go with it
+                # (foreign keys cascade).
                 conn.execute("delete from runs where run_key = ?", (run_key,))
                 conn.execute(
                     "insert into runs values (?, ?, 'running', ?, ?, 1)",
@@ -325,9 +378,9 @@ class CheckpointStore:
                 (status, time.time(), run_key),
             )
             if status == "completed":
+                # The final epoch stays: it says where the run ended.
                 conn.execute("delete from failures where run_key = ?", (run_key,))
                 conn.execute("delete from node_outputs where run_key = ?", (run_key,))
-                conn.execute("delete from epochs where run_key = ?", (run_key,))
 
     def _commit_epoch(self, run_key: str, epoch: int, blob: bytes) -> None:
         conn = self._conn

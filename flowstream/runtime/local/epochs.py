@@ -174,13 +174,11 @@ async def coordinate(ex: WorkflowExecutor, coord: Coordinator) -> None:
 async def committed(ex: WorkflowExecutor, epoch: int) -> None:
     """Epoch ``epoch`` is in the store: let the sinks make it final."""
     fault_point("after_commit", epoch)
-    first = True
     for n in ex._nodes.values():
         for hook in n.rt.commit_hooks:
             await _maybe_await(hook(epoch))
-            if first:
-                fault_point("sink_commit", epoch)
-                first = False
+            # The first one of the epoch kills (a point fires once).
+            fault_point("sink_commit", epoch)
 
 
 async def initial_checkpoint(ex: WorkflowExecutor, coord: Coordinator) -> None:
@@ -217,6 +215,8 @@ async def _barrier_hooks(nodes: Iterable[NodeRun], epoch: int) -> None:
     for n in nodes:
         for hook in n.rt.barrier_hooks:
             await _maybe_await(hook(epoch))
+            # The first one of the epoch kills (a point fires once).
+            fault_point("sink_barrier", epoch)
 
 
 async def _maybe_await(result: Any) -> None:

@@ -52,6 +52,7 @@ from ..channel import (
     open_channel,
 )
 from ..checkpointing.store import (
+    AlreadyCompleted,
     CheckpointStore,
     Coordinator,
     PoisonRecord,
@@ -144,7 +145,12 @@ class WorkflowExecutor:
         policy = declared or Checkpoint(path=path)
         async with CheckpointStore(path, interval) as store:
             key = workflow_key(self.graph.workflow)
-            self._restored = await store.begin(key, self.graph.workflow.name)
+            try:
+                self._restored = await store.begin(
+                    key, self.graph.workflow.name, fresh=self.options.fresh
+                )
+            except AlreadyCompleted as done:
+                return self._skipped(str(done))
             self._epoch, self._restored_states = await store.latest_epoch(key)
             self._store = store
             self._run_key = key
@@ -192,6 +198,18 @@ class WorkflowExecutor:
                 f"{result.error} — this record has now failed {count} runs at "
                 f"node {abort.node_id!r}: a restart will {then}"
             )
+
+    def _skipped(self, why: str) -> RunResult:
+        """The result of a run the store says completed before: nothing ran."""
+        self.bus.publish(
+            WorkflowCompleted(
+                run_id=self.run_id,
+                timestamp=time.time(),
+                status="completed",
+                duration_s=0.0,
+            )
+        )
+        return RunResult(run_id=self.run_id, status="completed", skipped=why)
 
     def _refused(self, poison: PoisonRecord) -> RunResult:
         """The result of a run that a poison record keeps from starting."""
