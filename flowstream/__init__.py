@@ -41,6 +41,10 @@ from .core.events import (
     WorkflowStarted as WorkflowStarted,
 )
 from .core.expr import Expr as Expr, FnRef as FnRef
+from .core.nesting import (
+    DEFAULT_MAX_DEPTH as DEFAULT_MAX_DEPTH,
+    NestingLimit as NestingLimit,
+)
 from .core.node import (
     Node as Node,
     NodeContext as NodeContext,
@@ -102,6 +106,7 @@ __all__ = [
     "Connection",
     "ContinueOnError",
     "Control",
+    "DEFAULT_MAX_DEPTH",
     "DeadLetter",
     "ErrorHandling",
     "EventBus",
@@ -119,6 +124,7 @@ __all__ = [
     "KeyExists",
     "MemoryStorage",
     "NO_ITEM",
+    "NestingLimit",
     "Node",
     "NodeCompleted",
     "NodeContext",

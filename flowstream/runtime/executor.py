@@ -700,8 +700,15 @@ class WorkflowExecutor:
             gen = n.call_target()()
             items = gen if spec.batched else rebatch(gen, stages.MAX_BATCH, n.rt)
             async with contextlib.aclosing(items):
-                async for batch in items:
-                    yield batch
+                try:
+                    async for batch in items:
+                        yield batch
+                except Abort:
+                    raise
+                except Exception as exc:
+                    # The source's own code failed (not on a record): name it
+                    # here, or the node it is fused with would be blamed.
+                    self._failures.source_failed(n, exc)
             return
         on_control = epochs.barrier_hook(self, seg) if self._coord is not None else None
         feeds: list[Any]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .feeds import BatchFeed, ItemFeed
 from .fusion import kernel_steps
 from .merging import merge_batches
-from .retry import FAILED
+from .retry import FAILED, Abort
 from .stepping import rebatch
 
 if TYPE_CHECKING:
@@ -230,7 +230,13 @@ async def run_generator(
                     async for batch in out:
                         yield batch
                 return
+            except Abort:
+                # A node upstream in the same chain failed the run (it raised
+                # through this generator's input): it is not this node's.
+                raise
             except Exception as exc:
+                if any(f.failed for f in feeds):
+                    raise  # an upstream's failure, surfacing through this node
                 # A new failing item starts a fresh retry budget; the same
                 # item failing again (after a replay) uses up its budget.
                 at = sum(f.taken for f in feeds)
