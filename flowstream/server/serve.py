@@ -21,6 +21,7 @@ from .store import Store
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
     from .config import ServerConfig
 
@@ -42,9 +43,9 @@ class _Server(uvicorn.Server):
                 captured.clear()
 
 
-def _check_database(path: str) -> None:
+def _check_database(path: str | Path) -> None:
     # Opened once here so that a bad file is a message, not a failed startup.
-    if path == ":memory:":
+    if str(path) == ":memory:":
         return
     try:
         Store(path).close()
