@@ -408,7 +408,10 @@ def _short(value: Any, limit: int = 100) -> str:
 
 def _print_result(result: RunResult, mode: str, stopped_by: str | None) -> None:
     if stopped_by:
-        click.echo(f"stopped by {stopped_by}; drained")
+        # Say what happened: a drain that timed out (or a second signal)
+        # cancelled the run rather than draining it.
+        how = "drained" if result.status == "completed" else result.error
+        click.echo(f"stopped by {stopped_by}; {how}")
     click.echo(
         f"{result.status}: run {result.run_id} in {result.duration_s:.3f}s "
         f"({mode} mode)"
