@@ -89,7 +89,11 @@ class NestingLimit:
             data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
         marks = data.translate(_JSON_FOLD, _JSON_DROP)
         if b'"' in marks:
-            marks = b"".join(marks.split(b'"')[::2])  # outside strings only
+            # Strings without brackets are now ``""``: dropping those pairs
+            # (left to right) leaves no quote unless some string held a
+            # bracket; then cut exactly what lies between quotes.
+            bare = marks.replace(b'""', b"")
+            marks = bare if b'"' not in bare else b"".join(marks.split(b'"')[::2])
         if marks.count(b"[") <= limit:
             return False
         return _bracket_depth(marks) > limit
