@@ -140,17 +140,21 @@ def decode_json(data: bytes | str | Json) -> Any:
 
     Raises:
         DecodeError: The data is not valid JSON (or holds a ``$bytes`` value
-            that is not base64); the message says where.
+            that is not base64, or nests too deeply to decode); the message
+            says where.
     """
     raw = data.data if isinstance(data, Json) else data
     try:
         value = _json_decoder.decode(raw)
+        # A cheap scan saves walking documents that cannot hold encoded bytes.
+        marker = b'"$bytes"' if isinstance(raw, bytes | bytearray) else '"$bytes"'
+        return _bytes_from_json(value) if marker in raw else value  # type: ignore[operator]
     except msgspec.DecodeError as exc:
         msg = f"invalid JSON: {exc}"
         raise DecodeError(msg) from exc
-    # A cheap scan saves walking documents that cannot hold encoded bytes.
-    marker = b'"$bytes"' if isinstance(raw, bytes | bytearray) else '"$bytes"'
-    return _bytes_from_json(value) if marker in raw else value  # type: ignore[operator]
+    except RecursionError:
+        msg = "invalid JSON: too deeply nested to decode"
+        raise DecodeError(msg) from None
 
 
 def encode_msgpack(value: Any) -> bytes:
@@ -180,6 +184,9 @@ def decode_msgpack(data: bytes) -> Any:
     except msgspec.DecodeError as exc:
         msg = f"invalid MessagePack: {exc}"
         raise DecodeError(msg) from exc
+    except RecursionError:
+        msg = "invalid MessagePack: too deeply nested to decode"
+        raise DecodeError(msg) from None
 
 
 def encode(value: Any, format: WireFormat = "json") -> bytes:

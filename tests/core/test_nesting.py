@@ -62,3 +62,15 @@ def test_very_deep_documents_are_measured_without_recursing() -> None:
 def test_the_limit_is_an_int_at_least_1(bad: Any) -> None:
     with pytest.raises(ValueError, match="max_depth must be an int >= 1"):
         NestingLimit(bad)
+
+
+def test_decoding_a_deep_value_is_a_decode_error() -> None:
+    from flowstream.core.codec import decode_json, decode_msgpack
+    from flowstream.errors import DecodeError
+
+    with pytest.raises(DecodeError, match="too deeply nested"):
+        decode_json(b"[" * 5000 + b"]" * 5000)
+    with pytest.raises(DecodeError, match="too deeply nested"):
+        decode_json(b'[{"$bytes": ' * 600 + b'"AA=="' + b"}]" * 600)
+    with pytest.raises(DecodeError, match="too deeply nested"):
+        decode_msgpack(b"\x91" * 5000 + b"\x01")
