@@ -97,6 +97,7 @@ class RecordDecoder:
         self.encoding = encoding
         self.max_frame_bytes = max_frame_bytes
         self.nesting = NestingLimit(max_depth)
+        self._small = max_depth  # bytes: no frame this short nests deeper
         record: Any = record_type(schema) if schema else None
         self._record = record
         target: Any = Any if record is None else record | list[record]
@@ -109,9 +110,10 @@ class RecordDecoder:
         """Return the good records of a frame and a `BadRecord` for each bad one."""
         text = isinstance(frame, str)
         data: bytes = frame.encode() if isinstance(frame, str) else frame
-        if len(data) > self.max_frame_bytes:
+        size = len(data)
+        if size > self.max_frame_bytes:
             limit = self.max_frame_bytes
-            reason = f"frame of {len(data)} bytes exceeds max_frame_bytes={limit}"
+            reason = f"frame of {size} bytes exceeds max_frame_bytes={limit}"
             return [], [BadRecord(reason, data[:MAX_RAW_IN_ERROR])]
         encoding = self.encoding
         if encoding == "raw":
@@ -120,16 +122,15 @@ class RecordDecoder:
             # A text frame is never MessagePack (``42`` or ``null`` is JSON).
             json = text or data.lstrip()[:1] in (b"{", b"[")
             encoding = "json" if json else "msgpack"
-        nesting = self.nesting
+        # Every level of nesting takes a byte (two in JSON): a frame this
+        # short fits the limit, and the usual small record pays nothing more.
+        small = size <= self._small
         typed: Any
         loose: Any
         if encoding == "json":
             typed, loose = self._json
-            # The first test is json_exceeds's own fast path, inlined: small
-            # records pay two bytes.count calls and no method call.
-            brackets = data.count(b"[") + data.count(b"{")
-            if brackets > nesting.max_depth and nesting.json_exceeds(data):
-                return [], [BadRecord(nesting.reason, data[:MAX_RAW_IN_ERROR])]
+            if not small and self.nesting.json_exceeds(data):
+                return [], [BadRecord(self.nesting.reason, data[:MAX_RAW_IN_ERROR])]
         else:
             typed, loose = self._msgpack
         try:
@@ -142,14 +143,14 @@ class RecordDecoder:
         except RecursionError:
             # MessagePack is checked once decoded; the decoder itself may
             # already run out of stack on a deep enough frame.
-            return [], [BadRecord(nesting.reason, data[:MAX_RAW_IN_ERROR])]
-        if (
-            encoding == "msgpack"
-            and nesting.msgpack_may_exceed(data)
-            and nesting.value_exceeds(value)
-        ):
-            return [], [BadRecord(nesting.reason, data[:MAX_RAW_IN_ERROR])]
+            return [], [BadRecord(self.nesting.reason, data[:MAX_RAW_IN_ERROR])]
+        if not small and encoding == "msgpack" and self._msgpack_too_deep(data, value):
+            return [], [BadRecord(self.nesting.reason, data[:MAX_RAW_IN_ERROR])]
         return (value if type(value) is list else [value]), []
+
+    def _msgpack_too_deep(self, data: bytes, value: Any) -> bool:
+        nesting = self.nesting
+        return nesting.msgpack_may_exceed(data) and nesting.value_exceeds(value)
 
     def _one_by_one(
         self, data: bytes, loose: Any, encoding: str
@@ -164,13 +165,8 @@ class RecordDecoder:
             return [], [BadRecord(reason, data[:MAX_RAW_IN_ERROR])]
         except RecursionError:
             return [], [BadRecord(self.nesting.reason, data[:MAX_RAW_IN_ERROR])]
-        nesting = self.nesting
-        if (
-            encoding == "msgpack"
-            and nesting.msgpack_may_exceed(data)
-            and nesting.value_exceeds(value)
-        ):
-            return [], [BadRecord(nesting.reason, data[:MAX_RAW_IN_ERROR])]
+        if encoding == "msgpack" and self._msgpack_too_deep(data, value):
+            return [], [BadRecord(self.nesting.reason, data[:MAX_RAW_IN_ERROR])]
         records = value if type(value) is list else [value]
         good: list[Any] = []
         bad: list[BadRecord] = []
