@@ -41,6 +41,10 @@ from .core.events import (
     WorkflowStarted as WorkflowStarted,
 )
 from .core.expr import Expr as Expr, FnRef as FnRef
+from .core.nesting import (
+    DEFAULT_MAX_DEPTH as DEFAULT_MAX_DEPTH,
+    NestingLimit as NestingLimit,
+)
 from .core.node import (
     Node as Node,
     NodeContext as NodeContext,
@@ -107,6 +111,7 @@ __all__ = [
     "Connection",
     "ContinueOnError",
     "Control",
+    "DEFAULT_MAX_DEPTH",
     "DeadLetter",
     "ErrorHandling",
     "EventBus",
@@ -127,6 +132,7 @@ __all__ = [
     "ListenHost",
     "MemoryStorage",
     "NO_ITEM",
+    "NestingLimit",
     "Node",
     "NodeCompleted",
     "NodeContext",

@@ -29,7 +29,12 @@ from . import __version__
 from .clirun import CliRun
 from .core.codec import encode_json
 from .core.workflow import Workflow, read_workflow
-from .errors import CodecError, FlowstreamError, WorkflowValidationError
+from .errors import (
+    CodecError,
+    EncodeError,
+    FlowstreamError,
+    WorkflowValidationError,
+)
 from .routed.bridge import dataflow_registry
 from .routed.flow import Flow
 from .runtime.checkpointing import CheckpointError
@@ -74,9 +79,21 @@ def _user_errors() -> Iterator[None]:
         sys.exit(EXIT_INVALID)
     except (CodecError, CheckpointError, UsageProblem) as exc:
         _fail(str(exc), EXIT_INVALID)
+    except ExceptionGroup as group:
+        # Raised inside a task group (a checkpoint store that is no SQLite
+        # file, say): still the user's error, still no traceback.
+        mine, rest = group.split((CodecError, CheckpointError, UsageProblem))
+        if mine is None or rest is not None:
+            raise
+        _fail(str(_first_leaf(mine)), EXIT_INVALID)
     except OSError as exc:
         name = exc.filename if exc.filename is not None else ""
         _fail(f"{name}: {exc.strerror or exc}", EXIT_INVALID)
+
+
+def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def load_graph(path: str, registry: NodeRegistry) -> Graph:
@@ -300,7 +317,11 @@ def run_command(
     with _user_errors():
         result = asyncio.run(_observed(runner, metrics_port, log_format is not None))
     if as_json:
-        click.echo(encode_json(_result_document(result)).decode())
+        try:
+            document = encode_json(_result_document(result))
+        except EncodeError as exc:
+            _fail(f"cannot print the result as JSON: {exc}", EXIT_FAILED)
+        click.echo(document.decode())
     else:
         _print_result(result, runner.mode, runner.stopped_by)
     if result.status != "completed":
@@ -414,7 +435,10 @@ def _print_result(result: RunResult, mode: str, stopped_by: str | None) -> None:
         click.echo(f"{result.skipped} ({mode} mode)")
         return
     if stopped_by:
-        click.echo(f"stopped by {stopped_by}; drained")
+        # Say what happened: a drain that timed out (or a second signal)
+        # cancelled the run rather than draining it.
+        how = "drained" if result.status == "completed" else result.error
+        click.echo(f"stopped by {stopped_by}; {how}")
     click.echo(
         f"{result.status}: run {result.run_id} in {result.duration_s:.3f}s "
         f"({mode} mode)"
@@ -762,9 +786,10 @@ def serve_command(
                 max_body_bytes=max_body,
                 drain_timeout=drain_timeout,
             )
+            serve(config, port=port, log_format=log_format, out=sys.stdout)
         except ValueError as exc:
+            # A setting, the token or the database, all checked before serving.
             raise UsageProblem(str(exc)) from None
-        serve(config, port=port, log_format=log_format, out=sys.stdout)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -13,6 +13,8 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from flowstream import DEFAULT_MAX_DEPTH
+
 from .._records import RecordDecoder, record_type
 
 MAX_TEXT_IN_ERROR = 256
@@ -129,8 +131,15 @@ class JsonLinesDecoder:
     per element (the frame rule of `RecordDecoder`).
     """
 
-    def __init__(self, schema: dict[str, str] | None, max_line_bytes: int) -> None:
-        self._decoder = RecordDecoder("json", schema, max_frame_bytes=max_line_bytes)
+    def __init__(
+        self,
+        schema: dict[str, str] | None,
+        max_line_bytes: int,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+    ) -> None:
+        self._decoder = RecordDecoder(
+            "json", schema, max_frame_bytes=max_line_bytes, max_depth=max_depth
+        )
         self.max_line_bytes = max_line_bytes
 
     @property

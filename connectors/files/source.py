@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from flowstream import FilePath, node
+from flowstream import DEFAULT_MAX_DEPTH, FilePath, node
 
 from .._records import record_type
 from ._common import (
@@ -63,6 +63,8 @@ class FileSourceConfig(
             them the first line is the header.
         delimiter: The CSV field separator.
         max_line_bytes: A longer line goes to the ``error`` port.
+        max_depth: Deepest nesting of arrays/objects in a line; a deeper
+            line goes to ``error`` as "too deeply nested" (the node goes on).
     """
 
     path: FilePath
@@ -74,6 +76,7 @@ class FileSourceConfig(
     fields: list[str] | None = None
     delimiter: str = ","
     max_line_bytes: int = 1 << 20
+    max_depth: int = DEFAULT_MAX_DEPTH
 
     def __post_init__(self) -> None:
         _check_path(self.path)
@@ -82,6 +85,9 @@ class FileSourceConfig(
             raise ValueError(msg)
         if self.max_line_bytes < 1:
             msg = f"max_line_bytes must be >= 1, got {self.max_line_bytes}"
+            raise ValueError(msg)
+        if self.max_depth < 1:
+            msg = f"max_depth must be >= 1, got {self.max_depth}"
             raise ValueError(msg)
         if self.schema is not None:
             record_type(self.schema)  # names an unknown type name
@@ -165,7 +171,7 @@ class FileSource:
                 cfg.schema,
                 cfg.max_line_bytes,
             )
-        return JsonLinesDecoder(cfg.schema, cfg.max_line_bytes)
+        return JsonLinesDecoder(cfg.schema, cfg.max_line_bytes, cfg.max_depth)
 
     async def execute(self, *, ctx: NodeContext) -> AsyncIterator[list[Any]]:
         """Emit the records of each chunk read, as one batch."""

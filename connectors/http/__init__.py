@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 import httpx
 import msgspec
 
-from flowstream import NodeSpec, OutboundUrl, check_url, node
+from flowstream import DEFAULT_MAX_DEPTH, NodeSpec, OutboundUrl, check_url, node
 from flowstream.errors import ConnectError, ConnectorError, NetworkDenied
 
 from .._records import RecordDecoder, record_type
@@ -119,6 +119,8 @@ class HttpSourceConfig(
         max_failures: Failed polls in a row (network error, non-2xx) after
             which the node fails.
         max_body_bytes: A larger body goes to the ``error`` port.
+        max_depth: Deepest nesting of arrays/objects in a body (or line); a deeper
+            body (or line) goes to ``error`` as "too deeply nested" (the node goes on).
     """
 
     url: OutboundUrl
@@ -130,6 +132,7 @@ class HttpSourceConfig(
     timeout_s: float = 10.0
     max_failures: int = 5
     max_body_bytes: int = 16 << 20
+    max_depth: int = DEFAULT_MAX_DEPTH
 
     def __post_init__(self) -> None:
         _check_url(self.url)
@@ -143,6 +146,9 @@ class HttpSourceConfig(
             raise ValueError(msg)
         if self.max_body_bytes < 1:
             msg = f"max_body_bytes must be >= 1, got {self.max_body_bytes}"
+            raise ValueError(msg)
+        if self.max_depth < 1:
+            msg = f"max_depth must be >= 1, got {self.max_depth}"
             raise ValueError(msg)
         if self.schema is not None:
             if self.format == "raw":
@@ -185,7 +191,10 @@ class HttpSource:
         self._client = _Client(client)
         encoding: Any = "json" if config.format == "jsonl" else config.format
         self._decoder = RecordDecoder(
-            encoding, config.schema, max_frame_bytes=config.max_body_bytes
+            encoding,
+            config.schema,
+            max_frame_bytes=config.max_body_bytes,
+            max_depth=config.max_depth,
         )
 
     def _new_client(self) -> httpx.AsyncClient:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 import msgspec
 
-from flowstream import NodeSpec, node
+from flowstream import DEFAULT_MAX_DEPTH, NodeSpec, node
 from flowstream.errors import ConnectionLost
 
 from .._records import record_type
@@ -166,14 +166,20 @@ class StdioSourceConfig(
         schema: Field name -> type name (see `connectors._records`);
             records that break it go to the ``error`` port.
         max_line_bytes: A longer line goes to the ``error`` port.
+        max_depth: Deepest nesting of arrays/objects in a line; a deeper
+            line goes to ``error`` as "too deeply nested" (the node goes on).
     """
 
     schema: dict[str, str] | None = None
     max_line_bytes: int = 1 << 20
+    max_depth: int = DEFAULT_MAX_DEPTH
 
     def __post_init__(self) -> None:
         if self.max_line_bytes < 1:
             msg = f"max_line_bytes must be >= 1, got {self.max_line_bytes}"
+            raise ValueError(msg)
+        if self.max_depth < 1:
+            msg = f"max_depth must be >= 1, got {self.max_depth}"
             raise ValueError(msg)
         if self.schema is not None:
             record_type(self.schema)  # names an unknown type name
@@ -227,7 +233,7 @@ class StdioSource:
         splitter = LineSplitter(
             state.get("offset", 0), state.get("line", 0), cfg.max_line_bytes
         )
-        decoder = JsonLinesDecoder(cfg.schema, cfg.max_line_bytes)
+        decoder = JsonLinesDecoder(cfg.schema, cfg.max_line_bytes, cfg.max_depth)
         while True:
             data = await reader.read()
             lines = splitter.feed(data) if data else splitter.finish()

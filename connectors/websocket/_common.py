@@ -93,6 +93,8 @@ class _Endpoint(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     path: str | None = None
     """Accept only this request path (others get 404); None accepts any."""
     encoding: Encoding = "json"
+    """``json``, ``msgpack``, ``raw``, or ``auto``: a text frame is JSON, a
+    binary frame JSON if it starts with ``{``/``[``, else MessagePack."""
     compression: bool = False
     """Offer/accept permessage-deflate (costs CPU; off by default)."""
     ping_interval: float | None = 20.0

@@ -9,7 +9,7 @@ from .._records import BadRecord
 
 # A frame on its way to the graph, with its sender and its journal id (0:
 # not journaled); or, instead of the frame, why a frame could not be read.
-_Entry = tuple[bytes | BadRecord, str, int]
+_Entry = tuple[bytes | str | BadRecord, str, int]
 
 
 class _Intake:

@@ -49,7 +49,7 @@ __all__ = ["Journal", "JournalOpened", "Row"]
 
 T = TypeVar("T")
 
-Row = tuple[int, bytes, str]
+Row = tuple[int, bytes | str, str]
 """A journaled frame: its id, its bytes, its peer."""
 
 _SCHEMA = """
@@ -117,7 +117,7 @@ class Journal:
         self.pruned = 0
         self.peak_unjournaled = 0
         self.waiting = 0
-        self._pending: list[tuple[bytes, str, float]] = []
+        self._pending: list[tuple[bytes | str, str, float]] = []
         self._writing = 0
         self._bytes = 0
         self._delivering = True
@@ -154,7 +154,7 @@ class Journal:
         self.pruned += opened.pruned
         return opened
 
-    def offer(self, frame: bytes, peer: str) -> bool:
+    def offer(self, frame: bytes | str, peer: str) -> bool:
         """Add a frame if it fits now; False otherwise (or once closed)."""
         held = len(self._pending) + self._writing + len(self.ready)
         size = len(frame)
@@ -171,7 +171,7 @@ class Journal:
         self._work.set()
         return True
 
-    async def add(self, frame: bytes, peer: str) -> bool:
+    async def add(self, frame: bytes | str, peer: str) -> bool:
         """Add a frame, waiting for room; False (frame dropped) once closed."""
         while not self.offer(frame, peer):
             if self.closed:
@@ -359,7 +359,7 @@ class Journal:
         )
         return pruned
 
-    def _insert(self, batch: list[tuple[bytes, str, float]]) -> list[int]:
+    def _insert(self, batch: list[tuple[bytes | str, str, float]]) -> list[int]:
         conn = self._conn
         assert conn is not None
         insert = "insert into frames (frame, peer, received) values (?, ?, ?)"
@@ -375,7 +375,11 @@ class Journal:
             "order by id limit ?",
             (after, until, limit),
         ).fetchall()
-        return [(i, bytes(frame), peer) for i, frame, peer in rows]
+        # A text frame (``auto``) was stored as SQLite text and reads back a str.
+        return [
+            (i, frame if type(frame) is str else bytes(frame), peer)
+            for i, frame, peer in rows
+        ]
 
     def _prune(self, upto: int) -> int:
         conn = self._conn
@@ -384,7 +388,7 @@ class Journal:
             conn.execute("begin immediate")
             return self._delete_upto(conn, upto)
 
-    def _finish(self, pending: list[tuple[bytes, str, float]]) -> None:
+    def _finish(self, pending: list[tuple[bytes | str, str, float]]) -> None:
         conn = self._conn
         assert conn is not None
         try:

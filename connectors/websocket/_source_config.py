@@ -12,7 +12,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
-from flowstream import FilePath  # noqa: TC001 (msgspec reads annotations)
+from flowstream import (
+    DEFAULT_MAX_DEPTH,
+    FilePath,
+)
 
 from .._records import record_type
 from ._common import _at_least_one, _Endpoint
@@ -67,6 +70,8 @@ class WebSocketSourceConfig(
             ``bool``, ``bytes``, ``any``, ``list``, ``dict``; ``?`` makes a
             field optional); records that break it go to ``error``.
         max_frame_bytes: Larger frames go to ``error`` (connection kept).
+        max_depth: Deepest nesting of arrays/objects in a frame; a deeper
+            frame goes to ``error`` as "too deeply nested" (the node goes on).
         hard_max_frame_bytes: Frames above this are not even read: the
             connection is closed with code 1009 (and an ``error`` item says
             so); default 4 x ``max_frame_bytes``.
@@ -100,6 +105,7 @@ class WebSocketSourceConfig(
     subscribe: Any = None
     schema: dict[str, str] | None = None
     max_frame_bytes: int = 1 << 20
+    max_depth: int = DEFAULT_MAX_DEPTH
     hard_max_frame_bytes: int | None = None
     queue_frames: int = 256
     queue_bytes: int = 1 << 20
@@ -114,6 +120,7 @@ class WebSocketSourceConfig(
         super().__post_init__()
         _at_least_one(
             max_frame_bytes=self.max_frame_bytes,
+            max_depth=self.max_depth,
             queue_frames=self.queue_frames,
             queue_bytes=self.queue_bytes,
             read_buffer_frames=self.read_buffer_frames,

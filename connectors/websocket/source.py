@@ -153,7 +153,10 @@ class WebSocketSource:
     def __init__(self, config: WebSocketSourceConfig) -> None:
         self.config = config
         self._decoder = RecordDecoder(
-            config.encoding, config.schema, config.max_frame_bytes
+            config.encoding,
+            config.schema,
+            config.max_frame_bytes,
+            max_depth=config.max_depth,
         )
         self._intake = _Intake(config.queue_frames, config.queue_bytes)
         self._stack = contextlib.AsyncExitStack()
@@ -258,7 +261,7 @@ class WebSocketSource:
             # Popped here rather than by an _Intake method: this runs once per
             # frame. The byte count goes down and waiting readers try again.
             frame, peer, frame_id = popleft()
-            if type(frame) is bytes:
+            if not isinstance(frame, BadRecord):
                 intake.bytes -= len(frame)
                 if intake.waiting:
                     intake._space.set()
@@ -281,7 +284,7 @@ class WebSocketSource:
                     yield batch
                     batch = []
             else:
-                self._reject([frame], peer)  # type: ignore[list-item]
+                self._reject([frame], peer)
                 if note is not None:
                     note(last_id)
                 yield batch
@@ -333,14 +336,16 @@ class WebSocketSource:
 
     # --- internals ---------------------------------------------------------------
 
-    def _decode(self, frame: bytes) -> tuple[list[Any], list[BadRecord]]:
+    def _decode(self, frame: bytes | str) -> tuple[list[Any], list[BadRecord]]:
+        # A frame is a str only with encoding ``auto``: a text frame, JSON.
         try:
             good, bad = self._decoder.decode(frame)
         except msgspec.DecodeError as exc:
             # RecordDecoder lets a few malformed frames raise (a schema error
             # before trailing garbage): still bad input.
             reason = f"malformed {self.config.encoding}: {exc}"
-            return [], [BadRecord(reason, frame[:MAX_RAW_IN_ERROR])]
+            raw = frame.encode() if isinstance(frame, str) else frame
+            return [], [BadRecord(reason, raw[:MAX_RAW_IN_ERROR])]
         if self._seq_keys and good:
             good = self._in_sequence(good, bad)
         return good, bad
@@ -396,12 +401,15 @@ class WebSocketSource:
         Returns False when the intake was closed (the node is shutting down).
         """
         recv = ws.recv
+        # With ``auto``, text frames stay text (JSON whatever they start
+        # with); otherwise every frame is read as the bytes it holds.
+        text = None if self.config.encoding == "auto" else False
         intake = self._intake
         offer = intake.offer
         journal = self._journal
         try:
             while True:
-                frame = await recv(decode=False)
+                frame = await recv(decode=text)
                 self._frames += 1
                 if journal is not None:
                     if not journal.offer(frame, peer) and not await journal.add(

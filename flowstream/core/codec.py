@@ -24,6 +24,7 @@ from typing import Any, Literal
 import msgspec
 
 from ..errors import DecodeError, EncodeError
+from .nesting import NestingLimit
 from .values import Json, Stream
 
 __all__ = [
@@ -72,6 +73,7 @@ def _refuse(obj: Any) -> Any:
     raise EncodeError(msg)
 
 
+_NESTING = NestingLimit()
 _json_encoder = msgspec.json.Encoder(enc_hook=_json_hook)
 _json_decoder = msgspec.json.Decoder()
 _msgpack_encoder = msgspec.msgpack.Encoder(enc_hook=_msgpack_hook)
@@ -122,12 +124,15 @@ def encode_json(value: Any) -> bytes:
 
     Raises:
         EncodeError: The value holds a Stream, a NaN or infinite float, or an
-            unsupported type.
+            unsupported type, or nests too deeply to encode.
     """
     try:
         return _json_encoder.encode(_bytes_to_json(value))
     except (TypeError, OverflowError) as exc:
         raise EncodeError(str(exc)) from exc
+    except RecursionError:
+        msg = "cannot encode this value as JSON: it is too deeply nested"
+        raise EncodeError(msg) from None
 
 
 def decode_json(data: bytes | str | Json) -> Any:
@@ -135,29 +140,37 @@ def decode_json(data: bytes | str | Json) -> Any:
 
     Raises:
         DecodeError: The data is not valid JSON (or holds a ``$bytes`` value
-            that is not base64); the message says where.
+            that is not base64, or nests too deeply to decode); the message
+            says where.
     """
     raw = data.data if isinstance(data, Json) else data
     try:
         value = _json_decoder.decode(raw)
+        # A cheap scan saves walking documents that cannot hold encoded bytes.
+        marker = b'"$bytes"' if isinstance(raw, bytes | bytearray) else '"$bytes"'
+        return _bytes_from_json(value) if marker in raw else value  # type: ignore[operator]
     except msgspec.DecodeError as exc:
         msg = f"invalid JSON: {exc}"
         raise DecodeError(msg) from exc
-    # A cheap scan saves walking documents that cannot hold encoded bytes.
-    marker = b'"$bytes"' if isinstance(raw, bytes | bytearray) else '"$bytes"'
-    return _bytes_from_json(value) if marker in raw else value  # type: ignore[operator]
+    except RecursionError:
+        msg = "invalid JSON: too deeply nested to decode"
+        raise DecodeError(msg) from None
 
 
 def encode_msgpack(value: Any) -> bytes:
     """Encode a value as MessagePack.
 
     Raises:
-        EncodeError: The value holds a Stream or an unsupported type.
+        EncodeError: The value holds a Stream or an unsupported type, or nests
+            too deeply to encode.
     """
     try:
         return _msgpack_encoder.encode(value)
     except (TypeError, OverflowError) as exc:
         raise EncodeError(str(exc)) from exc
+    except RecursionError:
+        msg = "cannot encode this value as MessagePack: it is too deeply nested"
+        raise EncodeError(msg) from None
 
 
 def decode_msgpack(data: bytes) -> Any:
@@ -171,6 +184,9 @@ def decode_msgpack(data: bytes) -> Any:
     except msgspec.DecodeError as exc:
         msg = f"invalid MessagePack: {exc}"
         raise DecodeError(msg) from exc
+    except RecursionError:
+        msg = "invalid MessagePack: too deeply nested to decode"
+        raise DecodeError(msg) from None
 
 
 def encode(value: Any, format: WireFormat = "json") -> bytes:
@@ -213,20 +229,32 @@ def document_format(path: str | Path) -> DocumentFormat:
 def decode_document(data: bytes, format: DocumentFormat, *, name: str = "") -> Any:
     """Decode a JSON, YAML or TOML document into plain values.
 
+    Documents nest at most `DEFAULT_MAX_DEPTH` levels of arrays/objects.
+
     Raises:
-        DecodeError: The text is not a valid document; names ``name`` if given.
+        DecodeError: The text is not a valid document, or nests too deeply;
+            names ``name`` if given.
     """
+    where = f"{name}: " if name else ""
+    deep = f"{where}invalid {format.upper()}: {_NESTING.reason}"
+    if format == "json" and _NESTING.json_exceeds(data):
+        raise DecodeError(deep)
     try:
         if format == "yaml":
-            return msgspec.yaml.decode(data)
-        if format == "toml":
-            return msgspec.toml.decode(data)
-        return _json_decoder.decode(data)
+            value = msgspec.yaml.decode(data)
+        elif format == "toml":
+            value = msgspec.toml.decode(data)
+        else:
+            return _json_decoder.decode(data)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         # TOML is decoded as text first, so bad UTF-8 surfaces as UnicodeDecodeError.
-        where = f"{name}: " if name else ""
         msg = f"{where}invalid {format.upper()}: {exc}"
         raise DecodeError(msg) from exc
+    except RecursionError:
+        raise DecodeError(deep) from None
+    if _NESTING.value_exceeds(value):
+        raise DecodeError(deep)
+    return value
 
 
 def encode_document(obj: Any, format: DocumentFormat) -> bytes:

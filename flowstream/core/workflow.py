@@ -170,8 +170,8 @@ class Checkpoint(
     poison: Literal["stop", "dead_letter"] = "stop"
 
     def __post_init__(self) -> None:
-        if not self.interval_ms >= 0:
-            msg = f"interval_ms must be >= 0, got {self.interval_ms}"
+        if not 0 <= self.interval_ms < math.inf:
+            msg = f"interval_ms must be a finite number >= 0, got {self.interval_ms}"
             raise ValueError(msg)
         if self.max_restarts < 1:
             msg = f"max_restarts must be >= 1, got {self.max_restarts}"

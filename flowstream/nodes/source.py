@@ -9,6 +9,7 @@ a checkpoint goes on where the checkpoint was taken. They emit batches of up to
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -83,8 +84,8 @@ class Timer(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     """Stop after this many ticks; None ticks until the run is stopped."""
 
     def __post_init__(self) -> None:
-        if self.interval_ms <= 0:
-            msg = f"interval_ms must be > 0, got {self.interval_ms}"
+        if not 0 < self.interval_ms < math.inf:
+            msg = f"interval_ms must be a finite number > 0, got {self.interval_ms}"
             raise ValueError(msg)
         if self.count is not None and self.count < 0:
             msg = f"count must be >= 0, got {self.count}"

@@ -77,13 +77,26 @@ class BatchFeed:
     to a node restarted after failing on it; ``taken`` counts hand-outs.
     """
 
-    __slots__ = ("_batches", "_replay", "last", "taken")
+    __slots__ = ("_batches", "_replay", "failed", "last", "taken")
 
     def __init__(self, batches: AsyncIterator[list[Any]]) -> None:
         self._batches = batches
         self._replay = False
         self.last: Any = None
         self.taken = 0  # hand-outs, replays not counted
+        # The upstream raised (a fused node before this one failed): the
+        # failure surfaces through the consuming node, which must not take
+        # the blame for it.
+        self.failed = False
+
+    async def _pull(self) -> Any:
+        try:
+            return await self._batches.__anext__()
+        except StopAsyncIteration:
+            raise
+        except Exception:
+            self.failed = True
+            raise
 
     def __aiter__(self) -> Self:
         return self
@@ -92,7 +105,7 @@ class BatchFeed:
         if self._replay:
             self._replay = False
             return self.last
-        self.last = await self._batches.__anext__()
+        self.last = await self._pull()
         self.taken += 1
         return self.last
 
@@ -124,7 +137,7 @@ class ItemFeed(BatchFeed):
         i = self._i
         batch = self._batch
         while i >= len(batch):
-            batch = self._batch = await self._batches.__anext__()
+            batch = self._batch = await self._pull()
             i = 0
         self._i = i + 1
         self.taken += 1
@@ -192,7 +205,7 @@ class AligningFeed(BatchFeed):
             self._replay = False
             return self.last
         while True:
-            msg: Any = await self._batches.__anext__()
+            msg: Any = await self._pull()
             if type(msg) is list:
                 self.last = msg
                 self.taken += 1
@@ -226,6 +239,9 @@ class ChannelFeed:
         "last",
         "taken",
     )
+
+    # A channel carries no exceptions: an upstream failure never surfaces here.
+    failed = False
 
     def __init__(
         self,

@@ -8,6 +8,7 @@ config, and its edges indexed both ways, ready for the executor.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ from ..core.expr import ExprError, compile_expr, expr_fields, resolve_callable
 from ..core.workflow import (
     NODE_ID,
     Connection,
+    RetryWorkflow,
     Workflow,
     WorkflowNode,
     describe_validation_error,
@@ -26,6 +28,8 @@ from ..errors import Problem, UnknownNodeType, WorkflowValidationError
 from .stepping import gc_paused
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from ..core.node import NodeSpec
     from .registry import NodeRegistry
 
@@ -121,6 +125,20 @@ def _validate(
             problems.append(Problem("duplicate node id", node=decl.id))
             continue
         seen.add(decl.id)
+        if isinstance(decl.error_handling, RetryWorkflow):
+            # Restarting the whole run is the workflow's decision, not one
+            # node's: set on a node it used to behave as stop_workflow.
+            problems.append(
+                Problem(
+                    "retry_workflow restarts the whole run, so it belongs at "
+                    "workflow level (error_handling: {mode: retry_workflow} "
+                    "beside nodes:); a node takes stop_workflow or "
+                    "continue_on_error, and retry: {max_attempts: N} to retry "
+                    "its own item",
+                    node=decl.id,
+                    field="error_handling",
+                )
+            )
         try:
             spec = registry.get(decl.type)
         except UnknownNodeType as exc:
@@ -203,9 +221,17 @@ def _check_config(
             Problem(message, node=decl.id, field=f"config.{path}" if path else "config")
         )
         return _INVALID
+    bad = False
+    for path, value in _non_finite(config, "config", decl.retry):
+        # NaN compares false with everything, so range checks let it (and
+        # infinity, where only a lower bound is checked) through: an interval
+        # of .nan made a timer that never fires and a DAG run that never ends.
+        problems.append(
+            Problem(f"must be a finite number, got {value}", node=decl.id, field=path)
+        )
+        bad = True
     if config is None:
         return None
-    bad = False
     for path, kind, text in expr_fields(config):
         try:
             if kind == "cel":
@@ -219,6 +245,22 @@ def _check_config(
             problems.append(Problem(str(exc), node=decl.id, field=f"config.{path}"))
             bad = True
     return _INVALID if bad else config
+
+
+def _non_finite(config: Any, name: str, retry: Any) -> Iterator[tuple[str, float]]:
+    """The float settings of a node (its config and retry) that are NaN or inf.
+
+    Only settings: a struct's fields, nested structs included; data inside
+    lists and dicts (``source.values``) may be any float.
+    """
+    stack: list[tuple[str, Any]] = [(name, config), ("retry", retry)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, msgspec.Struct):
+            for info in reversed(msgspec.structs.fields(value)):
+                stack.append((f"{path}.{info.encode_name}", getattr(value, info.name)))
+        elif type(value) is float and not math.isfinite(value):
+            yield path, value
 
 
 def _check_connection(

@@ -144,6 +144,15 @@ def _http_exception(
     return problem_response(request, status, detail, headers=headers or None)
 
 
+def _too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Response[bytes]:
+    # Decoders (Litestar's own, for typed bodies, too) recurse once per level
+    # of nesting: a RecursionError while handling a request comes from a
+    # body nested thousands of levels deep. The client's fault, not a 500.
+    return problem_response(
+        request, 400, "the request body is too deeply nested to be decoded"
+    )
+
+
 def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     logger.error(
         "%s %s failed",
@@ -179,6 +188,7 @@ def exception_handlers() -> ExceptionHandlersMap:
         ApiError: _api_error,
         WorkflowValidationError: _invalid_workflow,
         HTTPException: _http_exception,
+        RecursionError: _too_deep,
         Exception: _internal,
     }
 

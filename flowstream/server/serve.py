@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 from dataclasses import replace
 from typing import TYPE_CHECKING, TextIO
 
@@ -16,9 +17,11 @@ import uvicorn
 from .app import create_app
 from .auth import load_token
 from .logs import configure_logging
+from .store import Store
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
     from .config import ServerConfig
 
@@ -40,6 +43,17 @@ class _Server(uvicorn.Server):
                 captured.clear()
 
 
+def _check_database(path: str | Path) -> None:
+    # Opened once here so that a bad file is a message, not a failed startup.
+    if str(path) == ":memory:":
+        return
+    try:
+        Store(path).close()
+    except sqlite3.DatabaseError as exc:
+        msg = f"--db {path}: not a usable flowstream database ({exc})"
+        raise ValueError(msg) from None
+
+
 def serve(config: ServerConfig, *, port: int, log_format: str, out: TextIO) -> None:
     """Run the server in this thread until it is told to stop.
 
@@ -48,11 +62,13 @@ def serve(config: ServerConfig, *, port: int, log_format: str, out: TextIO) -> N
 
     Raises:
         OSError: The token file cannot be written.
-        ValueError: A setting is out of range.
+        ValueError: A setting is out of range, the token is empty, or the
+            database is not a SQLite file (checked before serving).
     """
     configure_logging(log_format)
     token, generated = load_token(config)
     config = replace(config, token=token)
+    _check_database(config.db)
     app = create_app(config)
     host = f"[{config.host}]" if ":" in config.host else config.host
     url = f"http://{host}:{port}/"

@@ -140,3 +140,48 @@ def test_run_options(flag: str) -> None:
         14,
         16,
     ]
+
+
+def test_a_drain_that_times_out_says_so(tmp_path: Path) -> None:
+    # time.delay holds each item a minute: the drain cannot finish in time.
+    wf = tmp_path / "stuck.yaml"
+    wf.write_text(
+        "name: stuck\nmode: stream\nnodes:\n"
+        "  - {id: tick, type: source.timer, config: {interval_ms: 5}}\n"
+        "  - {id: hold, type: time.delay, config: {ms: 60000}}\n"
+        "  - {id: sink, type: sink.null}\n"
+        "connections: [tick -> hold, hold -> sink]\n"
+    )
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "flowstream",
+            "run",
+            str(wf),
+            "--progress",
+            "--drain-timeout=0.3",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if "running" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, err
+    assert "stopped by SIGINT; drain timed out after 0.3 s: cancelled" in out
+    assert "drained" not in out
+    assert "Traceback" not in err

@@ -106,6 +106,7 @@ class WorkflowExecutor:
         self.state = RunState()  # replaced per attempt: a retry starts clean
         self._stopping = False
         self._aborted = False
+        self._cancel_reason: str | None = None  # said in the result, if given
         self._main: asyncio.Task[Any] | None = None
         self._sources: list[Segment] = []
         # Checkpointing (DAG mode): the store, this workflow's key in it, and
@@ -257,7 +258,7 @@ class WorkflowExecutor:
         A second call (or the drain timeout) cancels the run at once.
         """
         if self._stopping:
-            self.cancel()
+            self.cancel("stopped again while draining: cancelled")
             return
         self._stopping = True
         loop = asyncio.get_running_loop()
@@ -271,13 +272,18 @@ class WorkflowExecutor:
             # to end on its own; the drain deadline still bounds it.
             if seg.pulling is not None and not seg.head.spec.stops_itself:
                 seg.pulling.reschedule(loop.time())
-        self._drain_deadline = loop.call_later(self.options.drain_timeout, self.cancel)
+        limit = self.options.drain_timeout
+        self._drain_deadline = loop.call_later(
+            limit, self.cancel, f"drain timed out after {limit:g} s: cancelled"
+        )
 
-    def cancel(self) -> None:
-        """Cancel the run now; its result says ``cancelled``."""
+    def cancel(self, reason: str | None = None) -> None:
+        """Cancel the run now; its result says ``cancelled`` (and ``reason``)."""
         self._stopping = True
         if self._main is not None and not self._main.done():
             self._aborted = True
+            if self._cancel_reason is None:
+                self._cancel_reason = reason
             self._main.cancel()
 
     def statistics(self) -> dict[str, Any]:
@@ -346,7 +352,8 @@ class WorkflowExecutor:
         except asyncio.CancelledError:
             if not self._aborted:
                 raise
-            status, error = "cancelled", "the run was cancelled"
+            status = "cancelled"
+            error = self._cancel_reason or "the run was cancelled"
             self._uncancel()
         except Abort as exc:
             status, error = "failed", str(exc.args[0])
@@ -716,8 +723,15 @@ class WorkflowExecutor:
             gen = n.call_target()()
             items = gen if spec.batched else rebatch(gen, stages.MAX_BATCH, n.rt)
             async with contextlib.aclosing(items):
-                async for batch in items:
-                    yield batch
+                try:
+                    async for batch in items:
+                        yield batch
+                except Abort:
+                    raise
+                except Exception as exc:
+                    # The source's own code failed (not on a record): name it
+                    # here, or the node it is fused with would be blamed.
+                    self._failures.source_failed(n, exc)
             return
         on_control = epochs.barrier_hook(self, seg) if self._coord is not None else None
         if spec.shape == "call" and n.gnode.decl.concurrency > 1:

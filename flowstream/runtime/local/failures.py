@@ -11,7 +11,7 @@ raised on an item) is retried after the policy's delay, up to
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ...core.events import NodeFailed
 from ...core.workflow import ContinueOnError
@@ -105,6 +105,33 @@ class Failures:
                 if not await self.on_failure(n, exc, item, attempt):
                     return FAILED
                 attempt += 1
+
+    def source_failed(self, n: NodeRun, exc: Exception) -> NoReturn:
+        """A source's own code raised: fail the run naming it.
+
+        There is no record to blame (nor to count as a poison record), and
+        a source cannot be replayed, so no retry either.
+
+        Raises:
+            Abort: Always.
+        """
+        n.rt.errors += 1
+        self.bus.publish(
+            NodeFailed(
+                run_id=self.run_id,
+                timestamp=time.time(),
+                node_id=n.id,
+                node_type=n.spec.type_id,
+                error=str(exc),
+                error_type=type(exc).__name__,
+                attempt=1,
+                will_retry=False,
+            )
+        )
+        error = NodeError(
+            f"{type(exc).__name__}: {exc}", node_id=n.id, node_type=n.spec.type_id
+        )
+        raise Abort(str(error)) from exc
 
     async def on_failure(
         self, n: NodeRun, exc: Exception, item: Any, attempt: int

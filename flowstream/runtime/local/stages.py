@@ -19,7 +19,7 @@ from ...core.workflow import StopWorkflow
 from ..feeds import NO_ITEM, BatchFeed, ChannelFeed, ItemFeed
 from ..merging import merge_batches
 from ..stepping import rebatch
-from .failures import FAILED
+from .failures import FAILED, Abort
 from .fusion import kernel_steps
 
 if TYPE_CHECKING:
@@ -238,7 +238,13 @@ async def run_generator(
                     async for batch in out:
                         yield batch
                 return
+            except Abort:
+                # A node upstream in the same chain failed the run (it raised
+                # through this generator's input): it is not this node's.
+                raise
             except Exception as exc:
+                if any(f.failed for f in feeds):
+                    raise  # an upstream's failure, surfacing through this node
                 # A new failing item starts a fresh retry budget; the same
                 # item failing again (after a replay) uses up its budget.
                 at = sum(f.taken for f in feeds)
