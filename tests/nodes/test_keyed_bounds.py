@@ -1,0 +1,137 @@
+"""max_keys / on_max_keys on keyed stateful nodes, in every mode.
+
+Always-new keys are the case that grew without bound (issue 11): with a small
+``max_keys`` the state stays bounded and the evicted records come out (or the
+run fails with a message naming the node and the bound).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from flowstream import FlowRuntime, NodeRegistry, Workflow
+
+N = 500
+MAX = 10
+
+
+@pytest.fixture(params=["fused", "unfused"])
+def fuse(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param == "fused")
+
+
+@pytest.fixture(params=["dag", "stream"])
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def flow(node_type: str, config: dict[str, Any], items: list[Any]) -> Workflow:
+    return (
+        Workflow("bounded")
+        .node("src", "source.values", values=items)
+        .node("w", node_type, config)
+        .node("out", "sink.collect")
+        .connect("src -> w")
+        .connect("w -> out")
+    )
+
+
+async def run(wf: Workflow, fuse: bool, mode: str) -> Any:
+    runtime = FlowRuntime(NodeRegistry.default(entry_points=False))
+    return await runtime.arun(wf, fuse=fuse, mode=mode)
+
+
+def new_keys(n: int = N) -> list[dict[str, Any]]:
+    """Every item a new key, all in one 10 s window (event time)."""
+    return [{"k": f"k{i}", "ts": i / 1000} for i in range(n)]
+
+
+WINDOW = {"key_field": "k", "timestamp_field": "ts", "max_keys": MAX}
+
+
+@pytest.mark.parametrize(
+    ("node_type", "extra"),
+    [
+        ("window.tumbling", {"size_ms": 10_000}),
+        ("window.sliding", {"size_ms": 10_000, "slide_ms": 10_000}),
+        ("window.session", {"gap_ms": 60_000}),
+    ],
+)
+async def test_windows_evict_the_oldest_and_emit_it(
+    node_type: str, extra: dict[str, Any], fuse: bool, mode: str
+) -> None:
+    config = {**WINDOW, **extra, "on_max_keys": "evict_oldest"}
+    result = await run(flow(node_type, config, new_keys()), fuse, mode)
+    assert result.ok, result.error
+    out = result.output("out")
+    evicted = [r for r in out if r.get("evicted")]
+    # Each key past the bound pushed the oldest one out while the input ran:
+    # never more than MAX records held. Nothing is lost.
+    assert len(evicted) == N - MAX
+    assert [r["key"] for r in evicted] == [f"k{i}" for i in range(N - MAX)]
+    assert sorted(r["key"] for r in out) == sorted(f"k{i}" for i in range(N))
+    assert sum(r["count"] for r in out) == N
+
+
+@pytest.mark.parametrize("node_type", ["window.tumbling", "window.session"])
+async def test_windows_fail_at_max_keys_naming_node_and_bound(
+    node_type: str, fuse: bool, mode: str
+) -> None:
+    extra = {"size_ms": 10_000} if node_type == "window.tumbling" else {"gap_ms": 1e5}
+    result = await run(flow(node_type, {**WINDOW, **extra}, new_keys()), fuse, mode)
+    assert not result.ok
+    assert "'w'" in str(result.error)
+    assert "max_keys=10 reached" in str(result.error)
+    assert "StateLimitError" in str(result.error)
+
+
+async def test_windows_under_the_bound_are_unchanged(fuse: bool, mode: str) -> None:
+    # Keys repeat: 5 keys, bound 10. Nothing is evicted.
+    items = [{"k": f"k{i % 5}", "ts": i / 1000} for i in range(N)]
+    config = {**WINDOW, "size_ms": 10_000, "on_max_keys": "evict_oldest"}
+    result = await run(flow("window.tumbling", config, items), fuse, mode)
+    assert result.ok, result.error
+    out = result.output("out")
+    assert [r["count"] for r in out] == [N // 5] * 5
+    assert not any(r.get("evicted") for r in out)
+
+
+async def test_scan_evicts_the_least_recently_updated_key(
+    fuse: bool, mode: str
+) -> None:
+    items = [{"k": "hot", "n": 1} if i % 2 else {"k": f"k{i}", "n": 1} for i in range(N)]
+    config = {"op": "sum", "key": "x.k", "value": "x.n", "max_keys": 3}
+    config["on_max_keys"] = "evict_oldest"
+    result = await run(flow("transform.scan", config, items), fuse, mode)
+    assert result.ok, result.error
+    hot = [r["value"] for r in result.output("out") if r["key"] == "hot"]
+    # The hot key is updated every other item: never the oldest, never reset.
+    assert hot == list(range(1, N // 2 + 1))
+
+
+async def test_scan_fails_at_max_keys(fuse: bool, mode: str) -> None:
+    config = {"op": "count", "key": "x.k", "max_keys": MAX}
+    result = await run(flow("transform.scan", config, new_keys()), fuse, mode)
+    assert not result.ok
+    assert "max_keys=10 reached" in str(result.error)
+    assert "StateLimitError" in str(result.error)
+
+
+async def test_reduce_emits_evicted_keys_early(fuse: bool, mode: str) -> None:
+    items = [{"k": f"k{i % 50}"} for i in range(N)]
+    config = {"op": "count", "key": "x.k", "max_keys": MAX}
+    config["on_max_keys"] = "evict_oldest"
+    result = await run(flow("transform.reduce", config, items), fuse, mode)
+    assert result.ok, result.error
+    out = result.output("out")
+    assert sum(r["value"] for r in out) == N
+    assert len([r for r in out if not r.get("evicted")]) == MAX
+
+
+def test_max_keys_below_one_is_a_config_error() -> None:
+    runtime = FlowRuntime(NodeRegistry.default(entry_points=False))
+    wf = flow("window.tumbling", {"size_ms": 10, "max_keys": 0}, [])
+    with pytest.raises(ValueError, match="max_keys must be >= 1"):
+        runtime.validate(wf)
