@@ -28,7 +28,7 @@ import msgspec
 from . import __version__
 from .core.codec import encode_json
 from .core.workflow import Workflow, read_workflow
-from .errors import CodecError, FlowstreamError, WorkflowValidationError
+from .errors import CodecError, FlowstreamError, Problem, WorkflowValidationError
 from .routed.bridge import dataflow_registry
 from .routed.flow import Flow
 from .runtime.checkpoint import CheckpointError
@@ -119,11 +119,25 @@ def validate_command(file: str) -> None:
             )
             return
         graph = validate(workflow, _registry(), source=file)
+    _warn(graph.warnings())
     wf = graph.workflow
     click.echo(
         f"ok: {file}: workflow {wf.name!r} ({wf.mode} mode), "
         f"{len(wf.nodes)} nodes, {len(wf.connections)} connections"
     )
+
+
+def _warn(problems: list[Problem]) -> None:
+    """Print validation warnings on stderr: shown, never fatal."""
+    for problem in problems:
+        click.echo(f"warning: {_where(problem)}{problem.message}", err=True)
+
+
+def _where(problem: Problem) -> str:
+    where = f"node {problem.node!r}" if problem.node else ""
+    if problem.field:
+        where += f", {problem.field}"
+    return f"{where}: " if where else ""
 
 
 # Shared by `run` and `serve`: how long a graceful stop may take.
@@ -231,6 +245,7 @@ def run_command(
             raise UsageProblem(msg)
         else:
             graph = validate(workflow, registry, source=file)
+            _warn(graph.warnings(mode))
     if workflow.mode == "routed":
         _run_routed(flow, values, as_json, events_path)
         return

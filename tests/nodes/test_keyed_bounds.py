@@ -7,11 +7,16 @@ run fails with a message naming the node and the bound).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from click.testing import CliRunner
 
 from flowstream import FlowRuntime, NodeRegistry, Workflow
+from flowstream.cli import cli
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 N = 500
 MAX = 10
@@ -135,3 +140,53 @@ def test_max_keys_below_one_is_a_config_error() -> None:
     wf = flow("window.tumbling", {"size_ms": 10, "max_keys": 0}, [])
     with pytest.raises(ValueError, match="max_keys must be >= 1"):
         runtime.validate(wf)
+
+
+# --- validation warns about unbounded keyed state in stream mode -------------------
+
+UNBOUNDED = """
+name: unbounded
+mode: stream
+nodes:
+  - {id: src, type: source.values, config: {values: [{k: a, ts: 0}]}}
+  - id: per_key
+    type: window.tumbling
+    config: {size_ms: 1000, key_field: k, timestamp_field: ts, max_keys: null}
+  - {id: global, type: transform.scan, config: {op: count, max_keys: null}}
+  - {id: bounded, type: transform.scan, config: {op: count, key: x.k}}
+  - {id: out, type: sink.collect}
+  - {id: out2, type: sink.collect}
+  - {id: out3, type: sink.collect}
+connections:
+  - src -> per_key
+  - src -> global
+  - src -> bounded
+  - per_key -> out
+  - global -> out2
+  - bounded -> out3
+"""
+
+
+def test_validate_and_run_warn_but_do_not_fail(tmp_path: Path) -> None:
+    path = tmp_path / "unbounded.yaml"
+    path.write_text(UNBOUNDED)
+    warning = (
+        "warning: node 'per_key', max_keys: keyed state with no bound "
+        "(max_keys: null) in stream mode"
+    )
+    for args in (["validate", str(path)], ["run", str(path)]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        # Only the keyed node without a bound: not the global scan (one key),
+        # not the scan with the default bound.
+        lines = [line for line in result.stderr.splitlines() if "warning" in line]
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith(warning)
+
+
+def test_no_warning_in_dag_mode() -> None:
+    runtime = FlowRuntime(NodeRegistry.default(entry_points=False))
+    config = {"size_ms": 10, "key_field": "k", "max_keys": None}
+    graph = runtime.validate(flow("window.tumbling", config, []))
+    assert graph.warnings() == []
+    assert [p.node for p in graph.warnings("stream")] == ["w"]
