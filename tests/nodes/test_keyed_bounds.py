@@ -106,7 +106,7 @@ async def test_windows_under_the_bound_are_unchanged(fuse: bool, mode: str) -> N
 async def test_scan_evicts_the_least_recently_updated_key(
     fuse: bool, mode: str
 ) -> None:
-    items = [{"k": "hot", "n": 1} if i % 2 else {"k": f"k{i}", "n": 1} for i in range(N)]
+    items = [{"k": "hot" if i % 2 else f"k{i}", "n": 1} for i in range(N)]
     config = {"op": "sum", "key": "x.k", "value": "x.n", "max_keys": 3}
     config["on_max_keys"] = "evict_oldest"
     result = await run(flow("transform.scan", config, items), fuse, mode)
