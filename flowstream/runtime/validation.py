@@ -182,9 +182,12 @@ _INVALID: Any = object()
 
 
 def _keyed(config: Any) -> bool:
-    """Whether a node's config groups by key (window, scan, reduce)."""
+    """Whether a node's config groups by key (window, scan, reduce, lookup)."""
+    if getattr(config, "table", None) is not None:
+        return False  # join.lookup with a static table: nothing grows
     return bool(
-        getattr(config, "key", None) is not None
+        getattr(config, "table_key", None) is not None
+        or getattr(config, "key", None) is not None
         or getattr(config, "key_field", None) is not None
         or getattr(config, "keyed", False)
     )

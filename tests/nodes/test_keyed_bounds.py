@@ -249,3 +249,41 @@ async def test_an_evicting_checkpointed_stream_run_restarts_exactly(
     # The hot key's count goes on, the evicted keys start afresh, exactly as
     # in the uninterrupted run: the bound's order survived the checkpoint.
     assert first + second == reference
+
+
+# --- join.lookup: table keys -----------------------------------------------------
+
+
+def lookup_flow(**config: Any) -> Workflow:
+    table = [{"id": i, "v": i} for i in range(N)]  # every table item a new key
+    items = [{"id": 0}, {"id": N - 1}]
+    return (
+        Workflow("lookup")
+        .node("tbl", "source.values", values=table)
+        .node("src", "source.values", values=items)
+        .node(
+            "j", "join.lookup", key="x.id", table_key="x.id", table_first=True, **config
+        )
+        .node("out", "sink.collect")
+        .connect("tbl -> j.table")
+        .connect("src -> j.in")
+        .connect("j -> out")
+    )
+
+
+async def test_lookup_evicts_the_oldest_table_key(fuse: bool, mode: str) -> None:
+    wf = lookup_flow(max_keys=MAX, on_max_keys="evict_oldest")
+    result = await run(wf, fuse, mode)
+    assert result.ok, result.error
+    # The first table key was pushed out long ago; the last is still held.
+    assert [r["match"] for r in result.output("out")] == [
+        None,
+        {"id": N - 1, "v": N - 1},
+    ]
+
+
+async def test_lookup_fails_at_max_keys(fuse: bool, mode: str) -> None:
+    result = await run(lookup_flow(max_keys=MAX), fuse, mode)
+    assert not result.ok
+    assert "'j'" in str(result.error)
+    assert "max_keys=10 reached" in str(result.error)
