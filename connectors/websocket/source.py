@@ -709,6 +709,7 @@ class WebSocketSource:
         after, until = self._state.get("journal_id", 0), self._replay_until
         decode = self._decode
         batch: list[Any] = []
+        batch_bytes = 0
         while after < until:
             rows = await journal.read(after, until, BATCH)
             if not rows:
@@ -718,19 +719,20 @@ class WebSocketSource:
                 self._replayed_frames += 1
                 after = frame_id
                 batch += good
+                batch_bytes += len(frame)
                 if bad:
                     self._reject(bad, peer)
                     self._note(frame_id)
                     yield batch
-                    batch = []
-                elif len(batch) >= BATCH:
+                    batch, batch_bytes = [], 0
+                elif len(batch) >= BATCH or batch_bytes >= BATCH_BYTES:
                     self._note(frame_id)
                     yield batch
-                    batch = []
+                    batch, batch_bytes = [], 0
             self._note(after)
             if batch:
                 yield batch
-                batch = []
+                batch, batch_bytes = [], 0
 
     async def _committed(self, epoch: int) -> None:
         """Prune the journal: epoch ``epoch`` covers what the last commit saw.
