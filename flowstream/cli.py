@@ -79,6 +79,12 @@ def _user_errors() -> Iterator[None]:
         _fail(f"{name}: {exc.strerror or exc}", EXIT_INVALID)
 
 
+def _warn(problems: list[Problem]) -> None:
+    """Print validation warnings on stderr: shown, never fatal."""
+    for problem in problems:
+        click.echo(f"warning: {problem}", err=True)
+
+
 def load_graph(path: str, registry: NodeRegistry) -> Graph:
     """Read and validate a workflow file (raising the user-facing errors)."""
     workflow: Workflow = read_workflow(path)
@@ -125,19 +131,6 @@ def validate_command(file: str) -> None:
         f"ok: {file}: workflow {wf.name!r} ({wf.mode} mode), "
         f"{len(wf.nodes)} nodes, {len(wf.connections)} connections"
     )
-
-
-def _warn(problems: list[Problem]) -> None:
-    """Print validation warnings on stderr: shown, never fatal."""
-    for problem in problems:
-        click.echo(f"warning: {_where(problem)}{problem.message}", err=True)
-
-
-def _where(problem: Problem) -> str:
-    where = f"node {problem.node!r}" if problem.node else ""
-    if problem.field:
-        where += f", {problem.field}"
-    return f"{where}: " if where else ""
 
 
 # Shared by `run` and `serve`: how long a graceful stop may take.
