@@ -14,9 +14,10 @@ counts every frame byte the source holds:
 When the total reaches ``max_buffered_bytes`` the source stops reading every
 socket (TCP backpressure reaches the senders) until it drains to three
 quarters of the budget. The total can pass the budget by one read chunk (the
-one that crossed it) and by one frame: when everything held is partial
-frames (so nothing could drain and every reader would wait for ever), one
-connection at a time, the "finisher", reads on until its frame is complete.
+one that crossed it), and by one frame plus one more chunk: when everything
+held is partial frames (so nothing could drain and every reader would wait
+for ever), one connection at a time, the "finisher", reads on until its
+frame is complete (its last read may hold the start of its next frame).
 """
 
 from __future__ import annotations

@@ -76,7 +76,8 @@ class WebSocketSourceConfig(
             and the journal's pending frames. When it is spent the source
             stops reading every socket (TCP backpressure) until it has
             drained to three quarters of it. It may be passed by one read
-            chunk (256 KiB) and one frame (``hard_max_frame_bytes``), which
+            chunk (256 KiB) and one frame (``hard_max_frame_bytes``) plus one
+            more chunk, which
             lets a frame larger than the budget through.
         max_connections: Server mode: most clients connected at once; a
             further client is accepted and closed at once with code 1013
@@ -208,7 +209,7 @@ class WebSocketSourceStatistics(msgspec.Struct, frozen=True, kw_only=True):
         held_bytes: Frame bytes held anywhere in the source now (connections,
             queue, journal): what ``max_buffered_bytes`` bounds.
         peak_held_bytes: The most there ever were (<= ``max_buffered_bytes``
-            + 256 KiB + ``hard_max_frame_bytes``).
+            + 512 KiB + ``hard_max_frame_bytes``).
         reading_stops: Times the budget was spent and every socket stopped
             being read.
         refused_connections: Clients closed with 1013 (``max_connections``).

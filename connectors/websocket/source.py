@@ -95,7 +95,9 @@ class WebSocketSource:
     counts against one budget, ``max_buffered_bytes`` (64 MiB by default).
     When it is spent the source stops reading every socket, so senders
     block (TCP backpressure), until it has drained to three quarters of it;
-    it is passed by at most one read chunk (256 KiB) and one frame. Within
+    it is passed by at most one frame and two read chunks (256 KiB each):
+    the read that crossed it, and the last read of the one connection at a
+    time allowed to finish a partial frame so that nothing wedges. Within
     it, the queue for the graph holds at most ``queue_frames`` /
     ``queue_bytes`` and each connection at most ``read_buffer_frames``
     frames. Past ``max_connections`` clients (1024), a new client is closed
