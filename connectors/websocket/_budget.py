@@ -92,7 +92,10 @@ class Budget:
 
     def check(self) -> None:
         """Bytes came in: note the peak; stop reading if the budget is spent."""
-        held = self.held
+        journal = self._journal
+        held = self.conn_bytes + self._intake.bytes
+        if journal is not None:
+            held += journal.held_bytes
         if held > self.peak:
             self.peak = held
         if held >= self.limit and not self.stopped:
@@ -205,6 +208,58 @@ class _Metered:
     discarding: bool
     protocol: Any
     recv_messages: Any
+    # The websockets methods these override, called directly: data_received
+    # and process_event run per read and per frame, where super() shows.
+    _made: Callable[[Any, asyncio.BaseTransport], None]
+    _received: Callable[[Any, bytes], None]
+    _process: Callable[[Any, Event], None]
+    _lost: Callable[[Any, Exception | None], None]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._made(self, transport)
+        meter = self._meter
+        meter._transport = transport  # type: ignore[assignment]
+        assembler = self.recv_messages
+        assembler.pause = lambda: meter.queue_full(True)
+        assembler.resume = lambda: meter.queue_full(False)
+        meter._budget._add(meter)
+
+    def data_received(self, data: bytes) -> None:
+        self._received(self, data)  # complete frames counted by process_event
+        meter = self._meter
+        budget = meter._budget
+        partial = len(self.protocol.reader.buffer)
+        delta = partial - meter.partial
+        if delta:
+            meter.partial = partial
+            budget.partial_bytes += delta
+            budget.conn_bytes += delta
+        if meter.completed:
+            meter.completed = False
+            if budget._finisher is meter:
+                budget._finished(meter)
+        budget.check()
+
+    def process_event(self, event: Event) -> None:
+        if type(event) is Frame and event.opcode in _DATA:
+            if self.discarding:
+                return
+            size = len(event.data)
+            meter = self._meter
+            meter.completed = True
+            meter.queued += size
+            meter._budget.conn_bytes += size
+        self._process(self, event)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost(self, exc)
+        meter = self._meter
+        budget = meter._budget
+        budget.conn_bytes -= meter.partial + meter.queued
+        budget.partial_bytes -= meter.partial
+        meter.partial = meter.queued = 0
+        meter._transport = None
+        budget._remove(meter)
 
     def _start_metering(self, budget: Budget) -> None:
         self._meter = _Meter(budget)
@@ -229,98 +284,27 @@ class _Metered:
             meter._budget.released()
 
 
-def _connection_made(
-    self: _Metered, transport: asyncio.BaseTransport, made: Callable[[Any], None]
-) -> None:
-    made(transport)
-    meter = self._meter
-    meter._transport = transport  # type: ignore[assignment]
-    assembler = self.recv_messages
-    assembler.pause = lambda: meter.queue_full(True)
-    assembler.resume = lambda: meter.queue_full(False)
-    meter._budget._add(meter)
-
-
-def _data_received(
-    self: _Metered, data: bytes, received: Callable[[bytes], None]
-) -> None:
-    received(data)  # complete frames are counted by _process_event
-    meter = self._meter
-    budget = meter._budget
-    partial = len(self.protocol.reader.buffer)
-    delta = partial - meter.partial
-    meter.partial = partial
-    budget.partial_bytes += delta
-    budget.conn_bytes += delta
-    if meter.completed:
-        meter.completed = False
-        if budget._finisher is meter:
-            budget._finished(meter)
-    budget.check()
-
-
-def _process_event(
-    self: _Metered, event: Event, process: Callable[[Any], None]
-) -> None:
-    if type(event) is Frame and event.opcode in _DATA:
-        if self.discarding:
-            return
-        size = len(event.data)
-        meter = self._meter
-        meter.completed = True
-        meter.queued += size
-        meter._budget.conn_bytes += size
-    process(event)
-
-
-def _connection_lost(
-    self: _Metered, exc: Exception | None, lost: Callable[[Any], None]
-) -> None:
-    lost(exc)
-    meter = self._meter
-    budget = meter._budget
-    budget.conn_bytes -= meter.partial + meter.queued
-    budget.partial_bytes -= meter.partial
-    meter.partial = meter.queued = 0
-    meter._transport = None
-    budget._remove(meter)
-
-
 class MeteredServerConnection(_Metered, ServerConnection):
     """A server connection whose frame bytes count against a `Budget`."""
+
+    _made = staticmethod(ServerConnection.connection_made)
+    _received = staticmethod(ServerConnection.data_received)
+    _process = staticmethod(ServerConnection.process_event)
+    _lost = staticmethod(ServerConnection.connection_lost)
 
     def __init__(self, *args: Any, budget: Budget, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._start_metering(budget)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        _connection_made(self, transport, super().connection_made)
-
-    def data_received(self, data: bytes) -> None:
-        _data_received(self, data, super().data_received)
-
-    def process_event(self, event: Event) -> None:
-        _process_event(self, event, super().process_event)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        _connection_lost(self, exc, super().connection_lost)
 
 
 class MeteredClientConnection(_Metered, ClientConnection):
     """A client connection whose frame bytes count against a `Budget`."""
 
+    _made = staticmethod(ClientConnection.connection_made)
+    _received = staticmethod(ClientConnection.data_received)
+    _process = staticmethod(ClientConnection.process_event)
+    _lost = staticmethod(ClientConnection.connection_lost)
+
     def __init__(self, *args: Any, budget: Budget, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._start_metering(budget)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        _connection_made(self, transport, super().connection_made)
-
-    def data_received(self, data: bytes) -> None:
-        _data_received(self, data, super().data_received)
-
-    def process_event(self, event: Event) -> None:
-        _process_event(self, event, super().process_event)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        _connection_lost(self, exc, super().connection_lost)
