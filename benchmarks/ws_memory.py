@@ -75,7 +75,7 @@ async def _child(
     runtime = FlowRuntime(registry)
     # budget 0: the source's defaults (and a run against a version without
     # the budget, for comparison).
-    bounds = (
+    bounds: dict[str, Any] = (
         {"max_buffered_bytes": budget, "max_connections": max_connections}
         if budget
         else {}
