@@ -21,6 +21,7 @@ from . import (
     bench_memory,
     bench_window,
     bench_ws,
+    ws_memory,
 )
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ BENCHES: dict[str, Callable[[h.Config], h.Workload]] = {
     "window": bench_window.run,
     "join": bench_join.run,
     "ws": bench_ws.run,
+    "ws_memory": ws_memory.run,
     "checkpoint": bench_checkpoint.run,
 }
 

@@ -33,6 +33,7 @@ from .errors import (
     CodecError,
     EncodeError,
     FlowstreamError,
+    Problem,
     WorkflowValidationError,
 )
 from .routed.bridge import dataflow_registry
@@ -96,6 +97,12 @@ def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
+def _warn(problems: list[Problem]) -> None:
+    """Print validation warnings on stderr: shown, never fatal."""
+    for problem in problems:
+        click.echo(f"warning: {problem}", err=True)
+
+
 def load_graph(path: str, registry: NodeRegistry) -> Graph:
     """Read and validate a workflow file (raising the user-facing errors)."""
     workflow: Workflow = read_workflow(path)
@@ -136,6 +143,7 @@ def validate_command(file: str) -> None:
             )
             return
         graph = validate(workflow, _registry(), source=file)
+    _warn(graph.warnings())
     wf = graph.workflow
     click.echo(
         f"ok: {file}: workflow {wf.name!r} ({wf.mode} mode), "
@@ -298,6 +306,7 @@ def run_command(
             raise UsageProblem(msg)
         else:
             graph = validate(workflow, registry, source=file)
+            _warn(graph.warnings(mode))
     if workflow.mode == "routed":
         _run_routed(flow, values, as_json, events_path)
         return

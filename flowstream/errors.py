@@ -9,6 +9,7 @@ Exception
       |    +-- EncodeError (also TypeError)           a value that has no wire form
       |    +-- DecodeError (also ValueError)          bytes that are not a document
       +-- NodeError                                   a node's own code failed
+      +-- StateLimitError (also RuntimeError)         keyed state reached max_keys
       +-- ChannelError (also RuntimeError)
       |    +-- ClosedChannelError                     you used a half you had closed
       |    +-- BrokenChannelError                     the other side went away
@@ -47,6 +48,7 @@ __all__ = [
     "NodeError",
     "Problem",
     "ProtocolError",
+    "StateLimitError",
     "UnknownNodeType",
     "WorkflowValidationError",
     "WouldBlock",
@@ -145,6 +147,15 @@ class NodeError(FlowstreamError):
         self.node_id = node_id
         self.node_type = node_type
         super().__init__(f"node {node_id!r} ({node_type}) failed: {message}")
+
+
+class StateLimitError(FlowstreamError, RuntimeError):
+    """A node's keyed state reached its ``max_keys`` with ``on_max_keys: fail``.
+
+    Not a bug: the input has more distinct keys than the node was allowed to
+    hold. Raise ``max_keys``, choose ``on_max_keys: evict_oldest``, or bound
+    the keys upstream.
+    """
 
 
 class ChannelError(FlowstreamError, RuntimeError):

@@ -138,6 +138,11 @@ class Journal:
         """Frames added and not yet handed on."""
         return len(self._pending) + self._writing + len(self.ready)
 
+    @property
+    def held_bytes(self) -> int:
+        """The bytes of those frames."""
+        return self._bytes
+
     # --- the event loop side ----------------------------------------------------------
 
     async def open(self, after: int) -> JournalOpened:

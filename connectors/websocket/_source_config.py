@@ -69,12 +69,27 @@ class WebSocketSourceConfig(
         schema: Field name -> type name (``str``, ``int``, ``float``,
             ``bool``, ``bytes``, ``any``, ``list``, ``dict``; ``?`` makes a
             field optional); records that break it go to ``error``.
-        max_frame_bytes: Larger frames go to ``error`` (connection kept).
+        max_frame_bytes: Larger frames go to ``error`` (connection kept),
+            counted in ``oversized_frames``.
         max_depth: Deepest nesting of arrays/objects in a frame; a deeper
             frame goes to ``error`` as "too deeply nested" (the node goes on).
         hard_max_frame_bytes: Frames above this are not even read: the
-            connection is closed with code 1009 (and an ``error`` item says
-            so); default 4 x ``max_frame_bytes``.
+            connection is closed with code 1009 (an ``error`` item and a
+            ``frame_too_big`` event say so, ``oversized_frames`` counts it);
+            default 4 x ``max_frame_bytes``.
+        max_buffered_bytes: One memory budget for the frame bytes the source
+            holds, all connections together: websockets' per-connection
+            buffers (partial and complete frames), the queue for the graph
+            and the journal's pending frames. When it is spent the source
+            stops reading every socket (TCP backpressure) until it has
+            drained to three quarters of it. It may be passed by one read
+            chunk (256 KiB) and one frame (``hard_max_frame_bytes``) plus one
+            more chunk, which
+            lets a frame larger than the budget through.
+        max_connections: Server mode: most clients connected at once; a
+            further client is accepted and closed at once with code 1013
+            (try again later), counted in ``refused_connections`` and
+            logged (a warning each time the limit is reached again).
         queue_frames: Frames waiting for the graph, all connections
             together; past it (or past ``queue_bytes``), readers stop reading
             their sockets.
@@ -107,6 +122,8 @@ class WebSocketSourceConfig(
     max_frame_bytes: int = 1 << 20
     max_depth: int = DEFAULT_MAX_DEPTH
     hard_max_frame_bytes: int | None = None
+    max_buffered_bytes: int = 64 << 20
+    max_connections: int = 1024
     queue_frames: int = 256
     queue_bytes: int = 1 << 20
     read_buffer_frames: int = 16
@@ -121,6 +138,8 @@ class WebSocketSourceConfig(
         _at_least_one(
             max_frame_bytes=self.max_frame_bytes,
             max_depth=self.max_depth,
+            max_buffered_bytes=self.max_buffered_bytes,
+            max_connections=self.max_connections,
             queue_frames=self.queue_frames,
             queue_bytes=self.queue_bytes,
             read_buffer_frames=self.read_buffer_frames,
@@ -196,6 +215,15 @@ class WebSocketSourceStatistics(msgspec.Struct, frozen=True, kw_only=True):
         peak_frames: The most frames that ever waited (<= ``queue_frames``).
         peak_bytes: The most bytes that ever waited (<= ``queue_bytes``, or
             one frame's size if larger).
+        held_bytes: Frame bytes held anywhere in the source now (connections,
+            queue, journal): what ``max_buffered_bytes`` bounds.
+        peak_held_bytes: The most there ever were (<= ``max_buffered_bytes``
+            + 512 KiB + ``hard_max_frame_bytes``).
+        reading_stops: Times the budget was spent and every socket stopped
+            being read.
+        refused_connections: Clients closed with 1013 (``max_connections``).
+        oversized_frames: Frames over ``max_frame_bytes`` (to ``error``) or
+            over ``hard_max_frame_bytes`` (connection closed with 1009).
         waiting_readers: Readers waiting for room (not reading their socket).
         duplicates: Records at or below the last sequence, dropped
             (``seq_field``).
@@ -216,6 +244,11 @@ class WebSocketSourceStatistics(msgspec.Struct, frozen=True, kw_only=True):
     peak_frames: int
     peak_bytes: int
     waiting_readers: int
+    held_bytes: int = 0
+    peak_held_bytes: int = 0
+    reading_stops: int = 0
+    refused_connections: int = 0
+    oversized_frames: int = 0
     duplicates: int = 0
     journaled_frames: int = 0
     unjournaled_frames: int = 0

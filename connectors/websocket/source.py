@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sqlite3
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 from websockets.asyncio.client import connect
@@ -28,6 +29,7 @@ from flowstream import check_url, node
 from flowstream.errors import NetworkDenied
 
 from .._records import MAX_RAW_IN_ERROR, BadRecord, RecordDecoder
+from ._budget import Budget, MeteredClientConnection, MeteredServerConnection
 from ._common import (
     _client_options,
     _close_server,
@@ -49,7 +51,6 @@ if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
 
     from websockets.asyncio.client import ClientConnection
-    from websockets.asyncio.connection import Connection
     from websockets.asyncio.server import Server, ServerConnection
 
     from flowstream import NodeContext, NodeState
@@ -68,6 +69,13 @@ handed on, and a batch that stays small stays in the CPU caches and below the
 garbage collector's first threshold (measured: +10% records/s over 1024).
 """
 
+BATCH_BYTES = 256 << 10
+"""Frame bytes after which a batch leaves even if it has fewer records.
+
+The graph's channels are bounded in batches: without this, a batch of 256
+large frames' records (256 MB of 1 MB frames) would be one item there.
+"""
+
 
 class WebSocketSource:
     """Records from WebSocket frames: a server many clients send to, or a client.
@@ -82,11 +90,23 @@ class WebSocketSource:
     counted. Only a frame over ``hard_max_frame_bytes`` closes its connection
     (code 1009), since reading it would buffer it.
 
-    Memory: at most ``queue_frames``/``queue_bytes`` of frames taken in, one
-    decoded batch (about 256 records), and per connection what websockets
-    buffers (``read_buffer_frames`` frames, each under
-    ``hard_max_frame_bytes``); with a journal, ``journal_max_frames`` frames
-    more. Past that, senders block (TCP backpressure).
+    Memory is bounded whatever the number of clients: every frame byte the
+    source holds (websockets' per-connection buffers, partial frames
+    included, the queue for the graph and the journal's pending frames)
+    counts against one budget, ``max_buffered_bytes`` (64 MiB by default).
+    When it is spent the source stops reading every socket, so senders
+    block (TCP backpressure), until it has drained to three quarters of it;
+    it is passed by at most one frame and two read chunks (256 KiB each):
+    the read that crossed it, and the last read of the one connection at a
+    time allowed to finish a partial frame so that nothing wedges. Within
+    it, the queue for the graph holds at most ``queue_frames`` /
+    ``queue_bytes`` and each connection at most ``read_buffer_frames``
+    frames. Past ``max_connections`` clients (1024), a new client is closed
+    at once with code 1013 (try again later), counted and logged. Besides
+    frames, each connection costs its socket buffers and some kilobytes of
+    state; the graph holds one decoded batch (about 256 records) per
+    frame. ``held_bytes`` and ``peak_held_bytes`` (statistics) show the
+    budget at work.
 
     A graceful stop closes the listener (or the client connection) with code
     1001 and keeps reading until each peer has answered the close: every frame
@@ -159,6 +179,11 @@ class WebSocketSource:
             max_depth=config.max_depth,
         )
         self._intake = _Intake(config.queue_frames, config.queue_bytes)
+        self._budget = Budget(config.max_buffered_bytes, self._intake)
+        self._clients = 0
+        self._refused = 0
+        self._at_limit = False
+        self._oversized = 0
         self._stack = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
         self._server: Server | None = None
@@ -204,12 +229,16 @@ class WebSocketSource:
             else:
                 self._replayed.set()
             if config.mode == "server":
+                metered = functools.partial(
+                    MeteredServerConnection, budget=self._budget
+                )
                 self._server = await _listen(
                     config,
                     self._serve_client,
                     ctx,
                     max_size=config.hard_limit,
                     max_queue=config.read_buffer_frames,
+                    create_connection=cast("type[ServerConnection]", metered),
                 )
                 self._stack.push_async_callback(
                     _close_server, self._server, config.close_timeout
@@ -239,11 +268,13 @@ class WebSocketSource:
                     yield replayed
             self._replayed.set()
         intake = self._intake
+        budget = self._budget
         entries = intake._entries
         popleft = entries.popleft
         decode = self._decode
         note = self._note if self._seq_keys or self._journal else None
         batch: list[Any] = []
+        batch_bytes = 0
         last_id = 0
         while True:
             if not entries:
@@ -252,6 +283,7 @@ class WebSocketSource:
                         note(last_id)
                     yield batch
                     batch = []
+                    batch_bytes = 0
                 else:
                     if note is not None:
                         note(last_id)  # frames that held no record
@@ -265,6 +297,9 @@ class WebSocketSource:
                 intake.bytes -= len(frame)
                 if intake.waiting:
                     intake._space.set()
+                if budget.stopped:
+                    budget.released()
+                batch_bytes += len(frame)
                 good, bad = decode(frame)
                 if frame_id:
                     last_id = frame_id
@@ -278,17 +313,20 @@ class WebSocketSource:
                         note(last_id)
                     yield batch  # may be empty: it flushes the dead letters
                     batch = []
-                elif len(batch) >= BATCH:
+                    batch_bytes = 0
+                elif len(batch) >= BATCH or batch_bytes >= BATCH_BYTES:
                     if note is not None:
                         note(last_id)
                     yield batch
                     batch = []
+                    batch_bytes = 0
             else:
                 self._reject([frame], peer)
                 if note is not None:
                     note(last_id)
                 yield batch
                 batch = []
+                batch_bytes = 0
         if self._failure is not None:
             raise self._failure
 
@@ -318,6 +356,7 @@ class WebSocketSource:
             connections = int(self._client is not None)
         intake = self._intake
         journal = self._journal
+        budget = self._budget
         return WebSocketSourceStatistics(
             connections=connections,
             frames=self._frames,
@@ -326,6 +365,11 @@ class WebSocketSource:
             peak_frames=intake.peak_frames,
             peak_bytes=intake.peak_bytes,
             waiting_readers=intake.waiting + (journal.waiting if journal else 0),
+            held_bytes=budget.held,
+            peak_held_bytes=budget.peak,
+            reading_stops=budget.stops,
+            refused_connections=self._refused,
+            oversized_frames=self._oversized,
             duplicates=self._duplicates,
             journaled_frames=journal.journaled if journal else 0,
             unjournaled_frames=journal.unjournaled if journal else 0,
@@ -338,6 +382,8 @@ class WebSocketSource:
 
     def _decode(self, frame: bytes | str) -> tuple[list[Any], list[BadRecord]]:
         # A frame is a str only with encoding ``auto``: a text frame, JSON.
+        if len(frame) > self.config.max_frame_bytes:
+            self._oversized += 1  # the decoder sends it to error
         try:
             good, bad = self._decoder.decode(frame)
         except msgspec.DecodeError as exc:
@@ -395,7 +441,9 @@ class WebSocketSource:
             item["peer"] = peer
             self._ctx.dead_letter(item, record.reason)
 
-    async def _pump(self, ws: Connection, peer: str) -> bool:
+    async def _pump(
+        self, ws: MeteredServerConnection | MeteredClientConnection, peer: str
+    ) -> bool:
         """Read frames into the intake (or the journal) until the connection closes.
 
         Returns False when the intake was closed (the node is shutting down).
@@ -404,6 +452,7 @@ class WebSocketSource:
         # With ``auto``, text frames stay text (JSON whatever they start
         # with); otherwise every frame is read as the bytes it holds.
         text = None if self.config.encoding == "auto" else False
+        took = ws.took
         intake = self._intake
         offer = intake.offer
         journal = self._journal
@@ -411,16 +460,20 @@ class WebSocketSource:
             while True:
                 frame = await recv(decode=text)
                 self._frames += 1
+                size = len(frame)
+                # The frame counts against the budget in the connection until
+                # the journal or the intake has it (and counts it).
                 if journal is not None:
                     if not journal.offer(frame, peer) and not await journal.add(
                         frame, peer
                     ):
                         return False
+                    took(size)
                     continue
                 entry = (frame, peer, 0)
-                size = len(frame)
                 if not offer(entry, size) and not await intake.put(entry, size):
                     return False
+                took(size)
         except ConnectionClosedOK:
             return True
         except ConnectionClosedError as exc:
@@ -431,6 +484,15 @@ class WebSocketSource:
                     f"frame larger than hard_max_frame_bytes={limit}: "
                     "connection closed with code 1009"
                 )
+                self._oversized += 1
+                self._ctx.event("frame_too_big", {"peer": peer, "limit": limit})
+                self._ctx.logger.warning(
+                    "%s sent a frame over hard_max_frame_bytes=%d: connection "
+                    "closed with code 1009",
+                    peer,
+                    limit,
+                    extra={"peer": peer},
+                )
                 return await intake.put((BadRecord(reason, b""), peer, 0), 0)
             self._ctx.logger.warning(
                 "connection from %s lost: %s", peer, exc, extra={"peer": peer}
@@ -439,12 +501,38 @@ class WebSocketSource:
 
     async def _serve_client(self, ws: ServerConnection) -> None:
         assert self._ctx is not None
+        assert isinstance(ws, MeteredServerConnection)
         peer = _peer(ws)
+        if self._clients >= self.config.max_connections:
+            await self._refuse(ws, peer)
+            return
+        self._at_limit = False
+        self._clients += 1
         self._ctx.event("client_connected", {"peer": peer})
         try:
             await self._pump(ws, peer)
         finally:
+            self._clients -= 1
             self._ctx.event("client_disconnected", {"peer": peer})
+
+    async def _refuse(self, ws: MeteredServerConnection, peer: str) -> None:
+        """Close a client past ``max_connections`` with 1013 (try again later)."""
+        assert self._ctx is not None
+        ws.discard()  # what it sends while closing is dropped, not held
+        self._refused += 1
+        limit = self.config.max_connections
+        if not self._at_limit:  # once each time the limit is reached
+            self._at_limit = True
+            self._ctx.logger.warning(
+                "max_connections=%d reached: refusing new clients with code "
+                "1013 (try again later), starting with %s",
+                limit,
+                peer,
+                extra={"peer": peer, "max_connections": limit},
+            )
+        self._ctx.event("client_refused", {"peer": peer, "max_connections": limit})
+        with contextlib.suppress(ConnectionClosed):
+            await ws.close(CloseCode.TRY_AGAIN_LATER, "too many connections")
 
     def _control_frame(self, value: Any) -> Data | None:
         if value is None or isinstance(value, str | bytes):
@@ -484,6 +572,7 @@ class WebSocketSource:
         policy = config.reconnect
         options = _client_options(config)
         subscribe = self._control_frame(config.subscribe)
+        metered = functools.partial(MeteredClientConnection, budget=self._budget)
         if self._journal is not None and self._seq_keys:
             # The resume request must name the last sequence of the replay.
             await self._replayed.wait()
@@ -496,6 +585,7 @@ class WebSocketSource:
                     target,
                     max_size=config.hard_limit,
                     max_queue=config.read_buffer_frames,
+                    create_connection=cast("type[ClientConnection]", metered),
                     **options,
                 )
             except (OSError, TimeoutError, InvalidHandshake) as exc:
@@ -519,6 +609,7 @@ class WebSocketSource:
                 continue
             failures = 0
             connections += 1
+            assert isinstance(ws, MeteredClientConnection)
             self._client = ws
             try:
                 name = "reconnected" if connections > 1 else "connected"
@@ -577,6 +668,7 @@ class WebSocketSource:
         journal = self._journal = Journal(
             path, max_frames=config.journal_max_frames, max_bytes=config.queue_bytes
         )
+        self._budget.watch(journal)
         after = self._state.get("journal_id", 0)
         opened = await journal.open(after)
         backlog = opened.backlog
@@ -674,6 +766,7 @@ class WebSocketSource:
         after, until = self._state.get("journal_id", 0), self._replay_until
         decode = self._decode
         batch: list[Any] = []
+        batch_bytes = 0
         while after < until:
             rows = await journal.read(after, until, BATCH)
             if not rows:
@@ -683,19 +776,20 @@ class WebSocketSource:
                 self._replayed_frames += 1
                 after = frame_id
                 batch += good
+                batch_bytes += len(frame)
                 if bad:
                     self._reject(bad, peer)
                     self._note(frame_id)
                     yield batch
-                    batch = []
-                elif len(batch) >= BATCH:
+                    batch, batch_bytes = [], 0
+                elif len(batch) >= BATCH or batch_bytes >= BATCH_BYTES:
                     self._note(frame_id)
                     yield batch
-                    batch = []
+                    batch, batch_bytes = [], 0
             self._note(after)
             if batch:
                 yield batch
-                batch = []
+                batch, batch_bytes = [], 0
 
     async def _committed(self, epoch: int) -> None:
         """Prune the journal: epoch ``epoch`` covers what the last commit saw.

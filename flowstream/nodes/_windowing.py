@@ -21,7 +21,14 @@ State layout (keys of ``ctx.state``):
   ``fired`` holds the fired windows kept for ``late: update``;
 * sessions: ``sessions`` maps a state key to its sessions, each
   ``[id, start, end, flag, record, scheduled]``; ``heap`` is a heap of
-  ``[due, id, state key]``; ``seq`` numbers sessions.
+  ``[due, id, state key]``; ``seq`` numbers sessions;
+* ``evicted``: records evicted past ``max_keys`` (``on_max_keys:
+  evict_oldest``), once there has been one.
+
+``max_keys`` bounds the records held: one per key and window (open, or kept
+for ``late: update``), one per session. The count is not stored: engines
+rebuild it from the windows when they start, so a restored checkpoint and its
+count always agree.
 
 A record is ``[key, count, acc_2, acc_3, ...]``, one accumulator per aggregate.
 An item is applied in two phases (compute every new accumulator, then commit),
@@ -40,6 +47,7 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from ..runtime.feeds import NO_ITEM, next_item
+from ._bounds import note_eviction, over_max_keys
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -117,6 +125,20 @@ class _Engine:
         self.next_due: float = _NEVER
         # Records fired while handling one item; the driver yields them.
         self.ready: list[dict[str, Any]] = []
+        self.max_keys: float = _NEVER if cfg.max_keys is None else cfg.max_keys
+        self.evict = cfg.on_max_keys == "evict_oldest"
+        self.keys = 0  # records held; subclasses count their state
+
+    def over(self) -> None:
+        """More records than ``max_keys``: fail, or evict the oldest."""
+        if not self.evict:
+            raise over_max_keys(int(self.max_keys), "window records")
+        while self.keys > self.max_keys:
+            self.evict_oldest()
+            note_eviction(self.ctx, int(self.max_keys), "window record")
+
+    def evict_oldest(self) -> None:
+        raise NotImplementedError
 
     def on_item(self, x: Any, now: int | None) -> None:
         raise NotImplementedError
@@ -186,6 +208,9 @@ class FixedWindows(_Engine):
         )
         if self.open:
             self.next_due = self.end(min(self.open))
+        self.keys = sum(map(len, self.open.values())) + sum(
+            map(len, self.fired.values())
+        )
 
     def end(self, n: int) -> int:
         return n * self.slide + self.size
@@ -217,6 +242,11 @@ class FixedWindows(_Engine):
         if agg.count_only:
             if rec is None:
                 rec = win[skey] = agg.new(key)
+                self.keys += 1
+                rec[1] += 1
+                if self.keys > self.max_keys:
+                    self.over()
+                return
             rec[1] += 1
             return
         fresh = rec is None
@@ -230,6 +260,9 @@ class FixedWindows(_Engine):
         agg.commit(rec, news, vals, t)
         if fresh:
             win[skey] = rec
+            self.keys += 1
+            if self.keys > self.max_keys:
+                self.over()
 
     def _add_many(
         self, n_hi: int, x: Any, t: int, skey: str, key: Any, vals: Any
@@ -262,6 +295,8 @@ class FixedWindows(_Engine):
             elif win is None:
                 win = self.open[n] = {}
                 self.next_due = min(self.next_due, self.end(n))
+            if skey not in win:
+                self.keys += 1
             win[skey] = rec
             if updated:
                 out = agg.output(rec, n * self.slide, self.end(n))
@@ -271,6 +306,31 @@ class FixedWindows(_Engine):
             span = _span([(n * self.slide, self.end(n)) for n in missed])
             gone = "already fired" if self.retain is None else "no longer kept"
             self.late(x, t, f"{span} {gone}")
+        if self.keys > self.max_keys:
+            self.over()
+
+    def evict_oldest(self) -> None:
+        """Drop the oldest record, one of a fired window first (already emitted).
+
+        Else the first record of the open window that ends first, emitted now
+        with ``evicted: true``.
+        """
+        fired = self.fired
+        if fired:
+            n = min(fired)
+            win = fired[n]
+            del win[next(iter(win))]
+            if not win:
+                del fired[n]
+            self.keys -= 1
+            return
+        n = min(n for n, win in self.open.items() if win)
+        win = self.open[n]
+        rec = win.pop(next(iter(win)))
+        self.keys -= 1
+        out = self.agg.output(rec, n * self.slide, self.end(n))
+        out["evicted"] = True
+        self.ready.append(out)
 
     def fire(self, limit: float) -> None:
         open_, agg, ready = self.open, self.agg, self.ready
@@ -281,10 +341,12 @@ class FixedWindows(_Engine):
                 ready.append(agg.output(rec, start, end))
             if self.retain is not None:
                 self.fired[n] = win
+            else:
+                self.keys -= len(win)
         if self.fired:
             retain = self.retain or 0
             for n in [n for n in self.fired if self.end(n) + retain <= limit]:
-                del self.fired[n]
+                self.keys -= len(self.fired.pop(n))
         self.next_due = self.end(min(open_)) if open_ else _NEVER
 
     def flush(self) -> None:
@@ -320,6 +382,7 @@ class Sessions(_Engine):
         _slot(self.state, "seq", 0)
         if self.heap:
             self.next_due = self.heap[0][0]
+        self.keys = sum(map(len, self.sessions.values()))
 
     def due(self, s: list[Any]) -> int:
         """When a session needs attention next: it closes, or is forgotten."""
@@ -363,6 +426,7 @@ class Sessions(_Engine):
             assert sessions is not None
             session = touched[0]
             del sessions[i + 1 : j]
+            self.keys -= j - i - 1
             session[1] = min(lo, session[1])
             session[2] = max(hi, *(s[2] for s in touched))
             session[4] = rec
@@ -377,6 +441,7 @@ class Sessions(_Engine):
         else:
             sid = self.state["seq"] = self.state["seq"] + 1
             session = [sid, lo, hi, _OPEN, rec, _NEVER]
+            self.keys += 1
             if sessions:
                 sessions.insert(j, session)
             else:
@@ -390,6 +455,28 @@ class Sessions(_Engine):
             heapq.heappush(self.heap, [due, session[0], skey])
             if due < self.next_due:
                 self.next_due = due
+        if self.keys > self.max_keys:
+            self.over()
+
+    def evict_oldest(self) -> None:
+        """Drop the session due first, emitted now (``evicted``) unless it had fired."""
+        heap = self.heap
+        while heap:
+            due, sid, skey = heapq.heappop(heap)
+            sessions = self.sessions.get(skey, [])
+            s = next((s for s in sessions if s[0] == sid), None)
+            if s is None or s[5] != due:
+                continue  # stale entry
+            if s[3] != _FIRED:
+                out = self.emit(s, updated=s[3] == _REOPENED)
+                out["evicted"] = True
+                self.ready.append(out)
+            sessions.remove(s)
+            if not sessions:
+                del self.sessions[skey]
+            self.keys -= 1
+            break
+        self.next_due = heap[0][0] if heap else _NEVER
 
     def emit(self, s: list[Any], *, updated: bool) -> dict[str, Any]:
         out = self.agg.output(s[4], s[1], s[2])
@@ -414,6 +501,7 @@ class Sessions(_Engine):
                 self.ready.append(self.emit(s, updated=s[3] == _REOPENED))
             if s[3] == _FIRED or self.retain is None:
                 sessions.remove(s)
+                self.keys -= 1
                 if not sessions:
                     del self.sessions[skey]
             else:
@@ -428,6 +516,7 @@ class Sessions(_Engine):
             self.ready.append(self.emit(s, updated=s[3] == _REOPENED))
         self.sessions.clear()
         self.heap.clear()
+        self.keys = 0
         self.next_due = _NEVER
 
 

@@ -22,6 +22,13 @@ import msgspec
 
 from ..core.expr import Expr, expr_function
 from ..core.node import node
+from ._bounds import (
+    DEFAULT_MAX_KEYS,
+    OnMaxKeys,
+    check_max_keys,
+    note_eviction,
+    over_max_keys,
+)
 from .control import merge_batches
 
 if TYPE_CHECKING:
@@ -312,6 +319,12 @@ class Lookup(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             when merging) or ``drop_to_error`` (send the item to ``error``).
         table_first: Read the whole ``table`` input before the first ``in``
             item (for a finite table, as in a DAG run).
+        max_keys: Most table keys held (default 1,000,000; null: unbounded,
+            which validation warns about in stream mode).
+        on_max_keys: At a new table key past ``max_keys``: ``fail`` stops
+            the run (`flowstream.errors.StateLimitError`); ``evict_oldest``
+            forgets the key updated longest ago (its ``in`` items miss from
+            then on), counted in the state (``evicted``).
     """
 
     key: Expr
@@ -320,8 +333,11 @@ class Lookup(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     merge: bool = False
     miss: Literal["emit_null", "drop_to_error"] = "emit_null"
     table_first: bool = False
+    max_keys: int | None = DEFAULT_MAX_KEYS
+    on_max_keys: OnMaxKeys = "fail"
 
     def __post_init__(self) -> None:
+        check_max_keys(self.max_keys)
         if self.table is None and self.table_key is None:
             msg = "set table_key (to read the table input) or a static table"
             raise ValueError(msg)
@@ -346,6 +362,8 @@ class _Lookup:
         )
         self.merge = config.merge
         self.drop = config.miss == "drop_to_error"
+        self.max_keys = config.max_keys
+        self.evict = config.on_max_keys == "evict_oldest"
         if config.table is not None:
             self.table: dict[Any, Any] = dict(config.table)
         else:
@@ -361,7 +379,16 @@ class _Lookup:
             except Exception as exc:
                 self.ctx.dead_letter(x, _reason("table_key", exc))
                 continue
-            self.table[slot] = x
+            table = self.table
+            if self.evict:
+                table.pop(slot, None)  # least recently updated first
+            table[slot] = x
+            if self.max_keys is not None and len(table) > self.max_keys:
+                if not self.evict:
+                    del table[slot]
+                    raise over_max_keys(self.max_keys, "table values")
+                del table[next(iter(table))]
+                note_eviction(self.ctx, self.max_keys, "table key")
 
     def enrich(self, batch: list[Any]) -> list[Any]:
         out: list[Any] = []
@@ -410,8 +437,8 @@ async def lookup_join(
     (the ``in`` producer waits meanwhile: do not feed both inputs from one
     branch that needs ``in`` to move).
 
-    Memory: one value per distinct table key (in the node state).
-    Stream-safe.
+    Memory: one value per distinct table key (in the node state), up to
+    ``max_keys`` (then ``on_max_keys``). Stream-safe.
 
     Example:
         ``{id: names, type: join.lookup, config: {key: "x.user", table:

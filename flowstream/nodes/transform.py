@@ -27,6 +27,13 @@ from ..core.expr import Expr, FnRef, expr_function, resolve_callable
 from ..core.node import ItemKernel, Kernel, node
 from ..core.values import Json
 from ..runtime.feeds import NO_ITEM, next_item
+from ._bounds import (
+    DEFAULT_MAX_KEYS,
+    OnMaxKeys,
+    check_max_keys,
+    note_eviction,
+    over_max_keys,
+)
 from ._common import ItemFunction, item_function
 
 if TYPE_CHECKING:
@@ -365,6 +372,13 @@ class Aggregate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             and aggregate ``v``.
         value: What is aggregated, a CEL expression over the item ``x`` (the
             record's ``value`` when ``keyed``). Not evaluated by ``count``.
+        max_keys: Most keys held at once (default 1,000,000; null:
+            unbounded, which validation warns about in stream mode).
+        on_max_keys: At a new key past ``max_keys``: ``fail`` stops the run
+            (`flowstream.errors.StateLimitError`); ``evict_oldest`` forgets
+            the key updated longest ago (``scan``: its next item starts
+            afresh; ``reduce``: its aggregate is emitted at once, with
+            ``evicted: true``), counted in the state (``evicted``).
     """
 
     op: str | None = None
@@ -373,8 +387,11 @@ class Aggregate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     key: Expr | None = None
     keyed: bool = False
     value: Expr = "x"
+    max_keys: int | None = DEFAULT_MAX_KEYS
+    on_max_keys: OnMaxKeys = "fail"
 
     def __post_init__(self) -> None:
+        check_max_keys(self.max_keys)
         if (self.op is None) == (self.fn is None):
             msg = f"set exactly one of 'op' ({', '.join(OPS)}) or 'fn' ('module:attr')"
             raise ValueError(msg)
@@ -481,9 +498,10 @@ async def scan(
 ) -> AsyncIterator[Any]:
     """Keep a running aggregate per key; emit ``{"key": k, "value": acc}`` per item.
 
-    Stream-safe: it emits on every item, and its memory grows with the number
-    of distinct keys. The accumulators live in the node's state (a failed
-    item leaves them as they were, and they survive the node's restart).
+    Stream-safe: it emits on every item; its memory grows with the number
+    of distinct keys, up to ``max_keys`` (then ``on_max_keys``). The
+    accumulators live in the node's state (a failed item leaves them as they
+    were, and they survive the node's restart).
 
     Example:
         ``{id: totals, type: transform.scan, config: {op: sum, key: "x.k",
@@ -496,10 +514,28 @@ async def scan(
     accs: dict[str | int, Any] = ctx.state.get("accs")
     if accs is None:
         accs = ctx.state["accs"] = {}
+    max_keys = config.max_keys
+    if max_keys is None:
+        async for x in inp:
+            key, v = group(x)
+            slot = _slot(key)
+            acc = accs[slot] = step(accs.get(slot, _NEW), v)
+            yield {"key": key, "value": finish(acc)}
+        return
+    evict = config.on_max_keys == "evict_oldest"
     async for x in inp:
         key, v = group(x)
         slot = _slot(key)
-        acc = accs[slot] = step(accs.get(slot, _NEW), v)
+        acc = step(accs.get(slot, _NEW), v)
+        if evict:
+            accs.pop(slot, None)  # least recently updated first
+        accs[slot] = acc
+        if len(accs) > max_keys:
+            if not evict:
+                del accs[slot]
+                raise over_max_keys(max_keys, "an accumulator")
+            del accs[next(iter(accs))]
+            note_eviction(ctx, max_keys, "key's accumulator")
         yield {"key": key, "value": finish(acc)}
 
 
@@ -510,9 +546,11 @@ async def reduce(
     """Aggregate per key; at end of input emit one ``{"key": k, "value": acc}`` each.
 
     Needs end of input: nothing is emitted before the input ends (so it cannot
-    follow an unbounded source in stream mode). Keys come out in the order
-    they were first seen; an empty input emits nothing. Configured like
-    ``transform.scan``.
+    follow an unbounded source in stream mode), except a key evicted past
+    ``max_keys`` (``on_max_keys: evict_oldest``), emitted at once with
+    ``evicted: true``. Keys come out in the order they were first seen (last
+    updated, with ``evict_oldest``); an empty input emits nothing.
+    Configured like ``transform.scan``.
 
     Example:
         ``{id: totals, type: transform.reduce, config: {op: sum, key: "x.k",
@@ -525,10 +563,23 @@ async def reduce(
     accs: dict[str | int, Any] = ctx.state.get("accs")
     if accs is None:
         accs = ctx.state["accs"] = {}
+    max_keys = config.max_keys
+    evict = config.on_max_keys == "evict_oldest"
     async for x in inp:
         key, v = group(x)
         slot = _slot(key)
-        accs[slot] = step(accs.get(slot, _NEW), v)
+        acc = step(accs.get(slot, _NEW), v)
+        if evict:
+            accs.pop(slot, None)  # least recently updated first
+        accs[slot] = acc
+        if max_keys is not None and len(accs) > max_keys:
+            if not evict:
+                del accs[slot]
+                raise over_max_keys(max_keys, "an accumulator")
+            oldest = next(iter(accs))
+            acc = accs.pop(oldest)
+            note_eviction(ctx, max_keys, "key's aggregate")
+            yield {"key": _unslot(oldest), "value": finish(acc), "evicted": True}
     for slot, acc in accs.items():
         yield {"key": _unslot(slot), "value": finish(acc)}
 

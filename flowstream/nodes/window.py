@@ -37,6 +37,15 @@ Config shared by the three types:
   to its window (opened if it had none) and the window is emitted again with
   ``"updated": true``; items later than that still go to ``error``. Nothing
   is dropped silently.
+* State bound. ``max_keys`` (default 1,000,000; null: unbounded, which
+  validation warns about in stream mode) bounds the records held: one per
+  key and window (open, or kept for ``late: update``), one per session.
+  ``on_max_keys: fail`` (the default) stops the run with a
+  `flowstream.errors.StateLimitError` naming the node and the bound;
+  ``evict_oldest`` emits the oldest open record at once (the window ending
+  first, or the session due first) with ``"evicted": true`` (a record kept
+  only for late updates is just forgotten), and counts it in the state
+  (``evicted``).
 
 Items the node cannot use (no timestamp, a timestamp that is not a finite
 number, a key or value expression that fails, a value an aggregate cannot
@@ -56,6 +65,7 @@ import msgspec
 
 from ..core.expr import Expr, FnRef, compile_expr, expr_function, resolve_callable
 from ..core.node import node
+from ._bounds import DEFAULT_MAX_KEYS, OnMaxKeys, check_max_keys
 from ._windowing import US, BadItem, FixedWindows, Sessions, drive, to_us
 
 if TYPE_CHECKING:
@@ -112,6 +122,8 @@ class WindowConfig(
     aggs: dict[str, Aggregate] | None = None
     late: Literal["drop", "update"] = "drop"
     retain_ms: NonNegative | None = None
+    max_keys: int | None = DEFAULT_MAX_KEYS
+    on_max_keys: OnMaxKeys = "fail"
 
     @property
     def event_time(self) -> bool:
@@ -119,6 +131,7 @@ class WindowConfig(
         return self.timestamp is not None or self.timestamp_field is not None
 
     def __post_init__(self) -> None:
+        check_max_keys(self.max_keys)
         problems = _problems(self)
         if problems:
             raise ValueError("; ".join(problems))

@@ -63,6 +63,27 @@ class Graph:
     # Plans made from this graph, by fusion setting (`runtime.plan.plan`).
     plans: dict[bool, Any] = field(default_factory=dict, repr=False)
 
+    def warnings(self, mode: str | None = None) -> list[Problem]:
+        """What is valid but probably unwise; shown by the CLI, never fatal.
+
+        Today: a keyed stateful node with ``max_keys: null`` in stream mode
+        (``mode``, default the workflow's), whose state can grow for ever.
+        """
+        if (mode or self.workflow.mode) != "stream":
+            return []
+        found: list[Problem] = []
+        for gid, gnode in self.nodes.items():
+            config = gnode.config
+            if getattr(config, "max_keys", 0) is not None or not _keyed(config):
+                continue
+            message = (
+                "keyed state with no bound (max_keys: null) in stream mode: "
+                "with ever-new keys it grows until memory runs out; set "
+                "max_keys (and on_max_keys)"
+            )
+            found.append(Problem(message, node=gid, field="max_keys"))
+        return found
+
     @property
     def terminals(self) -> list[GraphNode]:
         """Nodes with no outgoing connection (their outputs are the run's)."""
@@ -201,6 +222,18 @@ def _validate(
 
 
 _INVALID: Any = object()
+
+
+def _keyed(config: Any) -> bool:
+    """Whether a node's config groups by key (window, scan, reduce, lookup)."""
+    if getattr(config, "table", None) is not None:
+        return False  # join.lookup with a static table: nothing grows
+    return bool(
+        getattr(config, "table_key", None) is not None
+        or getattr(config, "key", None) is not None
+        or getattr(config, "key_field", None) is not None
+        or getattr(config, "keyed", False)
+    )
 
 
 def _check_config(
