@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..core.expr import ExprError, compile_expr, expr_fields, resolve_callable
+from ..core.cel import ASSUMED_INPUT_SIZE, default_max_cost
+from ..core.expr import ExprError, compile_expr, expr_cost, expr_fields, resolve_callable
 from ..core.workflow import (
     NODE_ID,
     Connection,
@@ -69,6 +70,7 @@ def validate(
     *,
     source: str | None = None,
     allow_callables: bool = True,
+    max_cel_cost: int | None = None,
 ) -> Graph:
     """Check a workflow against a registry and return its `Graph`.
 
@@ -78,12 +80,16 @@ def validate(
         source: A file name to put in the error message.
         allow_callables: Whether ``fn: "module:attr"`` references may be
             imported (servers turn this off for untrusted workflows).
+        max_cel_cost: The ceiling on a CEL expression's static cost estimate
+            (default: the process-wide ceiling of `flowstream.core.cel`; the
+            server passes a lower one for uploads).
 
     Raises:
         WorkflowValidationError: Lists every problem found.
     """
     with gc_paused():  # a graph is thousands of long-lived objects
-        return _validate(workflow, registry, source, allow_callables)
+        limit = default_max_cost() if max_cel_cost is None else max_cel_cost
+        return _validate(workflow, registry, source, allow_callables, limit)
 
 
 def _validate(
@@ -91,6 +97,7 @@ def _validate(
     registry: NodeRegistry,
     source: str | None,
     allow_callables: bool,
+    max_cel_cost: int,
 ) -> Graph:
     if workflow.mode == "routed":
         problem = Problem(
@@ -124,7 +131,7 @@ def _validate(
         except UnknownNodeType as exc:
             problems.append(Problem(str(exc), node=decl.id, field="type"))
             continue
-        config = _check_config(decl, spec, problems, allow_callables)
+        config = _check_config(decl, spec, problems, allow_callables, max_cel_cost)
         if config is not _INVALID:
             inputs, outputs = spec.resolve_ports(config)
             nodes[decl.id] = GraphNode(decl, spec, config, inputs, outputs)
@@ -161,7 +168,11 @@ _INVALID: Any = object()
 
 
 def _check_config(
-    decl: WorkflowNode, spec: NodeSpec, problems: list[Problem], allow_callables: bool
+    decl: WorkflowNode,
+    spec: NodeSpec,
+    problems: list[Problem],
+    allow_callables: bool,
+    max_cel_cost: int,
 ) -> Any:
     try:
         config = spec.decode_config(decl.config)
@@ -185,6 +196,7 @@ def _check_config(
         try:
             if kind == "cel":
                 compile_expr(text)
+                _check_cost(text, max_cel_cost)
             elif not allow_callables:
                 msg = f"Python callables are not allowed here ({text!r}); use CEL"
                 raise ExprError(msg)
@@ -194,6 +206,25 @@ def _check_config(
             problems.append(Problem(str(exc), node=decl.id, field=f"config.{path}"))
             bad = True
     return _INVALID if bad else config
+
+
+def _check_cost(text: str, limit: int) -> None:
+    """Refuse an expression whose static cost estimate is over ``limit``.
+
+    Raises:
+        ExprError: The estimate is over the ceiling, or cannot be made.
+    """
+    cost = expr_cost(text)
+    if cost is None:
+        msg = f"the cost of the CEL expression {text!r} cannot be bounded; simplify it"
+        raise ExprError(msg)
+    if cost > limit:
+        msg = (
+            f"the CEL expression {text!r} may cost up to {cost:,} steps (lists read "
+            f"from the item counted as {ASSUMED_INPUT_SIZE:,} long), over the limit "
+            f"of {limit:,}; nest fewer comprehensions"
+        )
+        raise ExprError(msg)
 
 
 def _check_connection(

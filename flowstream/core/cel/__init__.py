@@ -15,6 +15,7 @@ estimate computed from the item's measured size before it is called).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from . import ops
@@ -89,11 +90,20 @@ class CompiledCel:
 
 
 def static_cost(source: str, input_size: int = ASSUMED_INPUT_SIZE) -> int | None:
-    """The static cost estimate of ``source``, or ``None`` if it does not parse here."""
+    """The static cost estimate of ``source``, or ``None`` if it does not parse here.
+
+    An expression outside the compiled subset is estimated as the interpreter
+    runs it (its ``map`` and ``filter`` are quadratic).
+    """
     try:
-        return estimate_cost(parse(source), input_size)
+        tree = parse(source)
     except CelSyntaxError:
         return None
+    try:
+        generate(tree, "x")
+    except Unsupported:
+        return estimate_cost(tree, input_size, interpreted=True)
+    return estimate_cost(tree, input_size)
 
 
 def compile_function(
@@ -141,7 +151,12 @@ def compile_function(
         "_limit": limit,
         **consts,
     }
-    code = compile(python, f"<cel {source[:60]}>", "exec")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            code = compile(python, f"<cel {source[:60]}>", "exec")
+    except (SyntaxError, SyntaxWarning) as exc:  # a generator bug: stay correct
+        return CompiledCel(interpret, compiled=False, reason=f"generated code refused: {exc}")
     exec(code, namespace)  # noqa: S102 - source generated from a parsed tree
     function = namespace["_cel"]
     function.__qualname__ = f"cel[{source}]"
@@ -158,7 +173,8 @@ def _interpreter(
     """The interpreter, guarded by the cost estimate for the item's measured size."""
 
     def interpret(item: Any) -> Any:
-        if tree is not None and estimate_cost(tree, item_size(item, limit)) > limit:
+        size = item_size(item, limit)
+        if tree is not None and estimate_cost(tree, size, interpreted=True) > limit:
             msg = f"{source}: cost budget exceeded: the estimate for this item is over {limit}"
             raise CelError(msg)
         try:

@@ -147,7 +147,7 @@ class _Generator:
         o, o_type = self.gen(operand)
         if o_type == "float":
             return f"(-{o})", "float"
-        return f"_ops.neg({o})", o_type
+        return f"_ops.neg({o})", o_type if o_type in ("int", "bool") else None
 
     def _logic(self, op: str, left: Any, right: Any) -> Code:
         # CEL: an error (or a non-bool) on one side is absorbed when the
@@ -247,7 +247,7 @@ class _Generator:
         if a_type == b_type and a_type in ("int", "str", "bytes"):
             return f"({a} {py} {b})", "bool"
         if op in ("==", "!=") and (a_type == "null" or b_type == "null"):
-            other = b if a_type == "null" else a
+            other = self.atom(b if a_type == "null" else a)
             test = "is" if op == "==" else "is not"
             return f"({other} {test} None)", "bool"
         for x, x_type, y, y_type, flip in ((a, a_type, b, b_type, False), (b, b_type, a, a_type, True)):

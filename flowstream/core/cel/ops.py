@@ -527,7 +527,9 @@ def _plain(value: Any) -> None:
     kind = type(value)
     if kind is list:
         for item in value:
-            _plain(item)
+            k = type(item)
+            if k is not str and k is not float and k is not bool and item is not None:
+                _plain(item)
     elif kind is dict:
         for key, item in value.items():
             if type(key) is not str:
