@@ -72,7 +72,7 @@ _LITERALS = [
     "null",
     "0x10",
 ]
-_FIELDS = ["x", "x.a", "x.b", "x.c", "x.l", "x.s", 'x["a"]', "x.c.a", "x.l[0]", "x.z"]
+_FIELDS = ["x * 1.0", "x.a / 2.0", "x", "x.a", "x.b", "x.c", "x.l", "x.s", 'x["a"]', "x.c.a", "x.l[0]", "x.z"]
 _BINARY = ["+", "-", "*", "/", "%", "==", "!=", "<", "<=", ">", ">=", "in", "&&", "||"]
 _MACROS = ["all", "exists", "exists_one", "map", "filter"]
 

@@ -222,7 +222,10 @@ class _Generator:
 
     def _arith(self, op: str, a: str, a_type: str | None, b: str, b_type: str | None) -> Code:
         helper = f"_ops.{_ARITH[op]}({a}, {b})"
-        if a_type == b_type == "float" or (a_type == b_type == "str" and op == "+"):
+        # Python raises on a float divided by zero (CEL gives inf or nan) and
+        # has float % (CEL has none): only these are safe to inline.
+        float_op = op in "+-*" or (op == "/" and _nonzero_float(b))
+        if (a_type == b_type == "float" and float_op) or (a_type == b_type == "str" and op == "+"):
             return f"({a} {op} {b})", a_type
         if b_type == "int" and _is_literal(b) and a_type in (None, "int"):
             fast = _int_fast_path(op, int(b.strip("()")))
@@ -233,7 +236,7 @@ class _Generator:
                 helper = f"_ops.{_ARITH[op]}({a}, {b})"
                 return f"({expr.format(a)} if {check} else {helper})", "int"
             return helper, "int"
-        if b_type == "float" and a_type is None:
+        if b_type == "float" and a_type is None and float_op:
             a = self.atom(a)
             return f"({a} {op} {b} if type({a}) is float else {helper})", "float"
         result_type = a_type if a_type == b_type and a_type in ("int", "uint", "float") else None
@@ -365,6 +368,13 @@ def _int_fast_path(op: str, c: int) -> tuple[str, str] | None:
     if op == "%" and c > 0:
         return f"0 <= {{0}} <= {INT64_MAX}", f"{{0}} % {c}"
     return None
+
+
+def _nonzero_float(code: str) -> bool:
+    try:
+        return float(code) != 0.0
+    except ValueError:
+        return False
 
 
 def _is_literal(code: str) -> bool:

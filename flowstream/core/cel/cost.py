@@ -5,8 +5,10 @@ a literal's length, and for anything read from the item an assumed input size
 ``n`` (the caller picks it: a configured bound at validation, or the measured
 size of the item before the interpreter runs). A comprehension costs its
 range's size times its body's cost; concatenation costs the sizes it copies.
-So ``x.map(a, x.map(b, x.map(c, 1)))`` costs about ``n**3``, and a nest over
-a literal list costs the product of the literal lengths. The unit is one
+So ``x.map(a, x.map(b, x.map(c, 1)))`` costs about ``n**3``, a nest over
+a literal list costs the product of the literal lengths, and doubling a
+value at each level of a nest (``[s].map(a, [a + a].map(b, ...))``) costs
+``2**depth``. The unit is one
 step of evaluation (about a microsecond in the interpreter, less compiled).
 """
 
@@ -84,7 +86,14 @@ def _walk(node: Any, n: int, env: dict[str, int], q: bool) -> tuple[int, int]:
     if kind == "macro":
         _, name, target, var, args = node
         c_range, s_range = _walk(target, n, env, q)
-        inner = {**env, var: s_range}
+        # An element of a list literal is as big as its biggest item; one of
+        # any other list counts 1 (what is read from the item is counted by
+        # the input size already, and the runtime budget bounds the rest).
+        elem = 1
+        if target[0] == "list" and target[1]:
+            elem = max(_walk(item, n, env, q)[1] for item in target[1])
+            s_range = len(target[1])  # iterations; the content size is elem
+        inner = {**env, var: elem}
         body = [_walk(arg, n, inner, q) for arg in args]
         per_item = 1 + sum(c for c, _ in body)
         cost = c_range + _mul(s_range, per_item)
