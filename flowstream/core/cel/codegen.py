@@ -103,12 +103,11 @@ class _Generator:
         obj = self.atom(self.gen(operand)[0])
         out = self.temp()
         key = repr(name)
-        self.emit(f"if type({obj}) is dict:")
-        self.emit("    try:")
-        self.emit(f"        {out} = {obj}[{key}]")
-        self.emit("    except KeyError:")
-        self.emit(f"        {out} = _ops.field({obj}, {key})")
-        self.emit("else:")
+        # Only a dict takes a string key among the values items are made of;
+        # anything else (or a missing key) gets the exact answer from ops.
+        self.emit("try:")
+        self.emit(f"    {out} = {obj}[{key}]")
+        self.emit("except (KeyError, TypeError, IndexError):")
         self.emit(f"    {out} = _ops.field({obj}, {key})")
         return out, None
 
