@@ -221,7 +221,8 @@ def paired_ratio(row: Row, base: Row) -> tuple[float, tuple[float, float]]:
     round gives one ratio under the same machine load; a ratio of two medians
     taken from different rounds would hide that spread.
     """
-    assert row.n is not None and base.n is not None
+    assert row.n is not None
+    assert base.n is not None
     ratios = sorted(
         (row.n / t_row) / (base.n / t_base)
         for t_row, t_base in zip(row.times_s, base.times_s, strict=True)

@@ -1,4 +1,4 @@
-"""(i) CEL compiled to Python: per-item cost, linear macros, and the long differential run.
+"""(i) CEL compiled to Python: per-item cost, linear macros, a long differential run.
 
 Three parts, each paired (contenders alternate in every round, `measure`):
 
@@ -97,8 +97,10 @@ def differential(examples: int) -> tuple[bool, float, str]:
     env = {**os.environ, "CEL_DIFF_EXAMPLES": str(examples)}
     t0 = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-        + ["tests/core/test_cel_differential.py"],
+        [
+            *(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"),
+            "tests/core/test_cel_differential.py",
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -117,9 +119,24 @@ def run(cfg: h.Config) -> h.Workload:
     h.log(f"[{NAME}] {PREDICATE!r} on 8-field records ({describe_expr(PREDICATE)})")
     batches(n)  # made once, before any round is timed
     predicate = [
-        c("floor (lambda in the kernel)", "floor", kernel_run(lambda x: x["auction"] % 123 == 0), n),
-        c("compiled CEL predicate", "flowstream", kernel_run(expr_function(PREDICATE)), n),
-        c("interpreted CEL predicate", "info", kernel_run(interpreter_predicate()), slow),
+        c(
+            "floor (lambda in the kernel)",
+            "floor",
+            kernel_run(lambda x: x["auction"] % 123 == 0),
+            n,
+        ),
+        c(
+            "compiled CEL predicate",
+            "flowstream",
+            kernel_run(expr_function(PREDICATE)),
+            n,
+        ),
+        c(
+            "interpreted CEL predicate",
+            "info",
+            kernel_run(interpreter_predicate()),
+            slow,
+        ),
     ]
     times = h.measure(predicate, expected_matches, cfg.repeat)
     rows = h.throughput_rows(predicate, times)
@@ -130,7 +147,9 @@ def run(cfg: h.Config) -> h.Workload:
     us = [t / n * 1e6 for t in compiled.times_s]
     compiled.target = f"<= {TARGET_US} us/item"
     compiled.status = h.verdict_max(sorted(us)[len(us) // 2], TARGET_US)
-    compiled.note = f"{sorted(us)[len(us) // 2]:.3f} us/item [{min(us):.3f}..{max(us):.3f}]"
+    compiled.note = (
+        f"{sorted(us)[len(us) // 2]:.3f} us/item [{min(us):.3f}..{max(us):.3f}]"
+    )
     for r in rows:
         if r.role == "info":
             r.status = "info"
@@ -141,10 +160,30 @@ def run(cfg: h.Config) -> h.Workload:
     compiled_filter = expr_function(FILTER)
     execute = cel.compile(FILTER).execute
     linear = [
-        c(f"compiled .filter, {small:,} items", "info", filter_run(compiled_filter), small),
-        c(f"compiled .filter, {large:,} items", "info", filter_run(compiled_filter), large),
-        c("interpreted .filter, 1,000 items", "info", filter_run(lambda x: execute({"x": x})), 1000),
-        c("interpreted .filter, 4,000 items", "info", filter_run(lambda x: execute({"x": x})), 4000),
+        c(
+            f"compiled .filter, {small:,} items",
+            "info",
+            filter_run(compiled_filter),
+            small,
+        ),
+        c(
+            f"compiled .filter, {large:,} items",
+            "info",
+            filter_run(compiled_filter),
+            large,
+        ),
+        c(
+            "interpreted .filter, 1,000 items",
+            "info",
+            filter_run(lambda x: execute({"x": x})),
+            1000,
+        ),
+        c(
+            "interpreted .filter, 4,000 items",
+            "info",
+            filter_run(lambda x: execute({"x": x})),
+            4000,
+        ),
     ]
     times = h.measure(linear, lambda k: k // 2, cfg.repeat)
     linear_rows = h.throughput_rows(linear, times)
@@ -172,7 +211,7 @@ def run(cfg: h.Config) -> h.Workload:
     )
     w = h.Workload(
         name=NAME,
-        title="(i) CEL compiled to Python: record predicate, linear macros, differential",
+        title="(i) compiled CEL: record predicate, linear macros, differential",
         unit="items/s",
         rows=[*rows, *linear_rows, diff_row],
     )

@@ -137,7 +137,7 @@ def _compiled(source: str, var: str, max_cost: int) -> CompiledCel:
 
 
 def describe_expr(source: str, var: str = "x") -> str:
-    """How ``source`` runs: ``"field path"``, ``"compiled"`` or ``"interpreted: <why>"``.
+    """How ``source`` runs: ``"field path"``, ``"compiled"``, ``"interpreted: <why>"``.
 
     Raises:
         ExprError: The expression does not compile.

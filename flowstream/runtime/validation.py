@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ..core.cel import ASSUMED_INPUT_SIZE, default_max_cost
-from ..core.expr import ExprError, compile_expr, expr_cost, expr_fields, resolve_callable
+from ..core.expr import (
+    ExprError,
+    compile_expr,
+    expr_cost,
+    expr_fields,
+    resolve_callable,
+)
 from ..core.workflow import (
     NODE_ID,
     Connection,

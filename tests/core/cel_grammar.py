@@ -17,15 +17,25 @@ INT64 = 2**63
 ints = st.one_of(
     st.integers(-5, 5),
     st.integers(-(2**40), 2**40),
-    st.sampled_from([INT64 - 1, INT64 - 2, -INT64, -INT64 + 1, 2**53, 2**53 + 1, 2**62]),
+    st.sampled_from(
+        [INT64 - 1, INT64 - 2, -INT64, -INT64 + 1, 2**53, 2**53 + 1, 2**62]
+    ),
 )
 floats = st.one_of(
     st.sampled_from([0.0, -0.0, 1.5, -2.5, math.inf, -math.inf, math.nan, 1e300, 3.0]),
     st.floats(allow_nan=True, allow_infinity=True, width=64),
 )
-texts = st.one_of(st.sampled_from(["", "a", "ab", "abc", "aab", "é", "a\nb", "ba"]), st.text(max_size=4))
+texts = st.one_of(
+    st.sampled_from(["", "a", "ab", "abc", "aab", "é", "a\nb", "ba"]),
+    st.text(max_size=4),
+)
 scalars = st.one_of(
-    ints, floats, texts, st.booleans(), st.none(), st.sampled_from([b"", b"ab", b"\xff"])
+    ints,
+    floats,
+    texts,
+    st.booleans(),
+    st.none(),
+    st.sampled_from([b"", b"ab", b"\xff"]),
 )
 values = st.recursive(
     scalars,
@@ -49,7 +59,16 @@ items = st.one_of(
     values,
 )
 
-_INT_LITERALS = ["0", "1", "2", "3", "-1", "123", "9223372036854775807", "-9223372036854775808"]
+_INT_LITERALS = [
+    "0",
+    "1",
+    "2",
+    "3",
+    "-1",
+    "123",
+    "9223372036854775807",
+    "-9223372036854775808",
+]
 _LITERALS = [
     *_INT_LITERALS,
     "1u",
@@ -72,7 +91,20 @@ _LITERALS = [
     "null",
     "0x10",
 ]
-_FIELDS = ["x * 1.0", "x.a / 2.0", "x", "x.a", "x.b", "x.c", "x.l", "x.s", 'x["a"]', "x.c.a", "x.l[0]", "x.z"]
+_FIELDS = [
+    "x * 1.0",
+    "x.a / 2.0",
+    "x",
+    "x.a",
+    "x.b",
+    "x.c",
+    "x.l",
+    "x.s",
+    'x["a"]',
+    "x.c.a",
+    "x.l[0]",
+    "x.z",
+]
 _BINARY = ["+", "-", "*", "/", "%", "==", "!=", "<", "<=", ">", ">=", "in", "&&", "||"]
 _MACROS = ["all", "exists", "exists_one", "map", "filter"]
 
@@ -104,8 +136,17 @@ def _expr(draw: st.DrawFn, depth: int, names: tuple[str, ...]) -> str:
     if choice == 7:
         name = draw(
             st.sampled_from(
-                ["size", "int", "uint", "double", "string", "bytes", "dyn", "has"]
-                + ["contains", "startsWith", "endsWith", "matches", "sizem", "map_lit"]
+                [
+                    *("size", "int", "uint", "double", "string", "bytes", "dyn", "has"),
+                    *(
+                        "contains",
+                        "startsWith",
+                        "endsWith",
+                        "matches",
+                        "sizem",
+                        "map_lit",
+                    ),
+                ]
             )
         )
         if name == "has":
@@ -113,7 +154,9 @@ def _expr(draw: st.DrawFn, depth: int, names: tuple[str, ...]) -> str:
         if name in ("contains", "startsWith", "endsWith"):
             return f"({draw(sub)}).{name}({draw(sub)})"
         if name == "matches":
-            pattern = draw(st.sampled_from(['"a+b"', '"^a"', '"b$"', '"[a-c]"', '"."', '"\\\\d"']))
+            pattern = draw(
+                st.sampled_from(['"a+b"', '"^a"', '"b$"', '"[a-c]"', '"."', '"\\\\d"'])
+            )
             return f"({draw(sub)}).matches({pattern})"
         if name == "sizem":
             return f"({draw(sub)}).size()"

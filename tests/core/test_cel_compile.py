@@ -32,7 +32,7 @@ def run(source: str, item: Any = None) -> Any:
         ("R'a\\'", "a\\"),
         ('"""a\nb"""', "a\nb"),
         ("'''it's'''", "it's"),
-        ('"\\a\\b\\f\\n\\r\\t\\v\\\\\\"\\`\\?"', "\a\b\f\n\r\t\v\\\"`?"),
+        ('"\\a\\b\\f\\n\\r\\t\\v\\\\\\"\\`\\?"', '\a\b\f\n\r\t\v\\"`?'),
         ("null", None),
     ],
 )
@@ -161,7 +161,9 @@ def test_the_static_estimate_grows_with_nesting() -> None:
     flat = expr_cost("x.filter(v, v > 1)")
     nested = expr_cost("x.map(a, x.map(b, 1))")
     deep = expr_cost("x.map(a, x.map(b, x.map(c, 1)))")
-    assert flat is not None and nested is not None and deep is not None
+    assert flat is not None
+    assert nested is not None
+    assert deep is not None
     assert flat < 10_000 < nested < 10_000_000 < deep
     ten = "[" + ", ".join(str(i) for i in range(10)) + "]"
     literal = ten + ".map(a, " + ten + ".map(b, " + ten + ".map(c, 1)))"

@@ -55,15 +55,24 @@ def check(source: str, item: Any) -> str:
         failed = None
     except Exception as exc:
         failed = exc
+    got: Any = None
+    error: str | None = None
     try:
         got = compiled.function(item)
     except UsedInterpreter:
         return "fallback"
     except CelError as exc:
+        error = str(exc)
+    if error is not None:
+        where = f"{source!r} on {item!r}"
         assert failed is not None, (
-            f"{source!r} on {item!r}: compiled raised {exc}, library gave {expected!r}"
+            f"{where}: compiled raised {error}, library gave {expected!r}"
         )
         return "error"
-    assert failed is None, f"{source!r} on {item!r}: library raised {failed!r}, compiled gave {got!r}"
-    assert same(got, expected), f"{source!r} on {item!r}: compiled {got!r} != library {expected!r}"
+    assert failed is None, (
+        f"{source!r} on {item!r}: library raised {failed!r}, compiled gave {got!r}"
+    )
+    assert same(got, expected), (
+        f"{source!r} on {item!r}: compiled {got!r} != library {expected!r}"
+    )
     return "value"

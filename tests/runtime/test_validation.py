@@ -467,7 +467,9 @@ def test_a_config_check_names_the_field_it_is_about() -> None:
 NESTED_MAP = "x.map(a, x.map(b, x.map(c, a + b + c)))"
 
 
-def test_a_cel_expression_over_the_cost_ceiling_is_refused_naming_node_and_field() -> None:
+def test_a_cel_expression_over_the_cost_ceiling_is_refused_naming_node_and_field() -> (
+    None
+):
     wf = pipeline(("costly", "transform.map", {"expr": NESTED_MAP}))
     problem = only(problems_of(wf))
     assert problem.node == "costly"
@@ -479,7 +481,11 @@ def test_a_cel_expression_over_the_cost_ceiling_is_refused_naming_node_and_field
 def test_the_cel_cost_ceiling_is_a_validation_option() -> None:
     nested = "x.map(a, x.map(b, a + b))"  # ~ 1,000 * 1,000 steps
     check(pipeline(("m", "transform.map", {"expr": nested})))
-    problem = only(problems_of(pipeline(("m", "transform.map", {"expr": nested})), max_cel_cost=100_000))
+    problem = only(
+        problems_of(
+            pipeline(("m", "transform.map", {"expr": nested})), max_cel_cost=100_000
+        )
+    )
     assert (problem.node, problem.field) == ("m", "config.expr")
     check(pipeline(("m", "transform.map", {"expr": "x * 2"})), max_cel_cost=100)
 

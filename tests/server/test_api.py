@@ -546,7 +546,11 @@ async def test_an_upload_with_a_costly_cel_expression_is_422_under_the_server_ce
         "name": "costly",
         "nodes": [
             {"id": "numbers", "type": "source.range", "config": {"stop": 3}},
-            {"id": "pairs", "type": "transform.map", "config": {"expr": "x.map(a, x.map(b, a * b))"}},
+            {
+                "id": "pairs",
+                "type": "transform.map",
+                "config": {"expr": "x.map(a, x.map(b, a * b))"},
+            },
             {"id": "out", "type": "sink.collect"},
         ],
         "connections": ["numbers -> pairs", "pairs -> out"],

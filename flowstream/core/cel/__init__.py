@@ -1,4 +1,4 @@
-"""CEL expressions compiled to Python functions, with the interpreter as fallback.
+r"""CEL expressions compiled to Python functions, with the interpreter as fallback.
 
 `compile_function` turns a CEL expression into a one-argument Python function.
 It parses the text (`syntax`), generates Python source for the compiled subset
@@ -60,7 +60,7 @@ def default_max_cost() -> int:
 
 def set_default_max_cost(value: int) -> None:
     """Set the process-wide ceiling (the server lowers it to `SERVER_MAX_COST`)."""
-    global _max_cost  # noqa: PLW0603 - one process-wide setting, set at start-up
+    global _max_cost
     if value < 1:
         msg = f"max_cost must be positive, not {value}"
         raise ValueError(msg)
@@ -156,8 +156,10 @@ def compile_function(
             warnings.simplefilter("error")
             code = compile(python, f"<cel {source[:60]}>", "exec")
     except (SyntaxError, SyntaxWarning) as exc:  # a generator bug: stay correct
-        return CompiledCel(interpret, compiled=False, reason=f"generated code refused: {exc}")
-    exec(code, namespace)  # noqa: S102 - source generated from a parsed tree
+        return CompiledCel(
+            interpret, compiled=False, reason=f"generated code refused: {exc}"
+        )
+    exec(code, namespace)
     function = namespace["_cel"]
     function.__qualname__ = f"cel[{source}]"
     return CompiledCel(function, compiled=True, python=python)
@@ -175,7 +177,9 @@ def _interpreter(
     def interpret(item: Any) -> Any:
         size = item_size(item, limit)
         if tree is not None and estimate_cost(tree, size, interpreted=True) > limit:
-            msg = f"{source}: cost budget exceeded: the estimate for this item is over {limit}"
+            msg = (
+                f"{source}: cost budget exceeded: this item's estimate is over {limit}"
+            )
             raise CelError(msg)
         try:
             return execute({var: item})

@@ -18,7 +18,7 @@ from .syntax import INT64_MAX, INT64_MIN, UInt
 __all__ = ["Unsupported", "generate"]
 
 
-class Unsupported(Exception):  # noqa: N818 - a signal to use the interpreter
+class Unsupported(Exception):
     """The expression uses something outside the compiled subset."""
 
 
@@ -32,8 +32,16 @@ _CONVERSIONS = {
     "string": ("to_string", "str"),
     "bytes": ("to_bytes", "bytes"),
 }
-_STRING_METHODS = {"contains": "contains", "startsWith": "starts_with", "endsWith": "ends_with"}
-_PY_STRING_METHODS = {"contains": None, "startsWith": "startswith", "endsWith": "endswith"}
+_STRING_METHODS = {
+    "contains": "contains",
+    "startsWith": "starts_with",
+    "endsWith": "ends_with",
+}
+_PY_STRING_METHODS = {
+    "contains": None,
+    "startsWith": "startswith",
+    "endsWith": "endswith",
+}
 _EXACT = 2**53
 
 Code = tuple[str, str | None]  # a Python expression and its static CEL type, if known
@@ -114,7 +122,10 @@ class _Generator:
     def gen_has(self, operand: Any, name: str) -> Code:
         obj = self.atom(self.gen(operand)[0])
         key = repr(name)
-        return f"(({key} in {obj}) if type({obj}) is dict else _ops.has({obj}, {key}))", "bool"
+        return (
+            f"(({key} in {obj}) if type({obj}) is dict else _ops.has({obj}, {key}))",
+            "bool",
+        )
 
     def gen_index(self, operand: Any, key: Any) -> Code:
         if key[0] == "lit" and type(key[1]) is str:
@@ -140,7 +151,10 @@ class _Generator:
 
     def gen_not(self, operand: Any) -> Code:
         o = self.atom(self.gen(operand)[0])
-        return f"(False if {o} is True else True if {o} is False else _ops.not_({o}))", "bool"
+        return (
+            f"(False if {o} is True else True if {o} is False else _ops.not_({o}))",
+            "bool",
+        )
 
     def gen_neg(self, operand: Any) -> Code:
         o, o_type = self.gen(operand)
@@ -219,31 +233,43 @@ class _Generator:
             return f"_ops.in_({a}, {b})", "bool"
         return self._compare(op, a, a_type, b, b_type)
 
-    def _arith(self, op: str, a: str, a_type: str | None, b: str, b_type: str | None) -> Code:
+    def _arith(
+        self, op: str, a: str, a_type: str | None, b: str, b_type: str | None
+    ) -> Code:
         helper = f"_ops.{_ARITH[op]}({a}, {b})"
         # Python raises on a float divided by zero (CEL gives inf or nan) and
         # has float % (CEL has none): only these are safe to inline.
         float_op = op in "+-*" or (op == "/" and _nonzero_float(b))
-        if (a_type == b_type == "float" and float_op) or (a_type == b_type == "str" and op == "+"):
+        if (a_type == b_type == "float" and float_op) or (
+            a_type == b_type == "str" and op == "+"
+        ):
             return f"({a} {op} {b})", a_type
         if b_type == "int" and _is_literal(b) and a_type in (None, "int"):
             fast = _int_fast_path(op, int(b.strip("()")))
             if fast is not None:
                 a = self.atom(a)
                 guard, expr = fast
-                check = f"{guard.format(a)}" if a_type == "int" else f"type({a}) is int and {guard.format(a)}"
+                check = (
+                    f"{guard.format(a)}"
+                    if a_type == "int"
+                    else f"type({a}) is int and {guard.format(a)}"
+                )
                 helper = f"_ops.{_ARITH[op]}({a}, {b})"
                 return f"({expr.format(a)} if {check} else {helper})", "int"
             return helper, "int"
         if b_type == "float" and a_type is None and float_op:
             a = self.atom(a)
             return f"({a} {op} {b} if type({a}) is float else {helper})", "float"
-        result_type = a_type if a_type == b_type and a_type in ("int", "uint", "float") else None
+        result_type = (
+            a_type if a_type == b_type and a_type in ("int", "uint", "float") else None
+        )
         if a_type == b_type == "list" and op == "+":
             result_type = "list"
         return helper, result_type
 
-    def _compare(self, op: str, a: str, a_type: str | None, b: str, b_type: str | None) -> Code:
+    def _compare(
+        self, op: str, a: str, a_type: str | None, b: str, b_type: str | None
+    ) -> Code:
         helper = f"_ops.{_COMPARE[op]}({a}, {b})"
         py = _PY_COMPARE[op]
         if a_type == b_type and a_type in ("int", "str", "bytes"):
@@ -252,7 +278,10 @@ class _Generator:
             other = self.atom(b if a_type == "null" else a)
             test = "is" if op == "==" else "is not"
             return f"({other} {test} None)", "bool"
-        for x, x_type, y, y_type, flip in ((a, a_type, b, b_type, False), (b, b_type, a, a_type, True)):
+        for x, x_type, y, y_type, flip in (
+            (a, a_type, b, b_type, False),
+            (b, b_type, a, a_type, True),
+        ):
             if y_type is None and _is_literal(x) and x_type in ("int", "str"):
                 if x_type == "int" and abs(int(x.strip("()"))) > _EXACT:
                     break
@@ -260,7 +289,10 @@ class _Generator:
                 left, right = (y, x) if flip else (x, y)
                 helper = f"_ops.{_COMPARE[op]}({left}, {right})"
                 guard = "int" if x_type == "int" else "str"
-                return f"({left} {py} {right} if type({y}) is {guard} else {helper})", "bool"
+                return (
+                    f"({left} {py} {right} if type({y}) is {guard} else {helper})",
+                    "bool",
+                )
         return helper, "bool"
 
     def gen_call(self, name: str, target: Any, args: list[Any]) -> Code:
@@ -279,16 +311,20 @@ class _Generator:
             t, t_type = self.gen(args[0])
             if s_type == t_type == "str":
                 method = _PY_STRING_METHODS[name]
-                return (f"({t} in {s})" if method is None else f"{s}.{method}({t})"), "bool"
+                return (
+                    f"({t} in {s})" if method is None else f"{s}.{method}({t})"
+                ), "bool"
             return f"_ops.{_STRING_METHODS[name]}({s}, {t})", "bool"
         elif name == "matches" and len(args) == 1:
             pattern = args[0]
             if pattern[0] != "lit" or type(pattern[1]) is not str:
-                msg = "matches() with a pattern that is not a string literal is not compiled"
+                msg = "matches() with a pattern that is not a literal is not compiled"
                 raise Unsupported(msg)
             compiled = ops.regex(pattern[1])
             if compiled is None:
-                msg = f"the pattern {pattern[1]!r} uses regex syntax that is not compiled"
+                msg = (
+                    f"the pattern {pattern[1]!r} uses regex syntax that is not compiled"
+                )
                 raise Unsupported(msg)
             s = self.gen(target)[0]
             return f"_ops.matches({s}, {self.const(compiled)})", "bool"
@@ -382,11 +418,15 @@ def _is_literal(code: str) -> bool:
     text = code[1:-1] if code[0] == "(" and code[-1] == ")" else code
     if text.lstrip("-").isdigit():
         return True
-    return code[0] in "'\"" or code[:2] in ("b'", 'b"') or code in ("True", "False", "None")
+    return (
+        code[0] in "'\""
+        or code[:2] in ("b'", 'b"')
+        or code in ("True", "False", "None")
+    )
 
 
 def generate(tree: Any, var: str) -> tuple[str, dict[str, Any], bool]:
-    """Python source of ``def _cel(x)`` for ``tree``, its constants, and whether it loops.
+    """Python source of ``def _cel(x)`` for ``tree``, its constants, whether it loops.
 
     Raises:
         Unsupported: The tree uses something outside the compiled subset.

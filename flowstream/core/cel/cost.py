@@ -56,7 +56,9 @@ def _walk(node: Any, n: int, env: dict[str, int], q: bool) -> tuple[int, int]:
         return 1 + sum(c for c, _ in parts), len(parts) + sum(s for _, s in parts)
     if kind in ("map", "message"):
         entries = node[1] if kind == "map" else [(("lit", None), v) for v in node[2]]
-        parts = [_walk(k, n, env, q) for k, _ in entries] + [_walk(v, n, env, q) for _, v in entries]
+        parts = [_walk(k, n, env, q) for k, _ in entries] + [
+            _walk(v, n, env, q) for _, v in entries
+        ]
         return 1 + sum(c for c, _ in parts), len(parts) + sum(s for _, s in parts)
     if kind in ("not", "neg"):
         cost, size = _walk(node[1], n, env, q)

@@ -27,7 +27,7 @@ class CelError(ValueError):
     """A CEL expression failed on an item: the message names the expression and why."""
 
 
-class Fallback(Exception):  # noqa: N818 - a signal, not an error
+class Fallback(Exception):
     """The compiled code cannot decide this item: evaluate it with the interpreter."""
 
 
@@ -71,13 +71,15 @@ def _int(value: Any) -> bool:
 def _checked(result: int, op: str, a: Any, b: Any) -> int:
     if INT64_MIN <= result <= INT64_MAX:
         return result
-    raise CelError(f"int overflow in {op} on {a} and {b}")
+    msg = f"int overflow in {op} on {a} and {b}"
+    raise CelError(msg)
 
 
 def _checked_u(result: int, op: str, a: Any, b: Any) -> UInt:
     if 0 <= result <= UINT64_MAX:
         return UInt(result)
-    raise CelError(f"uint overflow in {op} on {a} and {b}")
+    msg = f"uint overflow in {op} on {a} and {b}"
+    raise CelError(msg)
 
 
 def add(a: Any, b: Any) -> Any:
@@ -149,7 +151,8 @@ def div(a: Any, b: Any) -> Any:
         if ta is int and not (_int(a) and _int(b)):
             raise FALLBACK
         if b == 0:
-            raise CelError("division by zero")
+            msg = "division by zero"
+            raise CelError(msg)
         if ta is UInt:
             return UInt(a // b)
         return _checked(_trunc_div(a, b), "/", a, b)
@@ -165,15 +168,18 @@ def mod(a: Any, b: Any) -> Any:
         if ta is int and not (_int(a) and _int(b)):
             raise FALLBACK
         if b == 0:
-            raise CelError("modulus by zero")
+            msg = "modulus by zero"
+            raise CelError(msg)
         if ta is UInt:
             return UInt(a % b)
         if a == INT64_MIN and b == -1:
-            raise CelError(f"int overflow in % on {a} and {b}")
+            msg = f"int overflow in % on {a} and {b}"
+            raise CelError(msg)
         r = abs(a) % abs(b)
         return r if a >= 0 else -r
     if ta is float:
-        raise no_overload("%", a, b)
+        error = no_overload("%", a, b)
+        raise error
     raise FALLBACK
 
 
@@ -201,7 +207,8 @@ def neg(a: Any) -> Any:
     if type(a) is bool:  # the library negates a bool as ``!``
         return not a
     if type(a) in _PLAIN and type(a) is not int and type(a) is not UInt:
-        raise no_overload("-", a)
+        error = no_overload("-", a)
+        raise error
     raise FALLBACK
 
 
@@ -211,7 +218,8 @@ def not_(a: Any) -> bool:
         return False
     if a is False:
         return True
-    raise no_overload("!", a)
+    error = no_overload("!", a)
+    raise error
 
 
 def nobool(op: str, value: Any) -> CelError:
@@ -321,7 +329,8 @@ def in_(a: Any, b: Any) -> bool:
             return a in b
         raise FALLBACK
     if type(b) in _PLAIN:
-        raise no_overload("in", a, b)
+        error = no_overload("in", a, b)
+        raise error
     raise FALLBACK
 
 
@@ -331,7 +340,8 @@ def field(value: Any, name: str) -> Any:
         try:
             return value[name]
         except KeyError:
-            raise CelError(f"no such key: {name}") from None
+            msg = f"no such key: {name}"
+            raise CelError(msg) from None
     raise FALLBACK
 
 
@@ -349,14 +359,16 @@ def index(value: Any, key: Any) -> Any:
             if 0 <= key < len(value):
                 return value[key]
             if INT64_MIN <= key <= INT64_MAX:
-                raise CelError(f"index out of bounds: {key}")
+                msg = f"index out of bounds: {key}"
+                raise CelError(msg)
         raise FALLBACK
     if type(value) is dict:
         if type(key) is str:
             try:
                 return value[key]
             except KeyError:
-                raise CelError(f"no such key: {key}") from None
+                msg = f"no such key: {key}"
+                raise CelError(msg) from None
         raise FALLBACK
     raise FALLBACK
 
@@ -403,7 +415,7 @@ _UNSAFE_REGEX = re.compile(r"\(\?|\\[pPQEzACbBsSUuxX0-9]|\[\[:|\{,|[^\x20-\x7e]"
 
 
 def regex(pattern: str) -> re.Pattern[str] | None:
-    """Translate an RE2 pattern to Python's ``re``, or ``None`` if not sure.
+    r"""Translate an RE2 pattern to Python's ``re``, or ``None`` if not sure.
 
     Only a common subset is translated: no groups with ``(?``, no classes
     that differ between the engines; ``$`` becomes ``\\Z`` (RE2's ``$``
@@ -469,7 +481,7 @@ def to_double(value: Any) -> float:
     """``double(value)``."""
     kind = type(value)
     if kind is float:
-        return value
+        return float(value)
     if (kind is int or kind is UInt) and abs(value) <= _EXACT:
         return float(value)
     raise FALLBACK
@@ -479,7 +491,7 @@ def to_string(value: Any) -> str:
     """``string(value)``."""
     kind = type(value)
     if kind is str:
-        return value
+        return str(value)
     if (kind is int and INT64_MIN <= value <= INT64_MAX) or kind is UInt:
         return str(int(value))
     raise FALLBACK
@@ -506,7 +518,7 @@ def items(value: Any, macro: str) -> list[Any]:
 
 
 def result(value: Any) -> Any:
-    """Check a result before returning it: what the library would convert, falls back."""
+    """Check a result: what the library would convert falls back to it."""
     kind = type(value)
     if kind is int:
         if INT64_MIN <= value <= UINT64_MAX:

@@ -161,7 +161,9 @@ def tokenize(text: str) -> list[Token]:
         kind = found.lastgroup
         value = found.group()
         if kind == "string":
-            literal, end = _read_string(text, pos, found.end() - (3 if value[-3:] in ("'''", '"""') else 1))
+            literal, end = _read_string(
+                text, pos, found.end() - (3 if value[-3:] in ("'''", '"""') else 1)
+            )
             tokens.append(("lit", literal, pos))
             pos = end
             continue
@@ -298,7 +300,7 @@ class _Parser:
 
     def call(self, name: str, target: Any, args: list[Any]) -> Any:
         if target is not None and name in MACROS:
-            if name == "map" and len(args) == 3 or len(args) == 2:
+            if (name == "map" and len(args) == 3) or len(args) == 2:
                 var = args[0]
                 if var[0] != "ident":
                     msg = f"the first argument of {name} must be a variable name"
