@@ -58,7 +58,8 @@ def test_sigterm_stops_a_run_evaluating_a_costly_expression(tmp_path: Path) -> N
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
-        raise AssertionError("SIGTERM did not stop the run within 30 s") from None
+        msg = "SIGTERM did not stop the run within 30 s"
+        raise AssertionError(msg) from None
     assert proc.returncode == 0, err
     assert "Traceback" not in err
 
