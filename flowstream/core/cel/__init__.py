@@ -173,10 +173,13 @@ def _interpreter(
     limit: int,
 ) -> Callable[[Any], Any]:
     """The interpreter, guarded by the cost estimate for the item's measured size."""
+    # Without a comprehension the cost is linear in the item, which the
+    # interpreter converts anyway: only comprehensions need the guard.
+    guarded = tree is not None and _has_macro(tree)
 
     def interpret(item: Any) -> Any:
-        size = item_size(item, limit)
-        if tree is not None and estimate_cost(tree, size, interpreted=True) > limit:
+        size = item_size(item, limit) if guarded else 0
+        if guarded and estimate_cost(tree, size, interpreted=True) > limit:
             msg = (
                 f"{source}: cost budget exceeded: this item's estimate is over {limit}"
             )
@@ -189,3 +192,14 @@ def _interpreter(
 
     interpret.__qualname__ = f"cel[{source}]"
     return interpret
+
+
+def _has_macro(node: Any) -> bool:
+    """Whether a syntax tree holds a comprehension."""
+    if isinstance(node, tuple):
+        if node and node[0] == "macro":
+            return True
+        return any(_has_macro(part) for part in node[1:])
+    if isinstance(node, list):
+        return any(_has_macro(part) for part in node)
+    return False
