@@ -172,3 +172,16 @@ def test_the_static_estimate_grows_with_nesting() -> None:
     quadratic = expr_cost("x.filter(v, timestamp(v) > timestamp(1))", 10_000)
     assert quadratic is not None
     assert quadratic > 10**7
+
+
+def test_a_long_chain_of_conditions_is_still_compiled() -> None:
+    # Each operand of && / || is evaluated in a try block; nested naively,
+    # 20 of them exceed Python's limit of statically nested blocks.
+    chain = " && ".join(f"x.a{i} > {i}" for i in range(40))
+    assert describe_expr(chain) == "compiled"
+    record = {f"a{i}": i + 1 for i in range(40)}
+    assert run(chain, record) is True
+    assert run(chain, {**record, "a39": 0}) is False
+    assert run(chain, {"a0": 0}) is False  # decided though later fields are missing
+    with pytest.raises(CelError, match="no such key: a1"):
+        run(chain, {"a0": 1})

@@ -162,43 +162,58 @@ class _Generator:
             return f"(-{o})", "float"
         return f"_ops.neg({o})", o_type if o_type in ("int", "bool") else None
 
-    def _logic(self, op: str, left: Any, right: Any) -> Code:
+    def _capture(self, node: Any, op: str) -> tuple[str, str]:
+        """Evaluate an operand of ``op`` into (bool or None, error or None) names.
+
+        A nested ``&&``/``||`` is captured at the same level rather than
+        inside this operand's ``try`` (Python allows 20 nested blocks; a
+        chain of conditions would reach that).
+        """
+        if node[0] in ("and", "or"):
+            return self._logic_capture(
+                "&&" if node[0] == "and" else "||", node[1], node[2]
+            )
+        value, error = self.temp("v"), self.temp("e")
+        self.emit("try:")
+        self.depth += 1
+        code = self.gen(node)[0]
+        self.emit(f"{value} = {code}")
+        self.emit(f"if {value} is not True and {value} is not False:")
+        self.emit(f"    raise _ops.nobool({op!r}, {value})")
+        self.depth -= 1
+        self.emit("except _CelError as _exc:")
+        self.emit(f"    {error} = _exc")
+        self.emit(f"    {value} = None")
+        self.emit("else:")
+        self.emit(f"    {error} = None")
+        return value, error
+
+    def _logic_capture(self, op: str, left: Any, right: Any) -> tuple[str, str]:
         # CEL: an error (or a non-bool) on one side is absorbed when the
         # other side decides (false for &&, true for ||).
         decides = "False" if op == "&&" else "True"
-        out, lv, le, rv = self.temp("r"), self.temp("l"), self.temp("e"), self.temp("v")
-        self.emit("try:")
-        self.depth += 1
-        code = self.gen(left)[0]
-        self.emit(f"{lv} = {code}")
-        self.emit(f"if {lv} is not True and {lv} is not False:")
-        self.emit(f"    raise _ops.nobool({op!r}, {lv})")
-        self.depth -= 1
-        self.emit("except _CelError as _exc:")
-        self.emit(f"    {le} = _exc")
-        self.emit(f"    {lv} = None")
-        self.emit("else:")
-        self.emit(f"    {le} = None")
+        out, error = self.temp("r"), self.temp("e")
+        lv, le = self._capture(left, op)
         self.emit(f"if {lv} is {decides}:")
-        self.emit(f"    {out} = {decides}")
+        self.emit(f"    {out}, {error} = {decides}, None")
         self.emit("else:")
         self.depth += 1
-        self.emit("try:")
-        self.depth += 1
-        code = self.gen(right)[0]
-        self.emit(f"{rv} = {code}")
-        self.emit(f"if {rv} is not True and {rv} is not False:")
-        self.emit(f"    raise _ops.nobool({op!r}, {rv})")
-        self.depth -= 1
-        self.emit("except _CelError:")
-        self.emit(f"    if {le} is not None:")
-        self.emit(f"        raise {le} from None")
-        self.emit("    raise")
-        self.emit(f"if {rv} is {decides} or {le} is None:")
-        self.emit(f"    {out} = {rv}")
+        rv, re_ = self._capture(right, op)
+        self.emit(f"if {rv} is {decides}:")
+        self.emit(f"    {out}, {error} = {decides}, None")
+        self.emit(f"elif {le} is not None:")
+        self.emit(f"    {out}, {error} = None, {le}")
+        self.emit(f"elif {re_} is not None:")
+        self.emit(f"    {out}, {error} = None, {re_}")
         self.emit("else:")
-        self.emit(f"    raise {le}")
+        self.emit(f"    {out}, {error} = {rv}, None")
         self.depth -= 1
+        return out, error
+
+    def _logic(self, op: str, left: Any, right: Any) -> Code:
+        out, error = self._logic_capture(op, left, right)
+        self.emit(f"if {error} is not None:")
+        self.emit(f"    raise {error}")
         return out, "bool"
 
     def gen_and(self, left: Any, right: Any) -> Code:
