@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from . import (
     _harness as h,
+    bench_cel,
     bench_checkpoint,
     bench_dag,
     bench_fanout,
@@ -37,6 +38,7 @@ BENCHES: dict[str, Callable[[h.Config], h.Workload]] = {
     "ws": bench_ws.run,
     "ws_memory": ws_memory.run,
     "checkpoint": bench_checkpoint.run,
+    "cel": bench_cel.run,
 }
 
 

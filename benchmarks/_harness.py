@@ -102,7 +102,9 @@ class Row:
     value: float | None = None  # the median, in ``unit``
     times_s: list[float] = field(default_factory=list)
     vs_floor: float | None = None  # throughput ratio to the floor (higher: faster)
+    vs_floor_range: tuple[float, float] | None = None  # [min..max] of the paired ratios
     fs_speedup: float | None = None  # how many times faster flowstream is
+    fs_speedup_range: tuple[float, float] | None = None
     target: str = ""
     status: str = ""  # PASS, MISS, info, n/a
     note: str = ""
@@ -206,11 +208,26 @@ def throughput_rows(
         rows.append(row)
     floor = next((r for r in rows if r.role == "floor" and r.value), None)
     if floor is not None:
-        assert floor.value is not None
         for r in rows:
             if r.value is not None:
-                r.vs_floor = r.value / floor.value
+                r.vs_floor, r.vs_floor_range = paired_ratio(r, floor)
     return rows
+
+
+def paired_ratio(row: Row, base: Row) -> tuple[float, tuple[float, float]]:
+    """``row``'s rate over ``base``'s, round by round: the median and [min..max].
+
+    Both were timed once in every round (`measure` interleaves them), so each
+    round gives one ratio under the same machine load; a ratio of two medians
+    taken from different rounds would hide that spread.
+    """
+    assert row.n is not None
+    assert base.n is not None
+    ratios = sorted(
+        (row.n / t_row) / (base.n / t_base)
+        for t_row, t_base in zip(row.times_s, base.times_s, strict=True)
+    )
+    return statistics.median(ratios), (ratios[0], ratios[-1])
 
 
 def apply_throughput_targets(
@@ -236,7 +253,7 @@ def apply_throughput_targets(
         elif r.role == "competitor":
             need = _prefix_lookup(competitor_targets, r.name)
             if r.value and fs.value:
-                r.fs_speedup = fs.value / r.value
+                r.fs_speedup, r.fs_speedup_range = paired_ratio(fs, r)
             if need is not None:
                 r.target = f"flowstream >= {need:g}x"
                 r.status = _verdict(r.fs_speedup, need)
@@ -284,8 +301,12 @@ def _fmt_value(value: float | None, unit: str) -> str:
     return f"{value:.3g}"
 
 
-def _fmt_ratio(value: float | None) -> str:
-    return "" if value is None else f"{value:.2f}x"
+def _fmt_ratio(value: float | None, spread: tuple[float, float] | None = None) -> str:
+    if value is None:
+        return ""
+    if spread is None:
+        return f"{value:.2f}x"
+    return f"{value:.2f}x [{spread[0]:.2f}..{spread[1]:.2f}]"
 
 
 def _fmt_n(n: int | None) -> str:
@@ -319,8 +340,8 @@ THROUGHPUT_COLUMNS: list[tuple[str, Callable[[Row], str]]] = [
     ("contender", lambda r: r.name),
     ("n", lambda r: _fmt_n(r.n)),
     ("median", lambda r: _fmt_value(r.value, r.unit)),
-    ("vs floor", lambda r: _fmt_ratio(r.vs_floor)),
-    ("flowstream/x", lambda r: _fmt_ratio(r.fs_speedup)),
+    ("vs floor [min..max]", lambda r: _fmt_ratio(r.vs_floor, r.vs_floor_range)),
+    ("flowstream/x [min..max]", lambda r: _fmt_ratio(r.fs_speedup, r.fs_speedup_range)),
     ("target", lambda r: r.target),
     ("result", lambda r: r.status),
 ]

@@ -57,10 +57,14 @@ EVENT_FIELDS = {
     "key_field": "k",
     "allowed_lateness_ms": LATENESS_MS,
 }
+# Expressions that really evaluate: a bare field path ("x.ts") is a plain
+# lookup and would time no CEL at all.
+CEL_TS = "x.ts * 1.0"
+CEL_KEY = 'x.k + ""'
 EVENT_CEL = {
     "size_ms": SIZE_MS,
-    "timestamp": "x.ts",
-    "key": "x.k",
+    "timestamp": CEL_TS,
+    "key": CEL_KEY,
     "allowed_lateness_ms": LATENESS_MS,
 }
 PROCESSING = {"size_ms": SIZE_MS, "key_field": "k"}
@@ -240,7 +244,7 @@ def floor(n: int) -> tuple[int, int]:
 
 def floor_cel(n: int) -> tuple[int, int]:
     """The floor, evaluating the CEL programs the CEL variant uses."""
-    return hand_window(n, expr_function("x.ts"), expr_function("x.k"))
+    return hand_window(n, expr_function(CEL_TS), expr_function(CEL_KEY))
 
 
 # --- running -----------------------------------------------------------------------
@@ -248,7 +252,7 @@ def floor_cel(n: int) -> tuple[int, int]:
 
 def run(cfg: h.Config) -> h.Workload:
     n = cfg.size(1_000_000, 100_000)
-    cel_n = cfg.size(100_000, 10_000)  # CEL costs microseconds per evaluation
+    cel_n = n  # compiled CEL costs a fraction of a microsecond
     c = h.Contender
     h.log(f"[{NAME}] {n:,} items -> window.tumbling (keyed count, event time)")
     event = [
@@ -266,7 +270,7 @@ def run(cfg: h.Config) -> h.Workload:
             "info",
             flowstream_run("cel"),
             cel_n,
-            note="known gap: CEL timestamp/key expressions instead of fields",
+            note=f"CEL timestamp {CEL_TS!r} and key {CEL_KEY!r} (compiled)",
         ),
     ]
     other = [

@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..core.expr import ExprError, compile_expr, expr_fields, resolve_callable
+from ..core.cel import ASSUMED_INPUT_SIZE, default_max_cost
+from ..core.expr import (
+    ExprError,
+    compile_expr,
+    expr_cost,
+    expr_fields,
+    resolve_callable,
+)
 from ..core.workflow import (
     NODE_ID,
     Connection,
@@ -96,6 +103,7 @@ def validate(
     *,
     source: str | None = None,
     allow_callables: bool = True,
+    max_cel_cost: int | None = None,
 ) -> Graph:
     """Check a workflow against a registry and return its `Graph`.
 
@@ -105,12 +113,16 @@ def validate(
         source: A file name to put in the error message.
         allow_callables: Whether ``fn: "module:attr"`` references may be
             imported (servers turn this off for untrusted workflows).
+        max_cel_cost: The ceiling on a CEL expression's static cost estimate
+            (default: the process-wide ceiling of `flowstream.core.cel`; the
+            server passes a lower one for uploads).
 
     Raises:
         WorkflowValidationError: Lists every problem found.
     """
     with gc_paused():  # a graph is thousands of long-lived objects
-        return _validate(workflow, registry, source, allow_callables)
+        limit = default_max_cost() if max_cel_cost is None else max_cel_cost
+        return _validate(workflow, registry, source, allow_callables, limit)
 
 
 def _validate(
@@ -118,6 +130,7 @@ def _validate(
     registry: NodeRegistry,
     source: str | None,
     allow_callables: bool,
+    max_cel_cost: int,
 ) -> Graph:
     if workflow.mode == "routed":
         problem = Problem(
@@ -165,7 +178,7 @@ def _validate(
         except UnknownNodeType as exc:
             problems.append(Problem(str(exc), node=decl.id, field="type"))
             continue
-        config = _check_config(decl, spec, problems, allow_callables)
+        config = _check_config(decl, spec, problems, allow_callables, max_cel_cost)
         if decl.concurrency > 1 and not (spec.shape == "call" and spec.is_async):
             text = (
                 "concurrency applies to one-shot async nodes (async def "
@@ -237,7 +250,11 @@ def _keyed(config: Any) -> bool:
 
 
 def _check_config(
-    decl: WorkflowNode, spec: NodeSpec, problems: list[Problem], allow_callables: bool
+    decl: WorkflowNode,
+    spec: NodeSpec,
+    problems: list[Problem],
+    allow_callables: bool,
+    max_cel_cost: int,
 ) -> Any:
     try:
         config = spec.decode_config(decl.config)
@@ -269,6 +286,7 @@ def _check_config(
         try:
             if kind == "cel":
                 compile_expr(text)
+                _check_cost(text, max_cel_cost)
             elif not allow_callables:
                 msg = f"Python callables are not allowed here ({text!r}); use CEL"
                 raise ExprError(msg)
@@ -294,6 +312,25 @@ def _non_finite(config: Any, name: str, retry: Any) -> Iterator[tuple[str, float
                 stack.append((f"{path}.{info.encode_name}", getattr(value, info.name)))
         elif type(value) is float and not math.isfinite(value):
             yield path, value
+
+
+def _check_cost(text: str, limit: int) -> None:
+    """Refuse an expression whose static cost estimate is over ``limit``.
+
+    Raises:
+        ExprError: The estimate is over the ceiling, or cannot be made.
+    """
+    cost = expr_cost(text)
+    if cost is None:
+        msg = f"the cost of the CEL expression {text!r} cannot be bounded; simplify it"
+        raise ExprError(msg)
+    if cost > limit:
+        msg = (
+            f"the CEL expression {text!r} may cost up to {cost:,} steps (lists read "
+            f"from the item counted as {ASSUMED_INPUT_SIZE:,} long), over the limit "
+            f"of {limit:,}; nest fewer comprehensions"
+        )
+        raise ExprError(msg)
 
 
 def _check_connection(

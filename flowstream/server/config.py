@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..core.cel import SERVER_MAX_COST
 from ..runtime.netpolicy import NetPolicy
 
 if TYPE_CHECKING:
@@ -68,6 +69,9 @@ class ServerConfig:
             WebSocket subscribers and the run record.
         history_tail: Latest events kept on top of those.
         max_output_items: Values kept per output port of a finished run.
+        max_cel_cost: The ceiling on a CEL expression's cost in an uploaded
+            workflow: its static estimate at validation, and the steps one
+            evaluation may take (``flowstream serve`` sets it process-wide).
         registry: Node types; None means the built-ins and installed packs.
     """
 
@@ -89,10 +93,17 @@ class ServerConfig:
     history_head: int = 256
     history_tail: int = 1024
     max_output_items: int = 10_000
+    max_cel_cost: int = SERVER_MAX_COST
     registry: NodeRegistry | None = None
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_runs", "history_head", "history_tail"):
+        for name in (
+            "max_body_bytes",
+            "max_runs",
+            "history_head",
+            "history_tail",
+            "max_cel_cost",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 msg = f"{name} must be an int >= 1, got {value!r}"

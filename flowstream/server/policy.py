@@ -81,7 +81,12 @@ def check_workflow(
                 refused_refs[key] = ref
     problems += path_problems
     try:
-        graph = validate(workflow, registry, allow_callables=not refused_refs)
+        graph = validate(
+            workflow,
+            registry,
+            allow_callables=not refused_refs,
+            max_cel_cost=config.max_cel_cost,
+        )
     except WorkflowValidationError as exc:
         problems += _with_policy(exc.problems, allowed_refs, refused_refs, config)
         raise WorkflowValidationError(problems, exc.source) from None

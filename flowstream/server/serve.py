@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import uvicorn
 
+from ..core.cel import set_default_max_cost
 from .app import create_app
 from .auth import load_token
 from .logs import configure_logging
@@ -66,6 +67,7 @@ def serve(config: ServerConfig, *, port: int, log_format: str, out: TextIO) -> N
             database is not a SQLite file (checked before serving).
     """
     configure_logging(log_format)
+    set_default_max_cost(config.max_cel_cost)  # the runtime budget of every expression
     token, generated = load_token(config)
     config = replace(config, token=token)
     _check_database(config.db)

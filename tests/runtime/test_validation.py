@@ -460,3 +460,43 @@ def test_a_config_check_names_the_field_it_is_about() -> None:
     assert by_node["b"].field == "config.size"
     assert "size must be >= 1" in by_node["b"].message
     assert by_node["d"].field == "config.ms"
+
+
+# --- CEL cost -----------------------------------------------------------------
+
+NESTED_MAP = "x.map(a, x.map(b, x.map(c, a + b + c)))"
+
+
+def test_a_cel_expression_over_the_cost_ceiling_is_refused_naming_node_and_field() -> (
+    None
+):
+    wf = pipeline(("costly", "transform.map", {"expr": NESTED_MAP}))
+    problem = only(problems_of(wf))
+    assert problem.node == "costly"
+    assert problem.field == "config.expr"
+    assert "may cost up to" in problem.message
+    assert "over the limit of 10,000,000" in problem.message
+
+
+def test_the_cel_cost_ceiling_is_a_validation_option() -> None:
+    nested = "x.map(a, x.map(b, a + b))"  # ~ 1,000 * 1,000 steps
+    check(pipeline(("m", "transform.map", {"expr": nested})))
+    problem = only(
+        problems_of(
+            pipeline(("m", "transform.map", {"expr": nested})), max_cel_cost=100_000
+        )
+    )
+    assert (problem.node, problem.field) == ("m", "config.expr")
+    check(pipeline(("m", "transform.map", {"expr": "x * 2"})), max_cel_cost=100)
+
+
+def test_nested_maps_over_literal_lists_are_refused_before_they_run() -> None:
+    # Issue 11: seven nested maps over ten-element lists (10**7 results) ran
+    # 408 s at 1.8 GB; now validation refuses it with the estimate.
+    ten = "[0,1,2,3,4,5,6,7,8,9]"
+    source = "1"
+    for var in "abcdefg":
+        source = f"{ten}.map({var}, {source})"
+    problem = only(problems_of(pipeline(("deep", "transform.map", {"expr": source}))))
+    assert (problem.node, problem.field) == ("deep", "config.expr")
+    assert "may cost up to" in problem.message

@@ -536,3 +536,26 @@ async def test_runs_in_parallel_do_not_mix(client: httpx.AsyncClient) -> None:
     for run_id in ids:
         detail = await wait_for_run(client, run_id, finished)
         assert detail["outputs"] == {"result": {"out": NUMBERS_OUT}}
+
+
+async def test_an_upload_with_a_costly_cel_expression_is_422_under_the_server_ceiling(
+    client: httpx.AsyncClient,
+) -> None:
+    # Two nested maps over the item pass the CLI's ceiling, not the server's.
+    costly = {
+        "name": "costly",
+        "nodes": [
+            {"id": "numbers", "type": "source.range", "config": {"stop": 3}},
+            {
+                "id": "pairs",
+                "type": "transform.map",
+                "config": {"expr": "x.map(a, x.map(b, a * b))"},
+            },
+            {"id": "out", "type": "sink.collect"},
+        ],
+        "connections": ["numbers -> pairs", "pairs -> out"],
+    }
+    doc = assert_problem(await put(client, costly), 422)
+    [problem] = doc["problems"]
+    assert (problem["node"], problem["field"]) == ("pairs", "config.expr")
+    assert "over the limit of 1,000,000" in problem["message"]
