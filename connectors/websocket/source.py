@@ -26,13 +26,13 @@ from websockets.frames import CloseCode
 
 from flowstream import node
 
+from .._reconnect import pause as _pause
 from .._records import MAX_RAW_IN_ERROR, BadRecord, RecordDecoder
 from ._common import (
     _client_options,
     _close_server,
     _connect_failed,
     _listen,
-    _pause,
     _peer,
 )
 from ._intake import _Intake

@@ -137,9 +137,11 @@ def redis_server(workdir: Path) -> Server:
         "127.0.0.1",
         "--save",
         "",
-        # Kept across a restart (the reconnect test), fsynced each second.
+        # Kept across a restart (the reconnect test), every write fsynced.
         "--appendonly",
         "yes",
+        "--appendfsync",
+        "always",
         "--dir",
         str(workdir),
     ]
