@@ -225,7 +225,7 @@ class LogSource(Generic[C]):
         unacked = False
         decode = self._decoder.decode
         while not ctx.stopping.is_set():
-            if end is not None and self._caught_up(end):
+            if end is not None and self.caught_up(end):
                 ctx.event("caught_up", {"positions": dict(positions)})
                 break
             if unacked and not ctx.checkpointing:
@@ -279,7 +279,8 @@ class LogSource(Generic[C]):
 
     # --- internals ----------------------------------------------------------------
 
-    def _caught_up(self, end: dict[str, Any]) -> bool:
+    def caught_up(self, end: dict[str, Any]) -> bool:
+        """Whether every partition of ``end`` was handed on up to its position."""
         positions = self._positions
         return all(
             p in positions and self.reached(positions[p], e) for p, e in end.items()
