@@ -311,8 +311,10 @@ class LogSource(Generic[C]):
         while True:
             try:
                 await self.connect(positions)
-            except self.transient as exc:
-                await self.disconnect()
+            except BaseException as exc:
+                await self.disconnect()  # a failed start gets no shutdown
+                if not isinstance(exc, self.transient):
+                    raise
                 failures += 1
                 if policy.max_attempts is not None and failures >= policy.max_attempts:
                     msg = (
@@ -499,8 +501,10 @@ class LogSink(Generic[S]):
         while True:
             try:
                 await self.connect()
-            except self.transient as exc:
-                await self.disconnect()
+            except BaseException as exc:
+                await self.disconnect()  # a failed start gets no shutdown
+                if not isinstance(exc, self.transient):
+                    raise
                 failures += 1
                 if policy.max_attempts is not None and failures >= policy.max_attempts:
                     msg = (
