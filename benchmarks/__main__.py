@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from . import (
     _harness as h,
+    bench_brokers,
     bench_checkpoint,
     bench_dag,
     bench_fanout,
@@ -35,6 +36,7 @@ BENCHES: dict[str, Callable[[h.Config], h.Workload]] = {
     "join": bench_join.run,
     "ws": bench_ws.run,
     "checkpoint": bench_checkpoint.run,
+    "brokers": bench_brokers.run,
 }
 
 

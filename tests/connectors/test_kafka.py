@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections import Counter
 from contextlib import closing
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -22,12 +23,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from connectors.kafka import KafkaSinkConfig, KafkaSourceConfig
-from flowstream import FlowRuntime, Workflow
+from flowstream import FlowRuntime, Workflow, read_workflow
 from tests.checkpoints import kill_at_random
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from tests.connectors.servers import Server
 
 
@@ -217,7 +216,7 @@ def test_configs_refuse_what_cannot_work() -> None:
 
 RUNNER = """
 import sys
-from flowstream import FlowRuntime, Workflow
+from flowstream import FlowRuntime, Workflow, read_workflow
 from flowstream.core.workflow import Checkpoint
 
 store, out, server, topic = sys.argv[1:5]
@@ -267,3 +266,50 @@ async def test_kill_9_leaves_each_record_exactly_once_in_sqlite(
     # kafka.sink is at least once: every record is there, some maybe twice.
     copy = Counter(v["n"] for _, v, _ in await consume_all(kafka, topic + "-copy"))
     assert set(copy) == set(range(n))
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "kafka_windows.yaml"
+
+
+async def test_the_kafka_windows_example_runs_against_the_broker(
+    kafka: Server, tmp_path: Path
+) -> None:
+    text = EXAMPLE.read_text()
+    server = servers(kafka)[0]
+    # One partition: with allowed_lateness_ms 0, records of one window spread
+    # over partitions would arrive late and be dropped.
+    topic = await make_topic(kafka, partitions=1)
+    text = (
+        text.replace("127.0.0.1:9092", server)
+        .replace("topics: [readings]", f"topics: [{topic}]\n      stop_at_end: true")
+        .replace(
+            "topic: sensor-windows\n      key_field: sensor\n",
+            f"topic: {topic}-windows\n      key_field: sensor\n"
+            "      idempotent: false\n",
+        )
+        .replace("kafka-windows", str(tmp_path / "kafka-windows"))
+    )
+    assert "stop_at_end" in text
+    assert "idempotent: false" in text
+    example = tmp_path / "example.yaml"
+    example.write_text(text)
+    readings = [
+        {"sensor": f"s{i % 4}", "value": float(i % 10), "ts": 1000.0 + i * 0.01}
+        for i in range(2000)
+    ]
+    await produce(kafka, topic, [msgspec.json.encode(r) for r in readings])
+    result = await FlowRuntime().arun(read_workflow(example))
+    assert result.ok, result.error
+    expected: dict[tuple[str, float], tuple[int, float]] = {}
+    for r in readings:
+        key = (r["sensor"], float(int(r["ts"])))
+        n, total = expected.get(key, (0, 0.0))
+        expected[key] = (n + 1, total + r["value"])
+    with closing(sqlite3.connect(tmp_path / "kafka-windows.db")) as conn:
+        rows = conn.execute("select sensor, window_start, n, total from windows")
+        got = {(s, float(w)): (n, t) for s, w, n, t in rows}
+    assert got == expected
+    produced = await consume_all(kafka, f"{topic}-windows")
+    assert {(v["sensor"], float(v["window_start"])) for _, v, _ in produced} == set(
+        expected
+    )
