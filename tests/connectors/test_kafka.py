@@ -293,7 +293,7 @@ async def test_the_kafka_windows_example_runs_against_the_broker(
     assert "idempotent: false" in text
     example = tmp_path / "example.yaml"
     example.write_text(text)
-    readings = [
+    readings: list[dict[str, Any]] = [
         {"sensor": f"s{i % 4}", "value": float(i % 10), "ts": 1000.0 + i * 0.01}
         for i in range(2000)
     ]
