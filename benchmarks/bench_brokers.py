@@ -136,6 +136,7 @@ async def nats_fill(server: Server, n: int) -> str:
 
 async def nats_bare_read(server: Server, stream: str, n: int) -> int:
     import nats
+    import nats.errors
     from nats.js.api import AckPolicy, ConsumerConfig
 
     dec = msgspec.json.Decoder()
@@ -152,7 +153,10 @@ async def nats_bare_read(server: Server, stream: str, n: int) -> int:
     )
     count = 0
     while count < n:
-        msgs = await sub.fetch(BATCH, timeout=0.2)
+        try:
+            msgs = await sub.fetch(BATCH, timeout=0.2)
+        except nats.errors.TimeoutError:
+            continue  # nothing within the poll (a loaded machine): poll again
         batch = [dec.decode(m.data) for m in msgs]
         count += len(batch)
         await nc.publish(msgs[-1].reply, b"+ACK")
@@ -366,7 +370,9 @@ def _case(
 
 def run(cfg: h.Config) -> h.Workload:
     """Every broker, source and sink, paired rounds of bare and flowstream."""
-    n = cfg.size(200_000, 20_000)
+    # Fewer than the issue's 1M: the three servers and both loops share two
+    # cores with the rest of the machine, where a 1M round takes minutes.
+    n = cfg.size(100_000, 20_000)
     h.log(f"[{NAME}] broker connectors vs their bare clients, {n:,} records")
     rows: list[h.Row] = []
     notes: list[str] = []
