@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from . import (
     _harness as h,
+    bench_brokers,
     bench_cel,
     bench_checkpoint,
     bench_dag,
@@ -38,6 +39,7 @@ BENCHES: dict[str, Callable[[h.Config], h.Workload]] = {
     "ws": bench_ws.run,
     "ws_memory": ws_memory.run,
     "checkpoint": bench_checkpoint.run,
+    "brokers": bench_brokers.run,
     "cel": bench_cel.run,
 }
 

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._common import Reconnect
+from .._reconnect import Reconnect
 from ._source_config import WebSocketSourceConfig, WebSocketSourceStatistics
 from .sink import (
     WebSocketSink,

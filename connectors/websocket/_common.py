@@ -1,7 +1,8 @@
 """What ``ws.source`` and ``ws.sink`` share: the endpoint and its connections.
 
 `_Endpoint` is the config both nodes extend (server or client, address,
-encoding, timeouts), with its `Reconnect` policy; the helpers bind a server and
+encoding, timeouts), with its `Reconnect` policy (shared by every connector:
+`connectors._reconnect`); the helpers bind a server and
 publish its address, close it, build a client's connect options, wait out a
 backoff and name a peer.
 """
@@ -9,8 +10,6 @@ backoff and name a peer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import random
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -20,6 +19,7 @@ from websockets.asyncio.server import serve
 from flowstream import ListenHost, OutboundUrl
 from flowstream.errors import ConnectError
 
+from .._reconnect import Reconnect
 from .._records import Encoding
 
 if TYPE_CHECKING:
@@ -34,51 +34,6 @@ if TYPE_CHECKING:
 
 Mode = Literal["server", "client"]
 Data = str | bytes
-
-
-class Reconnect(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """How a client reconnects: exponential backoff with jitter.
-
-    After *n* consecutive failed attempts the wait is ``delay_ms *
-    backoff_multiplier**(n-1)``, capped at ``max_delay_ms``, times a random
-    factor in ``[1 - jitter, 1]`` (so that many clients do not retry in step).
-    A lost connection waits one ``delay_ms`` (with jitter) before reconnecting.
-
-    Attributes:
-        max_attempts: Consecutive failed attempts after which the node fails
-            with `flowstream.errors.ConnectError`; None retries forever.
-    """
-
-    delay_ms: float = 100.0
-    backoff_multiplier: float = 2.0
-    max_delay_ms: float = 10_000.0
-    jitter: float = 0.5
-    max_attempts: int | None = None
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.delay_ms <= self.max_delay_ms:
-            msg = (
-                "need 0 <= delay_ms <= max_delay_ms, "
-                f"got {self.delay_ms} and {self.max_delay_ms}"
-            )
-            raise ValueError(msg)
-        if not self.backoff_multiplier >= 1:
-            msg = f"backoff_multiplier must be >= 1, got {self.backoff_multiplier}"
-            raise ValueError(msg)
-        if not 0 <= self.jitter <= 1:
-            msg = f"jitter must be between 0 and 1, got {self.jitter}"
-            raise ValueError(msg)
-        if self.max_attempts is not None and self.max_attempts < 1:
-            msg = f"max_attempts must be >= 1 or null, got {self.max_attempts}"
-            raise ValueError(msg)
-
-    def delay_s(self, failures: int) -> float:
-        """Return the wait in seconds after ``failures`` consecutive failures."""
-        exponent = min(max(failures, 1) - 1, 64)  # past the cap long before
-        delay = min(
-            self.delay_ms * self.backoff_multiplier**exponent, self.max_delay_ms
-        )
-        return delay * (1.0 - self.jitter * random.random()) / 1000.0
 
 
 class _Endpoint(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -200,13 +155,6 @@ def _client_options(config: _Endpoint) -> dict[str, Any]:
         "open_timeout": config.open_timeout,
         "close_timeout": config.close_timeout,
     }
-
-
-async def _pause(stopping: asyncio.Event, seconds: float) -> None:
-    """Sleep ``seconds``, or less if the run is asked to stop."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await stopping.wait()
 
 
 def _connect_failed(url: str, failures: int, exc: BaseException) -> ConnectError:

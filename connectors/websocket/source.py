@@ -28,6 +28,7 @@ from websockets.frames import CloseCode
 from flowstream import check_url, node
 from flowstream.errors import NetworkDenied
 
+from .._reconnect import pause as _pause
 from .._records import MAX_RAW_IN_ERROR, BadRecord, RecordDecoder
 from ._budget import Budget, MeteredClientConnection, MeteredServerConnection
 from ._common import (
@@ -35,7 +36,6 @@ from ._common import (
     _close_server,
     _connect_failed,
     _listen,
-    _pause,
     _peer,
 )
 from ._intake import _Intake

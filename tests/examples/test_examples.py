@@ -37,6 +37,7 @@ async def test_crash_demo_loses_nothing_and_counts_nothing_twice(
         "ws_ingest.yaml",
         "ws_resume.yaml",
         "batch_http.yaml",
+        "kafka_windows.yaml",
     ],
 )
 def test_example_workflows_validate(name: str) -> None:
