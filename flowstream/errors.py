@@ -12,7 +12,7 @@ Exception
       +-- StateLimitError (also RuntimeError)         keyed state reached max_keys
       +-- TimeLimitExceeded (also TimeoutError)       one call ran over its time limit
       +-- MemoryBudgetExceeded (also MemoryError)     a run grew past its memory budget
-      +-- SandboxError                                a sandboxed module trapped or broke the ABI
+      +-- SandboxError                                a sandboxed module trapped
       +-- ChannelError (also RuntimeError)
       |    +-- ClosedChannelError                     you used a half you had closed
       |    +-- BrokenChannelError                     the other side went away
