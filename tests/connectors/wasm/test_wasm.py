@@ -231,6 +231,7 @@ async def test_a_run_whose_module_cannot_load_fails_naming_the_import():
     result = await run("f", [1], module=_module(FD_WRITE))
     assert result.status == "failed"
     assert result.error is not None
+    assert result.error.startswith("node 'f' (wasm.map) failed to start: ")
     assert "wasi_snapshot_preview1.fd_write" in result.error
 
 
