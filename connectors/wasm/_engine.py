@@ -141,6 +141,17 @@ class _Clock:
                 )
                 self.thread.start()
 
+    def close(self) -> None:
+        """Stop the thread and release the engine (at exit)."""
+        with self.lock:
+            self.live = weakref.WeakSet()
+            thread = self.thread
+        if thread is not None:
+            thread.join(timeout=1.0)
+        if self._engine is not None and (thread is None or not thread.is_alive()):
+            self._engine.close()
+            self._engine = None
+
     def _tick(self, engine: wasmtime.Engine) -> None:
         start = time.monotonic()
         epoch = 0
@@ -278,3 +289,4 @@ def _close_all() -> None:
     for module in list(_MODULES):
         module.close()
     _COMPILED.clear()
+    _CLOCK.close()
