@@ -21,6 +21,7 @@ survives into the next.
 
 from __future__ import annotations
 
+import ctypes
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -28,6 +29,7 @@ import msgspec
 from flowstream.errors import SandboxError, TimeLimitExceeded
 
 from . import _engine
+from ._crossing import crossing
 
 if TYPE_CHECKING:
     from flowstream import Limits
@@ -107,14 +109,15 @@ class Sandbox:
 
     __slots__ = (
         "__weakref__",
+        "_address",
         "_alloc",
         "_api",
         "_buffer",
         "_capacity",
+        "_crossing",
         "_dealloc",
         "_decode",
         "_encode",
-        "_fn",
         "_memory",
         "_store",
         "compiled",
@@ -171,9 +174,10 @@ class Sandbox:
         self._memory = exports["memory"]
         self._alloc = exports["alloc"]
         self._dealloc = exports["dealloc"]
-        self._fn = exports[self.function]
+        self._crossing = crossing(store, exports[self.function], self._memory)
         self._buffer = 0
         self._capacity = 0
+        self._address = self._crossing.memory()[0]
 
     def close(self) -> None:
         """Release the instance now (a later `call` starts a fresh one)."""
@@ -229,23 +233,27 @@ class Sandbox:
         return answer
 
     def _run(self, payload: bytes) -> bytes:
-        store = self._store
-        memory = self._memory
         size = len(payload)
         if size > self._capacity:
             self._grow(size)
-        memory.write(store, payload, self._buffer)
-        store.set_epoch_deadline(self.ticks)
-        packed = self._fn(store, self._buffer, size)
+        crossing = self._crossing
+        # Where the memory was when the last call (or _grow) ended: nothing
+        # ran in the module since, so it has not moved, and _grow checked
+        # that the buffer lies inside it.
+        ctypes.memmove(self._address + self._buffer, payload, size)
+        crossing.deadline(self.ticks)
+        packed = crossing.call(self._buffer, size)
         out_ptr = (packed >> 32) & _MASK
         out_len = packed & _MASK
-        if out_ptr + out_len > memory.data_len(store):
+        address, end = crossing.memory()  # the call may have grown it
+        self._address = address
+        if out_ptr + out_len > end:
             msg = (
                 f"{self.function} returned an output at {out_ptr} of {out_len} "
                 "bytes, outside its memory"
             )
             raise SandboxError(msg)
-        return bytes(memory.read(store, out_ptr, out_ptr + out_len))
+        return ctypes.string_at(address + out_ptr, out_len)
 
     def _grow(self, size: int) -> None:
         store = self._store
@@ -256,7 +264,8 @@ class Sandbox:
             self._dealloc(store, self._buffer, self._capacity)
             self._capacity = 0
         ptr = self._alloc(store, capacity) & _MASK
-        if ptr == 0 or ptr + capacity > self._memory.data_len(store):
+        self._address, end = self._crossing.memory()
+        if ptr == 0 or ptr + capacity > end:
             msg = (
                 f"alloc({capacity}) failed (returned {ptr}) for a batch of "
                 f"{size} bytes; limits.memory_pages is {self.limits.memory_pages}"

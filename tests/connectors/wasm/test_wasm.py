@@ -318,3 +318,28 @@ def test_every_value_type_round_trips_through_the_abi(batch: list[Any]):
 def test_nan_round_trips():
     [x] = ECHO.call([math.nan])
     assert math.isnan(x)
+
+
+# --- the crossing -------------------------------------------------------------
+
+
+def test_the_raw_crossing_is_taken_with_the_tested_wasmtime():
+    from connectors.wasm._crossing import RawCrossing
+
+    assert isinstance(open_sandbox(ARITH, "echo", Limits())._crossing, RawCrossing)
+
+
+def test_the_public_crossing_gives_the_same_answers_and_failures(monkeypatch):
+    from connectors.wasm import _crossing
+
+    monkeypatch.setattr(_crossing, "FORCE_PUBLIC", True)
+    box = open_sandbox(HOSTILE, "trap", Limits())
+    assert isinstance(box._crossing, _crossing.PublicCrossing)
+    assert box.call([1, "a", [2]]) == [1, "a", [2]]
+    with pytest.raises(SandboxError, match="unreachable"):
+        box.call([-1])
+    spin = open_sandbox(HOSTILE, "spin", Limits(time_limit_ms=20))
+    with pytest.raises(TimeLimitExceeded):
+        spin.call([-1])
+    with pytest.raises(SandboxError, match="outside its memory"):
+        open_sandbox(HOSTILE, "escape", Limits()).call([1])
