@@ -20,6 +20,7 @@ from . import (
     bench_join,
     bench_linear,
     bench_memory,
+    bench_wasm,
     bench_window,
     bench_ws,
     ws_memory,
@@ -39,6 +40,7 @@ BENCHES: dict[str, Callable[[h.Config], h.Workload]] = {
     "ws_memory": ws_memory.run,
     "checkpoint": bench_checkpoint.run,
     "cel": bench_cel.run,
+    "wasm": bench_wasm.run,
 }
 
 
