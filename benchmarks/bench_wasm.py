@@ -94,7 +94,8 @@ def run(cfg: h.Config) -> h.Workload:
         for name, kernel in kernels.items():
             got = kernel(batch)
             assert got == want, f"{name} computed {got[:5]}... for batch {size}"
-        calls = max(20, items_per_round // max(size, 1)) if size else 2000
+        # Enough calls to time, few enough that batch 1 does not take minutes.
+        calls = min(max(20, items_per_round // max(size, 1)), 4000)
         times: dict[str, list[float]] = {name: [] for name in kernels}
         for _ in range(rounds):
             for name, kernel in kernels.items():

@@ -4,10 +4,11 @@ wasmtime is imported lazily (the ``wasm`` extra): without it only the wasm
 nodes fail, with a `SandboxError` naming the extra.
 
 Time limits use epoch interruption: one daemon thread advances the engine's
-epoch every `TICK_S` (by wall time, catching up when it woke late) while any
-sandbox is alive, and each call sets its deadline in ticks. wasmtime checks
-the epoch at function entries and loop back-edges, so an endless loop stops
-within a tick or so of its limit. The thread ends once no sandbox is alive.
+epoch every `TICK_S` (by wall time, catching up when it woke late) while
+calls run, and each call sets its deadline in ticks. wasmtime checks the
+epoch at function entries and loop back-edges, so an endless loop stops
+within a tick or so of its limit. Idle, the thread parks (no wake-ups); it
+ends once no sandbox is alive.
 """
 
 from __future__ import annotations
@@ -37,16 +38,21 @@ __all__ = [
     "CompiledModule",
     "allowed_wasi",
     "attach",
+    "clock",
     "compile_module",
     "deadline_ticks",
     "decode_inline",
     "engine",
+    "enter",
+    "leave",
     "read_module",
     "wasmtime_api",
 ]
 
 TICK_S = 0.002
 """How often the epoch advances: a time limit is kept to about this much."""
+PARK_AFTER_S = 0.1
+"""How long the clock goes on ticking after the last call before it parks."""
 INLINE_PREFIX = "base64:"
 """A ``module`` value holding the module itself (binary or text format)."""
 WASI_MODULE = "wasi_snapshot_preview1"
@@ -113,12 +119,21 @@ def wasmtime_api() -> Any:
 
 
 class _Clock:
-    """The engine and the thread that advances its epoch while sandboxes live."""
+    """The engine, and the thread that advances its epoch while calls run.
+
+    The thread ticks while any call is in flight and for `PARK_AFTER_S`
+    after the last one (so a busy stream does not wake it per call); then it
+    parks until a call starts, and it ends once no sandbox is alive.
+    """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.live: weakref.WeakSet[Any] = weakref.WeakSet()
         self.thread: threading.Thread | None = None
+        self.busy = 0  # calls in flight
+        self.last_call = 0.0  # when the last call ended
+        self.parked = False
+        self.wake = threading.Event()
         self._engine: wasmtime.Engine | None = None
 
     def engine(self) -> wasmtime.Engine:
@@ -136,16 +151,34 @@ class _Clock:
         with self.lock:
             self.live.add(sandbox)
             if self.thread is None:
+                self.parked = False
                 self.thread = threading.Thread(
                     target=self._tick, args=(engine,), name="wasm-epoch", daemon=True
                 )
                 self.thread.start()
+
+    def enter(self) -> None:
+        """A call starts: the epoch must advance until it ends."""
+        # Under the lock, so the thread cannot park between our count and
+        # our look at whether it is parked.
+        with self.lock:
+            self.busy += 1
+            if self.parked:
+                self.parked = False
+                self.wake.set()
+
+    def leave(self) -> None:
+        """A call ended."""
+        with self.lock:
+            self.busy -= 1
+            self.last_call = time.monotonic()
 
     def close(self) -> None:
         """Stop the thread and release the engine (at exit)."""
         with self.lock:
             self.live = weakref.WeakSet()
             thread = self.thread
+            self.wake.set()
         if thread is not None:
             thread.join(timeout=1.0)
         if self._engine is not None and (thread is None or not thread.is_alive()):
@@ -159,7 +192,8 @@ class _Clock:
             time.sleep(TICK_S)
             # By wall time: a late wake-up (a loaded machine) catches up,
             # so deadlines stay deadlines in time, not in wake-ups.
-            due = int((time.monotonic() - start) / TICK_S)
+            now = time.monotonic()
+            due = int((now - start) / TICK_S)
             while epoch < due:
                 engine.increment_epoch()
                 epoch += 1
@@ -167,9 +201,26 @@ class _Clock:
                 if not self.live:
                     self.thread = None
                     return
+                if self.busy or now - self.last_call < PARK_AFTER_S:
+                    continue
+                self.parked = True
+                self.wake.clear()
+            while not self.wake.wait(timeout=1.0):
+                with self.lock:
+                    if not self.live:
+                        self.thread = None
+                        return
+            # Ticks count from now: the time parked is no call's time.
+            start = time.monotonic()
+            epoch = 0
 
 
 _CLOCK = _Clock()
+
+
+def clock() -> _Clock:
+    """The process's epoch clock (tests look at its state)."""
+    return _CLOCK
 
 
 def engine() -> wasmtime.Engine:
@@ -182,8 +233,18 @@ def engine() -> wasmtime.Engine:
 
 
 def attach(sandbox: Any) -> None:
-    """Keep the epoch advancing while ``sandbox`` is alive."""
+    """Keep the epoch clock's thread while ``sandbox`` is alive."""
     _CLOCK.attach(sandbox)
+
+
+def enter() -> None:
+    """A call into a module starts: the epoch advances until `leave`."""
+    _CLOCK.enter()
+
+
+def leave() -> None:
+    """The call ended."""
+    _CLOCK.leave()
 
 
 def deadline_ticks(time_limit_ms: float) -> int:

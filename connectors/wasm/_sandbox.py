@@ -137,7 +137,11 @@ class Sandbox:
         self._decode = msgspec.msgpack.Decoder().decode
         self._store: Any = None
         _engine.attach(self)
-        self._instantiate()
+        _engine.enter()  # a start function runs, under the limit too
+        try:
+            self._instantiate()
+        finally:
+            _engine.leave()
 
     def _instantiate(self) -> None:
         api = self._api
@@ -195,9 +199,10 @@ class Sandbox:
             msgspec.EncodeError: An item has no MessagePack form.
         """
         payload = self._encode(batch)
-        if self._store is None:
-            self._instantiate()
+        _engine.enter()
         try:
+            if self._store is None:
+                self._instantiate()
             answer = self._decode(self._run(payload))
         except self._api.Trap as exc:
             self.close()
@@ -215,6 +220,8 @@ class Sandbox:
                 raise
             msg = f"{self.function} broke the ABI: {exc}"
             raise SandboxError(msg) from None
+        finally:
+            _engine.leave()
         if type(answer) is str:
             msg = f"{self.function} failed: {answer}"
             raise SandboxError(msg)

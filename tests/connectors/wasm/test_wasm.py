@@ -343,3 +343,20 @@ def test_the_public_crossing_gives_the_same_answers_and_failures(monkeypatch):
         spin.call([-1])
     with pytest.raises(SandboxError, match="outside its memory"):
         open_sandbox(HOSTILE, "escape", Limits()).call([1])
+
+
+def test_the_clock_parks_when_idle_and_a_call_after_is_still_limited():
+    from connectors.wasm import _engine
+
+    box = open_sandbox(HOSTILE, "spin", Limits(time_limit_ms=50))
+    assert box.call([1]) == [1]
+    clock = _engine.clock()
+    deadline = time.monotonic() + 10.0
+    while not clock.parked:  # parks PARK_AFTER_S after the last call
+        assert time.monotonic() < deadline, "the epoch clock never parked"
+        time.sleep(0.01)
+    started = time.perf_counter()
+    with pytest.raises(TimeLimitExceeded):
+        box.call([-1])
+    assert time.perf_counter() - started < 5.0
+    assert clock.busy == 0
