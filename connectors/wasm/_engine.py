@@ -45,6 +45,7 @@ __all__ = [
     "engine",
     "enter",
     "leave",
+    "pending_ticks",
     "read_module",
     "wasmtime_api",
 ]
@@ -134,6 +135,10 @@ class _Clock:
         self.last_call = 0.0  # when the last call ended
         self.parked = False
         self.wake = threading.Event()
+        # Ticks are counted from start (time.monotonic); epoch is how many
+        # the thread has made since. Both restart when it unparks.
+        self.start = 0.0
+        self.epoch = 0
         self._engine: wasmtime.Engine | None = None
 
     def engine(self) -> wasmtime.Engine:
@@ -152,6 +157,7 @@ class _Clock:
             self.live.add(sandbox)
             if self.thread is None:
                 self.parked = False
+                self.start, self.epoch = time.monotonic(), 0
                 self.thread = threading.Thread(
                     target=self._tick, args=(engine,), name="wasm-epoch", daemon=True
                 )
@@ -164,6 +170,8 @@ class _Clock:
         with self.lock:
             self.busy += 1
             if self.parked:
+                # Ticks count from now: the time parked is no call's time.
+                self.start, self.epoch = time.monotonic(), 0
                 self.parked = False
                 self.wake.set()
 
@@ -185,23 +193,28 @@ class _Clock:
             self._engine.close()
             self._engine = None
 
+    def pending(self) -> int:
+        """Ticks due by wall time that the thread has not yet counted.
+
+        A call adds them to its deadline: the thread catches up on them
+        at its next wake-up, and they are not the call's time.
+        """
+        return max(0, int((time.monotonic() - self.start) / TICK_S) - self.epoch)
+
     def _tick(self, engine: wasmtime.Engine) -> None:
-        start = time.monotonic()
-        epoch = 0
         while True:
             time.sleep(TICK_S)
             # By wall time: a late wake-up (a loaded machine) catches up,
             # so deadlines stay deadlines in time, not in wake-ups.
-            now = time.monotonic()
-            due = int((now - start) / TICK_S)
-            while epoch < due:
+            due = int((time.monotonic() - self.start) / TICK_S)
+            while self.epoch < due:
                 engine.increment_epoch()
-                epoch += 1
+                self.epoch += 1
             with self.lock:
                 if not self.live:
                     self.thread = None
                     return
-                if self.busy or now - self.last_call < PARK_AFTER_S:
+                if self.busy or time.monotonic() - self.last_call < PARK_AFTER_S:
                     continue
                 self.parked = True
                 self.wake.clear()
@@ -210,9 +223,6 @@ class _Clock:
                     if not self.live:
                         self.thread = None
                         return
-            # Ticks count from now: the time parked is no call's time.
-            start = time.monotonic()
-            epoch = 0
 
 
 _CLOCK = _Clock()
@@ -245,6 +255,11 @@ def enter() -> None:
 def leave() -> None:
     """The call ended."""
     _CLOCK.leave()
+
+
+def pending_ticks() -> int:
+    """Ticks the clock owes (it woke late): a deadline set now adds them."""
+    return _CLOCK.pending()
 
 
 def deadline_ticks(time_limit_ms: float) -> int:

@@ -154,7 +154,7 @@ class Sandbox:
             tables=4,
             memories=1,
         )
-        store.set_epoch_deadline(self.ticks)
+        store.set_epoch_deadline(self.ticks + _engine.pending_ticks())
         module = self.compiled.module
         try:
             if self.compiled.imports:
@@ -248,7 +248,7 @@ class Sandbox:
         # ran in the module since, so it has not moved, and _grow checked
         # that the buffer lies inside it.
         ctypes.memmove(self._address + self._buffer, payload, size)
-        crossing.deadline(self.ticks)
+        crossing.deadline(self.ticks + _engine.pending_ticks())
         packed = crossing.call(self._buffer, size)
         out_ptr = (packed >> 32) & _MASK
         out_len = packed & _MASK
@@ -266,7 +266,7 @@ class Sandbox:
         store = self._store
         capacity = max(size, self._capacity + self._capacity // 2, _MIN_BUFFER)
         capacity = -(-capacity // 1024) * 1024
-        store.set_epoch_deadline(self.ticks)
+        store.set_epoch_deadline(self.ticks + _engine.pending_ticks())
         if self._capacity:
             self._dealloc(store, self._buffer, self._capacity)
             self._capacity = 0
