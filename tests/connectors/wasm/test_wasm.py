@@ -360,3 +360,19 @@ def test_the_clock_parks_when_idle_and_a_call_after_is_still_limited():
         box.call([-1])
     assert time.perf_counter() - started < 5.0
     assert clock.busy == 0
+
+
+async def test_without_wasmtime_only_the_wasm_nodes_fail_naming_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "wasmtime", None)  # import fails
+    assert "wasm.map" in registry()
+    result = await run("double", [1], module=ARITH)
+    assert result.status == "failed"
+    assert result.error is not None
+    assert result.error.startswith("node 'f' (wasm.map) failed to start: ")
+    assert "pip install 'flowstream[wasm]'" in result.error
+    wf = Workflow("w").node("a", "source.values", values=[1]).node("b", "sink.collect")
+    assert (await FlowRuntime(registry()).arun(wf.connect("a -> b"))).ok
