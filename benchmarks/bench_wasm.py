@@ -21,6 +21,10 @@ rounds and [min..max]. For each batch size (1, 64, 1024):
 
 The empty batch's call is the fixed crossing cost itself: encode ``[]``,
 write one byte, call, read one byte, decode.
+
+Then W1 end to end, as `benchmarks.bench_linear` runs it (fused, source to
+sum), with its first step as ``transform.map`` (``fn: double``) and as
+``wasm.map``: what the sandbox costs in a whole run (info).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _harness as h
+from . import _harness as h, _nodes, bench_linear
 from .funcs import double
 
 if TYPE_CHECKING:
@@ -132,6 +136,7 @@ def run(cfg: h.Config) -> h.Workload:
                 else:
                     row.status = "info"
             w.rows.append(row)
+    _end_to_end(cfg, w)
     w.notes.append(
         f"{rounds} paired rounds per batch size; median [min..max]. Batch 0 is "
         "the fixed crossing cost (an empty batch). A negative crossing: the "
@@ -140,6 +145,55 @@ def run(cfg: h.Config) -> h.Workload:
     )
     w.extra["columns"] = COLUMNS
     return w
+
+
+def _end_to_end(cfg: h.Config, w: h.Workload) -> None:
+    """W1 whole, with its map step in Python and in wasm, paired rounds."""
+    import asyncio
+
+    from connectors.wasm import NODES
+    from flowstream import FlowRuntime
+
+    reg = _nodes.registry()
+    reg.register_all(NODES)
+    runtime = FlowRuntime(reg)
+    n = cfg.size(200_000, 20_000)
+    python_wf = bench_linear.workflow(n)
+    wasm_wf = bench_linear.workflow(n)
+    double_node = wasm_wf.get_node("double")
+    double_node.type = "wasm.map"
+    double_node.config = {"module": AS_MODULE, "function": "double"}
+    graphs = {
+        "W1, map step in Python (fn)": runtime.validate(python_wf),
+        "W1, map step as wasm.map": runtime.validate(wasm_wf),
+    }
+    want = bench_linear.expected(n)
+
+    async def once(graph: Any) -> float:
+        started = time.perf_counter()
+        result = await runtime.arun(graph)
+        elapsed = time.perf_counter() - started
+        assert result.ok, result.error
+        assert result.output("sum") == [want]
+        return elapsed
+
+    times: dict[str, list[float]] = {name: [] for name in graphs}
+    for _ in range(cfg.repeat * 2):
+        for name, graph in graphs.items():
+            times[name].append(asyncio.run(once(graph)))
+    base = times["W1, map step in Python (fn)"]
+    for name, per_run in times.items():
+        row = h.Row(name=name, role="info", n=n, unit="ns/item")
+        row.times_s = per_run
+        row.value = statistics.median(per_run) / n * 1e9
+        row.extra["per_call_us"] = "whole run: " + _spread(per_run, 1e3, ".1f") + " ms"
+        row.extra["per_item_ns"] = _spread(per_run, 1e9 / n, ".0f")
+        if per_run is not base:
+            ratios = [b / t for b, t in zip(base, per_run, strict=True)]
+            row.vs_floor = statistics.median(ratios)
+            row.extra["vs_floor"] = _spread(ratios, 1, ".2f") + " of Python"
+        row.status = "info"
+        w.rows.append(row)
 
 
 COLUMNS: list[tuple[str, Callable[[h.Row], str]]] = [
