@@ -508,6 +508,23 @@ def _mode_problems(obj: dict[str, Any], workflow: Workflow) -> list[Problem]:
                     field="connections",
                 )
             )
+        # Limits the dataflow runtime enforces, which routed steps would ignore.
+        if workflow.memory_budget_mb is not None:
+            problems.append(
+                Problem(
+                    "only a dataflow (dag or stream) has a memory budget",
+                    field="memory_budget_mb",
+                )
+            )
+        problems += [
+            Problem(
+                "only a dataflow's one-shot nodes take timeout_ms",
+                node=node.id,
+                field="timeout_ms",
+            )
+            for node in workflow.nodes
+            if node.timeout_ms is not None
+        ]
         return problems
     for key in _ROUTED_ONLY:
         if obj.get(key) not in (None, []):

@@ -159,3 +159,18 @@ async def test_a_run_within_its_budget_completes():
     result = await run_workflow(wf, registry())
     assert result.ok, result.error
     assert result.output("h") == [0, 1, 2]
+
+
+def test_routed_workflows_refuse_the_limits_they_would_ignore():
+    from flowstream.core.workflow import parse_workflow
+
+    doc = {
+        "name": "r",
+        "mode": "routed",
+        "memory_budget_mb": 10,
+        "nodes": [{"id": "a", "type": "x.y", "timeout_ms": 5}],
+    }
+    with pytest.raises(WorkflowValidationError) as info:
+        parse_workflow(doc)
+    got = {(p.node, p.field) for p in info.value.problems}
+    assert got == {(None, "memory_budget_mb"), ("a", "timeout_ms")}
