@@ -17,7 +17,7 @@ from flowstream.testing import run_workflow
 @node("test.slow_async")
 async def slow_async(x: Any) -> Any:
     if x < 0:
-        await asyncio.Event().wait()  # never set: only the limit ends it
+        await asyncio.sleep(30)  # far past any limit the tests set
     return x
 
 
@@ -43,6 +43,11 @@ async def hoard(inp: Any) -> Any:
         yield batch
 
 
+@node("test.minus_one")
+def minus_one() -> int:
+    return -1
+
+
 @node("test.drip", batched=True)
 async def drip() -> Any:
     for i in range(400):
@@ -51,7 +56,7 @@ async def drip() -> Any:
 
 def registry() -> NodeRegistry:
     reg = NodeRegistry.default(entry_points=False)
-    reg.register_all([slow_async, slow_sync, own_timeout, hoard, drip])
+    reg.register_all([slow_async, slow_sync, own_timeout, hoard, drip, minus_one])
     return reg
 
 
@@ -82,6 +87,24 @@ async def test_an_async_call_over_its_timeout_fails_the_item_and_the_run_goes_on
     assert dead.reason == (
         "TimeLimitExceeded: time limit exceeded: the call ran over timeout_ms=30"
     )
+
+
+@pytest.mark.parametrize("node_type", ["test.slow_async", "test.slow_sync"])
+async def test_the_timeout_holds_in_a_dag_of_one_shot_calls(node_type: str):
+    # Every node a one-shot call: the DAG loop calls plain functions itself,
+    # except those with a timeout, which go through failure handling.
+    wf = (
+        Workflow("w")
+        .node("src", "test.minus_one")
+        .node("f", node_type, timeout_ms=10, error_handling=ContinueOnError())
+        .connect("src -> f")
+    )
+    result = await run_workflow(wf, registry())
+    assert result.ok, result.error
+    assert result.output("f") == []
+    [dead] = result.dead_letters
+    assert dead.item == -1
+    assert "TimeLimitExceeded" in dead.reason
 
 
 async def test_a_plain_function_over_its_timeout_has_its_result_discarded():
