@@ -54,11 +54,13 @@ class WasmFunction(SandboxedConfig, frozen=True, kw_only=True):
             raise ValueError(msg)
 
     def host_paths(self) -> list[tuple[str, str]]:
-        """The module's path (unless inline) and the granted directories."""
-        own = []
-        if not self.module.startswith(_engine.INLINE_PREFIX):
-            own.append(("module", self.module))
-        return own + super().host_paths()
+        """The module's path, unless the module is inline.
+
+        (Not a `FilePath`: the value may be the module itself.)
+        """
+        if self.module.startswith(_engine.INLINE_PREFIX):
+            return []
+        return [("module", self.module)]
 
 
 def _open(config: WasmFunction) -> Sandbox:

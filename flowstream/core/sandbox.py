@@ -14,6 +14,8 @@ from typing import Literal, TypeAlias
 
 import msgspec
 
+from .resources import FilePath
+
 __all__ = [
     "DEFAULT_MEMORY_PAGES",
     "DEFAULT_TIME_LIMIT_MS",
@@ -46,13 +48,14 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         wasi: The WASI capabilities granted; none by default, and a module
             that imports a WASI function outside them does not load.
         dirs: Host directories a ``files`` grant opens to the module (each
-            under its own path); only with ``files``.
+            under its own path); only with ``files``. Paths (`FilePath`):
+            a server resolves them in its data directory.
     """
 
     time_limit_ms: float = DEFAULT_TIME_LIMIT_MS
     memory_pages: int = DEFAULT_MEMORY_PAGES
     wasi: tuple[Grant, ...] = ()
-    dirs: tuple[str, ...] = ()
+    dirs: tuple[FilePath, ...] = ()
 
     def __post_init__(self) -> None:
         # Written as "not <" so that NaN is refused too.
@@ -80,8 +83,9 @@ class SandboxedConfig(
     limits: Limits = Limits()
 
     def host_paths(self) -> list[tuple[str, str]]:
-        """``(field, path)`` for every path on the host the config reads.
+        """``(field, path)`` for each host path the config reads, unmarked.
 
-        A server refuses uploads that name any (they would read its files).
+        Paths marked `FilePath` are left out: a server resolves those in
+        its data directory. A server refuses uploads that name any other.
         """
-        return [("limits.dirs", d) for d in self.limits.dirs]
+        return []

@@ -78,7 +78,7 @@ async def test_uploads_asking_for_files_paths_or_more_than_the_ceiling_are_refus
         got = {p["field"]: p["message"] for p in problems["problems"]}
         assert set(got) == {
             "config.module",
-            "config.limits.dirs",
+            "config.limits.dirs[0]",  # the data directory's rule: absolute
             "config.limits.wasi",
             "config.limits.time_limit_ms",
             "config.limits.memory_pages",
