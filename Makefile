@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo tour crash-demo test soak bench lint fmt docs clean chromium
+.PHONY: demo tour crash-demo test soak bench lint fmt docs clean chromium wasm-example
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -48,6 +48,11 @@ lint: $(STAMP)
 fmt: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Rebuild the AssemblyScript example module (its .wasm is committed, so tests
+# need no toolchain): node and npm, with the compiler from the npm registry.
+wasm-example:
+	cd examples/wasm/assemblyscript && npm install --no-audit --no-fund && npm run build
 
 docs: $(STAMP)
 	$(BIN)/flowstream nodes --markdown > docs/nodes.md

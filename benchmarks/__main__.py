@@ -21,6 +21,7 @@ from . import (
     bench_join,
     bench_linear,
     bench_memory,
+    bench_wasm,
     bench_window,
     bench_ws,
     ws_memory,
@@ -41,6 +42,7 @@ BENCHES: dict[str, Callable[[h.Config], h.Workload]] = {
     "checkpoint": bench_checkpoint.run,
     "brokers": bench_brokers.run,
     "cel": bench_cel.run,
+    "wasm": bench_wasm.run,
 }
 
 

@@ -58,6 +58,7 @@ from .core.resources import (
     ListenHost as ListenHost,
     OutboundUrl as OutboundUrl,
 )
+from .core.sandbox import Limits as Limits, SandboxedConfig as SandboxedConfig
 from .core.values import Json as Json, Stream as Stream, Value as Value
 from .core.workflow import (
     Connection as Connection,
@@ -129,6 +130,7 @@ __all__ = [
     "Json",
     "KeyEquals",
     "KeyExists",
+    "Limits",
     "ListenHost",
     "MemoryStorage",
     "NO_ITEM",
@@ -153,6 +155,7 @@ __all__ = [
     "RunOptions",
     "RunResult",
     "SQLiteStorage",
+    "SandboxedConfig",
     "SendChannel",
     "SharedStore",
     "StepContext",

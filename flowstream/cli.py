@@ -741,6 +741,23 @@ def _markdown(specs: Sequence[dict[str, Any]]) -> str:
     show_default=True,
     help="Largest request body in bytes.",
 )
+@click.option(
+    "--sandbox-time-limit",
+    "sandbox_time_limit",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1000.0,
+    show_default=True,
+    metavar="MS",
+    help="Most time per call an uploaded wasm node may ask for (limits).",
+)
+@click.option(
+    "--sandbox-memory-pages",
+    "sandbox_memory_pages",
+    type=click.IntRange(min=1, max=65_536),
+    default=256,
+    show_default=True,
+    help="Most 64 KiB memory pages an uploaded wasm node may ask for.",
+)
 @_drain_timeout
 @click.option(
     "--log-format",
@@ -761,6 +778,8 @@ def serve_command(
     allow_hosts: tuple[str, ...],
     max_runs: int,
     max_body: int,
+    sandbox_time_limit: float,
+    sandbox_memory_pages: int,
     drain_timeout: float,
     log_format: str,
 ) -> None:
@@ -794,6 +813,8 @@ def serve_command(
                 max_runs=max_runs,
                 max_body_bytes=max_body,
                 drain_timeout=drain_timeout,
+                sandbox_time_limit_ms=sandbox_time_limit,
+                sandbox_memory_pages=sandbox_memory_pages,
             )
             serve(config, port=port, log_format=log_format, out=sys.stdout)
         except ValueError as exc:

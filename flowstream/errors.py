@@ -10,6 +10,9 @@ Exception
       |    +-- DecodeError (also ValueError)          bytes that are not a document
       +-- NodeError                                   a node's own code failed
       +-- StateLimitError (also RuntimeError)         keyed state reached max_keys
+      +-- TimeLimitExceeded (also TimeoutError)       one call ran over its time limit
+      +-- MemoryBudgetExceeded (also MemoryError)     a run grew past its memory budget
+      +-- SandboxError                                a sandboxed module trapped
       +-- ChannelError (also RuntimeError)
       |    +-- ClosedChannelError                     you used a half you had closed
       |    +-- BrokenChannelError                     the other side went away
@@ -44,10 +47,13 @@ __all__ = [
     "EncodeError",
     "EndOfStream",
     "FlowstreamError",
+    "MemoryBudgetExceeded",
     "NetworkDenied",
     "NodeError",
     "Problem",
     "ProtocolError",
+    "SandboxError",
+    "TimeLimitExceeded",
     "StateLimitError",
     "UnknownNodeType",
     "WorkflowValidationError",
@@ -155,6 +161,33 @@ class StateLimitError(FlowstreamError, RuntimeError):
     Not a bug: the input has more distinct keys than the node was allowed to
     hold. Raise ``max_keys``, choose ``on_max_keys: evict_oldest``, or bound
     the keys upstream.
+    """
+
+
+class TimeLimitExceeded(FlowstreamError, TimeoutError):
+    """One call of a node ran over its time limit and was stopped (or discarded).
+
+    The node's code is at fault (or the limit is too low for it): the item
+    fails like any other failure, so ``continue_on_error`` sends it to the
+    node's ``error`` port and the run goes on with the next one.
+    """
+
+
+class MemoryBudgetExceeded(FlowstreamError, MemoryError):
+    """A run grew the process past its ``memory_budget_mb``; the run was stopped.
+
+    The workflow holds too much at once (a window, a join, a batch), or the
+    budget is too low for it: raise the budget or bound what the nodes keep.
+    """
+
+
+class SandboxError(FlowstreamError):
+    """A sandboxed module trapped, broke the ABI or could not be loaded.
+
+    The module's author is at fault (or the workflow's, for a grant or limit
+    the module needs). A trap while running fails the items of the call,
+    handled by the node's error handling; a module that cannot load (an
+    import it was not granted, a missing export) fails the run at its start.
     """
 
 

@@ -196,10 +196,18 @@ class WorkflowNode(
     """One-shot async nodes fed by a stream: calls in flight at once (>= 1)."""
     ordered: bool = True
     """With ``concurrency`` > 1: emit results in input order (else as done)."""
+    timeout_ms: float | None = None
+    """One-shot nodes: the time one call may take; a call over it fails its
+    item (`flowstream.errors.TimeLimitExceeded`). An ``async def`` is
+    cancelled at the limit; a plain ``def`` cannot be interrupted in-process,
+    so its result is discarded once it returns late."""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             msg = f"concurrency must be >= 1, got {self.concurrency}"
+            raise ValueError(msg)
+        if self.timeout_ms is not None and not (0 < self.timeout_ms < math.inf):
+            msg = f"timeout_ms must be a finite number > 0, got {self.timeout_ms}"
             raise ValueError(msg)
 
 
@@ -245,6 +253,10 @@ class Workflow(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
             the routed runtime's default.
         error_handling: The default policy for nodes that set none.
         checkpoint: Where a run keeps checkpoints, to resume after a crash.
+        memory_budget_mb: How far the process's resident memory may grow
+            during a run before the run is stopped (`MemoryBudgetExceeded`);
+            read between batches (`flowstream.runtime.budget` says what that
+            can and cannot catch).
         description: Free text.
     """
 
@@ -260,6 +272,13 @@ class Workflow(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """None means `StopWorkflow` (and keeps files free of the default)."""
     checkpoint: Checkpoint | None = None
     """Resume a killed run from this store (`flowstream.runtime.checkpointing`)."""
+    memory_budget_mb: float | None = None
+
+    def __post_init__(self) -> None:
+        budget = self.memory_budget_mb
+        if budget is not None and not (0 < budget < math.inf):
+            msg = f"memory_budget_mb must be a finite number > 0, got {budget}"
+            raise ValueError(msg)
 
     # --- builder -------------------------------------------------------------
 
@@ -275,6 +294,7 @@ class Workflow(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
         on_error: str | None = None,
         concurrency: int = 1,
         ordered: bool = True,
+        timeout_ms: float | None = None,
         **options: Any,
     ) -> Workflow:
         """Add a node and return the workflow; ``options`` extend ``config``."""
@@ -290,6 +310,7 @@ class Workflow(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
                 on_error=on_error,
                 concurrency=concurrency,
                 ordered=ordered,
+                timeout_ms=timeout_ms,
             )
         )
         return self
@@ -487,6 +508,23 @@ def _mode_problems(obj: dict[str, Any], workflow: Workflow) -> list[Problem]:
                     field="connections",
                 )
             )
+        # Limits the dataflow runtime enforces, which routed steps would ignore.
+        if workflow.memory_budget_mb is not None:
+            problems.append(
+                Problem(
+                    "only a dataflow (dag or stream) has a memory budget",
+                    field="memory_budget_mb",
+                )
+            )
+        problems += [
+            Problem(
+                "only a dataflow's one-shot nodes take timeout_ms",
+                node=node.id,
+                field="timeout_ms",
+            )
+            for node in workflow.nodes
+            if node.timeout_ms is not None
+        ]
         return problems
     for key in _ROUTED_ONLY:
         if obj.get(key) not in (None, []):

@@ -265,7 +265,9 @@ def _schedule(graph: Graph) -> DagSchedule:
 
 def _bound(g: GraphNode) -> tuple[Callable[..., Any] | None, bool]:
     spec = g.spec
-    if spec.is_class or spec.wants_ctx:
+    if spec.is_class or spec.wants_ctx or g.decl.timeout_ms is not None:
+        # The long way, through the run's failure handling (which applies
+        # timeout_ms), not a plain call.
         return None, spec.is_async
     fn = spec.fn
     if not spec.wants_config:

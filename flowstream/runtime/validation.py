@@ -189,6 +189,15 @@ def _validate(
             ):
                 text += " (its own concurrency is a config field: config.concurrency)"
             problems.append(Problem(text, node=decl.id, field="concurrency"))
+        if decl.timeout_ms is not None and spec.shape != "call":
+            problems.append(
+                Problem(
+                    "timeout_ms applies to one-shot nodes (a function called once "
+                    f"per item); {spec.type_id} is a generator",
+                    node=decl.id,
+                    field="timeout_ms",
+                )
+            )
         if config is not _INVALID:
             inputs, outputs = spec.resolve_ports(config)
             if decl.concurrency > 1 and len(inputs) != 1:

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..core.cel import SERVER_MAX_COST
+from ..core.sandbox import DEFAULT_MEMORY_PAGES, DEFAULT_TIME_LIMIT_MS
 from ..runtime.netpolicy import NetPolicy
 
 if TYPE_CHECKING:
     from ..runtime.registry import NodeRegistry
 
-__all__ = ["DENIED_NODE_TYPES", "ServerConfig", "is_loopback"]
+__all__ = ["DENIED_NODE_TYPES", "UPLOAD_GRANTS", "ServerConfig", "is_loopback"]
 
 DENIED_NODE_TYPES: tuple[str, ...] = (
     "file.source",
@@ -30,6 +31,10 @@ They read or write the server's own files and standard streams, or import
 Python modules (``routed.flow`` names a flow as a file or ``module:attr``):
 whoever may upload a workflow would get the server's file system.
 """
+
+UPLOAD_GRANTS: tuple[str, ...] = ("clock", "random")
+"""The WASI capabilities an uploaded sandboxed node may be granted: never
+``files`` (nor networking, which no workflow can grant)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,6 +77,9 @@ class ServerConfig:
         max_cel_cost: The ceiling on a CEL expression's cost in an uploaded
             workflow: its static estimate at validation, and the steps one
             evaluation may take (``flowstream serve`` sets it process-wide).
+        sandbox_time_limit_ms: The most ``limits.time_limit_ms`` an uploaded
+            sandboxed node (``wasm.*``) may ask for; its default must fit too.
+        sandbox_memory_pages: The most ``limits.memory_pages`` it may ask for.
         registry: Node types; None means the built-ins and installed packs.
     """
 
@@ -94,6 +102,8 @@ class ServerConfig:
     history_tail: int = 1024
     max_output_items: int = 10_000
     max_cel_cost: int = SERVER_MAX_COST
+    sandbox_time_limit_ms: float = DEFAULT_TIME_LIMIT_MS
+    sandbox_memory_pages: int = DEFAULT_MEMORY_PAGES
     registry: NodeRegistry | None = None
 
     def __post_init__(self) -> None:
@@ -108,6 +118,18 @@ class ServerConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 msg = f"{name} must be an int >= 1, got {value!r}"
                 raise ValueError(msg)
+        if not 0 < self.sandbox_time_limit_ms < float("inf"):
+            msg = (
+                "sandbox_time_limit_ms must be a finite number > 0, "
+                f"got {self.sandbox_time_limit_ms!r}"
+            )
+            raise ValueError(msg)
+        if not 1 <= self.sandbox_memory_pages <= 65_536:
+            msg = (
+                "sandbox_memory_pages must be from 1 to 65536, "
+                f"got {self.sandbox_memory_pages!r}"
+            )
+            raise ValueError(msg)
         if not self.sample_interval > 0:
             msg = f"sample_interval must be > 0, got {self.sample_interval!r}"
             raise ValueError(msg)

@@ -10,6 +10,12 @@ config names must be allowed by the server's network policy, and listening
 nodes bind loopback only (`NetPolicy`; the run enforces the same policy on
 its sockets, after DNS resolution).
 
+Sandboxed nodes (``wasm.*``: any type whose config is a `SandboxedConfig`)
+may be used freely, since their code cannot reach anything it is not
+granted, but under the server's rules: their limits at most the server's
+ceilings, no ``files`` grant (only `UPLOAD_GRANTS`), and no path on the
+server (a module is sent inline, ``base64:...``).
+
 Problems are reported as validation problems, with every other problem of the
 workflow, in one `WorkflowValidationError`.
 """
@@ -22,13 +28,15 @@ import msgspec
 
 from ..core.expr import expr_fields
 from ..core.resources import resource_fields
+from ..core.sandbox import SandboxedConfig
 from ..errors import NetworkDenied, Problem, UnknownNodeType, WorkflowValidationError
 from ..runtime.netpolicy import url_host_port
 from ..runtime.validation import validate
+from .config import UPLOAD_GRANTS
 from .datadir import DataDir
 
 if TYPE_CHECKING:
-    from ..core.workflow import Workflow
+    from ..core.workflow import Workflow, WorkflowNode
     from ..runtime.netpolicy import NetPolicy
     from ..runtime.registry import NodeRegistry
     from ..runtime.validation import Graph
@@ -72,6 +80,7 @@ def check_workflow(
                 )
             )
         problems += _network_problems(decl.id, decl.type, decl.config, registry, policy)
+        problems += _sandbox_problems(decl, registry, config)
         for path, ref in _callable_refs(decl.type, decl.config, registry):
             key = (decl.id, f"config.{path}")
             module = ref.partition(":")[0]
@@ -136,6 +145,56 @@ def _callable_refs(
     if config is None:
         return []
     return [(path, text) for path, kind, text in expr_fields(config) if kind == "fn"]
+
+
+def _sandbox_problems(
+    decl: WorkflowNode, registry: NodeRegistry, server: ServerConfig
+) -> list[Problem]:
+    """What a sandboxed node asks for beyond the server's rules for uploads."""
+    try:
+        config = registry.get(decl.type).decode_config(decl.config)
+    except (UnknownNodeType, ValueError, TypeError):
+        return []  # validation reports these
+    if not isinstance(config, SandboxedConfig):
+        return []
+    found: list[tuple[str, str]] = [
+        (
+            field,
+            f"{path!r} is a path on the server, which uploaded workflows may not "
+            "name; send the module inline as 'base64:' followed by its bytes"
+            if field == "module"
+            else f"{path!r} is a path on the server, which uploaded workflows "
+            "may not name",
+        )
+        for field, path in config.host_paths()
+    ]
+    limits = config.limits
+    refused = [g for g in limits.wasi if g not in UPLOAD_GRANTS]
+    if refused:
+        found.append(
+            (
+                "limits.wasi",
+                f"this server never grants {', '.join(refused)} to uploaded "
+                f"workflows (it may grant: {', '.join(UPLOAD_GRANTS)})",
+            )
+        )
+    if limits.time_limit_ms > server.sandbox_time_limit_ms:
+        found.append(
+            (
+                "limits.time_limit_ms",
+                f"time_limit_ms {limits.time_limit_ms:g} is over this server's "
+                f"ceiling of {server.sandbox_time_limit_ms:g}",
+            )
+        )
+    if limits.memory_pages > server.sandbox_memory_pages:
+        found.append(
+            (
+                "limits.memory_pages",
+                f"memory_pages {limits.memory_pages} is over this server's "
+                f"ceiling of {server.sandbox_memory_pages}",
+            )
+        )
+    return [Problem(m, node=decl.id, field=f"config.{f}") for f, m in found]
 
 
 def _with_policy(

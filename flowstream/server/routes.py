@@ -49,9 +49,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import __version__
 from ..core.codec import decode_document
+from ..core.sandbox import SandboxedConfig
 from ..core.workflow import Workflow, parse_workflow
 from ..errors import DecodeError, Problem, WorkflowValidationError
 from .auth import token_matches
+from .config import UPLOAD_GRANTS
 from .policy import check_workflow
 from .problems import ApiError, problem_responses
 from .schemas import (
@@ -61,6 +63,7 @@ from .schemas import (
     RunDetail,
     RunRequest,
     RunSummary,
+    SandboxLimits,
     WorkflowSummary,
 )
 
@@ -285,9 +288,20 @@ def describe_node_types(registry: NodeRegistry, config: ServerConfig) -> list[No
                 needs_end_of_input=spec.needs_end,
                 config_schema=schema,
                 allowed=config.node_type_allowed(spec.type_id),
+                limits=_sandbox_limits(spec.config_type, config),
             )
         )
     return types
+
+
+def _sandbox_limits(config_type: Any, config: ServerConfig) -> SandboxLimits | None:
+    if not (isinstance(config_type, type) and issubclass(config_type, SandboxedConfig)):
+        return None
+    return SandboxLimits(
+        time_limit_ms=config.sandbox_time_limit_ms,
+        memory_pages=config.sandbox_memory_pages,
+        wasi=list(UPLOAD_GRANTS),
+    )
 
 
 # --- workflows ---------------------------------------------------------------

@@ -61,6 +61,22 @@ class ProblemDocument(msgspec.Struct, kw_only=True):
     problems: list[Problem] | None = None
 
 
+class SandboxLimits(msgspec.Struct, kw_only=True):
+    """What an uploaded sandboxed node may ask for on this server.
+
+    Attributes:
+        time_limit_ms: The ceiling on ``limits.time_limit_ms`` (per call).
+        memory_pages: The ceiling on ``limits.memory_pages`` (64 KiB each).
+        wasi: The WASI grants an upload may have (never ``files``).
+        module: How an upload gives its module: inline, ``base64:...``.
+    """
+
+    time_limit_ms: float
+    memory_pages: int
+    wasi: list[str]
+    module: str = "inline (base64:...)"
+
+
 class NodeType(msgspec.Struct, kw_only=True):
     """A registered node type, from ``GET /api/nodes``.
 
@@ -75,6 +91,8 @@ class NodeType(msgspec.Struct, kw_only=True):
             unbounded source).
         config_schema: The JSON Schema of its config; None if it takes none.
         allowed: Whether workflows uploaded to this server may use it.
+        limits: For a sandboxed type (``wasm.*``), the ceilings this server
+            holds uploads to; None for the others.
     """
 
     type: str
@@ -85,6 +103,7 @@ class NodeType(msgspec.Struct, kw_only=True):
     needs_end_of_input: bool
     config_schema: dict[str, Any] | None
     allowed: bool
+    limits: SandboxLimits | None = None
 
 
 class WorkflowSummary(msgspec.Struct, kw_only=True):

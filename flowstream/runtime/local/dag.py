@@ -83,11 +83,14 @@ class ScheduleRun:
         clock = time.perf_counter
         get_one = one.__getitem__
         active = self.ex.bus.active
+        budget = self.ex._budget
         while self.left:
             if not ready:
                 self.wake.clear()
                 await self.wake.wait()
                 continue
+            if budget is not None:
+                budget.check()
             i = ready.popleft()
             started[i] = clock()
             if active:

@@ -56,6 +56,8 @@ async def run_direct(ex: WorkflowExecutor) -> None:
                             n.rt.emit(port, item)
             else:
                 for args in calls:
+                    if ex._budget is not None:
+                        ex._budget.check()
                     value = await ex._failures.call(n, args)
                     if value is not FAILED:
                         results.append(value)

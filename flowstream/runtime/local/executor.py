@@ -46,6 +46,7 @@ from ...core.workflow import (
     StopWorkflow,
 )
 from ...errors import BrokenChannelError
+from ..budget import MemoryBudget
 from ..channel import (
     ChannelStatistics,
     Control,
@@ -128,6 +129,7 @@ class WorkflowExecutor:
         self._poison: dict[str, dict[str, str]] = {}
         self._abort: Abort | None = None
         self._schedule_run: ScheduleRun | None = None
+        self._budget: MemoryBudget | None = None  # set per attempt
 
     # --- public ----------------------------------------------------------------
 
@@ -329,7 +331,10 @@ class WorkflowExecutor:
         error: str | None = None
         initialized: list[NodeRun] = []
         self._main = asyncio.current_task()
+        self._budget = None
         try:
+            if wf.memory_budget_mb is not None:
+                self._budget = MemoryBudget(wf.memory_budget_mb)
             for n in self._nodes.values():
                 try:
                     await _bounded(n.instance.initialize(n.rt), None)
@@ -629,6 +634,7 @@ class WorkflowExecutor:
         ids = tuple(n.id for n in nodes)
         every = countdown = max(1, self.options.probe_every)
         head_rt = head.rt
+        budget = self._budget
         async with contextlib.aclosing(stream):  # type: ignore[type-var]
             async for batch in stream:
                 seg.delivering = True
@@ -637,6 +643,8 @@ class WorkflowExecutor:
                     if n.rt.pending:
                         await self._flush_side(n)
                 seg.delivering = False
+                if budget is not None:
+                    budget.check()
                 if probe is not None:
                     countdown -= 1
                     if not countdown:
@@ -656,7 +664,11 @@ class WorkflowExecutor:
         factory = n.spec.kernel
         if factory is None or n.spec.wants_ctx:
             return None
-        return factory(n.gnode.config)
+        try:
+            return factory(n.gnode.config)
+        except Exception as exc:  # a kernel that cannot be built (a wasm module)
+            text = f"node {n.id!r} ({n.spec.type_id}) failed to start: {exc}"
+            raise Abort(text, n.id) from exc
 
     # --- heads ---------------------------------------------------------------------
 

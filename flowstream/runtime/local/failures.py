@@ -6,16 +6,22 @@ raised on an item) is retried after the policy's delay, up to
 ``error`` port (or the run's dead letters) and the run goes on, while
 ``stop_workflow`` fails the run with a `NodeError` naming the node.
 ``retry_workflow`` is handled by the executor around whole runs.
+
+A one-shot node's ``timeout_ms`` bounds each call: a coroutine is cancelled
+at the limit, a plain function (which nothing in-process can interrupt) has
+its late result discarded; either way the item fails with
+`TimeLimitExceeded`, like any other failure.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ...core.events import NodeFailed
 from ...core.workflow import ContinueOnError
-from ...errors import NodeError
+from ...errors import NodeError, TimeLimitExceeded
 from ..checkpointing import record_fingerprint
 
 if TYPE_CHECKING:
@@ -86,12 +92,15 @@ class Failures:
         attempt 1, and the retries, if any, start from attempt 2.
         """
         target = n.call_target()
+        limit = n.gnode.decl.timeout_ms
         attempt = 1
         while True:
             try:
                 if failed is not None:
                     exc, failed = failed, None
                     raise exc
+                if limit is not None:
+                    return await _limited(target, args, n.spec.is_async, limit)
                 result = target(*args)
                 if n.spec.is_async:
                     result = await result
@@ -173,3 +182,24 @@ class Failures:
             f"{type(exc).__name__}: {exc}", node_id=n.id, node_type=n.spec.type_id
         )
         raise Abort(str(error), n.id, item) from exc
+
+
+async def _limited(
+    target: Callable[..., Any], args: tuple[Any, ...], is_async: bool, limit_ms: float
+) -> Any:
+    """One call under ``timeout_ms``; `TimeLimitExceeded` past it."""
+    msg = f"time limit exceeded: the call ran over timeout_ms={limit_ms:g}"
+    if not is_async:
+        started = time.perf_counter()
+        result = target(*args)
+        if (time.perf_counter() - started) * 1000.0 > limit_ms:
+            raise TimeLimitExceeded(msg)
+        return result
+    scope = asyncio.timeout(limit_ms / 1000.0)
+    try:
+        async with scope:
+            return await target(*args)
+    except TimeoutError:
+        if scope.expired():
+            raise TimeLimitExceeded(msg) from None
+        raise  # the node's own TimeoutError, not the limit
