@@ -315,6 +315,9 @@ class Sessions(_Engine):
     ) -> None:
         super().__init__(cfg, ctx, agg, read)
         self.gap = to_us(gap_ms)
+        # Event time: an item at exactly a session's end may still come (the
+        # watermark only says nothing earlier will), so wait 1 µs past it.
+        self.touch = 1 if cfg.event_time else 0
         self.sessions: dict[str, list[list[Any]]] = _slot(self.state, "sessions", {})
         self.heap: list[list[Any]] = _slot(self.state, "heap", [])
         _slot(self.state, "seq", 0)
@@ -322,9 +325,13 @@ class Sessions(_Engine):
             self.next_due = self.heap[0][0]
 
     def due(self, s: list[Any]) -> int:
-        """When a session needs attention next: it closes, or is forgotten."""
+        """When a session needs attention next: it closes, or is forgotten.
+
+        An item at exactly ``end`` still continues a session, so in event
+        time it closes once the watermark is past its end, not at it.
+        """
         end: int = s[2]
-        return end + (self.retain or 0) if s[3] == _FIRED else end
+        return end + (self.retain or 0) if s[3] == _FIRED else end + self.touch
 
     def on_item(self, x: Any, now: int | None) -> None:
         try:
@@ -334,15 +341,17 @@ class Sessions(_Engine):
             return
         lo, hi = t, t + self.gap
         # A key's sessions are disjoint and sorted by start (so by end too):
-        # the ones [lo, hi) overlaps are a run just before the first start >= hi.
+        # the ones [lo, hi) overlaps or touches (an item exactly a gap after
+        # the last continues its session) are a run just before the first
+        # start > hi.
         sessions = self.sessions.get(skey)
         touched: list[list[Any]] = []
         if sessions:
-            j = i = bisect.bisect_left(sessions, hi, key=_START)
-            while i > 0 and sessions[i - 1][2] > lo:
+            j = i = bisect.bisect_right(sessions, hi, key=_START)
+            while i > 0 and sessions[i - 1][2] >= lo:
                 i -= 1
             touched = sessions[i:j]
-        if not touched and hi <= self.wm:
+        if not touched and hi < self.wm:
             if self.retain is None or hi + self.retain <= self.wm:
                 gone = "closed" if self.retain is None else "been forgotten"
                 span = f"[{_seconds(lo)}, {_seconds(hi)})"
@@ -367,7 +376,7 @@ class Sessions(_Engine):
             session[2] = max(hi, *(s[2] for s in touched))
             session[4] = rec
             if any(s[3] == _FIRED for s in touched):
-                if session[2] <= self.wm:
+                if session[2] < self.wm:
                     session[3] = _FIRED
                     self.ready.append(self.emit(session, updated=True))
                 else:
@@ -381,7 +390,7 @@ class Sessions(_Engine):
                 sessions.insert(j, session)
             else:
                 self.sessions[skey] = [session]
-            if hi <= self.wm:  # late, within retention: born closed
+            if hi < self.wm:  # late, within retention: born closed
                 session[3] = _FIRED
                 self.ready.append(self.emit(session, updated=True))
         due = self.due(session)

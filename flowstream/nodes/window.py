@@ -5,7 +5,8 @@ Every window node reads one input and emits one record per fired window::
     {"key": k, "start": s, "end": e, "value": v, "count": n}
 
 ``key`` is left out for global (unkeyed) windows; ``start``/``end`` are seconds
-and the window is ``[start, end)``. Records come out in window-end order
+(or epoch milliseconds, ints, with ``time_unit: ms``) and the window is
+``[start, end)``. Records come out in window-end order
 (windows with the same end: in the order their keys first appeared). All three
 types are stream-safe: they emit as windows close, and at the end of input
 every open window fires, in order.
@@ -16,7 +17,9 @@ Config shared by the three types:
   loop's clock when it arrives; windows close on the clock even with no new
   input. Event time reads a timestamp in seconds (taken to the microsecond)
   from each item, with ``timestamp`` (CEL over ``x``, e.g. ``x.ts``) or
-  ``timestamp_field`` (a mapping key, much faster). The watermark is the
+  ``timestamp_field`` (a mapping key, much faster). ``time_unit: ms`` reads
+  timestamps as milliseconds (as epoch-ms event times are) and emits
+  ``start``/``end`` as int milliseconds. The watermark is the
   largest event time seen minus ``allowed_lateness_ms``; a window fires when
   the watermark reaches its end.
 * Key. ``key`` (CEL) or ``key_field`` gives one set of windows per key;
@@ -112,6 +115,8 @@ class WindowConfig(
     aggs: dict[str, Aggregate] | None = None
     late: Literal["drop", "update"] = "drop"
     retain_ms: NonNegative | None = None
+    time_unit: Literal["s", "ms"] = "s"
+    """The unit of timestamps read and of the emitted ``start``/``end``."""
 
     @property
     def event_time(self) -> bool:
@@ -335,6 +340,7 @@ class Aggregator:
             self.merges.append(merge_op)
             self.results.append(result)
         self.count_only = not self.values
+        self.ms = cfg.time_unit == "ms"
 
     def _custom(
         self, fn_ref: str, initial: Any, merge: str | None, slot: int, v: int
@@ -406,7 +412,10 @@ class Aggregator:
                     zip(self.names, self.results, strict=True), start=2
                 )
             }
-        s, e = start / US, end / US
+        if self.ms:
+            s, e = start // 1000, end // 1000
+        else:
+            s, e = start / US, end / US
         if self.keyed:
             return {"key": rec[0], "start": s, "end": e, "value": value, "count": n}
         return {"start": s, "end": e, "value": value, "count": n}
@@ -457,6 +466,8 @@ def reader(cfg: WindowConfig, agg: Aggregator) -> Reader:
         kg = expr_function(cfg.key)
     values = agg.evaluate if agg.values else None
     encode = _JSON.encode
+    scale = US if cfg.time_unit == "s" else 1000
+    unit = "seconds" if cfg.time_unit == "s" else "milliseconds"
 
     def read(x: Any, now: int | None) -> tuple[int, str, Any, Any]:
         if now is not None:
@@ -470,16 +481,16 @@ def reader(cfg: WindowConfig, agg: Aggregator) -> Reader:
                 raise BadItem(msg) from None
             kind = type(seconds)
             try:
-                if kind is float:
-                    t = round(seconds * US)  # NaN and infinities raise
-                elif kind is int:
-                    t = seconds * US
+                if kind is int:
+                    t = seconds * scale
+                elif kind is float:
+                    t = round(seconds * scale)  # NaN and infinities raise
                 else:
                     raise TypeError(kind.__name__)
             except (ValueError, OverflowError, TypeError):
                 msg = (
                     f"the timestamp ({ts_source}) must be a finite number of "
-                    f"seconds, got {seconds!r}"
+                    f"{unit}, got {seconds!r}"
                 )
                 raise BadItem(msg) from None
         if kg is None:

@@ -538,13 +538,18 @@ async def test_session_bridging_item_merges_sessions() -> None:
     )
 
 
-async def test_session_gap_exactly_reached_splits() -> None:
+async def test_session_gap_exactly_reached_continues_the_session() -> None:
+    # Sessions that touch merge (as Flink's do): an item exactly a gap after
+    # the last continues its session, even with no allowed lateness (the
+    # session must not fire when the watermark reaches its end, only past it).
     # 0.1 + 0.2 > 0.3 in floats; microseconds make the gap exact.
     config = {"gap_ms": 200, "timestamp_field": "ts"}
-    out = await run_nodes(session_window, [ev(0.1), ev(0.3), ev(0.45)], config)
+    out = await run_nodes(
+        session_window, [ev(0.1), ev(0.3), ev(0.45), ev(0.7)], config
+    )
     assert [(r["start"], r["end"], r["count"]) for r in out["out"]] == [
-        (0.1, 0.3, 1),
-        (0.3, 0.65, 2),
+        (0.1, 0.65, 3),
+        (0.7, 0.9, 1),
     ]
 
 
@@ -996,7 +1001,7 @@ def sessions_reference(
         group.sort(key=lambda it: it["ms"])
         current = [group[0]]
         for it in group[1:]:
-            if it["ms"] >= current[-1]["ms"] + gap_ms:
+            if it["ms"] > current[-1]["ms"] + gap_ms:
                 out[
                     (key, current[0]["ms"] / 1000, (current[-1]["ms"] + gap_ms) / 1000)
                 ] = sorted(c["id"] for c in current)
@@ -1178,3 +1183,27 @@ def test_state_round_trips_through_a_codec_mid_stream(
     whole, resumed, whole_letters, letters = run_virtual(main())
     assert resumed == whole
     assert letters == whole_letters
+
+
+# --- time_unit: ms --------------------------------------------------------------------
+
+
+async def test_time_unit_ms_reads_epoch_ms_and_emits_int_ms_bounds() -> None:
+    base = 1_704_067_200_000
+    items = [{"t": base + 1}, {"t": base + 9_999}, {"t": base + 10_000}]
+    config = {"size_ms": 10_000, "timestamp_field": "t", "time_unit": "ms"}
+    out = await run_nodes(tumbling_window, items, config)
+    got = [(r["start"], r["end"], r["count"]) for r in out["out"]]
+    assert got == [(base, base + 10_000, 2), (base + 10_000, base + 20_000, 1)]
+    assert all(type(r["start"]) is int and type(r["end"]) is int for r in out["out"])
+
+
+async def test_time_unit_ms_sessions_end_a_gap_after_the_last_item() -> None:
+    base = 1_704_067_203_597  # not a multiple of anything: no float rounding
+    items = [{"t": base}, {"t": base + 10_000}, {"t": base + 20_001}]
+    config = {"gap_ms": 10_000, "timestamp_field": "t", "time_unit": "ms"}
+    out = await run_nodes(session_window, items, config)
+    assert [(r["start"], r["end"], r["count"]) for r in out["out"]] == [
+        (base, base + 20_000, 2),
+        (base + 20_001, base + 30_001, 1),
+    ]
