@@ -27,7 +27,10 @@ Config shared by the three types:
 * Aggregate. ``op``: ``count`` (the default), ``sum``, ``min``, ``max``,
   ``mean``, ``first``, ``last`` or ``collect``, over ``value`` (CEL, default
   ``x``). ``first``, ``last`` and the order of ``collect`` follow the items'
-  timestamps (ties: arrival order). Or ``aggs: {name: {op, value}}`` for
+  timestamps (ties: arrival order). ``max_rows`` is the arg-max: the list of
+  the window's *items* whose ``value`` equals the window's maximum (all
+  ties, in timestamp order), in one linear pass and keeping only those items
+  (e.g. the highest bids of each window: ``op: max_rows, value: x.price``). Or ``aggs: {name: {op, value}}`` for
   several at once (``value`` is then a mapping by name). Or a custom reducer
   ``fn: "module:attr"``, called as ``fn(acc, value)`` in arrival order from
   ``initial``; it must return the new accumulator (a plain, msgspec-encodable
@@ -80,7 +83,9 @@ __all__ = [
     "tumbling_window",
 ]
 
-Op = Literal["count", "sum", "min", "max", "mean", "first", "last", "collect"]
+Op = Literal[
+    "count", "sum", "min", "max", "mean", "first", "last", "collect", "max_rows"
+]
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 
@@ -281,6 +286,28 @@ def _same(acc: Any, n: int) -> Any:
     return acc
 
 
+_TIE: Any = object()
+"""A ``max_rows`` step's answer for an item tying the maximum: commit appends it."""
+
+
+def _max_rows(acc: Any, v: Any, t: int) -> Any:
+    # v is (score, item); acc is [best score, [[t, item], ...]].
+    score = v[0]
+    if acc is None or score > acc[0]:
+        return [score, [[t, v[1]]]]
+    return _TIE if score == acc[0] else acc
+
+
+def _merge_max_rows(a: Any, b: Any) -> Any:
+    if a[0] == b[0]:
+        return [a[0], a[1] + b[1]]
+    return a if a[0] > b[0] else b
+
+
+def _rows(acc: Any, n: int) -> list[Any]:
+    return [v for _, v in sorted(acc[1], key=itemgetter(0))]
+
+
 def _collected(acc: Any, n: int) -> list[Any]:
     return [v for _, v in sorted(acc, key=itemgetter(0))]
 
@@ -294,6 +321,7 @@ _OPS: dict[str, tuple[Any, Any, Callable[[Any, Any], Any], Any]] = {
     "first": (None, _first, _merge_first, lambda acc, n: acc[1]),
     "last": (None, _last, _merge_last, lambda acc, n: acc[1]),
     "collect": (None, None, _plus, _collected),
+    "max_rows": (None, _max_rows, _optional(_merge_max_rows), _rows),
 }
 
 
@@ -326,7 +354,10 @@ class Aggregator:
                 continue
             v = len(self.values)
             self.sources.append(source or "x")
-            self.values.append(_identity if source in (None, "x") else _cel(source))
+            value = _identity if source in (None, "x") else _cel(source)
+            if op == "max_rows":
+                value = _with_item(value)
+            self.values.append(value)
             if op == "fn":
                 assert cfg.fn is not None  # the config checked fn and initial
                 self._custom(cfg.fn, cfg.initial, merge, slot, v)
@@ -384,8 +415,11 @@ class Aggregator:
     def commit(self, rec: list[Any], news: list[Any], vals: list[Any], t: int) -> None:
         """Phase two: store what `step` computed; cannot fail."""
         rec[1] += 1
-        for (slot, _, _), new in zip(self.steps, news, strict=True):
-            rec[slot] = new
+        for (slot, v, _), new in zip(self.steps, news, strict=True):
+            if new is _TIE:
+                rec[slot][1].append([t, vals[v][1]])
+            else:
+                rec[slot] = new
         for slot, v in self.appends:
             rec[slot].append([t, vals[v]])
 
@@ -427,6 +461,10 @@ def _why(exc: BaseException) -> str:
 
 def _identity(x: Any) -> Any:
     return x
+
+
+def _with_item(value: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda x: (value(x), x)
 
 
 def _const(value: Any) -> Callable[[], Any]:

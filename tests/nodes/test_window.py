@@ -1207,3 +1207,58 @@ async def test_time_unit_ms_sessions_end_a_gap_after_the_last_item() -> None:
         (base, base + 20_000, 2),
         (base + 20_001, base + 30_001, 1),
     ]
+
+
+# --- op: max_rows (arg-max, all ties) -------------------------------------------------
+
+
+async def test_max_rows_keeps_every_item_at_the_window_maximum() -> None:
+    items = [
+        {"t": 0, "id": "a", "p": 5},
+        {"t": 1, "id": "b", "p": 9},
+        {"t": 2, "id": "c", "p": 9},
+        {"t": 3, "id": "d", "p": 1},
+        {"t": 12, "id": "e", "p": 2},
+    ]
+    config = {
+        "size_ms": 10,
+        "timestamp_field": "t",
+        "time_unit": "ms",
+        "op": "max_rows",
+        "value": "x.p",
+    }
+    out = await run_nodes(tumbling_window, items, config)
+    assert [([r["id"] for r in w["value"]], w["count"]) for w in out["out"]] == [
+        (["b", "c"], 4),
+        (["e"], 1),
+    ]
+
+
+async def test_max_rows_in_sliding_windows_and_merged_sessions() -> None:
+    items = [{"t": 0, "p": 3}, {"t": 4, "p": 3}, {"t": 2, "p": 1}]
+    sliding = {"size_ms": 4, "slide_ms": 2, "timestamp_field": "t", "time_unit": "ms"}
+    out = await run_nodes(
+        sliding_window,
+        items,
+        {**sliding, "op": "max_rows", "value": "x.p", "allowed_lateness_ms": 10},
+    )
+    got = [(w["start"], [r["t"] for r in w["value"]]) for w in out["out"]]
+    assert got == [(-2, [0]), (0, [0]), (2, [4]), (4, [4])]
+    # The item at 2 bridges the sessions of 0 and 4: their ties merge.
+    session = {"gap_ms": 2, "timestamp_field": "t", "time_unit": "ms"}
+    out = await run_nodes(
+        session_window,
+        items,
+        {**session, "op": "max_rows", "value": "x.p", "allowed_lateness_ms": 10},
+    )
+    assert [[r["t"] for r in w["value"]] for w in out["out"]] == [[0, 4]]
+
+
+async def test_max_rows_sends_incomparable_values_to_error() -> None:
+    items = [{"t": 0, "p": 3}, {"t": 1, "p": "x"}, {"t": 2, "p": 4}]
+    config = {"size_ms": 10, "timestamp_field": "t", "time_unit": "ms"}
+    out = await run_nodes(
+        tumbling_window, items, {**config, "op": "max_rows", "value": "x.p"}
+    )
+    assert [[r["p"] for r in w["value"]] for w in out["out"]] == [[4]]
+    assert out["error"] == [{"t": 1, "p": "x"}]
