@@ -33,7 +33,7 @@ from .routed.bridge import dataflow_registry
 from .routed.flow import Flow
 from .runtime.checkpoint import CheckpointError
 from .runtime.events import EventRecorder
-from .runtime.flow import FlowRuntime
+from .runtime.flow import FlowRuntime, run_sync
 from .runtime.registry import NodeRegistry
 from .runtime.runner import CliRun
 from .runtime.validation import Graph, validate
@@ -247,7 +247,7 @@ def run_command(
         checkpoint=checkpoint,
     )
     with _user_errors():
-        result = asyncio.run(_observed(runner, metrics_port, log_format is not None))
+        result = run_sync(_observed(runner, metrics_port, log_format is not None))
     if as_json:
         click.echo(encode_json(_result_document(result)).decode())
     else:
