@@ -16,7 +16,8 @@ proportions of its reference generator):
   the others are drawn among the last ``ACTIVE_PEOPLE`` persons (or a few not
   created yet);
 * an auction expires 1 ms to twice "the time ``IN_FLIGHT_AUCTIONS`` more
-  auctions take to be created" after it is created (about 333 ms at most).
+  auctions take to be created" after it is created (``MAX_AUCTION_MS``,
+  332 ms at the specification's rate; the same at any ``rate``).
 
 Out-of-order input: ``delay_fraction`` of the events arrive up to
 ``max_delay_ms`` (uniform) after their ``date_time``; the events are then in
@@ -34,6 +35,8 @@ import msgspec
 __all__ = [
     "BASE_TIME",
     "FIRST_ID",
+    "MAX_AUCTION_MS",
+    "RATE",
     "delay",
     "generate",
     "read_events",
@@ -58,7 +61,11 @@ HOT_STRIDE = 100
 IN_FLIGHT_AUCTIONS = 100
 ACTIVE_PEOPLE = 1000
 ID_LEAD = 10
-EVENTS_PER_MS = 10  # one event per 100 µs
+RATE = 10_000
+"""Events per second of event time (one every 100 µs)."""
+
+MAX_AUCTION_MS = 2 * (IN_FLIGHT_AUCTIONS * PROPORTION // AUCTION_SHARE * 1000 // RATE)
+"""An auction's longest life (expires - date_time): 332 ms."""
 
 _FIRST_NAMES = ("Peter", "Paul", "Luke", "John", "Saul", "Vicky", "Kate", "Julie")
 _LAST_NAMES = ("Shultz", "Abrams", "Spencer", "White", "Bartels", "Walton", "Smith")
@@ -92,8 +99,8 @@ def _recent_person(rng: random.Random, made: int) -> int:
     return FIRST_ID + max(made, 1) - active + rng.randrange(active + ID_LEAD)
 
 
-def _event(n: int, rng: random.Random, base_time: int) -> dict[str, Any]:
-    t = base_time + n // EVENTS_PER_MS
+def _event(n: int, rng: random.Random, base_time: int, rate: int) -> dict[str, Any]:
+    t = base_time + n * 1000 // rate
     offset = n % PROPORTION
     people = _persons_before(n)
     if offset < PERSON_SHARE:
@@ -115,8 +122,10 @@ def _event(n: int, rng: random.Random, base_time: int) -> dict[str, Any]:
         else:
             seller = _recent_person(rng, people)
         initial = _price(rng)
-        # The time IN_FLIGHT_AUCTIONS more auctions take to be made, in ms.
-        horizon = IN_FLIGHT_AUCTIONS * PROPORTION // AUCTION_SHARE // EVENTS_PER_MS
+        # The time IN_FLIGHT_AUCTIONS more auctions take to be made at the
+        # specification's rate, in ms, whatever the rate: auctions last at
+        # most MAX_AUCTION_MS, which q4's join window covers.
+        horizon = MAX_AUCTION_MS // 2
         return {
             "type": "auction",
             "id": FIRST_ID + auctions,
@@ -159,14 +168,17 @@ def generate(
     base_time: int = BASE_TIME,
     delay_fraction: float = 0.0,
     max_delay_ms: int = 0,
+    rate: int = RATE,
 ) -> list[dict[str, Any]]:
     """Return ``n`` events in arrival order (see the module docstring).
 
     The same arguments always give the same events. Out-of-order arrival
-    (``delay_fraction`` > 0) only reorders them.
+    (``delay_fraction`` > 0) only reorders them. ``rate`` (events per second
+    of event time) other than the specification's 10,000 lets a few thousand
+    events span several windows, for tests.
     """
     rng = random.Random(seed)
-    events = [_event(i, rng, base_time) for i in range(n)]
+    events = [_event(i, rng, base_time, rate) for i in range(n)]
     if delay_fraction > 0 and max_delay_ms > 0:
         events = delay(events, delay_fraction, max_delay_ms, seed=seed)
     return events

@@ -46,7 +46,9 @@ def workflow(query: str, form: str) -> Workflow:
 
 def _with_events(wf: Workflow, events: list[Any] | None, path: str | None) -> Workflow:
     if events is not None:
-        source = WorkflowNode(id="events", type="source.values", config={"values": events})
+        source = WorkflowNode(
+            id="events", type="source.values", config={"values": events}
+        )
     else:
         source = WorkflowNode(id="events", type="file.source", config={"path": path})
     nodes = [source if n.id == "events" else n for n in wf.nodes]
@@ -90,8 +92,8 @@ def run(graph: Graph, runtime: FlowRuntime | None = None) -> tuple[list[Any], fl
     if result.dead_letters:
         first = result.dead_letters[0]
         msg = (
-            f"{graph.workflow.name}: {len(result.dead_letters)} dead letters, the first "
-            f"from node {first.node_id!r}: {first.reason}"
+            f"{graph.workflow.name}: {len(result.dead_letters)} dead letters, "
+            f"the first from node {first.node_id!r}: {first.reason}"
         )
         raise RuntimeError(msg)
     return result.output("result"), elapsed

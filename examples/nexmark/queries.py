@@ -8,6 +8,7 @@ the functions below as ``"examples.nexmark.queries:name"``.
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING, Any
 
 from flowstream import Workflow
@@ -282,7 +283,7 @@ def q4() -> Workflow:
         "bids -> join.right",
     ):
         wf.connect(edge)
-    for a, b in zip(chain, chain[1:], strict=False):
+    for a, b in itertools.pairwise(chain):
         wf.connect(a, b)
     return wf
 

@@ -446,6 +446,8 @@ class Aggregator:
                     zip(self.names, self.results, strict=True), start=2
                 )
             }
+        s: float
+        e: float
         if self.ms:
             s, e = start // 1000, end // 1000
         else:
