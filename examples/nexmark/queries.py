@@ -25,8 +25,9 @@ WINDOW = {
     "allowed_lateness_ms": 4000,
 }
 JOIN_TIMES = {
-    "left_time": "double(x.date_time) / 1000.0",
-    "right_time": "double(x.date_time) / 1000.0",
+    "left_time": "x.date_time",
+    "right_time": "x.date_time",
+    "time_unit": "ms",
     "allowed_lateness_ms": 4000,
 }
 

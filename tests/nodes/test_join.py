@@ -125,6 +125,30 @@ async def test_window_joins_every_pair_within_the_window(fuse: bool) -> None:
     assert all(p["key"] == "a" for p in got["out"])
 
 
+async def test_window_times_in_ms_with_time_unit_ms() -> None:
+    # Epoch-ms times read as they are: window_ms and the lateness are ms too.
+    base = 1_704_067_200_000
+    left = [{"k": "a", "t": base, "i": "L0"}, {"k": "a", "t": base + 5000, "i": "L1"}]
+    right = [
+        {"k": "a", "t": base + 1500, "i": "R0"},  # 1.5 s from L0: joins
+        {"k": "a", "t": base + 2100, "i": "R1"},  # 2.1 s from L0, 2.9 from L1
+        {"k": "a", "t": base + 4000, "i": "R2"},  # late by 1 s: allowed
+    ]
+    got = await run_nodes(
+        join.window_join,
+        {"left": left, "right": right},
+        {
+            **EVENT_TIME,
+            "window_ms": 2000,
+            "time_unit": "ms",
+            "allowed_lateness_ms": 1000,
+        },
+        registry=registry(),
+    )
+    assert pairs(got["out"]) == [("L0", "R0"), ("L1", "R2")]
+    assert "error" not in got
+
+
 async def test_window_zero_joins_equal_times_only() -> None:
     got = await run_nodes(
         join.window_join,
