@@ -204,7 +204,12 @@ class FixedWindows(_Engine):
                 self.fire(wm)
         n = t // self.slide
         end = n * self.slide + self.size
-        if not self.tumbling or end <= self.wm:
+        if not self.tumbling:
+            if self.agg.count_only and self._count_sliding(n, t, skey, key):
+                return
+            self._add_many(n, x, t, skey, key, vals)
+            return
+        if end <= self.wm:
             self._add_many(n, x, t, skey, key, vals)
             return
         win = self.open.get(n)
@@ -230,6 +235,30 @@ class FixedWindows(_Engine):
         agg.commit(rec, news, vals, t)
         if fresh:
             win[skey] = rec
+
+    def _count_sliding(self, n_hi: int, t: int, skey: str, key: Any) -> bool:
+        """Count an item in its sliding windows if all are open (the common case).
+
+        Returns False, having changed nothing, if one of them has fired: the
+        general path then handles the late item.
+        """
+        slide = self.slide
+        lo = (t - self.size) // slide + 1
+        if lo * slide + self.size <= self.wm:
+            return False
+        open_, new = self.open, self.agg.new
+        for n in range(lo, n_hi + 1):
+            win = open_.get(n)
+            if win is None:
+                win = open_[n] = {}
+                end = n * slide + self.size
+                if end < self.next_due:
+                    self.next_due = end
+            rec = win.get(skey)
+            if rec is None:
+                rec = win[skey] = new(key)
+            rec[1] += 1
+        return True
 
     def _add_many(
         self, n_hi: int, x: Any, t: int, skey: str, key: Any, vals: Any
