@@ -544,9 +544,7 @@ async def test_session_gap_exactly_reached_continues_the_session() -> None:
     # session must not fire when the watermark reaches its end, only past it).
     # 0.1 + 0.2 > 0.3 in floats; microseconds make the gap exact.
     config = {"gap_ms": 200, "timestamp_field": "ts"}
-    out = await run_nodes(
-        session_window, [ev(0.1), ev(0.3), ev(0.45), ev(0.7)], config
-    )
+    out = await run_nodes(session_window, [ev(0.1), ev(0.3), ev(0.45), ev(0.7)], config)
     assert [(r["start"], r["end"], r["count"]) for r in out["out"]] == [
         (0.1, 0.65, 3),
         (0.7, 0.9, 1),
