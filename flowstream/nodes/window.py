@@ -30,8 +30,9 @@ Config shared by the three types:
   timestamps (ties: arrival order). ``max_rows`` is the arg-max: the list of
   the window's *items* whose ``value`` equals the window's maximum (all
   ties, in timestamp order), in one linear pass and keeping only those items
-  (e.g. the highest bids of each window: ``op: max_rows, value: x.price``). Or ``aggs: {name: {op, value}}`` for
-  several at once (``value`` is then a mapping by name). Or a custom reducer
+  (e.g. the highest bids of each window: ``op: max_rows, value: x.price``).
+  Or ``aggs: {name: {op, value}}`` for several at once (``value`` is then a
+  mapping by name). Or a custom reducer
   ``fn: "module:attr"``, called as ``fn(acc, value)`` in arrival order from
   ``initial``; it must return the new accumulator (a plain, msgspec-encodable
   value) and not change its argument if it raises.
