@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -210,15 +212,47 @@ def document_format(path: str | Path) -> DocumentFormat:
         raise DecodeError(msg) from None
 
 
+# YAML 1.2's floats: PyYAML follows YAML 1.1, which wants a dot and a signed
+# exponent, so "1.0e12" or "1e3" would be read as strings.
+_YAML12_FLOAT = re.compile(
+    r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$"
+)
+
+
+@functools.cache
+def _yaml_loader() -> Any:
+    import yaml  # as msgspec.yaml does: only when YAML is read
+
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    loader: Any = type("YamlLoader", (base,), {})
+    # Resolvers are tried in order: YAML 1.1's ints and floats still come first.
+    loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+.0123456789")
+    )
+    return loader
+
+
+def _decode_yaml(data: bytes) -> Any:
+    import yaml
+
+    try:
+        return yaml.load(data, _yaml_loader())  # a safe loader
+    except yaml.YAMLError as exc:
+        raise msgspec.DecodeError(str(exc)) from None
+
+
 def decode_document(data: bytes, format: DocumentFormat, *, name: str = "") -> Any:
     """Decode a JSON, YAML or TOML document into plain values.
+
+    YAML is read with YAML 1.2's floats (``1.0e12``, ``1e3``), which
+    PyYAML alone would read as strings.
 
     Raises:
         DecodeError: The text is not a valid document; names ``name`` if given.
     """
     try:
         if format == "yaml":
-            return msgspec.yaml.decode(data)
+            return _decode_yaml(data)
         if format == "toml":
             return msgspec.toml.decode(data)
         return _json_decoder.decode(data)

@@ -279,3 +279,19 @@ def test_invalid_document_is_a_decode_error_naming_it(
     with pytest.raises(DecodeError) as info:
         codec.decode_document(data, fmt, name="flow.doc")
     assert str(info.value).startswith(f"flow.doc: invalid {fmt.upper()}")
+
+
+def test_yaml_reads_yaml_1_2_floats() -> None:
+    # PyYAML alone follows YAML 1.1 and reads "1.0e12" as a string, so a
+    # config like window_ms: 1.0e12 was refused.
+    doc = b"a: 1.0e12\nb: 1e3\nc: -2.5E-3\nd: '1.0e12'\ne: 12\nf: .5\ng: 1.0.0\n"
+    assert codec.decode_document(doc, "yaml") == {
+        "a": 1e12,
+        "b": 1000.0,
+        "c": -0.0025,
+        "d": "1.0e12",
+        "e": 12,
+        "f": 0.5,
+        "g": "1.0.0",
+    }
+    assert type(codec.decode_document(b"x: 12", "yaml")["x"]) is int
