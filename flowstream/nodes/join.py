@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import heapq
 import math
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 
@@ -320,7 +320,10 @@ class Lookup(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         miss: ``emit_null`` (emit with ``match: null``, or the item unchanged
             when merging) or ``drop_to_error`` (send the item to ``error``).
         table_first: Read the whole ``table`` input before the first ``in``
-            item (for a finite table, as in a DAG run).
+            item (for a finite table, as in a DAG run). ``in`` items that
+            arrive meanwhile wait in the node, at most ``max_pending``.
+        max_pending: With ``table_first``, how many ``in`` items may wait
+            for the table to end; one more fails the node, naming the bound.
     """
 
     key: Expr
@@ -329,6 +332,7 @@ class Lookup(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     merge: bool = False
     miss: Literal["emit_null", "drop_to_error"] = "emit_null"
     table_first: bool = False
+    max_pending: Annotated[int, msgspec.Meta(ge=0)] = 1_000_000
 
     def __post_init__(self) -> None:
         if self.table is None and self.table_key is None:
@@ -399,6 +403,44 @@ class _Lookup:
         return out
 
 
+async def _table_first(
+    join: _Lookup,
+    inputs: Sequence[AsyncIterator[list[Any]]],
+    max_pending: int,
+    ctx: NodeContext,
+) -> AsyncIterator[list[Any]]:
+    # Both inputs are read all along: if ``in`` were left unread until the
+    # table ended, a producer feeding both (one source, two branches) would
+    # block on the full ``in`` channel and the table would never end.
+    pending: list[list[Any]] | None = []
+    waiting = 0
+    async with contextlib.aclosing(merge_batches(inputs, first=1)) as merged:
+        async for side, part in merged:
+            if side == 1:
+                if part is not None:
+                    join.update(part)
+                    yield []  # flush dead letters of bad table items
+                elif pending is not None:
+                    for batch in pending:
+                        yield join.enrich(batch)
+                    pending = None
+            elif part is None:
+                continue
+            elif pending is None:
+                yield join.enrich(part)
+            else:
+                waiting += len(part)
+                if waiting > max_pending:
+                    msg = (
+                        f"join.lookup {ctx.node_id!r}: more than max_pending="
+                        f"{max_pending} 'in' items arrived before the table "
+                        "input ended (table_first: true); raise max_pending or "
+                        "end the table sooner"
+                    )
+                    raise RuntimeError(msg)
+                pending.append(part)
+
+
 @node("join.lookup", config=Lookup, ports=_lookup_ports, batched=True, aligned=True)
 async def lookup_join(
     *inputs: AsyncIterator[list[Any]], config: Lookup, ctx: NodeContext
@@ -415,9 +457,10 @@ async def lookup_join(
     between them but the node's own. A table item applies to every ``in``
     item the node reads after it, never to one read before; when both inputs
     have items ready, table items go first. For a finite table (a DAG run),
-    ``table_first: true`` reads the whole table before the first ``in`` item
-    (the ``in`` producer waits meanwhile: do not feed both inputs from one
-    branch that needs ``in`` to move).
+    ``table_first: true`` enriches no ``in`` item before the whole table is
+    read: the ``in`` items that come meanwhile wait in the node (at most
+    ``max_pending``, or the node fails), so both inputs may come from one
+    source.
 
     Memory: one value per distinct table key (in the node state).
     Stream-safe.
@@ -434,13 +477,9 @@ async def lookup_join(
         async for batch in inputs[0]:
             yield join.enrich(batch)
         return
-    items, table = inputs
     if config.table_first:
-        async for batch in table:
-            join.update(batch)
-        yield []  # flush dead letters of bad table items
-        async for batch in items:
-            yield join.enrich(batch)
+        async for out in _table_first(join, inputs, config.max_pending, ctx):
+            yield out
         return
     async with contextlib.aclosing(merge_batches(inputs, first=1)) as merged:
         async for side, part in merged:
