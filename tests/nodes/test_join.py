@@ -510,20 +510,20 @@ def one_source_lookup(n: int, max_pending: int | None) -> Workflow:
     """
     values: list[dict[str, Any]] = [{"kind": "click", "user": i % 10} for i in range(n)]
     values += [{"kind": "user", "id": i, "name": f"u{i}"} for i in range(10)]
+    lookup: dict[str, Any] = {
+        "key": "x.user",
+        "table_key": "x.id",
+        "table_first": True,
+        "merge": True,
+    }
+    if max_pending is not None:
+        lookup["max_pending"] = max_pending
     return (
         Workflow("one-source")
         .node("src", "source.values", values=values)
         .node("clicks", "transform.filter", expr='x.kind == "click"')
         .node("users", "transform.filter", expr='x.kind == "user"')
-        .node(
-            "j",
-            "join.lookup",
-            key="x.user",
-            table_key="x.id",
-            table_first=True,
-            merge=True,
-            **({} if max_pending is None else {"max_pending": max_pending}),
-        )
+        .node("j", "join.lookup", lookup)
         .node("out", "sink.collect")
         .connect("src -> clicks", capacity=1)
         .connect("src -> users")
