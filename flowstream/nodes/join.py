@@ -230,8 +230,11 @@ class _WindowJoin:
         if self.times is not None:
             top = self.tops[side]
             if top is None or t > top:
+                # Expiry follows the watermarks only: nothing to do unless
+                # this one moved (an entry already below the limit goes at
+                # the next move, or at the end).
                 self.tops[side] = t
-            self.expire()
+                self.expire()
 
     def end(self, side: int) -> None:
         self.ended[side] = True
