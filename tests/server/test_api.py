@@ -245,7 +245,7 @@ async def test_callables_need_the_module_allowlist(tmp_path: Path) -> None:
 async def test_node_types_by_reference_need_the_module_allowlist(
     tmp_path: Path,
 ) -> None:
-    # type: "module:attr" imports the module, like fn: "module:attr" does.
+    # A node type "module:attr" imports the module, as fn: "module:attr" does.
     doc = {
         "name": "ref",
         "nodes": [
