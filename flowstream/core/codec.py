@@ -232,6 +232,36 @@ def _yaml_loader() -> Any:
     return loader
 
 
+@functools.cache
+def _yaml_dumper() -> Any:
+    import yaml
+
+    base = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    dumper: Any = type("YamlDumper", (base,), {})
+    # The same resolvers as the loader, so strings it would read as floats
+    # ("1e3") are written quoted: documents round-trip.
+    dumper.add_implicit_resolver(
+        "tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+.0123456789")
+    )
+    return dumper
+
+
+def _encode_yaml(obj: Any) -> bytes:
+    import datetime
+
+    import yaml
+
+    plain = msgspec.to_builtins(obj, builtin_types=(datetime.datetime, datetime.date))
+    out: bytes = yaml.dump_all(
+        [plain],
+        encoding="utf-8",
+        Dumper=_yaml_dumper(),
+        allow_unicode=True,
+        sort_keys=False,
+    )
+    return out
+
+
 def _decode_yaml(data: bytes) -> Any:
     import yaml
 
@@ -272,7 +302,7 @@ def encode_document(obj: Any, format: DocumentFormat) -> bytes:
     """
     try:
         if format == "yaml":
-            return msgspec.yaml.encode(obj)
+            return _encode_yaml(obj)
         if format == "toml":
             return msgspec.toml.encode(obj)
         return msgspec.json.format(msgspec.json.encode(obj), indent=2) + b"\n"

@@ -295,3 +295,12 @@ def test_yaml_reads_yaml_1_2_floats() -> None:
         "g": "1.0.0",
     }
     assert type(codec.decode_document(b"x: 12", "yaml")["x"]) is int
+
+
+def test_yaml_writes_float_like_strings_quoted() -> None:
+    # The writer resolves plain scalars as the reader does, so a string that
+    # YAML 1.2 reads as a float ("1e3") is quoted and round-trips.
+    doc = {"a": "1e3", "b": "0.", "c": "1.0e12", "d": 1e12, "e": "x"}
+    text = codec.encode_document(doc, "yaml")
+    assert b"a: '1e3'" in text
+    assert codec.decode_document(text, "yaml") == doc
