@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo tour crash-demo test soak bench lint fmt docs clean chromium wasm-example
+.PHONY: demo tour crash-demo test soak bench nexmark lint fmt docs clean chromium wasm-example
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -35,6 +35,14 @@ soak: $(STAMP)
 
 bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks
+
+# Nexmark: 1M events, every query in each form, checked against the reference;
+# the table goes to docs/benchmarks.md. CEL forms run on fewer events (slow
+# until CEL is compiled); override with NEXMARK_CEL_EVENTS=1000000.
+NEXMARK_EVENTS ?= 1000000
+NEXMARK_CEL_EVENTS ?= 100000
+nexmark: $(STAMP)
+	$(BIN)/python -m benchmarks.nexmark bench --events $(NEXMARK_EVENTS) --cel-events $(NEXMARK_CEL_EVENTS)
 
 # The browser test of the web UI uses Debian's chromium; CI runs as root.
 chromium:

@@ -40,6 +40,7 @@ from .routed.bridge import dataflow_registry
 from .routed.flow import Flow
 from .runtime.checkpointing import CheckpointError
 from .runtime.events import EventRecorder
+from .runtime.flow import run_sync
 from .runtime.plan import describe, plan
 from .runtime.registry import NodeRegistry
 from .runtime.validation import Graph, validate
@@ -324,7 +325,7 @@ def run_command(
         fresh=fresh,
     )
     with _user_errors():
-        result = asyncio.run(_observed(runner, metrics_port, log_format is not None))
+        result = run_sync(_observed(runner, metrics_port, log_format is not None))
     if as_json:
         try:
             document = encode_json(_result_document(result))

@@ -141,6 +141,12 @@ class JsonLinesDecoder:
             "json", schema, max_frame_bytes=max_line_bytes, max_depth=max_depth
         )
         self.max_line_bytes = max_line_bytes
+        record: Any = record_type(schema) if schema else None
+        # Decodes a whole batch of lines in one call (the usual case: every
+        # line good); the per-line path finds the bad lines when it fails.
+        self._lines = msgspec.json.Decoder(
+            Any if record is None else record | list[record]
+        )
 
     @property
     def held(self) -> Line | None:
@@ -149,6 +155,9 @@ class JsonLinesDecoder:
 
     def decode(self, lines: list[Line]) -> tuple[list[Any], list[tuple[Line, str]]]:
         """Return the records of ``lines`` and each bad line with its reason."""
+        fast = self._all_at_once(lines)
+        if fast is not None:
+            return fast, []
         records: list[Any] = []
         bad: list[tuple[Line, str]] = []
         decode = self._decoder.decode
@@ -164,6 +173,28 @@ class JsonLinesDecoder:
             for err in errors:
                 bad.append((line, err.reason))
         return records, bad
+
+    def _all_at_once(self, lines: list[Line]) -> list[Any] | None:
+        """The records of ``lines`` if each holds one good JSON value, else None."""
+        if not lines or any(line.too_long for line in lines):
+            return None
+        data = b"\n".join([ln.data for ln in lines])
+        if self._decoder.nesting.json_exceeds(data):
+            return None  # the per-line path names the line nested too deeply
+        try:
+            values = self._lines.decode_lines(data)
+        except (msgspec.DecodeError, RecursionError):
+            return None
+        # Blank or multi-value lines: the per-line path says what they hold.
+        if len(values) != len(lines):
+            return None
+        records: list[Any] = []
+        for v in values:
+            if type(v) is list:
+                records.extend(v)  # a line holding an array: one record each
+            else:
+                records.append(v)
+        return records
 
 
 class CsvDecoder:

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -226,10 +228,71 @@ def document_format(path: str | Path) -> DocumentFormat:
         raise DecodeError(msg) from None
 
 
+# YAML 1.2's floats: PyYAML follows YAML 1.1, which wants a dot and a signed
+# exponent, so "1.0e12" or "1e3" would be read as strings.
+_YAML12_FLOAT = re.compile(
+    r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$"
+)
+
+
+@functools.cache
+def _yaml_loader() -> Any:
+    import yaml  # as msgspec.yaml does: only when YAML is read
+
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    loader: Any = type("YamlLoader", (base,), {})
+    # Resolvers are tried in order: YAML 1.1's ints and floats still come first.
+    loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+.0123456789")
+    )
+    return loader
+
+
+@functools.cache
+def _yaml_dumper() -> Any:
+    import yaml
+
+    base = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    dumper: Any = type("YamlDumper", (base,), {})
+    # The same resolvers as the loader, so strings it would read as floats
+    # ("1e3") are written quoted: documents round-trip.
+    dumper.add_implicit_resolver(
+        "tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+.0123456789")
+    )
+    return dumper
+
+
+def _encode_yaml(obj: Any) -> bytes:
+    import datetime
+
+    import yaml
+
+    plain = msgspec.to_builtins(obj, builtin_types=(datetime.datetime, datetime.date))
+    out: bytes = yaml.dump_all(
+        [plain],
+        encoding="utf-8",
+        Dumper=_yaml_dumper(),
+        allow_unicode=True,
+        sort_keys=False,
+    )
+    return out
+
+
+def _decode_yaml(data: bytes) -> Any:
+    import yaml
+
+    try:
+        return yaml.load(data, _yaml_loader())  # a safe loader
+    except yaml.YAMLError as exc:
+        raise msgspec.DecodeError(str(exc)) from None
+
+
 def decode_document(data: bytes, format: DocumentFormat, *, name: str = "") -> Any:
     """Decode a JSON, YAML or TOML document into plain values.
 
     Documents nest at most `DEFAULT_MAX_DEPTH` levels of arrays/objects.
+    YAML is read with YAML 1.2's floats (``1.0e12``, ``1e3``), which
+    PyYAML alone would read as strings.
 
     Raises:
         DecodeError: The text is not a valid document, or nests too deeply;
@@ -241,7 +304,7 @@ def decode_document(data: bytes, format: DocumentFormat, *, name: str = "") -> A
         raise DecodeError(deep)
     try:
         if format == "yaml":
-            value = msgspec.yaml.decode(data)
+            value = _decode_yaml(data)
         elif format == "toml":
             value = msgspec.toml.decode(data)
         else:
@@ -266,7 +329,7 @@ def encode_document(obj: Any, format: DocumentFormat) -> bytes:
     """
     try:
         if format == "yaml":
-            return msgspec.yaml.encode(obj)
+            return _encode_yaml(obj)
         if format == "toml":
             return msgspec.toml.encode(obj)
         return msgspec.json.format(msgspec.json.encode(obj), indent=2) + b"\n"

@@ -229,7 +229,12 @@ class FixedWindows(_Engine):
                 self.fire(wm)
         n = t // self.slide
         end = n * self.slide + self.size
-        if not self.tumbling or end <= self.wm:
+        if not self.tumbling:
+            if self.agg.count_only and self._count_sliding(n, t, skey, key):
+                return
+            self._add_many(n, x, t, skey, key, vals)
+            return
+        if end <= self.wm:
             self._add_many(n, x, t, skey, key, vals)
             return
         win = self.open.get(n)
@@ -263,6 +268,30 @@ class FixedWindows(_Engine):
             self.keys += 1
             if self.keys > self.max_keys:
                 self.over()
+
+    def _count_sliding(self, n_hi: int, t: int, skey: str, key: Any) -> bool:
+        """Count an item in its sliding windows if all are open (the common case).
+
+        Returns False, having changed nothing, if one of them has fired: the
+        general path then handles the late item.
+        """
+        slide = self.slide
+        lo = (t - self.size) // slide + 1
+        if lo * slide + self.size <= self.wm:
+            return False
+        open_, new = self.open, self.agg.new
+        for n in range(lo, n_hi + 1):
+            win = open_.get(n)
+            if win is None:
+                win = open_[n] = {}
+                end = n * slide + self.size
+                if end < self.next_due:
+                    self.next_due = end
+            rec = win.get(skey)
+            if rec is None:
+                rec = win[skey] = new(key)
+            rec[1] += 1
+        return True
 
     def _add_many(
         self, n_hi: int, x: Any, t: int, skey: str, key: Any, vals: Any
@@ -377,6 +406,9 @@ class Sessions(_Engine):
     ) -> None:
         super().__init__(cfg, ctx, agg, read)
         self.gap = to_us(gap_ms)
+        # Event time: an item at exactly a session's end may still come (the
+        # watermark only says nothing earlier will), so wait 1 µs past it.
+        self.touch = 1 if cfg.event_time else 0
         self.sessions: dict[str, list[list[Any]]] = _slot(self.state, "sessions", {})
         self.heap: list[list[Any]] = _slot(self.state, "heap", [])
         _slot(self.state, "seq", 0)
@@ -385,9 +417,13 @@ class Sessions(_Engine):
         self.keys = sum(map(len, self.sessions.values()))
 
     def due(self, s: list[Any]) -> int:
-        """When a session needs attention next: it closes, or is forgotten."""
+        """When a session needs attention next: it closes, or is forgotten.
+
+        An item at exactly ``end`` still continues a session, so in event
+        time it closes once the watermark is past its end, not at it.
+        """
         end: int = s[2]
-        return end + (self.retain or 0) if s[3] == _FIRED else end
+        return end + (self.retain or 0) if s[3] == _FIRED else end + self.touch
 
     def on_item(self, x: Any, now: int | None) -> None:
         try:
@@ -397,15 +433,17 @@ class Sessions(_Engine):
             return
         lo, hi = t, t + self.gap
         # A key's sessions are disjoint and sorted by start (so by end too):
-        # the ones [lo, hi) overlaps are a run just before the first start >= hi.
+        # the ones [lo, hi) overlaps or touches (an item exactly a gap after
+        # the last continues its session) are a run just before the first
+        # start > hi.
         sessions = self.sessions.get(skey)
         touched: list[list[Any]] = []
         if sessions:
-            j = i = bisect.bisect_left(sessions, hi, key=_START)
-            while i > 0 and sessions[i - 1][2] > lo:
+            j = i = bisect.bisect_right(sessions, hi, key=_START)
+            while i > 0 and sessions[i - 1][2] >= lo:
                 i -= 1
             touched = sessions[i:j]
-        if not touched and hi <= self.wm:
+        if not touched and hi < self.wm:
             if self.retain is None or hi + self.retain <= self.wm:
                 gone = "closed" if self.retain is None else "been forgotten"
                 span = f"[{_seconds(lo)}, {_seconds(hi)})"
@@ -431,7 +469,7 @@ class Sessions(_Engine):
             session[2] = max(hi, *(s[2] for s in touched))
             session[4] = rec
             if any(s[3] == _FIRED for s in touched):
-                if session[2] <= self.wm:
+                if session[2] < self.wm:
                     session[3] = _FIRED
                     self.ready.append(self.emit(session, updated=True))
                 else:
@@ -446,7 +484,7 @@ class Sessions(_Engine):
                 sessions.insert(j, session)
             else:
                 self.sessions[skey] = [session]
-            if hi <= self.wm:  # late, within retention: born closed
+            if hi < self.wm:  # late, within retention: born closed
                 session[3] = _FIRED
                 self.ready.append(self.emit(session, updated=True))
         due = self.due(session)

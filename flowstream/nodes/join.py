@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import heapq
 import math
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 
@@ -81,6 +81,10 @@ class Window(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             seen on its own input an item may arrive and still be joined.
         emit_unmatched: Send items that expire without any match to port
             ``unmatched`` as ``{"side", "key", "item"}``.
+        time_unit: ``s`` (the default) or ``ms``: the unit of the event
+            times ``left_time``/``right_time`` give, so epoch-ms fields can be
+            read as they are (``left_time: x.date_time``, a plain field
+            lookup, is much faster than CEL arithmetic).
     """
 
     left_key: Expr
@@ -90,6 +94,7 @@ class Window(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     right_time: Expr | None = None
     allowed_lateness_ms: float = 0.0
     emit_unmatched: bool = False
+    time_unit: Literal["s", "ms"] = "s"
 
     def __post_init__(self) -> None:
         # Written as "not ..." so that NaN is rejected too.
@@ -117,9 +122,9 @@ def _window_ports(config: Window) -> tuple[Sequence[str], Sequence[str]]:
     return SIDES, (UNMATCHED_PORT,) if config.emit_unmatched else ()
 
 
-def _event_time(value: Any) -> float:
+def _event_time(value: Any, unit: str) -> float:
     if type(value) is not int and type(value) is not float:
-        msg = f"an event time must be a number of seconds, got {type(value).__name__}"
+        msg = f"an event time must be a number of {unit}, got {type(value).__name__}"
         raise TypeError(msg)
     if not math.isfinite(value):
         msg = f"an event time must be finite, got {value}"
@@ -147,8 +152,11 @@ class _WindowJoin:
 
     def __init__(self, config: Window, ctx: NodeContext) -> None:
         self.ctx = ctx
-        self.window = config.window_ms / 1000.0
-        self.lateness = config.allowed_lateness_ms / 1000.0
+        # Times, the window and the lateness in the unit of the item times.
+        per_ms = 1.0 if config.time_unit == "ms" else 1000.0
+        self.unit = "milliseconds" if config.time_unit == "ms" else "seconds"
+        self.window = config.window_ms / per_ms
+        self.lateness = config.allowed_lateness_ms / per_ms
         self.emit_unmatched = config.emit_unmatched
         self.keys = (expr_function(config.left_key), expr_function(config.right_key))
         self.times: tuple[Callable[[Any], Any], Callable[[Any], Any]] | None = None
@@ -200,7 +208,7 @@ class _WindowJoin:
             t = self.now
         else:
             try:
-                t = _event_time(self.times[side](x))
+                t = _event_time(self.times[side](x), self.unit)
             except Exception as exc:
                 self.ctx.dead_letter(x, _reason(f"{name}_time", exc))
                 return
@@ -229,8 +237,11 @@ class _WindowJoin:
         if self.times is not None:
             top = self.tops[side]
             if top is None or t > top:
+                # Expiry follows the watermarks only: nothing to do unless
+                # this one moved (an entry already below the limit goes at
+                # the next move, or at the end).
                 self.tops[side] = t
-            self.expire()
+                self.expire()
 
     def end(self, side: int) -> None:
         self.ended[side] = True
@@ -263,8 +274,9 @@ async def window_join(
     Emits ``{"key": k, "left": l, "right": r}`` for every pair whose keys are
     equal (as JSON values: ``1`` and ``1.0`` differ) and whose times differ by
     at most ``window_ms``, once, when the second of the two arrives. Times
-    are event times (``left_time``/``right_time``, seconds) or, if unset,
-    processing time (when the node reads the item).
+    are event times (``left_time``/``right_time``, seconds, or milliseconds
+    with ``time_unit: ms``) or, if unset, processing time (when the node
+    reads the item).
 
     Memory: each input's watermark is its latest event time minus
     ``allowed_lateness_ms`` (+inf once it ended). An item is kept only while
@@ -318,7 +330,10 @@ class Lookup(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         miss: ``emit_null`` (emit with ``match: null``, or the item unchanged
             when merging) or ``drop_to_error`` (send the item to ``error``).
         table_first: Read the whole ``table`` input before the first ``in``
-            item (for a finite table, as in a DAG run).
+            item (for a finite table, as in a DAG run). ``in`` items that
+            arrive meanwhile wait in the node, at most ``max_pending``.
+        max_pending: With ``table_first``, how many ``in`` items may wait
+            for the table to end; one more fails the node, naming the bound.
         max_keys: Most table keys held (default 1,000,000; null: unbounded,
             which validation warns about in stream mode).
         on_max_keys: At a new table key past ``max_keys``: ``fail`` stops
@@ -335,6 +350,7 @@ class Lookup(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     table_first: bool = False
     max_keys: int | None = DEFAULT_MAX_KEYS
     on_max_keys: OnMaxKeys = "fail"
+    max_pending: Annotated[int, msgspec.Meta(ge=0)] = 1_000_000
 
     def __post_init__(self) -> None:
         check_max_keys(self.max_keys)
@@ -417,6 +433,44 @@ class _Lookup:
         return out
 
 
+async def _table_first(
+    join: _Lookup,
+    inputs: Sequence[AsyncIterator[list[Any]]],
+    max_pending: int,
+    ctx: NodeContext,
+) -> AsyncIterator[list[Any]]:
+    # Both inputs are read all along: if ``in`` were left unread until the
+    # table ended, a producer feeding both (one source, two branches) would
+    # block on the full ``in`` channel and the table would never end.
+    pending: list[list[Any]] | None = []
+    waiting = 0
+    async with contextlib.aclosing(merge_batches(inputs, first=1)) as merged:
+        async for side, part in merged:
+            if side == 1:
+                if part is not None:
+                    join.update(part)
+                    yield []  # flush dead letters of bad table items
+                elif pending is not None:
+                    for batch in pending:
+                        yield join.enrich(batch)
+                    pending = None
+            elif part is None:
+                continue
+            elif pending is None:
+                yield join.enrich(part)
+            else:
+                waiting += len(part)
+                if waiting > max_pending:
+                    msg = (
+                        f"join.lookup {ctx.node_id!r}: more than max_pending="
+                        f"{max_pending} 'in' items arrived before the table "
+                        "input ended (table_first: true); raise max_pending or "
+                        "end the table sooner"
+                    )
+                    raise RuntimeError(msg)
+                pending.append(part)
+
+
 @node("join.lookup", config=Lookup, ports=_lookup_ports, batched=True, aligned=True)
 async def lookup_join(
     *inputs: AsyncIterator[list[Any]], config: Lookup, ctx: NodeContext
@@ -433,9 +487,10 @@ async def lookup_join(
     between them but the node's own. A table item applies to every ``in``
     item the node reads after it, never to one read before; when both inputs
     have items ready, table items go first. For a finite table (a DAG run),
-    ``table_first: true`` reads the whole table before the first ``in`` item
-    (the ``in`` producer waits meanwhile: do not feed both inputs from one
-    branch that needs ``in`` to move).
+    ``table_first: true`` enriches no ``in`` item before the whole table is
+    read: the ``in`` items that come meanwhile wait in the node (at most
+    ``max_pending``, or the node fails), so both inputs may come from one
+    source.
 
     Memory: one value per distinct table key (in the node state), up to
     ``max_keys`` (then ``on_max_keys``). Stream-safe.
@@ -452,13 +507,9 @@ async def lookup_join(
         async for batch in inputs[0]:
             yield join.enrich(batch)
         return
-    items, table = inputs
     if config.table_first:
-        async for batch in table:
-            join.update(batch)
-        yield []  # flush dead letters of bad table items
-        async for batch in items:
-            yield join.enrich(batch)
+        async for out in _table_first(join, inputs, config.max_pending, ctx):
+            yield out
         return
     async with contextlib.aclosing(merge_batches(inputs, first=1)) as merged:
         async for side, part in merged:

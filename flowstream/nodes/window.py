@@ -5,7 +5,8 @@ Every window node reads one input and emits one record per fired window::
     {"key": k, "start": s, "end": e, "value": v, "count": n}
 
 ``key`` is left out for global (unkeyed) windows; ``start``/``end`` are seconds
-and the window is ``[start, end)``. Records come out in window-end order
+(or epoch milliseconds, ints, with ``time_unit: ms``) and the window is
+``[start, end)``. Records come out in window-end order
 (windows with the same end: in the order their keys first appeared). All three
 types are stream-safe: they emit as windows close, and at the end of input
 every open window fires, in order.
@@ -16,7 +17,9 @@ Config shared by the three types:
   loop's clock when it arrives; windows close on the clock even with no new
   input. Event time reads a timestamp in seconds (taken to the microsecond)
   from each item, with ``timestamp`` (CEL over ``x``, e.g. ``x.ts``) or
-  ``timestamp_field`` (a mapping key, much faster). The watermark is the
+  ``timestamp_field`` (a mapping key, much faster). ``time_unit: ms`` reads
+  timestamps as milliseconds (as epoch-ms event times are) and emits
+  ``start``/``end`` as int milliseconds. The watermark is the
   largest event time seen minus ``allowed_lateness_ms``; a window fires when
   the watermark reaches its end.
 * Key. ``key`` (CEL) or ``key_field`` gives one set of windows per key;
@@ -24,8 +27,12 @@ Config shared by the three types:
 * Aggregate. ``op``: ``count`` (the default), ``sum``, ``min``, ``max``,
   ``mean``, ``first``, ``last`` or ``collect``, over ``value`` (CEL, default
   ``x``). ``first``, ``last`` and the order of ``collect`` follow the items'
-  timestamps (ties: arrival order). Or ``aggs: {name: {op, value}}`` for
-  several at once (``value`` is then a mapping by name). Or a custom reducer
+  timestamps (ties: arrival order). ``max_rows`` is the arg-max: the list of
+  the window's *items* whose ``value`` equals the window's maximum (all
+  ties, in timestamp order), in one linear pass and keeping only those items
+  (e.g. the highest bids of each window: ``op: max_rows, value: x.price``).
+  Or ``aggs: {name: {op, value}}`` for several at once (``value`` is then a
+  mapping by name). Or a custom reducer
   ``fn: "module:attr"``, called as ``fn(acc, value)`` in arrival order from
   ``initial``; it must return the new accumulator (a plain, msgspec-encodable
   value) and not change its argument if it raises.
@@ -87,7 +94,9 @@ __all__ = [
     "tumbling_window",
 ]
 
-Op = Literal["count", "sum", "min", "max", "mean", "first", "last", "collect"]
+Op = Literal[
+    "count", "sum", "min", "max", "mean", "first", "last", "collect", "max_rows"
+]
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 
@@ -124,6 +133,8 @@ class WindowConfig(
     retain_ms: NonNegative | None = None
     max_keys: int | None = DEFAULT_MAX_KEYS
     on_max_keys: OnMaxKeys = "fail"
+    time_unit: Literal["s", "ms"] = "s"
+    """The unit of timestamps read and of the emitted ``start``/``end``."""
 
     @property
     def event_time(self) -> bool:
@@ -289,6 +300,28 @@ def _same(acc: Any, n: int) -> Any:
     return acc
 
 
+_TIE: Any = object()
+"""A ``max_rows`` step's answer for an item tying the maximum: commit appends it."""
+
+
+def _max_rows(acc: Any, v: Any, t: int) -> Any:
+    # v is (score, item); acc is [best score, [[t, item], ...]].
+    score = v[0]
+    if acc is None or score > acc[0]:
+        return [score, [[t, v[1]]]]
+    return _TIE if score == acc[0] else acc
+
+
+def _merge_max_rows(a: Any, b: Any) -> Any:
+    if a[0] == b[0]:
+        return [a[0], a[1] + b[1]]
+    return a if a[0] > b[0] else b
+
+
+def _rows(acc: Any, n: int) -> list[Any]:
+    return [v for _, v in sorted(acc[1], key=itemgetter(0))]
+
+
 def _collected(acc: Any, n: int) -> list[Any]:
     return [v for _, v in sorted(acc, key=itemgetter(0))]
 
@@ -302,6 +335,7 @@ _OPS: dict[str, tuple[Any, Any, Callable[[Any, Any], Any], Any]] = {
     "first": (None, _first, _merge_first, lambda acc, n: acc[1]),
     "last": (None, _last, _merge_last, lambda acc, n: acc[1]),
     "collect": (None, None, _plus, _collected),
+    "max_rows": (None, _max_rows, _optional(_merge_max_rows), _rows),
 }
 
 
@@ -334,7 +368,10 @@ class Aggregator:
                 continue
             v = len(self.values)
             self.sources.append(source or "x")
-            self.values.append(_identity if source in (None, "x") else _cel(source))
+            value = _identity if source in (None, "x") else _cel(source)
+            if op == "max_rows":
+                value = _with_item(value)
+            self.values.append(value)
             if op == "fn":
                 assert cfg.fn is not None  # the config checked fn and initial
                 self._custom(cfg.fn, cfg.initial, merge, slot, v)
@@ -348,6 +385,7 @@ class Aggregator:
             self.merges.append(merge_op)
             self.results.append(result)
         self.count_only = not self.values
+        self.ms = cfg.time_unit == "ms"
 
     def _custom(
         self, fn_ref: str, initial: Any, merge: str | None, slot: int, v: int
@@ -391,8 +429,11 @@ class Aggregator:
     def commit(self, rec: list[Any], news: list[Any], vals: list[Any], t: int) -> None:
         """Phase two: store what `step` computed; cannot fail."""
         rec[1] += 1
-        for (slot, _, _), new in zip(self.steps, news, strict=True):
-            rec[slot] = new
+        for (slot, v, _), new in zip(self.steps, news, strict=True):
+            if new is _TIE:
+                rec[slot][1].append([t, vals[v][1]])
+            else:
+                rec[slot] = new
         for slot, v in self.appends:
             rec[slot].append([t, vals[v]])
 
@@ -419,7 +460,12 @@ class Aggregator:
                     zip(self.names, self.results, strict=True), start=2
                 )
             }
-        s, e = start / US, end / US
+        s: float
+        e: float
+        if self.ms:
+            s, e = start // 1000, end // 1000
+        else:
+            s, e = start / US, end / US
         if self.keyed:
             return {"key": rec[0], "start": s, "end": e, "value": value, "count": n}
         return {"start": s, "end": e, "value": value, "count": n}
@@ -431,6 +477,10 @@ def _why(exc: BaseException) -> str:
 
 def _identity(x: Any) -> Any:
     return x
+
+
+def _with_item(value: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda x: (value(x), x)
 
 
 def _const(value: Any) -> Callable[[], Any]:
@@ -470,6 +520,8 @@ def reader(cfg: WindowConfig, agg: Aggregator) -> Reader:
         kg = expr_function(cfg.key)
     values = agg.evaluate if agg.values else None
     encode = _JSON.encode
+    scale = US if cfg.time_unit == "s" else 1000
+    unit = "seconds" if cfg.time_unit == "s" else "milliseconds"
 
     def read(x: Any, now: int | None) -> tuple[int, str, Any, Any]:
         if now is not None:
@@ -483,16 +535,16 @@ def reader(cfg: WindowConfig, agg: Aggregator) -> Reader:
                 raise BadItem(msg) from None
             kind = type(seconds)
             try:
-                if kind is float:
-                    t = round(seconds * US)  # NaN and infinities raise
-                elif kind is int:
-                    t = seconds * US
+                if kind is int:
+                    t = seconds * scale
+                elif kind is float:
+                    t = round(seconds * scale)  # NaN and infinities raise
                 else:
                     raise TypeError(kind.__name__)
             except (ValueError, OverflowError, TypeError):
                 msg = (
                     f"the timestamp ({ts_source}) must be a finite number of "
-                    f"seconds, got {seconds!r}"
+                    f"{unit}, got {seconds!r}"
                 )
                 raise BadItem(msg) from None
         if kg is None:

@@ -21,8 +21,10 @@ from ..core.expr import (
     compile_expr,
     expr_cost,
     expr_fields,
+    import_ref,
     resolve_callable,
 )
+from ..core.node import NodeSpec
 from ..core.workflow import (
     NODE_ID,
     Connection,
@@ -37,7 +39,6 @@ from .stepping import gc_paused
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from ..core.node import NodeSpec
     from .registry import NodeRegistry
 
 __all__ = ["Graph", "GraphNode", "validate"]
@@ -125,6 +126,29 @@ def validate(
         return _validate(workflow, registry, source, allow_callables, limit)
 
 
+def _node_type(type_id: str, registry: NodeRegistry, allow_callables: bool) -> NodeSpec:
+    """The registered type, or one named by reference (``"module:attr"``).
+
+    Raises:
+        UnknownNodeType: Neither registered nor a reference.
+        ExprError: A reference that does not import, is not a node type, or
+            is not allowed here.
+    """
+    if ":" not in type_id or type_id in registry:
+        return registry.get(type_id)
+    if not allow_callables:
+        msg = f"Python callables are not allowed here ({type_id!r}); use CEL"
+        raise ExprError(msg)
+    spec = import_ref(type_id)
+    if not isinstance(spec, NodeSpec):
+        msg = (
+            f"{type_id!r} is a {type(spec).__name__}, not a node type (a function "
+            "decorated with @node)"
+        )
+        raise ExprError(msg)
+    return spec
+
+
 def _validate(
     workflow: Workflow,
     registry: NodeRegistry,
@@ -174,8 +198,8 @@ def _validate(
                 )
             )
         try:
-            spec = registry.get(decl.type)
-        except UnknownNodeType as exc:
+            spec = _node_type(decl.type, registry, allow_callables)
+        except (UnknownNodeType, ExprError) as exc:
             problems.append(Problem(str(exc), node=decl.id, field="type"))
             continue
         config = _check_config(decl, spec, problems, allow_callables, max_cel_cost)

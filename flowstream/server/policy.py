@@ -82,7 +82,7 @@ def check_workflow(
         problems += _network_problems(decl.id, decl.type, decl.config, registry, policy)
         problems += _sandbox_problems(decl, registry, config)
         for path, ref in _callable_refs(decl.type, decl.config, registry):
-            key = (decl.id, f"config.{path}")
+            key = (decl.id, path)
             module = ref.partition(":")[0]
             if config.module_allowed(module):
                 allowed_refs.add(key)
@@ -136,7 +136,13 @@ def _network_problems(
 def _callable_refs(
     type_id: str, raw: dict[str, Any], registry: NodeRegistry
 ) -> list[tuple[str, str]]:
-    """``(field path, "module:attr")`` for each callable a node's config names."""
+    """``(field, "module:attr")`` for each callable a node names.
+
+    A node type given by reference (``type: "module:attr"``) is one too: its
+    module is imported by validation.
+    """
+    if ":" in type_id and type_id not in registry:
+        return [("type", type_id)]
     try:
         spec = registry.get(type_id)
         config = spec.decode_config(raw)
@@ -144,7 +150,11 @@ def _callable_refs(
         return []  # validation reports these
     if config is None:
         return []
-    return [(path, text) for path, kind, text in expr_fields(config) if kind == "fn"]
+    return [
+        (f"config.{path}", text)
+        for path, kind, text in expr_fields(config)
+        if kind == "fn"
+    ]
 
 
 def _sandbox_problems(

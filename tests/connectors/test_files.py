@@ -104,6 +104,30 @@ def test_json_lines_decoder_reports_bad_lines_with_reasons() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"a": 1}\n[{"a": 2}, {"a": 3}]\n{"a": 4}\n',  # every line good
+        b'{"a": 1}\n\n{"a": 2}\n',  # a blank line
+        b'{"a": 1} {"a": 2}\n{"a": 3}\n',  # two values on a line
+        b'{"a": 1}\n[{"a": 2}, {"a": "x"}]\n',  # a bad record in an array
+        b'{"a": 1}\n' + b'{"a": 22222222}\n',  # longer than max_line_bytes
+    ],
+)
+def test_json_lines_batch_decoding_equals_line_by_line(data: bytes) -> None:
+    # Lines are decoded in one call when all are good; whatever the lines,
+    # the records and bad lines are those of decoding them one at a time.
+    decoder = JsonLinesDecoder({"a": "int"}, 12)
+    lines = LineSplitter(max_line_bytes=12).feed(data)
+    one_by_one: tuple[list[Any], list[tuple[int, str]]] = ([], [])
+    for line in lines:
+        records, bad = decoder.decode([line])
+        one_by_one[0].extend(records)
+        one_by_one[1].extend((ln.number, why) for ln, why in bad)
+    records, bad = decoder.decode(lines)
+    assert (records, [(ln.number, why) for ln, why in bad]) == one_by_one
+
+
 # --- file.source ------------------------------------------------------------------
 
 

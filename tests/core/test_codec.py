@@ -279,3 +279,28 @@ def test_invalid_document_is_a_decode_error_naming_it(
     with pytest.raises(DecodeError) as info:
         codec.decode_document(data, fmt, name="flow.doc")
     assert str(info.value).startswith(f"flow.doc: invalid {fmt.upper()}")
+
+
+def test_yaml_reads_yaml_1_2_floats() -> None:
+    # PyYAML alone follows YAML 1.1 and reads "1.0e12" as a string, so a
+    # config like window_ms: 1.0e12 was refused.
+    doc = b"a: 1.0e12\nb: 1e3\nc: -2.5E-3\nd: '1.0e12'\ne: 12\nf: .5\ng: 1.0.0\n"
+    assert codec.decode_document(doc, "yaml") == {
+        "a": 1e12,
+        "b": 1000.0,
+        "c": -0.0025,
+        "d": "1.0e12",
+        "e": 12,
+        "f": 0.5,
+        "g": "1.0.0",
+    }
+    assert type(codec.decode_document(b"x: 12", "yaml")["x"]) is int
+
+
+def test_yaml_writes_float_like_strings_quoted() -> None:
+    # The writer resolves plain scalars as the reader does, so a string that
+    # YAML 1.2 reads as a float ("1e3") is quoted and round-trips.
+    doc = {"a": "1e3", "b": "0.", "c": "1.0e12", "d": 1e12, "e": "x"}
+    text = codec.encode_document(doc, "yaml")
+    assert b"a: '1e3'" in text
+    assert codec.decode_document(text, "yaml") == doc

@@ -125,6 +125,30 @@ async def test_window_joins_every_pair_within_the_window(fuse: bool) -> None:
     assert all(p["key"] == "a" for p in got["out"])
 
 
+async def test_window_times_in_ms_with_time_unit_ms() -> None:
+    # Epoch-ms times read as they are: window_ms and the lateness are ms too.
+    base = 1_704_067_200_000
+    left = [{"k": "a", "t": base, "i": "L0"}, {"k": "a", "t": base + 5000, "i": "L1"}]
+    right = [
+        {"k": "a", "t": base + 1500, "i": "R0"},  # 1.5 s from L0: joins
+        {"k": "a", "t": base + 2100, "i": "R1"},  # 2.1 s from L0, 2.9 from L1
+        {"k": "a", "t": base + 4000, "i": "R2"},  # late by 1 s: allowed
+    ]
+    got = await run_nodes(
+        join.window_join,
+        {"left": left, "right": right},
+        {
+            **EVENT_TIME,
+            "window_ms": 2000,
+            "time_unit": "ms",
+            "allowed_lateness_ms": 1000,
+        },
+        registry=registry(),
+    )
+    assert pairs(got["out"]) == [("L0", "R0"), ("L1", "R2")]
+    assert "error" not in got
+
+
 async def test_window_zero_joins_equal_times_only() -> None:
     got = await run_nodes(
         join.window_join,
@@ -477,6 +501,55 @@ async def test_lookup_table_first_reads_the_whole_table(fuse: bool) -> None:
             assert x["name"] == f"n{x['id']}"
         else:
             assert "name" not in x  # a miss emits the item unchanged
+
+
+def one_source_lookup(n: int, max_pending: int | None) -> Workflow:
+    """One source feeds both inputs; the table's entries come last.
+
+    Small channels on the ``in`` side: they fill long before the table ends.
+    """
+    values: list[dict[str, Any]] = [{"kind": "click", "user": i % 10} for i in range(n)]
+    values += [{"kind": "user", "id": i, "name": f"u{i}"} for i in range(10)]
+    lookup: dict[str, Any] = {
+        "key": "x.user",
+        "table_key": "x.id",
+        "table_first": True,
+        "merge": True,
+    }
+    if max_pending is not None:
+        lookup["max_pending"] = max_pending
+    return (
+        Workflow("one-source")
+        .node("src", "source.values", values=values)
+        .node("clicks", "transform.filter", expr='x.kind == "click"')
+        .node("users", "transform.filter", expr='x.kind == "user"')
+        .node("j", "join.lookup", lookup)
+        .node("out", "sink.collect")
+        .connect("src -> clicks", capacity=1)
+        .connect("src -> users")
+        .connect("clicks -> j.in", capacity=1)
+        .connect("users -> j.table")
+        .connect("j -> out")
+    )
+
+
+async def test_lookup_table_first_with_both_inputs_from_one_source() -> None:
+    # It used to read only the table until it ended: the source, blocked on
+    # the full 'in' channel, never sent the table's end (a deadlock).
+    async with asyncio.timeout(30):
+        result = await run_workflow(one_source_lookup(20_000, None), registry())
+    assert result.ok, result.error
+    out = result.output("out")
+    assert len(out) == 20_000
+    assert all(x["name"] == f"u{x['user']}" for x in out)
+
+
+async def test_lookup_table_first_bounds_the_items_waiting_for_the_table() -> None:
+    async with asyncio.timeout(30):
+        result = await run_workflow(one_source_lookup(20_000, 5_000), registry())
+    assert not result.ok
+    assert "more than max_pending=5000 'in' items" in (result.error or "")
+    assert "'j'" in (result.error or "")
 
 
 async def test_lookup_merge_keeps_the_items_own_fields() -> None:

@@ -538,13 +538,16 @@ async def test_session_bridging_item_merges_sessions() -> None:
     )
 
 
-async def test_session_gap_exactly_reached_splits() -> None:
+async def test_session_gap_exactly_reached_continues_the_session() -> None:
+    # Sessions that touch merge (as Flink's do): an item exactly a gap after
+    # the last continues its session, even with no allowed lateness (the
+    # session must not fire when the watermark reaches its end, only past it).
     # 0.1 + 0.2 > 0.3 in floats; microseconds make the gap exact.
     config = {"gap_ms": 200, "timestamp_field": "ts"}
-    out = await run_nodes(session_window, [ev(0.1), ev(0.3), ev(0.45)], config)
+    out = await run_nodes(session_window, [ev(0.1), ev(0.3), ev(0.45), ev(0.7)], config)
     assert [(r["start"], r["end"], r["count"]) for r in out["out"]] == [
-        (0.1, 0.3, 1),
-        (0.3, 0.65, 2),
+        (0.1, 0.65, 3),
+        (0.7, 0.9, 1),
     ]
 
 
@@ -996,7 +999,7 @@ def sessions_reference(
         group.sort(key=lambda it: it["ms"])
         current = [group[0]]
         for it in group[1:]:
-            if it["ms"] >= current[-1]["ms"] + gap_ms:
+            if it["ms"] > current[-1]["ms"] + gap_ms:
                 out[
                     (key, current[0]["ms"] / 1000, (current[-1]["ms"] + gap_ms) / 1000)
                 ] = sorted(c["id"] for c in current)
@@ -1178,3 +1181,82 @@ def test_state_round_trips_through_a_codec_mid_stream(
     whole, resumed, whole_letters, letters = run_virtual(main())
     assert resumed == whole
     assert letters == whole_letters
+
+
+# --- time_unit: ms --------------------------------------------------------------------
+
+
+async def test_time_unit_ms_reads_epoch_ms_and_emits_int_ms_bounds() -> None:
+    base = 1_704_067_200_000
+    items = [{"t": base + 1}, {"t": base + 9_999}, {"t": base + 10_000}]
+    config = {"size_ms": 10_000, "timestamp_field": "t", "time_unit": "ms"}
+    out = await run_nodes(tumbling_window, items, config)
+    got = [(r["start"], r["end"], r["count"]) for r in out["out"]]
+    assert got == [(base, base + 10_000, 2), (base + 10_000, base + 20_000, 1)]
+    assert all(type(r["start"]) is int and type(r["end"]) is int for r in out["out"])
+
+
+async def test_time_unit_ms_sessions_end_a_gap_after_the_last_item() -> None:
+    base = 1_704_067_203_597  # not a multiple of anything: no float rounding
+    items = [{"t": base}, {"t": base + 10_000}, {"t": base + 20_001}]
+    config = {"gap_ms": 10_000, "timestamp_field": "t", "time_unit": "ms"}
+    out = await run_nodes(session_window, items, config)
+    assert [(r["start"], r["end"], r["count"]) for r in out["out"]] == [
+        (base, base + 20_000, 2),
+        (base + 20_001, base + 30_001, 1),
+    ]
+
+
+# --- op: max_rows (arg-max, all ties) -------------------------------------------------
+
+
+async def test_max_rows_keeps_every_item_at_the_window_maximum() -> None:
+    items = [
+        {"t": 0, "id": "a", "p": 5},
+        {"t": 1, "id": "b", "p": 9},
+        {"t": 2, "id": "c", "p": 9},
+        {"t": 3, "id": "d", "p": 1},
+        {"t": 12, "id": "e", "p": 2},
+    ]
+    config = {
+        "size_ms": 10,
+        "timestamp_field": "t",
+        "time_unit": "ms",
+        "op": "max_rows",
+        "value": "x.p",
+    }
+    out = await run_nodes(tumbling_window, items, config)
+    assert [([r["id"] for r in w["value"]], w["count"]) for w in out["out"]] == [
+        (["b", "c"], 4),
+        (["e"], 1),
+    ]
+
+
+async def test_max_rows_in_sliding_windows_and_merged_sessions() -> None:
+    items = [{"t": 0, "p": 3}, {"t": 4, "p": 3}, {"t": 2, "p": 1}]
+    sliding = {"size_ms": 4, "slide_ms": 2, "timestamp_field": "t", "time_unit": "ms"}
+    out = await run_nodes(
+        sliding_window,
+        items,
+        {**sliding, "op": "max_rows", "value": "x.p", "allowed_lateness_ms": 10},
+    )
+    got = [(w["start"], [r["t"] for r in w["value"]]) for w in out["out"]]
+    assert got == [(-2, [0]), (0, [0]), (2, [4]), (4, [4])]
+    # The item at 2 bridges the sessions of 0 and 4: their ties merge.
+    session = {"gap_ms": 2, "timestamp_field": "t", "time_unit": "ms"}
+    out = await run_nodes(
+        session_window,
+        items,
+        {**session, "op": "max_rows", "value": "x.p", "allowed_lateness_ms": 10},
+    )
+    assert [[r["t"] for r in w["value"]] for w in out["out"]] == [[0, 4]]
+
+
+async def test_max_rows_sends_incomparable_values_to_error() -> None:
+    items = [{"t": 0, "p": 3}, {"t": 1, "p": "x"}, {"t": 2, "p": 4}]
+    config = {"size_ms": 10, "timestamp_field": "t", "time_unit": "ms"}
+    out = await run_nodes(
+        tumbling_window, items, {**config, "op": "max_rows", "value": "x.p"}
+    )
+    assert [[r["p"] for r in w["value"]] for w in out["out"]] == [[4]]
+    assert out["error"] == [{"t": 1, "p": "x"}]

@@ -126,6 +126,33 @@ def test_unknown_node_type_with_suggestion() -> None:
     assert "did you mean 'transform.map'" in problem.message
 
 
+def test_node_type_by_reference_is_imported() -> None:
+    # examples/my_nodes.py's docstring: type: "examples.my_nodes:running_mean".
+    wf = pipeline(("m", "examples.my_nodes:running_mean", {}))
+    graph = check(wf)
+    assert graph.nodes["m"].spec.type_id == "example.running_mean"
+
+
+@pytest.mark.parametrize(
+    ("ref", "why"),
+    [
+        ("examples.my_nodes:nothing", "has no attribute 'nothing'"),
+        ("examples.my_nodes:TYPE_CHECKING", "is a bool, not a node type"),
+        ("no_such_module_xyz:f", "cannot import module 'no_such_module_xyz'"),
+    ],
+)
+def test_node_type_by_bad_reference_is_named(ref: str, why: str) -> None:
+    problem = only(problems_of(pipeline(("m", ref, {}))))
+    assert (problem.node, problem.field) == ("m", "type")
+    assert why in problem.message
+
+
+def test_node_type_by_reference_needs_callables_allowed() -> None:
+    wf = pipeline(("m", "examples.my_nodes:running_mean", {}))
+    problem = only(problems_of(wf, allow_callables=False))
+    assert "Python callables are not allowed here" in problem.message
+
+
 # --- connections --------------------------------------------------------------
 
 

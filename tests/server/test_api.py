@@ -242,6 +242,29 @@ async def test_callables_need_the_module_allowlist(tmp_path: Path) -> None:
         assert "builtins:abs" in problems[0]["message"]
 
 
+async def test_node_types_by_reference_need_the_module_allowlist(
+    tmp_path: Path,
+) -> None:
+    # A node type "module:attr" imports the module, as fn: "module:attr" does.
+    doc = {
+        "name": "ref",
+        "nodes": [
+            {"id": "src", "type": "source.values", "config": {"values": [1.0, 3.0]}},
+            {"id": "mean", "type": "examples.my_nodes:running_mean"},
+        ],
+        "connections": ["src -> mean"],
+    }
+    async with open_client(create_app(make_config(tmp_path))) as client:
+        problems = assert_problem(await put(client, doc), 422)["problems"]
+        assert [(p["node"], p["field"]) for p in problems] == [("mean", "type")]
+        assert (
+            "'examples.my_nodes:running_mean' is not allowed" in problems[0]["message"]
+        )
+    config = make_config(tmp_path, allow_modules=("examples.my_nodes",))
+    async with open_client(create_app(config)) as client:
+        assert (await put(client, doc)).status_code == 200
+
+
 async def test_node_types_that_reach_the_servers_files_are_refused(
     client: httpx.AsyncClient, tmp_path: Path
 ) -> None:

@@ -1,0 +1,103 @@
+"""A small Nexmark in CI: every query, in each form, matches the reference.
+
+3,000 events at 100 events per second of event time (30 s: several 10 s
+windows, hop windows and bidder sessions), in order and out of order (10% of
+the events arrive up to 3 s late; every window allows 4 s of lateness).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import pytest
+
+from benchmarks.nexmark import runner
+from benchmarks.nexmark.__main__ import main as nexmark_main
+from benchmarks.nexmark.check import compare
+from benchmarks.nexmark.generator import generate, read_events, write_events
+from benchmarks.nexmark.reference import QUERIES
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+EVENTS = 3000
+RATE = 100
+
+
+@functools.cache
+def events(order: str) -> list[dict[str, Any]]:
+    if order == "in_order":
+        return generate(EVENTS, seed=7, rate=RATE)
+    return generate(EVENTS, seed=7, rate=RATE, delay_fraction=0.1, max_delay_ms=3000)
+
+
+@functools.cache
+def expected(query: str) -> list[dict[str, Any]]:
+    return QUERIES[query](events("in_order"))
+
+
+@pytest.mark.parametrize("order", ["in_order", "out_of_order"])
+@pytest.mark.parametrize("form", runner.FORMS)
+@pytest.mark.parametrize("query", list(QUERIES))
+def test_query_matches_the_reference(query: str, form: str, order: str) -> None:
+    want = expected(query)
+    assert want, "the workload must give every query something to report"
+    graph = runner.prepare(query, form, events=events(order))
+    got, _ = runner.run(graph)
+    verdict = compare(got, want)
+    assert verdict.match, verdict.describe()
+
+
+def test_the_workload_spans_windows_and_sessions() -> None:
+    # Otherwise the query tests above would prove little about windows.
+    assert len({r["window_start"] for r in expected("q12")}) >= 3
+    assert len({r["window_start"] for r in expected("q5")}) >= 10
+    sessions = Counter(r["bidder"] for r in expected("q11"))
+    assert max(sessions.values()) >= 2
+    late = events("out_of_order")
+    assert late != events("in_order")
+    assert sorted(late, key=lambda e: e["date_time"]) != late
+
+
+def test_generator_is_reproducible_and_follows_the_proportions() -> None:
+    a = generate(1000, seed=1)
+    assert a == generate(1000, seed=1)
+    assert a != generate(1000, seed=2)
+    kinds = Counter(e["type"] for e in a)
+    assert kinds == {"person": 20, "auction": 60, "bid": 920}
+    assert [e["id"] for e in a if e["type"] == "person"] == list(range(1000, 1020))
+    assert [e["date_time"] - a[0]["date_time"] for e in a[:12]] == [0] * 10 + [1, 1]
+    assert {e["category"] for e in a if e["type"] == "auction"} <= set(range(10, 15))
+    # Hot auctions: half the bids go to one auction of each hundred.
+    bids = Counter(e["auction"] for e in a if e["type"] == "bid")
+    assert bids.most_common(1)[0][1] > 920 * 0.4
+
+
+def test_delayed_arrival_only_reorders_events() -> None:
+    in_order = generate(2000, seed=3)
+    late = generate(2000, seed=3, delay_fraction=0.1, max_delay_ms=3000)
+    encode = msgspec.json.Encoder(order="sorted").encode
+    assert Counter(map(encode, late)) == Counter(map(encode, in_order))
+    assert late != in_order
+
+
+def test_checker_reports_missing_and_extra_records() -> None:
+    verdict = compare([{"a": 1}, {"a": 1}, {"b": 2}], [{"a": 1}, {"b": 2}, {"c": 3}])
+    assert not verdict.match
+    assert (verdict.missing, verdict.extra) == ([{"c": 3}], [{"a": 1}])
+    assert compare([{"a": 1, "b": 2}], [{"b": 2, "a": 1}]).match
+    assert not compare([{"a": 1}], [{"a": 1.0}]).match
+
+
+def test_run_command_writes_the_records_of_a_query(tmp_path: Path) -> None:
+    events_file = tmp_path / "events.jsonl"
+    out = tmp_path / "q5.jsonl"
+    write_events(str(events_file), events("out_of_order"))
+    assert read_events(str(events_file)) == events("out_of_order")
+    argv = ["run", "--query", "q5", "--events", str(events_file), "--out", str(out)]
+    assert nexmark_main([*argv, "--check"]) == 0
+    lines = out.read_bytes().splitlines()
+    assert compare([msgspec.json.decode(line) for line in lines], expected("q5")).match
