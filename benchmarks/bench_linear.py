@@ -95,10 +95,18 @@ def runtime() -> FlowRuntime:
 
 
 def workflow(n: int, style: str = "fn") -> Workflow:
-    """The pipeline; ``style`` is ``fn`` (callables), ``cel`` or ``user``."""
+    """The pipeline; ``style`` is ``fn``, ``cel``, ``user`` or ``async``.
+
+    ``async`` is ``fn`` with the map step as ``transform.map_async`` over an
+    async callable that never suspends.
+    """
     wf = Workflow(f"linear-{style}").node("src", "source.range", stop=n)
     if style == "fn":
         wf.node("double", "transform.map", fn=FN["double"])
+        wf.node("filter", "transform.filter", fn=FN["not_mult3"])
+        wf.node("inc", "transform.map", fn=FN["inc"])
+    elif style == "async":
+        wf.node("double", "transform.map_async", fn="benchmarks.funcs:adouble")
         wf.node("filter", "transform.filter", fn=FN["not_mult3"])
         wf.node("inc", "transform.map", fn=FN["inc"])
     elif style == "cel":
@@ -128,6 +136,20 @@ def flowstream_run(style: str, **options: Any) -> Any:
         return int(result.output("sum")[0])
 
     return run
+
+
+async def _items(n: int) -> AsyncIterator[int]:
+    for i in range(n):
+        yield i
+
+
+async def user_chained_by_hand(n: int) -> int:
+    """The three user generators chained directly, no engine: the ceiling."""
+    chain = user_inc.fn(user_not_mult3.fn(user_double.fn(_items(n))))
+    total = 0
+    async for x in chain:
+        total += x
+    return total
 
 
 # --- competitors -------------------------------------------------------------------
@@ -245,10 +267,24 @@ def contenders(cfg: h.Config) -> list[h.Contender]:
         ),
         c(
             "flowstream user nodes",
-            "info",
+            "flowstream",
             flowstream_run("user"),
             n,
             note="fused, the maps/filter as @node async generators",
+        ),
+        c(
+            "user nodes chained by hand",
+            "info",
+            user_chained_by_hand,
+            n,
+            note="the same generators composed directly, no engine: the ceiling",
+        ),
+        c(
+            "flowstream map_async",
+            "flowstream",
+            flowstream_run("async"),
+            n,
+            note="the map step as transform.map_async (never suspends)",
         ),
         c(
             "aiostream",
@@ -300,7 +336,13 @@ def run(cfg: h.Config) -> h.Workload:
     h.apply_throughput_targets(
         rows,
         h.FLOWSTREAM,
-        {h.FLOWSTREAM: 1.0, "flowstream unfused": 0.6, "flowstream CEL": 0.5},
+        {
+            h.FLOWSTREAM: 1.0,
+            "flowstream unfused": 0.6,
+            "flowstream CEL": 0.5,
+            "flowstream user nodes": 0.4,
+            "flowstream map_async": 0.3,
+        },
         COMPETITOR_TARGETS,
     )
     w = h.Workload(

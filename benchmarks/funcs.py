@@ -49,3 +49,8 @@ def slow_work(batch: list[int]) -> int:
 CEL_DOUBLE = "x * 2"
 CEL_NOT_MULT3 = "x % 3 != 0"
 CEL_INC = "x + 1"
+
+
+async def adouble(x: int) -> int:
+    """``double`` as an async callable that never suspends (transform.map_async)."""
+    return x * 2

@@ -184,6 +184,8 @@ def plan_command(file: str, no_fuse: bool, as_json: bool) -> None:
     for ch in shown["channels"]:
         cap = "default" if ch["capacity"] is None else ch["capacity"]
         click.echo(f"  channel {', '.join(ch['from'])} => {ch['to']} (capacity {cap})")
+    for ex in shown["expressions"]:
+        click.echo(f"  {ex['node']}.{ex['field']} {ex['source']!r}: {ex['runs']}")
 
 
 # Shared by `run` and `serve`: how long a graceful stop may take.

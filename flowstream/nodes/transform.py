@@ -900,7 +900,10 @@ class MapAsync:
     """
 
     def __init__(self, config: MapAsyncConfig) -> None:
-        self._fn = resolve_callable(config.fn)
+        self._fn = fn = resolve_callable(config.fn)
+        if inspect.iscoroutinefunction(fn):
+            # The callable itself is the call: no wrapping coroutine per item.
+            self.execute = fn  # type: ignore[method-assign]
 
     async def initialize(self, ctx: NodeContext) -> None:
         """Nothing to open."""

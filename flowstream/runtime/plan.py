@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..core.expr import describe_expr, expr_fields
 from ..core.node import ERROR_PORT, OUT_PORT
 from .stepping import gc_paused
 
@@ -309,4 +310,17 @@ def describe(p: Plan, *, mode: str | None = None) -> dict[str, Any]:
             for c in p.channels
         ],
         "dag_schedule": p.schedule is not None,
+        "expressions": _expressions(p),
     }
+
+
+def _expressions(p: Plan) -> list[dict[str, str]]:
+    """Every CEL expression and callable, and how it runs (compiled or not)."""
+    found = []
+    for gid, g in p.graph.nodes.items():
+        if g.config is None or not hasattr(g.config, "__struct_fields__"):
+            continue
+        for path, kind, text in expr_fields(g.config):
+            how = describe_expr(text) if kind == "cel" else "Python callable"
+            found.append({"node": gid, "field": path, "source": text, "runs": how})
+    return found

@@ -131,6 +131,7 @@ def test_the_plan_command_prints_tasks_and_reasons() -> None:
         check=True,
     ).stdout
     assert "6 nodes in 5 tasks" in out
+    assert "rows.fields.n 'x.value.n': field path" in out
     assert "fan-in: 2 connections into port 'in'" in out
     assert "channel ingest.error, per_sensor.error => dead_letters.in" in out
     shown = json.loads(
@@ -156,3 +157,19 @@ def test_the_plan_command_prints_tasks_and_reasons() -> None:
         "keep",
         "result",
     ]
+
+
+def test_the_plan_says_how_each_expression_runs() -> None:
+    wf = (
+        Workflow("exprs")
+        .node("src", "source.values", values=["a", "b"])
+        .node("odd", "transform.filter", expr='x.startsWith("a") || x == "b"')
+        .node("field", "transform.map", expr="x")
+        .node("out", "sink.collect")
+        .connect("src -> odd")
+        .connect("odd -> field")
+        .connect("field -> out")
+    )
+    shown = describe(plan(graph_of(wf)))
+    runs = {e["node"]: e["runs"] for e in shown["expressions"]}
+    assert runs == {"odd": "compiled", "field": "field path"}

@@ -780,6 +780,15 @@ class WorkflowExecutor:
                 else ChannelFeed(n.inputs[p], n.rt, on_control)
                 for p in n.gnode.inputs
             ]
+        if spec.shape == "call" and len(n.gnode.inputs) == 1:
+            (port,) = n.gnode.inputs
+            calls = stages.batched_call_stage(
+                self, n, self._port_batches(n, port, on_control)
+            )
+            async with contextlib.aclosing(calls):  # type: ignore[type-var]
+                async for batch in calls:
+                    yield batch
+            return
         if zipped and on_control is not None:
             stage = stages.zipped_call_stage
         elif spec.shape == "call":

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ...core.workflow import StopWorkflow
 from ..feeds import NO_ITEM, BatchFeed, ChannelFeed, ItemFeed
 from ..merging import merge_batches
-from ..stepping import rebatch
+from ..stepping import Resume, rebatch
 from .failures import FAILED, Abort
 from .fusion import kernel_steps
 
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_BATCH",
+    "batched_call_stage",
     "call_stage",
     "composable",
     "composed_stage",
@@ -124,6 +125,10 @@ async def generator_stage(
 ) -> AsyncIterator[list[Any]]:
     """A fused node that is not a kernel, fed by the batches before it."""
     counted = count_in(ex, n, upstream)
+    if n.spec.shape == "call" and len(n.gnode.inputs) == 1:
+        async for batch in batched_call_stage(ex, n, counted):
+            yield batch
+        return
     feed = BatchFeed(counted) if n.spec.batched else ItemFeed(counted)
     stage = call_stage if n.spec.shape == "call" else run_generator
     async for batch in stage(ex, n, [feed]):
@@ -150,6 +155,49 @@ async def count_in(
         async for batch in upstream:
             rt.items_in += len(batch)
             yield batch
+
+
+async def batched_call_stage(
+    ex: WorkflowExecutor, n: NodeRun, upstream: AsyncIterator[list[Any]]
+) -> AsyncIterator[list[Any]]:
+    """A one-shot node with one input, a batch at a time: a plain call per item.
+
+    A coroutine function's call is driven by ``send(None)``: one that does
+    not suspend costs a plain call; one that does first hands on the results
+    ready so far (latency), then waits in this task. A call that raises goes
+    through the node's policies (`Failures.call`, from attempt 1), and so
+    does every call of a node with a ``timeout_ms``. Results leave once per
+    input batch, not once per item.
+    """
+    target = n.call_target()
+    is_async = n.spec.is_async
+    failures = ex._failures
+    limited = getattr(n.gnode.decl, "timeout_ms", None) is not None
+    async with contextlib.aclosing(upstream):  # type: ignore[type-var]
+        async for batch in upstream:
+            out: list[Any] = []
+            for item in batch:
+                if limited:
+                    value = await failures.call(n, (item,))
+                else:
+                    try:
+                        value = target(item)
+                        if is_async:
+                            try:
+                                signal = value.send(None)
+                            except StopIteration as stop:
+                                value = stop.value
+                            else:
+                                if out:
+                                    yield out
+                                    out = []
+                                value = await Resume(value, signal)
+                    except Exception as exc:
+                        value = await failures.call(n, (item,), failed=exc)
+                if value is not FAILED:
+                    out.append(value)
+            if out:
+                yield out
 
 
 async def call_stage(
