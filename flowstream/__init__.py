@@ -40,7 +40,7 @@ from .core.events import (
     WorkflowCompleted as WorkflowCompleted,
     WorkflowStarted as WorkflowStarted,
 )
-from .core.expr import Expr as Expr, FnRef as FnRef
+from .core.expr import Expr as Expr, FnRef as FnRef, expr_function as expr_function
 from .core.nesting import (
     DEFAULT_MAX_DEPTH as DEFAULT_MAX_DEPTH,
     NestingLimit as NestingLimit,
@@ -173,6 +173,7 @@ __all__ = [
     "check_url",
     "decode",
     "encode",
+    "expr_function",
     "next_item",
     "node",
     "open_channel",

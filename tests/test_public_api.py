@@ -16,6 +16,7 @@ EXPECTED = {
     "ExecutionEvent",
     "Executor",
     "Expr",
+    "expr_function",
     "ExprCondition",
     "FilePath",
     "FileStorage",

@@ -12,13 +12,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from flowstream import node
+from flowstream import Expr, expr_function, node
 from flowstream.errors import ConnectorError
 
 from ..base import LogSink, LogSinkConfig, missing_client
 from .source import _check_servers
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from aiokafka import AIOKafkaProducer
 
     from flowstream import NodeContext
@@ -34,12 +36,15 @@ class KafkaSinkConfig(
     Attributes:
         servers: Bootstrap brokers, ``host:port``.
         topic: The topic to produce to.
-        key_field: The record field (dots reach into nested records) whose
-            value is the message key (strings and integers as UTF-8 text,
-            bytes as they are); None sends no key (the producer spreads
-            records over partitions).
-        headers: Header name -> record field (dotted): each record's header
-            values, as UTF-8 text (a missing field sends no header).
+        key: A CEL expression over the record ``x`` whose value is the
+            message key (strings and integers as UTF-8 text, bytes as they
+            are); a record it fails on goes to ``error``.
+        key_field: The same from a record field (dots reach into nested
+            records), instead of ``key``; neither sends no key (the producer
+            spreads records over partitions).
+        headers: Header name -> CEL expression over the record ``x``: each
+            record's header values, as UTF-8 text (an expression that fails
+            for a record, a missing field say, sends no header).
         idempotent: The idempotent producer (no duplicates from the
             producer's own retries); the broker must support it.
         acks: ``all`` (every in-sync replica) or ``1`` (the leader).
@@ -50,8 +55,9 @@ class KafkaSinkConfig(
 
     topic: str
     servers: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.1:9092"])
+    key: Expr | None = None
     key_field: str | None = None
-    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    headers: dict[str, Expr] = msgspec.field(default_factory=dict)
     idempotent: bool = True
     acks: Literal["all", "1"] = "all"
     linger_ms: int = 5
@@ -65,6 +71,9 @@ class KafkaSinkConfig(
         if self.linger_ms < 0:
             msg = f"linger_ms must be >= 0, got {self.linger_ms}"
             raise ValueError(msg)
+        if self.key is not None and self.key_field is not None:
+            msg = "key and key_field: give one of them"
+            raise ValueError(msg)
 
 
 def _path(field: str) -> tuple[str, ...]:
@@ -72,6 +81,23 @@ def _path(field: str) -> tuple[str, ...]:
 
 
 _MISSING: Any = object()
+
+
+def _field(field: str) -> Callable[[Any], Any]:
+    path = _path(field)
+    return lambda record: _get(record, path)
+
+
+def _cel(source: str) -> Callable[[Any], Any]:
+    evaluate = expr_function(source)
+
+    def get(record: Any) -> Any:
+        try:
+            return evaluate(record)
+        except Exception:  # a failing expression gives no value for this record
+            return _MISSING
+
+    return get
 
 
 def _get(record: Any, path: tuple[str, ...]) -> Any:
@@ -119,8 +145,14 @@ class KafkaSink(LogSink[KafkaSinkConfig]):
     def __init__(self, config: KafkaSinkConfig) -> None:
         super().__init__(config)
         self._producer: AIOKafkaProducer | None = None
-        self._key = _path(config.key_field) if config.key_field else None
-        self._headers = [(name, _path(f)) for name, f in config.headers.items()]
+        self._key: Callable[[Any], Any] | None = None
+        self._key_text = ""
+        if config.key is not None:
+            self._key, self._key_text = _cel(config.key), f"key {config.key!r}"
+        elif config.key_field is not None:
+            self._key = _field(config.key_field)
+            self._key_text = f"field {config.key_field!r}"
+        self._headers = [(name, _cel(e)) for name, e in config.headers.items()]
 
     async def initialize(self, ctx: NodeContext) -> None:
         """Load aiokafka, then connect (see `LogSink.initialize`).
@@ -171,13 +203,13 @@ class KafkaSink(LogSink[KafkaSinkConfig]):
     def encode(self, record: Any) -> bytes:
         """Refuse a record without a usable key or header before encoding it."""
         if self._key is not None:
-            key = _get(record, self._key)
+            key = self._key(record)
             if key is _MISSING:
-                msg = f"no key: the record has no field {self.config.key_field!r}"
+                msg = f"no key: the {self._key_text} gives none for this record"
                 raise ValueError(msg)
             _as_bytes(key, "the key")
-        for name, path in self._headers:
-            value = _get(record, path)
+        for name, get in self._headers:
+            value = get(record)
             if value is not _MISSING:
                 _as_bytes(value, f"header {name!r}")
         return super().encode(record)
@@ -187,18 +219,18 @@ class KafkaSink(LogSink[KafkaSinkConfig]):
         producer = self._producer
         assert producer is not None
         topic = self.config.topic
-        key_path = self._key
-        header_paths = self._headers
+        key_of = self._key
+        header_getters = self._headers
         futures = []
         for record, payload in items:
             key = None
-            if key_path is not None:
-                key = _as_bytes(_get(record, key_path), "the key")
+            if key_of is not None:
+                key = _as_bytes(key_of(record), "the key")
             headers = None
-            if header_paths:
+            if header_getters:
                 headers = []
-                for name, path in header_paths:
-                    value = _get(record, path)
+                for name, get in header_getters:
+                    value = get(record)
                     if value is not _MISSING:
                         headers.append((name, _as_bytes(value, f"header {name!r}")))
             futures.append(

@@ -168,7 +168,7 @@ async def test_sink_produces_keys_and_headers_from_fields(kafka: Server) -> None
             servers=servers(kafka),
             topic=topic,
             key_field="user.id",
-            headers={"tag": "tag"},
+            headers={"tag": "x.tag"},
             idempotent=False,
         )
         .connect("seq -> rec")
@@ -178,11 +178,41 @@ async def test_sink_produces_keys_and_headers_from_fields(kafka: Server) -> None
     assert result.ok, result.error
     (letter,) = result.dead_letters  # no key
     assert letter.item == {"n": 7}
-    assert "no field 'user.id'" in letter.reason
+    assert "no key: the field 'user.id' gives none" in letter.reason
     got = await consume_all(kafka, topic)
     assert sorted(v["n"] for _, v, _ in got) == [i for i in range(1000) if i != 7]
     assert all(k == str(v["n"] % 4).encode() for k, v, _ in got)
     assert all(h == {"tag": b"t"} for _, _, h in got)
+
+
+async def test_sink_keys_and_headers_from_cel(kafka: Server) -> None:
+    topic = await make_topic(kafka)
+    wf = (
+        Workflow("write-cel")
+        .node("seq", "source.range", stop=50)
+        .node("rec", "transform.map", expr="{'n': x, 'user': 'u' + string(x % 3)}")
+        .node(
+            "out",
+            "kafka.sink",
+            servers=servers(kafka),
+            topic=topic,
+            key="x.n == 5 ? x.missing : x.user + '-' + string(x.n % 2)",
+            headers={"parity": "x.n % 2 == 0 ? 'even' : 'odd'", "gone": "x.nope"},
+            idempotent=False,
+        )
+        .connect("seq -> rec")
+        .connect("rec -> out")
+    )
+    result = await FlowRuntime().arun(wf)
+    assert result.ok, result.error
+    (letter,) = result.dead_letters  # its key expression fails
+    assert letter.item["n"] == 5
+    assert "no key: the key" in letter.reason
+    got = await consume_all(kafka, topic)
+    assert sorted(v["n"] for _, v, _ in got) == [i for i in range(50) if i != 5]
+    for k, v, h in got:
+        assert k == f"u{v['n'] % 3}-{v['n'] % 2}".encode()
+        assert h == {"parity": b"even" if v["n"] % 2 == 0 else b"odd"}
     back = await FlowRuntime().arun(read_all(kafka, topic))
     assert by_partition_order(back.outputs["src"]["out"]) == sorted(
         v["n"] for _, v, _ in got
@@ -271,14 +301,10 @@ async def test_kill_9_leaves_each_record_exactly_once_in_sqlite(
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "kafka_windows.yaml"
 
 
-async def test_the_kafka_windows_example_runs_against_the_broker(
-    kafka: Server, tmp_path: Path
-) -> None:
+def example_for(kafka: Server, topic: str, tmp_path: Path) -> Path:
+    """The shipped example, pointed at the test broker, a topic and tmp_path."""
     text = EXAMPLE.read_text()
     server = servers(kafka)[0]
-    # One partition: with allowed_lateness_ms 0, records of one window spread
-    # over partitions would arrive late and be dropped.
-    topic = await make_topic(kafka, partitions=1)
     text = (
         text.replace("127.0.0.1:9092", server)
         .replace("topics: [readings]", f"topics: [{topic}]\n      stop_at_end: true")
@@ -293,18 +319,41 @@ async def test_the_kafka_windows_example_runs_against_the_broker(
     assert "idempotent: false" in text
     example = tmp_path / "example.yaml"
     example.write_text(text)
-    readings: list[dict[str, Any]] = [
+    return example
+
+
+def readings_for(count: int) -> list[dict[str, Any]]:
+    return [
         {"sensor": f"s{i % 4}", "value": float(i % 10), "ts": 1000.0 + i * 0.01}
-        for i in range(2000)
+        for i in range(count)
     ]
-    await produce(kafka, topic, [msgspec.json.encode(r) for r in readings])
-    result = await FlowRuntime().arun(read_workflow(example))
-    assert result.ok, result.error
+
+
+def expected_windows(
+    readings: list[dict[str, Any]],
+) -> dict[tuple[str, float], tuple[int, float]]:
     expected: dict[tuple[str, float], tuple[int, float]] = {}
     for r in readings:
         key = (r["sensor"], float(int(r["ts"])))
         n, total = expected.get(key, (0, 0.0))
         expected[key] = (n + 1, total + r["value"])
+    return expected
+
+
+async def test_the_kafka_windows_example_runs_against_the_broker(
+    kafka: Server, tmp_path: Path
+) -> None:
+    server = servers(kafka)[0]
+    # One partition: with allowed_lateness_ms 0, records of one window spread
+    # over partitions would arrive late and be dropped.
+    topic = await make_topic(kafka, partitions=1)
+    example = example_for(kafka, topic, tmp_path)
+    assert server in example.read_text()
+    readings = readings_for(2000)
+    await produce(kafka, topic, [msgspec.json.encode(r) for r in readings])
+    result = await FlowRuntime().arun(read_workflow(example))
+    assert result.ok, result.error
+    expected = expected_windows(readings)
     with closing(sqlite3.connect(tmp_path / "kafka-windows.db")) as conn:
         rows = conn.execute("select sensor, window_start, n, total from windows")
         got = {(s, float(w)): (n, t) for s, w, n, t in rows}
@@ -313,3 +362,26 @@ async def test_the_kafka_windows_example_runs_against_the_broker(
     assert {(v["sensor"], float(v["window_start"])) for _, v, _ in produced} == set(
         expected
     )
+
+
+async def test_the_kafka_windows_example_survives_kill_9(
+    kafka: Server, tmp_path: Path
+) -> None:
+    topic = await make_topic(kafka, partitions=1)
+    example = example_for(kafka, topic, tmp_path)
+    readings = readings_for(30_000)
+    await produce(kafka, topic, [msgspec.json.encode(r) for r in readings])
+    args = [sys.executable, "-m", "flowstream", "run", str(example)]
+    store = tmp_path / "kafka-windows-checkpoints.db"
+    kills = await asyncio.to_thread(
+        kill_at_random, args, store, random.Random(11), 2, 0.3
+    )
+    done = await asyncio.to_thread(
+        subprocess.run, args, capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert kills >= 1, "no kill landed mid-run: make the run longer"
+    with closing(sqlite3.connect(tmp_path / "kafka-windows.db")) as conn:
+        rows = conn.execute("select sensor, window_start, n, total from windows")
+        got = {(s, float(w)): (n, t) for s, w, n, t in rows}
+    assert got == expected_windows(readings)  # every window, each exactly once
