@@ -123,6 +123,10 @@ async def kill_phase(
         fault = None
         if kind.startswith("fault:"):
             point, _, at = kind.removeprefix("fault:").partition("@")
+            if at == "0" and latest_epoch(store)[0] >= 0:
+                # The start-up kill before it came after epoch 0 committed:
+                # epoch 0 is never committed again, so aim at the next one.
+                at = ""
             epoch = int(at) if at else latest_epoch(store)[0] + rng.randint(1, 3)
             fault = f"{point}@{epoch}"
         connects = len(feed.resumes)
