@@ -1,0 +1,138 @@
+"""``validate``, ``plan`` and ``checkpoints``: look at a workflow or a store."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import click
+import msgspec
+
+from ..core.codec import encode_json
+from ..core.workflow import read_workflow
+from ..routed.flow import Flow
+from ..runtime.plan import describe, plan
+from ..runtime.validation import validate
+from ._base import _registry, _user_errors, _warn, cli, load_graph
+
+
+@cli.command("validate")
+@click.argument("file", type=click.Path(dir_okay=False))
+def validate_command(file: str) -> None:
+    """Check a workflow file and name every problem in it."""
+    with _user_errors():
+        workflow = read_workflow(file)
+        if workflow.mode == "routed":
+            flow = Flow.from_workflow(workflow, source=file)
+            click.echo(
+                f"ok: {file}: workflow {workflow.name!r} (routed mode), "
+                f"{len(flow.nodes)} steps, {len(flow.routes)} routes"
+            )
+            return
+        graph = validate(workflow, _registry(), source=file)
+    _warn(graph.warnings())
+    wf = graph.workflow
+    click.echo(
+        f"ok: {file}: workflow {wf.name!r} ({wf.mode} mode), "
+        f"{len(wf.nodes)} nodes, {len(wf.connections)} connections"
+    )
+
+
+@cli.command("plan")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--no-fuse", is_flag=True, help="Plan with fusion off.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+def plan_command(file: str, no_fuse: bool, as_json: bool) -> None:
+    """Show how a workflow runs: its tasks, what is fused, and why not."""
+    with _user_errors():
+        graph = load_graph(file, _registry())
+    shown = describe(plan(graph, fuse=not no_fuse))
+    if as_json:
+        click.echo(encode_json(shown).decode())
+        return
+    click.echo(
+        f"{file}: workflow {shown['workflow']!r} ({shown['mode']} mode), "
+        f"{shown['nodes']} nodes in {shown['tasks']} task"
+        + "s" * (shown["tasks"] != 1)
+        + (f" + {len(shown['direct'])} direct calls" if shown["direct"] else "")
+    )
+    for seg in shown["segments"]:
+        chain = " -> ".join(f"{n['id']} ({n['type']})" for n in seg["nodes"])
+        click.echo(f"  task {seg['head']}: {chain}")
+        click.echo(f"      own task: {seg['why_own_task']}")
+    if shown["direct"]:
+        how = (
+            "a flat schedule, no tasks"
+            if shown["dag_schedule"]
+            else "the direct scheduler"
+        )
+        click.echo(f"  direct one-shot calls ({how}): {', '.join(shown['direct'])}")
+    for ch in shown["channels"]:
+        cap = "default" if ch["capacity"] is None else ch["capacity"]
+        click.echo(f"  channel {', '.join(ch['from'])} => {ch['to']} (capacity {cap})")
+    for ex in shown["expressions"]:
+        click.echo(f"  {ex['node']}.{ex['field']} {ex['source']!r}: {ex['runs']}")
+
+
+@cli.command("checkpoints")
+@click.argument("store", type=click.Path(dir_okay=False, exists=True))
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+@click.option(
+    "--forget-failures",
+    is_flag=True,
+    help="Forget the records that failed runs (after fixing them), so a "
+    "poison record no longer keeps its run from starting.",
+)
+def checkpoints_command(store: str, as_json: bool, forget_failures: bool) -> None:
+    """List the runs in a checkpoint store: progress, positions, failed records.
+
+    For a stream run, the last committed epoch and each node's position in
+    it (source offsets and sequences, sinks' committed sizes and rows).
+    """
+    from ..runtime.checkpointing import CheckpointStore
+
+    async def read() -> tuple[list[Any], dict[str, list[Any]], int]:
+        async with CheckpointStore(store) as ckpt:
+            forgotten = await ckpt.forget_failures() if forget_failures else 0
+            runs = await ckpt.runs()
+            failures = {r.run_key: await ckpt.failures(r.run_key) for r in runs}
+            return runs, failures, forgotten
+
+    with _user_errors():
+        runs, failures, forgotten = asyncio.run(read())
+    if forget_failures:
+        click.echo(f"{store}: forgot {forgotten} failed record(s)")
+    if as_json:
+        click.echo(
+            msgspec.json.encode(
+                [
+                    {**msgspec.structs.asdict(r), "failures": failures[r.run_key]}
+                    for r in runs
+                ]
+            ).decode()
+        )
+        return
+    if not runs:
+        click.echo(f"{store}: no runs")
+        return
+    click.echo(
+        f"{'run key':<18} {'workflow':<20} {'status':<10} {'tries':>5}  progress"
+    )
+    for r in runs:
+        progress = (
+            f"epoch {r.epoch}" if r.epoch is not None else f"{r.nodes_done} nodes done"
+        )
+        updated = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.updated))
+        click.echo(
+            f"{r.run_key:<18} {r.workflow:<20} {r.status:<10} {r.attempts:>5}  "
+            f"{progress} (updated {updated})"
+        )
+        for node_id, values in r.positions.items():
+            shown = ", ".join(f"{k}={v}" for k, v in values.items())
+            click.echo(f"{'':<18} {node_id}: {shown}")
+        for p in failures[r.run_key]:
+            click.echo(
+                f"{'':<18} failed {p.count} run(s) at node {p.node_id!r}: "
+                f"{p.record} ({p.reason})"
+            )

@@ -1,0 +1,169 @@
+"""``nodes``: the node types, as text, JSON or the docs/nodes.md page."""
+
+from __future__ import annotations
+
+import inspect
+import textwrap
+import types
+import typing
+from typing import TYPE_CHECKING, Any
+
+import click
+import msgspec
+
+from ..runtime.registry import NodeRegistry
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ..core.node import NodeSpec
+
+from ._base import cli
+
+
+def _describe(spec: NodeSpec) -> dict[str, Any]:
+    fields: list[dict[str, Any]] = []
+    if spec.config_type is not None:
+        for f in msgspec.structs.fields(spec.config_type):
+            entry: dict[str, Any] = {"name": f.encode_name, "type": _type_name(f.type)}
+            if f.required:
+                entry["required"] = True
+            elif f.default not in (msgspec.NODEFAULT, msgspec.UNSET):
+                entry["default"] = f.default
+            fields.append(entry)
+    return {
+        "type": spec.type_id,
+        "description": spec.description,
+        "inputs": list(spec.inputs),
+        "outputs": list(spec.outputs),
+        "ports_from_config": spec.ports is not None,
+        "config": fields,
+        "needs_end_of_input": spec.needs_end,
+        "example": _example(spec),
+    }
+
+
+def _example(spec: NodeSpec) -> str:
+    """The ``Example:`` section of a node type's docstring, dedented."""
+    doc = inspect.getdoc(spec.fn) or ""
+    lines = doc.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip() in ("Example:", "Examples:"):
+            body: list[str] = []
+            for text in lines[i + 1 :]:
+                if text.strip() and not text.startswith((" ", "\t")):
+                    break
+                body.append(text)
+            return textwrap.dedent("\n".join(body)).strip()
+    return ""
+
+
+def _type_name(tp: Any) -> str:
+    """A stable, readable name for a config field's type (for docs)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Annotated:
+        kinds = [getattr(m, "kind", None) for m in tp.__metadata__]
+        if "cel" in kinds:
+            return "cel"
+        if "fn" in kinds:
+            return "module:attr"
+        return _type_name(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin is not None:
+        inner = ", ".join(_type_name(a) for a in args)
+        return f"{getattr(origin, '__name__', str(origin))}[{inner}]"
+    if tp is type(None):
+        return "null"
+    if tp is typing.Any:
+        return "any"
+    return getattr(tp, "__name__", str(tp))
+
+
+@cli.command("nodes")
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON document, for machines."
+)
+@click.option("--markdown", is_flag=True, help="The reference page (docs/nodes.md).")
+def nodes_command(as_json: bool, markdown: bool) -> None:
+    """List the node types with their ports and config fields."""
+    specs = [_describe(s) for s in NodeRegistry.default()]
+    if as_json:
+        click.echo(msgspec.json.format(msgspec.json.encode(specs), indent=2))
+        return
+    if markdown:
+        click.echo(_markdown(specs), nl=False)
+        return
+    for s in specs:
+        ins = ", ".join(s["inputs"]) or "-"
+        outs = ", ".join(s["outputs"])
+        click.echo(f"{s['type']:<22} in: {ins:<12} out: {outs}")
+        if s["description"]:
+            click.echo(f"  {s['description']}")
+        for f in s["config"]:
+            click.echo(f"    {_field_line(f)}")
+
+
+def _field_line(f: dict[str, Any]) -> str:
+    if f.get("required"):
+        tail = " (required)"
+    elif "default" in f:
+        tail = f" = {f['default']!r}"
+    else:
+        tail = ""
+    return f"{f['name']}: {f['type']}{tail}"
+
+
+_NODE_FIELDS = [
+    "Besides `id`, `type` and `config`, every node of a workflow may declare:",
+    "",
+    "- `retry: {max_attempts, delay_ms, backoff_multiplier}`: retry a failing",
+    "  item (a call, a kernel's item, a generator restarted on it);",
+    "- `error_handling: {mode: stop_workflow | continue_on_error}`: after the",
+    "  retries, fail the run or send the item to `error` with the reason",
+    "  (`retry_workflow` belongs to the workflow, not a node);",
+    "- `fuse: false`: keep the node out of fused chains (its own task);",
+    "- `concurrency: N` and `ordered: true | false` (one-shot async nodes fed",
+    "  by a stream, such as `http.request`, `transform.map_async` or your own",
+    "  `async def f(x)`): up to N calls in flight at once; results in input",
+    "  order, or as they finish with `ordered: false`; retries and dead letters",
+    "  per item; more input is read only while fewer than N are in flight",
+    "  (backpressure); under stream checkpoints a barrier waits for the calls",
+    "  started before it;",
+    "- `timeout_ms`: one-shot nodes: a call over it fails the item",
+    "  (docs/sandbox.md says what can be enforced in-process).",
+    "",
+]
+
+
+def _markdown(specs: Sequence[dict[str, Any]]) -> str:
+    lines = [
+        "# Node types",
+        "",
+        "Generated by `flowstream nodes --markdown`; do not edit by hand.",
+        "",
+        *_NODE_FIELDS,
+    ]
+    for s in specs:
+        lines += [f"## `{s['type']}`", "", s["description"] or "", ""]
+        named = " (plus ports named in the config)" if s["ports_from_config"] else ""
+        inputs = ", ".join(f"`{p}`" for p in s["inputs"]) or "none"
+        lines.append(f"- inputs: {inputs}{named if not s['inputs'] else ''}")
+        lines.append(f"- outputs: {', '.join(f'`{p}`' for p in s['outputs'])}{named}")
+        if s["needs_end_of_input"]:
+            lines.append("- emits only at end of input (not after an unbounded source)")
+        if s["config"]:
+            lines.append("- config:")
+            lines += [f"  - `{_field_line(f)}`" for f in s["config"]]
+        if s["example"]:
+            lines += [
+                "",
+                "Example:",
+                "",
+                *(f"    {t}" for t in s["example"].splitlines()),
+            ]
+        lines.append("")
+    return "\n".join(lines)
