@@ -58,7 +58,7 @@ from ._reconnect import Reconnect, pause
 from ._records import BadRecord, Encoding, RecordDecoder, record_type
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from flowstream import NodeContext
 
@@ -337,18 +337,9 @@ class LogSource(Generic[C]):
 
     async def _retrying(self, call: Any, *args: Any) -> Any:
         """Run a broker call; on a transient error reconnect and try again."""
-        ctx = self._ctx
-        assert ctx is not None
-        while True:
-            try:
-                return await call(*args)
-            except self.transient as exc:
-                ctx.event("disconnected", {"reason": str(exc)})
-                ctx.logger.warning("connection lost (%s); reconnecting", exc)
-                await self.disconnect()
-                self._reconnects += 1
-                await pause(ctx.stopping, self.config.reconnect.delay_s(1))
-                await self._connect(dict(self._positions) or None)
+        return await _retrying(
+            self, call, args, lambda: self._connect(dict(self._positions) or None)
+        )
 
 
 # --- sinks ------------------------------------------------------------------------
@@ -520,15 +511,30 @@ class LogSink(Generic[S]):
             return
 
     async def _retrying(self, call: Any, *args: Any) -> Any:
-        ctx = self._ctx
-        assert ctx is not None
-        while True:
-            try:
-                return await call(*args)
-            except self.transient as exc:
-                ctx.event("disconnected", {"reason": str(exc)})
-                ctx.logger.warning("connection lost (%s); reconnecting", exc)
-                await self.disconnect()
-                self._reconnects += 1
-                await pause(ctx.stopping, self.config.reconnect.delay_s(1))
-                await self._connect()
+        """Run a broker call; on a transient error reconnect and try again."""
+        return await _retrying(self, call, args, self._connect)
+
+
+async def _retrying(
+    node: LogSource[Any] | LogSink[Any],
+    call: Any,
+    args: tuple[Any, ...],
+    reconnect: Callable[[], Awaitable[None]],
+) -> Any:
+    """Run ``call(*args)``; on a transient error, reconnect and run it again.
+
+    Shared by sources and sinks: the disconnect is an event and a warning,
+    counted, and the reconnect waits one backoff step (a stop cuts it short).
+    """
+    ctx = node._ctx
+    assert ctx is not None
+    while True:
+        try:
+            return await call(*args)
+        except node.transient as exc:
+            ctx.event("disconnected", {"reason": str(exc)})
+            ctx.logger.warning("connection lost (%s); reconnecting", exc)
+            await node.disconnect()
+            node._reconnects += 1
+            await pause(ctx.stopping, node.config.reconnect.delay_s(1))
+            await reconnect()

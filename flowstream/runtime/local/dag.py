@@ -29,6 +29,8 @@ from ..stepping import Resume
 from .failures import FAILED
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..plan import DagSchedule
     from .executor import WorkflowExecutor
     from .fusion import NodeRun
@@ -100,19 +102,7 @@ class ScheduleRun:
             if fn is not None and srcs is not None and not slow[i]:
                 # The common case: every input port has one producer, which
                 # gave one value. One call, no lists.
-                args = tuple(map(get_one, srcs))
-                try:
-                    value = fn(*args)
-                    if is_async:
-                        try:
-                            signal = value.send(None)
-                        except StopIteration as stop:
-                            value = stop.value
-                        else:
-                            self._more_workers()
-                            value = await Resume(value, signal)
-                except Exception as exc:
-                    value = await self._after_failure(i, args, exc)
+                value = await self._call(i, fn, is_async, tuple(map(get_one, srcs)))
                 if value is FAILED:
                     results[i] = out = []
                     self._not_one(i)
@@ -159,18 +149,7 @@ class ScheduleRun:
             if fn is None:
                 value = await self._call_node(i, args)
             else:
-                try:
-                    value = fn(*args)
-                    if is_async:
-                        try:
-                            signal = value.send(None)
-                        except StopIteration as stop:
-                            value = stop.value
-                        else:
-                            self._more_workers()
-                            value = await Resume(value, signal)
-                except Exception as exc:
-                    value = await self._after_failure(i, args, exc)
+                value = await self._call(i, fn, is_async, args)
             if value is not FAILED:
                 out.append(value)
         if len(out) == 1:
@@ -195,6 +174,26 @@ class ScheduleRun:
         self.slow_out[i] = True
         for t in self.schedule.targets[i]:
             self.slow[t] = True
+
+    async def _call(
+        self, i: int, fn: Callable[..., Any], is_async: bool, args: tuple[Any, ...]
+    ) -> Any:
+        """Call node ``i``'s plain function; a coroutine waits only if it must.
+
+        Returns its value, or `FAILED` when its policies gave the item up.
+        """
+        try:
+            value = fn(*args)
+            if is_async:
+                try:
+                    signal = value.send(None)
+                except StopIteration as stop:
+                    return stop.value
+                self._more_workers()
+                return await Resume(value, signal)
+        except Exception as exc:
+            return await self._after_failure(i, args, exc)
+        return value
 
     def _more_workers(self) -> None:
         """A call is about to wait: let another worker go on meanwhile."""

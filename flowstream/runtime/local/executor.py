@@ -746,13 +746,18 @@ class WorkflowExecutor:
                     self._failures.source_failed(n, exc)
             return
         on_control = epochs.barrier_hook(self, seg) if self._coord is not None else None
-        if spec.shape == "call" and n.gnode.decl.concurrency > 1:
+        if spec.shape == "call" and len(n.gnode.inputs) == 1:
+            # One input: calls a batch at a time (or N at once), no feeds.
             (port,) = n.gnode.inputs
-            concurrent = stages.concurrent_call_stage(
-                self, n, n.inputs[port], on_control
+            calls = (
+                stages.concurrent_call_stage(self, n, n.inputs[port], on_control)
+                if n.gnode.decl.concurrency > 1
+                else stages.batched_call_stage(
+                    self, n, self._port_batches(n, port, on_control)
+                )
             )
-            async with contextlib.aclosing(concurrent):  # type: ignore[type-var]
-                async for batch in concurrent:
+            async with contextlib.aclosing(calls):  # type: ignore[type-var]
+                async for batch in calls:
                     yield batch
             return
         feeds: list[Any]
@@ -780,15 +785,6 @@ class WorkflowExecutor:
                 else ChannelFeed(n.inputs[p], n.rt, on_control)
                 for p in n.gnode.inputs
             ]
-        if spec.shape == "call" and len(n.gnode.inputs) == 1:
-            (port,) = n.gnode.inputs
-            calls = stages.batched_call_stage(
-                self, n, self._port_batches(n, port, on_control)
-            )
-            async with contextlib.aclosing(calls):  # type: ignore[type-var]
-                async for batch in calls:
-                    yield batch
-            return
         if zipped and on_control is not None:
             stage = stages.zipped_call_stage
         elif spec.shape == "call":
