@@ -132,13 +132,18 @@ def _make(graph: Graph, fuse: bool) -> Plan:
     nodes = graph.nodes
     direct: dict[str, bool] = {}
     for gid, g in nodes.items():  # topological: producers come first
-        direct[gid] = g.spec.shape == "call" and all(
-            direct[c.from_node] for c in g.inbound
-        )
+        is_direct = g.spec.shape == "call"
+        if is_direct:
+            for c in g.inbound:
+                if not direct[c.from_node]:
+                    is_direct = False
+                    break
+        direct[gid] = is_direct
+    ids = tuple([gid for gid, is_direct in direct.items() if is_direct])
     segments: list[tuple[str, list[str], bool]] = []
     owner: dict[str, int] = {}
     not_fused: dict[str, str] = {}
-    for gid, g in nodes.items():
+    for gid, g in nodes.items() if len(ids) < len(nodes) else ():
         if direct[gid]:
             continue
         reason = _why_not_fused(g, nodes, direct, fuse)
@@ -176,7 +181,6 @@ def _make(graph: Graph, fuse: bool) -> Plan:
                     min(caps) if caps else None,
                 )
             )
-    ids = tuple(gid for gid in nodes if direct[gid])
     return Plan(
         graph=graph,
         fuse=fuse,
@@ -227,37 +231,78 @@ def _why_not_fused(
 def _schedule(graph: Graph) -> DagSchedule:
     nodes = graph.nodes
     index = {gid: i for i, gid in enumerate(nodes)}
-    ports: list[tuple[tuple[int, ...], ...]] = []
-    singles: list[tuple[int, ...] | None] = []
-    targets: list[list[int]] = [[] for _ in nodes]
-    collected: list[tuple[str, ...]] = []
-    calls = []
+    n_nodes = len(index)
+    ports: list[tuple[tuple[int, ...], ...]] = [()] * n_nodes
+    singles: list[tuple[int, ...] | None] = [None] * n_nodes
+    targets: list[list[int]] = [[] for _ in range(n_nodes)]
+    collected: list[tuple[str, ...]] = [()] * n_nodes
+    calls: list[tuple[Callable[..., Any] | None, bool]] = [(None, False)] * n_nodes
+    indegree = [0] * n_nodes
+    roots: list[int] = []
+    # Per port layout (a node type's inputs and outputs): computed once each.
+    slots: dict[tuple[str, ...], dict[str, int]] = {}
+    unconnected: dict[tuple[str, ...], tuple[str, ...]] = {}
     for i, g in enumerate(nodes.values()):
-        per_port: dict[str, list[int]] = {p: [] for p in g.inputs}
-        for c in g.inbound:
-            src = index[c.from_node]
-            targets[src].append(i)
-            if c.from_port == OUT_PORT:
-                per_port[c.to_port].append(src)
-        feeds = tuple(tuple(v) for v in per_port.values())
-        ports.append(feeds)
-        singles.append(
-            tuple(f[0] for f in feeds) if all(len(f) == 1 for f in feeds) else None
-        )
-        if g.outbound:
-            connected = {c.from_port for c in g.outbound}
-            collected.append(
-                tuple(p for p in g.outputs if p not in connected and p != ERROR_PORT)
-            )
+        inbound = g.inbound
+        inputs = g.inputs
+        indegree[i] = len(inbound)
+        if not inbound:
+            roots.append(i)
+            singles[i] = ()
+            if inputs:  # an input port nothing feeds
+                ports[i] = ((),) * len(inputs)
+                singles[i] = None
         else:
-            collected.append(tuple(p for p in g.outputs if p != ERROR_PORT))
-        calls.append(_bound(g))
+            slot = slots.get(inputs)
+            if slot is None:
+                slot = slots[inputs] = {p: j for j, p in enumerate(inputs)}
+            first = [-1] * len(inputs)
+            one_each = len(inbound) == len(inputs)  # the usual case, checked below
+            for c in inbound:
+                src = index[c.from_node]
+                targets[src].append(i)
+                if one_each:
+                    j = slot[c.to_port]
+                    if first[j] < 0 and c.from_port == OUT_PORT:
+                        first[j] = src
+                    else:
+                        one_each = False
+            if one_each:
+                singles[i] = single = tuple(first)
+                ports[i] = (
+                    ((single[0],), (single[1],))
+                    if len(single) == 2
+                    else tuple([(s,) for s in single])
+                )
+            else:
+                feeds: list[list[int]] = [[] for _ in inputs]
+                for c in inbound:
+                    if c.from_port == OUT_PORT:
+                        feeds[slot[c.to_port]].append(index[c.from_node])
+                ports[i] = tuple(map(tuple, feeds))
+                if all(len(f) == 1 for f in feeds):
+                    singles[i] = tuple(f[0] for f in feeds)
+        outputs = g.outputs
+        if g.outbound:
+            if len(outputs) > 1 or outputs[0] != OUT_PORT:
+                connected = {c.from_port for c in g.outbound}
+                collected[i] = tuple(
+                    p for p in outputs if p not in connected and p != ERROR_PORT
+                )
+        else:
+            free = unconnected.get(outputs)
+            if free is None:
+                free = unconnected[outputs] = tuple(
+                    p for p in outputs if p != ERROR_PORT
+                )
+            collected[i] = free
+        calls[i] = _bound(g)
     return DagSchedule(
         ids=tuple(nodes),
         ports=tuple(ports),
         targets=tuple(map(tuple, targets)),
-        indegree=tuple(len(g.inbound) for g in nodes.values()),
-        roots=tuple(i for i, g in enumerate(nodes.values()) if not g.inbound),
+        indegree=tuple(indegree),
+        roots=tuple(roots),
         collected=tuple(collected),
         singles=tuple(singles),
         calls=tuple(calls),

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["Graph", "GraphNode", "validate"]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class GraphNode:
     """A validated node: its declaration, spec, config and edges."""
 
@@ -166,8 +166,9 @@ def _validate(
     problems: list[Problem] = []
     nodes: dict[str, GraphNode] = {}
     # The ports of every node whose ports are known: a static type with any
-    # config, or a dynamic one with a valid config. (type id, inputs, outputs)
-    ports: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {}
+    # config, or a dynamic one with a valid config: (type id, inputs,
+    # outputs, the valid node or None).
+    ports: dict[str, _Ports] = {}
     seen: set[str] = set()
 
     for decl in workflow.nodes:
@@ -233,13 +234,27 @@ def _validate(
                         field="concurrency",
                     )
                 )
-            nodes[decl.id] = GraphNode(decl, spec, config, inputs, outputs)
-            ports[decl.id] = (spec.type_id, inputs, outputs)
+            g = nodes[decl.id] = GraphNode(decl, spec, config, inputs, outputs)
+            ports[decl.id] = (spec.type_id, inputs, outputs, g)
         elif spec.ports is None:
-            ports[decl.id] = (spec.type_id, spec.inputs, spec.outputs)
+            ports[decl.id] = (spec.type_id, spec.inputs, spec.outputs, None)
 
     for conn in workflow.connections:
-        _check_connection(conn, nodes, ports, seen, problems)
+        src, dst = ports.get(conn.from_node), ports.get(conn.to_node)
+        if (
+            src is not None
+            and dst is not None
+            and conn.from_port in src[2]
+            and conn.to_port in dst[1]
+            and (conn.capacity is None or conn.capacity >= 0)
+        ):
+            # The usual case, checked without building any message.
+            src_node, dst_node = src[3], dst[3]
+            if src_node is not None and dst_node is not None:
+                src_node.outbound.append(conn)
+                dst_node.inbound.append(conn)
+        else:
+            _check_connection(conn, ports, seen, problems)
 
     order = _declared_order(workflow)
     if len(order) < len(seen):  # some nodes never came free: there are cycles
@@ -247,24 +262,42 @@ def _validate(
             path = " -> ".join([*cycle, cycle[0]])
             problems.append(Problem(f"cycle: {path}", node=cycle[0]))
 
-    # Counted from the declarations, so an edge from an invalid node still counts.
-    connected = {(c.to_node, c.to_port) for c in workflow.connections}
-    for node_id, (_, inputs, _) in ports.items():
-        for port in inputs:
-            if (node_id, port) not in connected:
-                problems.append(
-                    Problem(
-                        f"input port {port!r} is not connected",
-                        node=node_id,
-                        field=port,
-                    )
-                )
+    if problems or len(nodes) < len(seen):
+        # Counted from the declarations, so an edge from an invalid node
+        # still counts.
+        connected = {(c.to_node, c.to_port) for c in workflow.connections}
+        unfed = [
+            (node_id, port)
+            for node_id, (_, inputs, _, _) in ports.items()
+            for port in inputs
+            if (node_id, port) not in connected
+        ]
+    else:  # every edge is in the graph: read its own
+        unfed = [
+            (node_id, port)
+            for node_id, g in nodes.items()
+            if len(g.inbound) != 1 or len(g.inputs) != 1  # else: one, fed
+            for port in _unfed(g)
+        ]
+    for node_id, port in unfed:
+        problems.append(
+            Problem(f"input port {port!r} is not connected", node=node_id, field=port)
+        )
 
     if problems:
         raise WorkflowValidationError(problems, source)
     # The declared graph's order is one of the valid nodes' graph too (same
     # nodes and edges, once every problem is ruled out).
     return Graph(workflow, {gid: nodes[gid] for gid in order})
+
+
+_Ports = tuple[str, tuple[str, ...], tuple[str, ...], "GraphNode | None"]
+
+
+def _unfed(g: GraphNode) -> list[str]:
+    """The input ports of ``g`` that no connection feeds."""
+    fed = {c.to_port for c in g.inbound}
+    return [port for port in g.inputs if port not in fed]
 
 
 _INVALID: Any = object()
@@ -305,6 +338,8 @@ def _check_config(
         )
         return _INVALID
     bad = False
+    if config is None and decl.retry is None:
+        return None  # no settings at all (a plain function node)
     for path, value in _non_finite(config, "config", decl.retry):
         # NaN compares false with everything, so range checks let it (and
         # infinity, where only a lower bound is checked) through: an interval
@@ -368,25 +403,11 @@ def _check_cost(text: str, limit: int) -> None:
 
 def _check_connection(
     conn: Connection,
-    nodes: dict[str, GraphNode],
-    ports: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]],
+    ports: dict[str, _Ports],
     known: set[str],
     problems: list[Problem],
 ) -> None:
-    src, dst = ports.get(conn.from_node), ports.get(conn.to_node)
-    if (
-        src is not None
-        and dst is not None
-        and conn.from_port in src[2]
-        and conn.to_port in dst[1]
-        and (conn.capacity is None or conn.capacity >= 0)
-    ):
-        # The usual case, checked without building any message.
-        src_node, dst_node = nodes.get(conn.from_node), nodes.get(conn.to_node)
-        if src_node is not None and dst_node is not None:
-            src_node.outbound.append(conn)
-            dst_node.inbound.append(conn)
-        return
+    """Name what is wrong with a connection; keep it if nothing is."""
     ok = True
     for end, node_id in (("from_node", conn.from_node), ("to_node", conn.to_node)):
         if node_id not in known:
@@ -422,7 +443,8 @@ def _check_connection(
             )
         )
         ok = False
-    src_node, dst_node = nodes.get(conn.from_node), nodes.get(conn.to_node)
+    src_node = src[3] if src is not None else None
+    dst_node = dst[3] if dst is not None else None
     if ok and src_node is not None and dst_node is not None:
         src_node.outbound.append(conn)
         dst_node.inbound.append(conn)
