@@ -9,12 +9,13 @@ after a drain. docs/reliability.md has the contract.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import inspect
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from ..checkpointing.barriers import SourceBarriers, run_epochs
 from ..checkpointing.faults import fault_point
 from ..checkpointing.store import Barrier, CheckpointError, Coordinator
 
@@ -73,9 +74,30 @@ def coordinator(ex: WorkflowExecutor, segments: list[Segment]) -> Coordinator:
                     f"{c.from_node!r} feeding stream node {seg.head.id!r} yet"
                 )
                 raise CheckpointError(msg)
-            seg.producers += 1
-    return Coordinator(
+            seg.alignment.producers += 1
+    coord = Coordinator(
         ex._store, ex._run_key, ex._interval, len(segments), ex._epoch + 1
+    )
+    for seg in segments:
+        if seg.is_source:
+            seg.barriers = SourceBarriers(
+                functools.partial(_at_rest, seg),
+                functools.partial(barrier_now, ex, seg),
+            )
+    return coord
+
+
+def _at_rest(seg: Segment) -> bool:
+    """A source waiting on its own input, its segment holding nothing.
+
+    Everything it emitted is downstream then, so a barrier marked from
+    outside is exact. (Barrier hooks need an await: such a segment is marked
+    by its own loop, at its next batch.)
+    """
+    return (
+        seg.pulling is not None
+        and not seg.delivering
+        and not any(n.rt.pending or n.rt.barrier_hooks for n in seg.nodes)
     )
 
 
@@ -85,11 +107,7 @@ def barrier_hook(
     """Count a segment's barriers; pass the barrier once all producers sent it."""
 
     async def on_control(msg: Control) -> None:
-        if type(msg) is not Barrier:
-            return
-        seen = seg.seen[msg.epoch] = seg.seen.get(msg.epoch, 0) + 1
-        if seen >= seg.producers:  # aligned: the last producer's barrier
-            del seg.seen[msg.epoch]
+        if type(msg) is Barrier and seg.alignment.arrived(msg.epoch):
             await segment_barrier(ex, seg, msg.epoch)
 
     return on_control
@@ -134,41 +152,15 @@ def barrier_now(ex: WorkflowExecutor, seg: Segment, epoch: int) -> None:
 
 
 async def coordinate(ex: WorkflowExecutor, coord: Coordinator) -> None:
-    """Trigger an epoch every interval; commit it once every segment passed it."""
-    sources = ex._sources
-    while True:
-        try:
-            async with asyncio.timeout(coord.interval):
-                await ex._segments_done.wait()
-            return
-        except TimeoutError:
-            pass
-        if ex._stopping or not coord.active:
-            return
-        epoch = coord.trigger()
-        for seg in sources:
-            seg.due = epoch
-        while not coord.all_reported.is_set():
-            for seg in sources:
-                # A source waiting on its own input is at rest: everything
-                # it emitted is downstream, so it is marked from here.
-                # (Barrier hooks need an await: such a segment is marked
-                # by its own loop, at its next batch.)
-                at_rest = (
-                    seg.pulling is not None
-                    and not seg.delivering
-                    and not any(n.rt.pending or n.rt.barrier_hooks for n in seg.nodes)
-                )
-                if seg.due == epoch and at_rest:
-                    seg.due, seg.gate = None, epoch
-                    barrier_now(ex, seg, epoch)
-            if ex._stopping or ex._segments_done.is_set() or not coord.active:
-                return  # this epoch is abandoned; the final checkpoint follows
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(0.002):
-                    await coord.all_reported.wait()
-        await coord.commit()
-        await committed(ex, epoch)
+    """Run the run's epochs (`checkpointing.barriers.run_epochs`)."""
+    sources = [seg.barriers for seg in ex._sources if seg.barriers is not None]
+    await run_epochs(
+        coord,
+        sources,
+        finished=ex._segments_done,
+        stopping=lambda: ex._stopping,
+        committed=functools.partial(committed, ex),
+    )
 
 
 async def committed(ex: WorkflowExecutor, epoch: int) -> None:

@@ -26,11 +26,8 @@ then either the run fails (``stop_workflow``), the item goes to the node's
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
-from collections import Counter
-from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from ...core.events import (
@@ -49,38 +46,34 @@ from ...errors import BrokenChannelError
 from ..budget import MemoryBudget
 from ..channel import (
     ChannelStatistics,
-    Control,
     open_channel,
-)
-from ..checkpointing.store import (
-    AlreadyCompleted,
-    CheckpointStore,
-    Coordinator,
-    PoisonRecord,
-    workflow_key,
 )
 from ..context import NodeRuntime, RunState, State
 from ..events import EventBus
-from ..feeds import AligningFeed, BatchFeed, ChannelFeed
 from ..options import RunOptions
 from ..plan import Plan, plan
 from ..result import DeadLetter, RunResult, RunStatus
-from ..stepping import Resume, gc_frozen_enter, gc_frozen_exit, gc_paused, rebatch
-from . import epochs, stages
+from ..stepping import Resume, gc_frozen_enter, gc_frozen_exit, gc_paused
+from . import epochs
 from .dag import ScheduleRun
 from .direct import run_direct
 from .failures import Abort, Failures
 from .fusion import NodeRun, Segment
+from .resume import run_checkpointed
+from .segments import run_segment
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+    from collections.abc import Coroutine
 
+    from ..checkpointing.store import (
+        CheckpointStore,
+        Coordinator,
+    )
     from ..validation import Graph
 
 __all__ = ["WorkflowExecutor"]
 
 SHUTDOWN_TIMEOUT = 5.0
-YIELD_EVERY = 0.01
 
 
 class WorkflowExecutor:
@@ -146,101 +139,7 @@ class WorkflowExecutor:
         if path is None:
             return await self._run_attempts()
         policy = declared or Checkpoint(path=path)
-        async with CheckpointStore(path, interval) as store:
-            key = workflow_key(self.graph.workflow)
-            try:
-                self._restored = await store.begin(
-                    key, self.graph.workflow.name, fresh=self.options.fresh
-                )
-            except AlreadyCompleted as done:
-                return self._skipped(str(done))
-            self._epoch, self._restored_states = await store.latest_epoch(key)
-            self._store = store
-            self._run_key = key
-            self._interval = interval / 1000.0
-            poison = [
-                p for p in await store.failures(key) if p.count >= policy.max_restarts
-            ]
-            if poison and policy.poison == "stop":
-                result = self._refused(poison[0])
-            else:
-                for p in poison:
-                    self._poison.setdefault(p.node_id, {})[p.fingerprint] = (
-                        f"failed {p.count} runs ({p.reason})"
-                    )
-                result = await self._run_attempts()
-                await self._count_failure(store, key, policy, result)
-            if result.status == "completed" and self._stopping:
-                status = "stopped"  # drained on request: a restart resumes it
-            else:
-                status = result.status
-            await store.finish(key, status)
-            return result
-
-    async def _count_failure(
-        self,
-        store: CheckpointStore,
-        key: str,
-        policy: Checkpoint,
-        result: RunResult,
-    ) -> None:
-        """A run failed on a record: count it; say so once it is a poison record."""
-        abort = self._abort
-        if result.status != "failed" or abort is None or not abort.node_id:
-            return
-        count = await store.record_failure(
-            key, abort.node_id, abort.item, result.error or ""
-        )
-        if count >= policy.max_restarts:
-            then = (
-                "refuse to run"
-                if policy.poison == "stop"
-                else "send it to the dead letters"
-            )
-            result.error = (
-                f"{result.error} — this record has now failed {count} runs at "
-                f"node {abort.node_id!r}: a restart will {then}"
-            )
-
-    def _skipped(self, why: str) -> RunResult:
-        """The result of a run the store says completed before: nothing ran."""
-        self.bus.publish(
-            WorkflowCompleted(
-                run_id=self.run_id,
-                timestamp=time.time(),
-                status="completed",
-                duration_s=0.0,
-            )
-        )
-        return RunResult(run_id=self.run_id, status="completed", skipped=why)
-
-    def _refused(self, poison: PoisonRecord) -> RunResult:
-        """The result of a run that a poison record keeps from starting."""
-        error = (
-            f"poison record at node {poison.node_id!r}: it failed the last "
-            f"{poison.count} runs ({poison.reason}); record: {poison.record}. "
-            "Fix the node or the data and run `flowstream checkpoints STORE "
-            "--forget-failures`, or set checkpoint.poison: dead_letter to "
-            "send it to the dead letters and go on"
-        )
-        self.bus.publish(
-            WorkflowCompleted(
-                run_id=self.run_id,
-                timestamp=time.time(),
-                status="failed",
-                duration_s=0.0,
-                error=error,
-            )
-        )
-        return RunResult(
-            run_id=self.run_id,
-            status="failed",
-            outputs={},
-            dead_letters=[],
-            stats={},
-            error=error,
-            duration_s=0.0,
-        )
+        return await run_checkpointed(self, path, interval, policy)
 
     async def _run_attempts(self) -> RunResult:
         policy = self.graph.workflow.error_handling
@@ -534,7 +433,7 @@ class WorkflowExecutor:
                     )
                 for seg in segments:
                     tg.create_task(
-                        self._run_segment(seg), name=f"segment:{seg.head.id}"
+                        run_segment(self, seg), name=f"segment:{seg.head.id}"
                     )
                 if any(n.direct for n in self._nodes.values()):
                     tg.create_task(run_direct(self), name="direct-calls")
@@ -584,242 +483,6 @@ class WorkflowExecutor:
             pending, n.rt.pending = n.rt.pending, {}
             for port, items in pending.items():
                 await self._deliver(n, port, items)
-
-    async def _run_segment(self, seg: Segment) -> None:
-        for n in seg.nodes:
-            self._node_started(n)
-        head = seg.head
-        kernels: list[tuple[NodeRun, Callable[[list[Any]], list[Any]]]] = []
-        head_kernel = None
-        if not seg.is_source and len(head.gnode.inputs) == 1:
-            head_kernel = self._kernel(head)
-        stream: AsyncIterator[list[Any]]
-        if head_kernel is not None:
-            # A kernel node that heads its segment (unfused, a fan-out branch,
-            # after a fan-in) still runs per batch, straight off its channel.
-            hook = epochs.barrier_hook(self, seg) if self._coord is not None else None
-            stream = self._port_batches(head, head.gnode.inputs[0], hook)
-            kernels.append((head, head_kernel))
-        elif seg.is_source:
-            stream = stages.count_out(self, head, self._source_batches(seg))
-        else:
-            stream = stages.count_out(self, head, self._head_batches(head, seg))
-        counted = head_kernel is not None  # _port_batches counted the head's input
-        composed: list[NodeRun] = []
-        for n in seg.chain:
-            kernel = self._kernel(n)
-            if kernel is None and stages.composable(self, n):
-                if kernels:
-                    stream = stages.kernel_stage(self, stream, kernels, counted)
-                    kernels, counted = [], False
-                composed.append(n)  # user generators compose item by item
-                continue
-            if composed:
-                stream = stages.composed_stage(self, composed, stream)
-                composed = []
-            if kernel is not None:
-                kernels.append((n, kernel))
-                continue
-            if kernels:
-                stream = stages.kernel_stage(self, stream, kernels, counted)
-                kernels, counted = [], False
-            stream = stages.count_out(self, n, stages.generator_stage(self, n, stream))
-        if composed:
-            stream = stages.composed_stage(self, composed, stream)
-        if kernels:
-            stream = stages.kernel_stage(self, stream, kernels, counted)
-        tail = seg.tail
-        nodes = seg.nodes
-        probe = self.options.batch_probe
-        ids = tuple(n.id for n in nodes)
-        every = countdown = max(1, self.options.probe_every)
-        head_rt = head.rt
-        budget = self._budget
-        async with contextlib.aclosing(stream):  # type: ignore[type-var]
-            async for batch in stream:
-                seg.delivering = True
-                await self._deliver(tail, OUT_PORT, batch, counted=True)
-                for n in nodes:
-                    if n.rt.pending:
-                        await self._flush_side(n)
-                seg.delivering = False
-                if budget is not None:
-                    budget.check()
-                if probe is not None:
-                    countdown -= 1
-                    if not countdown:
-                        countdown = every
-                        probe(ids, len(batch), head_rt.taken_at, perf_counter())
-        self._segments_left -= 1
-        if not self._segments_left:
-            self._segments_done.set()
-        for n in nodes:
-            await self._flush_side(n)
-            for sends in n.sends.values():
-                for s in sends:
-                    s.close()
-            self._node_completed(n)
-
-    def _kernel(self, n: NodeRun) -> Callable[[list[Any]], list[Any]] | None:
-        factory = n.spec.kernel
-        if factory is None or n.spec.wants_ctx:
-            return None
-        try:
-            return factory(n.gnode.config)
-        except Exception as exc:  # a kernel that cannot be built (a wasm module)
-            text = f"node {n.id!r} ({n.spec.type_id}) failed to start: {exc}"
-            raise Abort(text, n.id) from exc
-
-    # --- heads ---------------------------------------------------------------------
-
-    async def _source_batches(self, seg: Segment) -> AsyncIterator[list[Any]]:
-        """A source's batches, until it ends or a stop ends it between batches."""
-        batches = self._head_batches(seg.head, seg)
-        stops_itself = seg.head.spec.stops_itself
-        loop = asyncio.get_running_loop()
-        rested = loop.time()
-        async with contextlib.aclosing(batches):  # type: ignore[type-var]
-            while stops_itself or not self._stopping:
-                if loop.time() - rested > YIELD_EVERY:
-                    # A source that never waits (a range, a file read whole)
-                    # would starve the loop: stops, signals, checkpoints and
-                    # servers get a turn at least every YIELD_EVERY seconds.
-                    await asyncio.sleep(0)
-                    rested = loop.time()
-                if seg.due is not None or seg.gate is not None:
-                    await self._source_gate(seg)
-                try:
-                    async with asyncio.timeout(None) as seg.pulling:
-                        batch = await anext(batches)
-                except StopAsyncIteration:
-                    if seg.due is not None:  # mark the epoch before the end
-                        await epochs.segment_barrier(self, seg, seg.due)
-                    if self._coord is not None:
-                        # No new epochs once a source ended; the final
-                        # checkpoint after the drain covers the rest.
-                        self._coord.active = False
-                    return
-                except TimeoutError:
-                    if self._stopping:
-                        return  # end-of-stream now lets everything downstream drain
-                    raise
-                finally:
-                    seg.pulling = None
-                seg.head.rt.taken_at = perf_counter()
-                if seg.gate is not None:
-                    # Marked while it was pulled: this batch came after the
-                    # snapshot, so it waits for the commit. (A barrier that
-                    # is only due goes after this batch, at the loop's top:
-                    # the source's state already counts the batch.)
-                    await self._source_gate(seg)
-                yield batch
-
-    async def _source_gate(self, seg: Segment) -> None:
-        """Between batches: mark a due epoch, and hold on while it commits."""
-        if seg.due is not None:
-            epoch, seg.due = seg.due, None
-            seg.gate = epoch
-            await epochs.segment_barrier(self, seg, epoch)
-        coord = self._coord
-        while seg.gate is not None and coord is not None and coord.active:
-            await coord.released.wait()
-            if coord.committed >= seg.gate:
-                seg.gate = None
-
-    async def _head_batches(self, n: NodeRun, seg: Segment) -> AsyncIterator[list[Any]]:
-        spec = n.spec
-        if not n.gnode.inputs:
-            if spec.shape == "call":
-                yield [await self._failures.call(n, ())]
-                return
-            gen = n.call_target()()
-            items = gen if spec.batched else rebatch(gen, stages.MAX_BATCH, n.rt)
-            async with contextlib.aclosing(items):
-                try:
-                    async for batch in items:
-                        yield batch
-                except Abort:
-                    raise
-                except Exception as exc:
-                    # The source's own code failed (not on a record): name it
-                    # here, or the node it is fused with would be blamed.
-                    self._failures.source_failed(n, exc)
-            return
-        on_control = epochs.barrier_hook(self, seg) if self._coord is not None else None
-        if spec.shape == "call" and len(n.gnode.inputs) == 1:
-            # One input: calls a batch at a time (or N at once), no feeds.
-            (port,) = n.gnode.inputs
-            calls = (
-                stages.concurrent_call_stage(self, n, n.inputs[port], on_control)
-                if n.gnode.decl.concurrency > 1
-                else stages.batched_call_stage(
-                    self, n, self._port_batches(n, port, on_control)
-                )
-            )
-            async with contextlib.aclosing(calls):  # type: ignore[type-var]
-                async for batch in calls:
-                    yield batch
-            return
-        feeds: list[Any]
-        zipped = spec.shape == "call" and len(n.gnode.inputs) > 1
-        if on_control is not None and (spec.aligned or zipped):
-            # Barriers are aligned where the node merges its inputs.
-            producers = Counter(c.to_port for c in n.gnode.inbound)
-
-            async def aligned(epoch: int) -> None:
-                await epochs.segment_barrier(self, seg, epoch)
-
-            feeds = [
-                AligningFeed(
-                    self._port_batches(n, p, controls=True),
-                    producers[p],
-                    on_control,
-                    aligned,
-                )
-                for p in n.gnode.inputs
-            ]
-        else:
-            feeds = [
-                BatchFeed(self._port_batches(n, p, on_control))
-                if spec.batched
-                else ChannelFeed(n.inputs[p], n.rt, on_control)
-                for p in n.gnode.inputs
-            ]
-        if zipped and on_control is not None:
-            stage = stages.zipped_call_stage
-        elif spec.shape == "call":
-            stage = stages.call_stage
-        else:
-            stage = stages.run_generator
-        async for batch in stage(self, n, feeds):
-            yield batch
-
-    async def _port_batches(
-        self,
-        n: NodeRun,
-        port: str,
-        on_control: Callable[[Control], Awaitable[None]] | None = None,
-        *,
-        controls: bool = False,
-    ) -> AsyncIterator[Any]:
-        """The port's batches; its control messages too, with ``controls``."""
-        recv = n.inputs[port]
-        rt = n.rt
-        with recv:  # a consumer that stops early releases its producers
-            async for msg in recv:
-                if type(msg) is list:
-                    rt.items_in += len(msg)
-                    rt.taken_at = perf_counter()
-                    yield msg
-                elif isinstance(msg, Control):
-                    if controls:
-                        yield msg
-                    elif on_control is not None:
-                        await on_control(msg)
-                else:
-                    msg_type = type(msg).__name__
-                    text = f"unexpected {msg_type} on a channel"
-                    raise TypeError(text)
 
     # --- events --------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ...core.node import ItemKernel
+from ..checkpointing.barriers import Alignment
 
 if TYPE_CHECKING:
     import asyncio
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from ...core.node import NodeSpec
     from ...core.workflow import ErrorHandling, RetryPolicy
     from ..channel import ReceiveChannel, SendChannel
+    from ..checkpointing.barriers import SourceBarriers
     from ..context import NodeRuntime
     from ..validation import GraphNode
 
@@ -89,14 +91,12 @@ class Segment:
     # Set while the task waits on the source itself: a stop cancels exactly
     # that wait, never an item that is already on its way downstream.
     pulling: asyncio.Timeout | None = None
-    # Checkpoints: set while a batch is being handed on (the segment is not
-    # at rest); the epoch a source must mark next; the epoch a source waits
-    # on before going on; barriers seen per epoch and how many make a set.
+    # Set while a batch is being handed on (the segment is not at rest).
     delivering: bool = False
-    due: int | None = None
-    gate: int | None = None
-    seen: dict[int, int] = field(default_factory=dict)
-    producers: int = 0
+    # Checkpoints (`runtime.checkpointing.barriers`): a source's epochs, and
+    # the alignment of the barriers coming in from the segment's producers.
+    barriers: SourceBarriers | None = None
+    alignment: Alignment = field(default_factory=Alignment)
 
     @property
     def tail(self) -> NodeRun:

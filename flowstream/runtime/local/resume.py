@@ -1,0 +1,132 @@
+"""A run against a checkpoint store: what the last run left, and its end.
+
+Before a checkpointed run starts, the store says whether the workflow
+completed before (then nothing runs: `skipped`), which one-shot nodes a
+killed DAG run finished, the last committed epoch of a stream run and its
+node states, and which records failed runs before (poison records: refuse to
+run, or send them to the dead letters, as ``checkpoint.poison`` says).
+After the run, a failure on a record is counted and the run's status
+recorded.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from ...core.events import WorkflowCompleted
+from ..checkpointing.store import AlreadyCompleted, CheckpointStore, workflow_key
+from ..result import RunResult
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from ...core.workflow import Checkpoint
+    from ..checkpointing.store import PoisonRecord
+    from .executor import WorkflowExecutor
+
+__all__ = ["run_checkpointed", "skipped"]
+
+
+async def run_checkpointed(
+    ex: WorkflowExecutor, path: str | Path, interval: float, policy: Checkpoint
+) -> RunResult:
+    """Run ``ex`` against the store at ``path`` (``interval`` ms between epochs)."""
+    async with CheckpointStore(path, interval) as store:
+        key = workflow_key(ex.graph.workflow)
+        try:
+            ex._restored = await store.begin(
+                key, ex.graph.workflow.name, fresh=ex.options.fresh
+            )
+        except AlreadyCompleted as done:
+            return skipped(ex, str(done))
+        ex._epoch, ex._restored_states = await store.latest_epoch(key)
+        ex._store = store
+        ex._run_key = key
+        ex._interval = interval / 1000.0
+        poison = [
+            p for p in await store.failures(key) if p.count >= policy.max_restarts
+        ]
+        if poison and policy.poison == "stop":
+            result = _refused(ex, poison[0])
+        else:
+            for p in poison:
+                ex._poison.setdefault(p.node_id, {})[p.fingerprint] = (
+                    f"failed {p.count} runs ({p.reason})"
+                )
+            result = await ex._run_attempts()
+            await _count_failure(ex, store, key, policy, result)
+        if result.status == "completed" and ex._stopping:
+            status = "stopped"  # drained on request: a restart resumes it
+        else:
+            status = result.status
+        await store.finish(key, status)
+        return result
+
+
+async def _count_failure(
+    ex: WorkflowExecutor,
+    store: CheckpointStore,
+    key: str,
+    policy: Checkpoint,
+    result: RunResult,
+) -> None:
+    """A run failed on a record: count it; say so once it is a poison record."""
+    abort = ex._abort
+    if result.status != "failed" or abort is None or not abort.node_id:
+        return
+    count = await store.record_failure(
+        key, abort.node_id, abort.item, result.error or ""
+    )
+    if count >= policy.max_restarts:
+        then = (
+            "refuse to run"
+            if policy.poison == "stop"
+            else "send it to the dead letters"
+        )
+        result.error = (
+            f"{result.error} — this record has now failed {count} runs at "
+            f"node {abort.node_id!r}: a restart will {then}"
+        )
+
+
+def skipped(ex: WorkflowExecutor, why: str) -> RunResult:
+    """The result of a run the store says completed before: nothing ran."""
+    ex.bus.publish(
+        WorkflowCompleted(
+            run_id=ex.run_id,
+            timestamp=time.time(),
+            status="completed",
+            duration_s=0.0,
+        )
+    )
+    return RunResult(run_id=ex.run_id, status="completed", skipped=why)
+
+
+def _refused(ex: WorkflowExecutor, poison: PoisonRecord) -> RunResult:
+    """The result of a run that a poison record keeps from starting."""
+    error = (
+        f"poison record at node {poison.node_id!r}: it failed the last "
+        f"{poison.count} runs ({poison.reason}); record: {poison.record}. "
+        "Fix the node or the data and run `flowstream checkpoints STORE "
+        "--forget-failures`, or set checkpoint.poison: dead_letter to "
+        "send it to the dead letters and go on"
+    )
+    ex.bus.publish(
+        WorkflowCompleted(
+            run_id=ex.run_id,
+            timestamp=time.time(),
+            status="failed",
+            duration_s=0.0,
+            error=error,
+        )
+    )
+    return RunResult(
+        run_id=ex.run_id,
+        status="failed",
+        outputs={},
+        dead_letters=[],
+        stats={},
+        error=error,
+        duration_s=0.0,
+    )
