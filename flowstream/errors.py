@@ -32,6 +32,7 @@ well lets callers catch generically (``except ValueError`` catches a bad workflo
 from __future__ import annotations
 
 import errno
+from typing import Any
 
 import msgspec
 
@@ -58,7 +59,10 @@ __all__ = [
     "UnknownNodeType",
     "WorkflowValidationError",
     "WouldBlock",
+    "preview",
 ]
+
+_NO_ITEM: Any = object()  # NodeError: the failure was not on an item
 
 
 class FlowstreamError(Exception):
@@ -149,10 +153,38 @@ class NodeError(FlowstreamError):
         node_type: Its registered type id.
     """
 
-    def __init__(self, message: str, *, node_id: str, node_type: str) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        node_id: str,
+        node_type: str,
+        item: Any = _NO_ITEM,
+    ) -> None:
         self.node_id = node_id
         self.node_type = node_type
-        super().__init__(f"node {node_id!r} ({node_type}) failed: {message}")
+        on = "" if item is _NO_ITEM else f" on item {preview(item)}"
+        super().__init__(f"node {node_id!r} ({node_type}) failed{on}: {message}")
+
+
+PREVIEW_LIMIT = 160
+"""How many characters of an item an error message shows."""
+
+
+def preview(value: Any, limit: int = PREVIEW_LIMIT) -> str:
+    """A one-line copy of ``value`` for a message: JSON when it can be, cut short.
+
+    Values JSON cannot hold are shown by ``repr``; a copy longer than
+    ``limit`` characters ends with ``…`` and the full length.
+    """
+    try:
+        text = msgspec.json.encode(value, enc_hook=repr).decode()
+    except (TypeError, ValueError, OverflowError, RecursionError):
+        text = repr(value)
+    text = " ".join(text.split())  # one line, even for a repr with newlines
+    if len(text) > limit:
+        text = f"{text[:limit]}… ({len(text):,} characters)"
+    return text
 
 
 class StateLimitError(FlowstreamError, RuntimeError):

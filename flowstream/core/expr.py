@@ -82,15 +82,40 @@ def compile_expr(source: str) -> cel.Program:
 
 
 _CEL_POSITION = re.compile(r"<input>:(\d+):(\d+): (.*)")
+_EXPECTING = re.compile(r" expecting (\{[^}]*\}|\S+)")
+_PARSER_SAYS = (
+    (re.compile(r"^(?:extraneous|mismatched) input (.*)$"), "unexpected {}"),
+    (re.compile(r"^no viable alternative at input (.*)$"), "cannot parse {}"),
+    (re.compile(r"^token recognition error at: (.*)$"), "unknown character {}"),
+    (re.compile(r"^missing (.*) at (.*)$"), "missing {} before {}"),
+)
 
 
 def _cel_reason(text: str) -> str:
-    """Reduce the CEL parser's report to its first error with line and column."""
+    """Reduce the CEL parser's report to one short line with its position.
+
+    The parser lists every token it would have accepted (``expecting {'[',
+    '{', '(', ...}``): that list is dropped unless it is short.
+    """
     found = _CEL_POSITION.search(text)
     if found is None:
         return text.splitlines()[0] if text else "does not compile"
     line, column, reason = found.groups()
-    return f"{reason} (line {line}, column {column})"
+    reason = reason.removeprefix("Syntax error: ")
+    expected = _EXPECTING.search(reason)
+    if expected is not None:
+        reason = reason[: expected.start()] + reason[expected.end() :]
+        options = expected.group(1).strip("{}").split(", ")
+        if len(options) <= 3:
+            reason += " (expected " + " or ".join(options) + ")"
+    for pattern, form in _PARSER_SAYS:
+        said = pattern.match(reason)
+        if said is not None:
+            reason = form.format(*said.groups())
+            break
+    reason = reason.replace("'<EOF>'", "<EOF>").replace("<EOF>", "end of expression")
+    where = f"column {column}" if line == "1" else f"line {line}, column {column}"
+    return f"syntax error at {where}: {reason}"
 
 
 _FIELD_PATH = re.compile(r"^\s*([A-Za-z_]\w*)((?:\s*\.\s*[A-Za-z_]\w*)*)\s*$")

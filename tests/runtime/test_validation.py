@@ -288,7 +288,9 @@ def test_cel_expression_that_does_not_compile() -> None:
     problem = only(problems_of(wf))
     assert (problem.node, problem.field) == ("m", "config.expr")
     assert problem.message.startswith("invalid CEL expression 'x +\\n  * 2': ")
-    assert problem.message.endswith("(line 2, column 3)")
+    assert problem.message.endswith(
+        ": syntax error at line 2, column 3: unexpected '*'"
+    )
 
 
 def test_valid_python_callable() -> None:

@@ -179,9 +179,17 @@ class Failures:
                 n.rt.dead_letter(item, reason, type(exc).__name__)
                 return False
         error = NodeError(
-            f"{type(exc).__name__}: {exc}", node_id=n.id, node_type=n.spec.type_id
+            _reason(exc), node_id=n.id, node_type=n.spec.type_id, item=item
         )
         raise Abort(str(error), n.id, item) from exc
+
+
+def _reason(exc: Exception) -> str:
+    """One line saying what went wrong: the exception's type and message."""
+    text = " ".join(str(exc).split()) or "(no message)"
+    if isinstance(exc, KeyError) and len(exc.args) == 1:
+        text = f"{exc.args[0]!r} is missing"
+    return f"{type(exc).__name__}: {text}"
 
 
 async def _limited(
