@@ -8,9 +8,10 @@ msgspec-encodable values, so that a node generator restarted after a failure
 (and, later, a checkpoint restore) carries on exactly where it was. The engine
 objects here hold only caches, rebuilt from that state when a generator starts.
 
-Times are integer microseconds inside (timestamps are rounded to the
-microsecond when read): window bounds, the watermark and session gaps then
-compare exactly, where float seconds would not (``0.1 + 0.2 > 0.3``).
+Times are integer epoch milliseconds, inside as in the records (timestamps
+read from items must be whole milliseconds; processing time is the clock in
+epoch ms): window bounds, the watermark and session gaps then compare
+exactly, where float seconds would not (``0.1 + 0.2 > 0.3``).
 
 State layout (keys of ``ctx.state``):
 
@@ -38,7 +39,6 @@ counted twice.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import functools
 import heapq
@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..runtime.feeds import NO_ITEM, next_item
 from ._bounds import note_eviction, over_max_keys
+from ._clock import epoch_ms_clock
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -55,18 +56,10 @@ if TYPE_CHECKING:
     from ..core.node import NodeContext, NodeState
     from .window import Aggregator, Reader, WindowConfig
 
-__all__ = ["BadItem", "FixedWindows", "Sessions", "drive", "to_us"]
+__all__ = ["BadItem", "FixedWindows", "Sessions", "drive"]
 
-US = 1_000_000
-"""Microseconds per second."""
-
-DEFAULT_RETAIN_MS = 60_000.0
+DEFAULT_RETAIN_MS = 60_000
 _NEVER = math.inf
-
-
-def to_us(ms: float) -> int:
-    """Milliseconds (a config value) to whole microseconds."""
-    return round(ms * 1000)
 
 
 def _slot(state: NodeState, name: str, empty: Any) -> Any:
@@ -85,8 +78,8 @@ def _int_keys(windows: dict[Any, Any]) -> dict[int, Any]:
     return windows
 
 
-def _seconds(us: float) -> str:
-    return repr(us / US)
+def _ms(t: float) -> str:
+    return f"{t:.0f} ms" if math.isfinite(t) else repr(t)
 
 
 class BadItem(Exception):
@@ -110,12 +103,11 @@ class _Engine:
         self.state = ctx.state
         self.agg = agg
         self.read = read
-        self.lateness = to_us(cfg.allowed_lateness_ms)
-        self.lateness_ms = cfg.allowed_lateness_ms
+        self.lateness = int(cfg.allowed_lateness_ms)
         self.retain: int | None = None
         if cfg.late == "update":
             retain = DEFAULT_RETAIN_MS if cfg.retain_ms is None else cfg.retain_ms
-            self.retain = to_us(retain)
+            self.retain = int(retain)
         if "max_t" not in self.state:
             self.state["max_t"] = None
             self.state["late"] = 0
@@ -149,12 +141,17 @@ class _Engine:
     def flush(self) -> None:
         raise NotImplementedError
 
-    def advance(self, now: int) -> None:
-        """Processing time: the clock moved; fire what is due."""
-        if now > self.max_t:
-            self.max_t = self.wm = self.state["max_t"] = now
-            if now >= self.next_due:
-                self.fire(now)
+    def advance(self, max_t: float) -> None:
+        """Move the largest time seen to ``max_t`` (if later); fire what is due.
+
+        Processing time: the clock moved. Event time: the input is idle, and
+        the watermark follows the clock (``idle_timeout_ms``).
+        """
+        if max_t > self.max_t:
+            self.max_t = self.state["max_t"] = max_t
+            wm = self.wm = max_t - self.lateness
+            if wm >= self.next_due:
+                self.fire(wm)
 
     def prepare(self, x: Any, now: int | None) -> tuple[int, str, Any, Any]:
         """Read the item, move the watermark, fire the windows it passed."""
@@ -169,15 +166,15 @@ class _Engine:
     def late(self, x: Any, t: int, what: str) -> None:
         self.state["late"] += 1
         reason = (
-            f"late item: timestamp {_seconds(t)} is behind the watermark "
-            f"{_seconds(self.wm)} (max event time {_seconds(self.max_t)} minus "
-            f"allowed lateness {self.lateness_ms:g} ms); {what}"
+            f"late item: timestamp {_ms(t)} is behind the watermark "
+            f"{_ms(self.wm)} (max event time {_ms(self.max_t)} minus "
+            f"allowed lateness {self.lateness} ms); {what}"
         )
         self.ctx.dead_letter(x, reason)
 
 
 def _span(bounds: list[tuple[int, int]]) -> str:
-    text = [f"[{_seconds(s)}, {_seconds(e)})" for s, e in bounds]
+    text = [f"[{s}, {e})" for s, e in bounds]
     if len(text) > 3:
         text = [text[0], f"... {len(text) - 2} more ...", text[-1]]
     noun = "window" if len(bounds) == 1 else "windows"
@@ -193,12 +190,12 @@ class FixedWindows(_Engine):
         ctx: NodeContext,
         agg: Aggregator,
         read: Reader,
-        size_ms: float,
-        slide_ms: float,
+        size_ms: int,
+        slide_ms: int,
     ) -> None:
         super().__init__(cfg, ctx, agg, read)
-        self.size = to_us(size_ms)
-        self.slide = to_us(slide_ms)
+        self.size = size_ms
+        self.slide = slide_ms
         self.tumbling = self.size == self.slide
         self.open: dict[int, dict[str, list[Any]]] = _int_keys(
             _slot(self.state, "open", {})
@@ -402,12 +399,12 @@ class Sessions(_Engine):
         ctx: NodeContext,
         agg: Aggregator,
         read: Reader,
-        gap_ms: float,
+        gap_ms: int,
     ) -> None:
         super().__init__(cfg, ctx, agg, read)
-        self.gap = to_us(gap_ms)
+        self.gap = gap_ms
         # Event time: an item at exactly a session's end may still come (the
-        # watermark only says nothing earlier will), so wait 1 µs past it.
+        # watermark only says nothing earlier will), so wait 1 ms past it.
         self.touch = 1 if cfg.event_time else 0
         self.sessions: dict[str, list[list[Any]]] = _slot(self.state, "sessions", {})
         self.heap: list[list[Any]] = _slot(self.state, "heap", [])
@@ -446,7 +443,7 @@ class Sessions(_Engine):
         if not touched and hi < self.wm:
             if self.retain is None or hi + self.retain <= self.wm:
                 gone = "closed" if self.retain is None else "been forgotten"
-                span = f"[{_seconds(lo)}, {_seconds(hi)})"
+                span = f"[{lo}, {hi})"
                 self.late(x, t, f"its session {span} would already have {gone}")
                 return
         agg = self.agg
@@ -559,13 +556,19 @@ class Sessions(_Engine):
 
 
 async def drive(
-    inp: AsyncIterator[Any], event_time: bool, engine: _Engine
+    inp: AsyncIterator[Any],
+    event_time: bool,
+    engine: _Engine,
+    idle_timeout_ms: float | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
     """Feed items to an engine and yield the windows it fires, in order.
 
     Event time reads items as they come. Processing time also wakes up when
     the next window is due (the node is ``timed``), so windows close on time
-    with no further input. At the end of input every open window fires.
+    with no further input. So does event time with ``idle_timeout_ms``: once
+    the input has been quiet that long, the watermark moves on with the
+    clock from where the last item left it. At the end of input every open
+    window fires.
 
     Raises:
         Exception: What the user's ``fn``/``merge`` raised, after the windows
@@ -573,7 +576,7 @@ async def drive(
     """
     ready = engine.ready
     on_item = engine.on_item
-    if event_time:
+    if event_time and idle_timeout_ms is None:
         async for x in inp:
             try:
                 on_item(x, None)
@@ -588,34 +591,77 @@ async def drive(
                     yield out
                 ready.clear()
     else:
-        clock = asyncio.get_running_loop().time
+        clock = epoch_ms_clock()
         # A channel feed's own wait saves a call per item; next_item explains
         # what is wrong with any other input.
         wait_next = getattr(inp, "next", None) or functools.partial(next_item, inp)
-        now = round(clock() * US)
-        engine.advance(now)
+        now = clock()
+        idle = None
+        if idle_timeout_ms is not None:
+            idle = _Idle(engine, int(idle_timeout_ms), now)
+        if idle is None:
+            engine.advance(now)
         while True:
             if ready:
                 for out in ready:
                     yield out
                 ready.clear()
-            due = engine.next_due
+            due = engine.next_due if idle is None else idle.due()
             try:
-                x = await wait_next(None if due == _NEVER else max(0, due - now) / US)
+                x = await wait_next(None if due == _NEVER else max(0, due - now) / 1000)
             except StopAsyncIteration:
                 break
-            now = round(clock() * US)
+            now = clock()
             if x is NO_ITEM:
-                engine.advance(now)
+                engine.advance(now if idle is None else idle.max_t(now))
                 continue
             try:
-                on_item(x, now)  # also fires what the clock passed
+                # Processing time: also fires what the clock passed.
+                on_item(x, None if idle is not None else now)
             except Exception:
                 for out in ready:
                     yield out
                 ready.clear()
                 raise
+            if idle is not None:
+                idle.arrived(now)
     engine.flush()
     for out in ready:
         yield out
     ready.clear()
+
+
+class _Idle:
+    """Event time with an idle timeout: the watermark follows the clock.
+
+    After ``timeout`` ms without an item, the largest event time is taken to
+    have moved on as far as the clock has since the last item came (as if
+    the source kept producing in real time, Flink's ``withIdleness``), so a
+    quiet input's last windows close. An item that arrives later is judged
+    against that watermark as any other. Nothing here is state: after a
+    restart the quiet time counts from the restart.
+    """
+
+    def __init__(self, engine: _Engine, timeout: int, now: int) -> None:
+        self.engine = engine
+        self.timeout = timeout
+        self.arrived(now)
+
+    def arrived(self, now: int) -> None:
+        self.last = now
+        self.base = self.engine.max_t
+
+    def max_t(self, now: int) -> float:
+        """The largest event time as the clock moved it (unmoved if not idle)."""
+        if now - self.last < self.timeout:
+            return self.base
+        return self.base + (now - self.last)
+
+    def due(self) -> float:
+        """The clock time at which the engine must next be woken."""
+        engine = self.engine
+        if engine.next_due == _NEVER or self.base == -_NEVER:
+            return _NEVER  # nothing open: only an item can change that
+        # The watermark reaches next_due when base + elapsed - lateness does.
+        reached = self.last + engine.next_due + engine.lateness - self.base
+        return max(self.last + self.timeout, reached)
