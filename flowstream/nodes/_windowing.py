@@ -120,6 +120,8 @@ class _Engine:
         self.max_keys: float = _NEVER if cfg.max_keys is None else cfg.max_keys
         self.evict = cfg.on_max_keys == "evict_oldest"
         self.keys = 0  # records held; subclasses count their state
+        # Event time with idle_timeout_ms: the clock may move the watermark.
+        self.idle = cfg.idle_timeout_ms is not None
 
     def over(self) -> None:
         """More records than ``max_keys``: fail, or evict the oldest."""
@@ -165,9 +167,12 @@ class _Engine:
 
     def late(self, x: Any, t: int, what: str) -> None:
         self.state["late"] += 1
+        largest = "max event time"
+        if self.idle:
+            largest += " (or the clock, while the input was idle)"
         reason = (
             f"late item: timestamp {_ms(t)} is behind the watermark "
-            f"{_ms(self.wm)} (max event time {_ms(self.max_t)} minus "
+            f"{_ms(self.wm)} ({largest} {_ms(self.max_t)} minus "
             f"allowed lateness {self.lateness} ms); {what}"
         )
         self.ctx.dead_letter(x, reason)
@@ -615,6 +620,10 @@ async def drive(
             if x is NO_ITEM:
                 engine.advance(now if idle is None else idle.max_t(now))
                 continue
+            if idle is not None:
+                # The watermark moved on while the input was quiet: the item
+                # is judged against where the clock took it.
+                engine.advance(idle.max_t(now))
             try:
                 # Processing time: also fires what the clock passed.
                 on_item(x, None if idle is not None else now)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+import time
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +12,7 @@ import pytest
 import yaml
 from hypothesis import given, settings, strategies as st
 
+from flowstream import FlowRuntime
 from flowstream.core.node import NodeSpec, node
 from flowstream.core.workflow import ContinueOnError, RetryPolicy, Workflow
 from flowstream.errors import WorkflowValidationError
@@ -51,9 +53,34 @@ async def stamp(inp: AsyncIterator[Any]) -> AsyncIterator[list[Any]]:
         yield [loop.time(), x]
 
 
+class Quiet(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    items: list[Any]
+
+
+@node("test.then_quiet", config=Quiet)
+async def then_quiet(*, config: Quiet) -> AsyncIterator[Any]:
+    """Emit the items, then nothing until the run is stopped: a quiet stream."""
+    for x in config.items:
+        yield x
+    await asyncio.Event().wait()
+
+
+SEEN: list[Any] = []
+ARRIVED = asyncio.Event()
+
+
+@node("test.seen")
+async def seen(inp: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """Note each item as it arrives (the run's outputs come only at its end)."""
+    async for x in inp:
+        SEEN.append(x)
+        ARRIVED.set()
+        yield x
+
+
 def registry() -> NodeRegistry:
     reg = NodeRegistry.default(entry_points=False)
-    for spec in (*SPECS, scripted, stamp):
+    for spec in (*SPECS, scripted, stamp, then_quiet, seen):
         reg.register(spec, replace=True)
     return reg
 
@@ -360,6 +387,8 @@ async def test_late_update_past_retention_goes_to_error() -> None:
         (ev(True, v=1), "got True"),
         (ev(math.nan, v=1), "got nan"),
         (ev(math.inf, v=1), "got inf"),
+        # Float seconds are not epoch ms: refused, with a hint, never rounded.
+        (ev(0.5, v=1), "got 0.5 (from seconds: int(ts * 1000))"),
         (ev(500, v="x"), "cannot aggregate the value: TypeError"),
         ("not a mapping", "cannot read the timestamp (field 'ts'): TypeError"),
     ],
@@ -773,6 +802,20 @@ VALIDATION_CASES = [
     ("window.tumbling", {"size_ms": 1, "aggs": {"t": {"op": "avg"}}}, "aggs"),
     ("window.session", {"gap_ms": 1, "fn": f"{HERE}:concat", "initial": ""}, "merge"),
     ("window.session", {"gap_ms": 1, "merge": f"{HERE}:add_lists"}, "merge"),
+    ("window.tumbling", {"size_ms": 1.5}, "size_ms"),
+    ("window.sliding", {"size_ms": 10, "slide_ms": 2.5}, "slide_ms"),
+    ("window.session", {"gap_ms": 0.5}, "gap_ms"),
+    ("window.tumbling", {"size_ms": 1, "idle_timeout_ms": 100}, "idle_timeout_ms"),
+    (
+        "window.tumbling",
+        {"size_ms": 1, "timestamp": "x.t", "idle_timeout_ms": 0},
+        "idle_timeout_ms",
+    ),
+    (
+        "window.tumbling",
+        {"size_ms": 1, "timestamp": "x.t", "idle_timeout_ms": 2.5},
+        "idle_timeout_ms",
+    ),
 ]
 
 
@@ -1259,3 +1302,170 @@ async def test_max_rows_sends_incomparable_values_to_error() -> None:
     )
     assert [[r["p"] for r in w["value"]] for w in out["out"]] == [[4]]
     assert out["error"] == [{"t": 1, "p": "x"}]
+
+
+async def test_whole_float_timestamps_and_durations_are_taken_as_ints() -> None:
+    # JSON decoders may give 1.7e12 as a float: a whole number is accepted.
+    items = [{"t": 1_000.0}, {"t": 1_999}, {"t": 2_000.0}]
+    config = {"size_ms": 1e3, "timestamp_field": "t", "allowed_lateness_ms": 0.0}
+    out = await run_nodes(tumbling_window, items, config)
+    assert out["out"] == [
+        {"start": 1000, "end": 2000, "value": 2, "count": 2},
+        {"start": 2000, "end": 3000, "value": 1, "count": 1},
+    ]
+    assert all(type(r["start"]) is int and type(r["end"]) is int for r in out["out"])
+
+
+async def test_processing_time_bounds_are_epoch_ms_of_the_wall_clock() -> None:
+    # On a real loop, processing time reads as the wall clock in epoch ms.
+    before = time.time_ns() // 1_000_000
+    out = await run_nodes(tumbling_window, ["a", "b"], {"size_ms": 60_000})
+    after = time.time_ns() // 1_000_000
+    assert out["out"]  # two windows if the run crossed a minute's end
+    for record in out["out"]:
+        assert type(record["start"]) is int
+        assert record["end"] - record["start"] == 60_000
+        assert record["start"] % 60_000 == 0
+        assert before - 60_000 < record["start"] <= after
+    assert sum(r["count"] for r in out["out"]) == 2
+
+
+# --- idle inputs: idle_timeout_ms -----------------------------------------------------
+
+
+def run_idle(
+    steps: list[tuple[float, Any]], window_type: str, config: dict[str, Any]
+) -> tuple[list[Any], list[Any]]:
+    """scripted source -> window -> stamp, error -> errors; virtual time.
+
+    Returns the [arrival time, record] pairs and the late items.
+    """
+    wf = (
+        Workflow("idle")
+        .node("src", "test.scripted", steps=steps)
+        .node("w", window_type, config)
+        .node("out", "test.stamp")
+        .node("errors", "sink.collect")
+        .connect("src -> w")
+        .connect("w -> out")
+        .connect("w.error -> errors")
+    )
+
+    async def main() -> tuple[list[Any], list[Any]]:
+        result = await run_workflow(wf, registry())
+        assert result.ok, result.error
+        return result.output("out"), result.output("errors")
+
+    return run_virtual(main())
+
+
+# Two items close together, an hour of quiet, then one more (older) item.
+QUIET = [(0.0, ev(100)), (0.5, ev(1500)), (3600.0, ev(1200))]
+
+
+def test_without_idle_timeout_a_quiet_input_holds_its_last_window() -> None:
+    config = {"size_ms": 1000, "timestamp_field": "ts"}
+    got, late = run_idle(QUIET, "window.tumbling", config)
+    assert [(t, r["start"], r["count"]) for t, r in got] == [
+        (0.5, 0, 1),  # the item at 1500 moved the watermark past 1000
+        (3600.5, 1000, 2),  # only the end of input closes [1000, 2000)
+    ]
+    assert late == []
+
+
+def test_idle_timeout_moves_the_watermark_with_the_clock() -> None:
+    config = {"size_ms": 1000, "timestamp_field": "ts", "idle_timeout_ms": 300}
+    got, late = run_idle(QUIET, "window.tumbling", config)
+    # At 0.5 s the watermark is 1500. Quiet for 300 ms (idle), it follows the
+    # clock from there: it reaches 2000, the end of [1000, 2000), at 1.0 s.
+    assert [(t, r["start"], r["count"]) for t, r in got] == [
+        (0.5, 0, 1),
+        (1.0, 1000, 1),
+    ]
+    # The watermark went on moving: the item at 1200 came too late, and says so.
+    [letter] = late
+    assert letter["item"] == ev(1200)
+    assert "behind the watermark 3601500 ms" in letter["reason"]
+    assert "while the input was idle" in letter["reason"]
+    assert "window [1000, 2000) already fired" in letter["reason"]
+
+
+def test_idle_timeout_waits_for_the_timeout_before_moving_the_watermark() -> None:
+    # The window's end is 1 ms ahead of the watermark, but nothing moves
+    # before the input has been quiet for idle_timeout_ms.
+    steps = [(0.0, ev(999)), (10.0, ev(20_000))]
+    config = {"size_ms": 1000, "timestamp_field": "ts", "idle_timeout_ms": 2000}
+    got, _ = run_idle(steps, "window.tumbling", config)
+    assert [(t, r["start"]) for t, r in got] == [(2.0, 0), (10.0, 20_000)]
+
+
+def test_idle_timeout_allows_for_the_lateness() -> None:
+    # The watermark trails the largest time by the allowed lateness, idle or not.
+    steps = [(0.0, ev(500)), (10.0, ev(9000))]
+    config = {
+        "size_ms": 1000,
+        "timestamp_field": "ts",
+        "allowed_lateness_ms": 2000,
+        "idle_timeout_ms": 100,
+    }
+    got, _ = run_idle(steps, "window.tumbling", config)
+    # 500 + elapsed - 2000 >= 1000 when elapsed = 2.5 s.
+    assert [(t, r["start"]) for t, r in got] == [(2.5, 0), (10.0, 9000)]
+
+
+def test_idle_timeout_closes_sessions_of_a_quiet_key() -> None:
+    steps = [(0.0, ev(0, k="a")), (0.2, ev(200, k="b")), (60.0, ev(60_000, k="a"))]
+    config = {
+        "gap_ms": 1000,
+        "timestamp_field": "ts",
+        "key_field": "k",
+        "idle_timeout_ms": 500,
+    }
+    got, _ = run_idle(steps, "window.session", config)
+    # A session closes once the watermark is past its end (1 ms past).
+    assert [(approx(t), r["key"], r["start"], r["end"]) for t, r in got] == [
+        (approx(1.001), "a", 0, 1000),
+        (approx(1.201), "b", 200, 1200),
+        (approx(60.2), "a", 60_000, 61_000),  # the end of input
+    ]
+
+
+def test_idle_timeout_applies_to_sliding_windows() -> None:
+    steps = [(0.0, ev(0)), (30.0, ev(30_000))]
+    config = {
+        "size_ms": 2000,
+        "slide_ms": 1000,
+        "timestamp_field": "ts",
+        "idle_timeout_ms": 100,
+    }
+    got, _ = run_idle(steps, "window.sliding", config)
+    assert [(t, r["start"]) for t, r in got][:2] == [(1.0, -1000), (2.0, 0)]
+
+
+async def test_a_quiet_stream_run_emits_its_last_window_without_being_stopped() -> None:
+    # A real stream run on the real clock: two items, then silence. The last
+    # window reaches the sink about 0.5 s later (the watermark, 1500 after the
+    # items, follows the clock to 2000), while the run is still going.
+    SEEN.clear()
+    ARRIVED.clear()
+    config = {"size_ms": 1000, "timestamp_field": "ts", "idle_timeout_ms": 100}
+    wf = (
+        Workflow("quiet", mode="stream")
+        .node("src", "test.then_quiet", items=[ev(1200), ev(1500)])
+        .node("w", "window.tumbling", config)
+        .node("out", "test.seen")
+        .connect("src -> w")
+        .connect("w -> out")
+    )
+    executor = FlowRuntime(registry()).executor(wf)
+    run = asyncio.ensure_future(executor.run())
+    arrived = asyncio.ensure_future(ARRIVED.wait())
+    # Generous: the machine may be busy.
+    await asyncio.wait({run, arrived}, timeout=30, return_when="FIRST_COMPLETED")
+    arrived.cancel()
+    before_stop = list(SEEN)
+    executor.stop()
+    result = await run
+    assert result.ok, result.error
+    assert before_stop == [{"start": 1000, "end": 2000, "value": 2, "count": 2}]
+    assert SEEN == before_stop  # nothing was left for the stop to flush
