@@ -1469,3 +1469,26 @@ async def test_a_quiet_stream_run_emits_its_last_window_without_being_stopped() 
     assert result.ok, result.error
     assert before_stop == [{"start": 1000, "end": 2000, "value": 2, "count": 2}]
     assert SEEN == before_stop  # nothing was left for the stop to flush
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    timed_items(max_ms=3000),
+    st.lists(st.integers(0, 99), min_size=40, max_size=40),
+    st.sampled_from(
+        [(tumbling_window, {"size_ms": 500}), (session_window, {"gap_ms": 300})]
+    ),
+)
+def test_an_input_never_quiet_for_the_timeout_gives_the_same_windows(
+    items: list[dict[str, Any]],
+    pauses_ms: list[int],
+    window: tuple[NodeSpec, dict[str, Any]],
+) -> None:
+    # Pauses under idle_timeout_ms: the clock never moves the watermark.
+    spec, shape = window
+    steps = [(p / 1000, x) for p, x in zip(pauses_ms, items, strict=False)]
+    config = {**shape, "timestamp_field": "ts", "key_field": "k", "op": "collect"}
+    plain, plain_late = run_idle(steps, spec.type_id, config)
+    idle, idle_late = run_idle(steps, spec.type_id, {**config, "idle_timeout_ms": 100})
+    assert [r for _, r in idle] == [r for _, r in plain]
+    assert [e["item"] for e in idle_late] == [e["item"] for e in plain_late]
