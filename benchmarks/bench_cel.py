@@ -53,7 +53,7 @@ def bid(i: int) -> dict[str, Any]:
         "url": "https://www.nexmark.com/item?id=" + str(i),
         "date_time": 1_700_000_000_000 + i,
         "extra": "",
-        "ts": i / 1000,
+        "ts": i,  # epoch ms
     }
 
 

@@ -1,7 +1,7 @@
 """(f) Join throughput: ``join.window``, keyed, event time, two inputs; items/s.
 
 The workload: two inputs of n/2 items each, ``left`` items ``{"k": "k<i % 100>",
-"ts": i / 1000, "i": i}`` and ``right`` items the same 0.5 ms later (100 keys,
+"ts": i, "i": i}`` (epoch ms) and ``right`` items the same 1 ms later (100 keys,
 1000 items per event-time second on each side), joined on ``k`` within 10 ms
 with 100 ms of allowed lateness: every left item meets exactly its right twin
 (the next item of the same key is 100 ms away), so n/2 pairs come out. A
@@ -52,7 +52,7 @@ KEYS = 100
 BATCH = 1024
 WINDOW_MS = 10
 LATENESS_MS = 100
-OFFSET = {"left": 0.0, "right": 0.0005}
+OFFSET = {"left": 0, "right": 1}
 CONFIG = {
     "left_key": "x.k",
     "right_key": "x.k",
@@ -63,13 +63,9 @@ CONFIG = {
 }
 
 
-def make_batch(
-    keys: list[str], lo: int, hi: int, offset: float
-) -> list[dict[str, Any]]:
+def make_batch(keys: list[str], lo: int, hi: int, offset: int) -> list[dict[str, Any]]:
     """Items ``lo`` to ``hi`` of one side: the source nodes and floors make these."""
-    return [
-        {"k": keys[i % KEYS], "ts": i / 1000 + offset, "i": i} for i in range(lo, hi)
-    ]
+    return [{"k": keys[i % KEYS], "ts": i + offset, "i": i} for i in range(lo, hi)]
 
 
 def half(n: int) -> int:
@@ -159,8 +155,8 @@ def hand_join(
     """The keyed event-time window join by hand; returns the tally."""
     keys = [f"k{i}" for i in range(KEYS)]
     m = half(n)
-    window = WINDOW_MS / 1000
-    lateness = LATENESS_MS / 1000
+    window = WINDOW_MS
+    lateness = LATENESS_MS
     buckets: dict[Any, list[dict[int, list[Any]]]] = {}
     heaps: list[list[tuple[float, int, Any]]] = [[], []]
     tops = [-math.inf, -math.inf]

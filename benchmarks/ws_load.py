@@ -5,7 +5,7 @@
 
 ``N`` clients connect at once and together send ``R`` records/s (an even
 share each) for ``S`` seconds, as records like ``{"sensor": "s3", "value": 1.5,
-"ts": <unix seconds>}``, ``B`` per frame (1: a bare record; more: an array).
+"ts": <epoch ms>}``, ``B`` per frame (1: a bare record; more: an array).
 With ``--bad-every K`` every K-th frame of each client is bad, alternately
 malformed (truncated JSON, or a byte MessagePack never uses) and a schema
 violation (``sensor`` a number, ``value`` a string). Sends are paced on a fixed
@@ -93,7 +93,7 @@ class _Frames:
         return {
             "sensor": rng.choice(SENSORS),
             "value": round(rng.uniform(0.0, 100.0), 2),
-            "ts": time.time(),
+            "ts": time.time_ns() // 1_000_000,  # epoch ms
         }
 
     def good(self) -> bytes:
@@ -107,7 +107,9 @@ class _Frames:
             if self.encoding == "json":
                 return b'{"sensor": "s1", "value": '  # malformed: cut short
             return b"\xc1"  # malformed: a byte MessagePack never uses
-        return self._encode({"sensor": 3, "value": "high", "ts": time.time()})
+        return self._encode(
+            {"sensor": 3, "value": "high", "ts": time.time_ns() // 1_000_000}
+        )
 
 
 async def _client(

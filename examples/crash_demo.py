@@ -38,8 +38,8 @@ from flowstream import read_workflow, write_workflow
 HERE = Path(__file__).parent
 OUT = Path("demo-output") / "crash"
 SENSORS = 8
-EVENT_RATE = 8192  # records per event-time second (a power of two: exact times)
-T0 = 1_700_000_000  # event time of record 1, on a whole second
+EVENT_RATE = 8192  # records per event-time second
+T0_MS = 1_700_000_000_000  # event time of record 1 (epoch ms), on a whole second
 
 
 def record(seq: int) -> dict[str, Any]:
@@ -48,18 +48,18 @@ def record(seq: int) -> dict[str, Any]:
         "seq": seq,
         "sensor": f"s{seq % SENSORS}",
         "value": float((seq * 7919) % 1000),
-        "ts": T0 + (seq - 1) / EVENT_RATE,
+        "ts": T0_MS + (seq - 1) * 1000 // EVENT_RATE,  # epoch ms
     }
 
 
-def expected_windows(total: int) -> dict[tuple[str, float], tuple[int, float, float]]:
-    """(sensor, window start) -> (n, total, max), straight from the feed."""
-    n: dict[tuple[str, float], int] = defaultdict(int)
-    sums: dict[tuple[str, float], float] = defaultdict(float)
-    top: dict[tuple[str, float], float] = {}
+def expected_windows(total: int) -> dict[tuple[str, int], tuple[int, float, float]]:
+    """(sensor, window start in epoch ms) -> (n, total, max), from the feed."""
+    n: dict[tuple[str, int], int] = defaultdict(int)
+    sums: dict[tuple[str, int], float] = defaultdict(float)
+    top: dict[tuple[str, int], float] = {}
     for seq in range(1, total + 1):
         r = record(seq)
-        key = (r["sensor"], float(T0 + (seq - 1) // EVENT_RATE))
+        key = (r["sensor"], T0_MS + (seq - 1) // EVENT_RATE * 1000)
         n[key] += 1
         sums[key] += r["value"]
         top[key] = max(top.get(key, r["value"]), r["value"])
@@ -210,7 +210,7 @@ def report(feed: Feed, records: int, db: Path) -> int:
         rows = conn.execute(
             "select sensor, window_start, n, total, max from windows"
         ).fetchall()
-    got = {(s, float(w)): (n, t, m) for s, w, n, t, m in rows}
+    got = {(s, w): (n, t, m) for s, w, n, t, m in rows}
     missing = expected.keys() - got.keys()
     extra = got.keys() - expected.keys()
     wrong = [

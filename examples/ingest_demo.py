@@ -16,6 +16,7 @@ import contextlib
 import json
 import sqlite3
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -145,9 +146,15 @@ def summarize(
     print(f"   records counted  {total_n or 0:>10,}  (sum of n over stored windows)")
     print(f"   live updates     {len(live):>10,}  received by the subscriber")
     print(f"\n   sensor_windows (first rows of {db}):")
-    print(f"   {'sensor':<8} {'window_start':>14} {'n':>6} {'mean':>8} {'max':>8}")
+    print(
+        f"   {'sensor':<8} {'window_start (UTC)':<24} {'n':>6} {'mean':>8} {'max':>8}"
+    )
     for sensor, start, n, mean, peak in rows:
-        print(f"   {sensor:<8} {start:>14.1f} {n:>6} {mean:>8} {peak:>8}")
+        # Stored as epoch ms (int); shown as ISO 8601, UTC, to the ms.
+        when = datetime.fromtimestamp(start / 1000, UTC).isoformat(
+            timespec="milliseconds"
+        )
+        print(f"   {sensor:<8} {when:<24} {n:>6} {mean:>8} {peak:>8}")
     if dead:
         print(f"\n   a dead letter: {dead[0][:150]}")
     ok = (

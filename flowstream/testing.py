@@ -148,7 +148,14 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     Whenever no callback is ready, the clock jumps to the next timer. Real I/O
     still works, but a test mixing sockets and virtual time sees timers fire
     early relative to the network: keep such tests on the real loop.
+
+    Attributes:
+        epoch: The wall-clock time (epoch seconds) at virtual time 0, read by
+            nodes that stamp processing time as epoch milliseconds (0: loop
+            time 1.5 s reads as 1500 ms), so their output is deterministic.
     """
+
+    epoch: float = 0.0
 
     def __init__(self) -> None:
         selector = _JumpingSelector()

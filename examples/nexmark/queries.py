@@ -21,13 +21,11 @@ __all__ = ["QUERIES"]
 HERE = "examples.nexmark.queries"
 WINDOW = {
     "timestamp_field": "date_time",
-    "time_unit": "ms",
     "allowed_lateness_ms": 4000,
 }
 JOIN_TIMES = {
     "left_time": "x.date_time",
     "right_time": "x.date_time",
-    "time_unit": "ms",
     "allowed_lateness_ms": 4000,
 }
 
@@ -307,7 +305,6 @@ def q5() -> Workflow:
             "window.tumbling",
             size_ms=2_000,
             timestamp_field="start",
-            time_unit="ms",
             op="max_rows",
             value="x.count",
         )

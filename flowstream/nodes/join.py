@@ -73,18 +73,15 @@ class Window(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         left_key: The join key of a ``left`` item, CEL over ``x``.
         right_key: The join key of a ``right`` item, CEL over ``x``.
         window_ms: Two items join when their times differ by at most this.
-        left_time: The event time of a ``left`` item in seconds, CEL over
-            ``x``; with ``right_time``. Unset (both): processing time, the
-            moment the node reads the item.
-        right_time: The event time of a ``right`` item in seconds.
+        left_time: The event time of a ``left`` item in epoch milliseconds,
+            CEL over ``x`` (``x.date_time``, a plain field lookup, is much
+            faster than CEL arithmetic); with ``right_time``. Unset (both):
+            processing time, the moment the node reads the item.
+        right_time: The event time of a ``right`` item in epoch milliseconds.
         allowed_lateness_ms: Event time only: how far behind the latest time
             seen on its own input an item may arrive and still be joined.
         emit_unmatched: Send items that expire without any match to port
             ``unmatched`` as ``{"side", "key", "item"}``.
-        time_unit: ``s`` (the default) or ``ms``: the unit of the event
-            times ``left_time``/``right_time`` give, so epoch-ms fields can be
-            read as they are (``left_time: x.date_time``, a plain field
-            lookup, is much faster than CEL arithmetic).
     """
 
     left_key: Expr
@@ -94,7 +91,6 @@ class Window(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     right_time: Expr | None = None
     allowed_lateness_ms: float = 0.0
     emit_unmatched: bool = False
-    time_unit: Literal["s", "ms"] = "s"
 
     def __post_init__(self) -> None:
         # Written as "not ..." so that NaN is rejected too.
@@ -122,9 +118,12 @@ def _window_ports(config: Window) -> tuple[Sequence[str], Sequence[str]]:
     return SIDES, (UNMATCHED_PORT,) if config.emit_unmatched else ()
 
 
-def _event_time(value: Any, unit: str) -> float:
+def _event_time(value: Any) -> float:
     if type(value) is not int and type(value) is not float:
-        msg = f"an event time must be a number of {unit}, got {type(value).__name__}"
+        msg = (
+            "an event time must be a number of epoch milliseconds, "
+            f"got {type(value).__name__}"
+        )
         raise TypeError(msg)
     if not math.isfinite(value):
         msg = f"an event time must be finite, got {value}"
@@ -152,11 +151,10 @@ class _WindowJoin:
 
     def __init__(self, config: Window, ctx: NodeContext) -> None:
         self.ctx = ctx
-        # Times, the window and the lateness in the unit of the item times.
-        per_ms = 1.0 if config.time_unit == "ms" else 1000.0
-        self.unit = "milliseconds" if config.time_unit == "ms" else "seconds"
-        self.window = config.window_ms / per_ms
-        self.lateness = config.allowed_lateness_ms / per_ms
+        # Times, the window and the lateness in milliseconds (event times are
+        # epoch ms; processing time is the loop's clock in ms).
+        self.window = config.window_ms
+        self.lateness = config.allowed_lateness_ms
         self.emit_unmatched = config.emit_unmatched
         self.keys = (expr_function(config.left_key), expr_function(config.right_key))
         self.times: tuple[Callable[[Any], Any], Callable[[Any], Any]] | None = None
@@ -190,7 +188,7 @@ class _WindowJoin:
     def push(self, side: int, batch: list[Any]) -> list[Any]:
         out: list[Any] = []
         if self.times is None:
-            self.now = asyncio.get_running_loop().time()
+            self.now = asyncio.get_running_loop().time() * 1000.0
             self.expire()
         for x in batch:
             self.add(side, x, out)
@@ -208,7 +206,7 @@ class _WindowJoin:
             t = self.now
         else:
             try:
-                t = _event_time(self.times[side](x), self.unit)
+                t = _event_time(self.times[side](x))
             except Exception as exc:
                 self.ctx.dead_letter(x, _reason(f"{name}_time", exc))
                 return
@@ -274,9 +272,8 @@ async def window_join(
     Emits ``{"key": k, "left": l, "right": r}`` for every pair whose keys are
     equal (as JSON values: ``1`` and ``1.0`` differ) and whose times differ by
     at most ``window_ms``, once, when the second of the two arrives. Times
-    are event times (``left_time``/``right_time``, seconds, or milliseconds
-    with ``time_unit: ms``) or, if unset, processing time (when the node
-    reads the item).
+    are event times (``left_time``/``right_time``, epoch milliseconds) or, if
+    unset, processing time (when the node reads the item).
 
     Memory: each input's watermark is its latest event time minus
     ``allowed_lateness_ms`` (+inf once it ended). An item is kept only while
@@ -297,9 +294,9 @@ async def window_join(
     Example:
         ``{id: pair, type: join.window, config: {left_key: "x.id", right_key:
         "x.id", window_ms: 1000, left_time: "x.t", right_time: "x.t"}}``
-        turns ``{left: [{id: 1, t: 0}, {id: 2, t: 5}], right: [{id: 1, t: 0.5},
-        {id: 2, t: 9}]}`` into ``[{key: 1, left: {id: 1, t: 0},
-        right: {id: 1, t: 0.5}}]``.
+        turns ``{left: [{id: 1, t: 0}, {id: 2, t: 5000}], right: [{id: 1,
+        t: 500}, {id: 2, t: 9000}]}`` into ``[{key: 1, left: {id: 1, t: 0},
+        right: {id: 1, t: 500}}]``.
     """
     join = _WindowJoin(config, ctx)
     async with contextlib.aclosing(merge_batches(inputs)) as merged:

@@ -4,8 +4,8 @@ Every window node reads one input and emits one record per fired window::
 
     {"key": k, "start": s, "end": e, "value": v, "count": n}
 
-``key`` is left out for global (unkeyed) windows; ``start``/``end`` are seconds
-(or epoch milliseconds, ints, with ``time_unit: ms``) and the window is
+``key`` is left out for global (unkeyed) windows; ``start``/``end`` are epoch
+milliseconds (ints, as every time in flowstream's records) and the window is
 ``[start, end)``. Records come out in window-end order
 (windows with the same end: in the order their keys first appeared). All three
 types are stream-safe: they emit as windows close, and at the end of input
@@ -13,15 +13,16 @@ every open window fires, in order.
 
 Config shared by the three types:
 
-* Time. ``time: processing`` (the default) stamps each item with the event
-  loop's clock when it arrives; windows close on the clock even with no new
-  input. Event time reads a timestamp in seconds (taken to the microsecond)
-  from each item, with ``timestamp`` (CEL over ``x``, e.g. ``x.ts``) or
-  ``timestamp_field`` (a mapping key, much faster). ``time_unit: ms`` reads
-  timestamps as milliseconds (as epoch-ms event times are) and emits
-  ``start``/``end`` as int milliseconds. The watermark is the
-  largest event time seen minus ``allowed_lateness_ms``; a window fires when
-  the watermark reaches its end.
+* Time. ``time: processing`` (the default) stamps each item with the clock
+  (epoch ms) when it arrives; windows close on the clock even with no new
+  input. Event time reads a timestamp in epoch milliseconds (an int, or a
+  float holding a whole number) from each item, with ``timestamp`` (CEL over
+  ``x``, e.g. ``x.ts``) or ``timestamp_field`` (a mapping key, much faster).
+  The watermark is the largest event time seen minus
+  ``allowed_lateness_ms``; a window fires when the watermark reaches its end.
+  ``idle_timeout_ms`` (event time): after that long with no input, the
+  watermark moves on with the clock from where the last item left it, so a
+  quiet stream's last windows close without waiting for more input.
 * Key. ``key`` (CEL) or ``key_field`` gives one set of windows per key;
   without either, windows are global.
 * Aggregate. ``op``: ``count`` (the default), ``sum``, ``min``, ``max``,
@@ -64,16 +65,19 @@ counted twice.
 
 from __future__ import annotations
 
-import copy
+import math
 from operator import itemgetter
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 
-from ..core.expr import Expr, FnRef, compile_expr, expr_function, resolve_callable
+from ..core.expr import Expr, FnRef, compile_expr, expr_function
 from ..core.node import node
 from ._bounds import DEFAULT_MAX_KEYS, OnMaxKeys, check_max_keys
-from ._windowing import US, BadItem, FixedWindows, Sessions, drive, to_us
+from ._window_aggregate import Aggregator, why
+from ._window_fixed import FixedWindows
+from ._window_sessions import Sessions
+from ._windowing import BadItem, drive
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -121,7 +125,7 @@ class WindowConfig(
     time: Literal["processing", "event"] | None = None
     timestamp: Expr | None = None
     timestamp_field: str | None = None
-    allowed_lateness_ms: NonNegative = 0.0
+    allowed_lateness_ms: NonNegative = 0
     key: Expr | None = None
     key_field: str | None = None
     op: Op | None = None
@@ -133,8 +137,8 @@ class WindowConfig(
     retain_ms: NonNegative | None = None
     max_keys: int | None = DEFAULT_MAX_KEYS
     on_max_keys: OnMaxKeys = "fail"
-    time_unit: Literal["s", "ms"] = "s"
-    """The unit of timestamps read and of the emitted ``start``/``end``."""
+    idle_timeout_ms: Positive | None = None
+    """Event time: after this long with no input, the watermark follows the clock."""
 
     @property
     def event_time(self) -> bool:
@@ -162,11 +166,15 @@ def _problems(c: WindowConfig) -> list[str]:
             found.append("'allowed_lateness_ms' needs event time (set 'timestamp')")
         if c.late == "update":
             found.append("late: update needs event time (set 'timestamp')")
+        if c.idle_timeout_ms is not None:
+            found.append(
+                "'idle_timeout_ms' needs event time (set 'timestamp'); "
+                "processing-time windows close on the clock already"
+            )
     if c.retain_ms is not None and c.late != "update":
         found.append("'retain_ms' applies only with late: update")
-    for name in ("allowed_lateness_ms", "retain_ms"):
-        if getattr(c, name) == float("inf"):
-            found.append(f"'{name}' must be finite")
+    for name in ("allowed_lateness_ms", "retain_ms", "idle_timeout_ms"):
+        found.extend(_whole_ms(name, getattr(c, name)))
     chosen = [n for n in ("op", "aggs", "fn") if getattr(c, n) is not None]
     if len(chosen) > 1:
         found.append(f"set one of 'op', 'aggs' or 'fn', not {' and '.join(chosen)}")
@@ -192,11 +200,16 @@ def _problems(c: WindowConfig) -> list[str]:
     return found
 
 
+def _whole_ms(name: str, ms: float | None) -> list[str]:
+    """Durations are whole milliseconds, as the times they are added to."""
+    if ms is None or float(ms).is_integer():
+        return []
+    return [f"'{name}' must be a finite, whole number of milliseconds, got {ms!r}"]
+
+
 def _check_sizes(**sizes: float) -> None:
-    """Sizes are > 0 (msgspec checks that), finite and at least a microsecond."""
     for name, size in sizes.items():
-        if not size < float("inf") or to_us(size) < 1:
-            msg = f"'{name}' must be a finite number of ms >= 0.001, got {size:g}"
+        for msg in _whole_ms(name, size):
             raise ValueError(msg)
 
 
@@ -257,250 +270,28 @@ class Session(WindowConfig, frozen=True, kw_only=True, forbid_unknown_fields=Tru
         super().__post_init__()
 
 
-# --- aggregation -------------------------------------------------------------------
+# --- reading items ------------------------------------------------------------------
 
 
-def _add(acc: Any, v: Any, t: int) -> Any:
-    return acc + v
-
-
-def _min(acc: Any, v: Any, t: int) -> Any:
-    return v if acc is None or v < acc else acc
-
-
-def _max(acc: Any, v: Any, t: int) -> Any:
-    return v if acc is None or v > acc else acc
-
-
-def _first(acc: Any, v: Any, t: int) -> Any:
-    return [t, v] if acc is None or t < acc[0] else acc
-
-
-def _last(acc: Any, v: Any, t: int) -> Any:
-    return [t, v] if acc is None or t >= acc[0] else acc
-
-
-def _merge_first(a: Any, b: Any) -> Any:
-    return a if b is None or (a is not None and a[0] <= b[0]) else b
-
-
-def _merge_last(a: Any, b: Any) -> Any:
-    return b if a is None or (b is not None and b[0] >= a[0]) else a
-
-
-def _optional(f: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
-    return lambda a, b: b if a is None else a if b is None else f(a, b)
-
-
-def _plus(a: Any, b: Any) -> Any:
-    return a + b
-
-
-def _same(acc: Any, n: int) -> Any:
-    return acc
-
-
-_TIE: Any = object()
-"""A ``max_rows`` step's answer for an item tying the maximum: commit appends it."""
-
-
-def _max_rows(acc: Any, v: Any, t: int) -> Any:
-    # v is (score, item); acc is [best score, [[t, item], ...]].
-    score = v[0]
-    if acc is None or score > acc[0]:
-        return [score, [[t, v[1]]]]
-    return _TIE if score == acc[0] else acc
-
-
-def _merge_max_rows(a: Any, b: Any) -> Any:
-    if a[0] == b[0]:
-        return [a[0], a[1] + b[1]]
-    return a if a[0] > b[0] else b
-
-
-def _rows(acc: Any, n: int) -> list[Any]:
-    return [v for _, v in sorted(acc[1], key=itemgetter(0))]
-
-
-def _collected(acc: Any, n: int) -> list[Any]:
-    return [v for _, v in sorted(acc, key=itemgetter(0))]
-
-
-# op: (initial accumulator, step (None: the commit appends), merge, result)
-_OPS: dict[str, tuple[Any, Any, Callable[[Any, Any], Any], Any]] = {
-    "sum": (0, _add, _plus, _same),
-    "mean": (0, _add, _plus, lambda acc, n: acc / n),
-    "min": (None, _min, _optional(min), _same),
-    "max": (None, _max, _optional(max), _same),
-    "first": (None, _first, _merge_first, lambda acc, n: acc[1]),
-    "last": (None, _last, _merge_last, lambda acc, n: acc[1]),
-    "collect": (None, None, _plus, _collected),
-    "max_rows": (None, _max_rows, _optional(_merge_max_rows), _rows),
-}
-
-
-class Aggregator:
-    """Makes, updates, merges and reads the records of one config."""
-
-    def __init__(self, cfg: WindowConfig, merge: str | None = None) -> None:
-        self.keyed = cfg.key is not None or cfg.key_field is not None
-        if cfg.aggs is not None:
-            self.names: list[str] | None = list(cfg.aggs)
-            specs: list[tuple[str, str | None]] = [
-                (a.op, a.value) for a in cfg.aggs.values()
-            ]
-        else:
-            self.names = None
-            specs = [("fn" if cfg.fn else cfg.op or "count", cfg.value)]
-        self.custom = cfg.fn is not None
-        self.sources: list[str] = []
-        self.values: list[Callable[[Any], Any]] = []
-        self.inits: list[Callable[[], Any]] = []
-        self.steps: list[tuple[int, int, Callable[[Any, Any, int], Any]]] = []
-        self.appends: list[tuple[int, int]] = []
-        self.merges: list[Callable[[Any, Any], Any]] = []
-        self.results: list[Callable[[Any, int], Any]] = []
-        for slot, (op, source) in enumerate(specs, start=2):
-            if op == "count":
-                self.inits.append(lambda: None)
-                self.merges.append(lambda a, b: None)
-                self.results.append(lambda acc, n: n)
-                continue
-            v = len(self.values)
-            self.sources.append(source or "x")
-            value = _identity if source in (None, "x") else _cel(source)
-            if op == "max_rows":
-                value = _with_item(value)
-            self.values.append(value)
-            if op == "fn":
-                assert cfg.fn is not None  # the config checked fn and initial
-                self._custom(cfg.fn, cfg.initial, merge, slot, v)
-                continue
-            initial, step, merge_op, result = _OPS[op]
-            self.inits.append(list if op == "collect" else _const(initial))
-            if step is None:
-                self.appends.append((slot, v))
-            else:
-                self.steps.append((slot, v, step))
-            self.merges.append(merge_op)
-            self.results.append(result)
-        self.count_only = not self.values
-        self.ms = cfg.time_unit == "ms"
-
-    def _custom(
-        self, fn_ref: str, initial: Any, merge: str | None, slot: int, v: int
-    ) -> None:
-        fn = resolve_callable(fn_ref)
-        self.inits.append(lambda: copy.deepcopy(initial))
-        self.steps.append((slot, v, lambda acc, x, t: fn(acc, x)))
-        self.merges.append(resolve_callable(merge) if merge else _no_merge)
-        self.results.append(_same)
-
-    def new(self, key: Any) -> list[Any]:
-        """Return the record of an empty window."""
-        return [key, 0, *[init() for init in self.inits]]
-
-    def evaluate(self, x: Any) -> list[Any]:
-        """Return the item's values, one per aggregate that reads one."""
-        out = []
-        for i, f in enumerate(self.values):
-            try:
-                out.append(f(x))
-            except Exception as exc:
-                msg = f"cannot evaluate the value {self.sources[i]!r}: {_why(exc)}"
-                raise BadItem(msg) from None
-        return out
-
-    def step(self, rec: list[Any], vals: list[Any], t: int) -> list[Any]:
-        """Phase one: the record's new accumulators with the item (no mutation).
-
-        Raises:
-            BadItem: A built-in aggregate cannot take the value.
-            Exception: The user's ``fn`` failed (a failure of the node).
-        """
-        try:
-            return [f(rec[slot], vals[v], t) for slot, v, f in self.steps]
-        except Exception as exc:
-            if self.custom:
-                raise
-            msg = f"cannot aggregate the value: {_why(exc)}"
-            raise BadItem(msg) from None
-
-    def commit(self, rec: list[Any], news: list[Any], vals: list[Any], t: int) -> None:
-        """Phase two: store what `step` computed; cannot fail."""
-        rec[1] += 1
-        for (slot, v, _), new in zip(self.steps, news, strict=True):
-            if new is _TIE:
-                rec[slot][1].append([t, vals[v][1]])
-            else:
-                rec[slot] = new
-        for slot, v in self.appends:
-            rec[slot].append([t, vals[v]])
-
-    def merge(self, a: list[Any], b: list[Any]) -> list[Any]:
-        """Return a new record holding both records' items (``a`` is the earlier).
-
-        Raises:
-            Exception: The user's ``merge`` failed.
-        """
-        merged = [a[0], a[1] + b[1]]
-        for slot, m in enumerate(self.merges, start=2):
-            merged.append(m(a[slot], b[slot]))
-        return merged
-
-    def output(self, rec: list[Any], start: int, end: int) -> dict[str, Any]:
-        """Return the emitted record of one window."""
-        n = rec[1]
-        if self.names is None:
-            value = self.results[0](rec[2], n)
-        else:
-            value = {
-                name: result(rec[slot], n)
-                for slot, (name, result) in enumerate(
-                    zip(self.names, self.results, strict=True), start=2
-                )
-            }
-        s: float
-        e: float
-        if self.ms:
-            s, e = start // 1000, end // 1000
-        else:
-            s, e = start / US, end / US
-        if self.keyed:
-            return {"key": rec[0], "start": s, "end": e, "value": value, "count": n}
-        return {"start": s, "end": e, "value": value, "count": n}
-
-
-def _why(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _identity(x: Any) -> Any:
-    return x
-
-
-def _with_item(value: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    return lambda x: (value(x), x)
-
-
-def _const(value: Any) -> Callable[[], Any]:
-    return lambda: value
-
-
-def _cel(source: str) -> Callable[[Any], Any]:
-    return expr_function(source)
-
-
-def _no_merge(a: Any, b: Any) -> Any:  # the config requires merge with fn
-    msg = "cannot merge two sessions without 'merge'"
-    raise RuntimeError(msg)
+def _int_timestamp(t: Any, source: str) -> int:
+    """A timestamp that is not an int: a float holding a whole number, or bad."""
+    if type(t) is float and t.is_integer():  # NaN and infinities are not
+        return int(t)
+    hint = ""
+    if type(t) is float and math.isfinite(t):
+        hint = " (from seconds: int(ts * 1000))"
+    msg = (
+        f"the timestamp ({source}) must be an int of epoch milliseconds, "
+        f"got {t!r}{hint}"
+    )
+    raise BadItem(msg)
 
 
 def reader(cfg: WindowConfig, agg: Aggregator) -> Reader:
     """Return ``read(x, now) -> (t, state key, key, values)`` for one config.
 
     ``now`` is the arrival time (processing time) or None (read the item's
-    timestamp); ``t`` is in microseconds. The state key is the key as a str,
+    timestamp); ``t`` is in epoch milliseconds. The state key is the key as a str,
     usable as a dict key in the state. A bad item raises `BadItem`.
     """
     ts: Callable[[Any], Any] | None = None
@@ -520,8 +311,6 @@ def reader(cfg: WindowConfig, agg: Aggregator) -> Reader:
         kg = expr_function(cfg.key)
     values = agg.evaluate if agg.values else None
     encode = _JSON.encode
-    scale = US if cfg.time_unit == "s" else 1000
-    unit = "seconds" if cfg.time_unit == "s" else "milliseconds"
 
     def read(x: Any, now: int | None) -> tuple[int, str, Any, Any]:
         if now is not None:
@@ -529,30 +318,18 @@ def reader(cfg: WindowConfig, agg: Aggregator) -> Reader:
         else:
             assert ts is not None
             try:
-                seconds = ts(x)
+                t = ts(x)
             except Exception as exc:
-                msg = f"cannot read the timestamp ({ts_source}): {_why(exc)}"
+                msg = f"cannot read the timestamp ({ts_source}): {why(exc)}"
                 raise BadItem(msg) from None
-            kind = type(seconds)
-            try:
-                if kind is int:
-                    t = seconds * scale
-                elif kind is float:
-                    t = round(seconds * scale)  # NaN and infinities raise
-                else:
-                    raise TypeError(kind.__name__)
-            except (ValueError, OverflowError, TypeError):
-                msg = (
-                    f"the timestamp ({ts_source}) must be a finite number of "
-                    f"{unit}, got {seconds!r}"
-                )
-                raise BadItem(msg) from None
+            if type(t) is not int:
+                t = _int_timestamp(t, ts_source)
         if kg is None:
             return t, "", None, values(x) if values is not None else None
         try:
             k = kg(x)
         except Exception as exc:
-            msg = f"cannot read the key ({key_source}): {_why(exc)}"
+            msg = f"cannot read the key ({key_source}): {why(exc)}"
             raise BadItem(msg) from None
         if type(k) is str and k[:1] != "\0":
             skey = k
@@ -561,7 +338,7 @@ def reader(cfg: WindowConfig, agg: Aggregator) -> Reader:
             try:
                 skey = "\0" + encode(k).decode()
             except (TypeError, msgspec.EncodeError) as exc:
-                msg = f"the key ({key_source}) is not a plain value: {_why(exc)}"
+                msg = f"the key ({key_source}) is not a plain value: {why(exc)}"
                 raise BadItem(msg) from None
         return t, skey, k, values(x) if values is not None else None
 
@@ -582,16 +359,16 @@ async def tumbling_window(
 
     Example:
         config ``{size_ms: 1000, timestamp_field: ts, key_field: user}``;
-        input ``[{user: a, ts: 0.2}, {user: b, ts: 0.5}, {user: a, ts: 0.9},
-        {user: a, ts: 1.1}]``;
-        output ``[{key: a, start: 0.0, end: 1.0, value: 2, count: 2},
-        {key: b, start: 0.0, end: 1.0, value: 1, count: 1},
-        {key: a, start: 1.0, end: 2.0, value: 1, count: 1}]``.
+        input ``[{user: a, ts: 200}, {user: b, ts: 500}, {user: a, ts: 900},
+        {user: a, ts: 1100}]``;
+        output ``[{key: a, start: 0, end: 1000, value: 2, count: 2},
+        {key: b, start: 0, end: 1000, value: 1, count: 1},
+        {key: a, start: 1000, end: 2000, value: 1, count: 1}]``.
     """
     agg = Aggregator(config)
     size = config.size_ms
-    engine = FixedWindows(config, ctx, agg, reader(config, agg), size, size)
-    async for out in drive(inp, config.event_time, engine):
+    engine = FixedWindows(config, ctx, agg, reader(config, agg), int(size), int(size))
+    async for out in drive(inp, config.event_time, engine, config.idle_timeout_ms):
         yield out
 
 
@@ -609,16 +386,17 @@ async def sliding_window(
     Example:
         config ``{size_ms: 2000, slide_ms: 1000, timestamp_field: ts, op: sum,
         value: x.n}``;
-        input ``[{ts: 0.5, n: 1}, {ts: 1.5, n: 2}, {ts: 2.5, n: 4}]``;
-        output ``[{start: -1.0, end: 1.0, value: 1, count: 1},
-        {start: 0.0, end: 2.0, value: 3, count: 2},
-        {start: 1.0, end: 3.0, value: 6, count: 2},
-        {start: 2.0, end: 4.0, value: 4, count: 1}]``.
+        input ``[{ts: 500, n: 1}, {ts: 1500, n: 2}, {ts: 2500, n: 4}]``;
+        output ``[{start: -1000, end: 1000, value: 1, count: 1},
+        {start: 0, end: 2000, value: 3, count: 2},
+        {start: 1000, end: 3000, value: 6, count: 2},
+        {start: 2000, end: 4000, value: 4, count: 1}]``.
     """
     agg = Aggregator(config)
     read = reader(config, agg)
-    engine = FixedWindows(config, ctx, agg, read, config.size_ms, config.slide_ms)
-    async for out in drive(inp, config.event_time, engine):
+    size, slide = int(config.size_ms), int(config.slide_ms)
+    engine = FixedWindows(config, ctx, agg, read, size, slide)
+    async for out in drive(inp, config.event_time, engine, config.idle_timeout_ms):
         yield out
 
 
@@ -636,13 +414,13 @@ async def session_window(
     Example:
         config ``{gap_ms: 1000, timestamp_field: ts, key_field: user,
         op: collect, value: x.page}``;
-        input ``[{user: a, ts: 0.0, page: home}, {user: a, ts: 0.5, page: cart},
-        {user: b, ts: 0.7, page: home}, {user: a, ts: 3.0, page: home}]``;
-        output ``[{key: a, start: 0.0, end: 1.5, value: [home, cart], count: 2},
-        {key: b, start: 0.7, end: 1.7, value: [home], count: 1},
-        {key: a, start: 3.0, end: 4.0, value: [home], count: 1}]``.
+        input ``[{user: a, ts: 0, page: home}, {user: a, ts: 500, page: cart},
+        {user: b, ts: 700, page: home}, {user: a, ts: 3000, page: home}]``;
+        output ``[{key: a, start: 0, end: 1500, value: [home, cart], count: 2},
+        {key: b, start: 700, end: 1700, value: [home], count: 1},
+        {key: a, start: 3000, end: 4000, value: [home], count: 1}]``.
     """
     agg = Aggregator(config, config.merge)
-    engine = Sessions(config, ctx, agg, reader(config, agg), config.gap_ms)
-    async for out in drive(inp, config.event_time, engine):
+    engine = Sessions(config, ctx, agg, reader(config, agg), int(config.gap_ms))
+    async for out in drive(inp, config.event_time, engine, config.idle_timeout_ms):
         yield out

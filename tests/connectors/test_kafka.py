@@ -324,7 +324,7 @@ def example_for(kafka: Server, topic: str, tmp_path: Path) -> Path:
 
 def readings_for(count: int) -> list[dict[str, Any]]:
     return [
-        {"sensor": f"s{i % 4}", "value": float(i % 10), "ts": 1000.0 + i * 0.01}
+        {"sensor": f"s{i % 4}", "value": float(i % 10), "ts": 1_000_000 + i * 10}
         for i in range(count)
     ]
 
@@ -334,7 +334,7 @@ def expected_windows(
 ) -> dict[tuple[str, float], tuple[int, float]]:
     expected: dict[tuple[str, float], tuple[int, float]] = {}
     for r in readings:
-        key = (r["sensor"], float(int(r["ts"])))
+        key = (r["sensor"], float(r["ts"] // 1000 * 1000))
         n, total = expected.get(key, (0, 0.0))
         expected[key] = (n + 1, total + r["value"])
     return expected

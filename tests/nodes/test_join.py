@@ -105,14 +105,14 @@ def test_unknown_config_field_is_named(spec: NodeSpec) -> None:
 async def test_window_joins_every_pair_within_the_window(fuse: bool) -> None:
     left = [
         {"k": "a", "t": 0, "i": "L0"},
-        {"k": "a", "t": 1, "i": "L1"},
-        {"k": "b", "t": 1, "i": "L2"},
-        {"k": "a", "t": 10, "i": "L3"},
+        {"k": "a", "t": 1000, "i": "L1"},
+        {"k": "b", "t": 1000, "i": "L2"},
+        {"k": "a", "t": 10_000, "i": "L3"},
     ]
     right = [
-        {"k": "a", "t": 2, "i": "R0"},  # within 2 s of L0 (boundary) and L1
-        {"k": "b", "t": 4, "i": "R1"},  # 3 s from L2: too far
-        {"k": "a", "t": 9, "i": "R2"},  # pairs with L3
+        {"k": "a", "t": 2000, "i": "R0"},  # within 2 s of L0 (boundary) and L1
+        {"k": "b", "t": 4000, "i": "R1"},  # 3 s from L2: too far
+        {"k": "a", "t": 9000, "i": "R2"},  # pairs with L3
     ]
     got = await run_nodes(
         join.window_join,
@@ -125,7 +125,7 @@ async def test_window_joins_every_pair_within_the_window(fuse: bool) -> None:
     assert all(p["key"] == "a" for p in got["out"])
 
 
-async def test_window_times_in_ms_with_time_unit_ms() -> None:
+async def test_window_reads_epoch_ms_times() -> None:
     # Epoch-ms times read as they are: window_ms and the lateness are ms too.
     base = 1_704_067_200_000
     left = [{"k": "a", "t": base, "i": "L0"}, {"k": "a", "t": base + 5000, "i": "L1"}]
@@ -140,7 +140,6 @@ async def test_window_times_in_ms_with_time_unit_ms() -> None:
         {
             **EVENT_TIME,
             "window_ms": 2000,
-            "time_unit": "ms",
             "allowed_lateness_ms": 1000,
         },
         registry=registry(),
@@ -217,7 +216,7 @@ async def test_window_dead_letters_items_whose_key_or_time_fails() -> None:
     assert reasons[0].startswith("cannot compute left_key: CelError")
     assert reasons[1].startswith("cannot compute left_time: CelError")
     assert reasons[2].startswith("cannot compute right_time: TypeError")
-    assert "number of seconds, got str" in reasons[2]
+    assert "number of epoch milliseconds, got str" in reasons[2]
 
 
 async def test_window_emits_unmatched_items_on_their_port() -> None:
@@ -225,7 +224,7 @@ async def test_window_emits_unmatched_items_on_their_port() -> None:
         join.window_join,
         {
             "left": [{"k": "a", "t": 0, "i": 0}, {"k": "b", "t": 0, "i": 1}],
-            "right": [{"k": "a", "t": 1, "i": 2}, {"k": "a", "t": 50, "i": 3}],
+            "right": [{"k": "a", "t": 1000, "i": 2}, {"k": "a", "t": 50_000, "i": 3}],
         },
         {**EVENT_TIME, "window_ms": 1000, "emit_unmatched": True},
         registry=registry(),
@@ -234,7 +233,7 @@ async def test_window_emits_unmatched_items_on_their_port() -> None:
     unmatched = sorted(got["unmatched"], key=lambda u: u["item"]["i"])
     assert unmatched == [
         {"side": "left", "key": "b", "item": {"k": "b", "t": 0, "i": 1}},
-        {"side": "right", "key": "a", "item": {"k": "a", "t": 50, "i": 3}},
+        {"side": "right", "key": "a", "item": {"k": "a", "t": 50_000, "i": 3}},
     ]
 
 
@@ -260,7 +259,8 @@ def test_window_state_expires_behind_the_watermark() -> None:
     peak = joined = 0
     for t in range(2000):
         for side in (0, 1):
-            joined += len(state.push(side, [{"k": t % 3, "t": t, "i": t}]))
+            item = {"k": t % 3, "t": t * 1000, "i": t}
+            joined += len(state.push(side, [item]))
         peak = max(peak, *(len(h) for h in state.heaps))
     # Same key every 3 s: each item meets the other side's at dt 0 and 3.
     assert joined == 2000 + 2 * 1997
@@ -284,9 +284,9 @@ def test_window_state_waits_for_a_silent_input() -> None:
     state = join._WindowJoin(
         window_config(window_ms=1000, emit_unmatched=True), cast("Any", ctx)
     )
-    state.push(0, [{"k": "a", "t": t} for t in range(100)])
+    state.push(0, [{"k": "a", "t": t * 1000} for t in range(100)])
     assert len(state.heaps[0]) == 100
-    state.push(1, [{"k": "b", "t": 50}])
+    state.push(1, [{"k": "b", "t": 50_000}])
     assert len(state.heaps[0]) == 51  # 49..99 can still meet a right item
 
     def lost(side: str) -> int:
@@ -371,7 +371,7 @@ def test_window_config_problems() -> None:
 @st.composite
 def window_cases(draw: st.DrawFn) -> dict[str, Any]:
     keys = st.sampled_from(["a", "b", 1])
-    times = st.integers(min_value=0, max_value=30)
+    times = st.integers(min_value=0, max_value=30).map(lambda s: s * 1000)
     sides = {}
     for side in ("L", "R"):
         drawn = draw(st.lists(st.tuples(keys, times), max_size=25))
@@ -408,7 +408,7 @@ def key_of(x: dict[str, Any]) -> tuple[str, Any]:
 @settings(max_examples=80, deadline=None)
 @given(case=window_cases())
 def test_window_equals_the_nested_loop_join(case: dict[str, Any]) -> None:
-    window, lateness = case["window_ms"] / 1000, case["lateness_ms"] / 1000
+    window, lateness = case["window_ms"], case["lateness_ms"]
     wf = (
         Workflow("w")
         .node("l", "test.drip", values=case["left"], pauses=case["pauses"][0])

@@ -52,7 +52,7 @@ async def run(wf: Workflow, fuse: bool, mode: str) -> Any:
 
 def new_keys(n: int = N) -> list[dict[str, Any]]:
     """Every item a new key, all in one 10 s window (event time)."""
-    return [{"k": f"k{i}", "ts": i / 1000} for i in range(n)]
+    return [{"k": f"k{i}", "ts": i} for i in range(n)]
 
 
 WINDOW = {"key_field": "k", "timestamp_field": "ts", "max_keys": MAX}
@@ -96,7 +96,7 @@ async def test_windows_fail_at_max_keys_naming_node_and_bound(
 
 async def test_windows_under_the_bound_are_unchanged(fuse: bool, mode: str) -> None:
     # Keys repeat: 5 keys, bound 10. Nothing is evicted.
-    items = [{"k": f"k{i % 5}", "ts": i / 1000} for i in range(N)]
+    items = [{"k": f"k{i % 5}", "ts": i} for i in range(N)]
     config = {**WINDOW, "size_ms": 10_000, "on_max_keys": "evict_oldest"}
     result = await run(flow("window.tumbling", config, items), fuse, mode)
     assert result.ok, result.error

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+import time
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +12,7 @@ import pytest
 import yaml
 from hypothesis import given, settings, strategies as st
 
+from flowstream import FlowRuntime
 from flowstream.core.node import NodeSpec, node
 from flowstream.core.workflow import ContinueOnError, RetryPolicy, Workflow
 from flowstream.errors import WorkflowValidationError
@@ -51,9 +53,34 @@ async def stamp(inp: AsyncIterator[Any]) -> AsyncIterator[list[Any]]:
         yield [loop.time(), x]
 
 
+class Quiet(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    items: list[Any]
+
+
+@node("test.then_quiet", config=Quiet)
+async def then_quiet(*, config: Quiet) -> AsyncIterator[Any]:
+    """Emit the items, then nothing until the run is stopped: a quiet stream."""
+    for x in config.items:
+        yield x
+    await asyncio.Event().wait()
+
+
+SEEN: list[Any] = []
+ARRIVED = asyncio.Event()
+
+
+@node("test.seen")
+async def seen(inp: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """Note each item as it arrives (the run's outputs come only at its end)."""
+    async for x in inp:
+        SEEN.append(x)
+        ARRIVED.set()
+        yield x
+
+
 def registry() -> NodeRegistry:
     reg = NodeRegistry.default(entry_points=False)
-    for spec in (*SPECS, scripted, stamp):
+    for spec in (*SPECS, scripted, stamp, then_quiet, seen):
         reg.register(spec, replace=True)
     return reg
 
@@ -139,7 +166,7 @@ def test_spec_flags(spec: NodeSpec) -> None:
 
 # --- tumbling -------------------------------------------------------------------------
 
-UNORDERED = [ev(0.1, v=3), ev(0.4, v=1), ev(0.2, v=2), ev(1.5, v=7)]
+UNORDERED = [ev(100, v=3), ev(400, v=1), ev(200, v=2), ev(1500, v=7)]
 
 
 @pytest.mark.parametrize(
@@ -150,8 +177,8 @@ UNORDERED = [ev(0.1, v=3), ev(0.4, v=1), ev(0.2, v=2), ev(1.5, v=7)]
         ("min", 1),
         ("max", 3),
         ("mean", 2.0),
-        ("first", 3),  # by timestamp: ts 0.1
-        ("last", 1),  # by timestamp: ts 0.4
+        ("first", 3),  # by timestamp: ts 100
+        ("last", 1),  # by timestamp: ts 400
         ("collect", [3, 2, 1]),  # in timestamp order
     ],
 )
@@ -169,8 +196,8 @@ async def test_tumbling_event_time_aggregates(agg: str, first_window: Any) -> No
         tumbling_window,
         UNORDERED,
         [
-            {"start": 0.0, "end": 1.0, "value": first_window, "count": 3},
-            {"start": 1.0, "end": 2.0, "value": second, "count": 1},
+            {"start": 0, "end": 1000, "value": first_window, "count": 3},
+            {"start": 1000, "end": 2000, "value": second, "count": 1},
         ],
         config,
     )
@@ -190,25 +217,25 @@ async def test_tumbling_several_aggregates() -> None:
     }
     out = await run_nodes(tumbling_window, UNORDERED, config)
     assert out["out"][0] == {
-        "start": 0.0,
-        "end": 1.0,
+        "start": 0,
+        "end": 1000,
         "count": 3,
         "value": {
             "n": 3,
             "total": 6,
             "top": 30,
-            "items": [ev(0.1, v=3), ev(0.2, v=2), ev(0.4, v=1)],
+            "items": [ev(100, v=3), ev(200, v=2), ev(400, v=1)],
         },
     }
 
 
 async def test_tumbling_keyed_emits_in_window_end_order() -> None:
     items = [
-        ev(0.5, k="b"),
-        ev(0.7, k="a"),
-        ev(1.2, k="a"),
-        ev(0.9, k="b"),  # within the lateness
-        ev(2.1, k="c"),
+        ev(500, k="b"),
+        ev(700, k="a"),
+        ev(1200, k="a"),
+        ev(900, k="b"),  # within the lateness
+        ev(2100, k="c"),
     ]
     config = {
         "size_ms": 1000,
@@ -220,24 +247,24 @@ async def test_tumbling_keyed_emits_in_window_end_order() -> None:
         tumbling_window,
         items,
         [
-            {"key": "b", "start": 0.0, "end": 1.0, "value": 2, "count": 2},
-            {"key": "a", "start": 0.0, "end": 1.0, "value": 1, "count": 1},
-            {"key": "a", "start": 1.0, "end": 2.0, "value": 1, "count": 1},
-            {"key": "c", "start": 2.0, "end": 3.0, "value": 1, "count": 1},
+            {"key": "b", "start": 0, "end": 1000, "value": 2, "count": 2},
+            {"key": "a", "start": 0, "end": 1000, "value": 1, "count": 1},
+            {"key": "a", "start": 1000, "end": 2000, "value": 1, "count": 1},
+            {"key": "c", "start": 2000, "end": 3000, "value": 1, "count": 1},
         ],
         config,
     )
 
 
 async def test_keys_of_any_plain_type_stay_distinct() -> None:
-    keys: list[Any] = [1, "1", 1.5, None, [1, 2], {"a": 1}, True, "\0x", "\0x"]
-    items = [ev(0.1 * i, k=k) for i, k in enumerate(keys)]
+    keys: list[Any] = [1, "1", 1500, None, [1, 2], {"a": 1}, True, "\0x", "\0x"]
+    items = [ev(100 * i, k=k) for i, k in enumerate(keys)]
     config = {"size_ms": 10_000, "timestamp": "x.ts", "key": "x.k"}
     out = await run_nodes(tumbling_window, items, config)
     assert [(r["key"], r["count"]) for r in out["out"]] == [
         (1, 1),
         ("1", 1),
-        (1.5, 1),
+        (1500, 1),
         (None, 1),
         ([1, 2], 1),
         ({"a": 1}, 1),
@@ -254,13 +281,13 @@ async def test_custom_reducer_with_initial() -> None:
         "initial": ">",
         "value": "x.s",
     }
-    items = [ev(0.1, s="a"), ev(0.2, s="b"), ev(1.3, s="c")]
+    items = [ev(100, s="a"), ev(200, s="b"), ev(1300, s="c")]
     await assert_emits(
         tumbling_window,
         items,
         [
-            {"start": 0.0, "end": 1.0, "value": ">ab", "count": 2},
-            {"start": 1.0, "end": 2.0, "value": ">c", "count": 1},
+            {"start": 0, "end": 1000, "value": ">ab", "count": 2},
+            {"start": 1000, "end": 2000, "value": ">c", "count": 1},
         ],
         config,
     )
@@ -275,41 +302,41 @@ async def test_each_window_gets_its_own_copy_of_initial() -> None:
         "initial": [],
         "value": "x.ts",
     }
-    items = [ev(0.1, k="a"), ev(0.2, k="b"), ev(1.3, k="a")]
+    items = [ev(100, k="a"), ev(200, k="b"), ev(1300, k="a")]
     out = await run_nodes(tumbling_window, items, config)
-    assert [r["value"] for r in out["out"]] == [[0.1], [0.2], [1.3]]
+    assert [r["value"] for r in out["out"]] == [[100], [200], [1300]]
 
 
 async def test_late_item_goes_to_error_with_a_reason() -> None:
-    items = [ev(0.2, v=1), ev(1.5, v=2), ev(0.3, v=3), ev(2.5, v=4)]
+    items = [ev(200, v=1), ev(1500, v=2), ev(300, v=3), ev(2500, v=4)]
     config = {"size_ms": 1000, "timestamp_field": "ts", "allowed_lateness_ms": 200}
     result = await run_flow(window_flow(tumbling_window, config, items))
     assert [(r["start"], r["count"]) for r in result.output("out")] == [
-        (0.0, 1),
-        (1.0, 1),
-        (2.0, 1),
+        (0, 1),
+        (1000, 1),
+        (2000, 1),
     ]
     [letter] = result.output("errors")
     assert letter["node"] == "w"
-    assert letter["item"] == ev(0.3, v=3)
+    assert letter["item"] == ev(300, v=3)
     reason = letter["reason"]
-    assert "timestamp 0.3" in reason
-    assert "watermark 1.3" in reason
-    assert "window [0.0, 1.0) already fired" in reason
+    assert "timestamp 300 ms" in reason
+    assert "watermark 1300 ms" in reason
+    assert "window [0, 1000) already fired" in reason
     assert result.stats["w"].dead_letters == 1
 
 
 async def test_late_items_without_error_connection_are_dead_letters() -> None:
-    items = [ev(0.2), ev(1.5), ev(0.3)]
+    items = [ev(200), ev(1500), ev(300)]
     out = await run_nodes(
         tumbling_window, items, {"size_ms": 1000, "timestamp": "x.ts"}
     )
-    assert out["error"] == [ev(0.3)]
+    assert out["error"] == [ev(300)]
     assert sum(r["count"] for r in out["out"]) == 2
 
 
 async def test_late_update_reemits_the_window() -> None:
-    items = [ev(0.2, v=1), ev(1.5, v=2), ev(0.3, v=3), ev(2.5, v=4)]
+    items = [ev(200, v=1), ev(1500, v=2), ev(300, v=3), ev(2500, v=4)]
     config = {
         "size_ms": 1000,
         "timestamp_field": "ts",
@@ -321,17 +348,17 @@ async def test_late_update_reemits_the_window() -> None:
         tumbling_window,
         items,
         [
-            {"start": 0.0, "end": 1.0, "value": 1, "count": 1},
-            {"start": 0.0, "end": 1.0, "value": 4, "count": 2, "updated": True},
-            {"start": 1.0, "end": 2.0, "value": 2, "count": 1},
-            {"start": 2.0, "end": 3.0, "value": 4, "count": 1},
+            {"start": 0, "end": 1000, "value": 1, "count": 1},
+            {"start": 0, "end": 1000, "value": 4, "count": 2, "updated": True},
+            {"start": 1000, "end": 2000, "value": 2, "count": 1},
+            {"start": 2000, "end": 3000, "value": 4, "count": 1},
         ],
         config,
     )
 
 
 async def test_late_update_past_retention_goes_to_error() -> None:
-    items = [ev(0.2), ev(5.0), ev(0.3), ev(4.5)]
+    items = [ev(200), ev(5000), ev(300), ev(4500)]
     config = {
         "size_ms": 1000,
         "timestamp_field": "ts",
@@ -340,12 +367,12 @@ async def test_late_update_past_retention_goes_to_error() -> None:
     }
     result = await run_flow(window_flow(tumbling_window, config, items))
     [letter] = result.output("errors")
-    assert letter["item"] == ev(0.3)
+    assert letter["item"] == ev(300)
     assert "no longer kept" in letter["reason"]
-    assert [r["start"] for r in result.output("out")] == [0.0, 4.0, 5.0]
+    assert [r["start"] for r in result.output("out")] == [0, 4000, 5000]
     assert result.output("out")[1] == {
-        "start": 4.0,
-        "end": 5.0,
+        "start": 4000,
+        "end": 5000,
         "value": 1,
         "count": 1,
         "updated": True,
@@ -356,26 +383,28 @@ async def test_late_update_past_retention_goes_to_error() -> None:
     ("bad", "reason"),
     [
         ({"v": 1}, "cannot read the timestamp (field 'ts'): KeyError"),
-        (ev("soon", v=1), "must be a finite number of seconds, got 'soon'"),
+        (ev("soon", v=1), "must be an int of epoch milliseconds, got 'soon'"),
         (ev(True, v=1), "got True"),
         (ev(math.nan, v=1), "got nan"),
         (ev(math.inf, v=1), "got inf"),
-        (ev(0.5, v="x"), "cannot aggregate the value: TypeError"),
+        # Float seconds are not epoch ms: refused, with a hint, never rounded.
+        (ev(0.5, v=1), "got 0.5 (from seconds: int(ts * 1000))"),
+        (ev(500, v="x"), "cannot aggregate the value: TypeError"),
         ("not a mapping", "cannot read the timestamp (field 'ts'): TypeError"),
     ],
 )
 async def test_bad_items_go_to_error(bad: Any, reason: str) -> None:
-    items = [ev(0.1, v=1), bad, ev(0.2, v=2)]
+    items = [ev(100, v=1), bad, ev(200, v=2)]
     config = {"size_ms": 1000, "timestamp_field": "ts", "op": "sum", "value": "x.v"}
     result = await run_flow(window_flow(tumbling_window, config, items))
-    assert result.output("out") == [{"start": 0.0, "end": 1.0, "value": 3, "count": 2}]
+    assert result.output("out") == [{"start": 0, "end": 1000, "value": 3, "count": 2}]
     [letter] = result.output("errors")
     assert letter["item"] == bad
     assert reason in letter["reason"]
 
 
 async def test_key_and_value_expressions_that_fail_go_to_error() -> None:
-    items = [ev(0.1, k="a", v=1), ev(0.2, v=2), ev(0.3, k="a")]
+    items = [ev(100, k="a", v=1), ev(200, v=2), ev(300, k="a")]
     config = {
         "size_ms": 1000,
         "timestamp_field": "ts",
@@ -391,7 +420,7 @@ async def test_key_and_value_expressions_that_fail_go_to_error() -> None:
 
 
 async def test_failing_fn_is_a_node_failure_and_state_survives_the_restart() -> None:
-    items = [ev(0.1, v=1), ev(0.2, v=-5), ev(0.3, v=2), ev(1.1, v=-1), ev(1.2, v=4)]
+    items = [ev(100, v=1), ev(200, v=-5), ev(300, v=2), ev(1100, v=-1), ev(1200, v=4)]
     config = {
         "size_ms": 1000,
         "timestamp_field": "ts",
@@ -402,8 +431,8 @@ async def test_failing_fn_is_a_node_failure_and_state_survives_the_restart() -> 
     wf = window_flow(tumbling_window, config, items, error_handling=ContinueOnError())
     result = await run_flow(wf)
     assert result.output("out") == [
-        {"start": 0.0, "end": 1.0, "value": 3, "count": 2},
-        {"start": 1.0, "end": 2.0, "value": 4, "count": 1},
+        {"start": 0, "end": 1000, "value": 3, "count": 2},
+        {"start": 1000, "end": 2000, "value": 4, "count": 1},
     ]
     errors = result.output("errors")
     assert [e["item"]["v"] for e in errors] == [-5, -1]
@@ -416,7 +445,7 @@ async def test_failing_fn_is_a_node_failure_and_state_survives_the_restart() -> 
 
 async def test_retried_item_is_counted_once() -> None:
     FLAKY_SEEN.clear()
-    items = [ev(0.1, v=1), ev(0.2, v=2), ev(1.5, v=3)]
+    items = [ev(100, v=1), ev(200, v=2), ev(1500, v=3)]
     config = {
         "size_ms": 1000,
         "timestamp_field": "ts",
@@ -430,8 +459,8 @@ async def test_retried_item_is_counted_once() -> None:
     wf = window_flow(tumbling_window, config, items, retry=retry)
     result = await run_flow(wf)
     assert result.output("out") == [
-        {"start": 0.0, "end": 1.0, "value": 3, "count": 2},
-        {"start": 1.0, "end": 2.0, "value": 3, "count": 1},
+        {"start": 0, "end": 1000, "value": 3, "count": 2},
+        {"start": 1000, "end": 2000, "value": 3, "count": 1},
     ]
     assert result.output("errors") == []
 
@@ -440,7 +469,7 @@ async def test_retried_item_is_counted_once() -> None:
 
 
 async def test_sliding_keyed_event_time() -> None:
-    items = [ev(0.5, k="a"), ev(1.2, k="b"), ev(2.7, k="a")]
+    items = [ev(500, k="a"), ev(1200, k="b"), ev(2700, k="a")]
     config = {
         "size_ms": 2000,
         "slide_ms": 1000,
@@ -451,7 +480,7 @@ async def test_sliding_keyed_event_time() -> None:
     }
 
     def w(key: str, start: float, values: list[float]) -> dict[str, Any]:
-        end = start + 2.0
+        end = start + 2000
         return {
             "key": key,
             "start": start,
@@ -464,12 +493,12 @@ async def test_sliding_keyed_event_time() -> None:
         sliding_window,
         items,
         [
-            w("a", -1.0, [0.5]),
-            w("a", 0.0, [0.5]),
-            w("b", 0.0, [1.2]),
-            w("b", 1.0, [1.2]),
-            w("a", 1.0, [2.7]),
-            w("a", 2.0, [2.7]),
+            w("a", -1000, [500]),
+            w("a", 0, [500]),
+            w("b", 0, [1200]),
+            w("b", 1000, [1200]),
+            w("a", 1000, [2700]),
+            w("a", 2000, [2700]),
         ],
         config,
     )
@@ -477,28 +506,28 @@ async def test_sliding_keyed_event_time() -> None:
 
 async def test_sliding_size_not_a_multiple_of_slide() -> None:
     config = {"size_ms": 1500, "slide_ms": 1000, "timestamp_field": "ts"}
-    out = await run_nodes(sliding_window, [ev(0.2), ev(1.4), ev(1.6)], config)
+    out = await run_nodes(sliding_window, [ev(200), ev(1400), ev(1600)], config)
     assert [(r["start"], r["end"], r["count"]) for r in out["out"]] == [
-        (-1.0, 0.5, 1),
-        (0.0, 1.5, 2),
-        (1.0, 2.5, 2),
+        (-1000, 500, 1),
+        (0, 1500, 2),
+        (1000, 2500, 2),
     ]
 
 
 async def test_sliding_item_late_for_some_windows() -> None:
-    items = [ev(0.5), ev(2.2), ev(1.5)]
+    items = [ev(500), ev(2200), ev(1500)]
     config = {"size_ms": 2000, "slide_ms": 1000, "timestamp_field": "ts"}
     result = await run_flow(window_flow(sliding_window, config, items))
-    # 1.5 belongs to [0, 2) (fired when 2.2 came) and [1, 3) (still open).
+    # 1500 belongs to [0, 2) (fired when 2200 came) and [1, 3) (still open).
     assert [(r["start"], r["count"]) for r in result.output("out")] == [
-        (-1.0, 1),
-        (0.0, 1),
-        (1.0, 2),
-        (2.0, 1),
+        (-1000, 1),
+        (0, 1),
+        (1000, 2),
+        (2000, 1),
     ]
     [letter] = result.output("errors")
-    assert letter["item"] == ev(1.5)
-    assert "window [0.0, 2.0) already fired" in letter["reason"]
+    assert letter["item"] == ev(1500)
+    assert "window [0, 2000) already fired" in letter["reason"]
 
 
 # --- session --------------------------------------------------------------------------
@@ -506,11 +535,11 @@ async def test_sliding_item_late_for_some_windows() -> None:
 
 async def test_session_bridging_item_merges_sessions() -> None:
     items = [
-        ev(0.0, k="a"),
-        ev(2.0, k="a"),
-        ev(1.0, k="a"),
-        ev(1.2, k="b"),
-        ev(9.0, k="a"),
+        ev(0, k="a"),
+        ev(2000, k="a"),
+        ev(1000, k="a"),
+        ev(1200, k="b"),
+        ev(9000, k="a"),
     ]
     config = {
         "gap_ms": 1500,
@@ -524,15 +553,15 @@ async def test_session_bridging_item_merges_sessions() -> None:
         session_window,
         items,
         [
-            {"key": "b", "start": 1.2, "end": 2.7, "value": [1.2], "count": 1},
+            {"key": "b", "start": 1200, "end": 2700, "value": [1200], "count": 1},
             {
                 "key": "a",
-                "start": 0.0,
-                "end": 3.5,
-                "value": [0.0, 1.0, 2.0],
+                "start": 0,
+                "end": 3500,
+                "value": [0, 1000, 2000],
                 "count": 3,
             },
-            {"key": "a", "start": 9.0, "end": 10.5, "value": [9.0], "count": 1},
+            {"key": "a", "start": 9000, "end": 10500, "value": [9000], "count": 1},
         ],
         config,
     )
@@ -542,17 +571,17 @@ async def test_session_gap_exactly_reached_continues_the_session() -> None:
     # Sessions that touch merge (as Flink's do): an item exactly a gap after
     # the last continues its session, even with no allowed lateness (the
     # session must not fire when the watermark reaches its end, only past it).
-    # 0.1 + 0.2 > 0.3 in floats; microseconds make the gap exact.
+    # 100 + 200 > 300 in floats; microseconds make the gap exact.
     config = {"gap_ms": 200, "timestamp_field": "ts"}
-    out = await run_nodes(session_window, [ev(0.1), ev(0.3), ev(0.45), ev(0.7)], config)
+    out = await run_nodes(session_window, [ev(100), ev(300), ev(450), ev(700)], config)
     assert [(r["start"], r["end"], r["count"]) for r in out["out"]] == [
-        (0.1, 0.65, 3),
-        (0.7, 0.9, 1),
+        (100, 650, 3),
+        (700, 900, 1),
     ]
 
 
 async def test_session_custom_reducer_with_merge() -> None:
-    items = [ev(0.0, s="a"), ev(2.0, s="c"), ev(1.0, s="b")]
+    items = [ev(0, s="a"), ev(2000, s="c"), ev(1000, s="b")]
     config = {
         "gap_ms": 1500,
         "timestamp_field": "ts",
@@ -564,54 +593,54 @@ async def test_session_custom_reducer_with_merge() -> None:
     }
     out = await run_nodes(session_window, items, config)
     assert out["out"] == [
-        {"start": 0.0, "end": 3.5, "value": ["a", "c", "b"], "count": 3}
+        {"start": 0, "end": 3500, "value": ["a", "c", "b"], "count": 3}
     ]
 
 
 async def test_session_late_drop_and_update() -> None:
-    items = [ev(0.0), ev(0.5), ev(5.0), ev(0.8), ev(9.0)]
+    items = [ev(0), ev(500), ev(5000), ev(800), ev(9000)]
     drop = {"gap_ms": 1000, "timestamp_field": "ts"}
     result = await run_flow(window_flow(session_window, drop, items))
     assert [(r["start"], r["end"], r["count"]) for r in result.output("out")] == [
-        (0.0, 1.5, 2),
-        (5.0, 6.0, 1),
-        (9.0, 10.0, 1),
+        (0, 1500, 2),
+        (5000, 6000, 1),
+        (9000, 10000, 1),
     ]
     [letter] = result.output("errors")
-    assert letter["item"] == ev(0.8)
-    assert "its session [0.8, 1.8) would already have closed" in letter["reason"]
+    assert letter["item"] == ev(800)
+    assert "its session [800, 1800) would already have closed" in letter["reason"]
 
     update = {**drop, "late": "update"}
     out = await run_nodes(session_window, items, update)
     assert [
         (r["start"], r["end"], r["count"], r.get("updated")) for r in out["out"]
     ] == [
-        (0.0, 1.5, 2, None),
-        (0.0, 1.8, 3, True),
-        (5.0, 6.0, 1, None),
-        (9.0, 10.0, 1, None),
+        (0, 1500, 2, None),
+        (0, 1800, 3, True),
+        (5000, 6000, 1, None),
+        (9000, 10000, 1, None),
     ]
 
 
 async def test_session_reopened_by_a_late_item_is_emitted_as_updated() -> None:
-    # 0.9 joins the fired session [0, 1) and bridges it to the open [1.5, 2.5).
-    items = [ev(0.0), ev(1.5), ev(0.9)]
+    # 900 joins the fired session [0, 1) and bridges it to the open [1500, 2500).
+    items = [ev(0), ev(1500), ev(900)]
     config = {"gap_ms": 1000, "timestamp_field": "ts", "late": "update"}
     out = await run_nodes(session_window, items, config)
     assert out["out"] == [
-        {"start": 0.0, "end": 1.0, "value": 1, "count": 1},
-        {"start": 0.0, "end": 2.5, "value": 3, "count": 3, "updated": True},
+        {"start": 0, "end": 1000, "value": 1, "count": 1},
+        {"start": 0, "end": 2500, "value": 3, "count": 3, "updated": True},
     ]
 
 
 async def test_late_item_within_retention_opens_a_closed_session() -> None:
-    items = [ev(5.0), ev(1.0), ev(0.9)]
+    items = [ev(5000), ev(1000), ev(900)]
     config = {"gap_ms": 1000, "timestamp_field": "ts", "late": "update"}
     out = await run_nodes(session_window, items, config)
     assert out["out"] == [
-        {"start": 1.0, "end": 2.0, "value": 1, "count": 1, "updated": True},
-        {"start": 0.9, "end": 2.0, "value": 2, "count": 2, "updated": True},
-        {"start": 5.0, "end": 6.0, "value": 1, "count": 1},
+        {"start": 1000, "end": 2000, "value": 1, "count": 1, "updated": True},
+        {"start": 900, "end": 2000, "value": 2, "count": 2, "updated": True},
+        {"start": 5000, "end": 6000, "value": 1, "count": 1},
     ]
 
 
@@ -647,9 +676,9 @@ def test_processing_time_windows_fire_on_time_without_input() -> None:
     steps = [(0.25, "a"), (0.25, "b"), (3600.0, "c")]
     got = run_timed(steps, "window.tumbling", {"size_ms": 1000})
     assert got == [
-        [1.0, {"start": 0.0, "end": 1.0, "value": 2, "count": 2}],
+        [1.0, {"start": 0, "end": 1000, "value": 2, "count": 2}],
         # The last window fires at the end of input, when "c" ended the source.
-        [3600.5, {"start": 3600.0, "end": 3601.0, "value": 1, "count": 1}],
+        [3600.5, {"start": 3_600_000, "end": 3_601_000, "value": 1, "count": 1}],
     ]
 
 
@@ -658,9 +687,9 @@ def test_processing_time_keyed_tumbling_on_a_timer() -> None:
     got = run_timed(steps, "window.tumbling", {"size_ms": 1000, "key_field": "k"})
     # Virtual time adds up 0.3 s steps in floats: compare the stamps loosely.
     assert got == [
-        [approx(1.0), {"key": "a", "start": 0.0, "end": 1.0, "value": 2, "count": 2}],
-        [approx(1.0), {"key": "b", "start": 0.0, "end": 1.0, "value": 1, "count": 1}],
-        [approx(1.2), {"key": "a", "start": 1.0, "end": 2.0, "value": 1, "count": 1}],
+        [approx(1.0), {"key": "a", "start": 0, "end": 1000, "value": 2, "count": 2}],
+        [approx(1.0), {"key": "b", "start": 0, "end": 1000, "value": 1, "count": 1}],
+        [approx(1.2), {"key": "a", "start": 1000, "end": 2000, "value": 1, "count": 1}],
     ]
 
 
@@ -668,11 +697,11 @@ def test_processing_time_sliding() -> None:
     steps = [(0.5, "a"), (1.0, "b"), (10.0, "c")]
     got = run_timed(steps, "window.sliding", {"size_ms": 2000, "slide_ms": 1000})
     assert [(t, r["start"], r["end"], r["count"]) for t, r in got] == [
-        (1.0, -1.0, 1.0, 1),
-        (2.0, 0.0, 2.0, 2),
-        (3.0, 1.0, 3.0, 1),
-        (11.5, 10.0, 12.0, 1),
-        (11.5, 11.0, 13.0, 1),
+        (1.0, -1000, 1000, 1),
+        (2.0, 0, 2000, 2),
+        (3.0, 1000, 3000, 1),
+        (11.5, 10_000, 12_000, 1),
+        (11.5, 11_000, 13_000, 1),
     ]
 
 
@@ -686,9 +715,9 @@ def test_processing_time_sessions_close_after_the_gap() -> None:
     config = {"gap_ms": 2000, "key_field": "u"}
     got = run_timed(steps, "window.session", config)
     assert [(t, r["key"], r["start"], r["end"], r["count"]) for t, r in got] == [
-        (3.5, "b", 1.5, 3.5, 1),
-        (4.0, "a", 1.0, 4.0, 2),
-        (102.0, "a", 102.0, 104.0, 1),
+        (3.5, "b", 1500, 3500, 1),
+        (4.0, "a", 1000, 4000, 2),
+        (102.0, "a", 102_000, 104_000, 1),
     ]
 
 
@@ -773,6 +802,20 @@ VALIDATION_CASES = [
     ("window.tumbling", {"size_ms": 1, "aggs": {"t": {"op": "avg"}}}, "aggs"),
     ("window.session", {"gap_ms": 1, "fn": f"{HERE}:concat", "initial": ""}, "merge"),
     ("window.session", {"gap_ms": 1, "merge": f"{HERE}:add_lists"}, "merge"),
+    ("window.tumbling", {"size_ms": 1.5}, "size_ms"),
+    ("window.sliding", {"size_ms": 10, "slide_ms": 2.5}, "slide_ms"),
+    ("window.session", {"gap_ms": 0.5}, "gap_ms"),
+    ("window.tumbling", {"size_ms": 1, "idle_timeout_ms": 100}, "idle_timeout_ms"),
+    (
+        "window.tumbling",
+        {"size_ms": 1, "timestamp": "x.t", "idle_timeout_ms": 0},
+        "idle_timeout_ms",
+    ),
+    (
+        "window.tumbling",
+        {"size_ms": 1, "timestamp": "x.t", "idle_timeout_ms": 2.5},
+        "idle_timeout_ms",
+    ),
 ]
 
 
@@ -823,7 +866,7 @@ def timed_items(draw: st.DrawFn, max_ms: int = 6000) -> list[dict[str, Any]]:
         st.lists(st.sampled_from(KEYS), min_size=len(times), max_size=len(times))
     )
     return [
-        {"id": i, "ms": ms, "ts": ms / 1000, "k": k}
+        {"id": i, "ms": ms, "ts": ms, "k": k}
         for i, (ms, k) in enumerate(zip(times, keys, strict=True))
     ]
 
@@ -855,8 +898,8 @@ def fixed_reference(
             windows[
                 (
                     it["k"] if keyed else None,
-                    n * slide / 1000,
-                    (n * slide + size) / 1000,
+                    n * slide,
+                    n * slide + size,
                 )
             ].append(it["id"])
     return {k: sorted(v) for k, v in windows.items()}
@@ -1000,13 +1043,13 @@ def sessions_reference(
         current = [group[0]]
         for it in group[1:]:
             if it["ms"] > current[-1]["ms"] + gap_ms:
-                out[
-                    (key, current[0]["ms"] / 1000, (current[-1]["ms"] + gap_ms) / 1000)
-                ] = sorted(c["id"] for c in current)
+                out[(key, current[0]["ms"], current[-1]["ms"] + gap_ms)] = sorted(
+                    c["id"] for c in current
+                )
                 current = []
             current.append(it)
-        out[(key, current[0]["ms"] / 1000, (current[-1]["ms"] + gap_ms) / 1000)] = (
-            sorted(c["id"] for c in current)
+        out[(key, current[0]["ms"], current[-1]["ms"] + gap_ms)] = sorted(
+            c["id"] for c in current
         )
     return out
 
@@ -1183,23 +1226,23 @@ def test_state_round_trips_through_a_codec_mid_stream(
     assert letters == whole_letters
 
 
-# --- time_unit: ms --------------------------------------------------------------------
+# --- epoch milliseconds ---------------------------------------------------------------
 
 
-async def test_time_unit_ms_reads_epoch_ms_and_emits_int_ms_bounds() -> None:
+async def test_reads_epoch_ms_and_emits_int_ms_bounds() -> None:
     base = 1_704_067_200_000
     items = [{"t": base + 1}, {"t": base + 9_999}, {"t": base + 10_000}]
-    config = {"size_ms": 10_000, "timestamp_field": "t", "time_unit": "ms"}
+    config = {"size_ms": 10_000, "timestamp_field": "t"}
     out = await run_nodes(tumbling_window, items, config)
     got = [(r["start"], r["end"], r["count"]) for r in out["out"]]
     assert got == [(base, base + 10_000, 2), (base + 10_000, base + 20_000, 1)]
     assert all(type(r["start"]) is int and type(r["end"]) is int for r in out["out"])
 
 
-async def test_time_unit_ms_sessions_end_a_gap_after_the_last_item() -> None:
+async def test_sessions_end_a_gap_after_the_last_item_in_epoch_ms() -> None:
     base = 1_704_067_203_597  # not a multiple of anything: no float rounding
     items = [{"t": base}, {"t": base + 10_000}, {"t": base + 20_001}]
-    config = {"gap_ms": 10_000, "timestamp_field": "t", "time_unit": "ms"}
+    config = {"gap_ms": 10_000, "timestamp_field": "t"}
     out = await run_nodes(session_window, items, config)
     assert [(r["start"], r["end"], r["count"]) for r in out["out"]] == [
         (base, base + 20_000, 2),
@@ -1221,7 +1264,6 @@ async def test_max_rows_keeps_every_item_at_the_window_maximum() -> None:
     config = {
         "size_ms": 10,
         "timestamp_field": "t",
-        "time_unit": "ms",
         "op": "max_rows",
         "value": "x.p",
     }
@@ -1234,7 +1276,7 @@ async def test_max_rows_keeps_every_item_at_the_window_maximum() -> None:
 
 async def test_max_rows_in_sliding_windows_and_merged_sessions() -> None:
     items = [{"t": 0, "p": 3}, {"t": 4, "p": 3}, {"t": 2, "p": 1}]
-    sliding = {"size_ms": 4, "slide_ms": 2, "timestamp_field": "t", "time_unit": "ms"}
+    sliding = {"size_ms": 4, "slide_ms": 2, "timestamp_field": "t"}
     out = await run_nodes(
         sliding_window,
         items,
@@ -1243,7 +1285,7 @@ async def test_max_rows_in_sliding_windows_and_merged_sessions() -> None:
     got = [(w["start"], [r["t"] for r in w["value"]]) for w in out["out"]]
     assert got == [(-2, [0]), (0, [0]), (2, [4]), (4, [4])]
     # The item at 2 bridges the sessions of 0 and 4: their ties merge.
-    session = {"gap_ms": 2, "timestamp_field": "t", "time_unit": "ms"}
+    session = {"gap_ms": 2, "timestamp_field": "t"}
     out = await run_nodes(
         session_window,
         items,
@@ -1254,9 +1296,199 @@ async def test_max_rows_in_sliding_windows_and_merged_sessions() -> None:
 
 async def test_max_rows_sends_incomparable_values_to_error() -> None:
     items = [{"t": 0, "p": 3}, {"t": 1, "p": "x"}, {"t": 2, "p": 4}]
-    config = {"size_ms": 10, "timestamp_field": "t", "time_unit": "ms"}
+    config = {"size_ms": 10, "timestamp_field": "t"}
     out = await run_nodes(
         tumbling_window, items, {**config, "op": "max_rows", "value": "x.p"}
     )
     assert [[r["p"] for r in w["value"]] for w in out["out"]] == [[4]]
     assert out["error"] == [{"t": 1, "p": "x"}]
+
+
+async def test_whole_float_timestamps_and_durations_are_taken_as_ints() -> None:
+    # JSON decoders may give 1.7e12 as a float: a whole number is accepted.
+    items = [{"t": 1_000.0}, {"t": 1_999}, {"t": 2_000.0}]
+    config = {"size_ms": 1e3, "timestamp_field": "t", "allowed_lateness_ms": 0.0}
+    out = await run_nodes(tumbling_window, items, config)
+    assert out["out"] == [
+        {"start": 1000, "end": 2000, "value": 2, "count": 2},
+        {"start": 2000, "end": 3000, "value": 1, "count": 1},
+    ]
+    assert all(type(r["start"]) is int and type(r["end"]) is int for r in out["out"])
+
+
+async def test_processing_time_bounds_are_epoch_ms_of_the_wall_clock() -> None:
+    # On a real loop, processing time reads as the wall clock in epoch ms.
+    before = time.time_ns() // 1_000_000
+    out = await run_nodes(tumbling_window, ["a", "b"], {"size_ms": 60_000})
+    after = time.time_ns() // 1_000_000
+    assert out["out"]  # two windows if the run crossed a minute's end
+    for record in out["out"]:
+        assert type(record["start"]) is int
+        assert record["end"] - record["start"] == 60_000
+        assert record["start"] % 60_000 == 0
+        assert before - 60_000 < record["start"] <= after
+    assert sum(r["count"] for r in out["out"]) == 2
+
+
+# --- idle inputs: idle_timeout_ms -----------------------------------------------------
+
+
+def run_idle(
+    steps: list[tuple[float, Any]], window_type: str, config: dict[str, Any]
+) -> tuple[list[Any], list[Any]]:
+    """scripted source -> window -> stamp, error -> errors; virtual time.
+
+    Returns the [arrival time, record] pairs and the late items.
+    """
+    wf = (
+        Workflow("idle")
+        .node("src", "test.scripted", steps=steps)
+        .node("w", window_type, config)
+        .node("out", "test.stamp")
+        .node("errors", "sink.collect")
+        .connect("src -> w")
+        .connect("w -> out")
+        .connect("w.error -> errors")
+    )
+
+    async def main() -> tuple[list[Any], list[Any]]:
+        result = await run_workflow(wf, registry())
+        assert result.ok, result.error
+        return result.output("out"), result.output("errors")
+
+    return run_virtual(main())
+
+
+# Two items close together, an hour of quiet, then one more (older) item.
+QUIET = [(0.0, ev(100)), (0.5, ev(1500)), (3600.0, ev(1200))]
+
+
+def test_without_idle_timeout_a_quiet_input_holds_its_last_window() -> None:
+    config = {"size_ms": 1000, "timestamp_field": "ts"}
+    got, late = run_idle(QUIET, "window.tumbling", config)
+    assert [(t, r["start"], r["count"]) for t, r in got] == [
+        (0.5, 0, 1),  # the item at 1500 moved the watermark past 1000
+        (3600.5, 1000, 2),  # only the end of input closes [1000, 2000)
+    ]
+    assert late == []
+
+
+def test_idle_timeout_moves_the_watermark_with_the_clock() -> None:
+    config = {"size_ms": 1000, "timestamp_field": "ts", "idle_timeout_ms": 300}
+    got, late = run_idle(QUIET, "window.tumbling", config)
+    # At 0.5 s the watermark is 1500. Quiet for 300 ms (idle), it follows the
+    # clock from there: it reaches 2000, the end of [1000, 2000), at 1.0 s.
+    assert [(t, r["start"], r["count"]) for t, r in got] == [
+        (0.5, 0, 1),
+        (1.0, 1000, 1),
+    ]
+    # The watermark went on moving: the item at 1200 came too late, and says so.
+    [letter] = late
+    assert letter["item"] == ev(1200)
+    assert "behind the watermark 3601500 ms" in letter["reason"]
+    assert "while the input was idle" in letter["reason"]
+    assert "window [1000, 2000) already fired" in letter["reason"]
+
+
+def test_idle_timeout_waits_for_the_timeout_before_moving_the_watermark() -> None:
+    # The window's end is 1 ms ahead of the watermark, but nothing moves
+    # before the input has been quiet for idle_timeout_ms.
+    steps = [(0.0, ev(999)), (10.0, ev(20_000))]
+    config = {"size_ms": 1000, "timestamp_field": "ts", "idle_timeout_ms": 2000}
+    got, _ = run_idle(steps, "window.tumbling", config)
+    assert [(t, r["start"]) for t, r in got] == [(2.0, 0), (10.0, 20_000)]
+
+
+def test_idle_timeout_allows_for_the_lateness() -> None:
+    # The watermark trails the largest time by the allowed lateness, idle or not.
+    steps = [(0.0, ev(500)), (10.0, ev(9000))]
+    config = {
+        "size_ms": 1000,
+        "timestamp_field": "ts",
+        "allowed_lateness_ms": 2000,
+        "idle_timeout_ms": 100,
+    }
+    got, _ = run_idle(steps, "window.tumbling", config)
+    # 500 + elapsed - 2000 >= 1000 when elapsed = 2.5 s.
+    assert [(t, r["start"]) for t, r in got] == [(2.5, 0), (10.0, 9000)]
+
+
+def test_idle_timeout_closes_sessions_of_a_quiet_key() -> None:
+    steps = [(0.0, ev(0, k="a")), (0.2, ev(200, k="b")), (60.0, ev(60_000, k="a"))]
+    config = {
+        "gap_ms": 1000,
+        "timestamp_field": "ts",
+        "key_field": "k",
+        "idle_timeout_ms": 500,
+    }
+    got, _ = run_idle(steps, "window.session", config)
+    # A session closes once the watermark is past its end (1 ms past).
+    assert [(approx(t), r["key"], r["start"], r["end"]) for t, r in got] == [
+        (approx(1.001), "a", 0, 1000),
+        (approx(1.201), "b", 200, 1200),
+        (approx(60.2), "a", 60_000, 61_000),  # the end of input
+    ]
+
+
+def test_idle_timeout_applies_to_sliding_windows() -> None:
+    steps = [(0.0, ev(0)), (30.0, ev(30_000))]
+    config = {
+        "size_ms": 2000,
+        "slide_ms": 1000,
+        "timestamp_field": "ts",
+        "idle_timeout_ms": 100,
+    }
+    got, _ = run_idle(steps, "window.sliding", config)
+    assert [(t, r["start"]) for t, r in got][:2] == [(1.0, -1000), (2.0, 0)]
+
+
+async def test_a_quiet_stream_run_emits_its_last_window_without_being_stopped() -> None:
+    # A real stream run on the real clock: two items, then silence. The last
+    # window reaches the sink about 0.5 s later (the watermark, 1500 after the
+    # items, follows the clock to 2000), while the run is still going.
+    SEEN.clear()
+    ARRIVED.clear()
+    config = {"size_ms": 1000, "timestamp_field": "ts", "idle_timeout_ms": 100}
+    wf = (
+        Workflow("quiet", mode="stream")
+        .node("src", "test.then_quiet", items=[ev(1200), ev(1500)])
+        .node("w", "window.tumbling", config)
+        .node("out", "test.seen")
+        .connect("src -> w")
+        .connect("w -> out")
+    )
+    executor = FlowRuntime(registry()).executor(wf)
+    run = asyncio.ensure_future(executor.run())
+    arrived = asyncio.ensure_future(ARRIVED.wait())
+    # Generous: the machine may be busy.
+    await asyncio.wait({run, arrived}, timeout=30, return_when="FIRST_COMPLETED")
+    arrived.cancel()
+    before_stop = list(SEEN)
+    executor.stop()
+    result = await run
+    assert result.ok, result.error
+    assert before_stop == [{"start": 1000, "end": 2000, "value": 2, "count": 2}]
+    assert SEEN == before_stop  # nothing was left for the stop to flush
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    timed_items(max_ms=3000),
+    st.lists(st.integers(0, 99), min_size=40, max_size=40),
+    st.sampled_from(
+        [(tumbling_window, {"size_ms": 500}), (session_window, {"gap_ms": 300})]
+    ),
+)
+def test_an_input_never_quiet_for_the_timeout_gives_the_same_windows(
+    items: list[dict[str, Any]],
+    pauses_ms: list[int],
+    window: tuple[NodeSpec, dict[str, Any]],
+) -> None:
+    # Pauses under idle_timeout_ms: the clock never moves the watermark.
+    spec, shape = window
+    steps = [(p / 1000, x) for p, x in zip(pauses_ms, items, strict=False)]
+    config = {**shape, "timestamp_field": "ts", "key_field": "k", "op": "collect"}
+    plain, plain_late = run_idle(steps, spec.type_id, config)
+    idle, idle_late = run_idle(steps, spec.type_id, {**config, "idle_timeout_ms": 100})
+    assert [r for _, r in idle] == [r for _, r in plain]
+    assert [e["item"] for e in idle_late] == [e["item"] for e in plain_late]

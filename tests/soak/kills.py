@@ -42,7 +42,7 @@ fresh again, so both can be hit at epoch 0 before the first random kill."""
 
 def service_workflow(url: str) -> Workflow:
     """The killed service: the feed into three sinks, checkpointed."""
-    schema = {"seq": "int", "sensor": "str", "value": "float", "ts": "float"}
+    schema = {"seq": "int", "sensor": "str", "value": "float", "ts": "int"}
     wf = (
         Workflow("soak", mode="stream")
         .node(
