@@ -28,6 +28,7 @@ may change without notice. Public submodules: `flowstream.errors`,
 from __future__ import annotations
 
 from ._version import __version__ as __version__
+from .core.backoff import Backoff as Backoff
 from .core.codec import decode as decode, encode as encode
 from .core.events import (
     ExecutionEvent as ExecutionEvent,
@@ -108,6 +109,7 @@ from .runtime.validation import Graph as Graph, validate as validate
 
 __all__ = [
     "Action",
+    "Backoff",
     "ChannelStatistics",
     "Connection",
     "ContinueOnError",

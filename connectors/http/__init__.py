@@ -21,12 +21,19 @@ import email.utils
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias
 
 import httpx
 import msgspec
 
-from flowstream import DEFAULT_MAX_DEPTH, NodeSpec, OutboundUrl, check_url, node
+from flowstream import (
+    DEFAULT_MAX_DEPTH,
+    Backoff,
+    NodeSpec,
+    OutboundUrl,
+    check_url,
+    node,
+)
 from flowstream.errors import ConnectError, ConnectorError, NetworkDenied
 
 from .._records import RecordDecoder, record_type
@@ -334,9 +341,7 @@ def _describe(response: httpx.Response) -> str:
 # --- http.sink -------------------------------------------------------------------
 
 
-class HttpSinkConfig(
-    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
-):
+class HttpSinkConfig(Backoff, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Config of ``http.sink``.
 
     Attributes:
@@ -349,12 +354,12 @@ class HttpSinkConfig(
         timeout_s: Timeout of one request.
         max_attempts: Attempts per request (network errors, 408, 425, 429
             and 5xx are retried).
-        backoff_ms: Wait after the first failed attempt; it grows by
-            ``backoff_multiplier`` after each, up to ``max_backoff_ms``. A
-            ``Retry-After`` header asking for longer is honoured up to that
-            cap.
-        backoff_multiplier: Growth of the wait between attempts.
-        max_backoff_ms: Longest wait between attempts.
+        delay_ms: Wait after the first failed attempt; it grows by
+            ``backoff_multiplier`` after each, up to ``max_delay_ms`` (the
+            fields of `flowstream.Backoff`). A ``Retry-After`` header asking
+            for longer is honoured up to that cap.
+        backoff_ms: The old name of ``delay_ms``, still read.
+        max_backoff_ms: The old name of ``max_delay_ms``, still read.
     """
 
     url: OutboundUrl
@@ -364,9 +369,14 @@ class HttpSinkConfig(
     max_batch: int = 1000
     timeout_s: float = 30.0
     max_attempts: int = 5
-    backoff_ms: float = 200.0
-    backoff_multiplier: float = 2.0
-    max_backoff_ms: float = 30_000.0
+    delay_ms: float = 200.0
+    backoff_ms: float | None = None
+    max_backoff_ms: float | None = None
+
+    old_names: ClassVar[dict[str, str]] = {
+        "backoff_ms": "delay_ms",
+        "max_backoff_ms": "max_delay_ms",
+    }
 
     def __post_init__(self) -> None:
         _check_url(self.url)
@@ -377,29 +387,7 @@ class HttpSinkConfig(
         if self.max_attempts < 1:
             msg = f"max_attempts must be >= 1, got {self.max_attempts}"
             raise ValueError(msg)
-        if not (0 <= self.backoff_ms < math.inf):
-            msg = f"backoff_ms must be a finite number >= 0, got {self.backoff_ms}"
-            raise ValueError(msg)
-        if not (1 <= self.backoff_multiplier < math.inf):
-            msg = (
-                "backoff_multiplier must be a finite number >= 1, "
-                f"got {self.backoff_multiplier}"
-            )
-            raise ValueError(msg)
-        if not (self.max_backoff_ms >= self.backoff_ms):
-            msg = (
-                f"max_backoff_ms ({self.max_backoff_ms}) must be >= backoff_ms "
-                f"({self.backoff_ms})"
-            )
-            raise ValueError(msg)
-
-    def delay_s(self, attempt: int) -> float:
-        """The wait in seconds after failed attempt number ``attempt``."""
-        try:
-            delay = self.backoff_ms * self.backoff_multiplier ** (attempt - 1)
-        except OverflowError:
-            delay = math.inf
-        return min(delay, self.max_backoff_ms) / 1000.0
+        super().__post_init__()
 
 
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -438,8 +426,8 @@ class HttpSink:
     Each batch (split at ``max_batch``) becomes one request whose body is
     the records as a JSON array, JSON Lines or a MessagePack array. Network
     errors and the statuses 408, 425, 429 and 5xx are retried up to
-    ``max_attempts`` times, waiting ``backoff_ms`` and then longer (or what
-    ``Retry-After`` asks, up to ``max_backoff_ms``); a ``retry`` event
+    ``max_attempts`` times, waiting ``delay_ms`` and then longer (or what
+    ``Retry-After`` asks, up to ``max_delay_ms``); a ``retry`` event
     reports each. When attempts run out the node fails (`ConnectError`);
     another status (a 4xx: the server refuses the data) fails it at once
     (`ConnectorError`). Either way the node's error handling decides: with
@@ -570,7 +558,7 @@ class HttpSink:
                 raise failure(msg)
             delay = cfg.delay_s(attempt)
             if retry_after is not None:
-                delay = min(max(delay, retry_after), cfg.max_backoff_ms / 1000.0)
+                delay = min(max(delay, retry_after), cfg.max_delay_ms / 1000.0)
             ctx.logger.warning(
                 "attempt %d of %s %s failed (%s); again in %.3fs",
                 attempt,
