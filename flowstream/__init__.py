@@ -105,6 +105,7 @@ from .runtime.options import RunOptions as RunOptions
 from .runtime.protocol import Executor as Executor
 from .runtime.registry import NodeRegistry as NodeRegistry
 from .runtime.result import DeadLetter as DeadLetter, RunResult as RunResult
+from .runtime.sqlite_worker import SQLiteWorker as SQLiteWorker
 from .runtime.validation import Graph as Graph, validate as validate
 
 __all__ = [
@@ -157,6 +158,7 @@ __all__ = [
     "RunOptions",
     "RunResult",
     "SQLiteStorage",
+    "SQLiteWorker",
     "SandboxedConfig",
     "SendChannel",
     "SharedStore",

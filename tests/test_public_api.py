@@ -54,6 +54,7 @@ EXPECTED = {
     "RunOptions",
     "RunResult",
     "SQLiteStorage",
+    "SQLiteWorker",
     "SandboxedConfig",
     "SendChannel",
     "SharedStore",
