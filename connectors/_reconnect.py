@@ -1,4 +1,4 @@
-"""The reconnect policy every connector shares: exponential backoff with jitter.
+"""The reconnect policy every connector shares: `flowstream.Backoff` with jitter.
 
 `Reconnect` is a config struct (the ``reconnect`` field of a client's config);
 `pause` waits out one of its delays, or less when the run is asked to stop.
@@ -10,13 +10,13 @@ import asyncio
 import contextlib
 import random
 
-import msgspec
+from flowstream import Backoff
 
 __all__ = ["Reconnect", "pause"]
 
 
-class Reconnect(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """How a client reconnects: exponential backoff with jitter.
+class Reconnect(Backoff, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How a client reconnects: `flowstream.Backoff` with jitter.
 
     After *n* consecutive failed attempts the wait is ``delay_ms *
     backoff_multiplier**(n-1)``, capped at ``max_delay_ms``, times a random
@@ -24,26 +24,18 @@ class Reconnect(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     A lost connection waits one ``delay_ms`` (with jitter) before reconnecting.
 
     Attributes:
+        max_delay_ms: Longest wait (10 s here, rather than Backoff's 30 s).
+        jitter: Fraction of each wait that is random, between 0 and 1.
         max_attempts: Consecutive failed attempts after which the node fails
             with `flowstream.errors.ConnectError`; None retries forever.
     """
 
-    delay_ms: float = 100.0
-    backoff_multiplier: float = 2.0
     max_delay_ms: float = 10_000.0
     jitter: float = 0.5
     max_attempts: int | None = None
 
     def __post_init__(self) -> None:
-        if not 0 <= self.delay_ms <= self.max_delay_ms:
-            msg = (
-                "need 0 <= delay_ms <= max_delay_ms, "
-                f"got {self.delay_ms} and {self.max_delay_ms}"
-            )
-            raise ValueError(msg)
-        if not self.backoff_multiplier >= 1:
-            msg = f"backoff_multiplier must be >= 1, got {self.backoff_multiplier}"
-            raise ValueError(msg)
+        super().__post_init__()
         if not 0 <= self.jitter <= 1:
             msg = f"jitter must be between 0 and 1, got {self.jitter}"
             raise ValueError(msg)
@@ -51,13 +43,9 @@ class Reconnect(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             msg = f"max_attempts must be >= 1 or null, got {self.max_attempts}"
             raise ValueError(msg)
 
-    def delay_s(self, failures: int) -> float:
-        """Return the wait in seconds after ``failures`` consecutive failures."""
-        exponent = min(max(failures, 1) - 1, 64)  # past the cap long before
-        delay = min(
-            self.delay_ms * self.backoff_multiplier**exponent, self.max_delay_ms
-        )
-        return delay * (1.0 - self.jitter * random.random()) / 1000.0
+    def delay_s(self, attempt: int) -> float:
+        """Return the wait in seconds after ``attempt`` consecutive failures."""
+        return super().delay_s(attempt) * (1.0 - self.jitter * random.random())
 
 
 async def pause(stopping: asyncio.Event, seconds: float) -> None:

@@ -28,6 +28,7 @@ may change without notice. Public submodules: `flowstream.errors`,
 from __future__ import annotations
 
 from ._version import __version__ as __version__
+from .core.backoff import Backoff as Backoff
 from .core.codec import decode as decode, encode as encode
 from .core.events import (
     ExecutionEvent as ExecutionEvent,
@@ -104,10 +105,12 @@ from .runtime.options import RunOptions as RunOptions
 from .runtime.protocol import Executor as Executor
 from .runtime.registry import NodeRegistry as NodeRegistry
 from .runtime.result import DeadLetter as DeadLetter, RunResult as RunResult
+from .runtime.sqlite_worker import SQLiteWorker as SQLiteWorker
 from .runtime.validation import Graph as Graph, validate as validate
 
 __all__ = [
     "Action",
+    "Backoff",
     "ChannelStatistics",
     "Connection",
     "ContinueOnError",
@@ -155,6 +158,7 @@ __all__ = [
     "RunOptions",
     "RunResult",
     "SQLiteStorage",
+    "SQLiteWorker",
     "SandboxedConfig",
     "SendChannel",
     "SharedStore",

@@ -5,6 +5,7 @@ import flowstream
 # The public API, spelled out: a change here is a change users see.
 EXPECTED = {
     "Action",
+    "Backoff",
     "ChannelStatistics",
     "Connection",
     "ContinueOnError",
@@ -53,6 +54,7 @@ EXPECTED = {
     "RunOptions",
     "RunResult",
     "SQLiteStorage",
+    "SQLiteWorker",
     "SandboxedConfig",
     "SendChannel",
     "SharedStore",

@@ -1,8 +1,8 @@
 """SQLite connectors: ``sqlite.sink`` (insert or upsert) and ``sqlite.source``.
 
 Threads: every node owns one connection and one dedicated worker thread
-(`_Worker`). The connection is made in that thread and every sqlite3 call
-runs there, so the event loop never blocks on SQLite and sqlite3's
+(a `flowstream.SQLiteWorker`). The connection is made in that thread and
+every sqlite3 call runs there, so the event loop never blocks on SQLite and sqlite3's
 ``check_same_thread`` guard stays on. Calls are queued in order on that one
 thread, so there is nothing else to serialise.
 
@@ -26,8 +26,8 @@ never committed, and about to be replayed) before writing anything.
 This module re-exports the public names (those outside ``__all__`` too); the
 code is split by concept:
 
-* `connectors.sqlite._common`: the worker thread, connecting, quoting, and
-  the config checks both nodes run;
+* `connectors.sqlite._common`: connecting, quoting, and the config checks
+  both nodes run;
 * `connectors.sqlite._writer`: ``sqlite.sink``'s table writer;
 * `connectors.sqlite.sink`: the ``sqlite.sink`` node and its config;
 * `connectors.sqlite.source`: the ``sqlite.source`` node and its config.

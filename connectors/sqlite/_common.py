@@ -1,23 +1,15 @@
-"""What ``sqlite.sink`` and ``sqlite.source`` share: the worker and connecting.
+"""What ``sqlite.sink`` and ``sqlite.source`` share: connecting and checks.
 
-`_Worker` is a node's one sqlite3 connection and the one thread that makes
-and uses it; `_connect` opens a connection (read-only for sources) with a
-busy timeout; `quote` quotes an identifier; and the config checks both nodes
-run.
+Each node runs its sqlite3 calls on a `flowstream.SQLiteWorker` of its own
+(its one connection and the one thread that makes and uses it). Here:
+`_connect` opens a connection (read-only for sources) with a busy timeout;
+`quote` quotes an identifier; and the config checks both nodes run.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
-T = TypeVar("T")
 
 
 def quote(name: str) -> str:
@@ -35,34 +27,6 @@ def _check_busy(busy_timeout_ms: int) -> None:
     if busy_timeout_ms < 0:
         msg = f"busy_timeout_ms must be >= 0, got {busy_timeout_ms}"
         raise ValueError(msg)
-
-
-class _Worker:
-    """One sqlite3 connection and the one thread that makes and uses it."""
-
-    def __init__(self, name: str) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-        self.conn: sqlite3.Connection | None = None
-
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(*args)`` in the connection's thread, in call order."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, fn, *args)
-
-    async def aclose(self) -> None:
-        """Close the connection in its thread, then end the thread."""
-
-        def close() -> None:
-            if self.conn is not None:
-                conn, self.conn = self.conn, None
-                conn.close()
-
-        try:
-            await self.run(close)
-        finally:
-            # The thread exits once its queue is done. Not waited for: after an
-            # aborted run it may still be finishing a long statement.
-            self._pool.shutdown(wait=False)
 
 
 def _connect(

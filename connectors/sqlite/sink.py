@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from flowstream import FilePath, node
+from flowstream import FilePath, SQLiteWorker, node
 
 from .._records import record_type
-from ._common import _check_busy, _check_path, _Worker
+from ._common import _check_busy, _check_path
 from ._writer import open_writer
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ class SqliteSink:
 
     def __init__(self, config: SqliteSinkConfig) -> None:
         self.config = config
-        self._worker: _Worker | None = None
+        self._worker: SQLiteWorker | None = None
         self._writer: _TableWriter | None = None
 
     async def __aenter__(self) -> SqliteSink:
@@ -143,7 +143,7 @@ class SqliteSink:
             ValueError: The table cannot be written as configured (see
                 above).
         """
-        worker = self._worker = _Worker(f"flowstream-sqlite-{ctx.node_id}")
+        worker = self._worker = SQLiteWorker(f"flowstream-sqlite-{ctx.node_id}")
         try:
             writer = self._writer = await worker.run(open_writer, self.config)
             worker.conn = writer.conn
@@ -157,7 +157,7 @@ class SqliteSink:
                 ctx.state[name] = 0
 
     async def _roll_back(
-        self, ctx: NodeContext, worker: _Worker, writer: _TableWriter
+        self, ctx: NodeContext, worker: SQLiteWorker, writer: _TableWriter
     ) -> None:
         committed: int | None = ctx.state.get("rowid")
         if committed is None:

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from flowstream import FilePath, node
+from flowstream import FilePath, SQLiteWorker, node
 
-from ._common import _check_busy, _check_path, _connect, _Worker
+from ._common import _check_busy, _check_path, _connect
 
 if TYPE_CHECKING:
     import sqlite3
@@ -137,7 +137,7 @@ class SqliteSource:
 
     def __init__(self, config: SqliteSourceConfig) -> None:
         self.config = config
-        self._worker: _Worker | None = None
+        self._worker: SQLiteWorker | None = None
         self._reader: _Reader | None = None
 
     async def __aenter__(self) -> SqliteSource:
@@ -149,7 +149,7 @@ class SqliteSource:
     async def initialize(self, ctx: NodeContext) -> None:
         """Open the database read-only in the node's thread."""
         cfg = self.config
-        self._worker = _Worker(f"flowstream-sqlite-{ctx.node_id}")
+        self._worker = SQLiteWorker(f"flowstream-sqlite-{ctx.node_id}")
 
         def open_reader() -> _Reader:
             conn = _connect(

@@ -32,7 +32,14 @@ This module re-exports the public names; the code is split by concept:
   `Reconnect` policy, and the server and client helpers they share;
 * `connectors.websocket._source_config`: ``ws.source``'s config and statistics, and
   its resume helpers;
-* `connectors.websocket._intake`: ``ws.source``'s bounded queue of frames;
+* `connectors.websocket._intake`: ``ws.source``'s bounded queue of frames
+  and the size of its batches;
+* `connectors.websocket._journal`: the SQLite journal of frames;
+* `connectors.websocket._source_client`: ``ws.source`` as a client (connect,
+  resume after the last sequence, reconnect);
+* `connectors.websocket._source_journal`: ``ws.source``'s use of its journal
+  (open, replay after a restart, prune at each commit);
+* `connectors.websocket._budget`: the byte budget over every connection;
 * `connectors.websocket.source`: the ``ws.source`` node;
 * `connectors.websocket.sink`: the ``ws.sink`` node, its config and statistics.
 """

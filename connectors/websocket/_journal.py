@@ -25,8 +25,8 @@ but not handed on, so:
 * when the consumer stops taking, the readers stop reading: the journal
   never runs ahead of the graph by more than ``max_frames`` frames.
 
-Every sqlite3 call runs on one worker thread owned by the journal, in call
-order, so the event loop never waits on SQLite.
+Every sqlite3 call runs on the journal's own `flowstream.SQLiteWorker` (one
+thread, in call order), so the event loop never waits on SQLite.
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ import asyncio
 import sqlite3
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
+from flowstream import SQLiteWorker
 from flowstream.errors import ConnectorError
 
 if TYPE_CHECKING:
@@ -125,8 +125,8 @@ class Journal:
         self._written = asyncio.Event()  # delivery: rows ready, or closed
         self._space = asyncio.Event()  # readers: room
         self._idle = asyncio.Event()  # drain: nothing held back
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="flowstream-journal")
-        self._conn: sqlite3.Connection | None = None
+        # Every sqlite3 call runs on the worker's thread; its conn is ours.
+        self._worker = SQLiteWorker("flowstream-journal")
 
     @property
     def unjournaled(self) -> int:
@@ -204,8 +204,7 @@ class Journal:
                 continue
             batch, self._pending = self._pending, []
             self._writing = len(batch)
-            loop = asyncio.get_running_loop()
-            write = loop.run_in_executor(self._pool, self._insert, batch)
+            write = self._worker.submit(self._insert, batch)
             try:
                 # Shielded: a writer cancelled meanwhile (an aborted run) must
                 # not cancel a write still queued on the thread, or the batch
@@ -281,16 +280,15 @@ class Journal:
         self.close()
         pending, self._pending = self._pending, []
         try:
-            if self._conn is not None:
-                await self._call(self._finish, pending)
+            if self._worker.conn is not None:
+                await self._worker.run(self._finish, pending)
         finally:
             # Not waited for: an aborted run may leave a write finishing.
-            self._pool.shutdown(wait=False)
+            self._worker.close()
         return len(pending)
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, fn, *args)
+        return await self._worker.run(fn, *args)
 
     # --- on the worker thread ---------------------------------------------------------
 
@@ -341,7 +339,7 @@ class Journal:
             conn.close()
             msg = f"journal {self.path}: not a usable journal ({exc})"
             raise ConnectorError(msg) from None
-        self._conn = conn
+        self._worker.conn = conn
         unclean = meta.get("open") == 1
         return JournalOpened(
             last_id=last,
@@ -365,7 +363,7 @@ class Journal:
         return pruned
 
     def _insert(self, batch: list[tuple[bytes | str, str, float]]) -> list[int]:
-        conn = self._conn
+        conn = self._worker.conn
         assert conn is not None
         insert = "insert into frames (frame, peer, received) values (?, ?, ?)"
         with conn:
@@ -373,7 +371,7 @@ class Journal:
             return [conn.execute(insert, row).lastrowid or 0 for row in batch]
 
     def _read(self, after: int, until: int, limit: int) -> list[Row]:
-        conn = self._conn
+        conn = self._worker.conn
         assert conn is not None
         rows = conn.execute(
             "select id, frame, peer from frames where id > ? and id <= ? "
@@ -387,14 +385,14 @@ class Journal:
         ]
 
     def _prune(self, upto: int) -> int:
-        conn = self._conn
+        conn = self._worker.conn
         assert conn is not None
         with conn:
             conn.execute("begin immediate")
             return self._delete_upto(conn, upto)
 
     def _finish(self, pending: list[tuple[bytes | str, str, float]]) -> None:
-        conn = self._conn
+        conn = self._worker.conn
         assert conn is not None
         try:
             if pending:
@@ -402,5 +400,5 @@ class Journal:
             with conn:
                 conn.execute("insert or replace into meta values ('open', 0)")
         finally:
-            self._conn = None
+            self._worker.conn = None
             conn.close()

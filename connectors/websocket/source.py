@@ -4,7 +4,9 @@
 sequence), reads frames into `connectors.websocket._intake._Intake` (through
 `connectors.websocket._journal` with a ``journal``), decodes them and hands their
 records on in batches. Its config and statistics are in
-`connectors.websocket._source_config`.
+`connectors.websocket._source_config`; its client half (connect, resume,
+reconnect) in `connectors.websocket._source_client`, and its journal half
+(open, replay, prune) in `connectors.websocket._source_journal`.
 """
 
 from __future__ import annotations
@@ -12,72 +14,48 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import sqlite3
 from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
-from websockets.asyncio.client import connect
 from websockets.exceptions import (
     ConnectionClosed,
     ConnectionClosedError,
     ConnectionClosedOK,
-    InvalidHandshake,
 )
 from websockets.frames import CloseCode
 
-from flowstream import check_url, node
-from flowstream.errors import NetworkDenied
+from flowstream import node
 
-from .._reconnect import pause as _pause
 from .._records import MAX_RAW_IN_ERROR, BadRecord, RecordDecoder
 from ._budget import Budget, MeteredClientConnection, MeteredServerConnection
 from ._common import (
-    _client_options,
     _close_server,
-    _connect_failed,
     _listen,
     _peer,
 )
-from ._intake import _Intake
-from ._journal import Journal
+from ._intake import BATCH, BATCH_BYTES, _Intake
+from ._source_client import _Client
 from ._source_config import (
     WebSocketSourceConfig,
     WebSocketSourceStatistics,
-    _fill,
-    _with_query,
 )
+from ._source_journal import _Journaling
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
+    from collections.abc import AsyncIterator
 
     from websockets.asyncio.client import ClientConnection
     from websockets.asyncio.server import Server, ServerConnection
 
     from flowstream import NodeContext, NodeState
 
-    from ._common import Data
-    from ._journal import Row
+    from ._journal import Journal
+
 
 __all__ = ["WebSocketSource", "ws_source"]
 
 
-BATCH = 256
-"""Records per batch the source aims for (it never waits to fill one).
-
-Smaller than the engine's usual 1024: records are decoded just before they are
-handed on, and a batch that stays small stays in the CPU caches and below the
-garbage collector's first threshold (measured: +10% records/s over 1024).
-"""
-
-BATCH_BYTES = 256 << 10
-"""Frame bytes after which a batch leaves even if it has fewer records.
-
-The graph's channels are bounded in batches: without this, a batch of 256
-large frames' records (256 MB of 1 MB frames) would be one item there.
-"""
-
-
-class WebSocketSource:
+class WebSocketSource(_Client, _Journaling):
     """Records from WebSocket frames: a server many clients send to, or a client.
 
     Stream-safe: unbounded until the run is stopped. Each frame holds one
@@ -534,107 +512,6 @@ class WebSocketSource:
         with contextlib.suppress(ConnectionClosed):
             await ws.close(CloseCode.TRY_AGAIN_LATER, "too many connections")
 
-    def _control_frame(self, value: Any) -> Data | None:
-        if value is None or isinstance(value, str | bytes):
-            return value
-        if self.config.encoding == "msgpack":
-            return msgspec.msgpack.encode(value)
-        return msgspec.json.encode(value).decode()
-
-    def _resume(self, url: str) -> tuple[str, Data | None]:
-        """Where to connect and what to send to resume after the last sequence."""
-        config = self.config
-        seq = self._state.get("seq") if self._seq_keys else None
-        if seq is None:
-            return url, None
-        if config.resume_query is not None:
-            url = _with_query(url, config.resume_query, seq)
-        message = None
-        if config.resume_message is not None:
-            message = self._control_frame(_fill(config.resume_message, seq))
-        return url, message
-
-    async def _run_client(self, ctx: NodeContext) -> None:
-        try:
-            await self._follow(ctx)
-            if self._journal is not None:
-                await self._journal.drain()  # what was read reaches the intake
-        except Exception as exc:  # reported by execute, never to the group
-            self._failure = exc
-        finally:
-            self._intake.close()
-
-    async def _follow(self, ctx: NodeContext) -> None:
-        """Connect, subscribe, resume and read; reconnect until stopped."""
-        config = self.config
-        url = config.url
-        assert url is not None
-        policy = config.reconnect
-        options = _client_options(config)
-        subscribe = self._control_frame(config.subscribe)
-        metered = functools.partial(MeteredClientConnection, budget=self._budget)
-        if self._journal is not None and self._seq_keys:
-            # The resume request must name the last sequence of the replay.
-            await self._replayed.wait()
-        failures = connections = 0
-        while not ctx.stopping.is_set():
-            target, resume = self._resume(url)
-            try:
-                check_url(target, what=f"ws.source {ctx.node_id}")
-                ws = await connect(
-                    target,
-                    max_size=config.hard_limit,
-                    max_queue=config.read_buffer_frames,
-                    create_connection=cast("type[ClientConnection]", metered),
-                    **options,
-                )
-            except (OSError, TimeoutError, InvalidHandshake) as exc:
-                denied = NetworkDenied.found_in(exc)
-                if denied is not None:  # the policy will not change: no retry
-                    self._failure = denied
-                    return
-                failures += 1
-                if policy.max_attempts is not None and failures >= policy.max_attempts:
-                    self._failure = _connect_failed(url, failures, exc)
-                    return
-                delay = policy.delay_s(failures)
-                ctx.logger.warning(
-                    "cannot connect to %s (%s); retrying in %.2f s",
-                    url,
-                    exc,
-                    delay,
-                    extra={"url": url, "failures": failures},
-                )
-                await _pause(ctx.stopping, delay)
-                continue
-            failures = 0
-            connections += 1
-            assert isinstance(ws, MeteredClientConnection)
-            self._client = ws
-            try:
-                name = "reconnected" if connections > 1 else "connected"
-                data = {"url": url, "connections": connections}
-                if self._seq_keys:
-                    data["since"] = self._state.get("seq")
-                ctx.event(name, data)
-                if ctx.stopping.is_set():
-                    await ws.close(CloseCode.GOING_AWAY)
-                    return
-                if subscribe is not None:
-                    await ws.send(subscribe)
-                if resume is not None:
-                    await ws.send(resume)
-                if not await self._pump(ws, url):
-                    return
-            except ConnectionClosed:
-                pass  # the subscribe message met a closed connection
-            finally:
-                self._client = None
-                ws.transport.abort()  # no-op after a closing handshake
-            if not ctx.stopping.is_set():
-                ctx.event("disconnected", {"url": url})
-                await _pause(ctx.stopping, policy.delay_s(1))
-
     async def _stop_on_request(self, ctx: NodeContext) -> None:
         await ctx.stopping.wait()
         try:
@@ -651,170 +528,6 @@ class WebSocketSource:
         except Exception as exc:  # reported by execute, never to the group
             self._failure = exc
             self._intake.close()
-
-    # --- journal -----------------------------------------------------------------
-
-    async def _open_journal(
-        self, ctx: NodeContext, path: str, group: asyncio.TaskGroup
-    ) -> None:
-        if not ctx.checkpointing:
-            msg = (
-                f"journal {path!r} needs stream mode with a checkpoint store "
-                "(checkpoint: {path: ...}): only checkpoints say which frames "
-                "the graph has taken, so without them it would never be pruned"
-            )
-            raise ValueError(msg)
-        config = self.config
-        journal = self._journal = Journal(
-            path, max_frames=config.journal_max_frames, max_bytes=config.queue_bytes
-        )
-        self._budget.watch(journal)
-        after = self._state.get("journal_id", 0)
-        opened = await journal.open(after)
-        backlog = opened.backlog
-        self._replay_until = opened.last_id
-        resumes = config.resume_query is not None or config.resume_message is not None
-        if opened.pruned_past and resumes:
-            # The frames right after the checkpoint are gone, and replaying
-            # later ones would move the sequence past them: the server
-            # resends everything after the checkpointed sequence instead.
-            self._replay_until, backlog = after, 0
-        self._prune_floor = self._pruned_to = after
-        ctx.on_commit(self._committed)
-        for work in (journal.write(), journal.deliver(self._put_journaled)):
-            self._tasks.append(group.create_task(self._journaling(work)))
-        data = {
-            "path": path,
-            "after": after,
-            "replay": backlog,
-            "pruned": opened.pruned,
-            "pruned_past": opened.pruned_past,
-            "unclean": opened.unclean,
-            "max_unjournaled": config.journal_max_frames,
-        }
-        ctx.event("journal_opened", data)
-        if opened.unclean:
-            ctx.logger.warning(
-                "journal %s was left open by its last run (a crash?): it may "
-                "have lost up to %s frames it had read but not yet journaled, "
-                "plus what its connections had buffered",
-                path,
-                opened.lost_at_most,
-                extra={"path": path, "lost_at_most": opened.lost_at_most},
-            )
-        if opened.behind:
-            ctx.logger.warning(
-                "journal %s ends before frame %d, which the checkpoint covers: "
-                "it is not the journal the checkpoint was taken with",
-                path,
-                after,
-            )
-        if opened.pruned_past:
-            self._warn_pruned_past(ctx, path, after, opened.pruned_past, resumes)
-        if backlog:
-            ctx.logger.info(
-                "journal %s: replaying %d frames after frame %d",
-                path,
-                backlog,
-                after,
-            )
-
-    def _warn_pruned_past(
-        self, ctx: NodeContext, path: str, after: int, upto: int, resumes: bool
-    ) -> None:
-        head = (
-            f"journal {path} was pruned up to frame {upto}, past frame {after} "
-            "that the checkpoint covers: it is newer than the checkpoint store "
-            "(a store restored from an older copy, or copied before the journal)"
-        )
-        if resumes:
-            seq = self._state.get("seq")
-            ctx.logger.warning(
-                "%s; not replaying it: resuming from the server after "
-                "sequence %s instead",
-                head,
-                seq,
-                extra={"path": path, "after": after, "pruned_past": upto},
-            )
-        else:
-            ctx.logger.warning(
-                "%s; frames %d to %d are lost",
-                head,
-                after + 1,
-                upto,
-                extra={"path": path, "lost": upto - after},
-            )
-
-    async def _journaling(self, work: Coroutine[Any, Any, None]) -> None:
-        try:
-            await work
-        except Exception as exc:  # reported by execute, never to the group
-            self._failure = exc
-            self._intake.close()
-            if self._journal is not None:
-                self._journal.close()
-
-    async def _put_journaled(self, row: Row) -> bool:
-        frame_id, frame, peer = row
-        entry = (frame, peer, frame_id)
-        size = len(frame)
-        intake = self._intake
-        return intake.offer(entry, size) or await intake.put(entry, size)
-
-    async def _replay(self, journal: Journal) -> AsyncGenerator[list[Any], None]:
-        """The records of the journaled frames the checkpoint did not cover."""
-        after, until = self._state.get("journal_id", 0), self._replay_until
-        decode = self._decode
-        batch: list[Any] = []
-        batch_bytes = 0
-        while after < until:
-            rows = await journal.read(after, until, BATCH)
-            if not rows:
-                break
-            for frame_id, frame, peer in rows:
-                good, bad = decode(frame)
-                self._replayed_frames += 1
-                after = frame_id
-                batch += good
-                batch_bytes += len(frame)
-                if bad:
-                    self._reject(bad, peer)
-                    self._note(frame_id)
-                    yield batch
-                    batch, batch_bytes = [], 0
-                elif len(batch) >= BATCH or batch_bytes >= BATCH_BYTES:
-                    self._note(frame_id)
-                    yield batch
-                    batch, batch_bytes = [], 0
-            self._note(after)
-            if batch:
-                yield batch
-                batch, batch_bytes = [], 0
-
-    async def _committed(self, epoch: int) -> None:
-        """Prune the journal: epoch ``epoch`` covers what the last commit saw.
-
-        A source cannot tell which of its offsets a snapshot caught (the
-        executor may take it while the source waits on its input, and a
-        barrier hook would stop that), but it was taken after the previous
-        commit, when the state already covered ``_prune_floor``.
-        """
-        journal = self._journal
-        assert journal is not None
-        upto, self._prune_floor = self._prune_floor, self._state.get("journal_id", 0)
-        if upto <= self._pruned_to:
-            return
-        try:
-            await journal.prune(upto)
-        except sqlite3.Error as exc:
-            assert self._ctx is not None
-            self._ctx.logger.warning(
-                "journal %s: cannot prune it (%s); retrying at the next checkpoint",
-                self.config.journal,
-                exc,
-            )
-            return
-        self._pruned_to = upto
 
 
 _NO_SEQ: Any = object()

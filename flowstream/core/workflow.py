@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 import msgspec
 
 from ..errors import Problem, WorkflowValidationError
+from .backoff import Backoff
 from .codec import (
     DocumentFormat,
     decode_document,
@@ -71,45 +72,23 @@ Mode = Literal["dag", "stream", "routed"]
 NODE_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
-class RetryPolicy(
-    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
-):
+class RetryPolicy(Backoff, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """How often to try a failing node call again, and how long to wait.
 
     The wait before attempt *n+1* is ``delay_ms * backoff_multiplier**(n-1)``,
-    capped at ``max_delay_ms``.
+    capped at ``max_delay_ms`` (the fields of `Backoff`, checked there).
+
+    Attributes:
+        max_attempts: Attempts in all, >= 1 (1 never retries).
     """
 
     max_attempts: int = 3
-    delay_ms: float = 100.0
-    backoff_multiplier: float = 2.0
-    max_delay_ms: float = 30_000.0
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             msg = f"max_attempts must be >= 1, got {self.max_attempts}"
             raise ValueError(msg)
-        # Written as "not >=" so that NaN is rejected too.
-        if not (0 <= self.delay_ms < math.inf):
-            msg = f"delay_ms must be a finite number >= 0, got {self.delay_ms}"
-            raise ValueError(msg)
-        if not self.max_delay_ms >= 0:
-            msg = f"max_delay_ms must be >= 0, got {self.max_delay_ms}"
-            raise ValueError(msg)
-        if not (1 <= self.backoff_multiplier < math.inf):
-            msg = (
-                "backoff_multiplier must be a finite number >= 1, "
-                f"got {self.backoff_multiplier}"
-            )
-            raise ValueError(msg)
-
-    def delay_s(self, attempt: int) -> float:
-        """Return the wait in seconds after failed attempt number ``attempt``."""
-        try:
-            delay = self.delay_ms * self.backoff_multiplier ** (attempt - 1)
-        except OverflowError:  # a late attempt of a long retry: past any cap
-            delay = math.inf if self.delay_ms else 0.0
-        return min(delay, self.max_delay_ms) / 1000.0
+        super().__post_init__()
 
 
 class _Policy(

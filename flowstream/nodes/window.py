@@ -88,10 +88,10 @@ if TYPE_CHECKING:
     Reader: TypeAlias = Callable[[Any, int | None], tuple[int, str, Any, Any]]
 
 __all__ = [
-    "Aggregate",
     "Session",
     "Sliding",
     "Tumbling",
+    "WindowAggregate",
     "WindowConfig",
     "session_window",
     "sliding_window",
@@ -110,8 +110,14 @@ MAX_WINDOWS_PER_ITEM = 1000
 """A sliding window's ``size_ms / slide_ms`` bound: each item joins that many."""
 
 
-class Aggregate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """One named aggregate of ``aggs``: an ``op`` over ``value`` (CEL, default x)."""
+class WindowAggregate(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
+):
+    """One named aggregate of ``aggs``: an ``op`` over ``value`` (CEL, default x).
+
+    Not `flowstream.nodes.transform.Aggregate`, the config of ``transform.scan``
+    and ``transform.reduce``.
+    """
 
     op: Op
     value: Expr | None = None
@@ -132,7 +138,7 @@ class WindowConfig(
     value: Expr | None = None
     fn: FnRef | None = None
     initial: Any = msgspec.UNSET
-    aggs: dict[str, Aggregate] | None = None
+    aggs: dict[str, WindowAggregate] | None = None
     late: Literal["drop", "update"] = "drop"
     retain_ms: NonNegative | None = None
     max_keys: int | None = DEFAULT_MAX_KEYS

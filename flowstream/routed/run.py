@@ -143,14 +143,12 @@ class StepContext:
 
     def event(self, name: str, data: Any = None) -> None:
         """Publish a custom `NodeEvent` on the flow's bus."""
-        self.bus.publish(
-            NodeEvent(
-                run_id=self.run_id,
-                timestamp=time.time(),
-                node_id=self.node_id,
-                name=name,
-                data=data,
-            )
+        self.bus.emit(
+            NodeEvent,
+            self.run_id,
+            node_id=self.node_id,
+            name=name,
+            data=data,
         )
 
     def __repr__(self) -> str:
@@ -216,14 +214,12 @@ class _Run:
     ) -> FlowResult:
         started = time.perf_counter()
         flow, bus = self.flow, self.bus
-        bus.publish(
-            WorkflowStarted(
-                run_id=self.run_id,
-                timestamp=time.time(),
-                workflow=flow.name,
-                mode="routed",
-                nodes=len(flow.nodes),
-            )
+        bus.emit(
+            WorkflowStarted,
+            self.run_id,
+            workflow=flow.name,
+            mode="routed",
+            nodes=len(flow.nodes),
         )
         result = FlowResult(
             run_id=self.run_id, status="completed", namespace=self.store.namespace
@@ -248,14 +244,12 @@ class _Run:
             result.path = self.path
             result.duration_s = time.perf_counter() - started
             # Cancelled: the event says so, and the cancellation goes on.
-            bus.publish(
-                WorkflowCompleted(
-                    run_id=self.run_id,
-                    timestamp=time.time(),
-                    status=result.status if finished else "cancelled",
-                    duration_s=result.duration_s,
-                    error=result.error if finished else "the run was cancelled",
-                )
+            bus.emit(
+                WorkflowCompleted,
+                self.run_id,
+                status=result.status if finished else "cancelled",
+                duration_s=result.duration_s,
+                error=result.error if finished else "the run was cancelled",
             )
         return result
 
@@ -311,15 +305,13 @@ class _Run:
 
     def _route(self, node: FlowNode, target: str, kind: str) -> str:
         if self.bus.active:
-            self.bus.publish(
-                RouteTaken(
-                    run_id=self.run_id,
-                    timestamp=time.time(),
-                    from_node=node.id,
-                    to_node=target,
-                    action=kind,
-                    step=len(self.path),
-                )
+            self.bus.emit(
+                RouteTaken,
+                self.run_id,
+                from_node=node.id,
+                to_node=target,
+                action=kind,
+                step=len(self.path),
             )
         return target
 
@@ -342,14 +334,12 @@ class _Run:
                 bus=bus,
             )
             if bus.active:
-                bus.publish(
-                    NodeStarted(
-                        run_id=self.run_id,
-                        timestamp=time.time(),
-                        node_id=node.id,
-                        node_type=node.type,
-                        attempt=attempt,
-                    )
+                bus.emit(
+                    NodeStarted,
+                    self.run_id,
+                    node_id=node.id,
+                    node_type=node.type,
+                    attempt=attempt,
                 )
             began = time.perf_counter()
             try:
@@ -366,17 +356,15 @@ class _Run:
                 )
             except Exception as exc:
                 retry = node.retry is not None and attempt < node.retry.max_attempts
-                bus.publish(
-                    NodeFailed(
-                        run_id=self.run_id,
-                        timestamp=time.time(),
-                        node_id=node.id,
-                        node_type=node.type,
-                        error=str(exc),
-                        error_type=type(exc).__name__,
-                        attempt=attempt,
-                        will_retry=retry,
-                    )
+                bus.emit(
+                    NodeFailed,
+                    self.run_id,
+                    node_id=node.id,
+                    node_type=node.type,
+                    error=str(exc),
+                    error_type=type(exc).__name__,
+                    attempt=attempt,
+                    will_retry=retry,
                 )
                 if not retry:
                     raise _StepError(exc) from exc
@@ -385,19 +373,17 @@ class _Run:
                 attempt += 1
                 continue
             if bus.active:
-                bus.publish(
-                    NodeCompleted(
-                        run_id=self.run_id,
-                        timestamp=time.time(),
-                        node_id=node.id,
-                        node_type=node.type,
-                        stats=NodeStats(
-                            items_in=1,
-                            items_out=1,
-                            errors=attempt - 1,
-                            duration_s=time.perf_counter() - began,
-                        ),
-                    )
+                bus.emit(
+                    NodeCompleted,
+                    self.run_id,
+                    node_id=node.id,
+                    node_type=node.type,
+                    stats=NodeStats(
+                        items_in=1,
+                        items_out=1,
+                        errors=attempt - 1,
+                        duration_s=time.perf_counter() - began,
+                    ),
                 )
             return action, resolved
 

@@ -22,12 +22,10 @@ A custom backend implements the five methods of `Storage`.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import sqlite3
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import (
     TYPE_CHECKING,
@@ -42,6 +40,7 @@ from typing import (
 import msgspec
 
 from ..errors import DecodeError
+from ..runtime.sqlite_worker import SQLiteWorker
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -162,21 +161,6 @@ class MemoryStorage(_Closable):
         return f"<MemoryStorage namespaces={len(self._data)}>"
 
 
-class _Worker:
-    """One thread that runs a backend's blocking calls, in call order."""
-
-    def __init__(self, name: str) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, fn, *args)
-
-    def shutdown(self) -> None:
-        # Not waited for: the last queued call may still be finishing.
-        self._pool.shutdown(wait=False)
-
-
 _JSON_FILE = dict[str, dict[str, msgspec.Raw]]
 _MSGPACK_FILE = dict[str, dict[str, bytes]]
 _file_json = msgspec.json.Decoder(_JSON_FILE)
@@ -222,7 +206,9 @@ class FileStorage(_Closable):
         # and the (inode, mtime, size) it had then, to notice other writers.
         self._data: dict[str, dict[str, bytes]] = {}
         self._stamp: tuple[int, int, int] | None = None
-        self._worker: _Worker | None = None
+        # A SQLiteWorker for its thread only (no connection): file I/O in
+        # call order, off the event loop.
+        self._worker: SQLiteWorker | None = None
         self._closed = False
 
     def _run(self, fn: Callable[..., T], *args: Any) -> Coroutine[Any, Any, T]:
@@ -230,7 +216,7 @@ class FileStorage(_Closable):
             msg = f"{self!r} is closed"
             raise RuntimeError(msg)
         if self._worker is None:
-            self._worker = _Worker("flowstream-file-storage")
+            self._worker = SQLiteWorker("flowstream-file-storage")
             self._open = True
         return self._worker.run(fn, *args)
 
@@ -259,9 +245,7 @@ class FileStorage(_Closable):
         self._closed = True
         self._open = False
         if self._worker is not None:
-            worker, self._worker = self._worker, None
-            await worker.run(lambda: None)  # let queued calls finish first
-            worker.shutdown()
+            await self._worker.aclose()  # after the calls queued before it
 
     def __repr__(self) -> str:
         return f"<FileStorage {str(self.path)!r} ({self.format})>"
@@ -408,8 +392,8 @@ class SQLiteStorage(_Closable):
         self.table = table
         self.busy_timeout_ms = int(busy_timeout_ms)
         self.synchronous = synchronous
-        self._conn: sqlite3.Connection | None = None  # used on the worker only
-        self._worker: _Worker | None = None
+        # Its connection is the worker's, made and used on its thread.
+        self._worker: SQLiteWorker | None = None
         self._closed = False
 
     def _run(self, fn: Callable[..., T], *args: Any) -> Coroutine[Any, Any, T]:
@@ -417,12 +401,14 @@ class SQLiteStorage(_Closable):
             msg = f"{self!r} is closed"
             raise RuntimeError(msg)
         if self._worker is None:
-            self._worker = _Worker("flowstream-sqlite-storage")
+            self._worker = SQLiteWorker("flowstream-sqlite-storage")
             self._open = True
         return self._worker.run(fn, *args)
 
     def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
+        worker = self._worker
+        assert worker is not None  # called on the worker's thread
+        if worker.conn is None:
             conn = sqlite3.connect(self.path, isolation_level=None)
             try:
                 conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
@@ -436,8 +422,8 @@ class SQLiteStorage(_Closable):
             except BaseException:
                 conn.close()
                 raise
-            self._conn = conn
-        return self._conn
+            worker.conn = conn
+        return worker.conn
 
     async def get(self, namespace: str, key: str) -> bytes | None:
         """Return the bytes under the key, or None."""
@@ -505,19 +491,8 @@ class SQLiteStorage(_Closable):
         """Close the connection on its thread, then stop the thread; idempotent."""
         self._closed = True
         self._open = False
-        if self._worker is None:
-            return
-        worker, self._worker = self._worker, None
-
-        def close() -> None:
-            if self._conn is not None:
-                conn, self._conn = self._conn, None
-                conn.close()
-
-        try:
-            await worker.run(close)
-        finally:
-            worker.shutdown()
+        if self._worker is not None:
+            await self._worker.aclose()
 
     def __repr__(self) -> str:
         return f"<SQLiteStorage {self.path!r} table={self.table}>"

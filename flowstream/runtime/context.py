@@ -172,14 +172,12 @@ class NodeRuntime:
 
     def event(self, name: str, data: Any = None) -> None:
         """Publish a custom `NodeEvent`."""
-        self._bus.publish(
-            NodeEvent(
-                run_id=self.run_id,
-                timestamp=time.time(),
-                node_id=self.node_id,
-                name=name,
-                data=data,
-            )
+        self._bus.emit(
+            NodeEvent,
+            self.run_id,
+            node_id=self.node_id,
+            name=name,
+            data=data,
         )
 
     def stats(self) -> NodeStats:

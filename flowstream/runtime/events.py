@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
-from typing import IO, TYPE_CHECKING, Final, final
+from typing import IO, TYPE_CHECKING, Any, Final, final
 
 import msgspec
 
@@ -160,6 +161,24 @@ class EventBus:
                     listener(event)
                 except Exception:
                     self._drop_listener(listener, event)
+
+    def emit(self, kind: type[ExecutionEvent], run_id: str, **fields: Any) -> None:
+        """Publish a ``kind`` event of run ``run_id``, stamped with the time now.
+
+        The one way the runtime publishes: it fills in ``run_id`` and
+        ``timestamp`` (``time.time()``), and builds nothing when nobody is
+        attached (``active`` is False).
+
+        Args:
+            kind: The event class, e.g. ``NodeStarted``.
+            run_id: The run the event belongs to.
+            **fields: The event's other fields.
+
+        Raises:
+            TypeError: ``fields`` names a field ``kind`` does not have.
+        """
+        if self._active:
+            self.publish(kind(run_id=run_id, timestamp=time.time(), **fields))
 
     def subscribe(self, max_buffered: int | None = None) -> Subscription:
         """Return a new subscription to the events published from now on.

@@ -3,7 +3,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import TYPE_CHECKING
+import time
+from pathlib import Path
 
 import pytest
 
@@ -27,9 +28,6 @@ from flowstream.runtime.events import (
     read_events,
     replay,
 )
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 
 def started(node_id: str, run_id: str = "r1") -> NodeStarted:
@@ -332,6 +330,48 @@ def test_listener_is_called_inline() -> None:
     bus.publish(started("b"))
     assert seen == [event]
     assert bus.statistics().listeners == 0
+
+
+def test_emit_stamps_run_id_and_time() -> None:
+    bus = EventBus()
+    seen: list[ExecutionEvent] = []
+    bus.add_listener(seen.append)
+    before = time.time()
+    bus.emit(NodeEvent, "r7", node_id="n", name="tick", data=[1])
+    after = time.time()
+    (event,) = seen
+    assert isinstance(event, NodeEvent)
+    assert (event.run_id, event.node_id, event.name, event.data) == (
+        "r7",
+        "n",
+        "tick",
+        [1],
+    )
+    assert before <= event.timestamp <= after
+    with pytest.raises(TypeError, match="no_such_field"):
+        bus.emit(NodeEvent, "r7", node_id="n", name="x", no_such_field=1)
+
+
+def test_emit_builds_nothing_nobody_would_see() -> None:
+    bus = EventBus()
+    # No subscriber, no listener: the event is not even built, so a field
+    # the class does not have goes unnoticed (and costs nothing).
+    bus.emit(NodeEvent, "r1", no_such_field=1)
+    assert bus.statistics().published == 0
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_events_are_stamped_in_one_place() -> None:
+    # Every publisher goes through EventBus.emit: a run id and a timestamp
+    # filled in by hand elsewhere is a second copy of it.
+    stamped = [
+        str(path.relative_to(ROOT))
+        for path in sorted((ROOT / "flowstream").rglob("*.py"))
+        if "timestamp=time.time()" in path.read_text()
+    ]
+    assert stamped == ["flowstream/runtime/events.py"]
 
 
 def test_raising_listener_is_removed_and_logged(

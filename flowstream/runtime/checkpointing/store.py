@@ -15,7 +15,7 @@ run's result is the same as an uninterrupted run's; at most one group of
 completions (the last ``interval_ms``) is computed twice. Stream-mode epochs
 (barriers, operator state, source offsets) build on the same store later.
 
-All SQLite calls run on one worker thread, off the event loop.
+All SQLite calls run on one `SQLiteWorker` thread, off the event loop.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import asyncio
 import hashlib
 import sqlite3
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +31,7 @@ import msgspec
 
 from ...errors import FlowstreamError
 from ..channel import Control
+from ..sqlite_worker import SQLiteWorker
 from .faults import fault_point
 
 if TYPE_CHECKING:
@@ -186,8 +186,9 @@ class CheckpointStore:
     def __init__(self, path: str | Path, interval_ms: float = 1000.0) -> None:
         self.path = Path(path)
         self.interval = interval_ms / 1000.0
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="flowstream-ckpt")
-        self._conn: sqlite3.Connection | None = None
+        # Every sqlite3 call runs on this worker's thread; its ``conn`` is
+        # the store's connection.
+        self._worker = SQLiteWorker("flowstream-ckpt")
         self._pending: list[tuple[str, str, bytes, float]] = []
         self._last_commit = 0.0
         self.unstorable: list[str] = []
@@ -201,9 +202,7 @@ class CheckpointStore:
 
     async def aclose(self) -> None:
         """Commit what is pending and close the database."""
-        if self._conn is not None:
-            await self._call(self._close)
-        self._thread.shutdown(wait=True)
+        await self._worker.aclose(wait=True)
 
     # --- what the executor calls ----------------------------------------------
 
@@ -300,8 +299,7 @@ class CheckpointStore:
     # --- on the worker thread --------------------------------------------------
 
     async def _call(self, fn: Any, *args: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, fn, *args)
+        return await self._worker.run(fn, *args)
 
     def _open(self) -> None:
         try:
@@ -313,17 +311,12 @@ class CheckpointStore:
         except sqlite3.DatabaseError as exc:
             msg = f"{self.path}: not a usable checkpoint store ({exc})"
             raise CheckpointError(msg) from None
-        self._conn = conn
-
-    def _close(self) -> None:
-        assert self._conn is not None
-        self._conn.close()
-        self._conn = None
+        self._worker.conn = conn
 
     def _begin(
         self, run_key: str, workflow: str, fresh: bool
     ) -> dict[str, dict[str, list[Any]]]:
-        conn = self._conn
+        conn = self._worker.conn
         assert conn is not None
         now = time.time()
         with conn:
@@ -356,7 +349,7 @@ class CheckpointStore:
         return {node_id: _decoder.decode(blob) for node_id, blob in done}
 
     def _write(self, rows: list[tuple[str, str, bytes, float]]) -> None:
-        conn = self._conn
+        conn = self._worker.conn
         assert conn is not None
         with conn:
             conn.execute("begin immediate")
@@ -369,7 +362,7 @@ class CheckpointStore:
             )
 
     def _finish(self, run_key: str, status: str) -> None:
-        conn = self._conn
+        conn = self._worker.conn
         assert conn is not None
         with conn:
             conn.execute("begin immediate")
@@ -383,7 +376,7 @@ class CheckpointStore:
                 conn.execute("delete from node_outputs where run_key = ?", (run_key,))
 
     def _commit_epoch(self, run_key: str, epoch: int, blob: bytes) -> None:
-        conn = self._conn
+        conn = self._worker.conn
         assert conn is not None
         now = time.time()
         with conn:
@@ -404,7 +397,7 @@ class CheckpointStore:
     def _record_failure(
         self, run_key: str, node_id: str, fingerprint: str, shown: str, reason: str
     ) -> int:
-        conn = self._conn
+        conn = self._worker.conn
         assert conn is not None
         with conn:
             conn.execute("begin immediate")
@@ -422,7 +415,7 @@ class CheckpointStore:
         return int(row[0])
 
     def _failures(self, run_key: str) -> list[PoisonRecord]:
-        conn = self._conn
+        conn = self._worker.conn
         assert conn is not None
         rows = conn.execute(
             "select node_id, fingerprint, record, reason, count from failures "
@@ -432,7 +425,7 @@ class CheckpointStore:
         return [PoisonRecord(*row) for row in rows]
 
     def _forget_failures(self, run_key: str | None) -> int:
-        conn = self._conn
+        conn = self._worker.conn
         assert conn is not None
         with conn:
             conn.execute("begin immediate")
@@ -443,7 +436,7 @@ class CheckpointStore:
         return cur.rowcount
 
     def _latest_epoch(self, run_key: str) -> tuple[int, dict[str, bytes]]:
-        conn = self._conn
+        conn = self._worker.conn
         assert conn is not None
         row = conn.execute(
             "select epoch, states from epochs where run_key = ? "
@@ -455,7 +448,7 @@ class CheckpointStore:
         return row[0], _states_decoder.decode(row[1])
 
     def _runs(self) -> list[RunRecord]:
-        conn = self._conn
+        conn = self._worker.conn
         assert conn is not None
         rows = conn.execute(
             "select r.run_key, r.workflow, r.status, r.started, r.updated, r.attempts,"

@@ -287,25 +287,21 @@ class ScheduleRun:
 
     def _publish_started(self, i: int) -> None:
         ex = self.ex
-        ex.bus.publish(
-            NodeStarted(
-                run_id=ex.run_id,
-                timestamp=time.time(),
-                node_id=self.schedule.ids[i],
-                node_type=ex.graph.nodes[self.schedule.ids[i]].spec.type_id,
-            )
+        ex.bus.emit(
+            NodeStarted,
+            ex.run_id,
+            node_id=self.schedule.ids[i],
+            node_type=ex.graph.nodes[self.schedule.ids[i]].spec.type_id,
         )
 
     def _publish_completed(self, i: int) -> None:
         ex = self.ex
-        ex.bus.publish(
-            NodeCompleted(
-                run_id=ex.run_id,
-                timestamp=time.time(),
-                node_id=self.schedule.ids[i],
-                node_type=ex.graph.nodes[self.schedule.ids[i]].spec.type_id,
-                stats=self.stats(i),
-            )
+        ex.bus.emit(
+            NodeCompleted,
+            ex.run_id,
+            node_id=self.schedule.ids[i],
+            node_type=ex.graph.nodes[self.schedule.ids[i]].spec.type_id,
+            stats=self.stats(i),
         )
 
 

@@ -243,14 +243,12 @@ class WorkflowExecutor:
                 initialized.append(n)
             # Published once every node is initialized: servers are bound and
             # connectors ready, so a client may connect now.
-            self.bus.publish(
-                WorkflowStarted(
-                    run_id=self.run_id,
-                    timestamp=time.time(),
-                    workflow=wf.name,
-                    mode=self.mode,
-                    nodes=len(self._nodes),
-                )
+            self.bus.emit(
+                WorkflowStarted,
+                self.run_id,
+                workflow=wf.name,
+                mode=self.mode,
+                nodes=len(self._nodes),
             )
             await self._run_tasks()
         except asyncio.CancelledError:
@@ -275,14 +273,12 @@ class WorkflowExecutor:
             n.rt.ended = n.rt.ended or time.perf_counter()
         stats = self.statistics()
         duration = time.perf_counter() - started
-        self.bus.publish(
-            WorkflowCompleted(
-                run_id=self.run_id,
-                timestamp=time.time(),
-                status=status,
-                duration_s=duration,
-                error=error,
-            )
+        self.bus.emit(
+            WorkflowCompleted,
+            self.run_id,
+            status=status,
+            duration_s=duration,
+            error=error,
         )
         return RunResult(
             run_id=self.run_id,
@@ -492,13 +488,11 @@ class WorkflowExecutor:
             self._publish_started(n)
 
     def _publish_started(self, n: NodeRun) -> None:
-        self.bus.publish(
-            NodeStarted(
-                run_id=self.run_id,
-                timestamp=time.time(),
-                node_id=n.id,
-                node_type=n.spec.type_id,
-            )
+        self.bus.emit(
+            NodeStarted,
+            self.run_id,
+            node_id=n.id,
+            node_type=n.spec.type_id,
         )
 
     def _node_completed(self, n: NodeRun) -> None:
@@ -507,14 +501,12 @@ class WorkflowExecutor:
             self._publish_completed(n)
 
     def _publish_completed(self, n: NodeRun) -> None:
-        self.bus.publish(
-            NodeCompleted(
-                run_id=self.run_id,
-                timestamp=time.time(),
-                node_id=n.id,
-                node_type=n.spec.type_id,
-                stats=n.rt.stats(),
-            )
+        self.bus.emit(
+            NodeCompleted,
+            self.run_id,
+            node_id=n.id,
+            node_type=n.spec.type_id,
+            stats=n.rt.stats(),
         )
 
 

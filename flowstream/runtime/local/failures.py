@@ -125,17 +125,15 @@ class Failures:
             Abort: Always.
         """
         n.rt.errors += 1
-        self.bus.publish(
-            NodeFailed(
-                run_id=self.run_id,
-                timestamp=time.time(),
-                node_id=n.id,
-                node_type=n.spec.type_id,
-                error=str(exc),
-                error_type=type(exc).__name__,
-                attempt=1,
-                will_retry=False,
-            )
+        self.bus.emit(
+            NodeFailed,
+            self.run_id,
+            node_id=n.id,
+            node_type=n.spec.type_id,
+            error=str(exc),
+            error_type=type(exc).__name__,
+            attempt=1,
+            will_retry=False,
         )
         error = NodeError(
             f"{type(exc).__name__}: {exc}", node_id=n.id, node_type=n.spec.type_id
@@ -152,17 +150,15 @@ class Failures:
         """
         n.rt.errors += 1
         retry = n.retry is not None and attempt < n.retry.max_attempts
-        self.bus.publish(
-            NodeFailed(
-                run_id=self.run_id,
-                timestamp=time.time(),
-                node_id=n.id,
-                node_type=n.spec.type_id,
-                error=str(exc),
-                error_type=type(exc).__name__,
-                attempt=attempt,
-                will_retry=retry,
-            )
+        self.bus.emit(
+            NodeFailed,
+            self.run_id,
+            node_id=n.id,
+            node_type=n.spec.type_id,
+            error=str(exc),
+            error_type=type(exc).__name__,
+            attempt=attempt,
+            will_retry=retry,
         )
         if retry:
             assert n.retry is not None

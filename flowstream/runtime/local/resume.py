@@ -11,7 +11,6 @@ recorded.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 from ...core.events import WorkflowCompleted
@@ -92,14 +91,7 @@ async def _count_failure(
 
 def skipped(ex: WorkflowExecutor, why: str) -> RunResult:
     """The result of a run the store says completed before: nothing ran."""
-    ex.bus.publish(
-        WorkflowCompleted(
-            run_id=ex.run_id,
-            timestamp=time.time(),
-            status="completed",
-            duration_s=0.0,
-        )
-    )
+    ex.bus.emit(WorkflowCompleted, ex.run_id, status="completed", duration_s=0.0)
     return RunResult(run_id=ex.run_id, status="completed", skipped=why)
 
 
@@ -112,14 +104,8 @@ def _refused(ex: WorkflowExecutor, poison: PoisonRecord) -> RunResult:
         "--forget-failures`, or set checkpoint.poison: dead_letter to "
         "send it to the dead letters and go on"
     )
-    ex.bus.publish(
-        WorkflowCompleted(
-            run_id=ex.run_id,
-            timestamp=time.time(),
-            status="failed",
-            duration_s=0.0,
-            error=error,
-        )
+    ex.bus.emit(
+        WorkflowCompleted, ex.run_id, status="failed", duration_s=0.0, error=error
     )
     return RunResult(
         run_id=ex.run_id,
