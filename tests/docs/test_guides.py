@@ -41,7 +41,8 @@ def test_runner_compares_console_output(tmp_path: Path) -> None:
         "```yaml {file=wf.yaml}\nname: w\nnodes:\n"
         "  - {id: a, type: source.range, config: {stop: 3}}\n"
         "  - {id: b, type: sink.collect}\nconnections: [a -> b]\n```\n\n"
-        "```console\n$ flowstream validate wf.yaml\nok: wf.yaml: workflow 'x' ...\n```\n"
+        "```console\n$ flowstream validate wf.yaml\n"
+        "ok: wf.yaml: workflow 'x' ...\n```\n"
     )
     with pytest.raises(AssertionError, match="differs"):
         run_page(page, tmp_path)
