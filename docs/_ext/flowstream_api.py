@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from docutils.statemachine import StringList
@@ -144,8 +145,40 @@ def _resolve_private(
     )
 
 
+# The guides in reading order; any other page in docs/guide/ follows, sorted.
+GUIDE_ORDER = (
+    "getting-started",
+    "writing-nodes",
+    "python-api",
+    "state",
+    "windows",
+    "checkpoints",
+    "testing",
+    "cel",
+    "brokers",
+    "server",
+    "deploying",
+)
+
+
+def _list_guides(app: Sphinx, docname: str, source: list[str]) -> None:
+    """Replace ``@flowstream-guides@`` in the index with every guide, in order.
+
+    Every file in docs/guide/ is listed (so a guide added there is on the
+    site), those named in `GUIDE_ORDER` first.
+    """
+    if docname != "index":
+        return
+    found = sorted(p.stem for p in (Path(app.srcdir) / "guide").glob("*.md"))
+    ordered = [g for g in GUIDE_ORDER if g in found]
+    ordered += [g for g in found if g not in GUIDE_ORDER]
+    lines = "\n".join(f"guide/{g}" for g in ordered)
+    source[0] = source[0].replace("@flowstream-guides@", lines)
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
-    """Register the directive and the private-path resolver."""
+    """Register the directive, the private-path resolver and the guide list."""
     app.add_directive("flowstream-api", FlowstreamApi)
     app.connect("missing-reference", _resolve_private)
+    app.connect("source-read", _list_guides)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
