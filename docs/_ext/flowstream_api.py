@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,12 +64,28 @@ def _kind(obj: Any) -> str:
     return "data"
 
 
+def _listed_attributes(cls: type) -> list[str]:
+    """Attributes that a class's ``Attributes:`` section documents.
+
+    napoleon lists them (with type and text) under the class; autodoc would
+    document each a second time as a bare member, so they are excluded.
+    """
+    section = _attributes_section(inspect.getdoc(cls) or "")
+    names = re.findall(r"^\s+(\w+)\b[^\n]*:", section, re.MULTILINE)
+    return [n for n in names if hasattr(cls, n)]
+
+
 def _entry(kind: str, path: str) -> list[str]:
     if kind == "data":
         # An alias's value (``Annotated[str, Marker(...), Meta(...)]``) is
         # noise in a reference; its docstring says what it is.
         return [f".. autodata:: {path}", "   :no-value:", ""]
-    return [f".. auto{kind}:: {path}", ""]
+    lines = [f".. auto{kind}:: {path}"]
+    if kind == "class":
+        listed = _listed_attributes(_lookup(path))
+        if listed:
+            lines.append(f"   :exclude-members: {', '.join(listed)}")
+    return [*lines, ""]
 
 
 class FlowstreamApi(SphinxDirective):
@@ -143,6 +160,12 @@ def _resolve_private(
     return domain.resolve_xref(
         env, node["refdoc"], app.builder, node["reftype"], match, node, contnode
     )
+
+
+def _attributes_section(doc: str) -> str:
+    """Return the text of a Google docstring's ``Attributes:`` section."""
+    match = re.search(r"^Attributes:\n((?:[ \t]+.*\n?|[ \t]*\n)*)", doc, re.MULTILINE)
+    return match.group(1) if match else ""
 
 
 # The guides in reading order; any other page in docs/guide/ follows, sorted.
