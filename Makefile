@@ -61,8 +61,16 @@ fmt: $(STAMP)
 wasm-example:
 	cd examples/wasm/assemblyscript && npm install --no-audit --no-fund && npm run build
 
-docs: $(STAMP)
+$(VENV)/.docs: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,docs]'
+	touch $(VENV)/.docs
+
+# The site, into site/: any warning or unresolved reference fails the build
+# (-W --keep-going -n); -E rereads every page so no warning hides in a cache.
+docs: $(VENV)/.docs
 	$(BIN)/flowstream nodes --markdown > docs/nodes.md
+	$(BIN)/sphinx-build -b html -W --keep-going -n -E -q docs site
+	@echo "site/index.html"
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

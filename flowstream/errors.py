@@ -1,29 +1,29 @@
 """Every exception flowstream raises on purpose, in one tree.
 
-```
-Exception
- +-- FlowstreamError
-      +-- WorkflowValidationError (also ValueError)   bad workflow: every problem listed
-      +-- UnknownNodeType (also LookupError)          a type id nobody registered
-      +-- CodecError
-      |    +-- EncodeError (also TypeError)           a value that has no wire form
-      |    +-- DecodeError (also ValueError)          bytes that are not a document
-      +-- NodeError                                   a node's own code failed
-      +-- StateLimitError (also RuntimeError)         keyed state reached max_keys
-      +-- TimeLimitExceeded (also TimeoutError)       one call ran over its time limit
-      +-- MemoryBudgetExceeded (also MemoryError)     a run grew past its memory budget
-      +-- SandboxError                                a sandboxed module trapped
-      +-- ChannelError (also RuntimeError)
-      |    +-- ClosedChannelError                     you used a half you had closed
-      |    +-- BrokenChannelError                     the other side went away
-      +-- ConnectorError
-           +-- ConnectError                           could not reach the outside world
-           |    +-- NetworkDenied (PermissionError)   refused by the server's policy
-           +-- ConnectionLost                         reached it, then lost it
-           +-- ProtocolError                          the peer spoke nonsense
+::
 
-EndOfStream, WouldBlock                               signals, not failures
-```
+  Exception
+   +-- FlowstreamError
+        +-- WorkflowValidationError (also ValueError) bad workflow: every problem listed
+        +-- UnknownNodeType (also LookupError)        a type id nobody registered
+        +-- CodecError
+        |    +-- EncodeError (also TypeError)         a value that has no wire form
+        |    +-- DecodeError (also ValueError)        bytes that are not a document
+        +-- NodeError                                 a node's own code failed
+        +-- StateLimitError (also RuntimeError)       keyed state reached max_keys
+        +-- TimeLimitExceeded (also TimeoutError)     one call ran over its time limit
+        +-- MemoryBudgetExceeded (also MemoryError)   a run grew past its memory budget
+        +-- SandboxError                              a sandboxed module trapped
+        +-- ChannelError (also RuntimeError)
+        |    +-- ClosedChannelError                   you used a half you had closed
+        |    +-- BrokenChannelError                   the other side went away
+        +-- ConnectorError
+             +-- ConnectError                         could not reach the outside world
+             |    +-- NetworkDenied (PermissionError) refused by the server's policy
+             +-- ConnectionLost                       reached it, then lost it
+             +-- ProtocolError                        the peer spoke nonsense
+
+  EndOfStream, WouldBlock                             signals, not failures
 
 Each class says who is at fault and what to do about it. Subclassing a builtin as
 well lets callers catch generically (``except ValueError`` catches a bad workflow).

@@ -251,7 +251,10 @@ class NodeSpec(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def is_source(self) -> bool:
-        """The node has no input ports (dynamic ports: see `resolve_ports`)."""
+        """Whether the node has no input ports (dynamic ports count as inputs).
+
+        See `resolve_ports`.
+        """
         return not self.inputs and self.ports is None
 
     def resolve_ports(self, config: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:

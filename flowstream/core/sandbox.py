@@ -27,8 +27,8 @@ __all__ = [
 ]
 
 Grant: TypeAlias = Literal["clock", "random", "files"]
-"""A WASI capability a workflow may grant: read the clocks, get random
-bytes, open files under ``limits.dirs``. Networking cannot be granted."""
+"""A WASI capability a workflow may grant (read the clocks, get random
+bytes, open files under ``limits.dirs``). Networking cannot be granted."""
 
 GRANTS: tuple[Grant, ...] = ("clock", "random", "files")
 PAGE_BYTES = 65_536

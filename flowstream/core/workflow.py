@@ -170,13 +170,13 @@ class WorkflowNode(
     fuse: bool = True
     """False keeps this node out of fused chains (its own task and channels)."""
     on_error: str | None = None
-    """Routed mode: the step to go to when this one fails (after its retries)."""
+    """In routed mode, the step to go to when this one fails (after its retries)."""
     concurrency: int = 1
-    """One-shot async nodes fed by a stream: calls in flight at once (>= 1)."""
+    """For one-shot async nodes fed by a stream, the calls in flight at once."""
     ordered: bool = True
     """With ``concurrency`` > 1: emit results in input order (else as done)."""
     timeout_ms: float | None = None
-    """One-shot nodes: the time one call may take; a call over it fails its
+    """For one-shot nodes, the time one call may take; a call over it fails its
     item (`flowstream.errors.TimeLimitExceeded`). An ``async def`` is
     cancelled at the limit; a plain ``def`` cannot be interrupted in-process,
     so its result is discarded once it returns late."""
