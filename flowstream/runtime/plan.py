@@ -242,6 +242,7 @@ def _schedule(graph: Graph) -> DagSchedule:
     # Per port layout (a node type's inputs and outputs): computed once each.
     slots: dict[tuple[str, ...], dict[str, int]] = {}
     unconnected: dict[tuple[str, ...], tuple[str, ...]] = {}
+    plain: dict[str, tuple[Callable[..., Any] | None, bool]] = {}
     for i, g in enumerate(nodes.values()):
         inbound = g.inbound
         inputs = g.inputs
@@ -296,7 +297,19 @@ def _schedule(graph: Graph) -> DagSchedule:
                     p for p in outputs if p != ERROR_PORT
                 )
             collected[i] = free
-        calls[i] = _bound(g)
+        spec = g.spec
+        if (
+            spec.wants_config
+            or spec.is_class
+            or spec.wants_ctx
+            or g.decl.timeout_ms is not None
+        ):
+            calls[i] = _bound(g)
+        else:  # a plain function: the same pair for every node of its type
+            pair = plain.get(spec.type_id)
+            if pair is None:
+                pair = plain[spec.type_id] = _bound(g)
+            calls[i] = pair
     return DagSchedule(
         ids=tuple(nodes),
         ports=tuple(ports),
