@@ -199,7 +199,13 @@ class NatsSource(LogSource[NatsSourceConfig]):
         try:
             msgs = await sub.fetch(limit, timeout=timeout_s)
         except FetchTimeout:
-            self._empty = True
+            # A fetch can time out with messages left (a busy server, a short
+            # poll): empty only if the consumer has none to deliver, and none
+            # out with another client (a killed run's) awaiting redelivery.
+            info = await sub.consumer_info()
+            self._empty = info.num_pending == 0 and (info.num_ack_pending or 0) <= len(
+                self._replies
+            )
             return []
         self._empty = False
         stream = self.config.stream

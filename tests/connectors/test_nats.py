@@ -109,6 +109,20 @@ async def test_source_reads_a_stream_to_its_end_and_dead_letters_bad_payloads(
     assert letter.reason.startswith("malformed json")
 
 
+async def test_a_fetch_that_times_out_is_not_the_end_of_the_stream(
+    nats: Server,
+) -> None:
+    # A fetch may time out with messages left (a busy server, a 1 ms poll):
+    # stop_at_end must go on until the consumer has nothing pending.
+    stream = stream_name()
+    await make_stream(nats, stream)
+    await fill(nats, stream, records(range(5000)))
+    wf = read_all(nats, stream, batch_size=50, poll_ms=1)
+    result = await FlowRuntime().arun(wf)
+    assert result.ok, result.error
+    assert result.outputs["src"]["out"] == [{"n": i} for i in range(5000)]
+
+
 async def test_filtered_subject_stops_at_end_and_durable_resumes(
     nats: Server,
 ) -> None:
