@@ -34,11 +34,13 @@ from ..core.workflow import (
     describe_validation_error,
 )
 from ..errors import Problem, UnknownNodeType, WorkflowValidationError
+from .parallel import check_parallelism, expand
 from .stepping import gc_paused
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from .parallel import Expansion
     from .registry import NodeRegistry
 
 __all__ = ["Graph", "GraphNode", "validate"]
@@ -55,6 +57,12 @@ class GraphNode:
     outputs: tuple[str, ...] = ()
     inbound: list[Connection] = field(default_factory=list)
     outbound: list[Connection] = field(default_factory=list)
+    instance_of: str | None = None
+    """For one instance of a node with ``parallelism`` > 1: the declared
+    node's id (the run's outputs are collected under it)."""
+    internal: bool = False
+    """Added by the parallel expansion (a partition step): its outputs are
+    never the run's."""
 
     @property
     def id(self) -> str:
@@ -70,6 +78,8 @@ class Graph:
     nodes: dict[str, GraphNode]
     # Plans made from this graph, by fusion setting (`runtime.plan.plan`).
     plans: dict[bool, Any] = field(default_factory=dict, repr=False)
+    parallel: Expansion | None = None
+    """How nodes with ``parallelism`` > 1 became instances (None: none has)."""
 
     def warnings(self, mode: str | None = None) -> list[Problem]:
         """What is valid but probably unwise; shown by the CLI, never fatal.
@@ -260,11 +270,12 @@ def _validate(
                     )
                 )
 
+    problems.extend(check_parallelism(nodes, workflow.parallelism))
     if problems:
         raise WorkflowValidationError(problems, source)
     # The declared graph's order is one of the valid nodes' graph too (same
     # nodes and edges, once every problem is ruled out).
-    return Graph(workflow, {gid: nodes[gid] for gid in order})
+    return expand(Graph(workflow, {gid: nodes[gid] for gid in order}))
 
 
 _INVALID: Any = object()
