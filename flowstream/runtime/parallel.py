@@ -309,6 +309,9 @@ async def partition(
                 for x in batch[(j - start) % n :: n]:
                     emit(port, x)
             start = (start + len(batch)) % n
+            # Emitted items leave when the node yields: each input batch
+            # leaves as one batch per port, not all at the end of the input.
+            yield []
     else:
         rule = config.rule
         by_group = [ports[owner(g, n)] for g in range(KEY_GROUPS)]
@@ -319,8 +322,7 @@ async def partition(
                 except Exception:  # the node itself reports a bad key
                     port = ports[0]
                 emit(port, x)
-    return
-    yield  # emits only through ctx
+            yield []
 
 
 def _edge_kind(rule: _Rule | None, a: int, b: int) -> EdgeKind:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -325,3 +326,27 @@ def test_random_dags_give_the_same_results_in_parallel(
     wf, par = case
     expected = run_outputs(wf, fuse=fuse)
     assert run_outputs(with_parallelism(wf, par), fuse=fuse) == expected
+
+
+@pytest.mark.parametrize("key", [None, "x % 7"])
+async def test_partitioned_items_flow_while_the_source_runs(key: str | None) -> None:
+    # An endless source: what a partition step takes must leave batch by
+    # batch, not at the end of its input (which never comes).
+    wf = Workflow("endless", mode="stream").node("src", "source.timer", interval_ms=1)
+    if key is None:
+        wf.node("work", "transform.map", expr="x + 1", parallelism=2)
+    else:
+        wf.node("work", "transform.scan", op="count", key=key, parallelism=2)
+    wf.node("out", "sink.null").connect("src -> work").connect("work -> out")
+    executor = FlowRuntime().executor(wf)
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(executor.run())
+        deadline = asyncio.get_running_loop().time() + 20
+        while not all(
+            (s := executor.statistics().get(f"work[{i}]")) and s.items_in >= 2
+            for i in (0, 1)
+        ):
+            assert asyncio.get_running_loop().time() < deadline, executor.statistics()
+            await asyncio.wait([task], timeout=0.01)
+        executor.stop()
+    assert task.result().ok
