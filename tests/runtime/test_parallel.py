@@ -8,18 +8,23 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
+from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from flowstream import FlowRuntime, NodeRegistry, Workflow
+from flowstream.cli import cli
 from flowstream.core.workflow import WorkflowNode
 from flowstream.errors import WorkflowValidationError
 from flowstream.runtime.parallel import KEY_GROUPS, key_group, owner
 from flowstream.runtime.plan import describe, plan
 from flowstream.runtime.validation import validate
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def graph_of(wf: Workflow):
@@ -350,3 +355,31 @@ async def test_partitioned_items_flow_while_the_source_runs(key: str | None) -> 
             await asyncio.wait([task], timeout=0.01)
         executor.stop()
     assert task.result().ok
+
+
+def test_cli_plan_prints_instances_and_edge_kinds(tmp_path: Path) -> None:
+    path = tmp_path / "wf.yaml"
+    path.write_text(
+        "name: p\nparallelism: 2\nnodes:\n"
+        "  - {id: src, type: source.range, config: {stop: 5}}\n"
+        "  - {id: n, type: transform.reduce, config: {op: count, key: x}}\n"
+        "  - {id: out, type: sink.collect, parallelism: 1}\n"
+        'connections: ["src -> n", "n -> out"]\n'
+    )
+    result = CliRunner().invoke(cli, ["plan", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "parallelism n: 2 instances (n[0], n[1])" in result.output
+    assert "edge src.out -> n.in: key by key: x, 1 -> 2" in result.output
+    assert "edge n.out -> out.in: merge, 2 -> 1" in result.output
+
+
+def test_cli_address_without_the_ray_backend_is_a_usage_error(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "wf.yaml"
+    path.write_text(
+        "name: p\nnodes: [{id: s, type: source.range, config: {stop: 1}}]\n"
+    )
+    result = CliRunner().invoke(cli, ["run", str(path), "--address", "h:1"])
+    assert result.exit_code == 2
+    assert "--address names a Ray cluster" in result.output

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from typing import Any
 
 import msgspec
 import pytest
 import ray
+from click.testing import CliRunner
 
 from flowstream import FlowRuntime, NodeRegistry, Workflow
+from flowstream.cli import cli
 from flowstream.runtime.ray import RayExecutor
 from flowstream.runtime.ray.slots import remote_edges, slots_of
 from flowstream.runtime.validation import validate
@@ -146,3 +149,31 @@ def test_a_failing_node_fails_the_run_and_names_its_instance() -> None:
     result = FlowRuntime().run(wf, backend="ray")
     assert result.status == "failed"
     assert "div[" in (result.error or "")
+
+
+PARALLEL_YAML = """
+name: counts
+mode: dag
+parallelism: 2
+nodes:
+  - {id: src, type: source.range, config: {stop: 1000}}
+  - {id: sq, type: transform.map, config: {expr: "x * x % 13"}}
+  - {id: per_key, type: transform.reduce, config: {op: count, key: "x"}}
+  - {id: out, type: sink.collect}
+connections: ["src -> sq", "sq -> per_key", "per_key -> out"]
+"""
+
+
+def test_cli_runs_on_ray_with_the_same_outputs(tmp_path) -> None:
+    path = tmp_path / "counts.yaml"
+    path.write_text(PARALLEL_YAML)
+    local = CliRunner().invoke(cli, ["run", str(path), "--json"])
+    on_ray = CliRunner().invoke(cli, ["run", str(path), "--json", "--backend", "ray"])
+    assert local.exit_code == 0, local.output
+    assert on_ray.exit_code == 0, on_ray.output
+
+    def outs(text: str) -> list[bytes]:
+        return canon(json.loads(text)["outputs"]["out"]["out"])
+
+    assert outs(on_ray.stdout) == outs(local.stdout)
+    assert len(outs(local.stdout)) == 7  # the squares mod 13
