@@ -101,7 +101,9 @@ class RayExecutor:
         self._channels: dict[tuple[str, str], ChannelStatistics] = {}
         self._stopping = False
         self._cancelled: str | None = None
-        self._done = asyncio.Event()
+        self.timings: dict[str, float] = {}
+        """After a run: ``place_s`` (starting and wiring the actors) and
+        ``run_s`` (from `WorkflowStarted` to the last slot's end)."""
 
     # --- the protocol ----------------------------------------------------------------
 
@@ -129,6 +131,8 @@ class RayExecutor:
                     for a in self._actors
                 )
             )
+            placed = time.perf_counter()
+            self.timings["place_s"] = placed - start
             self.bus.publish(
                 WorkflowStarted(
                     run_id=self.run_id,
@@ -139,6 +143,7 @@ class RayExecutor:
                 )
             )
             results = await self._run_slots()
+            self.timings["run_s"] = time.perf_counter() - placed
         finally:
             for a in self._actors:
                 ray.kill(a)
