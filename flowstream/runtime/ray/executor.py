@@ -101,6 +101,7 @@ class RayExecutor:
         self._channels: dict[tuple[str, str], ChannelStatistics] = {}
         self._stopping = False
         self._cancelled: str | None = None
+        self._died: str | None = None
         self.timings: dict[str, float] = {}
         """After a run: ``place_s`` (starting and wiring the actors) and
         ``run_s`` (from `WorkflowStarted` to the last slot's end)."""
@@ -207,8 +208,10 @@ class RayExecutor:
                 result = RunResult(
                     run_id=self.run_id,
                     status="failed",
-                    error=f"the process running {nodes} failed: {exc}",
+                    error=f"the process running {nodes} died: {exc}",
                 )
+                # The root cause: the other slots then fail sending to it.
+                self._died = self._died or result.error
             results[i] = result
             if result.status != "completed" and self._cancelled is None:
                 self._cancelled = result.status
@@ -241,7 +244,7 @@ class RayExecutor:
         status: RunStatus
         failed = [r for r in results if r.status == "failed"]
         if failed:
-            status, error = "failed", failed[0].error
+            status, error = "failed", self._died or failed[0].error
         elif self._cancelled == "cancelled" or any(
             r.status == "cancelled" for r in results
         ):

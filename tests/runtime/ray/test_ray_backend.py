@@ -177,3 +177,35 @@ def test_cli_runs_on_ray_with_the_same_outputs(tmp_path) -> None:
 
     assert outs(on_ray.stdout) == outs(local.stdout)
     assert len(outs(local.stdout)) == 7  # the squares mod 13
+
+
+def test_a_killed_actor_fails_the_run_naming_its_nodes() -> None:
+    wf = (
+        Workflow("killed")
+        .node("src", "source.values", values=[0.0005] * 8192)
+        .node("nap", "transform.map", fn="time:sleep", parallelism=2)
+        .node("out", "sink.null", parallelism=2)
+        .connect("src -> nap")
+        .connect("nap -> out")
+    )
+    executor = FlowRuntime().executor(wf, backend="ray")
+    assert isinstance(executor, RayExecutor)
+
+    async def main() -> Any:
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(executor.run())
+            deadline = asyncio.get_running_loop().time() + 30
+            # Kill the second slot once it has taken items.
+            while not executor.statistics().get("nap[1]", None) or (
+                executor.statistics()["nap[1]"].items_in == 0
+            ):
+                assert asyncio.get_running_loop().time() < deadline
+                assert not task.done(), task.result().error
+                await asyncio.wait([task], timeout=0.05)
+            ray.kill(executor._actors[1])
+        return task.result()
+
+    result = asyncio.run(main())
+    assert result.status == "failed"
+    assert "the process running" in (result.error or "")
+    assert "nap[1]" in (result.error or "")
