@@ -1,5 +1,8 @@
 """The actor that runs one slot of a graph with the local executor.
 
+(It gets it from `create_executor` with ``backend="local"``, like any other
+user of the protocol.)
+
 Each actor gets the workflow (JSON) and validates and expands it itself, so
 nothing but plain data and actor handles crosses processes; the expansion is
 deterministic, so every actor cuts the same graph the same way.
@@ -12,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ...core.workflow import Workflow
+from ..backends import create_executor
 from ..events import EventBus
-from ..local import WorkflowExecutor
 from ..options import RunOptions
 from ..registry import NodeRegistry
 from ..validation import validate
@@ -25,6 +28,7 @@ if TYPE_CHECKING:
     from ...core.node import NodeSpec
     from ...core.workflow import Connection
     from ..channel import ChannelStatistics
+    from ..protocol import Executor
     from ..result import RunResult
 
 __all__ = ["SlotActor"]
@@ -41,10 +45,10 @@ class SlotActor:
     def __init__(self, workflow: bytes, slot: int, options: dict[str, Any]) -> None:
         self.workflow = msgspec.json.decode(workflow, type=Workflow)
         self.slot = slot
-        self.options = RunOptions(**options)
+        self.options = RunOptions(**options, backend="local")
         self.inboxes: dict[int, Inbox] = {}
         self.meters: dict[int, EdgeMeter] = {}
-        self.executor: WorkflowExecutor | None = None
+        self.executor: Executor | None = None
 
     async def prepare(self, handles: list[Any], window: int) -> list[str]:
         """Build this slot's graph and executor; return its node ids."""
@@ -62,7 +66,7 @@ class SlotActor:
             return send, Send(target=target, edge=i, window=window, meter=meter)
 
         part = cut(graph, self.slot, slots, edges, receiver, sender)
-        self.executor = WorkflowExecutor(part, EventBus(), self.options)
+        self.executor = create_executor(part, EventBus(), self.options)
         return list(part.nodes)
 
     async def push(self, edge: int, seq: int, payload: bytes | None) -> None:

@@ -126,12 +126,20 @@ class RayExecutor:
             for i in range(self.slots)
         ]
         try:
-            await asyncio.gather(
-                *(
-                    a.prepare.remote(self._actors, self.options.credit_window)
-                    for a in self._actors
+            try:
+                await asyncio.gather(
+                    *(
+                        a.prepare.remote(self._actors, self.options.credit_window)
+                        for a in self._actors
+                    )
                 )
-            )
+            except ray.exceptions.RayError as exc:
+                # A worker that cannot import a module the workflow names, or
+                # a cluster that cannot place the actors.
+                error = f"the Ray workers could not set up the run: {exc}"
+                return self._finish(
+                    RunResult(run_id=self.run_id, status="failed", error=error)
+                )
             placed = time.perf_counter()
             self.timings["place_s"] = placed - start
             self.bus.publish(
@@ -148,7 +156,9 @@ class RayExecutor:
         finally:
             for a in self._actors:
                 ray.kill(a)
-        result = self._merge(results, time.perf_counter() - start)
+        return self._finish(self._merge(results, time.perf_counter() - start))
+
+    def _finish(self, result: RunResult) -> RunResult:
         self.bus.publish(
             WorkflowCompleted(
                 run_id=self.run_id,
