@@ -90,7 +90,9 @@ class Graph:
         if (mode or self.workflow.mode) != "stream":
             return []
         found: list[Problem] = []
-        for gid, gnode in self.nodes.items():
+        # Once per declared node, not once per instance of a parallel one.
+        nodes = self.parallel.declared.nodes if self.parallel else self.nodes
+        for gid, gnode in nodes.items():
             config = gnode.config
             if getattr(config, "max_keys", 0) is not None or not _keyed(config):
                 continue

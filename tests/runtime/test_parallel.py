@@ -383,3 +383,17 @@ def test_cli_address_without_the_ray_backend_is_a_usage_error(
     result = CliRunner().invoke(cli, ["run", str(path), "--address", "h:1"])
     assert result.exit_code == 2
     assert "--address names a Ray cluster" in result.output
+
+
+def test_warnings_name_the_declared_node_once() -> None:
+    wf = (
+        Workflow("warn", mode="stream")
+        .node("src", "source.timer", interval_ms=10)
+        .node("n", "transform.scan", op="count", key="x", max_keys=None)
+        .node("out", "sink.null")
+        .connect("src -> n")
+        .connect("n -> out")
+    )
+    wf.get_node("n").parallelism = 3
+    warnings = graph_of(wf).warnings()
+    assert [(w.node, w.field) for w in warnings] == [("n", "max_keys")]
