@@ -73,6 +73,20 @@ def plan_command(file: str, no_fuse: bool, as_json: bool) -> None:
         click.echo(f"  channel {', '.join(ch['from'])} => {ch['to']} (capacity {cap})")
     for ex in shown["expressions"]:
         click.echo(f"  {ex['node']}.{ex['field']} {ex['source']!r}: {ex['runs']}")
+    parallel = shown["parallel"]
+    if parallel:
+        for gid, info in parallel["nodes"].items():
+            if info["parallelism"] > 1:
+                click.echo(
+                    f"  parallelism {gid}: {info['parallelism']} instances "
+                    f"({', '.join(info['instances'])})"
+                )
+        for edge in parallel["edges"]:
+            key = f" by {edge['key']}" if "key" in edge else ""
+            click.echo(
+                f"  edge {edge['from']} -> {edge['to']}: {edge['kind']}{key}, "
+                f"{edge['instances']} ({edge['means']})"
+            )
 
 
 @cli.command("checkpoints")

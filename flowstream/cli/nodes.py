@@ -134,7 +134,10 @@ _NODE_FIELDS = [
     "  (backpressure); under stream checkpoints a barrier waits for the calls",
     "  started before it;",
     "- `timeout_ms`: one-shot nodes: a call over it fails the item",
-    "  (docs/sandbox.md says what can be enforced in-process).",
+    "  (docs/sandbox.md says what can be enforced in-process);",
+    "- `parallelism: N`: run N instances (keyed nodes split their keys,",
+    "  stateless ones share the items; the workflow's `parallelism` is the",
+    "  default; `flowstream plan` shows each edge; docs/scale-out.md).",
     "",
 ]
 

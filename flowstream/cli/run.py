@@ -99,6 +99,21 @@ _SHOWN = 20  # values and dead letters printed per port; --json has all
     "(a completed run is otherwise not run again). The sinks' previous "
     "output stays.",
 )
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where the run runs: this process, or Ray actors (one per "
+    "parallel slot; needs the ray extra; docs/scale-out.md).",
+)
+@click.option(
+    "--address",
+    "ray_address",
+    metavar="HOST:PORT",
+    help="With --backend ray: the Ray cluster to join (default: start a "
+    "local Ray with this machine's cores).",
+)
 def run_command(
     file: str,
     mode: str | None,
@@ -113,6 +128,8 @@ def run_command(
     log_format: str | None,
     checkpoint: str | None,
     fresh: bool,
+    backend: str,
+    ray_address: str | None,
 ) -> None:
     """Run a workflow; print its outputs (DAG), a summary (stream) or result.
 
@@ -142,6 +159,9 @@ def run_command(
         elif inputs:
             msg = "--set applies to routed workflows (mode: routed) only"
             raise UsageProblem(msg)
+        elif ray_address is not None and backend != "ray":
+            msg = "--address names a Ray cluster: it goes with --backend ray"
+            raise UsageProblem(msg)
         elif fresh and checkpoint is None and workflow.checkpoint is None:
             msg = (
                 "--fresh starts a checkpointed run over: give a store "
@@ -167,6 +187,9 @@ def run_command(
         checkpoint=checkpoint,
         fresh=fresh,
     )
+    if backend != "local":
+        runner.options["backend"] = backend
+        runner.options["ray_address"] = ray_address
     with _user_errors():
         result = run_sync(_observed(runner, metrics_port, log_format is not None))
     if as_json:

@@ -53,6 +53,7 @@ __all__ = [
     "Connection",
     "ContinueOnError",
     "ErrorHandling",
+    "MAX_PARALLELISM",
     "RetryPolicy",
     "RetryWorkflow",
     "Route",
@@ -70,6 +71,10 @@ __all__ = [
 
 Mode = Literal["dag", "stream", "routed"]
 NODE_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+MAX_PARALLELISM = 128
+"""The most instances of one node: keys hash into this many key groups, and
+each instance owns a contiguous range of them (so state moves by group when
+the parallelism changes)."""
 
 
 class RetryPolicy(Backoff, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -180,8 +185,19 @@ class WorkflowNode(
     item (`flowstream.errors.TimeLimitExceeded`). An ``async def`` is
     cancelled at the limit; a plain ``def`` cannot be interrupted in-process,
     so its result is discarded once it returns late."""
+    parallelism: int | None = None
+    """How many instances of this node run side by side (None: the
+    workflow's ``parallelism``); keyed nodes split their keys between them,
+    stateless ones share the items (docs/scale-out.md)."""
 
     def __post_init__(self) -> None:
+        par = self.parallelism
+        if par is not None and not 1 <= par <= MAX_PARALLELISM:
+            msg = (
+                f"parallelism must be between 1 and {MAX_PARALLELISM}, "
+                f"got {self.parallelism}"
+            )
+            raise ValueError(msg)
         if self.concurrency < 1:
             msg = f"concurrency must be >= 1, got {self.concurrency}"
             raise ValueError(msg)
@@ -236,6 +252,10 @@ class Workflow(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
             during a run before the run is stopped (`MemoryBudgetExceeded`);
             read between batches (`flowstream.runtime.budget` says what that
             can and cannot catch).
+        parallelism: The default ``parallelism`` of the nodes that can run
+            several instances (keyed or stateless ones); the others (sources,
+            global aggregates, file sinks) keep one unless they set their own,
+            which validation then explains.
         description: Free text.
     """
 
@@ -252,8 +272,15 @@ class Workflow(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     checkpoint: Checkpoint | None = None
     """Resume a killed run from this store (`flowstream.runtime.checkpointing`)."""
     memory_budget_mb: float | None = None
+    parallelism: int = 1
 
     def __post_init__(self) -> None:
+        if not 1 <= self.parallelism <= MAX_PARALLELISM:
+            msg = (
+                f"parallelism must be between 1 and {MAX_PARALLELISM}, "
+                f"got {self.parallelism}"
+            )
+            raise ValueError(msg)
         budget = self.memory_budget_mb
         if budget is not None and not (0 < budget < math.inf):
             msg = f"memory_budget_mb must be a finite number > 0, got {budget}"
@@ -274,6 +301,7 @@ class Workflow(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
         concurrency: int = 1,
         ordered: bool = True,
         timeout_ms: float | None = None,
+        parallelism: int | None = None,
         **options: Any,
     ) -> Workflow:
         """Add a node and return the workflow; ``options`` extend ``config``."""
@@ -290,6 +318,7 @@ class Workflow(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
                 concurrency=concurrency,
                 ordered=ordered,
                 timeout_ms=timeout_ms,
+                parallelism=parallelism,
             )
         )
         return self

@@ -14,8 +14,8 @@ if TYPE_CHECKING:
 
 __all__ = ["BACKENDS", "UnknownBackend", "create_executor"]
 
-BACKENDS = ("local",)
-"""The executors this installation can run."""
+BACKENDS = ("local", "ray")
+"""The executors flowstream has (``ray`` needs the ``ray`` extra)."""
 
 
 class UnknownBackend(FlowstreamError, ValueError):
@@ -33,6 +33,16 @@ def create_executor(graph: Graph, bus: EventBus, options: RunOptions) -> Executo
         from .local import WorkflowExecutor
 
         return WorkflowExecutor(graph, bus, options)
+    if options.backend == "ray":
+        try:
+            from .ray import RayExecutor
+        except ImportError as exc:
+            msg = (
+                f"the ray backend needs Ray, which is not installed here ({exc}); "
+                "install flowstream[ray]"
+            )
+            raise UnknownBackend(msg) from exc
+        return RayExecutor(graph, bus, options)
     msg = (
         f"unknown backend {options.backend!r}; this installation has: "
         f"{', '.join(BACKENDS)}"

@@ -46,7 +46,14 @@ class RunOptions:
             Metrics and tracing use it; None costs nothing.
         probe_every: The sampling period of ``batch_probe``, in batches.
         backend: Which executor runs the plan: ``"local"`` (this process,
-            one event loop); see `flowstream.runtime.backends`.
+            one event loop) or ``"ray"`` (Ray actors, one per slot of the
+            parallel graph; docs/scale-out.md); see
+            `flowstream.runtime.backends`.
+        ray_address: The Ray cluster to run on (``backend="ray"``); None
+            starts a local Ray with this machine's cores, unless this process
+            already joined one.
+        credit_window: ``backend="ray"``: how many batches one edge between
+            processes may have sent and not yet acknowledged.
     """
 
     mode: str | None = None
@@ -62,3 +69,5 @@ class RunOptions:
     batch_probe: Callable[[tuple[str, ...], int, float, float], None] | None = None
     probe_every: int = 16
     backend: str = "local"
+    ray_address: str | None = None
+    credit_window: int = 8

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.expr import describe_expr, expr_fields
 from ..core.node import ERROR_PORT, OUT_PORT
+from .parallel import describe_parallel
 from .stepping import gc_paused
 
 if TYPE_CHECKING:
@@ -369,13 +370,15 @@ def describe(p: Plan, *, mode: str | None = None) -> dict[str, Any]:
         ],
         "dag_schedule": p.schedule is not None,
         "expressions": _expressions(p),
+        "parallel": describe_parallel(p.graph),
     }
 
 
 def _expressions(p: Plan) -> list[dict[str, str]]:
     """Every CEL expression and callable, and how it runs (compiled or not)."""
     found = []
-    for gid, g in p.graph.nodes.items():
+    declared = p.graph.parallel.declared if p.graph.parallel else p.graph
+    for gid, g in declared.nodes.items():
         if g.config is None or not hasattr(g.config, "__struct_fields__"):
             continue
         for path, kind, text in expr_fields(g.config):

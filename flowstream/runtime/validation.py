@@ -34,11 +34,13 @@ from ..core.workflow import (
     describe_validation_error,
 )
 from ..errors import Problem, UnknownNodeType, WorkflowValidationError
+from .parallel import check_parallelism, expand
 from .stepping import gc_paused
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from .parallel import Expansion
     from .registry import NodeRegistry
 
 __all__ = ["Graph", "GraphNode", "validate"]
@@ -55,6 +57,12 @@ class GraphNode:
     outputs: tuple[str, ...] = ()
     inbound: list[Connection] = field(default_factory=list)
     outbound: list[Connection] = field(default_factory=list)
+    instance_of: str | None = None
+    """For one instance of a node with ``parallelism`` > 1: the declared
+    node's id (the run's outputs are collected under it)."""
+    internal: bool = False
+    """Added by the parallel expansion (a partition step): its outputs are
+    never the run's."""
 
     @property
     def id(self) -> str:
@@ -70,6 +78,8 @@ class Graph:
     nodes: dict[str, GraphNode]
     # Plans made from this graph, by fusion setting (`runtime.plan.plan`).
     plans: dict[bool, Any] = field(default_factory=dict, repr=False)
+    parallel: Expansion | None = None
+    """How nodes with ``parallelism`` > 1 became instances (None: none has)."""
 
     def warnings(self, mode: str | None = None) -> list[Problem]:
         """What is valid but probably unwise; shown by the CLI, never fatal.
@@ -80,7 +90,9 @@ class Graph:
         if (mode or self.workflow.mode) != "stream":
             return []
         found: list[Problem] = []
-        for gid, gnode in self.nodes.items():
+        # Once per declared node, not once per instance of a parallel one.
+        nodes = self.parallel.declared.nodes if self.parallel else self.nodes
+        for gid, gnode in nodes.items():
             config = gnode.config
             if getattr(config, "max_keys", 0) is not None or not _keyed(config):
                 continue
@@ -284,11 +296,12 @@ def _validate(
             Problem(f"input port {port!r} is not connected", node=node_id, field=port)
         )
 
+    problems.extend(check_parallelism(nodes, workflow.parallelism))
     if problems:
         raise WorkflowValidationError(problems, source)
     # The declared graph's order is one of the valid nodes' graph too (same
     # nodes and edges, once every problem is ruled out).
-    return Graph(workflow, {gid: nodes[gid] for gid in order})
+    return expand(Graph(workflow, {gid: nodes[gid] for gid in order}))
 
 
 _Ports = tuple[str, tuple[str, ...], tuple[str, ...], "GraphNode | None"]

@@ -383,12 +383,15 @@ class WorkflowExecutor:
             self._collect_unconnected(n)
 
     def _collect_unconnected(self, n: NodeRun) -> None:
+        if n.gnode.internal:
+            return  # a partition step of a parallel node: nothing is an output
         connected = {c.from_port for c in n.gnode.outbound}
         unconnected = [
             p for p in n.gnode.outputs if p not in connected and p != ERROR_PORT
         ]
         if unconnected:
-            n.collect = self._outputs.setdefault(n.id, {})
+            # The instances of a parallel node share the declared node's lists.
+            n.collect = self._outputs.setdefault(n.gnode.instance_of or n.id, {})
             for p in unconnected:
                 n.collect.setdefault(p, [])
 

@@ -1,0 +1,273 @@
+"""(ray) Scale-out: a CPU-bound keyed pipeline at parallelism 1 and 2 on Ray.
+
+Workload: ``source.range -> transform.map (fn: burn, ~20 us of pure Python per
+item) -> transform.reduce (count per key, 64 keys) -> sink.collect``, with
+``parallelism: 2`` on the map and the count (their instances split the keys)
+or 1. Contenders, one run each per round, rounds interleaved:
+
+* ``local p=1``: the local executor, one process (the floor);
+* ``ray p=1``: the same on Ray (one actor);
+* ``ray p=2``: two actors, so two cores.
+
+Items/s are taken over the *running* time: for Ray from `WorkflowStarted` to
+the last slot's end (`RayExecutor.timings`), leaving out starting the actors
+(new worker processes: seconds on a loaded machine, once per run; the wall
+time with it is in the notes); a local run goes to a fresh subprocess without
+Ray (whose threads in this process would slow it) and is timed inside it. The
+ratios are paired round by round: median [min..max].
+
+Second table: the cost of a batch crossing processes. A trivial map with
+parallelism 2 behind a source emitting batches of 2, 128 or 2048 items, so that
+each instance (one of them in the other process) gets batches of 1, 64 or
+1024; items/s against the same workflow run locally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from flowstream.core.node import node
+from flowstream.core.workflow import Workflow
+from flowstream.runtime.flow import FlowRuntime
+
+from . import _harness as h
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+NAME = "ray"
+KEYS = 64
+BURN_STEPS = 120  # ~20 us per item on this machine (measured and printed)
+TARGET_P2_OVER_P1 = 1.6
+
+
+def burn(x: int) -> int:
+    """About 20 us of pure-Python work per item; returns a key in 0..63."""
+    s = x
+    for i in range(BURN_STEPS):
+        s = (s * 31 + i) & 0xFFFF
+    return s % KEYS
+
+
+def expected(n: int) -> dict[int, int]:
+    return dict(Counter(burn(i) for i in range(n)))
+
+
+def keyed(n: int, par: int) -> Workflow:
+    return (
+        Workflow("ray_keyed")
+        .node("src", "source.range", stop=n)
+        .node("burn", "transform.map", fn="benchmarks.bench_ray:burn", parallelism=par)
+        .node("count", "transform.reduce", op="count", key="x", parallelism=par)
+        .node("out", "sink.collect")
+        .connect("src -> burn")
+        .connect("burn -> count")
+        .connect("count -> out")
+    )
+
+
+class Sized(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Config of the batch-size source."""
+
+    stop: int
+    batch: int
+
+
+@node("bench.sized_range", config=Sized, batched=True)
+async def sized_range(*, config: Sized) -> AsyncIterator[list[int]]:
+    """Emit 0..stop-1 in batches of exactly ``batch`` items."""
+    for i in range(0, config.stop, config.batch):
+        yield list(range(i, min(i + config.batch, config.stop)))
+        await asyncio.sleep(0)  # one batch at a time: no coalescing upstream
+
+
+def edge(n: int, batch: int) -> Workflow:
+    return (
+        Workflow("ray_edge")
+        .node("src", "benchmarks.bench_ray:sized_range", stop=n, batch=2 * batch)
+        .node("inc", "transform.map", expr="x + 1", parallelism=2)
+        .node("sum", "transform.reduce", op="sum", value="x")
+        .node("out", "sink.collect")
+        .connect("src -> inc")
+        .connect("inc -> sum")
+        .connect("sum -> out")
+    )
+
+
+def _timed(wf: Workflow, backend: str) -> tuple[float, float, Any]:
+    """(running seconds, wall seconds, outputs) of one run.
+
+    A local run goes to a fresh subprocess: in this process Ray's own threads
+    (started by ``ray.init``) take the GIL now and then, which would slow a
+    pure-Python run here and flatter Ray.
+    """
+    if backend == "local":
+        return _local(wf)
+    executor = FlowRuntime().executor(wf, backend=backend)
+
+    async def go() -> Any:
+        return await executor.run()
+
+    t0 = time.perf_counter()
+    result = asyncio.run(go())
+    wall = time.perf_counter() - t0
+    if not result.ok:
+        raise RuntimeError(result.error)
+    timings = getattr(executor, "timings", {})
+    return timings.get("run_s", wall), wall, result.output("out")
+
+
+_LOCAL = """
+import sys, time
+import msgspec
+from flowstream.core.workflow import Workflow
+from flowstream.runtime.flow import FlowRuntime
+wf = msgspec.json.decode(sys.stdin.buffer.read(), type=Workflow)
+runtime = FlowRuntime()
+graph = runtime.validate(wf)
+t0 = time.perf_counter()
+result = runtime.run(graph)
+dt = time.perf_counter() - t0
+assert result.ok, result.error
+sys.stdout.buffer.write(msgspec.json.encode([dt, result.output("out")]))
+"""
+
+
+def _local(wf: Workflow) -> tuple[float, float, Any]:
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", _LOCAL],
+        input=msgspec.json.encode(wf),
+        capture_output=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    wall = time.perf_counter() - t0
+    ran, out = msgspec.json.decode(done.stdout)
+    return ran, wall, out
+
+
+def _rows(
+    names: list[str], n: int, runs: dict[str, list[float]], floor: str
+) -> list[h.Row]:
+    rows = []
+    for name in names:
+        role = "floor" if name == floor else "flowstream"
+        row = h.Row(name=name, role=role, n=n, unit="items/s")
+        row.times_s = runs[name]
+        row.value = n / statistics.median(runs[name])
+        rows.append(row)
+    base = next(r for r in rows if r.name == floor)
+    for r in rows:
+        r.vs_floor, r.vs_floor_range = h.paired_ratio(r, base)
+    return rows
+
+
+def run(cfg: h.Config) -> h.Workload:
+    import ray
+
+    from flowstream.runtime.ray import ensure_ray
+
+    n = cfg.size(200_000, 20_000)
+    t0 = time.perf_counter()
+    want = expected(n)  # before ray.init: its threads would slow this down
+    per_item_us = (time.perf_counter() - t0) / n * 1e6
+    ensure_ray(None)
+    try:
+        return _run(cfg, n, want, per_item_us)
+    finally:
+        ray.shutdown()
+
+
+def _run(cfg: h.Config, n: int, want: dict[int, int], per_item_us: float) -> h.Workload:
+    h.log(f"[{NAME}] keyed pipeline, n={n}, burn ~{per_item_us:.1f} us/item")
+    contenders = {
+        "local p=1": (keyed(n, 1), "local"),
+        "ray p=1": (keyed(n, 1), "ray"),
+        "ray p=2": (keyed(n, 2), "ray"),
+    }
+    for wf, backend in contenders.values():  # warm-up (and check)
+        _timed(keyed(min(n, 2000), wf.nodes[1].parallelism or 1), backend)
+    runs: dict[str, list[float]] = {name: [] for name in contenders}
+    walls: dict[str, list[float]] = {name: [] for name in contenders}
+    for i in range(cfg.repeat):
+        for name, (wf, backend) in contenders.items():
+            ran, wall, out = _timed(wf, backend)
+            got = {int(r["key"]): r["value"] for r in out}
+            if got != want:
+                msg = f"{name} counted {len(got)} keys wrongly for n={n}"
+                raise AssertionError(msg)
+            runs[name].append(ran)
+            walls[name].append(wall)
+        h.log(
+            f"  round {i + 1}/{cfg.repeat}: "
+            + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in runs.items())
+        )
+    rows = _rows(list(contenders), n, runs, "ray p=1")
+    p2 = next(r for r in rows if r.name == "ray p=2")
+    p2.target = f">= {TARGET_P2_OVER_P1}x ray p=1"
+    p2.status = "PASS" if (p2.vs_floor or 0) >= TARGET_P2_OVER_P1 else "MISS"
+    local = next(r for r in rows if r.name == "local p=1")
+    vs_local, spread = h.paired_ratio(p2, local)
+    w = h.Workload(
+        name=NAME,
+        title=f"(ray) keyed pipeline: map ~{per_item_us:.0f} us/item -> count by key",
+        unit="items/s",
+        rows=rows,
+    )
+    w.notes.append(
+        f"ray p=2 vs local p=1 (one process): {vs_local:.2f}x "
+        f"[{spread[0]:.2f}..{spread[1]:.2f}]"
+    )
+    for name, ws in walls.items():
+        w.notes.append(
+            f"{name}: wall time (with actor or subprocess start-up), median "
+            f"{statistics.median(ws):.2f}s [{min(ws):.2f}..{max(ws):.2f}]"
+        )
+    w.notes.append(
+        "items/s over the running time (actors placed and wired); "
+        f"median of {cfg.repeat} interleaved rounds, ratios paired per round"
+    )
+    w.extra["edge"] = _edge_table(cfg)
+    for line in w.extra["edge"]:
+        w.notes.append(line)
+    return w
+
+
+def _edge_table(cfg: h.Config) -> list[str]:
+    n = cfg.size(400_000, 40_000)
+    lines = []
+    for batch in (1, 64, 1024):
+        size = min(n, 4_000) if batch == 1 else n
+        local, remote = [], []
+        want = sum(range(1, size + 1))
+        for _ in range(cfg.repeat):
+            for backend, into in (("local", local), ("ray", remote)):
+                ran, _, out = _timed(edge(size, batch), backend)
+                if out[0]["value"] != want:
+                    msg = f"edge {backend} batch {batch}: wrong sum"
+                    raise AssertionError(msg)
+                into.append(size / ran)
+        ratios = sorted(r / lo for r, lo in zip(remote, local, strict=True))
+        lines.append(
+            f"cross-process edge, batch {batch}: ray "
+            f"{statistics.median(remote) / 1e3:.0f} k items/s vs local "
+            f"{statistics.median(local) / 1e3:.0f} k/s "
+            f"({statistics.median(ratios):.2f}x [{ratios[0]:.2f}..{ratios[-1]:.2f}])"
+        )
+        h.log(f"  {lines[-1]}")
+    return lines
+
+
+if __name__ == "__main__":
+    args = h.parser("flowstream on Ray").parse_args()
+    h.print_workload(run(h.config_from(args)))

@@ -1,0 +1,147 @@
+"""An edge between processes: a sending sink, an inbox, a receiving source.
+
+The sender encodes each micro-batch with MessagePack and calls the receiving
+actor's ``push``; at most ``window`` pushes are un-acknowledged at once (the
+**credit window**): before a new one it awaits the oldest. ``push`` returns
+only once its batch is in the receiver's queue of one batch, and it is taken
+from there only as fast as the receiving node reads, so a slow consumer
+holds its senders back: backpressure across processes, and Ray's object
+store holds at most ``window`` batches per edge.
+
+Ray may start concurrent calls of an async actor's method in any order, so
+every batch carries its sequence number and the inbox admits them in order.
+``None`` as the payload ends the edge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ...core.codec import decode_msgpack, encode_msgpack
+from ...core.node import node
+from ...errors import EncodeError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from ...core.node import NodeContext
+
+__all__ = ["EdgeMeter", "Inbox", "Receive", "Send", "receive", "send"]
+
+
+class Inbox:
+    """The receiving end of one edge: batches in sequence order, one buffered."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1)
+        self._next = 0
+        self._turn = asyncio.Condition()
+
+    async def push(self, seq: int, payload: bytes | None) -> None:
+        """Admit batch ``seq`` after every earlier one; wait for room."""
+        async with self._turn:
+            await self._turn.wait_for(lambda: self._next == seq)
+            await self.queue.put(payload)
+            self._next += 1
+            self._turn.notify_all()
+
+
+class EdgeMeter:
+    """What one sending edge did: batches, bytes, the most pushes un-acked."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.bytes = 0
+        self.peak_unacked = 0
+
+
+class Receive(msgspec.Struct, frozen=True, kw_only=True):
+    """Config of ``runtime.receive`` (made by the actor, never decoded)."""
+
+    inbox: Any
+
+
+class Send(msgspec.Struct, frozen=True, kw_only=True):
+    """Config of ``runtime.send`` (made by the actor, never decoded).
+
+    Attributes:
+        target: The receiving actor's handle.
+        edge: The edge's number (`slots.remote_edges`).
+        window: The most pushes un-acknowledged at once.
+        meter: Where the sender counts.
+    """
+
+    target: Any
+    edge: int
+    window: int
+    meter: Any
+
+
+@node("runtime.receive", config=Receive, batched=True, stops_itself=True)
+async def receive(*, config: Receive, ctx: NodeContext) -> AsyncIterator[list[Any]]:
+    """Emit the batches another process sends on this edge, until it ends.
+
+    A graceful stop does not end it (``stops_itself``): the sources upstream
+    stop, and their end arrives here in order after their last batch.
+    """
+    queue = config.inbox.queue
+    while True:
+        payload = await queue.get()
+        if payload is None:
+            return
+        yield decode_msgpack(payload)
+
+
+@node("runtime.send", config=Send, batched=True)
+async def send(
+    inp: AsyncIterator[list[Any]], *, config: Send, ctx: NodeContext
+) -> AsyncIterator[list[Any]]:
+    """Send each batch to the actor at the other end, within the credit window.
+
+    An item with no MessagePack form goes to this node's dead letters with
+    the reason; the rest of its batch is sent.
+    """
+    push, edge, window, meter = (
+        config.target.push,
+        config.edge,
+        config.window,
+        config.meter,
+    )
+    unacked: deque[Any] = deque()
+    seq = 0
+    async for batch in inp:
+        payload = _encode(batch, ctx)
+        if payload is None:
+            continue
+        if len(unacked) >= window:
+            await unacked.popleft()
+        unacked.append(push.remote(edge, seq, payload))
+        seq += 1
+        meter.batches += 1
+        meter.bytes += len(payload)
+        meter.peak_unacked = max(meter.peak_unacked, len(unacked))
+    while unacked:
+        await unacked.popleft()
+    await push.remote(edge, seq, None)
+    return
+    yield  # sends only
+
+
+def _encode(batch: list[Any], ctx: NodeContext) -> bytes | None:
+    try:
+        return encode_msgpack(batch)
+    except EncodeError:
+        pass
+    kept = []
+    for x in batch:
+        try:
+            encode_msgpack(x)
+        except EncodeError as exc:
+            ctx.dead_letter(x, f"cannot send to another process: {exc}")
+        else:
+            kept.append(x)
+    return encode_msgpack(kept) if kept else None

@@ -1,0 +1,281 @@
+"""`RayExecutor`: the `Executor` that runs a plan on Ray actors.
+
+The expanded graph is cut into slots (`slots`), and each slot runs in one
+async Ray actor (`actor.SlotActor`) with the local executor; edges between
+slots carry MessagePack micro-batches within a credit window (`edges`). The
+driver only places the actors, wires them, polls their counters and gathers
+their results: the outputs of every slot, merged by declared node.
+
+A failure in one slot fails the run and cancels the others; an actor that
+dies fails the run naming its nodes. Checkpoints (and so ``retry_workflow``,
+which restarts every slot at once) are not available on this backend yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import ray
+
+from ...core.events import NodeStats, WorkflowCompleted, WorkflowStarted
+from ...core.workflow import RetryWorkflow
+from ...errors import FlowstreamError
+from ..result import RunResult, RunStatus
+from .actor import SlotActor
+from .slots import slots_of
+
+if TYPE_CHECKING:
+    from ..channel import ChannelStatistics
+    from ..events import EventBus
+    from ..options import RunOptions
+    from ..validation import Graph
+
+__all__ = ["RayBackendError", "RayExecutor", "ensure_ray"]
+
+_POLL_S = 0.5
+
+
+class RayBackendError(FlowstreamError, ValueError):
+    """The workflow asks for what the Ray backend cannot do (the caller's fault)."""
+
+
+def ensure_ray(address: str | None) -> None:
+    """Join ``address``, or start a local Ray with this machine's cores.
+
+    Does nothing when this process has already joined a Ray cluster.
+    """
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, include_dashboard=False)
+    else:
+        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False)
+
+
+_RemoteSlot = ray.remote(SlotActor)
+
+
+class RayExecutor:
+    """Runs one plan once on Ray; make a new one for each run.
+
+    Raises:
+        RayBackendError: The workflow checkpoints or retries whole runs, or
+            the credit window is not a positive number.
+    """
+
+    def __init__(self, graph: Graph, bus: EventBus, options: RunOptions) -> None:
+        wf = graph.workflow
+        if options.checkpoint is not None or wf.checkpoint is not None:
+            msg = (
+                f"workflow {wf.name!r}: checkpoints are not available on the ray "
+                "backend yet; run it with --backend local, or without checkpoint"
+            )
+            raise RayBackendError(msg)
+        if isinstance(wf.error_handling, RetryWorkflow):
+            msg = (
+                f"workflow {wf.name!r}: error_handling retry_workflow is not "
+                "available on the ray backend yet (it restarts every process)"
+            )
+            raise RayBackendError(msg)
+        if options.credit_window < 1:
+            msg = f"credit_window must be >= 1, got {options.credit_window}"
+            raise RayBackendError(msg)
+        self.graph = graph
+        self.bus = bus
+        self.options = options
+        self.mode = options.mode or wf.mode
+        self.run_id = uuid.uuid4().hex[:12]
+        slots = slots_of(graph)
+        self.slots = max(slots.values(), default=0) + 1
+        self._nodes_of = [
+            [gid for gid, s in slots.items() if s == i] for i in range(self.slots)
+        ]
+        self._actors: list[Any] = []
+        self._stats: dict[str, NodeStats] = {}
+        self._channels: dict[tuple[str, str], ChannelStatistics] = {}
+        self._stopping = False
+        self._cancelled: str | None = None
+        self._died: str | None = None
+        self.timings: dict[str, float] = {}
+        """After a run: ``place_s`` (starting and wiring the actors) and
+        ``run_s`` (from `WorkflowStarted` to the last slot's end)."""
+
+    # --- the protocol ----------------------------------------------------------------
+
+    async def run(self) -> RunResult:
+        """Place the slots, run them to the end, and merge their results."""
+        start = time.perf_counter()
+        ensure_ray(self.options.ray_address)
+        workflow = msgspec.json.encode(self.graph.workflow)
+        options = {
+            "mode": self.mode,
+            "fuse": self.options.fuse,
+            "max_parallel": self.options.max_parallel,
+            "capacity": self.options.capacity,
+            "drain_timeout": self.options.drain_timeout,
+            "max_dead_letters": self.options.max_dead_letters,
+        }
+        self._actors = [
+            _RemoteSlot.options(name=None).remote(workflow, i, options)
+            for i in range(self.slots)
+        ]
+        try:
+            try:
+                await asyncio.gather(
+                    *(
+                        a.prepare.remote(self._actors, self.options.credit_window)
+                        for a in self._actors
+                    )
+                )
+            except ray.exceptions.RayError as exc:
+                # A worker that cannot import a module the workflow names, or
+                # a cluster that cannot place the actors.
+                error = f"the Ray workers could not set up the run: {exc}"
+                return self._finish(
+                    RunResult(run_id=self.run_id, status="failed", error=error)
+                )
+            placed = time.perf_counter()
+            self.timings["place_s"] = placed - start
+            self.bus.publish(
+                WorkflowStarted(
+                    run_id=self.run_id,
+                    timestamp=time.time(),
+                    workflow=self.graph.workflow.name,
+                    mode=self.mode,
+                    nodes=len(self.graph.nodes),
+                )
+            )
+            results = await self._run_slots()
+            self.timings["run_s"] = time.perf_counter() - placed
+        finally:
+            for a in self._actors:
+                ray.kill(a)
+        return self._finish(self._merge(results, time.perf_counter() - start))
+
+    def _finish(self, result: RunResult) -> RunResult:
+        self.bus.publish(
+            WorkflowCompleted(
+                run_id=self.run_id,
+                timestamp=time.time(),
+                status=result.status,
+                duration_s=result.duration_s,
+                error=result.error,
+            )
+        )
+        return result
+
+    def stop(self) -> None:
+        """Stop gracefully (the sources end, the rest drains); again: cancel."""
+        if self._stopping:
+            self.cancel()
+            return
+        self._stopping = True
+        for a in self._actors:
+            a.stop.remote()
+
+    def cancel(self) -> None:
+        """Cancel every slot now; the result says ``cancelled``."""
+        self._cancelled = self._cancelled or "cancelled"
+        for a in self._actors:
+            a.cancel.remote()
+
+    def statistics(self) -> dict[str, NodeStats]:
+        """Each node's counters as last polled (every half second)."""
+        return dict(self._stats)
+
+    def channel_statistics(self) -> dict[tuple[str, str], ChannelStatistics]:
+        """Each input channel's fill as last polled."""
+        return dict(self._channels)
+
+    async def edge_meters(self) -> dict[int, tuple[int, int, int]]:
+        """Per edge between processes: (batches, bytes, most pushes un-acked).
+
+        Only while the run's actors live (tests read it from a slow sink).
+        """
+        found: dict[int, tuple[int, int, int]] = {}
+        for part in await asyncio.gather(
+            *(a.edge_meters.remote() for a in self._actors)
+        ):
+            found.update(part)
+        return found
+
+    # --- running -----------------------------------------------------------------
+
+    async def _run_slots(self) -> list[RunResult]:
+        results: list[RunResult | None] = [None] * self.slots
+
+        async def watch(i: int, ref: Any) -> None:
+            try:
+                result: RunResult = await ref
+            except ray.exceptions.RayError as exc:
+                nodes = ", ".join(self._nodes_of[i])
+                result = RunResult(
+                    run_id=self.run_id,
+                    status="failed",
+                    error=f"the process running {nodes} died: {exc}",
+                )
+                # The root cause: the other slots then fail sending to it.
+                self._died = self._died or result.error
+            results[i] = result
+            if result.status != "completed" and self._cancelled is None:
+                self._cancelled = result.status
+                for a in self._actors:
+                    a.cancel.remote()
+
+        async with asyncio.TaskGroup() as tg:
+            watchers = [
+                tg.create_task(watch(i, a.run.remote()))
+                for i, a in enumerate(self._actors)
+            ]
+            tg.create_task(self._poll(watchers))
+        return [r for r in results if r is not None]
+
+    async def _poll(self, watchers: list[asyncio.Task[None]]) -> None:
+        while not all(w.done() for w in watchers):
+            with contextlib.suppress(ray.exceptions.RayError):
+                parts = await asyncio.gather(
+                    *(a.statistics.remote() for a in self._actors)
+                )
+                stats: dict[str, NodeStats] = {}
+                channels: dict[tuple[str, str], ChannelStatistics] = {}
+                for s, c in parts:
+                    stats.update(s)
+                    channels.update(c)
+                self._stats, self._channels = stats, channels
+            await asyncio.wait(watchers, timeout=_POLL_S)
+
+    def _merge(self, results: list[RunResult], duration: float) -> RunResult:
+        status: RunStatus
+        failed = [r for r in results if r.status == "failed"]
+        if failed:
+            status, error = "failed", self._died or failed[0].error
+        elif self._cancelled == "cancelled" or any(
+            r.status == "cancelled" for r in results
+        ):
+            status, error = (
+                "cancelled",
+                next((r.error for r in results if r.error), None),
+            )
+        else:
+            status, error = "completed", None
+        outputs: dict[str, dict[str, list[Any]]] = {}
+        stats: dict[str, NodeStats] = {}
+        merged = RunResult(run_id=self.run_id, status=status, error=error)
+        for r in results:
+            for gid, ports in r.outputs.items():
+                mine = outputs.setdefault(gid, {})
+                for port, items in ports.items():
+                    mine.setdefault(port, []).extend(items)
+            stats.update(r.stats)
+            merged.dead_letters.extend(r.dead_letters)
+            merged.dead_letters_not_kept += r.dead_letters_not_kept
+        merged.outputs, merged.stats = outputs, stats
+        merged.duration_s = duration
+        self._stats = stats
+        return merged

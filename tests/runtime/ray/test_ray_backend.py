@@ -1,0 +1,211 @@
+"""The Ray backend: same results as local, credit-window backpressure, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+import msgspec
+import pytest
+import ray
+from click.testing import CliRunner
+
+from flowstream import FlowRuntime, NodeRegistry, Workflow
+from flowstream.cli import cli
+from flowstream.runtime.ray import RayExecutor
+from flowstream.runtime.ray.slots import remote_edges, slots_of
+from flowstream.runtime.validation import validate
+
+pytestmark = pytest.mark.usefixtures("ray_cluster")
+
+
+def canon(items: list[Any]) -> list[bytes]:
+    enc = msgspec.json.Encoder(order="deterministic")
+    return sorted(enc.encode(x) for x in items)
+
+
+def outputs(result: Any) -> dict[str, dict[str, list[bytes]]]:
+    assert result.ok, result.error
+    return {
+        gid: {port: canon(items) for port, items in ports.items()}
+        for gid, ports in result.outputs.items()
+    }
+
+
+def everything(par: int) -> Workflow:
+    """Linear, keyed window, join and fan-out/fan-in, in one workflow."""
+    events = [{"user": f"u{i % 5}", "ts": i * 0.1, "n": i} for i in range(300)]
+    clicks = [{"user": f"u{i % 5}", "ts": i * 0.3} for i in range(100)]
+    return (
+        Workflow("everything", parallelism=par)
+        .node("ev", "source.values", values=events)
+        .node("cl", "source.values", values=clicks)
+        # linear
+        .node("big", "transform.filter", expr="x.n % 3 != 0")
+        .node("lin_out", "sink.collect")
+        # keyed event-time window
+        .node(
+            "per_user",
+            "window.tumbling",
+            size_ms=1000,
+            time="event",
+            timestamp_field="ts",
+            key_field="user",
+            op="sum",
+            value="x.n",
+        )
+        .node("win_out", "sink.collect")
+        # join
+        .node(
+            "pairs",
+            "join.window",
+            left_key="x.user",
+            right_key="x.user",
+            left_time="x.ts",
+            right_time="x.ts",
+            window_ms=200,
+        )
+        .node("join_out", "sink.collect")
+        # fan-out from ev, fan-in into one port
+        .node("a", "transform.map", expr="x.n * 2")
+        .node("b", "transform.map", expr="x.n + 1000")
+        .node("total", "transform.reduce", op="sum", key="x % 2", value="x")
+        .node("fan_out", "sink.collect")
+        .connect("ev -> big")
+        .connect("big -> lin_out")
+        .connect("ev -> per_user")
+        .connect("per_user -> win_out")
+        .connect("ev -> pairs.left")
+        .connect("cl -> pairs.right")
+        .connect("pairs -> join_out")
+        .connect("ev -> a")
+        .connect("ev -> b")
+        .connect("a -> total")
+        .connect("b -> total")
+        .connect("total -> fan_out")
+    )
+
+
+def test_same_results_locally_and_on_ray() -> None:
+    runtime = FlowRuntime()
+    expected = outputs(runtime.run(everything(1)))
+    assert all(ports["out"] for ports in expected.values())
+    assert outputs(runtime.run(everything(2))) == expected
+    result = runtime.run(everything(2), backend="ray")
+    assert outputs(result) == expected
+    # Both processes did part of the work: each keyed instance took items.
+    assert result.stats["per_user[0]"].items_in > 0
+    assert result.stats["per_user[1]"].items_in > 0
+
+
+def test_a_slow_consumer_holds_each_edge_to_the_credit_window() -> None:
+    # 8 batches of 1024 from the source, half of each to the other process,
+    # where each item costs 0.2 ms: the sender runs ahead until its window
+    # of un-acknowledged batches is full, and no further.
+    window = 2
+    wf = (
+        Workflow("slow")
+        .node("src", "source.values", values=[0.0002] * 8192)
+        .node("nap", "transform.map", fn="time:sleep", parallelism=2)
+        .node("out", "sink.null", parallelism=2)
+        .connect("src -> nap")
+        .connect("nap -> out")
+    )
+    graph = validate(wf, NodeRegistry.default())
+    executor = FlowRuntime().executor(graph, backend="ray", credit_window=window)
+    assert isinstance(executor, RayExecutor)
+    meters: dict[int, tuple[int, int, int]] = {}
+
+    async def main() -> Any:
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(executor.run())
+            while not task.done():
+                if executor._actors:
+                    with contextlib.suppress(ray.exceptions.RayError):
+                        meters.update(await executor.edge_meters())
+                await asyncio.wait([task], timeout=0.05)
+        return task.result()
+
+    result = asyncio.run(main())
+    assert result.ok, result.error
+    (edge,) = remote_edges(graph, slots_of(graph))
+    batches, _, peak = meters[0]
+    assert edge.to_node == "nap[1]"
+    assert batches >= 4
+    assert peak == window
+
+
+def test_a_failing_node_fails_the_run_and_names_its_instance() -> None:
+    wf = (
+        Workflow("fails", parallelism=2)
+        .node("src", "source.range", stop=50)
+        .node("div", "transform.map", expr="100 / (x - 37)")
+        .node("out", "sink.collect")
+        .connect("src -> div")
+        .connect("div -> out")
+    )
+    result = FlowRuntime().run(wf, backend="ray")
+    assert result.status == "failed"
+    assert "div[" in (result.error or "")
+
+
+PARALLEL_YAML = """
+name: counts
+mode: dag
+parallelism: 2
+nodes:
+  - {id: src, type: source.range, config: {stop: 1000}}
+  - {id: sq, type: transform.map, config: {expr: "x * x % 13"}}
+  - {id: per_key, type: transform.reduce, config: {op: count, key: "x"}}
+  - {id: out, type: sink.collect}
+connections: ["src -> sq", "sq -> per_key", "per_key -> out"]
+"""
+
+
+def test_cli_runs_on_ray_with_the_same_outputs(tmp_path) -> None:
+    path = tmp_path / "counts.yaml"
+    path.write_text(PARALLEL_YAML)
+    local = CliRunner().invoke(cli, ["run", str(path), "--json"])
+    on_ray = CliRunner().invoke(cli, ["run", str(path), "--json", "--backend", "ray"])
+    assert local.exit_code == 0, local.output
+    assert on_ray.exit_code == 0, on_ray.output
+
+    def outs(text: str) -> list[bytes]:
+        return canon(json.loads(text)["outputs"]["out"]["out"])
+
+    assert outs(on_ray.stdout) == outs(local.stdout)
+    assert len(outs(local.stdout)) == 7  # the squares mod 13
+
+
+def test_a_killed_actor_fails_the_run_naming_its_nodes() -> None:
+    wf = (
+        Workflow("killed")
+        .node("src", "source.values", values=[0.0005] * 8192)
+        .node("nap", "transform.map", fn="time:sleep", parallelism=2)
+        .node("out", "sink.null", parallelism=2)
+        .connect("src -> nap")
+        .connect("nap -> out")
+    )
+    executor = FlowRuntime().executor(wf, backend="ray")
+    assert isinstance(executor, RayExecutor)
+
+    async def main() -> Any:
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(executor.run())
+            deadline = asyncio.get_running_loop().time() + 30
+            # Kill the second slot once it has taken items.
+            while not executor.statistics().get("nap[1]", None) or (
+                executor.statistics()["nap[1]"].items_in == 0
+            ):
+                assert asyncio.get_running_loop().time() < deadline
+                assert not task.done(), task.result().error
+                await asyncio.wait([task], timeout=0.05)
+            ray.kill(executor._actors[1])
+        return task.result()
+
+    result = asyncio.run(main())
+    assert result.status == "failed"
+    assert "the process running" in (result.error or "")
+    assert "nap[1]" in (result.error or "")

@@ -1,0 +1,399 @@
+"""Parallelism: instances, edge kinds, stable key hashing, identical results."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from flowstream import FlowRuntime, NodeRegistry, Workflow
+from flowstream.cli import cli
+from flowstream.core.workflow import WorkflowNode
+from flowstream.errors import WorkflowValidationError
+from flowstream.runtime.parallel import KEY_GROUPS, key_group, owner
+from flowstream.runtime.plan import describe, plan
+from flowstream.runtime.validation import validate
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def graph_of(wf: Workflow):
+    return validate(wf, NodeRegistry.default())
+
+
+def canon(items: list[Any]) -> list[bytes]:
+    """A multiset of items, comparable whatever the order across instances."""
+    enc = msgspec.json.Encoder(order="deterministic")
+    return sorted(enc.encode(x) for x in items)
+
+
+def run_outputs(wf: Workflow, **options: Any) -> dict[str, dict[str, list[bytes]]]:
+    result = FlowRuntime().run(wf, **options)
+    assert result.ok, result.error
+    return {
+        gid: {port: canon(items) for port, items in ports.items()}
+        for gid, ports in result.outputs.items()
+    }
+
+
+def with_parallelism(wf: Workflow, par: dict[str, int]) -> Workflow:
+    copy = msgspec.convert(msgspec.to_builtins(wf), Workflow)
+    for n in copy.nodes:
+        if n.id in par:
+            n.parallelism = par[n.id]
+    return copy
+
+
+def keyed_pipeline() -> Workflow:
+    return (
+        Workflow("keyed")
+        .node("src", "source.values", values=[{"k": i % 5, "v": i} for i in range(60)])
+        .node("double", "transform.map", expr="{'k': x.k, 'v': x.v * 2}")
+        .node("total", "transform.reduce", op="sum", key="x.k", value="x.v")
+        .node("out", "sink.collect")
+        .connect("src -> double")
+        .connect("double -> total")
+        .connect("total -> out")
+    )
+
+
+# --- the key hash ---------------------------------------------------------------
+
+
+def test_key_groups_are_the_same_in_every_process() -> None:
+    keys: list[Any] = [
+        0,
+        1,
+        -7,
+        2**40,
+        "ann",
+        "bob",
+        b"raw",
+        [1, "a"],
+        {"b": 1, "a": 2},
+    ]
+    script = (
+        "import json, sys; from flowstream.runtime.parallel import key_group; "
+        "keys = json.loads(sys.argv[1]); "
+        "keys[6] = b'raw'; print(json.dumps([key_group(k) for k in keys]))"
+    )
+    wire = [*keys[:6], None, *keys[7:]]
+    groups = set()
+    for seed in ("1", "2"):  # Python's own hash differs between these
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run(
+            [sys.executable, "-c", script, json.dumps(wire)],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        )
+        groups.add(tuple(json.loads(done.stdout)))
+    assert groups == {tuple(key_group(k) for k in keys)}
+
+
+def test_equal_dicts_hash_alike_and_types_stay_apart() -> None:
+    assert key_group({"a": 1, "b": 2}) == key_group({"b": 2, "a": 1})
+    assert len({key_group(k) for k in (1, "1", b"1", 1.0)}) > 1
+
+
+def test_small_int_keys_spread_over_instances() -> None:
+    counts = Counter(owner(key_group(k), 2) for k in range(1000))
+    assert min(counts.values()) > 400
+    assert {owner(g, 3) for g in range(KEY_GROUPS)} == {0, 1, 2}
+
+
+def test_a_key_that_cannot_be_hashed_names_itself() -> None:
+    with pytest.raises(TypeError, match="cannot hash partition key"):
+        key_group(object())
+
+
+# --- validation and the plan ----------------------------------------------------
+
+
+def test_edges_get_their_kinds() -> None:
+    wf = keyed_pipeline()
+    wf.parallelism = 2
+    shown = describe(plan(graph_of(wf)))["parallel"]
+    assert {gid: n["parallelism"] for gid, n in shown["nodes"].items()} == {
+        "src": 1,
+        "double": 2,
+        "total": 2,
+        "out": 2,
+    }
+    kinds = [(e["from"], e["to"], e["kind"]) for e in shown["edges"]]
+    assert kinds == [
+        ("src.out", "double.in", "rebalance"),
+        ("double.out", "total.in", "key"),
+        ("total.out", "out.in", "forward"),
+    ]
+    assert shown["edges"][1]["key"] == "key: x.k"
+
+
+def test_merge_and_broadcast_edges() -> None:
+    wf = (
+        Workflow("lookup")
+        .node("items", "source.values", values=[{"id": 1}, {"id": 2}])
+        .node("table", "source.values", values=[{"id": 1, "name": "a"}])
+        .node(
+            "join",
+            "join.lookup",
+            key="x.id",
+            table_key="x.id",
+            table_first=True,
+            parallelism=3,
+        )
+        .node("out", "sink.collect")
+        .connect("items -> join.in")
+        .connect("table -> join.table")
+        .connect("join -> out")
+    )
+    shown = describe(plan(graph_of(wf)))["parallel"]
+    assert [e["kind"] for e in shown["edges"]] == ["rebalance", "broadcast", "merge"]
+    graph = graph_of(wf)
+    assert len(graph.nodes["table"].outbound) == 3  # one per instance
+
+
+def test_a_workflow_without_parallelism_is_not_rewritten() -> None:
+    graph = graph_of(keyed_pipeline())
+    assert graph.parallel is None
+    assert list(graph.nodes) == ["src", "double", "total", "out"]
+
+
+@pytest.mark.parametrize(
+    ("node", "why"),
+    [
+        ("src", "a source runs one instance"),
+        ("total", "no key"),
+        ("sink", "one writer per file"),
+    ],
+)
+def test_parallelism_a_node_cannot_have_is_explained(node: str, why: str) -> None:
+    wf = (
+        Workflow("bad")
+        .node("src", "source.range", stop=3)
+        .node("total", "transform.reduce", op="sum")
+        .node("sink", "file.sink", path="out.jsonl")
+        .connect("src -> total")
+        .connect("total -> sink")
+    )
+    wf.get_node(node).parallelism = 2
+    with pytest.raises(WorkflowValidationError) as info:
+        graph_of(wf)
+    (problem,) = info.value.problems
+    assert (problem.node, problem.field) == (node, "parallelism")
+    assert why in problem.message
+    assert "cannot run 2 instances" in problem.message
+
+
+def test_a_workflow_default_leaves_nodes_that_cannot_split_alone() -> None:
+    wf = (
+        Workflow("default", parallelism=4)
+        .node("src", "source.range", stop=50)
+        .node("total", "transform.reduce", op="sum")
+        .node("out", "sink.collect")
+        .connect("src -> total")
+        .connect("total -> out")
+    )
+    graph = graph_of(wf)
+    assert graph.parallel is not None
+    assert graph.parallel.parallelism == {"src": 1, "total": 1, "out": 4}
+    assert run_outputs(wf) == {"out": {"out": canon([{"key": None, "value": 1225}])}}
+
+
+def test_out_of_range_parallelism_names_the_value() -> None:
+    with pytest.raises(msgspec.ValidationError, match="parallelism must be between"):
+        msgspec.convert({"id": "a", "type": "t", "parallelism": 0}, WorkflowNode)
+    with pytest.raises(msgspec.ValidationError, match="got 129"):
+        msgspec.convert({"name": "w", "parallelism": 129}, Workflow)
+
+
+# --- same results ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_keyed_pipeline_gives_the_same_totals_in_parallel(fuse: bool) -> None:
+    wf = keyed_pipeline()
+    expected = run_outputs(wf, fuse=fuse)
+    for par in ({"double": 2}, {"total": 3}, {"double": 3, "total": 2, "out": 2}):
+        assert run_outputs(with_parallelism(wf, par), fuse=fuse) == expected, par
+
+
+def test_each_instance_of_a_keyed_node_sees_only_its_keys() -> None:
+    wf = with_parallelism(keyed_pipeline(), {"total": 2})
+    result = FlowRuntime().run(wf)
+    assert result.ok
+    seen = {gid: result.stats[gid].items_out for gid in ("total[0]", "total[1]")}
+    by_owner = Counter(owner(key_group(k), 2) for k in range(5))
+    assert seen == {"total[0]": by_owner[0], "total[1]": by_owner[1]}
+
+
+def test_keyed_event_time_window_and_join_in_parallel() -> None:
+    events = [{"user": f"u{i % 4}", "ts": i * 0.25, "n": i} for i in range(40)]
+    clicks = [{"user": f"u{i % 4}", "ts": i * 0.5} for i in range(20)]
+    wf = (
+        Workflow("windows")
+        .node("ev", "source.values", values=events)
+        .node("cl", "source.values", values=clicks)
+        .node(
+            "per_user",
+            "window.tumbling",
+            size_ms=1000,
+            time="event",
+            timestamp_field="ts",
+            key_field="user",
+            op="sum",
+            value="x.n",
+        )
+        .node(
+            "pairs",
+            "join.window",
+            left_key="x.user",
+            right_key="x.user",
+            left_time="x.ts",
+            right_time="x.ts",
+            window_ms=500,
+        )
+        .node("w_out", "sink.collect")
+        .node("j_out", "sink.collect")
+        .connect("ev -> per_user")
+        .connect("ev -> pairs.left")
+        .connect("cl -> pairs.right")
+        .connect("per_user -> w_out")
+        .connect("pairs -> j_out")
+    )
+    expected = run_outputs(wf)
+    assert expected["w_out"]["out"]
+    assert expected["j_out"]["out"]
+    par = {"per_user": 2, "pairs": 3, "w_out": 2}
+    assert run_outputs(with_parallelism(wf, par)) == expected
+
+
+# Random small DAGs: a source, then nodes that each read one or two earlier
+# nodes (fan-in on one port) and may be read by several (fan-out), each with a
+# random parallelism. Only order-insensitive results are compared: maps,
+# filters, key_by, keyed reduce (sums), dedupe of whole items.
+_OPS: list[tuple[str, dict[str, Any]]] = [
+    ("transform.map", {"expr": "x * 3 % 17"}),
+    ("transform.map", {"expr": "x + 1"}),
+    ("transform.filter", {"expr": "x % 2 == 0"}),
+    ("transform.flat_map", {"expr": "[x, x + 100]"}),
+    ("transform.reduce", {"op": "sum", "key": "x % 4", "value": "x"}),
+    ("transform.reduce", {"op": "count", "key": "x % 3"}),
+    ("transform.dedupe", {"max_keys": 1000}),
+]
+_INT_OUT = {0, 1, 2, 3, 6}  # ops whose outputs are ints (fit every op's input)
+
+
+@st.composite
+def dags(draw: st.DrawFn) -> tuple[Workflow, dict[str, int]]:
+    values = draw(st.lists(st.integers(0, 50), min_size=0, max_size=30))
+    wf = Workflow("random").node("n0", "source.values", values=values)
+    int_nodes = ["n0"]
+    par: dict[str, int] = {}
+    has_out = {"n0": False}
+    count = draw(st.integers(1, 5))
+    for i in range(1, count + 1):
+        op = draw(st.integers(0, len(_OPS) - 1))
+        type_id, config = _OPS[op]
+        nid = f"n{i}"
+        wf.node(nid, type_id, dict(config))
+        ups = draw(st.lists(st.sampled_from(int_nodes), min_size=1, max_size=2))
+        for up in dict.fromkeys(ups):
+            wf.connect(f"{up} -> {nid}")
+            has_out[up] = True
+        has_out[nid] = False
+        if op in _INT_OUT:
+            int_nodes.append(nid)
+        par[nid] = draw(st.integers(1, 3))
+    return wf, par
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(dags(), st.booleans())
+def test_random_dags_give_the_same_results_in_parallel(
+    case: tuple[Workflow, dict[str, int]], fuse: bool
+) -> None:
+    wf, par = case
+    expected = run_outputs(wf, fuse=fuse)
+    assert run_outputs(with_parallelism(wf, par), fuse=fuse) == expected
+
+
+@pytest.mark.parametrize("key", [None, "x % 7"])
+async def test_partitioned_items_flow_while_the_source_runs(key: str | None) -> None:
+    # An endless source: what a partition step takes must leave batch by
+    # batch, not at the end of its input (which never comes).
+    wf = Workflow("endless", mode="stream").node("src", "source.timer", interval_ms=1)
+    if key is None:
+        wf.node("work", "transform.map", expr="x + 1", parallelism=2)
+    else:
+        wf.node("work", "transform.scan", op="count", key=key, parallelism=2)
+    wf.node("out", "sink.null").connect("src -> work").connect("work -> out")
+    executor = FlowRuntime().executor(wf)
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(executor.run())
+        deadline = asyncio.get_running_loop().time() + 20
+        while not all(
+            (s := executor.statistics().get(f"work[{i}]")) and s.items_in >= 2
+            for i in (0, 1)
+        ):
+            assert asyncio.get_running_loop().time() < deadline, executor.statistics()
+            await asyncio.wait([task], timeout=0.01)
+        executor.stop()
+    assert task.result().ok
+
+
+def test_cli_plan_prints_instances_and_edge_kinds(tmp_path: Path) -> None:
+    path = tmp_path / "wf.yaml"
+    path.write_text(
+        "name: p\nparallelism: 2\nnodes:\n"
+        "  - {id: src, type: source.range, config: {stop: 5}}\n"
+        "  - {id: n, type: transform.reduce, config: {op: count, key: x}}\n"
+        "  - {id: out, type: sink.collect, parallelism: 1}\n"
+        'connections: ["src -> n", "n -> out"]\n'
+    )
+    result = CliRunner().invoke(cli, ["plan", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "parallelism n: 2 instances (n[0], n[1])" in result.output
+    assert "edge src.out -> n.in: key by key: x, 1 -> 2" in result.output
+    assert "edge n.out -> out.in: merge, 2 -> 1" in result.output
+
+
+def test_cli_address_without_the_ray_backend_is_a_usage_error(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "wf.yaml"
+    path.write_text(
+        "name: p\nnodes: [{id: s, type: source.range, config: {stop: 1}}]\n"
+    )
+    result = CliRunner().invoke(cli, ["run", str(path), "--address", "h:1"])
+    assert result.exit_code == 2
+    assert "--address names a Ray cluster" in result.output
+
+
+def test_warnings_name_the_declared_node_once() -> None:
+    wf = (
+        Workflow("warn", mode="stream")
+        .node("src", "source.timer", interval_ms=10)
+        .node("n", "transform.scan", op="count", key="x", max_keys=None)
+        .node("out", "sink.null")
+        .connect("src -> n")
+        .connect("n -> out")
+    )
+    wf.get_node("n").parallelism = 3
+    warnings = graph_of(wf).warnings()
+    assert [(w.node, w.field) for w in warnings] == [("n", "max_keys")]
