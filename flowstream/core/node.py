@@ -52,6 +52,7 @@ __all__ = [
     "NodeFactory",
     "NodeSpec",
     "NodeState",
+    "declared_location",
     "node",
 ]
 
@@ -358,6 +359,16 @@ def _config_type(
     raise TypeError(msg)
 
 
+_DECLARED: dict[str, str] = {}
+"""Where each type id was declared by `node` (one entry per id: bounded by
+the code), so that an unregistered id gets a hint, not just "unknown"."""
+
+
+def declared_location(type_id: str) -> str | None:
+    """Where ``@node(type_id)`` was applied in this process, if it was."""
+    return _DECLARED.get(type_id)
+
+
 def node(
     type_id: str,
     *,
@@ -447,6 +458,7 @@ def node(
             p for p in dict.fromkeys(outputs) if p not in (OUT_PORT, ERROR_PORT)
         )
         doc = description if description is not None else inspect.getdoc(obj) or ""
+        _DECLARED[type_id] = where
         return NodeSpec(
             type_id=type_id,
             fn=obj,
