@@ -103,12 +103,12 @@ def is_live(value: object) -> bool:
 def live(value: Any) -> Any:
     """Wrap a callable (or NodeSpec) in a `LiveRef`; return other values as they are.
 
-    Classes are left alone: a config may hold a type on purpose (msgspec
-    decides), and ``fn=str`` is written ``"builtins:str"`` by those who mean it.
+    A class counts as a callable (``fn=str``): configs come from documents,
+    so no config field holds a type.
     """
     from .node import NodeSpec
 
-    if isinstance(value, LiveRef | str | type) or value is None:
+    if isinstance(value, str) or value is None:
         return value
     if isinstance(value, NodeSpec) or callable(value):
         return LiveRef(value)

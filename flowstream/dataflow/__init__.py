@@ -5,10 +5,10 @@
     from flowstream.dataflow import Dataflow, count, range_source, tumbling
 
     flow = Dataflow("numbers")
-    numbers = flow.source(range_source(100))               # Stream[int]
-    odd = numbers.filter(lambda n: n % 2 == 1)             # Stream[int]
-    labelled = odd.map(lambda n: {"n": n, "t": n / 10})    # Stream[dict[str, float]]
-    counts = labelled.window(tumbling(seconds=1), count(), timestamp=lambda r: r["t"])
+    numbers = flow.source(range_source(100))            # DataStream[int]
+    odd = numbers.filter(lambda n: n % 2 == 1)          # DataStream[int]
+    timed = odd.map(lambda n: {"n": n, "t": n / 10})    # DataStream[dict[str, float]]
+    counts = timed.window(tumbling(seconds=1), count(), timestamp=lambda r: r["t"])
     out = counts.collect()
     result = flow.run()
     out.items(result)                       # [{"key": None, "start": 0.0, ...}, ...]
@@ -50,12 +50,12 @@ from .connectors import (
 from .stream import (
     Collected as Collected,
     Dataflow as Dataflow,
+    DataStream as DataStream,
     DeadLetterRecord as DeadLetterRecord,
     Joined as Joined,
     Keyed as Keyed,
     KeyedStream as KeyedStream,
     Routes as Routes,
-    Stream as Stream,
 )
 from .windows import (
     Aggregate as Aggregate,
@@ -87,7 +87,7 @@ __all__ = [
     "Routes",
     "Sink",
     "Source",
-    "Stream",
+    "DataStream",
     "WindowKind",
     "WindowResult",
     "collect",
@@ -132,7 +132,7 @@ def _node_types() -> dict[str, str]:
     found: dict[str, str] = {}
     places: list[tuple[str, object]] = [
         ("Dataflow", Dataflow),
-        ("Stream", Stream),
+        ("DataStream", DataStream),
         ("flowstream.dataflow", None),
     ]
     for owner, cls in places:

@@ -1,9 +1,9 @@
-"""Sources and sinks as typed values: what `Dataflow.source` and `Stream.sink` take.
+"""Sources and sinks as typed values: what `Dataflow.source` and `DataStream.sink` take.
 
 Each function names one node type and its config, and runs nothing::
 
-    flow.source(range_source(10))             # Stream[int]
-    flow.source(file_source("in.jsonl"))       # Stream[Any]: JSON records
+    flow.source(range_source(10))             # DataStream[int]
+    flow.source(file_source("in.jsonl"))       # DataStream[Any]: JSON records
     stream.sink(sqlite_sink("out.db", table="t"))
 
 Connector sources emit decoded JSON (``Any``); give `Dataflow.source` a
@@ -68,7 +68,7 @@ class Source(Generic[T_co]):
 
 @dataclass(frozen=True)
 class Sink(Generic[T_contra]):
-    """A sink node to add with `Stream.sink`; it takes items of ``T_contra``."""
+    """A sink node to add with `DataStream.sink`; it takes items of ``T_contra``."""
 
     type_id: str
     config: dict[str, Any] = field(default_factory=dict)
@@ -163,7 +163,10 @@ def stdio_source(**config: Any) -> Source[Any]:
 
 @_builds("sink.collect")
 def collect() -> Sink[Any]:
-    """Keep every item in the run's result (``sink.collect``); see `Stream.collect`."""
+    """Keep every item in the run's result (``sink.collect``).
+
+    `DataStream.collect` does the same and returns a handle to read them.
+    """
     return Sink("sink.collect")
 
 
@@ -230,5 +233,5 @@ def stdio_sink(stream: str = "stdout") -> Sink[Any]:
 def log_sink(
     message: str = "item", *, level: str = "info", every: int = 1
 ) -> Sink[Any]:
-    """Log items (``debug.log``); `Stream.log` logs and passes them on."""
+    """Log items (``debug.log``); `DataStream.log` logs and passes them on."""
     return Sink("debug.log", {"message": message, "level": level, "every": every})

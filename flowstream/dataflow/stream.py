@@ -1,11 +1,11 @@
-"""`Dataflow` and `Stream[T]`: a fluent, typed way to build a `Workflow`.
+"""`Dataflow` and `DataStream[T]`: a fluent, typed way to build a `Workflow`.
 
 Each method adds one node to the dataflow's workflow and returns the stream of
 its output, typed by what the node emits::
 
     flow = Dataflow("evens")
     evens = flow.source(range_source(10)).filter(lambda x: x % 2 == 0)
-    squares = evens.map(lambda x: x * x)          # Stream[int]
+    squares = evens.map(lambda x: x * x)          # DataStream[int]
     out = squares.collect()
     result = flow.run()
     out.items(result)                               # [0, 4, 16, 36, 64]
@@ -14,7 +14,7 @@ Functions are live callables (`flowstream.core.live`): they run in place of
 a CEL expression or a ``"module:attr"`` reference, fused as the builder's
 nodes are. Every node type has a method here or a function in
 `flowstream.dataflow.connectors` (`NODE_TYPES` lists them, a test checks it
-against the registry); `Stream.then` adds any other node type, by name or as
+against the registry); `DataStream.then` adds any other node type, by name or as
 an ``@node`` function, which is then registered in the dataflow's registry.
 """
 
@@ -48,7 +48,7 @@ __all__ = [
     "Keyed",
     "KeyedStream",
     "Routes",
-    "Stream",
+    "DataStream",
 ]
 
 T = TypeVar("T")
@@ -61,14 +61,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Keyed(TypedDict, Generic[K, T]):
-    """A keyed record, as `Stream.key_by` emits it."""
+    """A keyed record, as `DataStream.key_by` emits it."""
 
     key: K
     value: T
 
 
 class Joined(TypedDict, Generic[T, U]):
-    """A pair matched by `Stream.join`."""
+    """A pair matched by `DataStream.join`."""
 
     left: T
     right: U
@@ -99,7 +99,7 @@ class Dataflow:
         name: The workflow's name.
         mode: ``"dag"`` (finite sources, the default) or ``"stream"``.
         registry: Where node types named by string are found; ``@node``
-            functions given to `Stream.then` are registered here. Defaults
+            functions given to `DataStream.then` are registered here. Defaults
             to the built-ins plus installed packs.
         description: Free text.
     """
@@ -147,7 +147,7 @@ class Dataflow:
         type_: str | NodeSpec,
         config: Mapping[str, Any] | None = None,
         *,
-        inputs: Mapping[str, Stream[Any]] = {},
+        inputs: Mapping[str, DataStream[Any]] = {},
         name: str | None = None,
         **settings: Any,
     ) -> str:
@@ -173,12 +173,14 @@ class Dataflow:
         return node_id
 
     @overload
-    def source(self, source: Source[T], *, name: str | None = None) -> Stream[T]: ...
+    def source(
+        self, source: Source[T], *, name: str | None = None
+    ) -> DataStream[T]: ...
 
     @overload
     def source(
         self, source: Source[Any], *, schema: type[S], name: str | None = None
-    ) -> Stream[S]: ...
+    ) -> DataStream[S]: ...
 
     def source(
         self,
@@ -186,7 +188,7 @@ class Dataflow:
         *,
         schema: type[Any] | None = None,
         name: str | None = None,
-    ) -> Stream[Any]:
+    ) -> DataStream[Any]:
         """Add a source (`flowstream.dataflow.connectors`) and return its stream.
 
         Args:
@@ -197,7 +199,7 @@ class Dataflow:
             name: The node id (default: made from the type).
         """
         node_id = self.add_node(source.type_id, source.config, name=name or source.name)
-        stream: Stream[Any] = Stream(self, node_id)
+        stream: DataStream[Any] = DataStream(self, node_id)
         if schema is None:
             return stream
         return stream.map(
@@ -205,7 +207,7 @@ class Dataflow:
         ).with_settings(error_handling=ContinueOnError())
 
     @_builds("control.merge")
-    def merge(self, *streams: Stream[T], name: str | None = None) -> Stream[T]:
+    def merge(self, *streams: DataStream[T], name: str | None = None) -> DataStream[T]:
         """One stream of the items of all ``streams``, in arrival order."""
         ports = [f"in{i}" for i in range(len(streams))]
         node_id = self.add_node(
@@ -214,12 +216,12 @@ class Dataflow:
             inputs=dict(zip(ports, streams, strict=True)),
             name=name,
         )
-        return Stream(self, node_id)
+        return DataStream(self, node_id)
 
     @_builds("control.zip")
     def zip(
-        self, left: Stream[T], right: Stream[U], *, name: str | None = None
-    ) -> Stream[tuple[T, U]]:
+        self, left: DataStream[T], right: DataStream[U], *, name: str | None = None
+    ) -> DataStream[list[Any]]:
         """Pairs ``[l, r]`` of one item from each stream, in order."""
         node_id = self.add_node(
             "control.zip",
@@ -227,7 +229,7 @@ class Dataflow:
             inputs={"left": left, "right": right},
             name=name,
         )
-        return Stream(self, node_id)
+        return DataStream(self, node_id)
 
     # --- running --------------------------------------------------------------
 
@@ -273,7 +275,7 @@ class _Converter:
         return msgspec.convert(item, self.schema, from_attributes=True)
 
 
-class Stream(Generic[T_co]):
+class DataStream(Generic[T_co]):
     """The items of one output port of one node; methods add nodes after it.
 
     Attributes:
@@ -290,14 +292,14 @@ class Stream(Generic[T_co]):
         self.port = port
 
     def __repr__(self) -> str:
-        return f"<Stream {self.node}.{self.port}>"
+        return f"<DataStream {self.node}.{self.port}>"
 
     def _then(
         self, type_: str | NodeSpec, config: Mapping[str, Any], name: str | None
     ) -> str:
         return self.flow.add_node(type_, config, inputs={"in": self}, name=name)
 
-    def with_settings(self, **settings: Any) -> Stream[T_co]:
+    def with_settings(self, **settings: Any) -> DataStream[T_co]:
         """Set workflow settings of this stream's node (``retry``, ``fuse``...).
 
         Returns the same stream, for chaining.
@@ -311,30 +313,30 @@ class Stream(Generic[T_co]):
         return self
 
     @property
-    def error(self) -> Stream[DeadLetterRecord]:
+    def error(self) -> DataStream[DeadLetterRecord]:
         """The node's dead letters (items it could not process, with reasons)."""
-        return Stream(self.flow, self.node, ERROR_PORT)
+        return DataStream(self.flow, self.node, ERROR_PORT)
 
     # --- one item in, one or none out ------------------------------------------
 
     @_builds("transform.map")
-    def map(self, fn: Callable[[T_co], U], *, name: str | None = None) -> Stream[U]:
+    def map(self, fn: Callable[[T_co], U], *, name: str | None = None) -> DataStream[U]:
         """``fn(item)`` for each item (``transform.map``)."""
-        return Stream(self.flow, self._then("transform.map", {"fn": fn}, name))
+        return DataStream(self.flow, self._then("transform.map", {"fn": fn}, name))
 
     @_builds("transform.filter")
     def filter(
         self, fn: Callable[[T_co], object], *, name: str | None = None
-    ) -> Stream[T_co]:
+    ) -> DataStream[T_co]:
         """The items for which ``fn(item)`` is true (``transform.filter``)."""
-        return Stream(self.flow, self._then("transform.filter", {"fn": fn}, name))
+        return DataStream(self.flow, self._then("transform.filter", {"fn": fn}, name))
 
     @_builds("transform.flat_map")
     def flat_map(
         self, fn: Callable[[T_co], Iterable[U]], *, name: str | None = None
-    ) -> Stream[U]:
+    ) -> DataStream[U]:
         """Every item of ``fn(item)``, for each item (``transform.flat_map``)."""
-        return Stream(self.flow, self._then("transform.flat_map", {"fn": fn}, name))
+        return DataStream(self.flow, self._then("transform.flat_map", {"fn": fn}, name))
 
     @_builds("transform.map_async")
     def map_async(
@@ -344,10 +346,10 @@ class Stream(Generic[T_co]):
         concurrency: int = 1,
         ordered: bool = True,
         name: str | None = None,
-    ) -> Stream[U]:
+    ) -> DataStream[U]:
         """``await fn(item)``, ``concurrency`` at once (``transform.map_async``)."""
         node_id = self._then("transform.map_async", {"fn": fn}, name)
-        stream: Stream[U] = Stream(self.flow, node_id)
+        stream: DataStream[U] = DataStream(self.flow, node_id)
         return stream.with_settings(concurrency=concurrency, ordered=ordered)
 
     @_builds("transform.key_by")
@@ -371,10 +373,10 @@ class Stream(Generic[T_co]):
         max_keys: int | None = None,
         ttl_ms: float | None = None,
         name: str | None = None,
-    ) -> Stream[T_co]:
+    ) -> DataStream[T_co]:
         """The first item of each key (``transform.dedupe``; set a bound)."""
         config = {"key": key, "max_keys": max_keys, "ttl_ms": ttl_ms}
-        return Stream(self.flow, self._then("transform.dedupe", config, name))
+        return DataStream(self.flow, self._then("transform.dedupe", config, name))
 
     @_builds("transform.select")
     def select(
@@ -385,7 +387,7 @@ class Stream(Generic[T_co]):
         fields: Mapping[str, Callable[[T_co], object] | str] | None = None,
         keep_others: bool = False,
         name: str | None = None,
-    ) -> Stream[dict[str, Any]]:
+    ) -> DataStream[dict[str, Any]]:
         """Records with the chosen fields (``transform.select``)."""
         config = {
             "pick": None if pick is None else list(pick),
@@ -393,28 +395,30 @@ class Stream(Generic[T_co]):
             "fields": None if fields is None else dict(fields),
             "keep_others": keep_others,
         }
-        return Stream(self.flow, self._then("transform.select", config, name))
+        return DataStream(self.flow, self._then("transform.select", config, name))
 
     @_builds("transform.json_parse")
-    def json_parse(self, *, name: str | None = None) -> Stream[Any]:
+    def json_parse(self, *, name: str | None = None) -> DataStream[Any]:
         """Each item (JSON text or bytes) decoded (``transform.json_parse``)."""
-        return Stream(self.flow, self._then("transform.json_parse", {}, name))
+        return DataStream(self.flow, self._then("transform.json_parse", {}, name))
 
     @_builds("transform.json_stringify")
     def json_stringify(
         self, *, as_bytes: bool = False, name: str | None = None
-    ) -> Stream[Any]:
+    ) -> DataStream[Any]:
         """Each item as JSON text (or bytes) (``transform.json_stringify``)."""
         config = {"as_bytes": as_bytes}
-        return Stream(self.flow, self._then("transform.json_stringify", config, name))
+        return DataStream(
+            self.flow, self._then("transform.json_stringify", config, name)
+        )
 
     @_builds("debug.log")
     def log(
         self, message: str = "item", *, level: str = "info", name: str | None = None
-    ) -> Stream[T_co]:
+    ) -> DataStream[T_co]:
         """Log each item and pass it on (``debug.log``)."""
         config = {"message": message, "level": level}
-        return Stream(self.flow, self._then("debug.log", config, name))
+        return DataStream(self.flow, self._then("debug.log", config, name))
 
     @_builds("http.request")
     def http_request(
@@ -424,57 +428,57 @@ class Stream(Generic[T_co]):
         method: str = "GET",
         name: str | None = None,
         **config: Any,
-    ) -> Stream[Any]:
+    ) -> DataStream[Any]:
         """One HTTP request per item; the response record (``http.request``)."""
         merged = {"url": url, "method": method, **config}
-        return Stream(self.flow, self._then("http.request", merged, name))
+        return DataStream(self.flow, self._then("http.request", merged, name))
 
     @_builds("wasm.map")
     def wasm_map(
         self, module: str, function: str, *, name: str | None = None
-    ) -> Stream[Any]:
+    ) -> DataStream[Any]:
         """A sandboxed WebAssembly function per item (``wasm.map``)."""
         config = {"module": module, "function": function}
-        return Stream(self.flow, self._then("wasm.map", config, name))
+        return DataStream(self.flow, self._then("wasm.map", config, name))
 
     @_builds("wasm.filter")
     def wasm_filter(
         self, module: str, function: str, *, name: str | None = None
-    ) -> Stream[T_co]:
+    ) -> DataStream[T_co]:
         """The items a sandboxed WebAssembly predicate keeps (``wasm.filter``)."""
         config = {"module": module, "function": function}
-        return Stream(self.flow, self._then("wasm.filter", config, name))
+        return DataStream(self.flow, self._then("wasm.filter", config, name))
 
     @_builds("wasm.flat_map")
     def wasm_flat_map(
         self, module: str, function: str, *, name: str | None = None
-    ) -> Stream[Any]:
+    ) -> DataStream[Any]:
         """Every item a sandboxed WebAssembly function returns (``wasm.flat_map``)."""
         config = {"module": module, "function": function}
-        return Stream(self.flow, self._then("wasm.flat_map", config, name))
+        return DataStream(self.flow, self._then("wasm.flat_map", config, name))
 
     @_builds("routed.flow")
     def routed(
         self, flow: str, *, concurrency: int = 8, name: str | None = None
-    ) -> Stream[Any]:
+    ) -> DataStream[Any]:
         """Run a routed flow (a workflow file) per item (``routed.flow``)."""
         config = {"flow": flow, "concurrency": concurrency}
-        return Stream(self.flow, self._then("routed.flow", config, name))
+        return DataStream(self.flow, self._then("routed.flow", config, name))
 
     # --- time -----------------------------------------------------------------
 
     @_builds("time.delay")
-    def delay(self, ms: float, *, name: str | None = None) -> Stream[T_co]:
+    def delay(self, ms: float, *, name: str | None = None) -> DataStream[T_co]:
         """Each item ``ms`` later (``time.delay``)."""
-        return Stream(self.flow, self._then("time.delay", {"ms": ms}, name))
+        return DataStream(self.flow, self._then("time.delay", {"ms": ms}, name))
 
     @_builds("transform.throttle")
     def throttle(
         self, rate: int, *, per_ms: float = 1000.0, name: str | None = None
-    ) -> Stream[T_co]:
+    ) -> DataStream[T_co]:
         """At most ``rate`` items per ``per_ms`` (``transform.throttle``)."""
         config = {"rate": rate, "per_ms": per_ms}
-        return Stream(self.flow, self._then("transform.throttle", config, name))
+        return DataStream(self.flow, self._then("transform.throttle", config, name))
 
     @_builds("transform.batch")
     def batch(
@@ -483,10 +487,10 @@ class Stream(Generic[T_co]):
         *,
         interval_ms: float | None = None,
         name: str | None = None,
-    ) -> Stream[list[T_co]]:
+    ) -> DataStream[list[T_co]]:
         """Lists of up to ``size`` items, or what came in ``interval_ms``."""
         config = {"size": size, "interval_ms": interval_ms}
-        return Stream(self.flow, self._then("transform.batch", config, name))
+        return DataStream(self.flow, self._then("transform.batch", config, name))
 
     # --- state ----------------------------------------------------------------
 
@@ -498,10 +502,10 @@ class Stream(Generic[T_co]):
         *,
         key: Callable[[T_co], object] | None = None,
         name: str | None = None,
-    ) -> Stream[Keyed[Any, R]]:
+    ) -> DataStream[Keyed[Any, R]]:
         """``fn(acc, item)`` over all items (per key), emitted at the end."""
         config = {"fn": fn, "initial": initial, "key": key}
-        return Stream(self.flow, self._then("transform.reduce", config, name))
+        return DataStream(self.flow, self._then("transform.reduce", config, name))
 
     @_builds("transform.scan")
     def scan(
@@ -511,10 +515,10 @@ class Stream(Generic[T_co]):
         *,
         key: Callable[[T_co], object] | None = None,
         name: str | None = None,
-    ) -> Stream[Keyed[Any, R]]:
+    ) -> DataStream[Keyed[Any, R]]:
         """``fn(acc, item)`` (per key), emitted after every item."""
         config = {"fn": fn, "initial": initial, "key": key}
-        return Stream(self.flow, self._then("transform.scan", config, name))
+        return DataStream(self.flow, self._then("transform.scan", config, name))
 
     @_builds("window.tumbling", "window.sliding", "window.session")
     def window(
@@ -526,7 +530,7 @@ class Stream(Generic[T_co]):
         timestamp: Callable[[T_co], float] | None = None,
         name: str | None = None,
         **config: Any,
-    ) -> Stream[WindowResult[R]]:
+    ) -> DataStream[WindowResult[R]]:
         """Aggregate items per window of ``kind`` (and per ``key``).
 
         With ``timestamp`` windows follow event time (seconds; pass
@@ -539,7 +543,7 @@ class Stream(Generic[T_co]):
             merged["key"] = key
         if timestamp is not None:
             merged["timestamp"] = timestamp
-        return Stream(self.flow, self._then(kind.type_id, merged, name))
+        return DataStream(self.flow, self._then(kind.type_id, merged, name))
 
     # --- shape ----------------------------------------------------------------
 
@@ -562,15 +566,15 @@ class Stream(Generic[T_co]):
     @_builds("control.split")
     def split(
         self, n: int, key: Callable[[T_co], object], *, name: str | None = None
-    ) -> list[Stream[T_co]]:
+    ) -> list[DataStream[T_co]]:
         """``n`` streams; each key always goes to the same one (a stable hash)."""
         node_id = self._then("control.split", {"n": n, "key": key}, name)
-        return [Stream(self.flow, node_id, f"p{i}") for i in range(n)]
+        return [DataStream(self.flow, node_id, f"p{i}") for i in range(n)]
 
     @_builds("join.window")
     def join(
         self,
-        other: Stream[U],
+        other: DataStream[U],
         *,
         window_ms: float,
         left_key: Callable[[T_co], object],
@@ -579,7 +583,7 @@ class Stream(Generic[T_co]):
         right_time: Callable[[U], float] | None = None,
         name: str | None = None,
         **config: Any,
-    ) -> Stream[Joined[T_co, U]]:
+    ) -> DataStream[Joined[T_co, U]]:
         """Pairs of items with equal keys within ``window_ms`` (``join.window``)."""
         merged = {
             "window_ms": window_ms,
@@ -595,34 +599,36 @@ class Stream(Generic[T_co]):
             inputs={"left": self, "right": other},
             name=name,
         )
-        return Stream(self.flow, node_id)
+        return DataStream(self.flow, node_id)
 
     @_builds("join.lookup")
     def lookup(
         self,
         key: Callable[[T_co], object],
         *,
-        table: Stream[Any] | Mapping[str, Any],
+        table: DataStream[Any] | Mapping[str, Any],
         table_key: Callable[[Any], object] | None = None,
         name: str | None = None,
         **config: Any,
-    ) -> Stream[Any]:
+    ) -> DataStream[Any]:
         """Each item with the table's row for ``key(item)`` (``join.lookup``).
 
         ``table`` is a stream of rows (keyed by ``table_key``) or a mapping.
         """
         merged: dict[str, Any] = {"key": key, "table_key": table_key, **config}
-        inputs: dict[str, Stream[Any]] = {"in": self}
-        if isinstance(table, Stream):
+        inputs: dict[str, DataStream[Any]] = {"in": self}
+        if isinstance(table, DataStream):
             inputs["table"] = table
         else:
             merged["table"] = dict(table)
         node_id = self.flow.add_node(
             "join.lookup", _no_nones(merged), inputs=inputs, name=name
         )
-        return Stream(self.flow, node_id)
+        return DataStream(self.flow, node_id)
 
-    def merge(self, *others: Stream[T_co], name: str | None = None) -> Stream[T_co]:
+    def merge(
+        self, *others: DataStream[T_co], name: str | None = None
+    ) -> DataStream[T_co]:
         """This stream and ``others`` as one (see `Dataflow.merge`)."""
         return self.flow.merge(self, *others, name=name)
 
@@ -635,7 +641,7 @@ class Stream(Generic[T_co]):
         *,
         name: str | None = None,
         **settings: Any,
-    ) -> Stream[Any]:
+    ) -> DataStream[Any]:
         """Add any node type after this stream: by id, or an ``@node`` function.
 
         An ``@node`` function is registered in the dataflow's registry. Its
@@ -644,7 +650,7 @@ class Stream(Generic[T_co]):
         node_id = self.flow.add_node(
             node, config, inputs={"in": self}, name=name, **settings
         )
-        return Stream(self.flow, node_id)
+        return DataStream(self.flow, node_id)
 
     # --- ends -----------------------------------------------------------------
 
@@ -689,8 +695,8 @@ def _on_value(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return lambda kv: fn(kv["value"])
 
 
-class KeyedStream(Stream[Keyed[K, T_co]], Generic[K, T_co]):
-    """Keyed records from `Stream.key_by`; windows and folds group by the key."""
+class KeyedStream(DataStream[Keyed[K, T_co]], Generic[K, T_co]):
+    """Keyed records from `DataStream.key_by`; windows and folds group by the key."""
 
     __slots__ = ()
 
@@ -702,7 +708,7 @@ class KeyedStream(Stream[Keyed[K, T_co]], Generic[K, T_co]):
         timestamp: Callable[[T_co], float] | None = None,
         name: str | None = None,
         **config: Any,
-    ) -> Stream[WindowResult[R]]:
+    ) -> DataStream[WindowResult[R]]:
         """Aggregate each key's items per window; functions see the items."""
         agg = dict(aggregate.config)
         if callable(agg.get("value")):
@@ -712,25 +718,25 @@ class KeyedStream(Stream[Keyed[K, T_co]], Generic[K, T_co]):
         merged = {**kind.config, **agg, **config, "key_field": "key"}
         if timestamp is not None:
             merged["timestamp"] = _on_value(timestamp)
-        return Stream(self.flow, self._then(kind.type_id, merged, name))
+        return DataStream(self.flow, self._then(kind.type_id, merged, name))
 
     def reduce(  # type: ignore[override]
         self, fn: Callable[[R, T_co], R], initial: R, *, name: str | None = None
-    ) -> Stream[Keyed[K, R]]:
+    ) -> DataStream[Keyed[K, R]]:
         """``fn(acc, item)`` per key, emitted at the end of input."""
         config = {"fn": fn, "initial": initial, "keyed": True}
-        return Stream(self.flow, self._then("transform.reduce", config, name))
+        return DataStream(self.flow, self._then("transform.reduce", config, name))
 
     def scan(  # type: ignore[override]
         self, fn: Callable[[R, T_co], R], initial: R, *, name: str | None = None
-    ) -> Stream[Keyed[K, R]]:
+    ) -> DataStream[Keyed[K, R]]:
         """``fn(acc, item)`` per key, emitted after every item."""
         config = {"fn": fn, "initial": initial, "keyed": True}
-        return Stream(self.flow, self._then("transform.scan", config, name))
+        return DataStream(self.flow, self._then("transform.scan", config, name))
 
 
 class Routes(Generic[T_co]):
-    """The output streams of a `Stream.route`: by name, and ``default``."""
+    """The output streams of a `DataStream.route`: by name, and ``default``."""
 
     __slots__ = ("flow", "node")
 
@@ -738,23 +744,23 @@ class Routes(Generic[T_co]):
         self.flow = flow
         self.node = node
 
-    def __getitem__(self, route: str) -> Stream[T_co]:
+    def __getitem__(self, route: str) -> DataStream[T_co]:
         decl = self.flow.workflow.get_node(self.node)
         if route not in decl.config["routes"] and route != "default":
             known = ", ".join([*decl.config["routes"], "default"])
             msg = f"node {self.node!r} has no route {route!r} (it has {known})"
             raise KeyError(msg)
-        return Stream(self.flow, self.node, route)
+        return DataStream(self.flow, self.node, route)
 
     @property
-    def default(self) -> Stream[T_co]:
+    def default(self) -> DataStream[T_co]:
         """Items that no route took."""
         return self["default"]
 
     @property
-    def error(self) -> Stream[DeadLetterRecord]:
+    def error(self) -> DataStream[DeadLetterRecord]:
         """Items a predicate failed on."""
-        return Stream(self.flow, self.node, ERROR_PORT)
+        return DataStream(self.flow, self.node, ERROR_PORT)
 
 
 class Collected(Generic[T_co]):

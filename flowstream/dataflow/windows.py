@@ -1,7 +1,7 @@
-"""Window kinds and aggregates for `Stream.window`.
+"""Window kinds and aggregates for `DataStream.window`.
 
 ``stream.window(tumbling(seconds=10), count())`` adds a ``window.tumbling``
-node counting the items of each 10 s window (per key after `Stream.key_by`).
+node counting the items of each 10 s window (per key after `DataStream.key_by`).
 The kind says how items are grouped in time (`tumbling`, `sliding`,
 `session`); the aggregate what each window emits as ``value`` (`count`,
 `sum_of`, `mean_of`, `min_of`, `max_of`, `first`, `last`, `collect_all`, or
