@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os.path
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -28,7 +29,6 @@ from flowstream.runtime.validation import validate
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
-    from pathlib import Path
 
 EVENTS = [
     {"u": "a", "t": 1, "v": 2},
@@ -276,3 +276,21 @@ def test_every_reference_field_is_written_by_name() -> None:
             if any(k == "fn" for k, _ in markers_of(hints[field.name])):
                 names.add(field.encode_name)
     assert names <= FN_FIELDS
+
+
+def test_a_yaml_custom_node_type_by_reference_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # examples/my_nodes.py's docstring, end to end through a file and the CLI.
+    path = tmp_path / "mean.yaml"
+    path.write_text(
+        "name: mean\n"
+        "nodes:\n"
+        "  - {id: src, type: source.values, config: {values: [2, 4, 6]}}\n"
+        '  - {id: mean, type: "examples.my_nodes:running_mean"}\n'
+        "connections: ['src -> mean']\n"
+    )
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    result = CliRunner().invoke(cli, ["run", "--json", str(path)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["outputs"]["mean"]["out"] == [2.0, 3.0, 4.0]
