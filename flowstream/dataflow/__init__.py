@@ -47,9 +47,9 @@ from .connectors import (
     ws_sink as ws_sink,
     ws_source as ws_source,
 )
+from .flow import Dataflow as Dataflow
 from .stream import (
     Collected as Collected,
-    Dataflow as Dataflow,
     DataStream as DataStream,
     DeadLetterRecord as DeadLetterRecord,
     Joined as Joined,
