@@ -116,11 +116,20 @@ def live(value: Any) -> Any:
 
 
 def live_config(value: Any) -> Any:
-    """Wrap every callable inside a raw config (dicts and lists, recursively)."""
+    """Wrap every callable inside a raw config (dicts and lists, recursively).
+
+    A dict or list with no callable in it is returned as it is (the same
+    object: ``source.values`` hands its items on unchanged, uncopied).
+    """
     if isinstance(value, dict):
-        return {k: live_config(v) for k, v in value.items()}
+        wrapped = {k: live_config(v) for k, v in value.items()}
+        same = all(wrapped[k] is v for k, v in value.items())
+        return value if same else wrapped
     if isinstance(value, list | tuple):
-        return [live_config(v) for v in value]
+        items = [live_config(v) for v in value]
+        if all(a is b for a, b in zip(items, value, strict=True)):
+            return value
+        return items
     return live(value)
 
 

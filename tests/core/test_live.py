@@ -294,3 +294,12 @@ def test_a_yaml_custom_node_type_by_reference_runs(
     result = CliRunner().invoke(cli, ["run", "--json", str(path)])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["outputs"]["mean"]["out"] == [2.0, 3.0, 4.0]
+
+
+def test_configs_without_callables_are_not_copied() -> None:
+    values = [{"a": 1}, [1, 2]]
+    wf = Workflow("w").node("src", "source.values", values=values)
+    assert wf.get_node("src").config["values"] is values
+    wf.node("m", "transform.map", fn=lambda x: x)
+    result = FlowRuntime().run(wf.connect("src -> m"))
+    assert all(x is y for x, y in zip(result.output("m"), values, strict=True))
