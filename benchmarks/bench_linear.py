@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowstream.core.node import node
 from flowstream.core.workflow import Workflow
+from flowstream.dataflow import Dataflow, range_source
 from flowstream.runtime.flow import FlowRuntime
 
 from . import _harness as h, _nodes, funcs
@@ -95,13 +96,26 @@ def runtime() -> FlowRuntime:
 
 
 def workflow(n: int, style: str = "fn") -> Workflow:
-    """The pipeline; ``style`` is ``fn``, ``cel``, ``user`` or ``async``.
+    """The pipeline; ``style`` is ``fn``, ``live``, ``dataflow``, ``cel``, ``user``
+    or ``async``.
 
+    ``live`` passes the functions themselves (live callables) where ``fn``
+    names them; ``dataflow`` builds the same with `flowstream.dataflow`.
     ``async`` is ``fn`` with the map step as ``transform.map_async`` over an
     async callable that never suspends.
     """
+    if style == "dataflow":
+        flow = Dataflow(f"linear-{style}", registry=runtime().registry)
+        numbers = flow.source(range_source(n), name="src")
+        chain = numbers.map(double).filter(not_mult3).map(inc)
+        chain.then("bench.sum", name="sum")
+        return flow.workflow
     wf = Workflow(f"linear-{style}").node("src", "source.range", stop=n)
-    if style == "fn":
+    if style == "live":
+        wf.node("double", "transform.map", fn=double)
+        wf.node("filter", "transform.filter", fn=not_mult3)
+        wf.node("inc", "transform.map", fn=inc)
+    elif style == "fn":
         wf.node("double", "transform.map", fn=FN["double"])
         wf.node("filter", "transform.filter", fn=FN["not_mult3"])
         wf.node("inc", "transform.map", fn=FN["inc"])
@@ -258,6 +272,20 @@ def contenders(cfg: h.Config) -> list[h.Contender]:
         c("floor (map/filter builtins)", "info", floor_builtins, n),
         c(h.FLOWSTREAM, "flowstream", flowstream_run("fn"), n, note="fused, fn refs"),
         c("flowstream unfused", "flowstream", flowstream_run("fn", fuse=False), n),
+        c(
+            "flowstream live callables",
+            "flowstream",
+            flowstream_run("live"),
+            n,
+            note="fused, the functions passed themselves (fn=double)",
+        ),
+        c(
+            "flowstream dataflow API",
+            "flowstream",
+            flowstream_run("dataflow"),
+            n,
+            note="fused, DataStream.map/filter/map with the functions",
+        ),
         c(
             "flowstream CEL",
             "flowstream",

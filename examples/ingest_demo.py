@@ -22,8 +22,10 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 
-from benchmarks.ws_load import run_load
+from benchmarks.ws_load import Encoding, run_load
 from flowstream import FlowRuntime, NodeEvent, WorkflowStarted, read_workflow
+
+ENCODINGS: tuple[Encoding, ...] = ("json", "msgpack")
 
 HERE = Path(__file__).parent
 OUT = Path("demo-output")
@@ -96,7 +98,7 @@ async def main(seconds: float, clients: int, rate: float, out: Path = OUT) -> in
                     seed=seed,
                 )
             )
-            for seed, encoding in enumerate(("json", "msgpack"))
+            for seed, encoding in enumerate(ENCODINGS)
         ]
         while not all(t.done() for t in loads):
             await asyncio.wait(loads, timeout=1.0)

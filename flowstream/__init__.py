@@ -13,6 +13,8 @@ The package is layered, and imports only go one way (a test enforces it)::
     flowstream.nodes     the standard node library
     connectors/          the outside world (WebSocket, HTTP, files, SQLite)
     flowstream.routed    routed flows: steps, actions, a shared store over storage
+    flowstream.dataflow  the fluent typed API (Dataflow, DataStream[T]) over
+                         core and runtime
     flowstream.cli       the command line
     flowstream.server    the HTTP/WebSocket API, the web UI, metrics
 
@@ -22,7 +24,7 @@ nested both ways with dataflows.
 
 This module re-exports the public API; everything not listed in ``__all__``
 may change without notice. Public submodules: `flowstream.errors`,
-`flowstream.testing`, `flowstream.nodes`.
+`flowstream.testing`, `flowstream.nodes`, `flowstream.dataflow`.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ from .core.workflow import (
     read_workflow as read_workflow,
     write_workflow as write_workflow,
 )
+from .dataflow import Dataflow as Dataflow, DataStream as DataStream
 from .routed.action import (
     Action as Action,
     ExprCondition as ExprCondition,
@@ -101,7 +104,7 @@ from .runtime.feeds import NO_ITEM as NO_ITEM, next_item as next_item
 from .runtime.flow import FlowRuntime as FlowRuntime
 from .runtime.local import WorkflowExecutor as WorkflowExecutor
 from .runtime.netpolicy import check_url as check_url
-from .runtime.options import RunOptions as RunOptions
+from .runtime.options import RunOptions as RunOptions, RunSettings as RunSettings
 from .runtime.protocol import Executor as Executor
 from .runtime.registry import NodeRegistry as NodeRegistry
 from .runtime.result import DeadLetter as DeadLetter, RunResult as RunResult
@@ -116,6 +119,8 @@ __all__ = [
     "ContinueOnError",
     "Control",
     "DEFAULT_MAX_DEPTH",
+    "DataStream",
+    "Dataflow",
     "DeadLetter",
     "ErrorHandling",
     "EventBus",
@@ -157,6 +162,7 @@ __all__ = [
     "RouteTaken",
     "RunOptions",
     "RunResult",
+    "RunSettings",
     "SQLiteStorage",
     "SQLiteWorker",
     "SandboxedConfig",

@@ -114,7 +114,9 @@ class UnknownNodeType(FlowstreamError, LookupError):
     ``suggestions`` holds the closest registered ids.
     """
 
-    def __init__(self, type_id: str, suggestions: list[str]) -> None:
+    def __init__(
+        self, type_id: str, suggestions: list[str], *, declared_at: str | None = None
+    ) -> None:
         self.type_id = type_id
         self.suggestions = suggestions
         hint = (
@@ -122,6 +124,14 @@ class UnknownNodeType(FlowstreamError, LookupError):
             if suggestions
             else ""
         )
+        if declared_at is not None:
+            # Decorating declares a type; only registering makes it known.
+            hint = (
+                f": @node({type_id!r}) at {declared_at} declares it but nothing "
+                "registered it; pass the function itself (Workflow.node(id, fn), "
+                "stream.then(fn)), or register it "
+                "(registry.register(fn), FlowRuntime(registry))"
+            )
         super().__init__(f"unknown node type {type_id!r}{hint}")
 
 

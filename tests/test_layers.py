@@ -41,6 +41,15 @@ FORBIDDEN = {
         "connectors",
     ),
     "flowstream.nodes": ("flowstream.cli", "flowstream.clirun", "flowstream.server"),
+    # The fluent API builds workflows over core and runtime; it names node
+    # types by id, so it needs neither the node library nor the interfaces.
+    "flowstream.dataflow": (
+        "flowstream.nodes",
+        "flowstream.cli",
+        "flowstream.clirun",
+        "flowstream.server",
+        "connectors",
+    ),
     # The server is an interface beside the CLI: it builds on core, runtime,
     # nodes and routed, and reaches connectors only through the registry.
     "flowstream.server": ("flowstream.cli", "connectors"),

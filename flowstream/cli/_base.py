@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from .. import __version__
+from ..core.expr import ExprError, import_ref
 from ..core.workflow import Workflow, read_workflow
 from ..errors import (
     CodecError,
@@ -78,7 +80,22 @@ def _warn(problems: list[Problem]) -> None:
 
 
 def load_graph(path: str, registry: NodeRegistry) -> Graph:
-    """Read and validate a workflow file (raising the user-facing errors)."""
+    """Read and validate a workflow file (raising the user-facing errors).
+
+    ``path`` may also name a workflow built in Python, ``"module:attr"`` (a
+    `Workflow`, or a `flowstream.dataflow.Dataflow`), which may hold lambdas.
+    """
+    if not Path(path).exists() and re.fullmatch(r"[\w.]+:[\w.]+", path):
+        _add_cwd_to_path()
+        try:
+            found = import_ref(path)
+        except ExprError as exc:
+            raise WorkflowValidationError([Problem(str(exc))], path) from None
+        built = getattr(found, "workflow", found)
+        if not isinstance(built, Workflow):
+            msg = f"{path!r} is a {type(found).__name__}, not a Workflow or Dataflow"
+            raise WorkflowValidationError([Problem(msg)], path)
+        return validate(built, registry, source=path)
     workflow: Workflow = read_workflow(path)
     return validate(workflow, registry, source=path)
 

@@ -23,6 +23,7 @@ from typing import Annotated, Any
 import msgspec
 
 from .cel import CelError, CompiledCel, compile_function, default_max_cost, static_cost
+from .live import LiveRef
 from .markers import Marker, marked_fields
 
 if typing.TYPE_CHECKING:
@@ -63,13 +64,35 @@ class ExprError(ValueError):
     """An expression that does not compile, or a reference that does not resolve."""
 
 
-@functools.lru_cache(maxsize=4096)
+class _LiveProgram:
+    """What `compile_expr` gives for a live callable: ``execute`` calls it on ``x``."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def execute(self, env: dict[str, Any] | None = None) -> Any:
+        """Call the callable on the environment's ``x`` (the item)."""
+        return self.fn((env or {}).get("x"))
+
+
 def compile_expr(source: str) -> cel.Program:
     """Compile a CEL expression once; later calls with the same text are free.
+
+    A `LiveRef` (a Python callable in place of the expression) compiles to a
+    program whose ``execute`` calls it on ``x``.
 
     Raises:
         ExprError: The expression does not compile; the message shows where.
     """
+    if isinstance(source, LiveRef):
+        return typing.cast("cel.Program", _LiveProgram(_live_callable(source)))
+    return _compile_text(source)
+
+
+@functools.lru_cache(maxsize=4096)
+def _compile_text(source: str) -> cel.Program:
     try:
         # Imported on first use: the cel package pulls in its CLI's
         # dependencies, ~200 ms and ~25 MB a process that uses no CEL saves.
@@ -137,9 +160,14 @@ def expr_function(
         max_cost: Comprehension steps one evaluation may take (default: the
             process-wide ceiling, `flowstream.core.cel.default_max_cost`).
 
+    A `LiveRef` (a Python callable given in place of the expression, see
+    `flowstream.core.live`) is returned as it is: nothing is compiled.
+
     Raises:
         ExprError: The expression does not compile.
     """
+    if isinstance(source, LiveRef):
+        return _live_callable(source)
     compile_expr(source)  # validates even what takes the fast path
     path = _FIELD_PATH.match(source)
     if path is not None and path.group(1) == var:
@@ -150,7 +178,7 @@ def expr_function(
 
 @functools.lru_cache(maxsize=1024)
 def _compiled(source: str, var: str, max_cost: int) -> CompiledCel:
-    program = compile_expr(source)
+    program = _compile_text(source)
     return compile_function(source, program.execute, var, max_cost=max_cost)
 
 
@@ -160,6 +188,8 @@ def describe_expr(source: str, var: str = "x") -> str:
     Raises:
         ExprError: The expression does not compile.
     """
+    if isinstance(source, LiveRef):
+        return "Python callable"
     compile_expr(source)
     path = _FIELD_PATH.match(source)
     if path is not None and path.group(1) == var:
@@ -173,6 +203,8 @@ def expr_cost(source: str, input_size: int | None = None) -> int | None:
     Lists and strings read from the item count as ``input_size`` long
     (default `flowstream.core.cel.ASSUMED_INPUT_SIZE`).
     """
+    if isinstance(source, LiveRef):
+        return 0  # Python code: trusted, not costed
     if input_size is None:
         return static_cost(source)
     return static_cost(source, input_size)
@@ -228,11 +260,25 @@ def resolve_callable(ref: str) -> Callable[..., Any]:
         ExprError: The module cannot be imported, the attribute is missing, or
             it is not callable.
     """
+    if isinstance(ref, LiveRef):
+        return _live_callable(ref)
     obj = import_ref(ref)
     if not callable(obj):
         msg = f"{ref!r} is a {type(obj).__name__}, not a callable"
         raise ExprError(msg)
     return typing.cast("Callable[..., Any]", obj)
+
+
+def _live_callable(ref: LiveRef) -> Callable[..., Any]:
+    """The callable a `LiveRef` holds.
+
+    Raises:
+        ExprError: It holds something else (a node type).
+    """
+    if not callable(ref.target):
+        msg = f"{ref!s} is a {type(ref.target).__name__}, not a callable"
+        raise ExprError(msg)
+    return typing.cast("Callable[..., Any]", ref.target)
 
 
 def expr_fields(config: msgspec.Struct) -> Iterator[tuple[str, str, str]]:

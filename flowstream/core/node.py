@@ -32,8 +32,16 @@ from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Callable, Sequence
-from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
+from collections.abc import (
+    Callable,
+    ItemsView,
+    Iterator,
+    KeysView,
+    Mapping,
+    Sequence,
+    ValuesView,
+)
+from typing import Any, Literal, Protocol, TypeVar, overload, runtime_checkable
 
 import msgspec
 
@@ -52,6 +60,7 @@ __all__ = [
     "NodeFactory",
     "NodeSpec",
     "NodeState",
+    "declared_location",
     "node",
 ]
 
@@ -98,17 +107,53 @@ F = TypeVar("F", bound=Callable[..., Any])
 class NodeState(Protocol):
     """Per-run key/value state of one node; values must be msgspec-encodable.
 
-    Kept in one place per run so that checkpoints can snapshot it.
+    Kept in one place per run so that checkpoints can snapshot it. At run
+    time it is a ``dict[str, Any]`` (`flowstream.runtime.context.State`);
+    this protocol types the mapping methods node code may use, so that
+    ``mypy --strict`` accepts them (reads are ``Any``).
     """
 
-    def get(self, key: str, default: Any = None) -> Any:
+    def get(self, key: str, default: Any = None, /) -> Any:
         """Return the value under ``key``, or ``default``."""
 
-    def __getitem__(self, key: str) -> Any: ...
+    def setdefault(self, key: str, default: Any, /) -> Any:
+        """Return the value under ``key``, storing ``default`` there first if unset."""
 
-    def __setitem__(self, key: str, value: Any) -> None: ...
+    @overload
+    def pop(self, key: str, /) -> Any: ...
 
-    def __contains__(self, key: object) -> bool: ...
+    @overload
+    def pop(self, key: str, default: Any, /) -> Any: ...
+
+    def pop(self, key: str, *default: Any) -> Any:
+        """Remove ``key`` and return its value (or ``default``)."""
+
+    def update(self, other: Mapping[str, Any], /) -> None:
+        """Store every pair of ``other``."""
+
+    def keys(self) -> KeysView[str]:
+        """The keys."""
+
+    def values(self) -> ValuesView[Any]:
+        """The values."""
+
+    def items(self) -> ItemsView[str, Any]:
+        """The ``(key, value)`` pairs."""
+
+    def clear(self) -> None:
+        """Remove everything."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+    def __setitem__(self, key: str, value: Any, /) -> None: ...
+
+    def __delitem__(self, key: str, /) -> None: ...
+
+    def __contains__(self, key: object, /) -> bool: ...
+
+    def __iter__(self) -> Iterator[str]: ...
+
+    def __len__(self) -> int: ...
 
 
 class NodeContext(Protocol):
@@ -361,6 +406,16 @@ def _config_type(
     raise TypeError(msg)
 
 
+_DECLARED: dict[str, str] = {}
+"""Where each type id was declared by `node` (one entry per id: bounded by
+the code), so that an unregistered id gets a hint, not just "unknown"."""
+
+
+def declared_location(type_id: str) -> str | None:
+    """Where ``@node(type_id)`` was applied in this process, if it was."""
+    return _DECLARED.get(type_id)
+
+
 def node(
     type_id: str,
     *,
@@ -450,6 +505,7 @@ def node(
             p for p in dict.fromkeys(outputs) if p not in (OUT_PORT, ERROR_PORT)
         )
         doc = description if description is not None else inspect.getdoc(obj) or ""
+        _DECLARED[type_id] = where
         return NodeSpec(
             type_id=type_id,
             fn=obj,

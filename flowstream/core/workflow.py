@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 import msgspec
 
-from ..errors import Problem, WorkflowValidationError
+from ..errors import EncodeError, Problem, WorkflowValidationError
 from .backoff import Backoff
 from .codec import (
     DocumentFormat,
@@ -43,10 +43,13 @@ from .codec import (
     document_format,
     encode_document,
 )
+from .live import LiveRef, find_live, live, live_config
 from .resources import FilePath
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from .node import NodeSpec
 
 __all__ = [
     "Checkpoint",
@@ -65,6 +68,7 @@ __all__ = [
     "load_workflow",
     "parse_connection",
     "parse_route",
+    "portable",
     "read_workflow",
     "write_workflow",
 ]
@@ -291,7 +295,7 @@ class Workflow(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     def node(
         self,
         id: str,
-        type: str,
+        type: str | NodeSpec,
         config: dict[str, Any] | None = None,
         *,
         retry: RetryPolicy | None = None,
@@ -304,12 +308,19 @@ class Workflow(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
         parallelism: int | None = None,
         **options: Any,
     ) -> Workflow:
-        """Add a node and return the workflow; ``options`` extend ``config``."""
-        merged = {**(config or {}), **options}
+        """Add a node and return the workflow; ``options`` extend ``config``.
+
+        ``type`` may be a `NodeSpec` (a function decorated with ``@node``),
+        which then needs no registry. Config values that are callables
+        (functions, lambdas, ``functools.partial``...) stand for themselves in
+        any expression or function field (``fn=``, ``key=``, ``timestamp=``,
+        route predicates...): see `flowstream.core.live`.
+        """
+        merged = live_config({**(config or {}), **options})
         self.nodes.append(
             WorkflowNode(
                 id=id,
-                type=type,
+                type=live(type),
                 config=merged,
                 retry=retry,
                 error_handling=error_handling,
@@ -589,14 +600,74 @@ def load_workflow(
     )
 
 
+FN_FIELDS = frozenset({"fn", "merge"})
+"""The names of the config fields that take a ``"module:attr"`` reference
+(`flowstream.core.expr.FnRef`): a live callable there is written as its
+reference when it has one. A test checks the registered node types."""
+
+
+def portable(workflow: Workflow) -> Workflow:
+    """The workflow with each live callable replaced by its ``"module:attr"``.
+
+    Only a callable that imports back to itself, in a field that takes a
+    reference (``fn``, ``merge``) or as a node type (a ``@node`` function),
+    can be written; a lambda, a closure or a callable in a CEL field cannot.
+
+    Raises:
+        EncodeError: Some live callable cannot be written; the message names
+            each node and field.
+    """
+    problems: list[str] = []
+    nodes: list[WorkflowNode] = []
+    for decl in workflow.nodes:
+        changes: dict[str, Any] = {}
+        if isinstance(decl.type, LiveRef):
+            if decl.type.importable:
+                changes["type"] = str(decl.type)
+            else:
+                problems.append(
+                    f"node {decl.id!r}, type: {decl.type!s} is not importable "
+                    "(define the @node function at module level)"
+                )
+        found = find_live(decl.config)
+        if found:
+            changes["config"] = msgspec.json.decode(
+                msgspec.json.encode(decl.config, enc_hook=str)
+            )
+        for path, ref in found:
+            last = re.split(r"[.\[]", path)[-1]
+            if ref.importable and last in FN_FIELDS:
+                continue
+            why = (
+                "a CEL field takes no reference"
+                if ref.importable
+                else "a lambda or local function has no 'module:attr'"
+            )
+            problems.append(
+                f"node {decl.id!r}, config.{path}: the Python callable {ref!s} "
+                f"cannot be written to a file ({why}); use a CEL expression or "
+                "a module-level function in an 'fn' field"
+            )
+        nodes.append(msgspec.structs.replace(decl, **changes) if changes else decl)
+    if problems:
+        msg = f"workflow {workflow.name!r} holds Python callables: " + "; ".join(
+            problems
+        )
+        raise EncodeError(msg)
+    return msgspec.structs.replace(workflow, nodes=nodes)
+
+
 def dump_workflow(workflow: Workflow, format: DocumentFormat) -> bytes:
     """Encode a workflow as a JSON, YAML or TOML document.
 
+    Live callables are written as their ``"module:attr"`` (see `portable`).
+
     Raises:
         EncodeError: The workflow cannot be written in that format (a null
-            config value in TOML, for one).
+            config value in TOML, for one), or holds a Python callable that
+            has no reference; the message names the node and field.
     """
-    return encode_document(workflow, format)
+    return encode_document(portable(workflow), format)
 
 
 def read_workflow(path: str | Path) -> Workflow:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -13,13 +14,15 @@ from .registry import NodeRegistry
 from .validation import Graph, validate
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine, Iterable
+    from collections.abc import Callable, Coroutine, Iterable
+    from typing import Unpack
 
     from ..core.workflow import Workflow
+    from .options import RunSettings
     from .protocol import Executor, ExecutorObserver
     from .result import RunResult
 
-__all__ = ["FlowRuntime", "run_sync"]
+__all__ = ["FlowRuntime", "run_in_thread", "run_sync"]
 
 _T = TypeVar("_T")
 
@@ -72,33 +75,91 @@ class FlowRuntime:
         """
         return validate(workflow, self.registry, source=source)
 
-    def executor(self, workflow: Workflow | Graph, **options: Any) -> Executor:
+    def executor(
+        self,
+        workflow: Workflow | Graph,
+        options: RunOptions | None = None,
+        /,
+        **settings: Unpack[RunSettings],
+    ) -> Executor:
         """Return an executor for one run (to `stop` or `cancel` it later).
 
-        The executor is ``options``' ``backend`` (`RunOptions`); every
-        observer sees it before this returns.
+        The executor is the options' ``backend``; every observer sees it
+        before this returns.
+
+        Args:
+            workflow: What to run.
+            options: How to run it (default `RunOptions()`).
+            settings: Fields of `RunOptions` that override ``options``.
 
         Raises:
             WorkflowValidationError: The workflow is invalid.
             UnknownBackend: No such backend.
         """
         graph = workflow if isinstance(workflow, Graph) else self.validate(workflow)
-        executor = create_executor(graph, self.bus, replace(RunOptions(), **options))
+        chosen = replace(options or RunOptions(), **settings)
+        executor = create_executor(graph, self.bus, chosen)
         for observe in self.observers:
             observe(executor)
         return executor
 
-    async def arun(self, workflow: Workflow | Graph, **options: Any) -> RunResult:
+    async def arun(
+        self,
+        workflow: Workflow | Graph,
+        options: RunOptions | None = None,
+        /,
+        **settings: Unpack[RunSettings],
+    ) -> RunResult:
         """Run a workflow to the end and return its `RunResult`.
 
-        Options are the fields of `RunOptions` (``mode``, ``fuse``,
-        ``max_parallel``, ``capacity``, ``drain_timeout``, ``sleep``).
+        ``options`` (a `RunOptions`) and ``settings`` (its fields as
+        keywords: ``mode``, ``fuse``, ``max_parallel``, ``capacity``,
+        ``drain_timeout``...) say how.
 
         Raises:
             WorkflowValidationError: The workflow is invalid (nothing ran).
         """
-        return await self.executor(workflow, **options).run()
+        return await self.executor(workflow, options, **settings).run()
 
-    def run(self, workflow: Workflow | Graph, **options: Any) -> RunResult:
-        """Blocking form of `arun`, for scripts (starts its own event loop)."""
-        return run_sync(self.arun(workflow, **options))
+    def run(
+        self,
+        workflow: Workflow | Graph,
+        options: RunOptions | None = None,
+        /,
+        **settings: Unpack[RunSettings],
+    ) -> RunResult:
+        """Blocking form of `arun`, for scripts (starts its own event loop).
+
+        Called where an event loop is already running (a Jupyter cell, an
+        ``async def``), the run takes a worker thread with its own loop and
+        this call blocks that loop until it ends; ``await runtime.arun(...)``
+        runs on the caller's loop instead.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return run_sync(self.arun(workflow, options, **settings))
+        return run_in_thread(lambda: run_sync(self.arun(workflow, options, **settings)))
+
+
+def run_in_thread(call: Callable[[], _T]) -> _T:
+    """``call()`` in a new thread (with no running loop), waited for here.
+
+    Its exception, if any, is raised here; a KeyboardInterrupt while waiting
+    leaves the thread to finish on its own (it is a daemon).
+    """
+    box: list[_T] = []
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            box.append(call())
+        except BaseException as exc:  # handed to the caller, re-raised there
+            failure.append(exc)
+
+    worker = threading.Thread(target=target, name="flowstream-run", daemon=True)
+    worker.start()
+    worker.join()
+    if failure:
+        raise failure[0]
+    return box[0]

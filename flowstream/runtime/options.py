@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from .channel import DEFAULT_CAPACITY
 
-__all__ = ["RunOptions", "Sleep"]
+__all__ = ["RunOptions", "RunSettings", "Sleep"]
 
 Sleep = Callable[[float], Any]
 """The coroutine function that waits between retry attempts."""
@@ -71,3 +71,26 @@ class RunOptions:
     backend: str = "local"
     ray_address: str | None = None
     credit_window: int = 8
+
+
+class RunSettings(TypedDict, total=False):
+    """`RunOptions` as keyword arguments (``runtime.run(wf, mode="stream")``).
+
+    The same fields, each optional; a test keeps the two in step.
+    """
+
+    mode: str | None
+    fuse: bool
+    max_parallel: int
+    capacity: int
+    drain_timeout: float
+    sleep: Sleep
+    checkpoint: str | None
+    checkpoint_interval_ms: float
+    fresh: bool
+    max_dead_letters: int
+    batch_probe: Callable[[tuple[str, ...], int, float, float], None] | None
+    probe_every: int
+    backend: str
+    ray_address: str | None
+    credit_window: int

@@ -383,5 +383,5 @@ def _expressions(p: Plan) -> list[dict[str, str]]:
             continue
         for path, kind, text in expr_fields(g.config):
             how = describe_expr(text) if kind == "cel" else "Python callable"
-            found.append({"node": gid, "field": path, "source": text, "runs": how})
+            found.append({"node": gid, "field": path, "source": str(text), "runs": how})
     return found

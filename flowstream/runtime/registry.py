@@ -14,7 +14,7 @@ import logging
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
-from ..core.node import NodeSpec
+from ..core.node import NodeSpec, declared_location
 from ..errors import UnknownNodeType
 
 if TYPE_CHECKING:
@@ -104,7 +104,9 @@ class NodeRegistry:
         try:
             return self._specs[type_id]
         except KeyError:
-            raise UnknownNodeType(type_id, self.suggest(type_id)) from None
+            suggestions = self.suggest(type_id)
+            where = declared_location(type_id)
+            raise UnknownNodeType(type_id, suggestions, declared_at=where) from None
 
     def suggest(self, type_id: str, limit: int = 3) -> list[str]:
         """Return up to ``limit`` registered ids close to ``type_id``."""

@@ -24,6 +24,7 @@ from ..core.expr import (
     import_ref,
     resolve_callable,
 )
+from ..core.live import LiveRef, misplaced_live
 from ..core.node import NodeSpec
 from ..core.workflow import (
     NODE_ID,
@@ -146,6 +147,17 @@ def _node_type(type_id: str, registry: NodeRegistry, allow_callables: bool) -> N
         ExprError: A reference that does not import, is not a node type, or
             is not allowed here.
     """
+    if isinstance(type_id, LiveRef):
+        if not allow_callables:
+            msg = f"Python node types are not allowed here ({type_id!s})"
+            raise ExprError(msg)
+        if not isinstance(type_id.target, NodeSpec):
+            msg = (
+                f"{type_id!s} is a {type(type_id.target).__name__}, not a node type "
+                "(a function decorated with @node)"
+            )
+            raise ExprError(msg)
+        return type_id.target
     if ":" not in type_id or type_id in registry:
         return registry.get(type_id)
     if not allow_callables:
@@ -363,8 +375,20 @@ def _check_config(
         bad = True
     if config is None:
         return None
+    for path in misplaced_live(config):
+        problems.append(
+            Problem(
+                "takes no Python callable (only expression and function fields do)",
+                node=decl.id,
+                field=f"config.{path}",
+            )
+        )
+        bad = True
     for path, kind, text in expr_fields(config):
         try:
+            if isinstance(text, LiveRef) and not allow_callables:
+                msg = f"Python callables are not allowed here ({text!s}); use CEL"
+                raise ExprError(msg)
             if kind == "cel":
                 compile_expr(text)
                 _check_cost(text, max_cel_cost)

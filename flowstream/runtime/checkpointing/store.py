@@ -157,7 +157,9 @@ def workflow_key(workflow: Workflow) -> str:
     # Decoded once, as a file would be: typed fields take their declared
     # types (a delay_ms of 50 becomes 50.0), so the same workflow built in
     # Python or read from a file has one key.
-    canonical = msgspec.json.decode(msgspec.json.encode(bare), type=type(bare))
+    # A live callable (`flowstream.core.live`) counts by its name.
+    encoded = msgspec.json.encode(bare, enc_hook=str)
+    canonical = msgspec.json.decode(encoded, type=type(bare))
     document = msgspec.json.encode(canonical, order="deterministic")
     return hashlib.sha256(document).hexdigest()[:16]
 
