@@ -21,6 +21,7 @@ from . import (
     bench_join,
     bench_linear,
     bench_memory,
+    bench_startup,
     bench_wasm,
     bench_window,
     bench_ws,
@@ -43,6 +44,7 @@ BENCHES: dict[str, Callable[[h.Config], h.Workload]] = {
     "brokers": bench_brokers.run,
     "cel": bench_cel.run,
     "wasm": bench_wasm.run,
+    "startup": bench_startup.run,
 }
 
 

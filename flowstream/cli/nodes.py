@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 import textwrap
 import types
 import typing
 from typing import TYPE_CHECKING, Any
 
 import click
-import msgspec
-
-from ..runtime.registry import NodeRegistry
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -22,6 +18,8 @@ from ._base import cli
 
 
 def _describe(spec: NodeSpec) -> dict[str, Any]:
+    import msgspec
+
     fields: list[dict[str, Any]] = []
     if spec.config_type is not None:
         for f in msgspec.structs.fields(spec.config_type):
@@ -45,6 +43,8 @@ def _describe(spec: NodeSpec) -> dict[str, Any]:
 
 def _example(spec: NodeSpec) -> str:
     """The ``Example:`` section of a node type's docstring, dedented."""
+    import inspect
+
     doc = inspect.getdoc(spec.fn) or ""
     lines = doc.splitlines()
     for i, line in enumerate(lines):
@@ -90,6 +90,10 @@ def _type_name(tp: Any) -> str:
 @click.option("--markdown", is_flag=True, help="The reference page (docs/nodes.md).")
 def nodes_command(as_json: bool, markdown: bool) -> None:
     """List the node types with their ports and config fields."""
+    import msgspec
+
+    from ..runtime.registry import NodeRegistry
+
     specs = [_describe(s) for s in NodeRegistry.default()]
     if as_json:
         click.echo(msgspec.json.format(msgspec.json.encode(specs), indent=2))

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from typing import TYPE_CHECKING, Any
 
 import click
-import msgspec
-
-from ..clirun import CliRun
-from ..core.codec import encode_json
-from ..core.workflow import read_workflow
-from ..errors import (
-    EncodeError,
-)
-from ..routed.flow import Flow
-from ..runtime.events import EventRecorder
-from ..runtime.flow import run_sync
-from ..runtime.validation import validate
 
 if TYPE_CHECKING:
+    from ..clirun import CliRun
+    from ..routed.flow import Flow
     from ..routed.run import FlowResult
     from ..runtime.protocol import Executor
     from ..runtime.result import RunResult
@@ -123,11 +112,17 @@ def run_command(
     when the run completed (or had completed), 1 when it failed, 2 on invalid
     input.
     """
+    from ..clirun import CliRun
+    from ..core.codec import encode_json
+    from ..core.workflow import read_workflow
+    from ..errors import EncodeError
+    from ..runtime.flow import run_sync
+    from ..runtime.validation import validate
+
     if log_format is not None:
         from ..server.logs import configure_logging
 
         configure_logging(log_format)
-    registry = _registry()
     with _user_errors():
         workflow = read_workflow(file)
         if workflow.mode == "routed":
@@ -137,6 +132,8 @@ def run_command(
             if metrics_port is not None:
                 msg = "--metrics-port applies to dataflows, not routed workflows"
                 raise UsageProblem(msg)
+            from ..routed.flow import Flow
+
             flow = Flow.from_workflow(workflow, source=file)
             values = dict(_parse_input(text) for text in inputs)
         elif inputs:
@@ -149,6 +146,7 @@ def run_command(
             )
             raise UsageProblem(msg)
         else:
+            registry = _registry(workflow)
             graph = validate(workflow, registry, source=file)
             _warn(graph.warnings(mode))
     if workflow.mode == "routed":
@@ -212,6 +210,8 @@ async def _observed(
 
 
 def _parse_input(text: str) -> tuple[str, Any]:
+    import msgspec
+
     key, sep, raw = text.partition("=")
     if not sep or not key:
         msg = f"--set {text!r}: write KEY=VALUE"
@@ -225,6 +225,11 @@ def _parse_input(text: str) -> tuple[str, Any]:
 def _run_routed(
     flow: Flow, inputs: dict[str, Any], as_json: bool, events_path: str | None
 ) -> None:
+    import asyncio
+
+    from ..core.codec import encode_json
+    from ..runtime.events import EventRecorder
+
     recorder = EventRecorder(events_path) if events_path else None
     if recorder is not None:
         recorder.attach(flow.bus)
@@ -265,6 +270,8 @@ def _flow_document(result: FlowResult) -> dict[str, Any]:
 
 
 def _result_document(result: RunResult) -> dict[str, Any]:
+    import msgspec
+
     return {
         "status": result.status,
         "run_id": result.run_id,
