@@ -8,6 +8,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
+from .cli._display import is_rich
 from .runtime.events import EventBus, EventRecorder
 from .runtime.flow import FlowRuntime
 
@@ -24,8 +25,9 @@ class CliRun:
     """One run started from a terminal or a script.
 
     The first SIGINT/SIGTERM stops the run gracefully (drain), the second
-    cancels it. With ``progress`` the per-node counts and rates are redrawn on
-    ``stream`` every ``interval`` seconds.
+    cancels it. With ``progress`` the per-node counts are redrawn on
+    ``stream`` every ``interval`` seconds (rich bars with % and ETA where the
+    total is known on a terminal, one plain line per interval otherwise).
     """
 
     def __init__(
@@ -97,21 +99,90 @@ class CliRun:
     async def _show_progress(
         self, executor: Executor, run: asyncio.Task[RunResult]
     ) -> None:
+        # The first frame comes after one interval: a run that ends sooner
+        # (a 1 ms failure, say) never shows a frame of zeros.
+        await asyncio.wait({run}, timeout=self.interval)
+        if run.done():
+            return
+        totals = known_totals(self.graph)
+        if is_rich(self.stream):
+            await self._rich_progress(executor, run, totals)
+            return
         start = time.perf_counter()
-        last_lines = 0
         while not run.done():
-            stats = executor.statistics()
-            elapsed = time.perf_counter() - start
-            lines = [f"running {elapsed:6.1f}s"]
-            for node_id, st in stats.items():
-                rate = st.items_out / elapsed if elapsed > 0 else 0.0
-                lines.append(
-                    f"  {node_id:<20} in {st.items_in:>10,} out {st.items_out:>10,} "
-                    f"{rate:>12,.0f}/s"
-                )
-            # Move up over the previous frame and redraw it in place.
-            up = f"\x1b[{last_lines}F" if last_lines else ""
-            self.stream.write(up + "\n".join(f"{ln}\x1b[K" for ln in lines) + "\n")
+            # Piped: one plain line per interval, no escape codes.
+            elapsed = time.perf_counter() - start + self.interval
+            parts = []
+            for node_id, st in executor.statistics().items():
+                total = totals.get(node_id)
+                pct = f" ({100 * st.items_out / total:.0f}%)" if total else ""
+                parts.append(f"{node_id} in {st.items_in:,} out {st.items_out:,}{pct}")
+            print(f"running {elapsed:.1f}s: " + " | ".join(parts), file=self.stream)
             self.stream.flush()
-            last_lines = len(lines)
             await asyncio.wait({run}, timeout=self.interval)
+
+    async def _rich_progress(
+        self,
+        executor: Executor,
+        run: asyncio.Task[RunResult],
+        totals: dict[str, int],
+    ) -> None:
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        from .cli._display import console, recent_rate
+
+        # Transient: the last frame is erased before the final table.
+        progress = Progress(
+            TextColumn("{task.description:<20}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[counts]}"),
+            TimeElapsedColumn(),
+            console=console(self.stream),
+            transient=True,
+            auto_refresh=False,
+        )
+        tasks = {
+            node_id: progress.add_task(node_id, total=totals.get(node_id), counts="")
+            for node_id in self.graph.nodes
+        }
+        with progress:
+            while not run.done():
+                for node_id, st in executor.statistics().items():
+                    task = tasks.get(node_id)
+                    if task is None:
+                        continue
+                    rate = recent_rate(st)
+                    shown = "-" if rate is None else f"{rate:,.0f}/s"
+                    progress.update(
+                        task,
+                        completed=st.items_out if node_id in totals else 0,
+                        counts=(
+                            f"in {st.items_in:>10,} out {st.items_out:>10,} {shown}"
+                        ),
+                    )
+                progress.refresh()
+                await asyncio.wait({run}, timeout=self.interval)
+
+
+def known_totals(graph: Graph) -> dict[str, int]:
+    """Items each source will emit, where the config says (for % and ETA).
+
+    ``source.range`` knows its length. HOOK(totals): file sources know their
+    size in bytes but report items, not bytes read; add them here once their
+    statistics carry a byte position.
+    """
+    totals: dict[str, int] = {}
+    for node_id, gnode in graph.nodes.items():
+        if gnode.decl.type == "source.range":
+            cfg = gnode.config
+            totals[node_id] = len(range(cfg.start, cfg.stop, cfg.step))
+    return totals

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from ._base import _registry, _user_errors, _warn, cli, load_graph
+from ._display import iso_utc
 
 
 @cli.command("validate")
@@ -36,7 +37,7 @@ def validate_command(file: str) -> None:
     )
 
 
-@cli.command("plan")
+@cli.command("plan", short_help="Show how a workflow runs: tasks and fusion.")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--no-fuse", is_flag=True, help="Plan with fusion off.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document.")
@@ -75,7 +76,7 @@ def plan_command(file: str, no_fuse: bool, as_json: bool) -> None:
         click.echo(f"  {ex['node']}.{ex['field']} {ex['source']!r}: {ex['runs']}")
 
 
-@cli.command("checkpoints")
+@cli.command("checkpoints", short_help="List the runs in a checkpoint store.")
 @click.argument("store", type=click.Path(dir_okay=False, exists=True))
 @click.option("--json", "as_json", is_flag=True, help="One JSON document.")
 @click.option(
@@ -91,7 +92,6 @@ def checkpoints_command(store: str, as_json: bool, forget_failures: bool) -> Non
     it (source offsets and sequences, sinks' committed sizes and rows).
     """
     import asyncio
-    import time
 
     import msgspec
 
@@ -128,7 +128,7 @@ def checkpoints_command(store: str, as_json: bool, forget_failures: bool) -> Non
         progress = (
             f"epoch {r.epoch}" if r.epoch is not None else f"{r.nodes_done} nodes done"
         )
-        updated = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.updated))
+        updated = iso_utc(r.updated)
         click.echo(
             f"{r.run_key:<18} {r.workflow:<20} {r.status:<10} {r.attempts:>5}  "
             f"{progress} (updated {updated})"

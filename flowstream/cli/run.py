@@ -23,12 +23,11 @@ from ._base import (
     _warn,
     cli,
 )
+from ._display import print_outputs, print_summary, short
 from .options import _drain_timeout
 
-_SHOWN = 20  # values and dead letters printed per port; --json has all
 
-
-@cli.command("run")
+@cli.command("run", short_help="Run a workflow file.")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option(
     "--mode", type=click.Choice(["dag", "stream"]), help="Override the file's mode."
@@ -108,7 +107,7 @@ def run_command(
     A routed flow (mode: routed) prints its result and the path of steps
     taken. In stream mode the first SIGINT/SIGTERM drains gracefully, a second
     one cancels. With a checkpoint store, a run that was killed resumes and a
-    run that completed is not run again (``--fresh`` starts over). Exits 0
+    run that completed is not run again (--fresh starts over). Exits 0
     when the run completed (or had completed), 1 when it failed, 2 on invalid
     input.
     """
@@ -174,7 +173,8 @@ def run_command(
             _fail(f"cannot print the result as JSON: {exc}", EXIT_FAILED)
         click.echo(document.decode())
     else:
-        _print_result(result, runner.mode, runner.stopped_by)
+        print_outputs(result)
+        print_summary(result, runner.mode, runner.stopped_by)
     if result.status != "completed":
         click.echo(f"error: {result.error}", err=True)
         sys.exit(EXIT_FAILED)
@@ -245,13 +245,15 @@ def _run_routed(
             doc = encode_json(_flow_document(result))
         click.echo(doc.decode())
     else:
+        # The summary on stderr, the result (the data) on stdout.
         click.echo(
             f"{result.status}: run {result.run_id} in {result.duration_s:.3f}s "
-            f"(routed mode), {result.steps} step{'s' * (result.steps != 1)}"
+            f"(routed mode), {result.steps} step{'s' * (result.steps != 1)}",
+            err=True,
         )
-        click.echo(f"path: {' -> '.join(result.path)}")
+        click.echo(f"path: {' -> '.join(result.path)}", err=True)
         if result.ok:
-            click.echo(f"result: {_short(result.result, 400)}")
+            click.echo(f"result: {short(result.result, 400)}")
     if not result.ok:
         click.echo(f"error: {result.error}", err=True)
         sys.exit(EXIT_FAILED)
@@ -283,41 +285,3 @@ def _result_document(result: RunResult) -> dict[str, Any]:
         "duration_s": round(result.duration_s, 6),
         "skipped": result.skipped,
     }
-
-
-def _short(value: Any, limit: int = 100) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _print_result(result: RunResult, mode: str, stopped_by: str | None) -> None:
-    if result.skipped is not None:
-        click.echo(f"{result.skipped} ({mode} mode)")
-        return
-    if stopped_by:
-        # Say what happened: a drain that timed out (or a second signal)
-        # cancelled the run rather than draining it.
-        how = "drained" if result.status == "completed" else result.error
-        click.echo(f"stopped by {stopped_by}; {how}")
-    click.echo(
-        f"{result.status}: run {result.run_id} in {result.duration_s:.3f}s "
-        f"({mode} mode)"
-    )
-    for node_id, ports in result.outputs.items():
-        for port, values in ports.items():
-            click.echo(f"{node_id}.{port} ({len(values)} items)")
-            for v in values[:_SHOWN]:
-                click.echo(f"  {_short(v)}")
-            if len(values) > _SHOWN:
-                click.echo(f"  ... {len(values) - _SHOWN} more (use --json for all)")
-    if result.dead_letters:
-        click.echo(f"dead letters ({len(result.dead_letters)}):")
-        for d in result.dead_letters[:_SHOWN]:
-            click.echo(f"  {d.node_id}: {d.reason} <- {_short(d.item, 60)}")
-    click.echo("node stats:")
-    for node_id, st in result.stats.items():
-        rate = st.items_out / st.duration_s if st.duration_s > 0 else 0.0
-        click.echo(
-            f"  {node_id:<20} in {st.items_in:>10,}  out {st.items_out:>10,}  "
-            f"errors {st.errors:>4}  {rate:>12,.0f}/s"
-        )
