@@ -13,6 +13,7 @@ from .runtime.events import EventBus, EventRecorder
 from .runtime.flow import FlowRuntime
 
 if TYPE_CHECKING:
+    from .cli._restart import RestartPolicy
     from .runtime.protocol import Executor
     from .runtime.registry import NodeRegistry
     from .runtime.result import RunResult
@@ -25,9 +26,13 @@ class CliRun:
     """One run started from a terminal or a script.
 
     The first SIGINT/SIGTERM stops the run gracefully (drain), the second
-    cancels it. With ``progress`` the per-node counts are redrawn on
-    ``stream`` every ``interval`` seconds (rich bars with % and ETA where the
-    total is known on a terminal, one plain line per interval otherwise).
+    cancels it. With a ``restart`` policy a run that fails is started again
+    (from its last checkpoint when it has a store) after the policy's wait;
+    each restart is a ``run.restarted`` event on the bus (a `NodeEvent` with
+    no node id), counted in ``restarts``. With ``progress`` the per-node
+    counts are redrawn on ``stream`` every ``interval`` seconds (rich bars
+    with % and ETA where the total is known on a terminal, one plain line per
+    interval otherwise).
     """
 
     def __init__(
@@ -45,6 +50,7 @@ class CliRun:
         stream: TextIO | None = None,
         checkpoint: str | None = None,
         fresh: bool = False,
+        restart: RestartPolicy | None = None,
     ) -> None:
         self.graph = graph
         self.runtime = FlowRuntime(registry, EventBus())
@@ -63,15 +69,20 @@ class CliRun:
         self.interval = interval
         self.stream = stream if stream is not None else sys.stderr
         self.stopped_by: str | None = None
+        self.restart = restart
+        self.restarts = 0  # restarts done (each one a run.restarted event)
+        self.gave_up: str | None = None  # why the policy stopped restarting
+        self._executor: Executor | None = None
+        self._stopped = asyncio.Event()
 
     async def run(self) -> RunResult:
         """Run to the end (or until stopped) and return the result."""
-        executor = self.runtime.executor(self.graph, **self.options)
         loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
         installed = []
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
-                loop.add_signal_handler(sig, self._on_signal, executor, sig)
+                loop.add_signal_handler(sig, self._on_signal, sig)
                 installed.append(sig)
             except (NotImplementedError, RuntimeError):  # not the main thread
                 pass
@@ -79,22 +90,84 @@ class CliRun:
         if recorder is not None:
             recorder.attach(self.runtime.bus)
         try:
-            async with asyncio.TaskGroup() as tg:
-                run = tg.create_task(executor.run())
-                if self.progress:
-                    tg.create_task(self._show_progress(executor, run))
-            return run.result()
+            while True:
+                result = await self._run_once()
+                delay = self._restart_delay(result)
+                if delay is None:
+                    return result
+                self._announce_restart(result, delay)
+                # A signal during the wait ends it, and the run with it.
+                try:
+                    async with asyncio.timeout(delay):
+                        await self._stopped.wait()
+                except TimeoutError:
+                    pass
+                if self._stopped.is_set():
+                    return result
+                self.options["fresh"] = False  # the restart resumes
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)
             if recorder is not None:
                 recorder.close()
 
-    def _on_signal(self, executor: Executor, sig: signal.Signals) -> None:
+    async def _run_once(self) -> RunResult:
+        executor = self.runtime.executor(self.graph, **self.options)
+        self._executor = executor
+        async with asyncio.TaskGroup() as tg:
+            run = tg.create_task(executor.run())
+            if self.progress:
+                tg.create_task(self._show_progress(executor, run))
+        return run.result()
+
+    def _restart_delay(self, result: RunResult) -> float | None:
+        """The wait before restarting a failed run; None: no restart."""
+        policy = self.restart
+        if policy is None or result.status != "failed" or self.stopped_by:
+            return None
+        delay = policy.next_delay(time.monotonic())
+        if delay is None:
+            self.gave_up = (
+                f"gave up after {self.restarts} restart(s) ({policy.strategy} policy)"
+            )
+        return delay
+
+    def _announce_restart(self, result: RunResult, delay: float) -> None:
+        from .core.events import NodeEvent
+
+        self.restarts += 1
+        policy = self.restart
+        assert policy is not None
+        data = {
+            "restart": self.restarts,
+            "max_restarts": policy.max_restarts,
+            "strategy": policy.strategy,
+            "delay_s": delay,
+            "error": result.error,
+            "resumes_from_checkpoint": self.options["checkpoint"] is not None
+            or self.graph.workflow.checkpoint is not None,
+        }
+        self.runtime.bus.publish(
+            NodeEvent(
+                run_id=result.run_id,
+                timestamp=time.time(),
+                node_id="",
+                name="run.restarted",
+                data=data,
+            )
+        )
+        print(
+            f"{policy.describe()} in {delay:g}s: the run failed: {result.error}",
+            file=self.stream,
+        )
+
+    def _on_signal(self, sig: signal.Signals) -> None:
         if self.stopped_by is None:
             self.stopped_by = sig.name
             print(f"\n{sig.name}: draining (again to abort)", file=self.stream)
-        executor.stop()
+        self._stopped.set()
+        if self._executor is not None:
+            self._executor.stop()
 
     async def _show_progress(
         self, executor: Executor, run: asyncio.Task[RunResult]

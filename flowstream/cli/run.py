@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 from ._base import (
     EXIT_FAILED,
+    EXIT_INVALID,
     UsageProblem,
     _fail,
     _registry,
@@ -87,6 +88,28 @@ from .options import _drain_timeout
     "(a completed run is otherwise not run again). The sinks' previous "
     "output stays.",
 )
+@click.option(
+    "--restart",
+    type=click.Choice(["no", "on-failure"]),
+    default="no",
+    show_default=True,
+    help="Start a failed run again, from its last checkpoint when it has a "
+    "store (each restart is a run.restarted event).",
+)
+@click.option(
+    "--max-restarts",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Restarts allowed in all [default: 3; none with failure-rate].",
+)
+@click.option(
+    "--restart-backoff",
+    default="fixed:1s",
+    show_default=True,
+    metavar="SPEC",
+    help="fixed:DELAY, exponential:INITIAL:MAX[:FACTOR] or "
+    "failure-rate:N/INTERVAL:DELAY (durations: 250ms, 10s, 5m, 1h).",
+)
 def run_command(
     file: str,
     mode: str | None,
@@ -101,6 +124,9 @@ def run_command(
     log_format: str | None,
     checkpoint: str | None,
     fresh: bool,
+    restart: str,
+    max_restarts: int | None,
+    restart_backoff: str,
 ) -> None:
     """Run a workflow; print its outputs (DAG), a summary (stream) or result.
 
@@ -122,6 +148,14 @@ def run_command(
         from ..server.logs import configure_logging
 
         configure_logging(log_format)
+    from ._restart import RestartPolicy, RestartSpecError
+
+    policy: RestartPolicy | None = None
+    if restart == "on-failure":
+        try:
+            policy = RestartPolicy.parse(restart_backoff, max_restarts)
+        except RestartSpecError as exc:
+            _fail(str(exc), EXIT_INVALID)
     with _user_errors():
         workflow = read_workflow(file)
         if workflow.mode == "routed":
@@ -130,6 +164,9 @@ def run_command(
                 raise UsageProblem(msg)
             if metrics_port is not None:
                 msg = "--metrics-port applies to dataflows, not routed workflows"
+                raise UsageProblem(msg)
+            if policy is not None:
+                msg = "--restart applies to dataflows, not routed workflows"
                 raise UsageProblem(msg)
             from ..routed.flow import Flow
 
@@ -163,18 +200,25 @@ def run_command(
         progress=show,
         checkpoint=checkpoint,
         fresh=fresh,
+        restart=policy,
     )
     with _user_errors():
         result = run_sync(_observed(runner, metrics_port, log_format is not None))
     if as_json:
         try:
-            document = encode_json(_result_document(result))
+            document = encode_json(
+                {**_result_document(result), "restarts": runner.restarts}
+            )
         except EncodeError as exc:
             _fail(f"cannot print the result as JSON: {exc}", EXIT_FAILED)
         click.echo(document.decode())
     else:
         print_outputs(result)
         print_summary(result, runner.mode, runner.stopped_by)
+        if policy is not None:
+            click.echo(f"restarts: {runner.restarts}", err=True)
+    if runner.gave_up is not None:
+        click.echo(f"restart: {runner.gave_up}", err=True)
     if result.status != "completed":
         click.echo(f"error: {result.error}", err=True)
         sys.exit(EXIT_FAILED)
