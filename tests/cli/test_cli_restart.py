@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from typing import TYPE_CHECKING
 
 import pytest
@@ -176,3 +181,50 @@ def test_the_restarts_run_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert result.stderr.count("the run failed: ") == 2
     assert "restarts: 2" in result.stderr
     assert "restart: gave up after 2 restart(s) (exponential policy)" in result.stderr
+
+
+def test_a_signal_during_the_wait_ends_the_run(tmp_path: Path) -> None:
+    wf = tmp_path / "always.yaml"
+    wf.write_text(
+        "name: always\nnodes:\n"
+        "  - {id: numbers, type: source.range, config: {stop: 3}}\n"
+        '  - {id: boom, type: transform.map, config: {expr: "1 / (x - x)"}}\n'
+        "  - {id: out, type: sink.collect}\n"
+        "connections: [numbers -> boom, boom -> out]\n"
+    )
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "flowstream",
+            "run",
+            str(wf),
+            "--restart",
+            "on-failure",
+            "--restart-backoff",
+            "fixed:10m",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    try:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 60
+        seen = ""
+        while time.monotonic() < deadline and "restart 1/3 in 600s" not in seen:
+            seen += proc.stderr.readline()
+        assert "restart 1/3 in 600s" in seen
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)  # not the ten minutes
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, err
+    assert "SIGINT" in err
+    assert "restart 2/3" not in err
+    assert "Traceback" not in err
