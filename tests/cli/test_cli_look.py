@@ -173,3 +173,48 @@ def test_the_summary_on_a_terminal_is_a_rich_table() -> None:
     assert "completed: run " in shown
     assert "items/s (run)" in shown  # the table's header
     assert "│" in shown  # drawn by rich, not as plain lines
+
+
+def test_on_a_terminal_progress_has_bars_and_is_erased_before_the_table(
+    tmp_path: Path,
+) -> None:
+    import pty
+
+    wf = tmp_path / "slow.yaml"
+    wf.write_text(
+        "name: slow\nmode: stream\nnodes:\n"
+        "  - {id: numbers, type: source.range, config: {stop: 40}}\n"
+        "  - {id: wait, type: transform.throttle, config: {rate: 40, burst: 1}}\n"
+        "  - {id: out, type: sink.null}\n"
+        "connections: [numbers -> wait, wait -> out]\n"
+    )
+    leader, follower = pty.openpty()
+    env = {**os.environ, "TERM": "xterm", "COLUMNS": "120"}
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flowstream", "run", str(wf)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=follower,
+        env=env,
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    assert proc.wait(timeout=60) == 0
+    screen = b"".join(chunks).decode("utf-8", "replace")
+    assert "%" in screen  # a bar with its percentage (source.range's total)
+    # Erased (transient) before the summary: no bar drawn after it.
+    last_erase = screen.rfind("\x1b[2K")
+    assert last_erase != -1
+    after = screen[last_erase:]
+    assert "completed: run " in after
+    assert "%" not in after  # no progress line (the table has no %)
