@@ -16,13 +16,34 @@ $(VENV)/.bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	touch $(VENV)/.bench
 
-demo: $(STAMP)
+# The demos need only the base dependencies (no dev tools, no browser): a
+# first `make demo` installs those alone, showing pip's progress, and says how
+# long it took. With uv on the PATH (pip install uv) it is used instead of pip.
+DEMO_STAMP := $(VENV)/.demo
+
+$(DEMO_STAMP): pyproject.toml
+	@start=$$(date +%s); \
+	if [ -f $(STAMP) ] && [ $(STAMP) -nt pyproject.toml ]; then \
+		echo "demo set-up: the dev environment has everything"; \
+	elif command -v uv >/dev/null 2>&1; then \
+		echo "demo set-up: uv, base dependencies only"; \
+		(test -x $(BIN)/python || uv venv --python $(PY) $(VENV)) && \
+		uv pip install --python $(BIN)/python -e . || exit 1; \
+	else \
+		echo "demo set-up: pip, base dependencies only"; \
+		(test -x $(BIN)/python || $(PY) -m venv $(VENV)) && \
+		$(BIN)/python -m pip install --disable-pip-version-check -e . || exit 1; \
+	fi; \
+	echo "demo set-up took $$(( $$(date +%s) - start )) s"
+	@touch $@
+
+demo: $(DEMO_STAMP)
 	$(BIN)/python -m examples.ingest_demo
 
-tour: $(STAMP)
+tour: $(DEMO_STAMP)
 	$(BIN)/python -m examples.demo
 
-crash-demo: $(STAMP)
+crash-demo: $(DEMO_STAMP)
 	$(BIN)/python -m examples.crash_demo
 
 test: $(STAMP)

@@ -22,6 +22,7 @@ from . import (
     bench_linear,
     bench_memory,
     bench_ray,
+    bench_startup,
     bench_wasm,
     bench_window,
     bench_ws,
@@ -45,6 +46,7 @@ BENCHES: dict[str, Callable[[h.Config], h.Workload]] = {
     "cel": bench_cel.run,
     "wasm": bench_wasm.run,
     "ray": bench_ray.run,
+    "startup": bench_startup.run,
 }
 
 

@@ -1,23 +1,23 @@
-"""``make demo``: flowstream end to end on embedded defaults, no outside services.
+"""``make tour``: flowstream end to end on embedded defaults, no outside services.
 
 1. A workflow file is validated and run in DAG mode; its outputs are printed.
 2. The same kind of graph is built in Python, with a node written as a
    five-line async generator.
 3. A stream-mode run ticks for a few seconds, shows live progress, then is
    stopped gracefully and drains.
-4. A broken workflow file shows every problem named at once.
+4. A broken workflow file (examples/broken.yaml) is checked by
+   ``flowstream validate``, which names every problem at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from flowstream import FlowRuntime, NodeRegistry, Workflow, read_workflow
-from flowstream.errors import WorkflowValidationError
 
 from .my_nodes import running_mean
 
@@ -42,12 +42,12 @@ async def main() -> None:
     wf = (
         Workflow("million")
         .node("numbers", "source.range", stop=1_000_000)
-        .node("double", "transform.map", fn="operator:neg")
+        .node("negate", "transform.map", fn="operator:neg")
         .node("keep", "transform.filter", expr="x % 3 != 0")
         .node("mean", "example.running_mean")
         .node("last", "sink.collect")
-        .connect("numbers -> double")
-        .connect("double -> keep")
+        .connect("numbers -> negate")
+        .connect("negate -> keep")
         .connect("keep -> mean")
         .connect("mean -> last")
     )
@@ -85,25 +85,27 @@ async def main() -> None:
         f"all {len(result.output('sink'))} reached the sink (drained)"
     )
 
+
+def validate_broken() -> None:
     banner("4. a broken workflow: every problem named at once")
-    broken = (
-        "name: broken\nnodes:\n"
-        "  - {id: numbers, type: source.range, config: {stop: ten}}\n"
-        "  - {id: double, type: transform.mapp, config: {expr: 'x * 2'}}\n"
-        "  - {id: a, type: transform.map, config: {expr: 'x +'}}\n"
-        "  - {id: b, type: transform.filter, config: {expr: 'x > 1'}}\n"
-        "connections: [numbers -> double, a -> b, b -> a, double.nope -> a]\n"
+    print("$ .venv/bin/flowstream validate examples/broken.yaml")
+    # The command line itself, so this prints what the README shows.
+    checked = subprocess.run(
+        [sys.executable, "-m", "flowstream", "validate", "examples/broken.yaml"],
+        cwd=HERE.parent,
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "broken.yaml"
-        path.write_text(broken)
-        try:
-            runtime.validate(read_workflow(path), source="broken.yaml")
-        except WorkflowValidationError as exc:
-            print(exc)
-    print("\ndemo finished: try `flowstream run examples/numbers.yaml` and `make test`")
+    print(checked.stderr.rstrip())
+    print(f"(exit {checked.returncode})")
+    print(
+        "\ntour finished: try `.venv/bin/flowstream run examples/numbers.yaml` "
+        "and `make test`"
+    )
 
 
 if __name__ == "__main__":
     asyncio.run(main())
+    validate_broken()
     sys.exit(0)

@@ -16,7 +16,6 @@ import contextlib
 import json
 import sqlite3
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from websockets.asyncio.client import connect
 
 from benchmarks.ws_load import Encoding, run_load
 from flowstream import FlowRuntime, NodeEvent, WorkflowStarted, read_workflow
+from flowstream.cli._display import iso_utc
 
 ENCODINGS: tuple[Encoding, ...] = ("json", "msgpack")
 
@@ -100,16 +100,20 @@ async def main(seconds: float, clients: int, rate: float, out: Path = OUT) -> in
             )
             for seed, encoding in enumerate(ENCODINGS)
         ]
+        shown = ""
         while not all(t.done() for t in loads):
             await asyncio.wait(loads, timeout=1.0)
             stats = executor.statistics()
             records = stats["ingest"].items_out - stats["ingest"].dead_letters
-            print(
-                f"   t={time.perf_counter() - t0:4.1f}s  "
+            line = (
                 f"in {records:>8,}  "
                 f"windows {stats['per_sensor'].items_out:>5,}  "
                 f"stored {stats['store'].items_in:>5,}  live {len(live):>5,}"
             )
+            # The load ends on a tick: say each state once, not twice.
+            if line != shown:
+                print(f"   t={time.perf_counter() - t0:4.1f}s  {line}")
+                shown = line
         sent = [t.result() for t in loads]
         print("== stopping gracefully (drain: every record read reaches the sinks)")
         executor.stop()
@@ -117,6 +121,25 @@ async def main(seconds: float, clients: int, rate: float, out: Path = OUT) -> in
         watcher.cancel()
     elapsed = time.perf_counter() - t0
     return summarize(result, sent, live, elapsed, out)
+
+
+def iso_time(value: float) -> str:
+    """An event time as ISO 8601 UTC with ms (display only; data keeps the number).
+
+    Window bounds are epoch milliseconds (ints) or, in older data, epoch
+    seconds (floats): a value past 1e11 is read as milliseconds.
+    """
+    seconds = value / 1000 if value > 1e11 else value
+    return iso_utc(seconds)
+
+
+def describe_dead_letter(line: str, limit: int = 72) -> list[str]:
+    """A dead letter's node and reason in full, its item cut with a mark."""
+    doc = json.loads(line)
+    item = json.dumps(doc.get("item"), separators=(",", ":"))
+    if len(item) > limit:
+        item = f"{item[:limit]}... ({len(item) - limit} more characters)"
+    return [f"node {doc.get('node')!r}: {doc.get('reason')}", f"item {item}"]
 
 
 def summarize(
@@ -152,13 +175,11 @@ def summarize(
         f"   {'sensor':<8} {'window_start (UTC)':<24} {'n':>6} {'mean':>8} {'max':>8}"
     )
     for sensor, start, n, mean, peak in rows:
-        # Stored as epoch ms (int); shown as ISO 8601, UTC, to the ms.
-        when = datetime.fromtimestamp(start / 1000, UTC).isoformat(
-            timespec="milliseconds"
-        )
-        print(f"   {sensor:<8} {when:<24} {n:>6} {mean:>8} {peak:>8}")
+        print(f"   {sensor:<8} {iso_time(start):<24} {n:>6} {mean:>8} {peak:>8}")
     if dead:
-        print(f"\n   a dead letter: {dead[0][:150]}")
+        print("\n   a dead letter:")
+        for line in describe_dead_letter(dead[0]):
+            print(f"     {line}")
     ok = (
         result.status == "completed"
         and records_in == records_sent
@@ -166,7 +187,11 @@ def summarize(
         and stored == windows
         and (total_n or 0) + late == records_in
     )
-    verdict = "nothing lost, nothing counted twice" if ok else "MISMATCH (see above)"
+    verdict = (
+        "OK: nothing lost, nothing counted twice"
+        if ok
+        else "FAIL: the counts above do not match"
+    )
     print(f"\n== check: {verdict}")
     return 0 if ok else 1
 

@@ -8,10 +8,12 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
+from .cli._display import is_rich
 from .runtime.events import EventBus, EventRecorder
 from .runtime.flow import FlowRuntime
 
 if TYPE_CHECKING:
+    from .cli._restart import RestartPolicy
     from .runtime.protocol import Executor
     from .runtime.registry import NodeRegistry
     from .runtime.result import RunResult
@@ -24,8 +26,13 @@ class CliRun:
     """One run started from a terminal or a script.
 
     The first SIGINT/SIGTERM stops the run gracefully (drain), the second
-    cancels it. With ``progress`` the per-node counts and rates are redrawn on
-    ``stream`` every ``interval`` seconds.
+    cancels it. With a ``restart`` policy a run that fails is started again
+    (from its last checkpoint when it has a store) after the policy's wait;
+    each restart is a ``run.restarted`` event on the bus (a `NodeEvent` with
+    no node id), counted in ``restarts``. With ``progress`` the per-node
+    counts are redrawn on ``stream`` every ``interval`` seconds (rich bars
+    with % and ETA where the total is known on a terminal, one plain line per
+    interval otherwise).
     """
 
     def __init__(
@@ -43,6 +50,7 @@ class CliRun:
         stream: TextIO | None = None,
         checkpoint: str | None = None,
         fresh: bool = False,
+        restart: RestartPolicy | None = None,
     ) -> None:
         self.graph = graph
         self.runtime = FlowRuntime(registry, EventBus())
@@ -61,15 +69,20 @@ class CliRun:
         self.interval = interval
         self.stream = stream if stream is not None else sys.stderr
         self.stopped_by: str | None = None
+        self.restart = restart
+        self.restarts = 0  # restarts done (each one a run.restarted event)
+        self.gave_up: str | None = None  # why the policy stopped restarting
+        self._executor: Executor | None = None
+        self._stopped = asyncio.Event()
 
     async def run(self) -> RunResult:
         """Run to the end (or until stopped) and return the result."""
-        executor = self.runtime.executor(self.graph, **self.options)
         loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
         installed = []
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
-                loop.add_signal_handler(sig, self._on_signal, executor, sig)
+                loop.add_signal_handler(sig, self._on_signal, sig)
                 installed.append(sig)
             except (NotImplementedError, RuntimeError):  # not the main thread
                 pass
@@ -77,41 +90,172 @@ class CliRun:
         if recorder is not None:
             recorder.attach(self.runtime.bus)
         try:
-            async with asyncio.TaskGroup() as tg:
-                run = tg.create_task(executor.run())
-                if self.progress:
-                    tg.create_task(self._show_progress(executor, run))
-            return run.result()
+            while True:
+                result = await self._run_once()
+                delay = self._restart_delay(result)
+                if delay is None:
+                    return result
+                self._announce_restart(result, delay)
+                # A signal during the wait ends it, and the run with it.
+                try:
+                    async with asyncio.timeout(delay):
+                        await self._stopped.wait()
+                except TimeoutError:
+                    pass
+                if self._stopped.is_set():
+                    return result
+                self.options["fresh"] = False  # the restart resumes
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)
             if recorder is not None:
                 recorder.close()
 
-    def _on_signal(self, executor: Executor, sig: signal.Signals) -> None:
+    async def _run_once(self) -> RunResult:
+        executor = self.runtime.executor(self.graph, **self.options)
+        self._executor = executor
+        async with asyncio.TaskGroup() as tg:
+            run = tg.create_task(executor.run())
+            if self.progress:
+                tg.create_task(self._show_progress(executor, run))
+        return run.result()
+
+    def _restart_delay(self, result: RunResult) -> float | None:
+        """The wait before restarting a failed run; None: no restart."""
+        policy = self.restart
+        if policy is None or result.status != "failed" or self.stopped_by:
+            return None
+        delay = policy.next_delay(time.monotonic())
+        if delay is None:
+            self.gave_up = (
+                f"gave up after {self.restarts} restart(s) ({policy.strategy} policy)"
+            )
+        return delay
+
+    def _announce_restart(self, result: RunResult, delay: float) -> None:
+        from .core.events import NodeEvent
+
+        self.restarts += 1
+        policy = self.restart
+        assert policy is not None
+        data = {
+            "restart": self.restarts,
+            "max_restarts": policy.max_restarts,
+            "strategy": policy.strategy,
+            "delay_s": delay,
+            "error": result.error,
+            "resumes_from_checkpoint": self.options["checkpoint"] is not None
+            or self.graph.workflow.checkpoint is not None,
+        }
+        self.runtime.bus.publish(
+            NodeEvent(
+                run_id=result.run_id,
+                timestamp=time.time(),
+                node_id="",
+                name="run.restarted",
+                data=data,
+            )
+        )
+        print(
+            f"{policy.describe()} in {delay:g}s: the run failed: {result.error}",
+            file=self.stream,
+        )
+
+    def _on_signal(self, sig: signal.Signals) -> None:
         if self.stopped_by is None:
             self.stopped_by = sig.name
             print(f"\n{sig.name}: draining (again to abort)", file=self.stream)
-        executor.stop()
+        self._stopped.set()
+        if self._executor is not None:
+            self._executor.stop()
 
     async def _show_progress(
         self, executor: Executor, run: asyncio.Task[RunResult]
     ) -> None:
+        # The first frame comes after one interval: a run that ends sooner
+        # (a 1 ms failure, say) never shows a frame of zeros.
+        await asyncio.wait({run}, timeout=self.interval)
+        if run.done():
+            return
+        totals = known_totals(self.graph)
+        if is_rich(self.stream):
+            await self._rich_progress(executor, run, totals)
+            return
         start = time.perf_counter()
-        last_lines = 0
         while not run.done():
-            stats = executor.statistics()
-            elapsed = time.perf_counter() - start
-            lines = [f"running {elapsed:6.1f}s"]
-            for node_id, st in stats.items():
-                rate = st.items_out / elapsed if elapsed > 0 else 0.0
-                lines.append(
-                    f"  {node_id:<20} in {st.items_in:>10,} out {st.items_out:>10,} "
-                    f"{rate:>12,.0f}/s"
-                )
-            # Move up over the previous frame and redraw it in place.
-            up = f"\x1b[{last_lines}F" if last_lines else ""
-            self.stream.write(up + "\n".join(f"{ln}\x1b[K" for ln in lines) + "\n")
+            # Piped: one plain line per interval, no escape codes.
+            elapsed = time.perf_counter() - start + self.interval
+            parts = []
+            for node_id, st in executor.statistics().items():
+                total = totals.get(node_id)
+                pct = f" ({100 * st.items_out / total:.0f}%)" if total else ""
+                parts.append(f"{node_id} in {st.items_in:,} out {st.items_out:,}{pct}")
+            print(f"running {elapsed:.1f}s: " + " | ".join(parts), file=self.stream)
             self.stream.flush()
-            last_lines = len(lines)
             await asyncio.wait({run}, timeout=self.interval)
+
+    async def _rich_progress(
+        self,
+        executor: Executor,
+        run: asyncio.Task[RunResult],
+        totals: dict[str, int],
+    ) -> None:
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        from .cli._display import console, recent_rate
+
+        # Transient: the last frame is erased before the final table.
+        progress = Progress(
+            TextColumn("{task.description:<20}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[counts]}"),
+            TimeElapsedColumn(),
+            console=console(self.stream),
+            transient=True,
+            auto_refresh=False,
+        )
+        tasks = {
+            node_id: progress.add_task(node_id, total=totals.get(node_id), counts="")
+            for node_id in self.graph.nodes
+        }
+        with progress:
+            while not run.done():
+                for node_id, st in executor.statistics().items():
+                    task = tasks.get(node_id)
+                    if task is None:
+                        continue
+                    rate = recent_rate(st)
+                    shown = "-" if rate is None else f"{rate:,.0f}/s"
+                    progress.update(
+                        task,
+                        completed=st.items_out if node_id in totals else 0,
+                        counts=(
+                            f"in {st.items_in:>10,} out {st.items_out:>10,} {shown}"
+                        ),
+                    )
+                progress.refresh()
+                await asyncio.wait({run}, timeout=self.interval)
+
+
+def known_totals(graph: Graph) -> dict[str, int]:
+    """Items each source will emit, where the config says (for % and ETA).
+
+    ``source.range`` knows its length. HOOK(totals): file sources know their
+    size in bytes but report items, not bytes read; add them here once their
+    statistics carry a byte position.
+    """
+    totals: dict[str, int] = {}
+    for node_id, gnode in graph.nodes.items():
+        if gnode.decl.type == "source.range":
+            cfg = gnode.config
+            totals[node_id] = len(range(cfg.start, cfg.stop, cfg.step))
+    return totals

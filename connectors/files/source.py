@@ -54,8 +54,9 @@ class FileSourceConfig(
         schema: Field name -> type name (see `connectors._records`); records
             that break it go to the ``error`` port.
         follow: Keep reading as the file grows (stream mode), like
-            ``tail -f``; survives truncation and rotation (a new file at the
-            path is read from its start).
+            ``tail -F``; survives truncation and rotation (a new file at the
+            path is read from its start) and waits for a file that does not
+            exist yet (said once, then read from its start).
         poll_interval_ms: How often a followed file is checked for growth.
         start_at: ``beginning``, or ``end`` to read only what is appended
             after the start (with ``follow``).
@@ -137,9 +138,22 @@ class FileSource:
         await self.aclose()
 
     async def initialize(self, ctx: NodeContext) -> None:
-        """Open the file (it must exist) and find where to start reading."""
+        """Open the file and find where to start reading.
+
+        Without ``follow`` the file must exist. With ``follow`` a missing
+        file is waited for, as ``tail -F`` does: said once (a log warning and
+        a ``file.waiting`` event), then read from its start when it appears.
+        """
         loop = asyncio.get_running_loop()
-        fd, st = await loop.run_in_executor(None, _open_for_reading, self.config.path)
+        path = self.config.path
+        try:
+            fd, st = await loop.run_in_executor(None, _open_for_reading, path)
+        except FileNotFoundError:
+            if not self.config.follow:
+                raise
+            ctx.logger.warning("%s does not exist yet; waiting for it to appear", path)
+            ctx.event("file.waiting", {"path": path})
+            return
         self._fd = _Descriptor(fd)
         self._ino = (st.st_dev, st.st_ino)
         cfg = self.config
@@ -151,6 +165,23 @@ class FileSource:
                 head = await self._fd.call(_read_head, cfg.max_line_bytes)
                 text = head.decode("utf-8", "replace").rstrip("\r")
                 ctx.state["fields"] = next(csv.reader([text], delimiter=cfg.delimiter))
+
+    async def _appeared(self, ctx: NodeContext) -> bool:
+        """Wait for a followed file that was missing at start; False if stopped."""
+        loop = asyncio.get_running_loop()
+        path = self.config.path
+        while not ctx.stopping.is_set():
+            try:
+                fd, st = await loop.run_in_executor(None, _open_for_reading, path)
+            except FileNotFoundError:
+                await self._wait(ctx)
+                continue
+            self._fd = _Descriptor(fd)
+            self._ino = (st.st_dev, st.st_ino)
+            ctx.logger.info("%s appeared; reading it", path)
+            ctx.event("file.appeared", {"path": path})
+            return True
+        return False
 
     async def shutdown(self) -> None:
         """Close the file."""
@@ -176,7 +207,8 @@ class FileSource:
     async def execute(self, *, ctx: NodeContext) -> AsyncIterator[list[Any]]:
         """Emit the records of each chunk read, as one batch."""
         cfg = self.config
-        assert self._fd is not None, "initialize was not called"
+        if self._fd is None and not await self._appeared(ctx):
+            return  # stopped while waiting for the file
         state = ctx.state
         splitter = LineSplitter(
             state.get("offset", 0), state.get("line", 0), cfg.max_line_bytes

@@ -2,35 +2,33 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import click
-import msgspec
 
-from ..core.codec import encode_json
-from ..core.workflow import read_workflow
-from ..routed.flow import Flow
-from ..runtime.plan import describe, plan
-from ..runtime.validation import validate
 from ._base import _registry, _user_errors, _warn, cli, load_graph
+from ._display import iso_utc
 
 
 @cli.command("validate")
 @click.argument("file", type=click.Path(dir_okay=False))
 def validate_command(file: str) -> None:
     """Check a workflow file and name every problem in it."""
+    from ..core.workflow import read_workflow
+    from ..runtime.validation import validate
+
     with _user_errors():
         workflow = read_workflow(file)
         if workflow.mode == "routed":
+            from ..routed.flow import Flow
+
             flow = Flow.from_workflow(workflow, source=file)
             click.echo(
                 f"ok: {file}: workflow {workflow.name!r} (routed mode), "
                 f"{len(flow.nodes)} steps, {len(flow.routes)} routes"
             )
             return
-        graph = validate(workflow, _registry(), source=file)
+        graph = validate(workflow, _registry(workflow), source=file)
     _warn(graph.warnings())
     wf = graph.workflow
     click.echo(
@@ -39,14 +37,17 @@ def validate_command(file: str) -> None:
     )
 
 
-@cli.command("plan")
+@cli.command("plan", short_help="Show how a workflow runs: tasks and fusion.")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--no-fuse", is_flag=True, help="Plan with fusion off.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document.")
 def plan_command(file: str, no_fuse: bool, as_json: bool) -> None:
     """Show how a workflow runs: its tasks, what is fused, and why not."""
+    from ..core.codec import encode_json
+    from ..runtime.plan import describe, plan
+
     with _user_errors():
-        graph = load_graph(file, _registry())
+        graph = load_graph(file)
     shown = describe(plan(graph, fuse=not no_fuse))
     if as_json:
         click.echo(encode_json(shown).decode())
@@ -89,7 +90,7 @@ def plan_command(file: str, no_fuse: bool, as_json: bool) -> None:
             )
 
 
-@cli.command("checkpoints")
+@cli.command("checkpoints", short_help="List the runs in a checkpoint store.")
 @click.argument("store", type=click.Path(dir_okay=False, exists=True))
 @click.option("--json", "as_json", is_flag=True, help="One JSON document.")
 @click.option(
@@ -104,6 +105,10 @@ def checkpoints_command(store: str, as_json: bool, forget_failures: bool) -> Non
     For a stream run, the last committed epoch and each node's position in
     it (source offsets and sequences, sinks' committed sizes and rows).
     """
+    import asyncio
+
+    import msgspec
+
     from ..runtime.checkpointing import CheckpointStore
 
     async def read() -> tuple[list[Any], dict[str, list[Any]], int]:
@@ -137,7 +142,7 @@ def checkpoints_command(store: str, as_json: bool, forget_failures: bool) -> Non
         progress = (
             f"epoch {r.epoch}" if r.epoch is not None else f"{r.nodes_done} nodes done"
         )
-        updated = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.updated))
+        updated = iso_utc(r.updated)
         click.echo(
             f"{r.run_key:<18} {r.workflow:<20} {r.status:<10} {r.attempts:>5}  "
             f"{progress} (updated {updated})"

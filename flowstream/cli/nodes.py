@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-import inspect
+import re
 import textwrap
 import types
 import typing
 from typing import TYPE_CHECKING, Any
 
 import click
-import msgspec
-
-from ..runtime.registry import NodeRegistry
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from ..core.node import NodeSpec
 
-from ._base import cli
+from ._base import EXIT_INVALID, _fail, cli
 
 
 def _describe(spec: NodeSpec) -> dict[str, Any]:
+    import msgspec
+
     fields: list[dict[str, Any]] = []
     if spec.config_type is not None:
         for f in msgspec.structs.fields(spec.config_type):
@@ -45,6 +44,8 @@ def _describe(spec: NodeSpec) -> dict[str, Any]:
 
 def _example(spec: NodeSpec) -> str:
     """The ``Example:`` section of a node type's docstring, dedented."""
+    import inspect
+
     doc = inspect.getdoc(spec.fn) or ""
     lines = doc.splitlines()
     for i, line in enumerate(lines):
@@ -83,14 +84,35 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-@cli.command("nodes")
+@cli.command("nodes", short_help="List the node types, or show one in full.")
+@click.argument("type_id", metavar="[TYPE]", required=False)
 @click.option(
     "--json", "as_json", is_flag=True, help="One JSON document, for machines."
 )
 @click.option("--markdown", is_flag=True, help="The reference page (docs/nodes.md).")
-def nodes_command(as_json: bool, markdown: bool) -> None:
-    """List the node types with their ports and config fields."""
-    specs = [_describe(s) for s in NodeRegistry.default()]
+def nodes_command(type_id: str | None, as_json: bool, markdown: bool) -> None:
+    """List the node types with their ports and config fields.
+
+    Given a TYPE (such as transform.map), show that one type in full: its
+    description, ports, config fields and example.
+    """
+    import msgspec
+
+    from ..runtime.registry import NodeRegistry
+
+    registry = NodeRegistry.default()
+    if type_id is not None:
+        if type_id not in registry:
+            near = registry.suggest(type_id)
+            hint = f"; did you mean {', '.join(near)}?" if near else ""
+            _fail(f"unknown node type {type_id!r}{hint}", EXIT_INVALID)
+        one = _describe(registry.get(type_id))
+        if as_json:
+            click.echo(msgspec.json.format(msgspec.json.encode(one), indent=2))
+        else:
+            _show_one(one)
+        return
+    specs = [_describe(s) for s in registry]
     if as_json:
         click.echo(msgspec.json.format(msgspec.json.encode(specs), indent=2))
         return
@@ -102,9 +124,37 @@ def nodes_command(as_json: bool, markdown: bool) -> None:
         outs = ", ".join(s["outputs"])
         click.echo(f"{s['type']:<22} in: {ins:<12} out: {outs}")
         if s["description"]:
-            click.echo(f"  {s['description']}")
+            click.echo(f"  {rst_literals(s['description'], markdown=False)}")
         for f in s["config"]:
             click.echo(f"    {_field_line(f)}")
+
+
+_LITERAL = re.compile(r"``(.+?)``", re.DOTALL)
+
+
+def rst_literals(text: str, *, markdown: bool) -> str:
+    """Docstrings' RST ``literals``: Markdown code spans, or plain text."""
+    return _LITERAL.sub(r"`\1`" if markdown else r"\1", text)
+
+
+def _show_one(s: dict[str, Any]) -> None:
+    """One node type in full: description, ports, config and example."""
+    click.echo(s["type"])
+    if s["description"]:
+        click.echo(f"  {rst_literals(s['description'], markdown=False)}")
+    named = " (plus ports named in the config)" if s["ports_from_config"] else ""
+    click.echo(f"  inputs:  {', '.join(s['inputs']) or 'none'}{named}")
+    click.echo(f"  outputs: {', '.join(s['outputs'])}{named}")
+    if s["needs_end_of_input"]:
+        click.echo("  emits only at end of input (not after an unbounded source)")
+    if s["config"]:
+        click.echo("  config:")
+        for f in s["config"]:
+            click.echo(f"    {_field_line(f)}")
+    if s["example"]:
+        click.echo("  example:")
+        for line in rst_literals(s["example"], markdown=False).splitlines():
+            click.echo(f"    {line}")
 
 
 def _field_line(f: dict[str, Any]) -> str:
@@ -151,7 +201,8 @@ def _markdown(specs: Sequence[dict[str, Any]]) -> str:
         *_NODE_FIELDS,
     ]
     for s in specs:
-        lines += [f"## `{s['type']}`", "", s["description"] or "", ""]
+        description = rst_literals(s["description"] or "", markdown=True)
+        lines += [f"## `{s['type']}`", "", description, ""]
         named = " (plus ports named in the config)" if s["ports_from_config"] else ""
         inputs = ", ".join(f"`{p}`" for p in s["inputs"]) or "none"
         lines.append(f"- inputs: {inputs}{named if not s['inputs'] else ''}")
@@ -161,7 +212,10 @@ def _markdown(specs: Sequence[dict[str, Any]]) -> str:
         if s["config"]:
             lines.append("- config:")
             lines += [f"  - `{_field_line(f)}`" for f in s["config"]]
-        if s["example"]:
+        if s["example"] and "``" in s["example"]:
+            # Prose with inline literals: a paragraph with code spans.
+            lines += ["", "Example:", "", rst_literals(s["example"], markdown=True)]
+        elif s["example"]:
             lines += [
                 "",
                 "Example:",

@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from typing import TYPE_CHECKING, Any
 
 import click
-import msgspec
-
-from ..clirun import CliRun
-from ..core.codec import encode_json
-from ..core.workflow import read_workflow
-from ..errors import (
-    EncodeError,
-)
-from ..routed.flow import Flow
-from ..runtime.events import EventRecorder
-from ..runtime.flow import run_sync
-from ..runtime.validation import validate
 
 if TYPE_CHECKING:
+    from ..clirun import CliRun
+    from ..routed.flow import Flow
     from ..routed.run import FlowResult
     from ..runtime.protocol import Executor
     from ..runtime.result import RunResult
 
 from ._base import (
     EXIT_FAILED,
+    EXIT_INVALID,
     UsageProblem,
     _fail,
     _registry,
@@ -34,12 +24,11 @@ from ._base import (
     _warn,
     cli,
 )
+from ._display import print_outputs, print_summary, short
 from .options import _drain_timeout
 
-_SHOWN = 20  # values and dead letters printed per port; --json has all
 
-
-@cli.command("run")
+@cli.command("run", short_help="Run a workflow file.")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option(
     "--mode", type=click.Choice(["dag", "stream"]), help="Override the file's mode."
@@ -114,6 +103,28 @@ _SHOWN = 20  # values and dead letters printed per port; --json has all
     help="With --backend ray: the Ray cluster to join (default: start a "
     "local Ray with this machine's cores).",
 )
+@click.option(
+    "--restart",
+    type=click.Choice(["no", "on-failure"]),
+    default="no",
+    show_default=True,
+    help="Start a failed run again, from its last checkpoint when it has a "
+    "store (each restart is a run.restarted event).",
+)
+@click.option(
+    "--max-restarts",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Restarts allowed in all [default: 3; none with failure-rate].",
+)
+@click.option(
+    "--restart-backoff",
+    default="fixed:1s",
+    show_default=True,
+    metavar="SPEC",
+    help="fixed:DELAY, exponential:INITIAL:MAX[:FACTOR] or "
+    "failure-rate:N/INTERVAL:DELAY (durations: 250ms, 10s, 5m, 1h).",
+)
 def run_command(
     file: str,
     mode: str | None,
@@ -130,21 +141,38 @@ def run_command(
     fresh: bool,
     backend: str,
     ray_address: str | None,
+    restart: str,
+    max_restarts: int | None,
+    restart_backoff: str,
 ) -> None:
     """Run a workflow; print its outputs (DAG), a summary (stream) or result.
 
     A routed flow (mode: routed) prints its result and the path of steps
     taken. In stream mode the first SIGINT/SIGTERM drains gracefully, a second
     one cancels. With a checkpoint store, a run that was killed resumes and a
-    run that completed is not run again (``--fresh`` starts over). Exits 0
+    run that completed is not run again (--fresh starts over). Exits 0
     when the run completed (or had completed), 1 when it failed, 2 on invalid
     input.
     """
+    from ..clirun import CliRun
+    from ..core.codec import encode_json
+    from ..core.workflow import read_workflow
+    from ..errors import EncodeError
+    from ..runtime.flow import run_sync
+    from ..runtime.validation import validate
+
     if log_format is not None:
         from ..server.logs import configure_logging
 
         configure_logging(log_format)
-    registry = _registry()
+    from ._restart import RestartPolicy, RestartSpecError
+
+    policy: RestartPolicy | None = None
+    if restart == "on-failure":
+        try:
+            policy = RestartPolicy.parse(restart_backoff, max_restarts)
+        except RestartSpecError as exc:
+            _fail(str(exc), EXIT_INVALID)
     with _user_errors():
         workflow = read_workflow(file)
         if workflow.mode == "routed":
@@ -154,6 +182,11 @@ def run_command(
             if metrics_port is not None:
                 msg = "--metrics-port applies to dataflows, not routed workflows"
                 raise UsageProblem(msg)
+            if policy is not None:
+                msg = "--restart applies to dataflows, not routed workflows"
+                raise UsageProblem(msg)
+            from ..routed.flow import Flow
+
             flow = Flow.from_workflow(workflow, source=file)
             values = dict(_parse_input(text) for text in inputs)
         elif inputs:
@@ -169,6 +202,7 @@ def run_command(
             )
             raise UsageProblem(msg)
         else:
+            registry = _registry(workflow)
             graph = validate(workflow, registry, source=file)
             _warn(graph.warnings(mode))
     if workflow.mode == "routed":
@@ -186,6 +220,7 @@ def run_command(
         progress=show,
         checkpoint=checkpoint,
         fresh=fresh,
+        restart=policy,
     )
     if backend != "local":
         runner.options["backend"] = backend
@@ -194,12 +229,19 @@ def run_command(
         result = run_sync(_observed(runner, metrics_port, log_format is not None))
     if as_json:
         try:
-            document = encode_json(_result_document(result))
+            document = encode_json(
+                {**_result_document(result), "restarts": runner.restarts}
+            )
         except EncodeError as exc:
             _fail(f"cannot print the result as JSON: {exc}", EXIT_FAILED)
         click.echo(document.decode())
     else:
-        _print_result(result, runner.mode, runner.stopped_by)
+        print_outputs(result)
+        print_summary(result, runner.mode, runner.stopped_by)
+        if policy is not None:
+            click.echo(f"restarts: {runner.restarts}", err=True)
+    if runner.gave_up is not None:
+        click.echo(f"restart: {runner.gave_up}", err=True)
     if result.status != "completed":
         click.echo(f"error: {result.error}", err=True)
         sys.exit(EXIT_FAILED)
@@ -235,6 +277,8 @@ async def _observed(
 
 
 def _parse_input(text: str) -> tuple[str, Any]:
+    import msgspec
+
     key, sep, raw = text.partition("=")
     if not sep or not key:
         msg = f"--set {text!r}: write KEY=VALUE"
@@ -248,6 +292,11 @@ def _parse_input(text: str) -> tuple[str, Any]:
 def _run_routed(
     flow: Flow, inputs: dict[str, Any], as_json: bool, events_path: str | None
 ) -> None:
+    import asyncio
+
+    from ..core.codec import encode_json
+    from ..runtime.events import EventRecorder
+
     recorder = EventRecorder(events_path) if events_path else None
     if recorder is not None:
         recorder.attach(flow.bus)
@@ -263,13 +312,15 @@ def _run_routed(
             doc = encode_json(_flow_document(result))
         click.echo(doc.decode())
     else:
+        # The summary on stderr, the result (the data) on stdout.
         click.echo(
             f"{result.status}: run {result.run_id} in {result.duration_s:.3f}s "
-            f"(routed mode), {result.steps} step{'s' * (result.steps != 1)}"
+            f"(routed mode), {result.steps} step{'s' * (result.steps != 1)}",
+            err=True,
         )
-        click.echo(f"path: {' -> '.join(result.path)}")
+        click.echo(f"path: {' -> '.join(result.path)}", err=True)
         if result.ok:
-            click.echo(f"result: {_short(result.result, 400)}")
+            click.echo(f"result: {short(result.result, 400)}")
     if not result.ok:
         click.echo(f"error: {result.error}", err=True)
         sys.exit(EXIT_FAILED)
@@ -288,6 +339,8 @@ def _flow_document(result: FlowResult) -> dict[str, Any]:
 
 
 def _result_document(result: RunResult) -> dict[str, Any]:
+    import msgspec
+
     return {
         "status": result.status,
         "run_id": result.run_id,
@@ -299,41 +352,3 @@ def _result_document(result: RunResult) -> dict[str, Any]:
         "duration_s": round(result.duration_s, 6),
         "skipped": result.skipped,
     }
-
-
-def _short(value: Any, limit: int = 100) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _print_result(result: RunResult, mode: str, stopped_by: str | None) -> None:
-    if result.skipped is not None:
-        click.echo(f"{result.skipped} ({mode} mode)")
-        return
-    if stopped_by:
-        # Say what happened: a drain that timed out (or a second signal)
-        # cancelled the run rather than draining it.
-        how = "drained" if result.status == "completed" else result.error
-        click.echo(f"stopped by {stopped_by}; {how}")
-    click.echo(
-        f"{result.status}: run {result.run_id} in {result.duration_s:.3f}s "
-        f"({mode} mode)"
-    )
-    for node_id, ports in result.outputs.items():
-        for port, values in ports.items():
-            click.echo(f"{node_id}.{port} ({len(values)} items)")
-            for v in values[:_SHOWN]:
-                click.echo(f"  {_short(v)}")
-            if len(values) > _SHOWN:
-                click.echo(f"  ... {len(values) - _SHOWN} more (use --json for all)")
-    if result.dead_letters:
-        click.echo(f"dead letters ({len(result.dead_letters)}):")
-        for d in result.dead_letters[:_SHOWN]:
-            click.echo(f"  {d.node_id}: {d.reason} <- {_short(d.item, 60)}")
-    click.echo("node stats:")
-    for node_id, st in result.stats.items():
-        rate = st.items_out / st.duration_s if st.duration_s > 0 else 0.0
-        click.echo(
-            f"  {node_id:<20} in {st.items_in:>10,}  out {st.items_out:>10,}  "
-            f"errors {st.errors:>4}  {rate:>12,.0f}/s"
-        )

@@ -16,7 +16,7 @@ from ._base import (
 from .options import _drain_timeout
 
 
-@cli.command("serve")
+@cli.command("serve", short_help="Serve the HTTP/WebSocket API and the web UI.")
 @click.option(
     "--host",
     default="127.0.0.1",

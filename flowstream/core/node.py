@@ -339,6 +339,11 @@ class NodeSpec(msgspec.Struct, frozen=True, kw_only=True):
 
 def _location(obj: Any) -> str:
     target = inspect.unwrap(obj)
+    code = getattr(target, "__code__", None)
+    if code is not None:
+        # A function's first line without reading its source file (which
+        # getsourcelines does, for every node type, at every start-up).
+        return f"{target.__module__}.{target.__qualname__}:{code.co_firstlineno}"
     try:
         line = inspect.getsourcelines(target)[1]
     except (OSError, TypeError):

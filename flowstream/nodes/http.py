@@ -11,7 +11,6 @@ import asyncio
 import math
 from typing import TYPE_CHECKING, Any, Literal
 
-import httpx
 import msgspec
 
 from ..core.node import node
@@ -20,6 +19,8 @@ from ..errors import ConnectError, ConnectionLost, DecodeError, NetworkDenied
 from ..runtime.netpolicy import check_url
 
 if TYPE_CHECKING:
+    import httpx
+
     from ..core.node import NodeContext
 
 __all__ = ["HttpRequest", "HttpRequestNode", "http_request"]
@@ -150,6 +151,8 @@ class HttpRequestNode:
 
     async def initialize(self, ctx: NodeContext) -> None:
         """Open the node's HTTP client (no connection is made yet)."""
+        import httpx  # here, not at module level: `flowstream validate` is fast
+
         config = self.config
         self._client = httpx.AsyncClient(
             transport=self._transport,
@@ -172,6 +175,8 @@ class HttpRequestNode:
         Raises:
             RuntimeError: The node was not initialized (or was shut down).
         """
+        import httpx
+
         client = self._client
         if client is None:
             msg = "http.request: execute() before initialize() or after shutdown()"

@@ -50,9 +50,9 @@ def test_a_second_run_says_it_already_completed(tmp_path: Path, mode: str) -> No
 
     again = CliRunner().invoke(cli, ["run", str(wf)])
     assert again.exit_code == 0, again.output
-    assert "already completed" in again.stdout
-    assert "nothing to do" in again.stdout
-    assert "--fresh" in again.stdout
+    assert "already completed" in again.stderr
+    assert "nothing to do" in again.stderr
+    assert "--fresh" in again.stderr
     assert counts(tmp_path) == (N, N)
 
     as_json = CliRunner().invoke(cli, ["run", str(wf), "--json"])
@@ -68,10 +68,10 @@ def test_fresh_runs_it_again_once(tmp_path: Path) -> None:
     assert CliRunner().invoke(cli, ["run", str(wf)]).exit_code == 0
     fresh = CliRunner().invoke(cli, ["run", str(wf), "--fresh"])
     assert fresh.exit_code == 0, fresh.output
-    assert "already completed" not in fresh.stdout
+    assert "already completed" not in fresh.stderr
     assert counts(tmp_path) == (2 * N, 2 * N)  # the old output stays
     again = CliRunner().invoke(cli, ["run", str(wf)])
-    assert "already completed" in again.stdout
+    assert "already completed" in again.stderr
     assert counts(tmp_path) == (2 * N, 2 * N)
 
 

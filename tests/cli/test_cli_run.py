@@ -123,8 +123,10 @@ def test_stream_mode_sigint_drains_and_exits_0(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, err
-    assert "stopped by SIGINT; drained" in out
-    assert "completed" in out
+    # The summary goes to stderr; stdout is for data (nothing here).
+    assert "stopped by SIGINT; drained" in err
+    assert "completed" in err
+    assert out == ""
     assert "Traceback" not in err
 
 
@@ -182,6 +184,7 @@ def test_a_drain_that_times_out_says_so(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 1, err
-    assert "stopped by SIGINT; drain timed out after 0.3 s: cancelled" in out
-    assert "drained" not in out
+    assert "stopped by SIGINT; drain timed out after 0.3 s: cancelled" in err
+    assert "drained" not in err
+    assert "completed" not in out
     assert "Traceback" not in err

@@ -566,3 +566,72 @@ def test_bad_config_names_the_node_and_field(
     assert problem.node == "f"
     assert problem.field == field
     assert words in problem.message
+
+
+async def test_follow_waits_for_a_missing_file_and_says_so_once(
+    runtime: FlowRuntime, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Like `tail -F`: no "[Errno 2]" at start; the file is read once it exists.
+    path = tmp_path / "later.jsonl"
+    wf = (
+        Workflow("tail", mode="stream")
+        .node("src", "file.source", path=str(path), follow=True, poll_interval_ms=5)
+        .node("out", "sink.collect")
+        .connect("src -> out")
+    )
+    events: list[str] = []
+    runtime.bus.add_listener(
+        lambda e: events.append(e.name) if isinstance(e, NodeEvent) else None
+    )
+    executor = local(runtime.executor(wf))
+    with caplog.at_level(logging.INFO):
+        run = asyncio.ensure_future(executor.run())
+        await wait_for(lambda: "file.waiting" in events, "the waiting event")
+        assert not run.done()
+        path.write_text('{"n": 1}\n')
+        await wait_for(lambda: items_in(executor, "out") >= 1, "the new file")
+        executor.stop()
+        result = await run
+    assert result.ok, result.error
+    assert result.output("out") == [{"n": 1}]
+    assert events.count("file.waiting") == 1
+    assert events.count("file.appeared") == 1
+    waiting = [r for r in caplog.records if "waiting for it" in r.getMessage()]
+    assert len(waiting) == 1
+
+
+async def test_follow_on_a_missing_file_stops_cleanly(
+    runtime: FlowRuntime, tmp_path: Path
+) -> None:
+    path = tmp_path / "never.jsonl"
+    wf = (
+        Workflow("tail", mode="stream")
+        .node("src", "file.source", path=str(path), follow=True, poll_interval_ms=5)
+        .node("out", "sink.collect")
+        .connect("src -> out")
+    )
+    events: list[str] = []
+    runtime.bus.add_listener(
+        lambda e: events.append(e.name) if isinstance(e, NodeEvent) else None
+    )
+    executor = local(runtime.executor(wf))
+    run = asyncio.ensure_future(executor.run())
+    await wait_for(lambda: "file.waiting" in events, "the waiting event")
+    executor.stop()
+    result = await run
+    assert result.ok, result.error
+    assert result.output("out") == []
+
+
+async def test_a_missing_file_without_follow_still_fails(
+    runtime: FlowRuntime, tmp_path: Path
+) -> None:
+    wf = (
+        Workflow("read")
+        .node("src", "file.source", path=str(tmp_path / "absent.jsonl"))
+        .node("out", "sink.collect")
+        .connect("src -> out")
+    )
+    result = await runtime.arun(wf)
+    assert not result.ok
+    assert "absent.jsonl" in (result.error or "")

@@ -40,14 +40,15 @@ def invoke(*args: str) -> Any:
 def test_run_prints_the_result_and_the_path() -> None:
     result = invoke("run", LOGIN)
     assert result.exit_code == 0, result.output
-    lines = result.stdout.splitlines()
+    # The summary (status, path) on stderr, the result (the data) on stdout.
+    lines = result.stderr.splitlines()
     assert lines[0].startswith("completed: run ")
     assert lines[0].endswith("(routed mode), 10 steps")
     assert lines[1] == (
         "path: start -> login -> check -> retry -> login -> check -> retry -> "
         "login -> check -> welcome"
     )
-    assert lines[2] == "result: {'attempts': 3, 'user': 'alice'}"
+    assert result.stdout == "result: {'attempts': 3, 'user': 'alice'}\n"
 
 
 def test_run_json_and_set() -> None:
@@ -78,8 +79,8 @@ def test_a_failed_flow_exits_1_naming_the_step(tmp_path: Path) -> None:
     wf.write_text(FAILING)
     result = invoke("run", str(wf))
     assert result.exit_code == 1
-    assert result.stdout.startswith("failed: run ")
-    assert "path: start" in result.stdout
+    assert result.stderr.startswith("failed: run ")
+    assert "path: start" in result.stderr
     assert "error: step 'start' (step.set) failed" in result.stderr
     assert "Traceback" not in result.output + result.stderr
 

@@ -163,7 +163,9 @@ def test_run_serves_metrics_and_logs_json(tmp_path: Path) -> None:
     assert node_records
     run_id = node_records[0]["run_id"]
     assert run_id
-    assert run_id in out
+    # The summary (on stderr; stdout has the outputs) names the same run.
+    assert f"completed: run {run_id} " in err
+    assert out.startswith("say.out (")  # the outputs, the run's data
 
 
 def test_metrics_port_is_for_dataflows(tmp_path: Path) -> None:
