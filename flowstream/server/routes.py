@@ -367,7 +367,9 @@ async def put_workflow(request: Request[Any, Any, Any], name: WorkflowName) -> W
         )
         raise WorkflowValidationError([problem])
     check_workflow(workflow, ctx.registry, ctx.config)
-    ctx.store.put_workflow(workflow)
+    # YAML is kept as sent, comments and all, for the UI's editor.
+    source = body.decode("utf-8", "replace") if fmt == "yaml" else None
+    ctx.store.put_workflow(workflow, source)
     return workflow
 
 
@@ -394,6 +396,31 @@ async def get_workflow(request: Request[Any, Any, Any], name: WorkflowName) -> W
     if workflow is None:
         raise ApiError(404, f"no workflow {name!r}")
     return workflow
+
+
+@get(
+    "/api/workflows/{name:str}/source",
+    tags=["workflows"],
+    media_type="application/yaml",
+    responses=problem_responses(400, 401, 404),
+    sync_to_thread=False,
+)
+def get_workflow_source(
+    request: Request[Any, Any, Any], name: WorkflowName
+) -> Response[bytes]:
+    """Return a stored workflow as YAML text, for an editor.
+
+    A workflow uploaded as YAML comes back exactly as it was sent, comments
+    included; one uploaded as JSON comes back converted to YAML.
+    """
+    store = server(request).store
+    source = store.workflow_source(name)
+    if source is not None:
+        return Response(source.encode(), media_type="application/yaml")
+    workflow = store.get_workflow(name)
+    if workflow is None:
+        raise ApiError(404, f"no workflow {name!r}")
+    return Response(msgspec.yaml.encode(workflow), media_type="application/yaml")
 
 
 @delete(
@@ -547,6 +574,7 @@ def route_handlers() -> list[ControllerRouterHandler]:
         list_workflows,
         put_workflow,
         get_workflow,
+        get_workflow_source,
         delete_workflow,
         start_run,
         list_runs,
