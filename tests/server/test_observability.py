@@ -251,7 +251,8 @@ def test_text_logs_name_a_run_only_when_there_is_one() -> None:
     assert "None" not in line
     assert "[run=" not in line
     stamp, level, name, message = line.split(" ", 3)
-    assert stamp.endswith("Z") and len(stamp.split(".")[1]) == 4
+    assert stamp.endswith("Z")
+    assert len(stamp.split(".")[1]) == 4
     assert (level, name, message) == ("INFO", "uvicorn.error", "took 3")
     token = current_run.set("run42")
     try:
