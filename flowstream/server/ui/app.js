@@ -442,7 +442,7 @@ function svg(tag, attrs, parent) {
 
 function layout(wf) {
   const g = new dagre.graphlib.Graph({ multigraph: true });
-  g.setGraph({ rankdir: "LR", nodesep: 28, ranksep: 70, marginx: 16, marginy: 16 });
+  g.setGraph({ rankdir: "LR", nodesep: 20, ranksep: 56, marginx: 12, marginy: 12 });
   g.setDefaultEdgeLabel(() => ({}));
   for (const n of wf.nodes || []) g.setNode(n.id, { width: NODE_W, height: NODE_H });
   (wf.connections || []).forEach((c, i) => {
@@ -621,13 +621,16 @@ function chart(label, points, series, fixedMax) {
   if (!fixedMax) for (const p of points) for (const [k] of series) max = Math.max(max, p[k] || 0);
   const last = points.length ? points[points.length - 1] : null;
   const now = last ? series.map(([k]) => (k === "fill" ? (last[k] == null ? "—" : `${Math.round(last[k] * 100)}%`) : fmt(last[k]))).join(" / ") : "—";
-  box.append(Object.assign(document.createElement("div"), { className: "label", textContent: `${label}: ${now} (max ${fixedMax ? "100%" : fmt(max)}, last ${Math.round(HISTORY_S / 60)} min)` }));
+  const covered = points.length > 1 ? seconds(last.t - points[0].t) : "—";
+  box.append(Object.assign(document.createElement("div"), { className: "label", textContent: `${label}: ${now} (max ${fixedMax ? "100%" : fmt(max)}, last ${covered})` }));
   const el = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", "data-points": points.length });
+  // The x axis spans what is recorded, up to HISTORY_S: a young run fills it.
   const t1 = last ? last.t : 0;
+  const span = points.length > 1 ? t1 - points[0].t || 1 : 1;
   for (const [k, cls] of series) {
     const d = points
       .filter((p) => p[k] != null)
-      .map((p, i) => `${i ? "L" : "M"}${(W - ((t1 - p.t) / HISTORY_S) * W).toFixed(1)},${(H - 2 - ((p[k] || 0) / (max || 1)) * (H - 4)).toFixed(1)}`)
+      .map((p, i) => `${i ? "L" : "M"}${(W - ((t1 - p.t) / span) * W).toFixed(1)},${(H - 2 - ((p[k] || 0) / (max || 1)) * (H - 4)).toFixed(1)}`)
       .join(" ");
     if (d) svg("path", { d, class: cls }, el);
   }
