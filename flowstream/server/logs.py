@@ -140,9 +140,7 @@ def configure_logging(fmt: str = "text", level: int = logging.INFO) -> None:
         raise ValueError(msg)
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RunContext())
-    handler.setFormatter(
-        JsonFormatter() if fmt == "json" else TextFormatter()
-    )
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)

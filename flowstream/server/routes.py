@@ -191,6 +191,7 @@ def finish_document(generated: dict[str, Any]) -> dict[str, Any]:
       allows them and leaves out the routed mode and its fields (the server
       runs dataflows only).
     * Starting a run takes an optional body (Litestar marks it required).
+    * Times are ISO 8601 strings (``format: date-time``, UTC, milliseconds).
     """
     doc = copy.deepcopy(generated)
     schemas = doc["components"]["schemas"]
@@ -212,7 +213,23 @@ def finish_document(generated: dict[str, Any]) -> dict[str, Any]:
     doc["paths"]["/api/workflows/{name}/runs"]["post"]["requestBody"]["required"] = (
         False
     )
+    for name, fields in _TIMES.items():
+        for field in fields:
+            prop = schemas[name]["properties"][field]
+            for option in prop.get("oneOf", [prop]):
+                if option.get("type") == "string":
+                    option["format"] = "date-time"
+                    option["pattern"] = _ISO_PATTERN
     return doc
+
+
+# Where the API gives times (`schemas.iso`), and their exact form.
+_TIMES = {
+    "RunSummary": ("started_at", "ended_at"),
+    "RunDetail": ("started_at", "ended_at"),
+    "WorkflowSummary": ("created_at", "updated_at"),
+}
+_ISO_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
 
 
 # Workflow fields of the routed mode, which the server does not run.
