@@ -53,10 +53,12 @@ from ..core.sandbox import SandboxedConfig
 from ..core.workflow import Workflow, parse_workflow
 from ..errors import DecodeError, Problem, WorkflowValidationError
 from .auth import token_matches
+from .checkpoints import checkpoint_states
 from .config import UPLOAD_GRANTS
 from .policy import check_workflow
 from .problems import ApiError, problem_responses
 from .schemas import (
+    CheckpointState,
     Health,
     NodeType,
     RunCreated,
@@ -494,6 +496,29 @@ async def list_runs(
 
 
 @get(
+    "/api/runs/{run_id:str}/checkpoints",
+    tags=["runs"],
+    responses=problem_responses(400, 401, 404),
+)
+async def get_run_checkpoints(
+    request: Request[Any, Any, Any], run_id: RunId
+) -> list[CheckpointState]:
+    """What the checkpoint store of the run's workflow holds of it.
+
+    Empty for a workflow without checkpoints. Each entry is a run of the
+    workflow the store knows: last epoch, last commit, restores, positions.
+    """
+    ctx = server(request)
+    detail = ctx.runs.detail(run_id)
+    if detail.graph is None:
+        return []
+    try:
+        return await checkpoint_states(detail.graph, ctx.config)
+    except ValueError as exc:
+        raise ApiError(422, str(exc)) from None
+
+
+@get(
     "/api/runs/{run_id:str}", tags=["runs"], responses=problem_responses(400, 401, 404)
 )
 async def get_run(request: Request[Any, Any, Any], run_id: RunId) -> RunDetail:
@@ -596,6 +621,7 @@ def route_handlers() -> list[ControllerRouterHandler]:
         start_run,
         list_runs,
         get_run,
+        get_run_checkpoints,
         stop_run,
         cancel_run,
         metrics,

@@ -19,6 +19,7 @@ from ..errors import Problem
 from ..runtime.result import DeadLetter
 
 __all__ = [
+    "CheckpointState",
     "Health",
     "NodeState",
     "NodeStatus",
@@ -240,6 +241,33 @@ class RunDetail(RunSummary, kw_only=True):
     dead_letters: list[DeadLetter] | None = None
     truncated: bool = False
     events_dropped: int = 0
+
+
+class CheckpointState(msgspec.Struct, kw_only=True):
+    """A workflow's run in its checkpoint store, from ``.../checkpoints``.
+
+    Attributes:
+        run_key: The store's id of the run (a hash of the workflow).
+        status: ``running``, ``completed`` or ``failed``, as the store says.
+        started_at: When the store first saw the run.
+        last_commit_at: When it last committed (an epoch, or DAG outputs).
+        attempts: Runs of it so far; each after the first was restored.
+        restores: ``attempts - 1``: how often it resumed from the store.
+        epoch: Stream mode: the last committed epoch; None before the first.
+        nodes_done: DAG mode: one-shot nodes whose outputs are recorded.
+        positions: Each node's small state values in that epoch (source
+            offsets, sinks' committed positions).
+    """
+
+    run_key: str
+    status: str
+    started_at: str
+    last_commit_at: str
+    attempts: int
+    restores: int
+    epoch: int | None = None
+    nodes_done: int = 0
+    positions: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
 
 
 class Health(msgspec.Struct, kw_only=True):

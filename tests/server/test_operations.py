@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import datetime as dt
 from typing import TYPE_CHECKING, Any
@@ -128,6 +129,23 @@ async def test_stream_runs_with_checkpoints_survive_a_server_restart(
         ]
         assert listed["restarts"] == 1
         assert "flowstream_run_restarts_total" in (await client.get("/metrics")).text
+        # Its checkpoint store says so too: a newer epoch, one restore.
+        async with asyncio.timeout(10):
+            while True:
+                r = await client.get(f"/api/runs/{kept}/checkpoints")
+                assert r.status_code == 200, r.text
+                states = r.json()
+                if states and states[0].get("epoch") and states[0]["restores"]:
+                    break
+                await asyncio.sleep(0.05)
+        (state,) = states
+        assert state["restores"] == 1
+        assert state["attempts"] == 2
+        assert parse(state["last_commit_at"]) >= parse(state["started_at"])
+        assert state["epoch"] >= 1, state
+        # A run without checkpoints has none to show.
+        r = await client.get(f"/api/runs/{lost}/checkpoints")
+        assert (r.status_code, r.json()) == (200, [])
         r = await client.post(f"/api/runs/{kept}/stop", headers=AUTH)
         assert r.status_code == 202, r.text
         done = await wait(client, kept, finished)
