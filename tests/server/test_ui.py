@@ -187,6 +187,7 @@ ELEVEN = """\
 # eleven nodes: a timer fanned out to four sinks, and one for dead letters
 name: eleven
 mode: stream
+checkpoint: {path: eleven.ckpt, interval_ms: 100}  # inside the data directory
 nodes:
   - id: tick
     type: source.timer
@@ -322,6 +323,18 @@ async def test_ui_operator_console(chromium: Path, tmp_path: Path) -> None:
                     path=str(SCREENSHOTS / "ui-node-panel.png"), full_page=True
                 )
                 await page.screenshot(path=str(DOCS_SCREENSHOT))
+
+                # The checkpoints view: the store's last epoch and commit.
+                await page.wait_for_function(
+                    "document.getElementById('checkpoints').dataset.epoch > 0"
+                )
+                ckpt = page.locator("#checkpoints table")
+                assert "eleven.ckpt" in (await ckpt.locator("caption").inner_text())
+                heads = await ckpt.locator("th").all_text_contents()
+                assert {"epoch", "last commit", "restores"} <= set(heads), heads
+                await page.locator("#checkpoints-panel").screenshot(
+                    path=str(SCREENSHOTS / "ui-checkpoints.png")
+                )
 
                 # Restart: the active run is cancelled and a new one starts.
                 first = await page.get_attribute("#runs li.selected", "data-run-id")

@@ -263,6 +263,7 @@ async function refreshSelection() {
     state.workflow = result.data.graph;
     record(result.data);
     renderRun();
+    refreshCheckpoints(result.data);
     if (state.socketRun !== sel.id || (!state.socket && !state.socketDone)) {
       openEvents(sel.id);
     }
@@ -636,6 +637,39 @@ function chart(label, points, series, fixedMax) {
   }
   box.append(el);
   return box;
+}
+
+// --- checkpoints --------------------------------------------------------------
+
+let checkpointsAsked = 0;
+async function refreshCheckpoints(run) {
+  // Only workflows with a checkpoint store have any; asked every other poll.
+  const panel = $("checkpoints-panel");
+  if (!run.graph || !run.graph.checkpoint) {
+    panel.hidden = true;
+    return;
+  }
+  panel.hidden = false;
+  if (checkpointsAsked++ % 2) return;
+  let result;
+  try {
+    result = await api("GET", `/api/runs/${run.run_id}/checkpoints`);
+  } catch (_) {
+    return;
+  }
+  if (!result.ok || state.run?.run_id !== run.run_id) return;
+  const box = $("checkpoints");
+  const rows = result.data.map((c) => ({
+    epoch: c.epoch ?? "—",
+    "last commit": clock(c.last_commit_at),
+    restores: c.restores,
+    attempts: c.attempts,
+    status: c.status,
+    "started": clock(c.started_at),
+    positions: Object.keys(c.positions || {}).length ? c.positions : "",
+  }));
+  box.replaceChildren(rows.length ? table(`store ${run.graph.checkpoint.path}, every ${run.graph.checkpoint.interval_ms ?? 1000} ms`, rows) : "(nothing committed yet)");
+  box.dataset.epoch = result.data.length ? result.data[0].epoch ?? 0 : 0;
 }
 
 // --- the workflow editor ------------------------------------------------------
