@@ -272,6 +272,10 @@ async def test_ui_operator_console(chromium: Path, tmp_path: Path) -> None:
                 assert await item.get_attribute("data-line") == str(bad + 1)
                 assert "transform.mapp" in await item.inner_text()
                 await page.wait_for_selector("#editor-gutter .bad")
+                # Line numbers stay beside their lines: the text never
+                # scrolls on its own, the box scrolls both.
+                top = await page.eval_on_selector("#editor-text", "e => e.scrollTop")
+                assert top == 0
                 await page.screenshot(path=str(SCREENSHOTS / "ui-editor-problems.png"))
                 fixed = ELEVEN.replace("transform.mapp", "transform.map")
                 await page.fill("#editor-text", fixed)

@@ -721,7 +721,10 @@ function renderGutter(bad) {
     if (bad.has(i)) span.className = "bad";
     gutter.append(span);
   }
+  // Sized to its text, the textarea never scrolls itself: the box scrolls
+  // both, so line numbers stay beside their lines.
   $("editor-text").rows = Math.max(lines, 8);
+  $("editor-text").scrollTop = 0;
 }
 
 function problemLine(lines, p) {
