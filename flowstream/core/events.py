@@ -49,6 +49,12 @@ class NodeStats(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
         errors: Failures the node reported (each counted once).
         dead_letters: Bad items the node sent to its ``error`` port.
         duration_s: Wall-clock seconds from the node's start to its end.
+        rate_in: Items per second received: over the last few seconds while
+            the node runs, the average over its run once it ended; None when
+            that span is under a second (too short to mean anything). Read
+            from the counters when the stats are taken
+            (`flowstream.runtime.rates`), never counted per item.
+        rate_out: Items per second emitted, likewise.
     """
 
     items_in: int = 0
@@ -56,6 +62,8 @@ class NodeStats(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     errors: int = 0
     dead_letters: int = 0
     duration_s: float = 0.0
+    rate_in: float | None = None
+    rate_out: float | None = None
 
 
 # The shared config lives on a field-less base so that each event lists all of

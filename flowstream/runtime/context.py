@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ..core.events import NodeEvent, NodeStats
 from ..core.node import ERROR_PORT
+from .rates import RateMeter, average
 from .result import DeadLetter
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ class NodeRuntime:
         self.started = 0.0
         self.ended = 0.0
         self.taken_at = 0.0  # perf_counter() when the node last took a batch
+        self._meter: RateMeter | None = None  # made on the first reading
         # Checkpoints (stream mode with a store): set before initialize.
         self.checkpointing = False
         self.restored_epoch = 0
@@ -181,12 +183,32 @@ class NodeRuntime:
         )
 
     def stats(self) -> NodeStats:
-        """Return the node's counters now."""
-        end = self.ended or (time.perf_counter() if self.started else 0.0)
+        """Return the node's counters now, with its rates (`runtime.rates`)."""
+        if not self.started:
+            return NodeStats(
+                items_in=self.items_in,
+                items_out=self.items_out,
+                errors=self.errors,
+                dead_letters=self.dead_letter_count,
+            )
+        duration = max(0.0, (self.ended or time.perf_counter()) - self.started)
+        rate_in: float | None
+        rate_out: float | None
+        if self.ended:
+            rate_in = average(self.items_in, duration)
+            rate_out = average(self.items_out, duration)
+        else:
+            if self._meter is None:
+                self._meter = RateMeter(self.started)
+            rate_in, rate_out = self._meter.read(
+                self.started + duration, self.items_in, self.items_out
+            )
         return NodeStats(
             items_in=self.items_in,
             items_out=self.items_out,
             errors=self.errors,
             dead_letters=self.dead_letter_count,
-            duration_s=max(0.0, end - self.started) if self.started else 0.0,
+            duration_s=duration,
+            rate_in=rate_in,
+            rate_out=rate_out,
         )

@@ -21,7 +21,13 @@ from typing import Any, Final
 
 import msgspec
 
-__all__ = ["JsonFormatter", "RunContext", "configure_logging", "current_run"]
+__all__ = [
+    "JsonFormatter",
+    "RunContext",
+    "TextFormatter",
+    "configure_logging",
+    "current_run",
+]
 
 current_run: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "flowstream_run_id", default=None
@@ -89,7 +95,32 @@ class JsonFormatter(logging.Formatter):
         return self._encoder.encode(doc).decode()
 
 
-_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [run=%(run_id)s] %(message)s"
+class TextFormatter(logging.Formatter):
+    """One line per record: time (ISO 8601, UTC, ms), level, logger, message.
+
+    ``[run=<id>]`` (and ``[node=<id>]``) appear only on records that belong
+    to a run or node, so the web server's own lines carry no ``[run=None]``.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Return the record as one line of text (and its traceback, if any)."""
+        moment = dt.datetime.fromtimestamp(record.created, dt.UTC)
+        parts = [
+            moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            record.levelname,
+            record.name,
+        ]
+        run_id = getattr(record, "run_id", None)
+        if run_id is not None:
+            parts.append(f"[run={run_id}]")
+        node_id = getattr(record, "node_id", None)
+        if node_id is not None:
+            parts.append(f"[node={node_id}]")
+        parts.append(record.getMessage())
+        line = " ".join(parts)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
 
 
 def configure_logging(fmt: str = "text", level: int = logging.INFO) -> None:
@@ -109,9 +140,7 @@ def configure_logging(fmt: str = "text", level: int = logging.INFO) -> None:
         raise ValueError(msg)
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RunContext())
-    handler.setFormatter(
-        JsonFormatter() if fmt == "json" else logging.Formatter(_TEXT_FORMAT)
-    )
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)

@@ -25,6 +25,13 @@ Metric families (labels in braces):
   comma-separated), as of the latest run.
 - ``flowstream_channel_fill_ratio`` / ``flowstream_channel_buffered_batches``
   {workflow, run_id, node, port}: backpressure now; removed when the run ends.
+- ``flowstream_node_items_per_second`` {workflow, run_id, node, direction}:
+  each node's recent rate ``in`` and ``out`` (over the last few seconds, from
+  `flowstream.runtime.rates`: the same numbers as the API and the UI);
+  removed when the run ends. For totals and long-range rates, use
+  ``rate()`` over the ``_total`` counters.
+- ``flowstream_run_restarts_total`` {workflow}: runs the server resumed from
+  their checkpoints after a server restart.
 - ``flowstream_runs`` {status}: runs of this process by status (running now,
   or finished as completed / failed / cancelled).
 - ``flowstream_events_dropped_total`` {workflow}: events that slow
@@ -35,7 +42,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
@@ -166,6 +172,18 @@ class Metrics:
         )
         for status in ("running", "completed", "failed", "cancelled"):
             self.runs.labels(status)  # every status shows, at 0 at first
+        self.rates = Gauge(
+            "flowstream_node_items_per_second",
+            "A node's items per second over the last few seconds.",
+            ("workflow", "run_id", "node", "direction"),
+            registry=r,
+        )
+        self.restarts = Counter(
+            "flowstream_run_restarts",
+            "Runs resumed from their checkpoints after a server restart.",
+            ("workflow",),
+            registry=r,
+        )
         self.events_dropped = Counter(
             "flowstream_events_dropped",
             "Events dropped because a subscriber fell behind.",
@@ -230,12 +248,10 @@ def channel_statistics(
 
 
 class RunWatch:
-    """Follows one run for the metrics, the UI's rates and channel fill.
+    """Follows one run for the metrics and the UI's channel fill.
 
     Attributes:
         states: Each node's state from the run's events.
-        rates: Items per second each node took in over the last interval
-            (for a source: emitted).
         fills: Each node's fullest input channel (0 to 1), while running.
         stats: Each node's counters at the last reading.
         events_dropped: Events the run's bus dropped so far.
@@ -247,13 +263,12 @@ class RunWatch:
         self.run_id = run_id
         self.bus = bus
         self.states: dict[str, NodeState] = {}
-        self.rates: dict[str, float] = {}
         self.fills: dict[str, float] = {}
         self.stats: dict[str, NodeStats] = {}
         self.events_dropped = 0
         self.continues_on_error: set[str] = set()
         self._channels: set[tuple[str, str]] = set()
-        self._last_time = time.perf_counter()
+        self._rated: set[str] = set()
         self._finished = False
         metrics.runs.labels("running").inc()
         self._detach: Callable[[], None] = bus.add_listener(self._on_event)
@@ -281,17 +296,15 @@ class RunWatch:
 
     def sample(self, executor: Executor) -> None:
         """Read the run's counters and channels now and update the metrics."""
-        now = time.perf_counter()
-        elapsed = max(now - self._last_time, 1e-9)
-        self._last_time = now
-        for node_id, stats in executor.statistics().items():
-            before = self.stats.get(node_id)
-            delta_in, delta_out = self._add(node_id, before, stats)
-            # A node's pace is what it takes in; a source's, what it emits.
-            moved = delta_in if stats.items_in else delta_out
-            self.rates[node_id] = moved / elapsed
-        fills: dict[str, float] = {}
         m = self.metrics
+        for node_id, stats in executor.statistics().items():
+            self._add(node_id, self.stats.get(node_id), stats)
+            self._rated.add(node_id)
+            node = (self.workflow, self.run_id, node_id)
+            # No rate yet (under a second of data) reads as 0 to Prometheus.
+            m.rates.labels(*node, "in").set(stats.rate_in or 0.0)
+            m.rates.labels(*node, "out").set(stats.rate_out or 0.0)
+        fills: dict[str, float] = {}
         for (node_id, port), ch in channel_statistics(executor).items():
             labels = (self.workflow, self.run_id, node_id, port)
             self._channels.add((node_id, port))
@@ -311,9 +324,12 @@ class RunWatch:
             for node_id, stats in result.stats.items():
                 self._add(node_id, self.stats.get(node_id), stats)
         self._count_dropped()
-        self.rates = {}
         self.fills = {}
         m = self.metrics
+        for node_id in self._rated:
+            for direction in ("in", "out"):
+                m.rates.remove(self.workflow, self.run_id, node_id, direction)
+        self._rated.clear()
         m.runs.labels("running").dec()
         m.runs.labels(status).inc()
         for node_id, port in self._channels:
@@ -323,9 +339,7 @@ class RunWatch:
         self._channels.clear()
         self._detach()
 
-    def _add(
-        self, node_id: str, before: NodeStats | None, now: NodeStats
-    ) -> tuple[int, int]:
+    def _add(self, node_id: str, before: NodeStats | None, now: NodeStats) -> None:
         # A retried workflow starts its counters again: count the new attempt
         # from zero rather than going backwards.
         if before is None or now.items_in < before.items_in:
@@ -342,7 +356,6 @@ class RunWatch:
         m.dead_letters.labels(*labels).inc(
             max(now.dead_letters - before.dead_letters, 0)
         )
-        return max(delta_in, 0), max(delta_out, 0)
 
     def _count_dropped(self) -> None:
         dropped = self.bus.statistics().dropped

@@ -53,10 +53,12 @@ from ..core.sandbox import SandboxedConfig
 from ..core.workflow import Workflow, parse_workflow
 from ..errors import DecodeError, Problem, WorkflowValidationError
 from .auth import token_matches
+from .checkpoints import checkpoint_states
 from .config import UPLOAD_GRANTS
 from .policy import check_workflow
 from .problems import ApiError, problem_responses
 from .schemas import (
+    CheckpointState,
     Health,
     NodeType,
     RunCreated,
@@ -191,6 +193,7 @@ def finish_document(generated: dict[str, Any]) -> dict[str, Any]:
       allows them and leaves out the routed mode and its fields (the server
       runs dataflows only).
     * Starting a run takes an optional body (Litestar marks it required).
+    * Times are ISO 8601 strings (``format: date-time``, UTC, milliseconds).
     """
     doc = copy.deepcopy(generated)
     schemas = doc["components"]["schemas"]
@@ -212,7 +215,23 @@ def finish_document(generated: dict[str, Any]) -> dict[str, Any]:
     doc["paths"]["/api/workflows/{name}/runs"]["post"]["requestBody"]["required"] = (
         False
     )
+    for name, fields in _TIMES.items():
+        for field in fields:
+            prop = schemas[name]["properties"][field]
+            for option in prop.get("oneOf", [prop]):
+                if option.get("type") == "string":
+                    option["format"] = "date-time"
+                    option["pattern"] = _ISO_PATTERN
     return doc
+
+
+# Where the API gives times (`schemas.iso`), and their exact form.
+_TIMES = {
+    "RunSummary": ("started_at", "ended_at"),
+    "RunDetail": ("started_at", "ended_at"),
+    "WorkflowSummary": ("created_at", "updated_at"),
+}
+_ISO_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
 
 
 # Workflow fields of the routed mode, which the server does not run.
@@ -367,7 +386,9 @@ async def put_workflow(request: Request[Any, Any, Any], name: WorkflowName) -> W
         )
         raise WorkflowValidationError([problem])
     check_workflow(workflow, ctx.registry, ctx.config)
-    ctx.store.put_workflow(workflow)
+    # YAML is kept as sent, comments and all, for the UI's editor.
+    source = body.decode("utf-8", "replace") if fmt == "yaml" else None
+    ctx.store.put_workflow(workflow, source)
     return workflow
 
 
@@ -394,6 +415,31 @@ async def get_workflow(request: Request[Any, Any, Any], name: WorkflowName) -> W
     if workflow is None:
         raise ApiError(404, f"no workflow {name!r}")
     return workflow
+
+
+@get(
+    "/api/workflows/{name:str}/source",
+    tags=["workflows"],
+    media_type="application/yaml",
+    responses=problem_responses(400, 401, 404),
+    sync_to_thread=False,
+)
+def get_workflow_source(
+    request: Request[Any, Any, Any], name: WorkflowName
+) -> Response[bytes]:
+    """Return a stored workflow as YAML text, for an editor.
+
+    A workflow uploaded as YAML comes back exactly as it was sent, comments
+    included; one uploaded as JSON comes back converted to YAML.
+    """
+    store = server(request).store
+    source = store.workflow_source(name)
+    if source is not None:
+        return Response(source.encode(), media_type="application/yaml")
+    workflow = store.get_workflow(name)
+    if workflow is None:
+        raise ApiError(404, f"no workflow {name!r}")
+    return Response(msgspec.yaml.encode(workflow), media_type="application/yaml")
 
 
 @delete(
@@ -447,6 +493,29 @@ async def list_runs(
 ) -> list[RunSummary]:
     """List runs, the latest first, optionally of one workflow."""
     return server(request).store.list_runs(workflow, limit)
+
+
+@get(
+    "/api/runs/{run_id:str}/checkpoints",
+    tags=["runs"],
+    responses=problem_responses(400, 401, 404),
+)
+async def get_run_checkpoints(
+    request: Request[Any, Any, Any], run_id: RunId
+) -> list[CheckpointState]:
+    """What the checkpoint store of the run's workflow holds of it.
+
+    Empty for a workflow without checkpoints. Each entry is a run of the
+    workflow the store knows: last epoch, last commit, restores, positions.
+    """
+    ctx = server(request)
+    detail = ctx.runs.detail(run_id)
+    if detail.graph is None:
+        return []
+    try:
+        return await checkpoint_states(detail.graph, ctx.config)
+    except ValueError as exc:
+        raise ApiError(422, str(exc)) from None
 
 
 @get(
@@ -547,10 +616,12 @@ def route_handlers() -> list[ControllerRouterHandler]:
         list_workflows,
         put_workflow,
         get_workflow,
+        get_workflow_source,
         delete_workflow,
         start_run,
         list_runs,
         get_run,
+        get_run_checkpoints,
         stop_run,
         cancel_run,
         metrics,

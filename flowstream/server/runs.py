@@ -12,6 +12,14 @@ Runs are tasks of the task group that `RunManager.running` opens, and the
 server's lifespan holds that open: no run outlives the server. When the
 server shuts down, every run is stopped (drained, then cancelled after
 ``drain_timeout``) and recorded before the group exits.
+
+Stream runs with checkpoints (a workflow ``checkpoint``) outlive a server
+restart: at shutdown they are stopped but stay marked ``running`` in the
+store, and when the server starts again every run still marked active (a
+shutdown, or a crash of the previous process) resumes from its last
+committed checkpoint under the same run id, its ``restarts`` counted (in the
+API, the UI and ``flowstream_run_restarts_total``). A run that cannot resume
+(no checkpoints, or not valid on this server any more) ends ``interrupted``.
 """
 
 from __future__ import annotations
@@ -23,11 +31,12 @@ import time
 from collections import deque
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import msgspec
 
 from ..core.events import NodeStats, WorkflowCompleted, encode_event
+from ..core.node import ERROR_PORT
 from ..core.workflow import ContinueOnError, Workflow
 from ..errors import EncodeError, Problem, WorkflowValidationError
 from ..runtime.backends import create_executor
@@ -37,7 +46,7 @@ from ..runtime.options import RunOptions
 from .logs import current_run
 from .policy import check_workflow
 from .problems import ApiError
-from .schemas import NodeStatus, RunDetail, RunSummary
+from .schemas import NodeStatus, RunDetail, RunSummary, from_iso, iso
 from .store import RunOutcome
 from .tracing import RunTracer, tracer_for_runs
 
@@ -52,7 +61,7 @@ if TYPE_CHECKING:
     from .config import ServerConfig
     from .metrics import Metrics, RunWatch
     from .schemas import RunRequest
-    from .store import Store
+    from .store import Store, Unfinished
 
     BatchProbe: TypeAlias = Callable[[tuple[str, ...], int, float, float], None]
 
@@ -109,6 +118,10 @@ class LiveRun:
     tracer: RunTracer | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     cancel_requested: bool = False
+    started: float = field(default_factory=time.time)
+    """When the run first started, in unix seconds (before any resume)."""
+    suspended: bool = False
+    """Stopped by a server shutdown, to resume at the next start."""
 
     @property
     def run_id(self) -> str:
@@ -148,20 +161,73 @@ class RunManager:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[RunManager]:
-        """Own the task group runs execute in; stop them all on the way out."""
-        lost = self.store.fail_unfinished("the server stopped before the run ended")
-        if lost:
-            logger.warning("%d run(s) were lost with the previous server process", lost)
+        """Own the task group runs execute in; stop them all on the way out.
+
+        Runs the previous process left active resume first (or end
+        ``interrupted``); at the way out, runs that can resume are stopped
+        but left active in the store for the next start.
+        """
+        unfinished = self.store.take_unfinished()
         async with asyncio.TaskGroup() as group:
             self._group = group
             try:
+                for run in unfinished:
+                    self._resume(run)
                 yield self
             finally:
                 self._group = None
                 for live in list(self._live.values()):
+                    live.suspended = _resumable(live.workflow, live.summary.mode)
                     self._stop(live)
                 # Leaving the group waits for every run: each drains, and the
                 # executor's drain deadline cancels what does not.
+
+    def _resume(self, run: Unfinished) -> None:
+        if not _resumable(run.workflow, run.mode):
+            self.store.interrupt_run(
+                run.run_id,
+                "the server stopped before the run ended, and it has no "
+                "checkpoints to resume from",
+            )
+            logger.warning(
+                "run %s of %r was interrupted by a server restart",
+                run.run_id,
+                run.workflow.name,
+                extra={"run_id": run.run_id},
+            )
+            return
+        try:
+            graph = check_workflow(run.workflow, self.registry, self.config)
+        except WorkflowValidationError as exc:
+            self.store.interrupt_run(
+                run.run_id, f"cannot resume after a server restart: {exc}"
+            )
+            return
+        restarts = self.store.resume_run(run.run_id)
+        summary = self.store.get_run(run.run_id)
+        if summary is None:  # deleted meanwhile: nothing to resume
+            return
+        live = self._launch(
+            run.workflow,
+            graph,
+            run.mode,
+            RunSummary(
+                run_id=run.run_id,
+                workflow=run.workflow.name,
+                mode=run.mode,
+                status="running",
+                started_at=summary.started_at,
+                restarts=restarts,
+            ),
+        )
+        self.metrics.restarts.labels(run.workflow.name).inc()
+        logger.info(
+            "run %s of %r resumed from its checkpoints (restart %d)",
+            live.run_id,
+            run.workflow.name,
+            restarts,
+            extra={"run_id": live.run_id, "workflow": run.workflow.name},
+        )
 
     # --- starting --------------------------------------------------------------
 
@@ -183,7 +249,26 @@ class RunManager:
             raise ApiError(429, msg, headers={"Retry-After": "1"})
         workflow = _with_inputs(workflow, request.inputs)
         graph = check_workflow(workflow, self.registry, self.config)
-        mode = request.mode or workflow.mode
+        live = self._launch(workflow, graph, request.mode or workflow.mode, None)
+        logger.info(
+            "run %s of %r started (%s mode)",
+            live.run_id,
+            workflow.name,
+            live.summary.mode,
+            extra={"run_id": live.run_id, "workflow": workflow.name},
+        )
+        return live
+
+    def _launch(
+        self,
+        workflow: Workflow,
+        graph: Graph,
+        mode: str,
+        resumed: RunSummary | None,
+    ) -> LiveRun:
+        # A new run (resumed None: recorded now) or one resumed under its id.
+        if self._group is None:
+            raise ApiError(503, "the server is shutting down", title="Unavailable")
         bus = EventBus()
         tracer = tracer_for_runs()
         run_tracer = RunTracer(tracer, bus) if tracer is not None else None
@@ -196,14 +281,20 @@ class RunManager:
             mode=mode, drain_timeout=self.config.drain_timeout, batch_probe=probe
         )
         executor = create_executor(graph, bus, options)
-        summary = RunSummary(
-            run_id=executor.run_id,
-            workflow=workflow.name,
-            mode=mode,
-            status="running",
-            started_at=time.time(),
-        )
-        self.store.insert_run(summary, workflow)
+        now = time.time()
+        if resumed is None:
+            summary = RunSummary(
+                run_id=executor.run_id,
+                workflow=workflow.name,
+                mode=mode,
+                status="running",
+                started_at=iso(now),
+            )
+            self.store.insert_run(summary, workflow)
+        else:
+            summary = resumed
+            # The same run goes on: its events carry its id.
+            executor.run_id = summary.run_id
         # Listeners attach before the run's task exists: no event is missed.
         history = EventHistory(self.config.history_head, self.config.history_tail)
         bus.add_listener(history.record)
@@ -224,15 +315,10 @@ class RunManager:
             watch=watch,
             tracer=run_tracer,
         )
+        if resumed is not None:
+            live.started = min(now, from_iso(resumed.started_at))
         self._live[summary.run_id] = live
         self._group.create_task(self._drive(live), name=f"run-{summary.run_id}")
-        logger.info(
-            "run %s of %r started (%s mode)",
-            summary.run_id,
-            workflow.name,
-            mode,
-            extra={"run_id": summary.run_id, "workflow": workflow.name},
-        )
         return live
 
     async def _drive(self, live: LiveRun) -> None:
@@ -282,11 +368,14 @@ class RunManager:
         if result is not None:
             summary.status = result.status
             summary.error = result.error
-            summary.duration_s = result.duration_s
+            # A resumed run lasts from its first start.
+            summary.duration_s = (
+                now - live.started if summary.restarts else result.duration_s
+            )
         else:
             summary.status = "failed" if failure else "cancelled"
             summary.error = failure or "the run was cancelled before it finished"
-            summary.duration_s = now - summary.started_at
+            summary.duration_s = now - live.started
             # The executor had no chance to say so: end the event feed properly.
             live.bus.publish(
                 WorkflowCompleted(
@@ -297,17 +386,26 @@ class RunManager:
                     error=summary.error,
                 )
             )
-        summary.ended_at = now
         live.watch.finish(result, summary.status)
         if live.tracer is not None:
             live.tracer.close()
+        live.bus.close()
+        self._live.pop(summary.run_id, None)
+        if live.suspended and summary.status == "completed":
+            # Stopped by the shutdown: left active, to resume at the next start.
+            logger.info(
+                "run %s stopped with the server; it resumes when the server "
+                "starts again",
+                summary.run_id,
+                extra={"run_id": summary.run_id},
+            )
+            return
+        summary.ended_at = iso(now)
         outcome = self._outcome(live, result)
         try:
             self.store.finish_run(summary, outcome, live.history.snapshot())
         except Exception:
             logger.exception("cannot record the end of run %s", summary.run_id)
-        live.bus.close()
-        self._live.pop(summary.run_id, None)
         logger.info(
             "run %s %s in %.3fs",
             summary.run_id,
@@ -345,12 +443,15 @@ class RunManager:
             st = stats.get(node_id) or NodeStats()
             nodes[node_id] = NodeStatus(
                 type=g.spec.type_id,
+                role=_role(g.spec.type_id, g.inputs, g.outputs),
                 state=watch.states.get(node_id, "pending"),
                 items_in=st.items_in,
                 items_out=st.items_out,
                 errors=st.errors,
                 dead_letters=st.dead_letters,
-                items_per_s=round(watch.rates.get(node_id, 0.0), 3),
+                # Rounding is for display; 3 decimals keep 0.001/s visible.
+                rate_in=None if st.rate_in is None else round(st.rate_in, 3),
+                rate_out=None if st.rate_out is None else round(st.rate_out, 3),
                 channel_fill=watch.fills.get(node_id),
             )
         return nodes
@@ -420,6 +521,27 @@ class RunManager:
         if self.store.get_run(run_id) is None:
             raise ApiError(404, f"no run {run_id!r}")
         raise ApiError(409, f"run {run_id!r} has already finished")
+
+
+def _resumable(workflow: Workflow, mode: str) -> bool:
+    # Only a stream run with checkpoints can pick up where it stopped; a DAG
+    # run started again would redo work and report a second, different end.
+    return mode == "stream" and workflow.checkpoint is not None
+
+
+def _role(
+    type_id: str, inputs: tuple[str, ...], outputs: tuple[str, ...]
+) -> Literal["source", "transform", "sink"]:
+    if not inputs:
+        return "source"
+    # A sink writes what it takes in; sink.collect also hands it on as the
+    # run's outputs, which is still writing, not transforming.
+    kind, _, verb = type_id.partition(".")
+    if kind == "sink" or verb == "sink":
+        return "sink"
+    if not [port for port in outputs if port != ERROR_PORT]:
+        return "sink"
+    return "transform"
 
 
 def _both(first: BatchProbe, second: BatchProbe) -> BatchProbe:

@@ -2,10 +2,14 @@
 
 Litestar encodes and decodes these with msgspec and derives the OpenAPI
 document from them, so the document cannot drift from what is sent.
+
+Times are ISO 8601 strings in UTC with milliseconds
+(``2026-12-03T17:40:00.123Z``, `iso`); durations are seconds.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, Literal, TypeAlias
 
 import msgspec
@@ -15,6 +19,7 @@ from ..errors import Problem
 from ..runtime.result import DeadLetter
 
 __all__ = [
+    "CheckpointState",
     "Health",
     "NodeState",
     "NodeStatus",
@@ -26,17 +31,34 @@ __all__ = [
     "RunStatus",
     "RunSummary",
     "WorkflowSummary",
+    "from_iso",
+    "iso",
 ]
 
+
+def iso(ts: float) -> str:
+    """Unix seconds as ISO 8601 in UTC with milliseconds (``...T17:40:00.123Z``)."""
+    moment = dt.datetime.fromtimestamp(ts, dt.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def from_iso(text: str) -> float:
+    """The unix seconds of a time `iso` wrote."""
+    return dt.datetime.fromisoformat(text).timestamp()
+
+
 RunStatus: TypeAlias = Literal[
-    "running", "stopping", "completed", "failed", "cancelled"
+    "running", "stopping", "completed", "failed", "cancelled", "interrupted"
 ]
-"""A run's status; the last three are final."""
+"""A run's status; the last four are final (``interrupted``: the server
+stopped under it and it could not resume, having no checkpoints)."""
 
 NodeState: TypeAlias = Literal["pending", "running", "completed", "failed", "cancelled"]
 """A node's state within a run, from its events."""
 
-FINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+FINAL_STATUSES: frozenset[str] = frozenset(
+    {"completed", "failed", "cancelled", "interrupted"}
+)
 
 
 class ProblemDocument(msgspec.Struct, kw_only=True):
@@ -114,8 +136,8 @@ class WorkflowSummary(msgspec.Struct, kw_only=True):
     description: str
     nodes: int
     connections: int
-    created_at: float
-    updated_at: float
+    created_at: str
+    updated_at: str
 
 
 class RunRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -145,25 +167,31 @@ class NodeStatus(msgspec.Struct, kw_only=True):
 
     Attributes:
         type: Its node type id.
+        role: ``source`` (no inputs), ``sink`` (no outputs but ``error``:
+            what it takes in is what it wrote) or ``transform``.
         state: From its events: pending until it starts.
-        items_in: Items received on all input ports.
+        items_in: Items received on all input ports (for a sink: written).
         items_out: Items emitted on all output ports.
         errors: Failures counted (each retry too).
         dead_letters: Items given up on, with the reason.
-        items_per_s: Items taken in per second over the last sampling
-            interval (for a source: emitted).
+        rate_in: Items per second received: over the last few seconds while
+            the node runs, the average over its run once it ended; None when
+            the span is under a second (`flowstream.runtime.rates`).
+        rate_out: Items per second emitted, likewise.
         channel_fill: How full its fullest input channel is (0 to 1); None
             when it has no input channel (a source, or fused into its
             upstream's task).
     """
 
     type: str
+    role: Literal["source", "transform", "sink"] = "transform"
     state: NodeState = "pending"
     items_in: int = 0
     items_out: int = 0
     errors: int = 0
     dead_letters: int = 0
-    items_per_s: float = 0.0
+    rate_in: float | None = None
+    rate_out: float | None = None
     channel_fill: float | None = None
 
 
@@ -175,20 +203,23 @@ class RunSummary(msgspec.Struct, kw_only=True):
         workflow: The workflow's name.
         mode: ``dag`` or ``stream``.
         status: Where the run is.
-        started_at: Unix seconds.
-        ended_at: Unix seconds; None while it runs.
-        duration_s: Wall time of a finished run.
-        error: Why it failed or was cancelled.
+        started_at: When it started (ISO 8601, UTC, milliseconds).
+        ended_at: When it ended; None while it runs.
+        duration_s: Wall time of a finished run, in seconds.
+        error: Why it failed, was cancelled or interrupted.
+        restarts: How many times the server resumed it from its checkpoints
+            after a server restart.
     """
 
     run_id: str
     workflow: str
     mode: str
     status: RunStatus
-    started_at: float
-    ended_at: float | None = None
+    started_at: str
+    ended_at: str | None = None
     duration_s: float | None = None
     error: str | None = None
+    restarts: int = 0
 
 
 class RunDetail(RunSummary, kw_only=True):
@@ -210,6 +241,33 @@ class RunDetail(RunSummary, kw_only=True):
     dead_letters: list[DeadLetter] | None = None
     truncated: bool = False
     events_dropped: int = 0
+
+
+class CheckpointState(msgspec.Struct, kw_only=True):
+    """A workflow's run in its checkpoint store, from ``.../checkpoints``.
+
+    Attributes:
+        run_key: The store's id of the run (a hash of the workflow).
+        status: ``running``, ``completed`` or ``failed``, as the store says.
+        started_at: When the store first saw the run.
+        last_commit_at: When it last committed (an epoch, or DAG outputs).
+        attempts: Runs of it so far; each after the first was restored.
+        restores: ``attempts - 1``: how often it resumed from the store.
+        epoch: Stream mode: the last committed epoch; None before the first.
+        nodes_done: DAG mode: one-shot nodes whose outputs are recorded.
+        positions: Each node's small state values in that epoch (source
+            offsets, sinks' committed positions).
+    """
+
+    run_key: str
+    status: str
+    started_at: str
+    last_commit_at: str
+    attempts: int
+    restores: int
+    epoch: int | None = None
+    nodes_done: int = 0
+    positions: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
 
 
 class Health(msgspec.Struct, kw_only=True):

@@ -4,8 +4,12 @@ One file (``flowstream.db`` by default, WAL journal) with two tables:
 ``workflows`` (name, the workflow as JSON, timestamps) and ``runs`` (status,
 timings, the workflow as it ran, and once finished its nodes, outputs, dead
 letters and a bounded record of its events). Both survive restarts; a run
-still marked active when the server starts again was lost with the previous
-process and is marked failed.
+still marked active when the server starts again was cut short with the
+previous process: `take_unfinished` hands those to the run manager, which
+resumes the ones that can resume (stream runs with checkpoints) and marks the
+others ``interrupted``. A workflow uploaded as text (YAML, with its comments)
+keeps that text next to its parsed form. Times are unix seconds in the
+database and ISO 8601 strings in the API (`schemas.iso`).
 
 Calls are synchronous: each is one small statement on a local file, cheaper
 than a thread hop, and every call comes from the event loop's thread.
@@ -21,21 +25,29 @@ import msgspec
 
 from ..core.workflow import Workflow
 from ..runtime.result import DeadLetter
-from .schemas import NodeStatus, RunDetail, RunSummary, WorkflowSummary
+from .schemas import (
+    NodeStatus,
+    RunDetail,
+    RunSummary,
+    WorkflowSummary,
+    from_iso,
+    iso,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["RunOutcome", "Store"]
+__all__ = ["RunOutcome", "Store", "Unfinished"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS workflows (
     name TEXT PRIMARY KEY,
     document BLOB NOT NULL,
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    source TEXT
 );
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
@@ -48,10 +60,26 @@ CREATE TABLE IF NOT EXISTS runs (
     error TEXT,
     graph BLOB NOT NULL,
     outcome BLOB,
-    events BLOB
+    events BLOB,
+    restarts INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started_at);
 """
+
+# Columns added since version 1, for databases made by an older server.
+_MIGRATIONS = (
+    ("workflows", "source", "TEXT"),
+    ("runs", "restarts", "INTEGER NOT NULL DEFAULT 0"),
+)
+
+
+class Unfinished(msgspec.Struct, kw_only=True):
+    """A run a previous server process left active (`Store.take_unfinished`)."""
+
+    run_id: str
+    workflow: Workflow
+    mode: str
+    restarts: int
 
 
 class RunOutcome(msgspec.Struct, kw_only=True):
@@ -89,6 +117,10 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        for table, column, decl in _MIGRATIONS:
+            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -97,22 +129,36 @@ class Store:
 
     # --- workflows -------------------------------------------------------------
 
-    def put_workflow(self, workflow: Workflow) -> bool:
-        """Store a workflow under its name; return True if it is new."""
+    def put_workflow(self, workflow: Workflow, source: str | None = None) -> bool:
+        """Store a workflow under its name; return True if it is new.
+
+        Args:
+            workflow: The parsed workflow.
+            source: The text it was uploaded as (YAML with its comments), to
+                give back to an editor; None when it came as JSON.
+        """
         now = time.time()
         doc = _encoder.encode(workflow)
         cur = self._db.execute(
-            "UPDATE workflows SET document = ?, updated_at = ? WHERE name = ?",
-            (doc, now, workflow.name),
+            "UPDATE workflows SET document = ?, updated_at = ?, source = ?"
+            " WHERE name = ?",
+            (doc, now, source, workflow.name),
         )
         if cur.rowcount:
             return False
         self._db.execute(
-            "INSERT INTO workflows (name, document, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?)",
-            (workflow.name, doc, now, now),
+            "INSERT INTO workflows (name, document, created_at, updated_at, source)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (workflow.name, doc, now, now, source),
         )
         return True
+
+    def workflow_source(self, name: str) -> str | None:
+        """The text a workflow was uploaded as, or None (JSON, or no such one)."""
+        row = self._db.execute(
+            "SELECT source FROM workflows WHERE name = ?", (name,)
+        ).fetchone()
+        return None if row is None else row[0]
 
     def get_workflow(self, name: str) -> Workflow | None:
         """Return the stored workflow, or None."""
@@ -136,8 +182,8 @@ class Store:
                     description=wf.description,
                     nodes=len(wf.nodes),
                     connections=len(wf.connections),
-                    created_at=created,
-                    updated_at=updated,
+                    created_at=iso(created),
+                    updated_at=iso(updated),
                 )
             )
         return summaries
@@ -159,7 +205,7 @@ class Store:
                 run.workflow,
                 run.mode,
                 run.status,
-                run.started_at,
+                from_iso(run.started_at),
                 _encoder.encode(graph),
             ),
         )
@@ -182,7 +228,7 @@ class Store:
             " outcome = ?, events = ? WHERE run_id = ?",
             (
                 summary.status,
-                summary.ended_at,
+                None if summary.ended_at is None else from_iso(summary.ended_at),
                 summary.duration_s,
                 summary.error,
                 _encoder.encode(outcome),
@@ -191,14 +237,46 @@ class Store:
             ),
         )
 
-    def fail_unfinished(self, reason: str) -> int:
-        """Mark runs left active by a previous process as failed; return how many."""
-        cur = self._db.execute(
-            "UPDATE runs SET status = 'failed', error = ?, ended_at = ?"
-            " WHERE status IN ('running', 'stopping')",
-            (reason, time.time()),
+    def take_unfinished(self) -> list[Unfinished]:
+        """The runs a previous process left active, oldest first.
+
+        They stay marked active: the caller resumes each (`resume_run`) or
+        ends it (`interrupt_run`).
+        """
+        rows = self._db.execute(
+            "SELECT run_id, graph, mode, restarts FROM runs"
+            " WHERE status IN ('running', 'stopping') ORDER BY started_at"
+        ).fetchall()
+        return [
+            Unfinished(
+                run_id=run_id,
+                workflow=_workflow_decoder.decode(graph),
+                mode=mode,
+                restarts=restarts,
+            )
+            for run_id, graph, mode, restarts in rows
+        ]
+
+    def interrupt_run(self, run_id: str, reason: str) -> None:
+        """End a run the previous process left active as ``interrupted``."""
+        now = time.time()
+        self._db.execute(
+            "UPDATE runs SET status = 'interrupted', error = ?, ended_at = ?,"
+            " duration_s = ? - started_at WHERE run_id = ?",
+            (reason, now, now, run_id),
         )
-        return cur.rowcount
+
+    def resume_run(self, run_id: str) -> int:
+        """Count one more restart of a run that resumes; return the new count."""
+        self._db.execute(
+            "UPDATE runs SET status = 'running', restarts = restarts + 1"
+            " WHERE run_id = ?",
+            (run_id,),
+        )
+        row = self._db.execute(
+            "SELECT restarts FROM runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        return int(row[0]) if row is not None else 0
 
     def list_runs(
         self, workflow: str | None = None, limit: int = 100
@@ -206,7 +284,7 @@ class Store:
         """The latest runs first, optionally of one workflow."""
         sql = (
             "SELECT run_id, workflow, mode, status, started_at, ended_at,"
-            " duration_s, error FROM runs"
+            " duration_s, error, restarts FROM runs"
         )
         args: tuple[Any, ...] = ()
         if workflow is not None:
@@ -220,18 +298,19 @@ class Store:
         """A run's full record, or None."""
         row = self._db.execute(
             "SELECT run_id, workflow, mode, status, started_at, ended_at,"
-            " duration_s, error, graph, outcome FROM runs WHERE run_id = ?",
+            " duration_s, error, restarts, graph, outcome FROM runs"
+            " WHERE run_id = ?",
             (run_id,),
         ).fetchone()
         if row is None:
             return None
-        summary = _summary(row[:8])
+        summary = _summary(row[:9])
         detail = RunDetail(
             **msgspec.structs.asdict(summary),
-            graph=_workflow_decoder.decode(row[8]),
+            graph=_workflow_decoder.decode(row[9]),
         )
-        if row[9] is not None:
-            outcome = _outcome_decoder.decode(row[9])
+        if row[10] is not None:
+            outcome = _outcome_decoder.decode(row[10])
             detail.nodes = outcome.nodes
             detail.outputs = outcome.outputs
             detail.dead_letters = outcome.dead_letters
@@ -252,14 +331,15 @@ class Store:
 
 
 def _summary(row: tuple[Any, ...]) -> RunSummary:
-    run_id, workflow, mode, status, started, ended, duration, error = row
+    run_id, workflow, mode, status, started, ended, duration, error, restarts = row
     return RunSummary(
         run_id=run_id,
         workflow=workflow,
         mode=mode,
         status=status,
-        started_at=started,
-        ended_at=ended,
+        started_at=iso(started),
+        ended_at=None if ended is None else iso(ended),
         duration_s=duration,
         error=error,
+        restarts=restarts,
     )

@@ -131,7 +131,7 @@ async def wait_for_run(
 
 
 def finished(detail: dict[str, Any]) -> bool:
-    return detail["status"] in ("completed", "failed", "cancelled")
+    return detail["status"] in ("completed", "failed", "cancelled", "interrupted")
 
 
 # --- a real server -------------------------------------------------------------

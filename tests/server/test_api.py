@@ -450,14 +450,14 @@ async def test_restart_keeps_workflows_and_finished_runs(tmp_path: Path) -> None
         await put(client, NUMBERS)
         run_id = await start(client, "numbers")
         before = await wait_for_run(client, run_id, finished)
-    # A run left active by a process that died is found failed.
+    # A DAG run left active by a process that died is found interrupted.
     store = Store(config.db)
     lost = RunSummary(
         run_id="dead00",
         workflow="numbers",
         mode="dag",
         status="running",
-        started_at=1.0,
+        started_at="2026-01-02T03:04:05.678Z",
     )
     store.insert_run(lost, Workflow("numbers"))
     store.close()
@@ -468,8 +468,10 @@ async def test_restart_keeps_workflows_and_finished_runs(tmp_path: Path) -> None
         assert after == before
         assert after["outputs"] == {"result": {"out": NUMBERS_OUT}}
         dead = (await client.get("/api/runs/dead00")).json()
-        assert dead["status"] == "failed"
+        assert dead["status"] == "interrupted"
         assert "server stopped" in dead["error"]
+        assert dead["started_at"] == "2026-01-02T03:04:05.678Z"
+        assert dead["ended_at"] > dead["started_at"]
         assert {r["run_id"] for r in (await client.get("/api/runs")).json()} == {
             run_id,
             "dead00",

@@ -10,7 +10,12 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from flowstream import EventBus, FlowRuntime, Workflow
-from flowstream.server.logs import JsonFormatter, RunContext, current_run
+from flowstream.server.logs import (
+    JsonFormatter,
+    RunContext,
+    TextFormatter,
+    current_run,
+)
 from flowstream.server.tracing import RunTracer, tracer_for_runs
 
 from .conftest import AUTH, TICKS, finished, wait_for_run
@@ -226,6 +231,34 @@ def test_json_logs_carry_run_and_node_ids() -> None:
         doc = render("flowstream.node.parse")
         assert (doc["run_id"], doc["node_id"]) == ("run42", "parse")
         assert render("x", node_id="mine")["node_id"] == "mine"
+    finally:
+        current_run.reset(token)
+
+
+def test_text_logs_name_a_run_only_when_there_is_one() -> None:
+    formatter = TextFormatter()
+    context = RunContext()
+
+    def render(logger: str) -> str:
+        record = logging.getLogger(logger).makeRecord(
+            logger, logging.INFO, __file__, 1, "took %d", (3,), None
+        )
+        context.filter(record)
+        return formatter.format(record)
+
+    # uvicorn's own lines belong to no run: no "[run=None]" on them.
+    line = render("uvicorn.error")
+    assert "None" not in line
+    assert "[run=" not in line
+    stamp, level, name, message = line.split(" ", 3)
+    assert stamp.endswith("Z")
+    assert len(stamp.split(".")[1]) == 4
+    assert (level, name, message) == ("INFO", "uvicorn.error", "took 3")
+    token = current_run.set("run42")
+    try:
+        assert render("flowstream.node.parse").endswith(
+            " INFO flowstream.node.parse [run=run42] [node=parse] took 3"
+        )
     finally:
         current_run.reset(token)
 

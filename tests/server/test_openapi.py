@@ -6,6 +6,7 @@ real server on 127.0.0.1. Bounded: a few examples per operation.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -92,3 +93,17 @@ def test_the_document_agrees_with_the_server(server: LiveServer) -> None:
     doc = {**NUMBERS, "name": "routed", "routes": ["numbers -> double"]}
     r = httpx.put(f"{server.url}/api/workflows/routed", json=doc, headers=AUTH)
     assert r.status_code == 422
+    # 4. Times are ISO 8601 strings (UTC, ms), declared so (issue 17).
+    started = schemas["RunSummary"]["properties"]["started_at"]
+    assert (started["type"], started["format"]) == ("string", "date-time")
+    ended = schemas["RunDetail"]["properties"]["ended_at"]["oneOf"]
+    assert {"type": "null"} in ended
+    pattern = re.compile(started["pattern"])
+    run = httpx.get(f"{server.url}/api/runs", headers=AUTH).json()[0]
+    assert pattern.match(run["started_at"]), run
+    (wf,) = [
+        w
+        for w in httpx.get(f"{server.url}/api/workflows", headers=AUTH).json()
+        if w["name"] == "numbers"
+    ]
+    assert pattern.match(wf["updated_at"]), wf

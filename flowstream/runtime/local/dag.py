@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...core.events import NodeCompleted, NodeStarted, NodeStats
 from ...core.node import OUT_PORT
+from ..rates import average
 from ..stepping import Resume
 from .failures import FAILED
 
@@ -258,15 +259,16 @@ class ScheduleRun:
         out = self.results[i]
         items_out = len(out or ()) if self.slow_out[i] else 1
         if n is None:
-            return NodeStats(
-                items_in=items_in, items_out=items_out, duration_s=end - start
-            )
+            return _ended(items_in, items_out, end - start)
+        items_out += n.rt.items_out
         return NodeStats(
             items_in=items_in,
-            items_out=items_out + n.rt.items_out,
+            items_out=items_out,
             errors=n.rt.errors,
             dead_letters=n.rt.dead_letter_count,
             duration_s=end - start,
+            rate_in=average(items_in, end - start),
+            rate_out=average(items_out, end - start),
         )
 
     def all_stats(self) -> dict[str, NodeStats]:
@@ -278,9 +280,7 @@ class ScheduleRun:
         for i, gid in enumerate(self.schedule.ids):
             end = ended[i]
             if end and not (general[i] or slow_out[i] or gid in nodes):
-                stats[gid] = NodeStats(
-                    items_in=len(ports[i]), items_out=1, duration_s=end - started[i]
-                )
+                stats[gid] = _ended(len(ports[i]), 1, end - started[i])
             else:
                 stats[gid] = self.stats(i)
         return stats
@@ -306,3 +306,14 @@ class ScheduleRun:
 
 
 _ONLY_OUT = (OUT_PORT,)
+
+
+def _ended(items_in: int, items_out: int, duration_s: float) -> NodeStats:
+    # A finished one-shot node: its rates are averages over its run.
+    return NodeStats(
+        items_in=items_in,
+        items_out=items_out,
+        duration_s=duration_s,
+        rate_in=average(items_in, duration_s),
+        rate_out=average(items_out, duration_s),
+    )

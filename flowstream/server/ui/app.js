@@ -6,14 +6,22 @@
 // from WS /api/runs/{id}/events, and each lifecycle event triggers a refresh.
 // When the server goes away the page says so and keeps retrying; when it is
 // back, lists, the selected run and its event feed pick up again.
+//
+// Each poll of an active run adds a point per node to a small history (rates
+// in and out, input channel fill, errors; the last HISTORY_S seconds), drawn
+// in the node panel. Times show in one format everywhere: ISO 8601, UTC, ms.
+// Workflows are edited as YAML text; the server validates and keeps the text.
 "use strict";
 
 const POLL_MS = 500;
 const LIST_EVERY = 4; // refresh the lists every 4th poll
 const MAX_EVENTS = 400;
-const NODE_W = 200;
-const NODE_H = 92;
+const HISTORY_S = 300; // a node's charts cover the last five minutes
+const MAX_ROWS = 200; // rows per output table
+const NODE_W = 230;
+const NODE_H = 104;
 const ACTIVE = new Set(["running", "stopping"]);
+const CEL_FIELDS = new Set(["expr", "predicate", "key", "where", "condition", "when", "value", "timestamp", "by"]);
 
 const state = {
   token: localStorage.getItem("flowstream.token") || "",
@@ -32,6 +40,10 @@ const state = {
   socketDone: false,
   events: [],
   tick: 0,
+  history: new Map(), // node id -> [{t, rin, rout, fill, err}] of the selected run
+  historyRun: null,
+  node: null, // the node shown in the node panel
+  editing: null, // the workflow name in the editor (null: a new one)
 };
 
 const $ = (id) => document.getElementById(id);
@@ -183,9 +195,12 @@ function renderLists() {
     if (state.selection?.kind === "run" && state.selection.id === run.run_id) {
       li.classList.add("selected");
     }
-    li.innerHTML = `<span class="name"></span><span class="badge"></span>`;
+    li.classList.add("run");
+    li.innerHTML = `<span class="name"></span><span class="badge"></span><span class="sub"></span>`;
     li.querySelector(".name").textContent = `${run.workflow} · ${run.run_id.slice(0, 6)}`;
-    li.querySelector(".name").title = `${run.run_id}, ${new Date(run.started_at * 1000).toLocaleString()}`;
+    li.querySelector(".name").title = run.run_id;
+    const restarts = run.restarts ? ` · restarts ${run.restarts}` : "";
+    li.querySelector(".sub").textContent = `${clock(run.started_at)} · ${duration(run)}${restarts}`;
     const badge = li.querySelector(".badge");
     badge.dataset.status = run.status;
     badge.textContent = run.status;
@@ -211,6 +226,10 @@ async function selectWorkflow(name) {
 async function selectRun(runId) {
   state.selection = { kind: "run", id: runId };
   state.layoutKey = null;
+  if (state.historyRun !== runId) {
+    state.history = new Map();
+    state.historyRun = runId;
+  }
   if (state.socketRun !== runId) {
     closeEvents();
     clearEvents();
@@ -242,7 +261,9 @@ async function refreshSelection() {
     if (!listed || listed.status !== result.data.status) refreshLists();
     state.run = result.data;
     state.workflow = result.data.graph;
+    record(result.data);
     renderRun();
+    refreshCheckpoints(result.data);
     if (state.socketRun !== sel.id || (!state.socket && !state.socketDone)) {
       openEvents(sel.id);
     }
@@ -286,6 +307,48 @@ async function control(action) {
   refreshLists();
 }
 
+async function restart() {
+  const run = state.run;
+  const name = run ? run.workflow : state.selection?.name;
+  if (!name) return;
+  if (run && ACTIVE.has(run.status)) {
+    try {
+      await api("POST", `/api/runs/${run.run_id}/cancel`);
+    } catch (_) {
+      return;
+    }
+  }
+  await startRun(name);
+}
+
+// --- times and numbers --------------------------------------------------------
+
+function clock(t) {
+  // One format for every time on the page: ISO 8601, UTC, milliseconds.
+  if (t == null) return "—";
+  const date = typeof t === "number" ? new Date(t * 1000) : new Date(t);
+  return Number.isNaN(date.getTime()) ? String(t) : date.toISOString();
+}
+
+function seconds(s) {
+  if (s == null) return "—";
+  if (s < 1) return `${Math.round(s * 1000)} ms`;
+  if (s < 120) return `${s.toFixed(1)} s`;
+  if (s < 7200) return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
+  return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
+}
+
+function duration(run) {
+  if (run.duration_s != null) return seconds(run.duration_s);
+  if (ACTIVE.has(run.status)) return `running ${seconds((Date.now() - Date.parse(run.started_at)) / 1000)}`;
+  return "—";
+}
+
+function rate(r) {
+  // No rate under a second of data: the count says it all.
+  return r == null ? "—" : `${fmt(r)}/s`;
+}
+
 // --- the run view ---------------------------------------------------------------
 
 function renderRun() {
@@ -297,8 +360,8 @@ function renderRun() {
     status.hidden = false;
     status.dataset.status = run.status;
     status.textContent = run.status;
-    const took = run.duration_s != null ? ` · ${run.duration_s.toFixed(3)} s` : "";
-    $("run-meta").textContent = `${run.mode} mode · started ${new Date(run.started_at * 1000).toLocaleTimeString()}${took}`;
+    const restarts = run.restarts ? ` · resumed after ${run.restarts} server restart(s)` : "";
+    $("run-meta").textContent = `${run.mode} mode · started ${clock(run.started_at)} · ${duration(run)}${restarts}`;
     if (run.error) {
       const box = $("message");
       box.textContent = run.error;
@@ -313,8 +376,11 @@ function renderRun() {
   $("start-button").disabled = !wf;
   $("stop-button").disabled = !(run && run.status === "running");
   $("cancel-button").disabled = !active;
+  $("restart-button").disabled = !wf;
+  $("edit-button").disabled = !wf;
   if (wf) renderGraph(wf, run);
   renderOutputs(run);
+  renderNode();
 }
 
 function renderOutputs(run) {
@@ -323,15 +389,49 @@ function renderOutputs(run) {
     box.textContent = run && ACTIVE.has(run.status) ? "(when the run ends)" : "—";
     return;
   }
-  const doc = { outputs: run.outputs };
-  if (run.dead_letters && run.dead_letters.length) doc.dead_letters = run.dead_letters;
-  if (!Object.keys(run.outputs).length && !doc.dead_letters) {
+  const letters = run.dead_letters || [];
+  if (!Object.keys(run.outputs).length && !letters.length) {
     box.textContent = "(none: in stream mode only sink.collect nodes keep outputs)";
     return;
   }
-  let text = JSON.stringify(doc, null, 2);
-  if (text.length > 20000) text = text.slice(0, 20000) + "\n…";
-  box.textContent = text + (run.truncated ? "\n(truncated by the server)" : "");
+  box.replaceChildren();
+  for (const [node, ports] of Object.entries(run.outputs)) {
+    for (const [port, values] of Object.entries(ports)) {
+      box.append(table(`${node}.${port} (${values.length}${run.truncated ? "+" : ""})`, values));
+    }
+  }
+  if (letters.length) {
+    box.append(table(`dead letters (${letters.length})`, letters.map((d) => ({ node: d.node_id, reason: d.reason, item: d.item }))));
+  }
+}
+
+function table(caption, values) {
+  // Records become columns (the first rows' keys); anything else one column.
+  const el = document.createElement("table");
+  el.dataset.caption = caption;
+  el.createCaption().textContent = caption;
+  const records = values.length && values.every((v) => v && typeof v === "object" && !Array.isArray(v));
+  const columns = records ? [...new Set(values.slice(0, 50).flatMap(Object.keys))].slice(0, 12) : ["value"];
+  const head = el.createTHead().insertRow();
+  for (const c of ["#", ...columns]) head.append(Object.assign(document.createElement("th"), { textContent: c }));
+  const body = el.createTBody();
+  values.slice(0, MAX_ROWS).forEach((v, i) => {
+    const row = body.insertRow();
+    row.insertCell().textContent = String(i);
+    for (const c of columns) {
+      const cell = row.insertCell();
+      const x = records ? v[c] : v;
+      cell.textContent = x === undefined ? "" : typeof x === "string" ? x : JSON.stringify(x);
+      cell.title = cell.textContent;
+    }
+  });
+  if (values.length > MAX_ROWS) {
+    const row = body.insertRow();
+    const cell = row.insertCell();
+    cell.colSpan = columns.length + 1;
+    cell.textContent = `… ${values.length - MAX_ROWS} more`;
+  }
+  return el;
 }
 
 function svg(tag, attrs, parent) {
@@ -343,14 +443,15 @@ function svg(tag, attrs, parent) {
 
 function layout(wf) {
   const g = new dagre.graphlib.Graph({ multigraph: true });
-  g.setGraph({ rankdir: "LR", nodesep: 28, ranksep: 70, marginx: 16, marginy: 16 });
+  g.setGraph({ rankdir: "LR", nodesep: 20, ranksep: 56, marginx: 12, marginy: 12 });
   g.setDefaultEdgeLabel(() => ({}));
   for (const n of wf.nodes || []) g.setNode(n.id, { width: NODE_W, height: NODE_H });
   (wf.connections || []).forEach((c, i) => {
     const from = c.from_port || "out";
     const to = c.to_port || "in";
     const label = from === "out" && to === "in" ? "" : `${from} → ${to}`;
-    g.setEdge(c.from_node, c.to_node, { label, width: label ? 60 : 0, height: label ? 14 : 0 }, `e${i}`);
+    // dagre gives each label room of its own: sized to the text, no overlap.
+    g.setEdge(c.from_node, c.to_node, { label, width: label ? label.length * 7 + 10 : 0, height: label ? 18 : 0, labelpos: "c" }, `e${i}`);
   });
   dagre.layout(g);
   return g;
@@ -365,13 +466,13 @@ function renderGraph(wf, run) {
     root.replaceChildren();
     const g = layout(wf);
     const size = g.graph();
-    // Scaled down to fit the page's width, never up.
+    // Drawn at its own size (the box scrolls) so text stays readable however
+    // many nodes there are.
     const width = Math.max(size.width || 0, 200);
     const height = Math.max(size.height || 0, 120);
     root.setAttribute("viewBox", `0 0 ${width} ${height}`);
-    root.style.width = "100%";
-    root.style.maxWidth = `${width}px`;
-    root.style.height = "auto";
+    root.style.width = `${width}px`;
+    root.style.height = `${height}px`;
     const defs = svg("defs", {}, root);
     const marker = svg("marker", {
       id: "arrow", viewBox: "0 0 10 10", refX: "9", refY: "5",
@@ -383,7 +484,8 @@ function renderGraph(wf, run) {
       const d = edge.points.map((p, i) => `${i ? "L" : "M"}${p.x},${p.y}`).join(" ");
       svg("path", { d, class: "edge", "marker-end": "url(#arrow)" }, root);
       if (edge.label) {
-        const t = svg("text", { x: edge.x, y: edge.y, class: "edge-label", "text-anchor": "middle" }, root);
+        svg("rect", { x: edge.x - edge.width / 2, y: edge.y - 9, width: edge.width, height: 16, rx: 3, class: "edge-label-bg" }, root);
+        const t = svg("text", { x: edge.x, y: edge.y + 4, class: "edge-label", "text-anchor": "middle" }, root);
         t.textContent = edge.label;
       }
     }
@@ -397,14 +499,16 @@ function renderGraph(wf, run) {
       svg("path", { class: "band", d: `M0,8 a8,8 0 0 1 8,-8 h${NODE_W - 16} a8,8 0 0 1 8,8 v14 h-${NODE_W} z` }, group);
       const title = svg("text", { x: 10, y: 16, class: "title" }, group);
       title.textContent = id;
-      const type = svg("text", { x: 10, y: 38, class: "muted" }, group);
+      const type = svg("text", { x: 10, y: 39, class: "muted" }, group);
       type.textContent = types.get(id) || "";
-      const counts = svg("text", { x: 10, y: 55, class: "counts" }, group);
-      const rate = svg("text", { x: 10, y: 71, class: "rate" }, group);
-      svg("rect", { class: "fill-track", x: 10, y: 79, width: NODE_W - 20, height: 5, rx: 2 }, group);
-      const bar = svg("rect", { class: "fill-bar", x: 10, y: 79, width: 0, height: 5, rx: 2 }, group);
+      const counts = svg("text", { x: 10, y: 57, class: "counts" }, group);
+      const rate = svg("text", { x: 10, y: 74, class: "rate" }, group);
+      const fillLabel = svg("text", { x: 10, y: 89, class: "fill-label" }, group);
+      svg("rect", { class: "fill-track", x: 10, y: 94, width: NODE_W - 20, height: 5, rx: 2 }, group);
+      const bar = svg("rect", { class: "fill-bar", x: 10, y: 94, width: 0, height: 5, rx: 2 }, group);
       const tip = svg("title", {}, group);
-      state.nodeEls.set(id, { group, counts, rate, bar, tip });
+      group.addEventListener("click", () => selectNode(id));
+      state.nodeEls.set(id, { group, counts, rate, fillLabel, bar, tip });
     }
   }
   for (const [id, els] of state.nodeEls) {
@@ -413,14 +517,31 @@ function renderGraph(wf, run) {
     els.group.dataset.state = nodeState;
     els.group.dataset.itemsIn = st ? st.items_in : 0;
     els.group.dataset.itemsOut = st ? st.items_out : 0;
-    els.counts.textContent = st ? `in ${fmt(st.items_in)} · out ${fmt(st.items_out)}` : "in 0 · out 0";
-    const errs = st ? st.errors + (st.dead_letters ? ` · dl ${fmt(st.dead_letters)}` : "") : 0;
-    els.rate.textContent = st ? `${fmt(st.items_per_s)}/s · err ${errs}` : "";
+    els.group.dataset.role = st ? st.role : "";
+    els.group.classList.toggle("selected", state.node === id);
+    els.counts.textContent = countText(st);
+    const errs = st && (st.errors || st.dead_letters) ? ` · errors ${fmt(st.errors)}${st.dead_letters ? ` · dead ${fmt(st.dead_letters)}` : ""}` : "";
+    els.rate.textContent = st ? `${rateText(st)}${errs}` : "";
     const fill = st && st.channel_fill != null ? st.channel_fill : null;
+    els.fillLabel.textContent = fill == null ? "no input channel" : `input channel ${Math.round(fill * 100)}% full`;
     els.bar.setAttribute("width", fill == null ? 0 : Math.round((NODE_W - 20) * fill));
     els.bar.classList.toggle("high", fill != null && fill > 0.8);
     els.tip.textContent = `${id}: ${nodeState}` + (fill == null ? "" : `, input channel ${Math.round(fill * 100)}% full`);
   }
+}
+
+function countText(st) {
+  // A sink's input is what it wrote; a source's output is what it read.
+  if (!st) return "in 0 · out 0";
+  if (st.role === "sink") return `written ${fmt(st.items_in)}`;
+  if (st.role === "source") return `emitted ${fmt(st.items_out)}`;
+  return `in ${fmt(st.items_in)} · out ${fmt(st.items_out)}`;
+}
+
+function rateText(st) {
+  if (st.role === "sink") return rate(st.rate_in);
+  if (st.role === "source") return rate(st.rate_out);
+  return `${rate(st.rate_in)} in · ${rate(st.rate_out)} out`;
 }
 
 function fmt(n) {
@@ -430,6 +551,248 @@ function fmt(n) {
   if (n >= 1e4) return (n / 1e3).toFixed(1) + "k";
   if (!Number.isInteger(n)) return n.toFixed(n < 10 ? 1 : 0);
   return String(n);
+}
+
+// --- a node's history and details --------------------------------------------
+
+function record(run) {
+  // One point per node per poll while the run is active: the node panel's charts.
+  if (!ACTIVE.has(run.status) && state.history.size) return;
+  const t = Date.now() / 1000;
+  for (const [id, st] of Object.entries(run.nodes || {})) {
+    let points = state.history.get(id);
+    if (!points) state.history.set(id, (points = []));
+    points.push({ t, rin: st.rate_in, rout: st.rate_out, fill: st.channel_fill, err: (st.errors || 0) + (st.dead_letters || 0) });
+    while (points.length && points[0].t < t - HISTORY_S) points.shift();
+  }
+}
+
+function selectNode(id) {
+  state.node = state.node === id ? null : id;
+  for (const [nid, els] of state.nodeEls) els.group.classList.toggle("selected", state.node === nid);
+  renderNode();
+}
+
+function renderNode() {
+  const panel = $("node-panel");
+  const id = state.node;
+  const decl = id && state.workflow ? (state.workflow.nodes || []).find((n) => n.id === id) : null;
+  if (!decl) {
+    panel.hidden = true;
+    return;
+  }
+  panel.hidden = false;
+  panel.dataset.node = id;
+  $("node-title").textContent = `${id} (${decl.type})`;
+  const st = state.run ? state.run.nodes[id] : null;
+  const facts = [
+    ["state", st ? st.state : "pending"],
+    ["role", st ? st.role : "—"],
+    [st && st.role === "sink" ? "written" : "in", st ? fmt(st.items_in) : "0"],
+    ["out", st ? fmt(st.items_out) : "0"],
+    ["rate", st ? rateText(st) : "—"],
+    ["errors", st ? `${fmt(st.errors)} (dead letters ${fmt(st.dead_letters)})` : "0"],
+    ["input channel", st && st.channel_fill != null ? `${Math.round(st.channel_fill * 100)}% full` : "none (source, or fused into its upstream)"],
+  ];
+  const dl = $("node-facts");
+  dl.replaceChildren();
+  for (const [k, v] of facts) dl.append(Object.assign(document.createElement("dt"), { textContent: k }), Object.assign(document.createElement("dd"), { textContent: v }));
+  const config = decl.config || {};
+  $("node-config").textContent = Object.keys(config).length ? JSON.stringify(config, null, 2) : "(defaults)";
+  const cel = $("node-cel");
+  cel.replaceChildren();
+  for (const [k, v] of Object.entries(config)) {
+    if (typeof v === "string" && CEL_FIELDS.has(k)) cel.append(Object.assign(document.createElement("li"), { textContent: `${k}: ${v}` }));
+  }
+  if (!cel.children.length) cel.append(Object.assign(document.createElement("li"), { textContent: "(none)" }));
+  const points = state.history.get(id) || [];
+  const charts = $("node-charts");
+  charts.replaceChildren(
+    chart("items/s in (blue) and out (green)", points, [["rin", "line-in"], ["rout", "line-out"]]),
+    chart("input channel fill (0–100%)", points, [["fill", "line-fill"]], 1),
+    chart("errors and dead letters (total)", points, [["err", "line-err"]]),
+  );
+}
+
+function chart(label, points, series, fixedMax) {
+  const box = document.createElement("div");
+  box.className = "chart";
+  const W = 300, H = 56;
+  let max = fixedMax || 0;
+  if (!fixedMax) for (const p of points) for (const [k] of series) max = Math.max(max, p[k] || 0);
+  const last = points.length ? points[points.length - 1] : null;
+  const now = last ? series.map(([k]) => (k === "fill" ? (last[k] == null ? "—" : `${Math.round(last[k] * 100)}%`) : fmt(last[k]))).join(" / ") : "—";
+  const covered = points.length > 1 ? seconds(last.t - points[0].t) : "—";
+  box.append(Object.assign(document.createElement("div"), { className: "label", textContent: `${label}: ${now} (max ${fixedMax ? "100%" : fmt(max)}, last ${covered})` }));
+  const el = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", "data-points": points.length });
+  // The x axis spans what is recorded, up to HISTORY_S: a young run fills it.
+  const t1 = last ? last.t : 0;
+  const span = points.length > 1 ? t1 - points[0].t || 1 : 1;
+  for (const [k, cls] of series) {
+    const d = points
+      .filter((p) => p[k] != null)
+      .map((p, i) => `${i ? "L" : "M"}${(W - ((t1 - p.t) / span) * W).toFixed(1)},${(H - 2 - ((p[k] || 0) / (max || 1)) * (H - 4)).toFixed(1)}`)
+      .join(" ");
+    if (d) svg("path", { d, class: cls }, el);
+  }
+  box.append(el);
+  return box;
+}
+
+// --- checkpoints --------------------------------------------------------------
+
+let checkpointsAsked = 0;
+async function refreshCheckpoints(run) {
+  // Only workflows with a checkpoint store have any; asked every other poll.
+  const panel = $("checkpoints-panel");
+  if (!run.graph || !run.graph.checkpoint) {
+    panel.hidden = true;
+    return;
+  }
+  panel.hidden = false;
+  if (checkpointsAsked++ % 2) return;
+  let result;
+  try {
+    result = await api("GET", `/api/runs/${run.run_id}/checkpoints`);
+  } catch (_) {
+    return;
+  }
+  if (!result.ok || state.run?.run_id !== run.run_id) return;
+  const box = $("checkpoints");
+  const rows = result.data.map((c) => ({
+    epoch: c.epoch ?? "—",
+    "last commit": clock(c.last_commit_at),
+    restores: c.restores,
+    attempts: c.attempts,
+    status: c.status,
+    "started": clock(c.started_at),
+    positions: Object.keys(c.positions || {}).length ? c.positions : "",
+  }));
+  box.replaceChildren(rows.length ? table(`store ${run.graph.checkpoint.path}, every ${run.graph.checkpoint.interval_ms ?? 1000} ms`, rows) : "(nothing committed yet)");
+  box.dataset.epoch = result.data.length ? result.data[0].epoch ?? 0 : 0;
+}
+
+// --- the workflow editor ------------------------------------------------------
+
+const NEW_WORKFLOW = `# A workflow: nodes, and the connections between them.
+name: example
+mode: dag
+nodes:
+  - id: numbers
+    type: source.range
+    config: {stop: 10}
+  - id: double
+    type: transform.map
+    config: {expr: "x * 2"}
+  - id: result
+    type: sink.collect
+connections:
+  - numbers -> double
+  - double -> result
+`;
+
+async function openEditor(name) {
+  state.editing = name;
+  let text = NEW_WORKFLOW;
+  if (name) {
+    const headers = {};
+    if (state.token) headers.Authorization = `Bearer ${state.token}`;
+    try {
+      const r = await fetch(`/api/workflows/${encodeURIComponent(name)}/source`, { headers });
+      if (r.ok) text = await r.text();
+    } catch (_) {
+      return;
+    }
+  }
+  $("editor-name").textContent = name || "(new)";
+  $("editor-text").value = text;
+  $("editor-problems").replaceChildren();
+  renderGutter(new Set());
+  $("editor-dialog").showModal();
+}
+
+function renderGutter(bad) {
+  const lines = $("editor-text").value.split("\n").length;
+  const gutter = $("editor-gutter");
+  gutter.replaceChildren();
+  for (let i = 1; i <= lines; i++) {
+    const span = document.createElement("span");
+    span.textContent = `${bad.has(i) ? "● " : ""}${i}\n`;
+    if (bad.has(i)) span.className = "bad";
+    gutter.append(span);
+  }
+  // Sized to its text, the textarea never scrolls itself: the box scrolls
+  // both, so line numbers stay beside their lines.
+  $("editor-text").rows = Math.max(lines, 8);
+  $("editor-text").scrollTop = 0;
+}
+
+function problemLine(lines, p) {
+  // The line a problem is about: its node's "id:" line, or its field's key.
+  const esc = (x) => x.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  let start = 0;
+  if (p.node) {
+    const re = new RegExp(`^\\s*-?\\s*id:\\s*["']?${esc(p.node)}["']?\\s*(#.*)?$`);
+    const i = lines.findIndex((l) => re.test(l));
+    if (i < 0) return null;
+    start = i;
+  }
+  if (p.field) {
+    const key = String(p.field).split(/[.[]/).pop();
+    const re = new RegExp(`^\\s*-?\\s*${esc(key)}\\s*:`);
+    for (let i = start; i < lines.length; i++) if (re.test(lines[i]) || lines[i].includes(`${key}:`)) return i + 1;
+  }
+  return p.node ? start + 1 : null;
+}
+
+async function saveEditor() {
+  const text = $("editor-text").value;
+  const match = text.match(/^name:\s*["']?([^"'\s#]+)/m);
+  const list = $("editor-problems");
+  list.replaceChildren();
+  const say = (message, line) => {
+    const li = document.createElement("li");
+    li.textContent = line ? `line ${line}: ${message}` : message;
+    if (line) li.dataset.line = line;
+    list.append(li);
+  };
+  if (!match) {
+    say("the workflow needs a top-level 'name:'");
+    return;
+  }
+  const name = match[1];
+  const headers = { "Content-Type": "application/yaml", Accept: "application/json" };
+  if (state.token) headers.Authorization = `Bearer ${state.token}`;
+  let response;
+  try {
+    response = await fetch(`/api/workflows/${encodeURIComponent(name)}`, { method: "PUT", headers, body: text });
+  } catch (_) {
+    say("the server is unreachable");
+    return;
+  }
+  if (response.ok) {
+    $("editor-dialog").close();
+    await refreshLists();
+    await selectWorkflow(name);
+    return;
+  }
+  let doc = {};
+  try {
+    doc = await response.json();
+  } catch (_) {
+    /* not JSON */
+  }
+  const lines = text.split("\n");
+  const bad = new Set();
+  if (!(doc.problems || []).length) say(`${doc.title || "Error"} (${response.status}): ${doc.detail || ""}`);
+  for (const p of doc.problems || []) {
+    const line = problemLine(lines, p);
+    if (line) bad.add(line);
+    const where = [p.node && `node '${p.node}'`, p.field].filter(Boolean).join(", ");
+    say(`${where ? where + ": " : ""}${p.message}`, line);
+  }
+  renderGutter(bad);
+  if (response.status === 401) askToken();
 }
 
 // --- the event feed -------------------------------------------------------------
@@ -480,9 +843,10 @@ function addEvent(event) {
   state.events.push(event);
   const list = $("events");
   const li = document.createElement("li");
-  const time = new Date(event.timestamp * 1000).toLocaleTimeString([], { hour12: false });
+  const time = clock(event.timestamp);
   const kind = document.createElement("span");
-  kind.className = `kind ${event.event}`;
+  // A failed run's end is not green: the class carries its status.
+  kind.className = `kind ${event.event}${event.status ? ` status-${event.status}` : ""}`;
   kind.textContent = event.event;
   li.dataset.event = event.event;
   li.append(`${time} `, kind, ` ${describe(event)}`);
@@ -499,13 +863,13 @@ function describe(e) {
     case "NodeStarted":
       return `${e.node_id} (${e.node_type})${e.attempt > 1 ? ` attempt ${e.attempt}` : ""}`;
     case "NodeCompleted":
-      return `${e.node_id}: in ${e.stats.items_in || 0}, out ${e.stats.items_out || 0}`;
+      return `${e.node_id}: in ${e.stats.items_in || 0}, out ${e.stats.items_out || 0}${e.stats.rate_in != null ? `, ${fmt(e.stats.rate_in)}/s in` : ""}`;
     case "NodeFailed":
       return `${e.node_id}: ${e.error_type}: ${e.error}${e.will_retry ? " (will retry)" : ""}`;
     case "NodeEvent":
       return `${e.node_id}: ${e.name} ${JSON.stringify(e.data ?? null)}`;
     case "WorkflowCompleted":
-      return `${e.status} in ${(e.duration_s || 0).toFixed(3)} s${e.error ? `: ${e.error}` : ""}`;
+      return `${e.status} in ${seconds(e.duration_s || 0)}${e.error ? `: ${e.error}` : ""}`;
     default:
       return "";
   }
@@ -556,6 +920,15 @@ function init() {
   });
   $("stop-button").addEventListener("click", () => control("stop"));
   $("cancel-button").addEventListener("click", () => control("cancel"));
+  $("restart-button").addEventListener("click", restart);
+  $("edit-button").addEventListener("click", () => {
+    const name = state.run ? state.run.workflow : state.selection?.name;
+    if (name) openEditor(name);
+  });
+  $("new-workflow").addEventListener("click", () => openEditor(null));
+  $("editor-save").addEventListener("click", saveEditor);
+  $("editor-text").addEventListener("input", () => renderGutter(new Set()));
+  $("node-close").addEventListener("click", () => selectNode(state.node));
   refreshLists();
   poll();
 }
