@@ -47,14 +47,15 @@ def console(stream: TextIO) -> Console:
 
 
 def recent_rate(stats: NodeStats) -> float | None:
-    """HOOK(rates): the node's items/s over the last few seconds, if known.
+    """The node's items/s over the last few seconds (None: too early to say).
 
-    The node statistics will carry a recent rate (issue #17, finding 4; the
-    UI's branch adds it to `NodeStats`). Until that field exists this returns
-    None and the progress view shows "-": the CLI never computes a rate of
-    its own. Wire the field in here.
+    The rate out, or, for a node that has taken items and emitted none (a
+    sink), the rate in: what it writes. Computed by the runtime
+    (`flowstream.runtime.rates`), the same numbers the server shows.
     """
-    return None
+    if stats.items_out or not stats.items_in:
+        return stats.rate_out
+    return stats.rate_in
 
 
 def short(value: Any, limit: int = 100) -> str:
@@ -123,8 +124,10 @@ def print_summary(
 
 
 def _run_average(st: NodeStats) -> float:
-    # The average over the whole run: what a finished run reports.
-    return st.items_out / st.duration_s if st.duration_s > 0 else 0.0
+    # The average over the whole run: what a finished run reports; for a
+    # sink (items in, none out), what it wrote.
+    done = st.items_out or st.items_in
+    return done / st.duration_s if st.duration_s > 0 else 0.0
 
 
 def _rich_summary(
