@@ -36,6 +36,7 @@ __all__ = [
     "Expr",
     "ExprError",
     "FnRef",
+    "check_expr",
     "compile_expr",
     "describe_expr",
     "expr_cost",
@@ -89,6 +90,35 @@ def compile_expr(source: str) -> cel.Program:
     if isinstance(source, LiveRef):
         return typing.cast("cel.Program", _LiveProgram(_live_callable(source)))
     return _compile_text(source)
+
+
+def check_expr(source: str) -> None:
+    """Check that ``source`` is a valid CEL expression (over ``x``).
+
+    An expression in the compiled subset (docs/cel.md) is checked by
+    flowstream's own parser and code generator, so validating a workflow
+    does not import the ``cel`` library (0.2 s and more of a command's
+    start-up: it imports its own command line). Anything else, and every
+    syntax error, is judged by the library, whose report `ExprError` shows.
+
+    Raises:
+        ExprError: The expression does not compile.
+    """
+    if isinstance(source, LiveRef) or _compiles_here(source):
+        return
+    _compile_text(source)
+
+
+@functools.lru_cache(maxsize=4096)
+def _compiles_here(source: str) -> bool:
+    from .cel.codegen import Unsupported, generate
+    from .cel.syntax import CelSyntaxError, parse
+
+    try:
+        generate(parse(source), "x")
+    except (CelSyntaxError, Unsupported):
+        return False
+    return True
 
 
 @functools.lru_cache(maxsize=4096)

@@ -18,7 +18,7 @@ import msgspec
 from ..core.cel import ASSUMED_INPUT_SIZE, default_max_cost
 from ..core.expr import (
     ExprError,
-    compile_expr,
+    check_expr,
     expr_cost,
     expr_fields,
     import_ref,
@@ -390,7 +390,7 @@ def _check_config(
                 msg = f"Python callables are not allowed here ({text!s}); use CEL"
                 raise ExprError(msg)
             if kind == "cel":
-                compile_expr(text)
+                check_expr(text)
                 _check_cost(text, max_cel_cost)
             elif not allow_callables:
                 msg = f"Python callables are not allowed here ({text!r}); use CEL"

@@ -57,7 +57,7 @@ def keyed_workflow() -> Workflow:
             "window.tumbling",
             size_ms=10_000,
             key=lambda x: x["u"],
-            timestamp=lambda x: x["t"],
+            timestamp=lambda x: x["t"] * 1000,  # epoch ms
             op="sum",
             value=lambda x: x["v"],
         )
@@ -110,7 +110,7 @@ def test_callables_as_keys_timestamps_reducers_and_routes(mode: str) -> None:
     assert result.ok, result.error
     assert [r["key"] for r in result.output("o1")] == ["a", "b", "a"]
     windows = [(w["key"], w["start"], w["value"]) for w in result.output("o2")]
-    assert windows == [("a", 0.0, 2), ("b", 0.0, 3), ("a", 10.0, 5)]
+    assert windows == [("a", 0, 2), ("b", 0, 3), ("a", 10_000, 5)]
     assert result.output("o3") == [{"key": "a", "value": 7}, {"key": "b", "value": 3}]
     assert [x["v"] for x in result.output("o4")] == [3, 5]
     assert [x["v"] for x in result.output("o5")] == [2]

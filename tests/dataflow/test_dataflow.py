@@ -45,16 +45,16 @@ if TYPE_CHECKING:
 class Click(msgspec.Struct):
     user: str
     page: str
-    ts: float
+    ts: int  # epoch ms
 
 
 def write_clicks(path: Path) -> None:
     rows = [
-        {"user": "ann", "page": "/a", "ts": 1.0},
-        {"user": "bot", "page": "/a", "ts": 2.0},
-        {"user": "bob", "page": "/b", "ts": 3.0},
-        {"user": "ann", "page": "/a", "ts": 4.0},
-        {"user": "bob", "page": "/a", "ts": 12.0},
+        {"user": "ann", "page": "/a", "ts": 1_000},
+        {"user": "bot", "page": "/a", "ts": 2_000},
+        {"user": "bob", "page": "/b", "ts": 3_000},
+        {"user": "ann", "page": "/a", "ts": 4_000},
+        {"user": "bob", "page": "/a", "ts": 12_000},
         {"user": 5},
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -80,7 +80,7 @@ def test_the_issue_snippet_runs_as_written(
     assert result.ok, result.error
     with sqlite3.connect(tmp_path / "clicks.db") as db:
         rows = db.execute("SELECT key, start, value FROM counts ORDER BY start, key")
-        assert rows.fetchall() == [("/a", 0.0, 2), ("/b", 0.0, 1), ("/a", 10.0, 1)]
+        assert rows.fetchall() == [("/a", 0, 2), ("/b", 0, 1), ("/a", 10_000, 1)]
     # The record that is not a Click is a dead letter with the reason, not lost.
     (letter,) = bad.items(result)
     assert letter["item"] == {"user": 5}
