@@ -86,7 +86,7 @@ nitpick_ignore_regex = [
     # How Sphinx 9 wraps an alias inside a generic (``tuple[FilePath, ...]``).
     ("py:class", r"TypeAliasForwardRef"),
     # Type variables.
-    ("py:class", r"(flowstream\..*\.)?(T|T_co|T_contra|S|K|V|R|P|D|ItemT)"),
+    ("py:class", r"(flowstream\..*\.)?(T|T_co|T_contra|S|K|V|R|P|D|U|ItemT)"),
 ]
 # A builtin spelled bare (``type[T]``) also matches flowstream attributes of
 # that name (``WorkflowNode.type``); such ambiguous references resolve to one

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from sphinx.application import Sphinx
     from sphinx.environment import BuildEnvironment
 
-PUBLIC_MODULES = ("flowstream.errors", "flowstream.testing")
+PUBLIC_MODULES = ("flowstream.errors", "flowstream.testing", "flowstream.dataflow")
 
 # Types that public signatures mention but that are not exported themselves:
 # documented at their own path so that every reference resolves. A name
@@ -36,7 +36,8 @@ SUPPORTING = (
     "flowstream.core.expr.ExprError",
     "flowstream.core.markers.Marker",
     "flowstream.core.sandbox.Grant",
-    "flowstream.core.workflow.Checkpoint",
+    "flowstream.core.policies.Checkpoint",
+    "flowstream.core.workflow.Mode",
     "flowstream.routed.action.ActionKind",
     "flowstream.routed.action.Condition",
     "flowstream.routed.flow.FlowBuilder",
@@ -47,6 +48,8 @@ SUPPORTING = (
     "flowstream.runtime.events.EventBusStatistics",
     "flowstream.runtime.options.Sleep",
     "flowstream.runtime.protocol.ExecutorObserver",
+    "flowstream.runtime.parallel.Edge",
+    "flowstream.runtime.parallel.Expansion",
     "flowstream.runtime.validation.GraphNode",
 )
 

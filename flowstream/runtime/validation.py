@@ -62,8 +62,8 @@ class GraphNode:
     """For one instance of a node with ``parallelism`` > 1: the declared
     node's id (the run's outputs are collected under it)."""
     internal: bool = False
-    """Added by the parallel expansion (a partition step): its outputs are
-    never the run's."""
+    """True for a partition step that the parallel expansion added; its
+    outputs are never the run's."""
 
     @property
     def id(self) -> str:
