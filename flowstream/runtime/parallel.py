@@ -344,6 +344,10 @@ def expand(graph: Graph) -> Graph:
     from .validation import Graph, GraphNode  # validation calls expand
 
     default = graph.workflow.parallelism
+    if default == 1 and all(
+        g.decl.parallelism in (None, 1) for g in graph.nodes.values()
+    ):
+        return graph  # the usual case, decided without a call per node
     par = {gid: parallelism_of(g, default) for gid, g in graph.nodes.items()}
     if all(p == 1 for p in par.values()):
         return graph
