@@ -18,6 +18,7 @@ from . import (
     bench_checkpoint,
     bench_dag,
     bench_fanout,
+    bench_http,
     bench_join,
     bench_linear,
     bench_memory,
@@ -42,6 +43,7 @@ BENCHES: dict[str, Callable[[h.Config], h.Workload]] = {
     "checkpoint": bench_checkpoint.run,
     "brokers": bench_brokers.run,
     "cel": bench_cel.run,
+    "http": bench_http.run,
     "wasm": bench_wasm.run,
 }
 
