@@ -17,12 +17,27 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import types
 from typing import TYPE_CHECKING, Any, final
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Coroutine, Generator, Iterator
 
-__all__ = ["Resume", "gc_frozen_enter", "gc_frozen_exit", "gc_paused", "rebatch"]
+__all__ = [
+    "BATCH_FULL",
+    "DONE",
+    "NEED_BATCH",
+    "Resume",
+    "Until",
+    "abandon",
+    "advance",
+    "batch_full",
+    "gc_frozen_enter",
+    "gc_frozen_exit",
+    "gc_paused",
+    "need_batch",
+    "rebatch",
+]
 
 
 @final
@@ -55,6 +70,89 @@ class Resume:
                     signal = step.send(value)
                 except StopIteration as stop:
                     return stop.value
+
+
+class _Signal:
+    """A value a driven coroutine yields to its driver, never to the loop."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
+NEED_BATCH = _Signal("need batch")
+"""Yielded (through `need_batch`) by a feed whose batch is used up."""
+BATCH_FULL = _Signal("batch full")
+"""Yielded (through `batch_full`) by a collector whose batch is full."""
+DONE = _Signal("done")
+"""Returned by `advance` and `Until` when the driven coroutine finished."""
+
+
+@types.coroutine
+def need_batch() -> Generator[Any, Any, None]:
+    """Suspend the driven coroutine until its driver has put a new batch in.
+
+    Only for code run by `advance`/`Until`: the signal goes up the chain of
+    awaits (through every async generator in between) to the driver's
+    ``send``, never to the event loop.
+    """
+    yield NEED_BATCH
+
+
+@types.coroutine
+def batch_full() -> Generator[Any, Any, None]:
+    """Suspend the driven coroutine until its driver took the full batch."""
+    yield BATCH_FULL
+
+
+def advance(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run ``coro`` on until it signals, waits, or finishes (then `DONE`).
+
+    Returns `NEED_BATCH`, `BATCH_FULL`, `DONE`, or the future (or None) that
+    it waits on, which the driver awaits with `Until`.
+    """
+    try:
+        return coro.send(None)
+    except StopIteration:
+        return DONE
+
+
+@final
+class Until:
+    """Await the rest of a driven coroutine's wait, up to its next signal.
+
+    Like `Resume`, but a step that ends in `NEED_BATCH` or `BATCH_FULL`
+    returns that signal to the driver instead of handing it to the loop, and
+    one that finishes returns `DONE`.
+    """
+
+    __slots__ = ("_coro", "_signal")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], signal: Any) -> None:
+        self._coro = coro
+        self._signal = signal
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, signal = self._coro, self._signal
+        while True:
+            try:
+                value = yield signal
+            except BaseException as exc:  # cancellation too: it belongs to coro
+                try:
+                    signal = coro.throw(exc)
+                except StopIteration:
+                    return DONE
+            else:
+                try:
+                    signal = coro.send(value)
+                except StopIteration:
+                    return DONE
+            if signal is NEED_BATCH or signal is BATCH_FULL:
+                return signal
 
 
 async def rebatch(
@@ -113,7 +211,7 @@ async def rebatch(
         # generator must run its own cleanup too. If it is suspended inside a
         # step, aclose() would fail ("already running"): end it from there.
         if midway is not None:
-            await _abandon(midway)
+            await abandon(midway)
         else:
             aclose = getattr(gen, "aclose", None)
             if aclose is not None:
@@ -132,8 +230,11 @@ class _Abandoned(BaseException):
     """
 
 
-async def _abandon(step: Any) -> None:
-    """Unwind a suspended generator step and everything it awaits."""
+async def abandon(step: Any) -> None:
+    """Unwind a suspended coroutine (or generator step) and all it awaits.
+
+    Every frame in the chain of awaits runs its cleanup (see `_Abandoned`).
+    """
     try:
         signal = step.throw(_Abandoned())
     except (_Abandoned, GeneratorExit, StopIteration, StopAsyncIteration):

@@ -8,6 +8,7 @@ unfused nodes.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -72,11 +73,44 @@ async def tell(inp: AsyncIterator[int], *, ctx: NodeContext) -> AsyncIterator[in
         yield x
 
 
+GATE: list[asyncio.Event] = []
+BATCHES: list[int] = []
+
+
+@node("c.wait_after_3")
+async def wait_after_3(inp: AsyncIterator[int]) -> AsyncIterator[int]:
+    """Passes items on; after the third, waits until someone downstream saw it."""
+    async for x in inp:
+        yield x
+        if x == 4:  # the third item (after c.double)
+            async with asyncio.timeout(10):
+                await GATE[0].wait()
+
+
+@node("c.open_at_8", batched=True)
+async def open_at_8(inp: AsyncIterator[list[int]]) -> AsyncIterator[list[int]]:
+    async for batch in inp:
+        BATCHES.append(len(batch))
+        if 8 in batch:
+            GATE[0].set()
+        yield batch
+
+
+@node("c.times_3000")
+async def times_3000(inp: AsyncIterator[int]) -> AsyncIterator[int]:
+    async for x in inp:
+        for _ in range(3000):
+            yield x
+
+
 @pytest.fixture
 def runtime() -> FlowRuntime:
     CLOSED.clear()
+    GATE[:] = [asyncio.Event()]
+    BATCHES.clear()
     reg = NodeRegistry.default(entry_points=False)
-    for spec in (double, drop_thirds, explode_at_8, first_two, tell):
+    specs = (double, drop_thirds, explode_at_8, first_two, tell)
+    for spec in (*specs, wait_after_3, open_at_8, times_3000):
         reg.register(spec)
     return FlowRuntime(reg)
 
@@ -176,3 +210,28 @@ async def test_side_outputs_of_composed_nodes_arrive(runtime: FlowRuntime) -> No
     assert result.ok, result.error
     assert result.output("out") == [0, 2, 4, 6]
     assert result.output("told") == [0, -1, -2, -3]
+
+
+async def test_what_a_chain_made_leaves_before_it_waits(runtime: FlowRuntime) -> None:
+    # n1 waits (on a real future) for the batch node after the chain to see
+    # its third item: only if the chain hands on what it made before waiting.
+    wf = chain("c.double", "c.wait_after_3", "c.double", "c.open_at_8", stop=5)
+    # The chain is n0..n2, composed; n3 is a batch node after it.
+    result = await runtime.arun(wf)
+    assert result.ok, result.error
+    assert result.output("out") == [0, 4, 8, 12, 16]
+    stats = result.stats
+    assert [stats[f"n{i}"].items_out for i in range(4)] == [5, 5, 5, 5]
+    assert [stats[f"n{i}"].items_in for i in range(4)] == [5, 5, 5, 5]
+
+
+async def test_a_chain_that_multiplies_its_items_leaves_bounded_batches(
+    runtime: FlowRuntime,
+) -> None:
+    wf = chain("c.times_3000", "c.double", "c.open_at_8", stop=3)
+    result = await runtime.arun(wf)
+    assert result.ok, result.error
+    assert len(result.output("out")) == 9000
+    assert sum(BATCHES) == 9000
+    assert max(BATCHES) <= 1024  # stages.MAX_BATCH
+    assert result.stats["n0"].items_out == result.stats["n1"].items_in == 9000

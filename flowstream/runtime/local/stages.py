@@ -12,13 +12,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
+import operator
+import sys
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ...core.workflow import StopWorkflow
 from ..feeds import NO_ITEM, BatchFeed, ChannelFeed, ItemFeed
 from ..merging import merge_batches
-from ..stepping import Resume, rebatch
+from ..stepping import (
+    BATCH_FULL,
+    DONE,
+    NEED_BATCH,
+    Resume,
+    Until,
+    abandon,
+    advance,
+    batch_full,
+    need_batch,
+    rebatch,
+)
 from .failures import FAILED, Abort
 from .fusion import kernel_steps
 
@@ -332,27 +346,42 @@ def composable(ex: WorkflowExecutor, n: NodeRun) -> bool:
     )
 
 
+_UNBOUNDED = sys.maxsize
+
+
+class _EdgeIter:
+    """Base of the per-edge iterator classes `_Edge` makes."""
+
+    __slots__ = ()
+
+    def __aiter__(self) -> _EdgeIter:
+        return self
+
+
 class _Edge:
     """The input of a composed chain's node: its upstream generator, counted.
 
-    One plain call per item (no coroutine of ours) that counts the requests
-    it passes on; `composed_stage` turns the count into both nodes' counters
-    at each batch, less the one request that found the upstream finished.
+    The downstream node reads ``it``, whose ``__anext__`` is the C
+    ``__next__`` of ``starmap(gen.__anext__, repeat((), N))``: no Python
+    frame of ours per item. ``n`` (the requests passed on) is read off how
+    much of the ``repeat`` is left, at batch boundaries and at the end.
     """
 
-    __slots__ = ("_next", "gen", "n")
+    __slots__ = ("_left", "gen", "it")
 
     def __init__(self, gen: Any) -> None:
         self.gen = gen
-        self._next = gen.__anext__
-        self.n = 0
+        self._left = itertools.repeat((), _UNBOUNDED)
+        step = itertools.starmap(gen.__anext__, self._left)
+        # A class per edge: the slot ``__anext__`` must be the C method
+        # itself (a method-wrapper is not bound again when looked up).
+        cls = type("_EdgeIter", (_EdgeIter,), {"__anext__": step.__next__})
+        self.it: Any = cls()
 
-    def __aiter__(self) -> _Edge:
-        return self
-
-    def __anext__(self) -> Any:
-        self.n += 1
-        return self._next()
+    @property
+    def n(self) -> int:
+        """Requests the downstream node made (items, plus one at the end)."""
+        return _UNBOUNDED - operator.length_hint(self._left)
 
 
 class _AnyPending:
@@ -367,16 +396,37 @@ class _AnyPending:
         return any(rt.pending for rt in self._rts)
 
 
-async def _items(batches: AsyncIterator[list[Any]], rt: NodeRuntime) -> Any:
-    """The items of a chain's input batches, counted per batch.
+class _Box:
+    """The batch a composed chain's feed hands out, put in by its driver."""
 
-    It does not close ``batches``: `composed_stage` does, once the chain is
-    closed (a generator closed mid-step must not close what it awaits).
+    __slots__ = ("batch", "ended")
+
+    def __init__(self) -> None:
+        self.batch: list[Any] = []
+        self.ended = False
+
+
+async def _feed(box: _Box) -> Any:
+    """The items of a composed chain's input, a batch at a time.
+
+    Between batches it signals `NEED_BATCH` to `composed_stage` (which is
+    driving the chain), which puts the next batch in ``box``.
     """
-    async for batch in batches:
-        rt.items_in += len(batch)
-        for item in batch:
+    while True:
+        await need_batch()
+        if box.ended:
+            return
+        for item in box.batch:
             yield item
+
+
+async def _collect(gen: Any, buf: list[Any]) -> None:
+    """Run the chain's last generator natively, collecting what it yields."""
+    append = buf.append
+    async for value in gen:
+        append(value)
+        if len(buf) >= MAX_BATCH:
+            await batch_full()
 
 
 async def composed_stage(
@@ -384,13 +434,21 @@ async def composed_stage(
 ) -> AsyncIterator[list[Any]]:
     """Consecutive user generators composed as ``g3(g2(g1(items)))``.
 
-    Items pass from one generator to the next directly; batches are made
-    only at the chain's end (`rebatch`, which flushes when the chain would
-    wait). A failure is attributed from the traceback to the innermost node
-    of the chain it passed through, and ends the run as that node's
-    failure (see `composable`).
+    Items pass from one generator to the next directly, in one native
+    ``async for`` over the last generator (`_collect`), driven here with
+    ``send``: a step ends when the chain's feed needs the next input batch
+    (then what the chain yielded leaves as one batch), when ``MAX_BATCH``
+    results are ready, or when a generator would wait (then what is ready
+    leaves first, and the wait goes to the loop). The first node's input and
+    the last node's output are counted per batch; the nodes in between at
+    every batch that leaves (`_Edge`), so all counts are exact at the end.
+
+    A failure is attributed from the traceback to the innermost node of the
+    chain it passed through, and ends the run as that node's failure (see
+    `composable`).
     """
-    feed = _items(upstream, nodes[0].rt)
+    box = _Box()
+    feed = _feed(box)
     # Frames are kept (not only their ids) so that an id stays theirs.
     kept = [feed.ag_frame]
     inp: Any = feed
@@ -401,38 +459,77 @@ async def composed_stage(
         kept.append(gen.ag_frame)
         frames[id(gen.ag_frame)] = n
         if k + 1 < len(nodes):
-            inp = _Edge(gen)
-            edges.append((n, inp))
+            edge = _Edge(gen)
+            edges.append((n, edge))
+            inp = edge.it
         else:
             inp = gen
-    last = nodes[-1].rt
-    out = rebatch(inp, MAX_BATCH, _AnyPending([n.rt for n in nodes]))
+    first, last = nodes[0].rt, nodes[-1].rt
+    pending = _AnyPending([n.rt for n in nodes])
+    buf: list[Any] = []
+    driven: Any = _collect(inp, buf)  # a coroutine, driven by send
+    started = False  # the collector ran (else it is closed, not unwound)
+    fetching = False  # awaiting the upstream's next batch
     try:
-        async with contextlib.aclosing(out):
-            async for batch in out:
-                for k, (n, edge) in enumerate(edges):
-                    n.rt.items_out = nodes[k + 1].rt.items_in = edge.n
-                last.items_out += len(batch)
-                yield batch
-    except Exception as exc:
-        culprit = _culprit(exc, frames, id(kept[0]))
-        if culprit is None:
-            raise  # from upstream of the chain: not a node of ours
-        await ex._failures.on_failure(culprit, exc, _current_item(feed), 1)
-        raise  # on_failure raised for stop_workflow; not reached
+        try:
+            signal = advance(driven)
+            started = True
+            while signal is not DONE:
+                if signal is BATCH_FULL or signal is NEED_BATCH or buf or pending:
+                    for k, (n, edge) in enumerate(edges):
+                        n.rt.items_out = nodes[k + 1].rt.items_in = edge.n
+                    out = buf.copy()
+                    buf.clear()
+                    last.items_out += len(out)
+                    if out or pending:
+                        yield out
+                if signal is NEED_BATCH:
+                    fetching = True
+                    try:
+                        batch = await anext(upstream)
+                    except StopAsyncIteration:
+                        box.ended = True
+                    else:
+                        first.items_in += len(batch)
+                        box.batch = batch
+                    fetching = False
+                    signal = advance(driven)
+                elif signal is BATCH_FULL:
+                    signal = advance(driven)
+                else:  # a generator waits on a future: let the loop run
+                    signal = await Until(driven, signal)
+            if buf:
+                last.items_out += len(buf)
+                yield buf.copy()
+        except Exception as exc:
+            if fetching:
+                raise  # from upstream of the chain: not a node of ours
+            culprit = _culprit(exc, frames, id(kept[0]))
+            if culprit is None:
+                raise
+            await ex._failures.on_failure(culprit, exc, _current_item(feed), 1)
+            raise  # on_failure raised for stop_workflow; not reached
     finally:
+        if started and driven.cr_frame is not None:
+            # Closed early while the chain is suspended: unwind all of it,
+            # so every generator in it runs its own cleanup.
+            await abandon(driven)
+        driven.close()
         for k, (n, edge) in enumerate(edges):
-            # The request that found the upstream generator finished was no
-            # item.
-            if edge.gen.ag_frame is None:
-                edge.n -= 1
-            n.rt.items_out = nodes[k + 1].rt.items_in = edge.n
+            # The request that found the upstream generator finished (or
+            # that it failed on) was no item.
+            made = edge.n
+            if edge.gen.ag_frame is None and made:
+                made -= 1
+            n.rt.items_out = nodes[k + 1].rt.items_in = made
         # Closing the last generator does not close the ones it reads from:
         # each runs its own cleanup, downstream first.
+        if inp.ag_frame is not None and not inp.ag_running:
+            await inp.aclose()
         for _, edge in reversed(edges):
             if edge.gen.ag_frame is not None and not edge.gen.ag_running:
                 await edge.gen.aclose()
-        if not feed.ag_running:
+        if feed.ag_frame is not None and not feed.ag_running:
             await feed.aclose()
         close = getattr(upstream, "aclose", None)
         if close is not None:
