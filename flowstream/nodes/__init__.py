@@ -16,6 +16,7 @@ from .sink import collect_sink, null_sink
 from .source import range_source, timer_source, values_source
 from .time import delay
 from .transform import (
+    aggregate,
     batch,
     dedupe,
     filter_items,
@@ -49,6 +50,7 @@ BUILTIN_NODES: tuple[NodeSpec, ...] = (
     key_by,
     scan,
     reduce,
+    aggregate,
     batch,
     dedupe,
     throttle,
