@@ -108,11 +108,6 @@ def q3_shape(pair: Record) -> Record:
     }
 
 
-def q4_while_open(pair: Record) -> bool:
-    a, b = pair["left"], pair["right"]
-    return bool(a["date_time"] <= b["date_time"] <= a["expires"])
-
-
 def q4_by_auction(pair: Record) -> Record:
     a = pair["left"]
     return {"key": [a["id"], a["category"]], "value": pair["right"]["price"]}
@@ -254,13 +249,15 @@ def q4() -> Workflow:
         .node("bids", "transform.filter", fn=_fn("is_bid"))
         .node(
             "join",
-            "join.window",
+            "join.interval",
             left_key="x.id",
             right_key="x.auction",
-            window_ms=1000,
-            **JOIN_TIMES,
+            left_time="x.date_time",
+            right_time="x.date_time",
+            left_end="x.expires",
+            upper_ms=60_000,
+            allowed_lateness_ms=4000,
         )
-        .node("while_open", "transform.filter", fn=_fn("q4_while_open"))
         .node("by_auction", "transform.map", fn=_fn("q4_by_auction"))
         .node("final_price", "transform.reduce", op="max", keyed=True)
         .node("by_category", "transform.map", fn=_fn("q4_by_category"))
@@ -270,7 +267,6 @@ def q4() -> Workflow:
     )
     chain = [
         "join",
-        "while_open",
         "by_auction",
         "final_price",
         "by_category",

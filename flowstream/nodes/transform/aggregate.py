@@ -7,6 +7,7 @@ after an item has been fully processed, so a failed item leaves no trace.
 from __future__ import annotations
 
 import copy
+import math
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -366,13 +367,18 @@ async def reduce(
     keyed = _Keyed(config, ctx, in_place=True)
     finish = keyed.finish
     max_keys = config.max_keys
-    if max_keys is None and not config.changelog:
-        # The usual case: one loop with no bookkeeping.
+    if not config.changelog and (max_keys is None or config.on_max_keys == "fail"):
+        # The usual case: one loop, the bound checked only at a new key.
         group, step, accs = keyed.group, keyed.step, keyed.accs
+        limit = math.inf if max_keys is None else max_keys
         async for x in inp:
             key, v = group(x)
-            slot = _slot(key)
-            accs[slot] = step(accs.get(slot, _NEW), v)
+            slot = key if type(key) is int else _slot(key)
+            old = accs.get(slot, _NEW)
+            acc = step(old, v)
+            if old is _NEW and len(accs) >= limit:
+                raise over_max_keys(max_keys or 0, "an accumulator")
+            accs[slot] = acc
     else:
         fold = keyed.fold
         async for x in inp:
