@@ -2,8 +2,9 @@
 
 Every query workflow (``examples/nexmark``) reads node ``events`` and collects
 node ``result``. `prepare` swaps ``events`` for the input at hand:
-``source.values`` over events already decoded (engine only) or
-``file.source`` over a JSON Lines file (end to end), and validates the graph;
+``source.values`` over events already decoded (engine only) or the query's
+own ``file.source`` (its declared variants) on a JSON Lines file (end to
+end), and validates the graph;
 `run` times the run alone.
 """
 
@@ -50,7 +51,10 @@ def _with_events(wf: Workflow, events: list[Any] | None, path: str | None) -> Wo
             id="events", type="source.values", config={"values": events}
         )
     else:
-        source = WorkflowNode(id="events", type="file.source", config={"path": path})
+        # The query's own source config (its declared variants), on this file.
+        (shipped,) = [n for n in wf.nodes if n.id == "events"]
+        config = {**(shipped.config or {}), "path": path}
+        source = WorkflowNode(id="events", type="file.source", config=config)
     nodes = [source if n.id == "events" else n for n in wf.nodes]
     return Workflow(name=wf.name, mode=wf.mode, nodes=nodes, connections=wf.connections)
 

@@ -15,7 +15,8 @@ import msgspec
 
 from flowstream import DEFAULT_MAX_DEPTH
 
-from .._records import RecordDecoder, record_type
+from .._records import MAX_RAW_IN_ERROR, BadRecord, RecordDecoder, record_type
+from ._variants import FLAT_TYPES, is_flat, variants_type
 
 MAX_TEXT_IN_ERROR = 256
 """How many characters of a bad line a dead letter keeps."""
@@ -81,6 +82,29 @@ class LineSplitter:
             self._hold(data[start:])
         return lines
 
+    def feed_block(self, data: bytes) -> Block | list[Line]:
+        """Like `feed`, but the complete lines come back as one `Block`.
+
+        The lines stay one ``bytes`` (no object per line), so that a decoder
+        can take them all in one call. Falls back to `feed` (a list of
+        lines) when a line might exceed ``max_line_bytes``.
+        """
+        last = data.rfind(b"\n")
+        if last < 0 or self._partial_size > len(self._partial):
+            return self.feed(data)
+        head = bytes(self._partial) + data[:last] if self._partial_size else data[:last]
+        if len(head) > self.max_line_bytes:
+            return self.feed(data)  # nothing changed yet: the per-line path
+        count = head.count(b"\n") + 1
+        block = Block(self.line + 1, self.offset, head, count, self.max_line_bytes)
+        self.line += count
+        self.offset += len(head) + 1
+        self._partial.clear()
+        self._partial_size = 0
+        if last + 1 < len(data):
+            self._hold(data[last + 1 :])
+        return block
+
     def finish(self) -> list[Line]:
         """Return the last line if it had no line break (at end of input)."""
         return [self._take(0)] if self._partial_size else []
@@ -109,6 +133,39 @@ class LineSplitter:
         return line
 
 
+class Block:
+    """Complete lines kept as one ``bytes``, joined by their line breaks.
+
+    Falsy when it holds no line, like an empty list of lines.
+    """
+
+    __slots__ = ("count", "data", "first_line", "first_offset", "max_line_bytes")
+
+    def __init__(
+        self,
+        first_line: int,
+        first_offset: int,
+        data: bytes,
+        count: int,
+        max_line_bytes: int,
+    ) -> None:
+        self.first_line = first_line
+        self.first_offset = first_offset
+        self.data = data
+        self.count = count
+        self.max_line_bytes = max_line_bytes
+
+    def __len__(self) -> int:
+        return self.count
+
+    def lines(self) -> list[Line]:
+        """The block cut into numbered `Line`s (for the per-line path)."""
+        splitter = LineSplitter(
+            self.first_offset, self.first_line - 1, self.max_line_bytes
+        )
+        return splitter.feed(self.data + b"\n")
+
+
 def _text_of(data: bytes) -> str:
     return data[:MAX_TEXT_IN_ERROR].decode("utf-8", "replace")
 
@@ -129,6 +186,16 @@ class JsonLinesDecoder:
 
     Blank lines are skipped. A line holding a JSON array gives one record
     per element (the frame rule of `RecordDecoder`).
+
+    With ``variants`` (tag value -> field name -> type name) each record is
+    decoded into the variant its ``tag_field`` names, by one typed decoder
+    (`connectors.files._variants`), and comes out as a dict; a record whose
+    tag names no variant, or that breaks its variant, is a bad line. A
+    schema (or variants) of scalar fields only bounds the records' depth,
+    so the nesting check is skipped then.
+
+    The usual batch, every line good, is decoded in one call; the per-line
+    path runs only to find the bad lines of a batch that failed.
     """
 
     def __init__(
@@ -136,31 +203,51 @@ class JsonLinesDecoder:
         schema: dict[str, str] | None,
         max_line_bytes: int,
         max_depth: int = DEFAULT_MAX_DEPTH,
+        *,
+        variants: dict[str, dict[str, str]] | None = None,
+        tag_field: str = "type",
     ) -> None:
         self._decoder = RecordDecoder(
             "json", schema, max_frame_bytes=max_line_bytes, max_depth=max_depth
         )
         self.max_line_bytes = max_line_bytes
         record: Any = record_type(schema) if schema else None
+        self._structs = variants is not None
+        if variants is not None:
+            record = variants_type(tag_field, variants)
+            self._flat = is_flat(variants)
+        else:
+            self._flat = schema is not None and all(
+                t.rstrip("?") in FLAT_TYPES for t in schema.values()
+            )
         # Decodes a whole batch of lines in one call (the usual case: every
         # line good); the per-line path finds the bad lines when it fails.
         self._lines = msgspec.json.Decoder(
             Any if record is None else record | list[record]
         )
+        self._one = msgspec.json.Decoder(record | list[record]) if variants else None
 
     @property
     def held(self) -> Line | None:
         """The first line of a record not complete yet (never, for JSON Lines)."""
         return None
 
-    def decode(self, lines: list[Line]) -> tuple[list[Any], list[tuple[Line, str]]]:
+    def decode(
+        self, lines: list[Line] | Block
+    ) -> tuple[list[Any], list[tuple[Line, str]]]:
         """Return the records of ``lines`` and each bad line with its reason."""
-        fast = self._all_at_once(lines)
-        if fast is not None:
-            return fast, []
+        if isinstance(lines, Block):
+            fast = self._values(lines.data, lines.count)
+            if fast is not None:
+                return fast, []
+            lines = lines.lines()
+        else:
+            fast = self._all_at_once(lines)
+            if fast is not None:
+                return fast, []
         records: list[Any] = []
         bad: list[tuple[Line, str]] = []
-        decode = self._decoder.decode
+        decode = self._decode_line if self._structs else self._decoder.decode
         for line in lines:
             if line.too_long:
                 bad.append((line, f"longer than max_line_bytes={self.max_line_bytes}"))
@@ -174,20 +261,42 @@ class JsonLinesDecoder:
                 bad.append((line, err.reason))
         return records, bad
 
+    def _decode_line(self, data: bytes) -> tuple[list[Any], list[BadRecord]]:
+        assert self._one is not None
+        nesting = self._decoder.nesting
+        if not self._flat and nesting.json_exceeds(data):
+            return [], [BadRecord(nesting.reason, data[:MAX_RAW_IN_ERROR])]
+        try:
+            value = self._one.decode(data)
+        except msgspec.ValidationError as exc:
+            return [], [BadRecord(f"schema violation: {exc}", data[:MAX_RAW_IN_ERROR])]
+        except msgspec.DecodeError as exc:
+            return [], [BadRecord(f"malformed json: {exc}", data[:MAX_RAW_IN_ERROR])]
+        except RecursionError:
+            return [], [BadRecord(nesting.reason, data[:MAX_RAW_IN_ERROR])]
+        records = _BUILTINS(value, builtin_types=(bytes,))
+        return (records if type(records) is list else [records]), []
+
     def _all_at_once(self, lines: list[Line]) -> list[Any] | None:
         """The records of ``lines`` if each holds one good JSON value, else None."""
         if not lines or any(line.too_long for line in lines):
             return None
-        data = b"\n".join([ln.data for ln in lines])
-        if self._decoder.nesting.json_exceeds(data):
+        return self._values(b"\n".join([ln.data for ln in lines]), len(lines))
+
+    def _values(self, data: bytes, count: int) -> list[Any] | None:
+        """The records of ``count`` lines if each holds one good value, else None."""
+        if not self._flat and self._decoder.nesting.json_exceeds(data):
             return None  # the per-line path names the line nested too deeply
         try:
             values = self._lines.decode_lines(data)
         except (msgspec.DecodeError, RecursionError):
             return None
         # Blank or multi-value lines: the per-line path says what they hold.
-        if len(values) != len(lines):
+        if len(values) != count:
             return None
+        if self._structs:
+            # Plain dicts with the tag; bytes stay bytes (not base64 text).
+            values = _BUILTINS(values, builtin_types=(bytes,))
         records: list[Any] = []
         for v in values:
             if type(v) is list:
@@ -195,6 +304,9 @@ class JsonLinesDecoder:
             else:
                 records.append(v)
         return records
+
+
+_BUILTINS = msgspec.to_builtins
 
 
 class CsvDecoder:
@@ -225,8 +337,12 @@ class CsvDecoder:
         """The first line of a record whose quotes are still open."""
         return self._pending[0] if self._pending else None
 
-    def decode(self, lines: list[Line]) -> tuple[list[Any], list[tuple[Line, str]]]:
+    def decode(
+        self, lines: list[Line] | Block
+    ) -> tuple[list[Any], list[tuple[Line, str]]]:
         """Return the records of ``lines`` and each bad record with its reason."""
+        if isinstance(lines, Block):
+            lines = lines.lines()
         bad: list[tuple[Line, str]] = []
         texts: list[tuple[Line, str]] = []  # (first line, text) of whole records
         pending = self._pending

@@ -28,18 +28,22 @@ from ._common import (
     _stat,
 )
 from ._formats import CsvDecoder, JsonLinesDecoder, LineSplitter, bad_line
+from ._variants import variants_type
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from flowstream import NodeContext
 
-    from ._formats import Line
+    from ._formats import Block, Line
 
 __all__ = ["FileSource", "FileSourceConfig", "file_source"]
 
 CHUNK_BYTES = 1 << 16
-"""How much ``file.source`` reads per call (one batch at most per chunk)."""
+"""How much of what ``file.source`` reads goes into one batch (at most)."""
+
+READ_BYTES = 1 << 20
+"""How much ``file.source`` reads per call (in a worker thread)."""
 
 
 class FileSourceConfig(
@@ -53,6 +57,13 @@ class FileSourceConfig(
             else ``jsonl``.
         schema: Field name -> type name (see `connectors._records`); records
             that break it go to the ``error`` port.
+        variants: JSON Lines records of several kinds, told apart by
+            ``tag_field``: tag value -> field name -> type name. Each line
+            is decoded into its variant by one typed decoder (batches in one
+            call) and comes out as a dict with the tag; a record whose tag
+            names no variant, or that breaks its variant, goes to ``error``.
+            Unknown fields are dropped. Instead of ``schema``.
+        tag_field: The field naming a record's variant (with ``variants``).
         follow: Keep reading as the file grows (stream mode), like
             ``tail -F``; survives truncation and rotation (a new file at the
             path is read from its start) and waits for a file that does not
@@ -71,6 +82,8 @@ class FileSourceConfig(
     path: FilePath
     format: FileFormat | None = None
     schema: dict[str, str] | None = None
+    variants: dict[str, dict[str, str]] | None = None
+    tag_field: str = "type"
     follow: bool = False
     poll_interval_ms: float = 250.0
     start_at: Literal["beginning", "end"] = "beginning"
@@ -92,6 +105,14 @@ class FileSourceConfig(
             raise ValueError(msg)
         if self.schema is not None:
             record_type(self.schema)  # names an unknown type name
+        if self.variants is not None:
+            if self.schema is not None:
+                msg = "set schema (one record type) or variants (tagged), not both"
+                raise ValueError(msg)
+            if self.kind != "jsonl":
+                msg = "variants applies to the jsonl format only"
+                raise ValueError(msg)
+            variants_type(self.tag_field, self.variants)  # names what is wrong
         _check_csv_options(self.kind, self.fields, self.delimiter)
 
     @property
@@ -202,7 +223,13 @@ class FileSource:
                 cfg.schema,
                 cfg.max_line_bytes,
             )
-        return JsonLinesDecoder(cfg.schema, cfg.max_line_bytes, cfg.max_depth)
+        return JsonLinesDecoder(
+            cfg.schema,
+            cfg.max_line_bytes,
+            cfg.max_depth,
+            variants=cfg.variants,
+            tag_field=cfg.tag_field,
+        )
 
     async def execute(self, *, ctx: NodeContext) -> AsyncIterator[list[Any]]:
         """Emit the records of each chunk read, as one batch."""
@@ -214,32 +241,39 @@ class FileSource:
             state.get("offset", 0), state.get("line", 0), cfg.max_line_bytes
         )
         decoder = self._decoder(state.get("fields"))
+        # JSON Lines: the lines of a chunk stay one bytes, decoded in one call.
+        feed = splitter.feed_block if cfg.kind == "jsonl" else splitter.feed
         read_at = splitter.offset
         while True:
             fd = self._fd
             assert fd is not None
-            data: bytes = await fd.call(os.pread, CHUNK_BYTES, read_at)
+            data: bytes = await fd.call(os.pread, READ_BYTES, read_at)
             read_at += len(data)
             at_end = not data
             final = at_end and not cfg.follow
-            if data:
-                lines = splitter.feed(data)
-            else:
-                lines = splitter.finish() if final else []
-            if lines or final:
-                records, bad = decoder.decode(lines)
-                if final and isinstance(decoder, CsvDecoder):
-                    bad += decoder.flush()
-                self._dead_letters(ctx, bad)
-                held = decoder.held
-                if held is not None:
-                    state["offset"], state["line"] = held.offset, held.number - 1
+            # One read per READ_BYTES (a hop to a worker thread costs as much
+            # as decoding many lines), one batch per CHUNK_BYTES of it.
+            for at in range(0, max(len(data), 1), CHUNK_BYTES):
+                piece = data[at : at + CHUNK_BYTES]
+                lines: list[Line] | Block
+                if piece:
+                    lines = feed(piece)
                 else:
-                    state["offset"], state["line"] = splitter.offset, splitter.line
-                if isinstance(decoder, CsvDecoder) and decoder.fields is not None:
-                    state["fields"] = decoder.fields
-                if records or bad:
-                    yield records
+                    lines = splitter.finish() if final else []
+                if lines or final:
+                    records, bad = decoder.decode(lines)
+                    if final and isinstance(decoder, CsvDecoder):
+                        bad += decoder.flush()
+                    self._dead_letters(ctx, bad)
+                    held = decoder.held
+                    if held is not None:
+                        state["offset"], state["line"] = held.offset, held.number - 1
+                    else:
+                        state["offset"], state["line"] = splitter.offset, splitter.line
+                    if isinstance(decoder, CsvDecoder) and decoder.fields is not None:
+                        state["fields"] = decoder.fields
+                    if records or bad:
+                        yield records
             if final or ctx.stopping.is_set():
                 return
             if at_end:
@@ -248,6 +282,7 @@ class FileSource:
                     return
                 if await self._moved_or_truncated(ctx, read_at):
                     splitter = LineSplitter(0, 0, cfg.max_line_bytes)
+                    feed = splitter.feed_block if cfg.kind == "jsonl" else splitter.feed
                     decoder = self._decoder(None)
                     state["offset"], state["line"] = 0, 0
                     read_at = 0

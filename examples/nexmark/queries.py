@@ -16,7 +16,7 @@ from flowstream import Workflow
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["QUERIES"]
+__all__ = ["EVENT_FIELDS", "QUERIES", "READS", "variants"]
 
 HERE = "examples.nexmark.queries"
 WINDOW = {
@@ -36,9 +36,74 @@ def _fn(name: str) -> str:
     return f"{HERE}:{name}"
 
 
+EVENT_FIELDS: dict[str, dict[str, str]] = {
+    "person": {
+        "id": "int",
+        "name": "str",
+        "email_address": "str",
+        "credit_card": "str",
+        "city": "str",
+        "state": "str",
+        "date_time": "int",
+        "extra": "str",
+    },
+    "auction": {
+        "id": "int",
+        "item_name": "str",
+        "description": "str",
+        "initial_bid": "int",
+        "reserve": "int",
+        "date_time": "int",
+        "expires": "int",
+        "seller": "int",
+        "category": "int",
+        "extra": "str",
+    },
+    "bid": {
+        "auction": "int",
+        "bidder": "int",
+        "price": "int",
+        "channel": "str",
+        "url": "str",
+        "date_time": "int",
+        "extra": "str",
+    },
+}
+"""Every field of each event kind (``type``), as ``file.source`` variants."""
+
+READS: dict[str, dict[str, list[str]]] = {
+    "q0": {"bid": ["auction", "bidder", "price", "date_time", "extra"]},
+    "q1": {"bid": ["auction", "bidder", "price", "date_time", "extra"]},
+    "q2": {"bid": ["auction", "price"]},
+    "q3": {
+        "person": ["id", "name", "city", "state", "date_time"],
+        "auction": ["id", "seller", "category", "date_time"],
+    },
+    "q4": {
+        "auction": ["id", "category", "date_time", "expires"],
+        "bid": ["auction", "price", "date_time"],
+    },
+    "q5": {"bid": ["auction", "date_time"]},
+    "q7": {"bid": ["auction", "bidder", "price", "date_time", "extra"]},
+    "q8": {"person": ["id", "name", "date_time"], "auction": ["seller", "date_time"]},
+    "q11": {"bid": ["bidder", "date_time"]},
+    "q12": {"bid": ["bidder", "date_time"]},
+}
+"""The fields each query reads, by event kind: what its source decodes."""
+
+
+def variants(query: str) -> dict[str, dict[str, str]]:
+    """The ``file.source`` variants of a query: only the fields it reads."""
+    reads = READS[query]
+    return {
+        kind: {f: fields[f] for f in reads.get(kind, [])}
+        for kind, fields in EVENT_FIELDS.items()
+    }
+
+
 def _start(name: str) -> Workflow:
     return Workflow(f"nexmark-{name}-python").node(
-        "events", "file.source", path="events.jsonl"
+        "events", "file.source", path="events.jsonl", variants=variants(name)
     )
 
 
@@ -104,11 +169,6 @@ def q3_shape(pair: Record) -> Record:
         "state": p["state"],
         "id": pair["left"]["id"],
     }
-
-
-def q4_while_open(pair: Record) -> bool:
-    a, b = pair["left"], pair["right"]
-    return bool(a["date_time"] <= b["date_time"] <= a["expires"])
 
 
 def q4_by_auction(pair: Record) -> Record:
@@ -252,13 +312,15 @@ def q4() -> Workflow:
         .node("bids", "transform.filter", fn=_fn("is_bid"))
         .node(
             "join",
-            "join.window",
+            "join.interval",
             left_key="x.id",
             right_key="x.auction",
-            window_ms=1000,
-            **JOIN_TIMES,
+            left_time="x.date_time",
+            right_time="x.date_time",
+            left_end="x.expires",
+            upper_ms=60_000,
+            allowed_lateness_ms=4000,
         )
-        .node("while_open", "transform.filter", fn=_fn("q4_while_open"))
         .node("by_auction", "transform.map", fn=_fn("q4_by_auction"))
         .node("final_price", "transform.reduce", op="max", keyed=True)
         .node("by_category", "transform.map", fn=_fn("q4_by_category"))
@@ -268,7 +330,6 @@ def q4() -> Workflow:
     )
     chain = [
         "join",
-        "while_open",
         "by_auction",
         "final_price",
         "by_category",

@@ -342,8 +342,8 @@ class DataStream(Generic[T_co]):
     ) -> DataStream[WindowResult[R]]:
         """Aggregate items per window of ``kind`` (and per ``key``).
 
-        With ``timestamp`` windows follow event time (seconds; pass
-        ``time_unit="ms"`` for milliseconds), else processing time.
+        With ``timestamp`` windows follow event time (the function returns
+        the item's time in epoch milliseconds, an int), else processing time.
         ``config`` takes the window's other settings (``allowed_lateness_ms``,
         ``late``, ``max_keys``...).
         """

@@ -12,10 +12,12 @@ from .control import merge, route, split, zip_items
 from .debug import log
 from .http import http_request
 from .join import lookup_join, window_join
+from .join_interval import interval_join
 from .sink import collect_sink, null_sink
 from .source import range_source, timer_source, values_source
 from .time import delay
 from .transform import (
+    aggregate,
     batch,
     dedupe,
     filter_items,
@@ -49,6 +51,7 @@ BUILTIN_NODES: tuple[NodeSpec, ...] = (
     key_by,
     scan,
     reduce,
+    aggregate,
     batch,
     dedupe,
     throttle,
@@ -60,6 +63,7 @@ BUILTIN_NODES: tuple[NodeSpec, ...] = (
     sliding_window,
     session_window,
     window_join,
+    interval_join,
     lookup_join,
     merge,
     zip_items,

@@ -128,6 +128,89 @@ def test_json_lines_batch_decoding_equals_line_by_line(data: bytes) -> None:
     assert (records, [(ln.number, why) for ln, why in bad]) == one_by_one
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1 << 16])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"a": 1}\r\n{"a": 2}\n\n{"a": 3}\n{"a"',
+        b'{"a": 1}\n{"a": 22222222}\n{"a": 2}\nnot json\n',
+    ],
+)
+def test_line_blocks_number_lines_as_feed_does(data: bytes, chunk: int) -> None:
+    # A block keeps a chunk's complete lines as one bytes; cut into lines, it
+    # gives the lines (numbers, offsets, over-long marks) feed would.
+    by_line, by_block = LineSplitter(max_line_bytes=12), LineSplitter(max_line_bytes=12)
+    want: list[Any] = []
+    got: list[Any] = []
+    for at in range(0, len(data), chunk):
+        piece = data[at : at + chunk]
+        want += by_line.feed(piece)
+        block = by_block.feed_block(piece)
+        got += block if isinstance(block, list) else block.lines()
+        assert by_block.offset == by_line.offset
+    assert got == want
+    assert by_block.finish() == by_line.finish()
+
+
+BIDS_AND_PEOPLE = {
+    "bid": {"auction": "int", "price": "int", "note": "str?"},
+    "person": {"id": "int", "name": "str"},
+}
+
+
+@pytest.mark.parametrize("by_block", [True, False])
+def test_variants_decode_each_kind_to_a_dict_with_its_tag(by_block: bool) -> None:
+    decoder = JsonLinesDecoder(None, 1 << 10, variants=BIDS_AND_PEOPLE)
+    data = (
+        b'{"type": "bid", "auction": 7, "price": 3, "url": "dropped"}\n'
+        b'{"type": "person", "id": 1, "name": "Ann"}\n'
+        b'{"type": "bid", "auction": 8, "price": 4, "note": "n"}\n'
+    )
+    splitter = LineSplitter()
+    lines = splitter.feed_block(data) if by_block else splitter.feed(data)
+    records, bad = decoder.decode(lines)
+    assert bad == []
+    assert records == [
+        {"type": "bid", "auction": 7, "price": 3},
+        {"type": "person", "id": 1, "name": "Ann"},
+        {"type": "bid", "auction": 8, "price": 4, "note": "n"},
+    ]
+
+
+def test_variants_send_unknown_kinds_and_violations_to_bad_lines() -> None:
+    decoder = JsonLinesDecoder(None, 1 << 10, variants=BIDS_AND_PEOPLE)
+    data = (
+        b'{"type": "bid", "auction": 7, "price": 3}\n'
+        b'{"type": "auction", "id": 5}\n'
+        b'{"type": "bid", "auction": "x", "price": 3}\n'
+        b'{"auction": 1, "price": 3}\n'
+        b"{oops\n"
+        b'[{"type": "person", "id": 2, "name": "Bo"}]\n'
+    )
+    records, bad = decoder.decode(LineSplitter().feed_block(data))
+    assert records == [
+        {"type": "bid", "auction": 7, "price": 3},
+        {"type": "person", "id": 2, "name": "Bo"},
+    ]
+    reasons = {line.number: why for line, why in bad}
+    assert sorted(reasons) == [2, 3, 4, 5]
+    assert "schema violation" in reasons[2]
+    assert "'auction'" in reasons[2]
+    assert "schema violation" in reasons[3]
+    assert "$.auction" in reasons[3]
+    assert "schema violation" in reasons[4]
+    assert "`type`" in reasons[4]
+    assert reasons[5].startswith("malformed json")
+
+
+def test_variants_of_nested_types_still_bound_the_depth() -> None:
+    decoder = JsonLinesDecoder(None, 1 << 16, 8, variants={"doc": {"body": "any"}})
+    deep = b'{"type": "doc", "body": ' + b"[" * 20 + b"]" * 20 + b"}"
+    records, bad = decoder.decode(LineSplitter().feed_block(deep + b"\n"))
+    assert records == []
+    assert ["too deeply nested" in why for _, why in bad] == [True]
+
+
 # --- file.source ------------------------------------------------------------------
 
 
@@ -540,6 +623,30 @@ async def test_csv_round_trip_through_sink_and_source(
         ("file.source", {"path": "x.jsonl", "fields": ["a"]}, "config.fields", "csv"),
         ("file.source", {"path": "x", "schema": {"a": "integer"}}, "config", "type"),
         ("file.source", {"path": "x", "pth": 1}, "config.pth", "unknown field"),
+        (
+            "file.source",
+            {"path": "x", "variants": {"bid": {"price": "money"}}},
+            "config",
+            "variant 'bid', field 'price': unknown type 'money'",
+        ),
+        (
+            "file.source",
+            {"path": "x", "variants": {"bid": {"type": "str"}}},
+            "config",
+            "declares the tag field 'type'",
+        ),
+        (
+            "file.source",
+            {"path": "x.csv", "variants": {"bid": {"a": "int"}}},
+            "config.variants",
+            "jsonl format only",
+        ),
+        (
+            "file.source",
+            {"path": "x", "schema": {"a": "int"}, "variants": {"b": {}}},
+            "config",
+            "not both",
+        ),
         (
             "file.sink",
             {"path": "x.csv", "delimiter": "ab"},

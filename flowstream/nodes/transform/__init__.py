@@ -1,7 +1,7 @@
 """Transforms: per-item functions, records, keyed aggregates, batching, rates.
 
 Modules: ``items`` (per item: map, filter, flat_map, select, key_by, JSON,
-map_async), ``aggregate`` (scan, reduce), ``timing`` (batch, dedupe,
+map_async), ``aggregate`` (scan, reduce, aggregate), ``timing`` (batch, dedupe,
 throttle). The stateless 1-in/1-out nodes carry a batch kernel too: in a
 fused chain the runtime applies the kernels to whole batches in one task.
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 from .aggregate import (
     OPS as OPS,
     Aggregate as Aggregate,
+    aggregate as aggregate,
     reduce as reduce,
     scan as scan,
 )
@@ -46,6 +47,7 @@ from .timing import (
 
 __all__ = [
     "OPS",
+    "aggregate",
     "batch",
     "dedupe",
     "filter_items",

@@ -5,7 +5,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import msgspec
+
 from ...core.codec import decode_json, encode_json
+
+_plain_encoder = msgspec.json.Encoder()
 
 # --- shared helpers ------------------------------------------------------------
 
@@ -37,6 +41,10 @@ def _slot(key: Any) -> str | int:
     kind = type(key)
     if kind is int or (kind is str and not key.startswith("\x00")):
         return key  # type: ignore[no-any-return]
+    if kind is list and all(type(e) is int or type(e) is str for e in key):
+        # The usual composite key (``[id, category]``): the same text as
+        # encode_json, without its walk for bytes (~5x faster).
+        return "\x00" + _plain_encoder.encode(key).decode()
     return "\x00" + encode_json(key).decode()
 
 

@@ -7,6 +7,7 @@ after an item has been fully processed, so a failed item leaves no trace.
 from __future__ import annotations
 
 import copy
+import math
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -31,6 +32,9 @@ from ._shared import _describe, _identity, _slot, _unslot
 
 OPS = ("count", "sum", "min", "max", "mean", "first", "last", "collect")
 """The built-in aggregate operations of ``transform.scan`` and ``transform.reduce``."""
+
+RETRACTABLE = ("count", "sum", "mean")
+"""The ops that can take a value back (``changelog: true``)."""
 
 
 class Aggregate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -60,6 +64,15 @@ class Aggregate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             the key updated longest ago (``scan``: its next item starts
             afresh; ``reduce``: its aggregate is emitted at once, with
             ``evicted: true``), counted in the state (``evicted``).
+        changelog: The input is a changelog (what ``transform.aggregate``
+            emits): an item whose ``op`` field is ``retract`` takes its
+            value back out of its key's aggregate; any other item adds it.
+            For ``count``, ``sum`` and ``mean``; a key whose items were all
+            taken back is forgotten.
+        retract: ``transform.aggregate`` only: emit the key's previous value
+            as a ``retract`` record before each ``upsert`` (what a downstream
+            aggregate with ``changelog: true`` needs); false: upserts only
+            (what a keyed sink needs).
     """
 
     op: str | None = None
@@ -70,9 +83,17 @@ class Aggregate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     value: Expr = "x"
     max_keys: int | None = DEFAULT_MAX_KEYS
     on_max_keys: OnMaxKeys = "fail"
+    changelog: bool = False
+    retract: bool = True
 
     def __post_init__(self) -> None:
         check_max_keys(self.max_keys)
+        if self.changelog and self.op not in RETRACTABLE:
+            msg = (
+                f"changelog: true needs an op that can take a value back "
+                f"({', '.join(RETRACTABLE)}); got {self.op or self.fn!r}"
+            )
+            raise ValueError(msg)
         if (self.op is None) == (self.fn is None):
             msg = f"set exactly one of 'op' ({', '.join(OPS)}) or 'fn' ('module:attr')"
             raise ValueError(msg)
@@ -220,6 +241,108 @@ async def scan(
         yield {"key": key, "value": finish(acc)}
 
 
+def _changelog_step(op: str | None) -> Callable[[Any, Any, int], Any]:
+    """``(acc or _NEW, value, +1 or -1) -> new acc``; None once nothing is left.
+
+    Accumulators: ``count`` a number of items, ``sum`` and ``mean``
+    ``[sum, count]``; the count says when every item was taken back.
+    """
+    if op == "count":
+
+        def count(acc: Any, v: Any, sign: int) -> Any:
+            n = sign if acc is _NEW else acc + sign
+            return _taken_back(n, n)
+
+        return count
+
+    def total(acc: Any, v: Any, sign: int) -> Any:
+        v = _number(v)
+        if acc is _NEW:
+            return _taken_back([v * sign, sign], sign)
+        n = acc[1] + sign
+        return _taken_back([acc[0] + v * sign, n], n)
+
+    return total
+
+
+def _taken_back(acc: Any, n: int) -> Any:
+    if n > 0:
+        return acc
+    if n == 0:
+        return None
+    msg = "a retract of a value that was never added (the changelog is not whole)"
+    raise ValueError(msg)
+
+
+def _changelog_finish(op: str | None) -> Callable[[Any], Any]:
+    if op == "sum":
+        return lambda acc: acc[0]
+    if op == "mean":
+        return lambda acc: acc[0] / acc[1]
+    return _identity
+
+
+def _sign(x: Any) -> int:
+    return -1 if type(x) is dict and x.get("op") == "retract" else 1
+
+
+class _Keyed:
+    """Accumulators per key in the node state, folded an item at a time.
+
+    `fold` changes the state only once the item has been fully processed,
+    so that a failed item leaves no trace.
+    """
+
+    def __init__(self, config: Aggregate, ctx: NodeContext, *, in_place: bool):
+        self.ctx = ctx
+        self.group = _grouping(config)
+        self.changelog = config.changelog
+        op = config.op
+        self.step = _step(config, in_place=in_place)
+        self.retracting = _changelog_step(op)
+        self.finish = _changelog_finish(op) if config.changelog else _finish(config)
+        accs: dict[str | int, Any] | None = ctx.state.get("accs")
+        if accs is None:
+            accs = ctx.state["accs"] = {}
+        self.accs = accs
+        self.max_keys = config.max_keys
+        self.evict = config.on_max_keys == "evict_oldest"
+
+    def fold(self, x: Any) -> tuple[Any, Any, Any, Any]:
+        """Fold ``x`` into its key's accumulator.
+
+        Returns:
+            ``(key, previous acc or _NEW, new acc or None if the key is
+            gone, (evicted slot, its acc) or None)``.
+
+        Raises:
+            StateLimitError: A new key past ``max_keys`` (``on_max_keys:
+                fail``).
+        """
+        accs = self.accs
+        key, v = self.group(x)
+        slot = _slot(key)
+        old = accs.get(slot, _NEW)
+        if self.changelog:
+            acc = self.retracting(old, v, _sign(x))
+        else:
+            acc = self.step(old, v)
+        if acc is None:
+            del accs[slot]
+            return key, old, None, None
+        if self.evict:
+            accs.pop(slot, None)  # least recently updated first
+        accs[slot] = acc
+        evicted = None
+        if self.max_keys is not None and len(accs) > self.max_keys:
+            if not self.evict:
+                del accs[slot]
+                raise over_max_keys(self.max_keys, "an accumulator")
+            oldest = next(iter(accs))
+            evicted = oldest, accs.pop(oldest)
+        return key, old, acc, evicted
+
+
 @node("transform.reduce", config=Aggregate, needs_end=True)
 async def reduce(
     inp: AsyncIterator[Any], *, config: Aggregate, ctx: NodeContext
@@ -227,39 +350,98 @@ async def reduce(
     """Aggregate per key; at end of input emit one ``{"key": k, "value": acc}`` each.
 
     Needs end of input: nothing is emitted before the input ends (so it cannot
-    follow an unbounded source in stream mode), except a key evicted past
-    ``max_keys`` (``on_max_keys: evict_oldest``), emitted at once with
-    ``evicted: true``. Keys come out in the order they were first seen (last
-    updated, with ``evict_oldest``); an empty input emits nothing.
-    Configured like ``transform.scan``.
+    follow an unbounded source in stream mode; `transform.aggregate` is the
+    updating form that can), except a key evicted past ``max_keys``
+    (``on_max_keys: evict_oldest``), emitted at once with ``evicted: true``.
+    Keys come out in the order they were first seen (last updated, with
+    ``evict_oldest``); an empty input emits nothing. Configured like
+    ``transform.scan``; with ``changelog: true`` it folds a changelog (the
+    ``retract``/``upsert`` records of ``transform.aggregate``) into the
+    final aggregates.
 
     Example:
         ``{id: totals, type: transform.reduce, config: {op: sum, key: "x.k",
         value: "x.n"}}`` turns ``[{k: a, n: 1}, {k: b, n: 5}, {k: a, n: 2}]``
         into ``[{key: a, value: 3}, {key: b, value: 5}]``.
     """
-    group = _grouping(config)
-    step = _step(config, in_place=True)
-    finish = _finish(config)
-    accs: dict[str | int, Any] = ctx.state.get("accs")
-    if accs is None:
-        accs = ctx.state["accs"] = {}
+    keyed = _Keyed(config, ctx, in_place=True)
+    finish = keyed.finish
     max_keys = config.max_keys
-    evict = config.on_max_keys == "evict_oldest"
-    async for x in inp:
-        key, v = group(x)
-        slot = _slot(key)
-        acc = step(accs.get(slot, _NEW), v)
-        if evict:
-            accs.pop(slot, None)  # least recently updated first
-        accs[slot] = acc
-        if max_keys is not None and len(accs) > max_keys:
-            if not evict:
-                del accs[slot]
-                raise over_max_keys(max_keys, "an accumulator")
-            oldest = next(iter(accs))
-            acc = accs.pop(oldest)
-            note_eviction(ctx, max_keys, "key's aggregate")
-            yield {"key": _unslot(oldest), "value": finish(acc), "evicted": True}
-    for slot, acc in accs.items():
+    if not config.changelog and (max_keys is None or config.on_max_keys == "fail"):
+        # The usual case: one loop, the bound checked only at a new key.
+        group, step, accs = keyed.group, keyed.step, keyed.accs
+        limit = math.inf if max_keys is None else max_keys
+        async for x in inp:
+            key, v = group(x)
+            slot = key if type(key) is int else _slot(key)
+            old = accs.get(slot, _NEW)
+            acc = step(old, v)
+            if old is _NEW and len(accs) >= limit:
+                raise over_max_keys(max_keys or 0, "an accumulator")
+            accs[slot] = acc
+    else:
+        fold = keyed.fold
+        async for x in inp:
+            evicted = fold(x)[3]
+            if evicted is not None:
+                oldest, acc = evicted
+                note_eviction(ctx, max_keys or 0, "key's aggregate")
+                yield {"key": _unslot(oldest), "value": finish(acc), "evicted": True}
+    for slot, acc in keyed.accs.items():
         yield {"key": _unslot(slot), "value": finish(acc)}
+
+
+@node("transform.aggregate", config=Aggregate)
+async def aggregate(
+    inp: AsyncIterator[Any], *, config: Aggregate, ctx: NodeContext
+) -> AsyncIterator[Any]:
+    """Aggregate per key, emitting the changes: an updating result (a changelog).
+
+    The stream-safe form of ``transform.reduce``: each item that changes
+    its key's aggregate emits ``{"key": k, "value": new, "op": "upsert"}``,
+    preceded (with ``retract: true``, the default) by ``{"key": k, "value":
+    old, "op": "retract"}`` when the key had a value. An item that leaves the
+    aggregate as it was (a bid below the maximum) emits nothing. The last
+    upsert of each key is the value ``transform.reduce`` gives at the end.
+
+    Who applies the updates: another aggregate with ``changelog: true``
+    (``transform.aggregate`` or ``transform.reduce``) takes the retracted
+    values back (``count``, ``sum``, ``mean``); a keyed sink applies the
+    upserts (``sqlite.sink`` with ``key: key`` keeps one row per key, the
+    latest value; use ``retract: false`` or filter on ``x.op == "upsert"``).
+    A key whose items were all retracted emits only its retract; a keyed
+    sink keeps its last row (sinks here apply no deletes).
+
+    Configured like ``transform.scan`` (a failing item is handled as there).
+    Memory: one accumulator per key, up
+    to ``max_keys`` (then ``on_max_keys``; an evicted key emits its
+    retract, with ``evicted: true``).
+
+    Example:
+        ``{id: best, type: transform.aggregate, config: {op: max, key: "x.k",
+        value: "x.n"}}`` turns ``[{k: a, n: 1}, {k: a, n: 0}, {k: a, n: 2}]``
+        into ``[{key: a, value: 1, op: upsert}, {key: a, value: 1, op:
+        retract}, {key: a, value: 2, op: upsert}]``.
+    """
+    keyed = _Keyed(config, ctx, in_place=False)
+    fold, finish = keyed.fold, keyed.finish
+    retract = config.retract
+    async for x in inp:
+        key, old, acc, evicted = fold(x)
+        before = _NEW if old is _NEW else finish(old)
+        after = _NEW if acc is None else finish(acc)
+        if before is _NEW or after is _NEW or before != after:
+            if retract and before is not _NEW:
+                yield {"key": key, "value": before, "op": "retract"}
+            if after is not _NEW:
+                yield {"key": key, "value": after, "op": "upsert"}
+        if evicted is not None:
+            note_eviction(ctx, config.max_keys or 0, "key's aggregate")
+            if retract:
+                slot, gone = evicted
+                yield {
+                    "key": _unslot(slot),
+                    "value": finish(gone),
+                    "op": "retract",
+                    "evicted": True,
+                }
