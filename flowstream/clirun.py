@@ -147,14 +147,8 @@ class CliRun:
             "resumes_from_checkpoint": self.options["checkpoint"] is not None
             or self.graph.workflow.checkpoint is not None,
         }
-        self.runtime.bus.publish(
-            NodeEvent(
-                run_id=result.run_id,
-                timestamp=time.time(),
-                node_id="",
-                name="run.restarted",
-                data=data,
-            )
+        self.runtime.bus.emit(
+            NodeEvent, result.run_id, node_id="", name="run.restarted", data=data
         )
         print(
             f"{policy.describe()} in {delay:g}s: the run failed: {result.error}",

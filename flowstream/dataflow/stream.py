@@ -329,6 +329,27 @@ class DataStream(Generic[T_co]):
         config = {"fn": fn, "initial": initial, "key": key}
         return DataStream(self.flow, self._then("transform.scan", config, name))
 
+    @_builds("transform.aggregate")
+    def aggregate(
+        self,
+        op: str,
+        *,
+        key: Callable[[T_co], object] | None = None,
+        value: Callable[[T_co], object] | None = None,
+        retract: bool = True,
+        name: str | None = None,
+        **config: Any,
+    ) -> DataStream[Any]:
+        """An updating ``op`` per key: upserts, and retracts of old values.
+
+        Emits ``{"key", "value", "op": "upsert" | "retract"}`` records as each
+        key's aggregate changes (``transform.aggregate``): a changelog that a
+        keyed sink applies, or another aggregate with ``changelog=True``.
+        """
+        merged = {"op": op, "key": key, "value": value, "retract": retract, **config}
+        node_id = self._then("transform.aggregate", _no_nones(merged), name)
+        return DataStream(self.flow, node_id)
+
     @_builds("window.tumbling", "window.sliding", "window.session")
     def window(
         self,
@@ -404,6 +425,45 @@ class DataStream(Generic[T_co]):
         }
         node_id = self.flow.add_node(
             "join.window",
+            _no_nones(merged),
+            inputs={"left": self, "right": other},
+            name=name,
+        )
+        return DataStream(self.flow, node_id)
+
+    @_builds("join.interval")
+    def interval_join(
+        self,
+        other: DataStream[U],
+        *,
+        upper_ms: int,
+        left_key: Callable[[T_co], object],
+        right_key: Callable[[U], object],
+        left_time: Callable[[T_co], int],
+        right_time: Callable[[U], int],
+        lower_ms: int = 0,
+        left_end: Callable[[T_co], int] | None = None,
+        name: str | None = None,
+        **config: Any,
+    ) -> DataStream[Joined[T_co, U]]:
+        """Pairs where the other item's time is in this one's interval.
+
+        A right item pairs with the left items of its key whose interval
+        ``[left_time + lower_ms, min(left_end, left_time + upper_ms)]`` holds
+        its time (``join.interval``; times in epoch ms).
+        """
+        merged = {
+            "upper_ms": upper_ms,
+            "lower_ms": lower_ms,
+            "left_key": left_key,
+            "right_key": right_key,
+            "left_time": left_time,
+            "right_time": right_time,
+            "left_end": left_end,
+            **config,
+        }
+        node_id = self.flow.add_node(
+            "join.interval",
             _no_nones(merged),
             inputs={"left": self, "right": other},
             name=name,

@@ -282,3 +282,38 @@ async def test_a_failing_run_in_a_worker_thread_raises_here() -> None:
 def test_run_settings_are_run_options() -> None:
     fields = {f.name for f in dataclasses.fields(RunOptions)}
     assert set(typing.get_type_hints(RunSettings)) == fields
+
+
+def test_interval_joins_and_updating_aggregates_have_typed_methods() -> None:
+    flow = Dataflow("bids")
+    auctions = flow.source(
+        values_source([{"id": 1, "t": 0, "ends": 500}, {"id": 2, "t": 0, "ends": 900}])
+    )
+    bids = flow.source(
+        values_source(
+            [
+                {"a": 1, "t": 100, "p": 5},
+                {"a": 1, "t": 600, "p": 9},  # after auction 1 ended
+                {"a": 2, "t": 800, "p": 7},
+            ]
+        )
+    )
+    pairs = auctions.interval_join(
+        bids,
+        upper_ms=1000,
+        left_key=lambda a: a["id"],
+        right_key=lambda b: b["a"],
+        left_time=lambda a: a["t"],
+        right_time=lambda b: b["t"],
+        left_end=lambda a: a["ends"],
+    )
+    joined = pairs.collect()
+    best = pairs.aggregate(
+        "max", key=lambda j: j["left"]["id"], value=lambda j: j["right"]["p"]
+    ).collect()
+    result = flow.run()
+    assert result.ok, result.error
+    got = sorted((j["left"]["id"], j["right"]["p"]) for j in joined.items(result))
+    assert got == [(1, 5), (2, 7)]
+    upserts = [r for r in best.items(result) if r["op"] == "upsert"]
+    assert sorted((r["key"], r["value"]) for r in upserts) == [(1, 5), (2, 7)]

@@ -214,7 +214,7 @@ def accepts(port: int) -> bool:
 async def send_records(port: int) -> None:
     async with websockets.connect(f"ws://127.0.0.1:{port}/ingest") as ws:
         for i in range(5):
-            record = {"sensor": "s1", "value": float(i), "ts": 1000.0 + i}
+            record = {"sensor": "s1", "value": float(i), "ts": 1_000_000 + i}  # epoch ms
             await ws.send(json.dumps(record))
         await ws.send("not json")
 
@@ -252,7 +252,7 @@ def test_the_deployed_command_runs_the_service(tmp_path: Path) -> None:
     assert process.returncode == 0, err
     with sqlite3.connect(tmp_path / "windows.db") as db:
         rows = db.execute("SELECT sensor, window_start, n, mean FROM sensor_windows")
-        assert rows.fetchall() == [("s1", 1000.0, 5, 2.0)]
+        assert rows.fetchall() == [("s1", 1_000_000, 5, 2.0)]
     letter = json.loads((tmp_path / "dead_letters.jsonl").read_text().splitlines()[0])
     assert letter["node"] == "ingest"
     assert "malformed json" in letter["reason"]

@@ -142,14 +142,12 @@ class RayExecutor:
                 )
             placed = time.perf_counter()
             self.timings["place_s"] = placed - start
-            self.bus.publish(
-                WorkflowStarted(
-                    run_id=self.run_id,
-                    timestamp=time.time(),
-                    workflow=self.graph.workflow.name,
-                    mode=self.mode,
-                    nodes=len(self.graph.nodes),
-                )
+            self.bus.emit(
+                WorkflowStarted,
+                self.run_id,
+                workflow=self.graph.workflow.name,
+                mode=self.mode,
+                nodes=len(self.graph.nodes),
             )
             results = await self._run_slots()
             self.timings["run_s"] = time.perf_counter() - placed
@@ -159,14 +157,12 @@ class RayExecutor:
         return self._finish(self._merge(results, time.perf_counter() - start))
 
     def _finish(self, result: RunResult) -> RunResult:
-        self.bus.publish(
-            WorkflowCompleted(
-                run_id=self.run_id,
-                timestamp=time.time(),
-                status=result.status,
-                duration_s=result.duration_s,
-                error=result.error,
-            )
+        self.bus.emit(
+            WorkflowCompleted,
+            self.run_id,
+            status=result.status,
+            duration_s=result.duration_s,
+            error=result.error,
         )
         return result
 
