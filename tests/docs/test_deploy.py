@@ -214,7 +214,11 @@ def accepts(port: int) -> bool:
 async def send_records(port: int) -> None:
     async with websockets.connect(f"ws://127.0.0.1:{port}/ingest") as ws:
         for i in range(5):
-            record = {"sensor": "s1", "value": float(i), "ts": 1_000_000 + i}  # epoch ms
+            record = {
+                "sensor": "s1",
+                "value": float(i),
+                "ts": 1_000_000 + i,
+            }  # epoch ms
             await ws.send(json.dumps(record))
         await ws.send("not json")
 
