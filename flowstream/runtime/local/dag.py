@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...core.events import NodeCompleted, NodeStarted, NodeStats
 from ...core.node import OUT_PORT
-from ..rates import average
+from ..rates import MIN_SPAN_S, average
 from ..stepping import Resume
 from .failures import FAILED
 
@@ -309,7 +309,10 @@ _ONLY_OUT = (OUT_PORT,)
 
 
 def _ended(items_in: int, items_out: int, duration_s: float) -> NodeStats:
-    # A finished one-shot node: its rates are averages over its run.
+    # A finished one-shot node: its rates are averages over its run, and a
+    # call shorter than a second (nearly all) has none to compute.
+    if duration_s < MIN_SPAN_S:
+        return NodeStats(items_in=items_in, items_out=items_out, duration_s=duration_s)
     return NodeStats(
         items_in=items_in,
         items_out=items_out,
