@@ -120,6 +120,26 @@ class SqliteSink:
     Example:
         ``{id: save, type: sqlite.sink, config: {path: app.db, table: users,
         key: id}}`` keeps one row per ``id``, with its latest values.
+
+        Without a ``schema``, a missing table is created from the first
+        record: one column per field, typed from the field's value (int
+        ``INTEGER``, float ``REAL``, str ``TEXT``, bool ``INTEGER`` 0/1,
+        dict or list ``TEXT``, null no declared type). Nested maps and lists
+        are stored as JSON text (``{"k": 1}`` is the text ``{"k":1}``): read
+        them back with SQLite's ``json_extract``.
+
+        ``key`` (a field, or a list of fields such as ``[user, start]``)
+        makes it the table's primary key and each write an upsert: the
+        first record of a key inserts a row, a later one updates the fields
+        it carries and leaves the row's other columns as they were. Without
+        ``key`` every record is a new row (duplicates kept).
+
+        ``new_fields: add_column`` (the default): a record with a field the
+        table lacks adds the column (``ALTER TABLE ADD COLUMN``, typed from
+        that value as above); rows written before hold NULL in it.
+        ``new_fields: dead_letter``: such a record is not written and goes
+        to ``error`` with the reason ``fields not in table 'users':
+        nickname``.
     """
 
     def __init__(self, config: SqliteSinkConfig) -> None:

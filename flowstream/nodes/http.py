@@ -137,6 +137,47 @@ class HttpRequestNode:
         ``{id: get, type: http.request, config: {url: "http://127.0.0.1:8080/hello"}}``
         turns ``[null]`` into ``[{status: 200, body: {hello: world}}]`` (and
         the response headers).
+
+        Each item drives one request. A string item is the URL (it replaces
+        ``config.url``, which may then be left out). A mapping item may give
+        ``url``, ``params`` (merged over ``config.params``, the item's win),
+        and ``json`` or ``body`` (replacing the config's payload); its
+        ``method``, ``headers`` and other keys are ignored: they come from
+        the config only. Any other item (null, a number, a mapping without
+        ``url``) sends ``config.url``. With no URL from either, or one not
+        starting with ``http://`` or ``https://``, the item fails with a
+        ``ValueError`` saying so.
+
+        ``body`` in the output is the decoded JSON when the response's
+        ``content-type`` is JSON (``application/json`` or ``+json``); for
+        any other content type it is the text, decoded from the charset
+        the response names (else UTF-8), bytes that do not decode replaced
+        by U+FFFD: binary bodies are not kept intact.
+
+        Fetching many URLs, 20 requests in flight at once, results in input
+        order, then keeping only the bodies (``concurrency`` and
+        ``ordered`` sit beside ``config``; the Python builder takes them as
+        keywords, ``.node("get", "http.request", concurrency=20)``):
+
+            nodes:
+              - id: urls
+                type: source.values
+                config:
+                  values:
+                    - http://127.0.0.1:8080/users/1
+                    - http://127.0.0.1:8080/users/2
+              - {id: get, type: http.request, concurrency: 20}
+              - {id: bodies, type: transform.map, config: {expr: x.body}}
+              - {id: result, type: sink.collect}
+            connections: [urls -> get, get -> bodies, bodies -> result]
+
+        Timing this against a local Python ``http.server``: its
+        ``request_queue_size`` (the listen backlog) is 5 by default, so
+        with more connections than that arriving at once some wait for
+        TCP to retry the connection (a second or more), and concurrency
+        looks worse than it is;
+        raise it on the server class (``request_queue_size = 128``) or test
+        against a real server.
     """
 
     def __init__(

@@ -369,6 +369,17 @@ class MapAsync:
     Example:
         ``{id: fetch, type: transform.map_async, concurrency: 20, config:
         {fn: "mymodule:lookup"}}`` calls ``lookup`` for up to 20 items at once.
+
+        Reuse clients and connections across calls: opening an HTTP client
+        or a database connection inside ``fn`` pays a new connection (and
+        TLS handshake) per item. ``fn`` has no hook to open or close
+        anything, so a call that needs a client is better written as a class
+        node whose ``initialize`` opens it (an ``httpx.AsyncClient``, a
+        pool) and whose ``shutdown`` closes it, even when the run fails;
+        its ``async def execute(self, x)`` takes ``concurrency: N`` and
+        ``ordered`` like this node (docs/guide/writing-nodes.md, "A
+        class"). For plain HTTP requests, ``http.request`` does this
+        already.
     """
 
     def __init__(self, config: MapAsyncConfig) -> None:
