@@ -106,13 +106,18 @@ def live(value: Any) -> Any:
     A class counts as a callable (``fn=str``): configs come from documents,
     so no config field holds a type.
     """
+    if type(value) in _PLAIN:
+        return value
     from .node import NodeSpec
 
-    if isinstance(value, str) or value is None:
-        return value
     if isinstance(value, NodeSpec) or callable(value):
         return LiveRef(value)
     return value
+
+
+# Values that are never callables, skipped without a call: most of a config
+# (and all of a ``source.values`` list of records' leaves).
+_PLAIN = frozenset({str, int, float, bool, type(None), bytes, LiveRef})
 
 
 def live_config(value: Any) -> Any:
@@ -121,15 +126,31 @@ def live_config(value: Any) -> Any:
     A dict or list with no callable in it is returned as it is (the same
     object: ``source.values`` hands its items on unchanged, uncopied).
     """
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
     if isinstance(value, dict):
-        wrapped = {k: live_config(v) for k, v in value.items()}
-        same = all(wrapped[k] is v for k, v in value.items())
-        return value if same else wrapped
+        changed: dict[Any, Any] | None = None
+        for k, v in value.items():
+            if type(v) in _PLAIN:
+                continue
+            w = live_config(v)
+            if w is not v:
+                if changed is None:
+                    changed = dict(value)
+                changed[k] = w
+        return value if changed is None else changed
     if isinstance(value, list | tuple):
-        items = [live_config(v) for v in value]
-        if all(a is b for a, b in zip(items, value, strict=True)):
-            return value
-        return items
+        items: list[Any] | None = None
+        for i, v in enumerate(value):
+            if type(v) in _PLAIN:
+                continue
+            w = live_config(v)
+            if w is not v:
+                if items is None:
+                    items = list(value)
+                items[i] = w
+        return value if items is None else items
     return live(value)
 
 
