@@ -213,9 +213,16 @@ class KafkaSource(LogSource[KafkaSourceConfig]):
                 else:
                     messages.append((key, record.offset, value))
         if len(self._hw_end) < len(self._end_tps):
+            # Only partitions assigned now have a high watermark: the group
+            # may be rebalancing (a restart after kill -9 joins while the
+            # dead member's session lasts), and asking for another partition
+            # fails ("Partition is not assigned").
+            assigned = consumer.assignment()
             for key, tp in self._end_tps.items():
+                if key in self._hw_end or tp not in assigned:
+                    continue
                 highwater = consumer.highwater(tp)
-                if key not in self._hw_end and highwater is not None:
+                if highwater is not None:
                     self._hw_end[key] = highwater - 1
         return messages
 
