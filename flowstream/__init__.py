@@ -36,86 +36,8 @@ from ._version import __version__ as __version__
 if TYPE_CHECKING:
     # What type checkers see; at run time `__getattr__` imports `_api` on the
     # first read of a public name, so `import flowstream.cli` stays cheap.
-    from .core.backoff import Backoff as Backoff
-    from .core.codec import decode as decode, encode as encode
-    from .core.events import (
-        ExecutionEvent as ExecutionEvent,
-        NodeCompleted as NodeCompleted,
-        NodeEvent as NodeEvent,
-        NodeFailed as NodeFailed,
-        NodeStarted as NodeStarted,
-        NodeStats as NodeStats,
-        RouteTaken as RouteTaken,
-        WorkflowCompleted as WorkflowCompleted,
-        WorkflowStarted as WorkflowStarted,
-    )
-    from .core.expr import Expr as Expr, FnRef as FnRef, expr_function as expr_function
-    from .core.nesting import (
-        DEFAULT_MAX_DEPTH as DEFAULT_MAX_DEPTH,
-        NestingLimit as NestingLimit,
-    )
-    from .core.node import (
-        Node as Node,
-        NodeContext as NodeContext,
-        NodeFactory as NodeFactory,
-        NodeSpec as NodeSpec,
-        NodeState as NodeState,
-        node as node,
-    )
-    from .core.resources import (
-        FilePath as FilePath,
-        ListenHost as ListenHost,
-        OutboundUrl as OutboundUrl,
-    )
-    from .core.sandbox import Limits as Limits, SandboxedConfig as SandboxedConfig
-    from .core.values import Json as Json, Stream as Stream, Value as Value
-    from .core.workflow import (
-        Connection as Connection,
-        ContinueOnError as ContinueOnError,
-        ErrorHandling as ErrorHandling,
-        RetryPolicy as RetryPolicy,
-        RetryWorkflow as RetryWorkflow,
-        Route as Route,
-        StopWorkflow as StopWorkflow,
-        Workflow as Workflow,
-        WorkflowNode as WorkflowNode,
-        read_workflow as read_workflow,
-        write_workflow as write_workflow,
-    )
-    from .dataflow import Dataflow as Dataflow, DataStream as DataStream
-    from .routed.action import (
-        Action as Action,
-        ExprCondition as ExprCondition,
-        KeyEquals as KeyEquals,
-        KeyExists as KeyExists,
-    )
-    from .routed.flow import Flow as Flow
-    from .routed.run import FlowResult as FlowResult, StepContext as StepContext
-    from .routed.storage import (
-        FileStorage as FileStorage,
-        MemoryStorage as MemoryStorage,
-        SQLiteStorage as SQLiteStorage,
-        Storage as Storage,
-    )
-    from .routed.store import SharedStore as SharedStore
-    from .runtime.channel import (
-        ChannelStatistics as ChannelStatistics,
-        Control as Control,
-        ReceiveChannel as ReceiveChannel,
-        SendChannel as SendChannel,
-        open_channel as open_channel,
-    )
-    from .runtime.events import EventBus as EventBus, Subscription as Subscription
-    from .runtime.feeds import NO_ITEM as NO_ITEM, next_item as next_item
-    from .runtime.flow import FlowRuntime as FlowRuntime
-    from .runtime.local import WorkflowExecutor as WorkflowExecutor
-    from .runtime.netpolicy import check_url as check_url
-    from .runtime.options import RunOptions as RunOptions, RunSettings as RunSettings
-    from .runtime.protocol import Executor as Executor
-    from .runtime.registry import NodeRegistry as NodeRegistry
-    from .runtime.result import DeadLetter as DeadLetter, RunResult as RunResult
-    from .runtime.sqlite_worker import SQLiteWorker as SQLiteWorker
-    from .runtime.validation import Graph as Graph, validate as validate
+    # The names are listed once, in `_api`.
+    from ._api import *
 
 __all__ = [
     "Action",

@@ -1,11 +1,11 @@
 """examples/deploy: the Dockerfile and the systemd unit run what they say.
 
-The container image is built when a container engine is running; the unit
-passes ``systemd-analyze verify`` when systemd's tools are installed. Always:
-the Dockerfile's install steps run in a venv exactly as written (paths
+No container engine runs where the tests do, so the image is not built
+here: the Dockerfile's install steps run in a venv exactly as written (paths
 mapped into a temporary root), and the command both of them start runs the
 service for real on 127.0.0.1, which ingests records, is stopped with
-SIGTERM, drains, and leaves its windows in SQLite.
+SIGTERM, drains, and leaves its windows in SQLite. The unit passes
+``systemd-analyze verify``.
 """
 
 from __future__ import annotations
@@ -98,7 +98,6 @@ def test_unit_is_well_formed() -> None:
     assert service["StateDirectory"] == "flowstream"
 
 
-@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="no systemd-analyze")
 def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     # The same unit, with ExecStart pointing at this venv's flowstream
     # (verify checks that the program exists).
@@ -115,32 +114,6 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "", result.stderr  # no unknown keys either
-
-
-def container_engine() -> str | None:
-    for tool in ("docker", "podman"):
-        if shutil.which(tool):
-            info = subprocess.run(
-                [tool, "info"], capture_output=True, timeout=30, check=False
-            )
-            if info.returncode == 0:
-                return tool
-    return None
-
-
-def test_image_builds() -> None:
-    engine = container_engine()
-    if engine is None:
-        pytest.skip("no container engine running (docker or podman)")
-    result = subprocess.run(
-        [engine, "build", "-f", str(DOCKERFILE), "-t", "flowstream-docs-test", "."],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
 
 
 def test_dockerfile_install_steps_run_in_a_venv(tmp_path: Path) -> None:
