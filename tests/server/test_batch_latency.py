@@ -27,8 +27,14 @@ HOLD_S = 0.005
 
 
 def delayed(count: int | None = None) -> dict[str, Any]:
-    """A timer (every 10 ms) whose items ``time.delay`` holds back 5 ms each."""
-    timer: dict[str, Any] = {"interval_ms": 10}
+    """A timer (every 40 ms) whose items ``time.delay`` holds back 5 ms each.
+
+    The ticks are far apart because the probe reads the head's last take: a
+    timer late on a loaded machine catches up in a burst, the delay takes the
+    next tick before the held one is delivered, and the probe then measures
+    from that later take (a flaky 0.2 ms mean at a 10 ms interval).
+    """
+    timer: dict[str, Any] = {"interval_ms": 40}
     if count is not None:
         timer["count"] = count
     return {
@@ -109,7 +115,7 @@ async def test_server_stream_run_has_the_histogram(client: httpx.AsyncClient) ->
     await client.put("/api/workflows/delayed", json=delayed(), headers=AUTH)
     r = await client.post("/api/workflows/delayed/runs", headers=AUTH)
     run_id = r.json()["run_id"]
-    # The server samples one batch in 16 per task (160 ms of ticks here).
+    # The server samples one batch in 16 per task (640 ms of ticks here).
     async with asyncio.timeout(5):
         while True:
             text = (await client.get("/metrics")).text
