@@ -15,7 +15,7 @@ commits it once every slot sent its snapshot, then lets the sinks commit.
 An actor that dies then rolls the whole graph back: every actor is torn
 down and the run starts again, in new actors, from the last committed epoch
 (at most ``checkpoint.max_restarts`` times in a row, each one a
-``rollback`` event). ``retry_workflow`` is not available on this backend.
+``run.rolled_back`` event). ``retry_workflow`` is not available on this backend.
 """
 
 from __future__ import annotations
@@ -179,17 +179,20 @@ class RayExecutor:
         return str(path), interval, declared or Checkpoint(path=path)
 
     def _rolled_back(self, restart: int, limit: int, epoch: int) -> None:
-        """Say that the run starts again from ``epoch`` (a ``rollback`` event)."""
-        nodes = self._nodes_of[self._dead_slot]
+        """Say that the run starts again from ``epoch`` (a ``run.rolled_back`` event).
+
+        Like the CLI's ``run.restarted``: a `NodeEvent` of no node.
+        """
         self.bus.emit(
             NodeEvent,
             self.run_id,
-            node_id=nodes[0] if nodes else "",
-            name="rollback",
+            node_id="",
+            name="run.rolled_back",
             data={
                 "restart": restart,
                 "max_restarts": limit,
                 "epoch": epoch,
+                "nodes": self._nodes_of[self._dead_slot],
                 "error": self._died,
             },
         )
