@@ -20,8 +20,7 @@ import subprocess
 import sys
 import time
 from contextlib import closing
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
@@ -32,6 +31,9 @@ from flowstream.core.events import NodeEvent
 from flowstream.core.workflow import Checkpoint
 from flowstream.runtime.ray import RayExecutor
 from tests.checkpoints import latest_epoch
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 
