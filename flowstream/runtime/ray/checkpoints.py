@@ -26,6 +26,7 @@ raises); the executor rolls the run back.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING, Any
 
 import ray
@@ -147,3 +148,58 @@ async def _get(ref: Awaitable[Any]) -> Any:
 async def _all(refs: Any) -> list[Any]:
     """Every call's result, in order (raises if an actor died)."""
     return list(await asyncio.gather(*refs))
+
+
+NAMESPACE = "flowstream"
+"""The Ray namespace of checkpointed runs' actors (named, so a later driver
+finds them)."""
+
+FENCE_TIMEOUT_S = 30.0
+
+
+def actor_name(run_key: str, attempt: str, slot: int) -> str:
+    """The name of one slot's actor in one attempt of a checkpointed run."""
+    return f"flowstream:{run_key}:{attempt}:{slot}"
+
+
+async def fence(run_key: str) -> int:
+    """Kill every actor an earlier attempt of ``run_key`` left; wait till dead.
+
+    A driver killed with ``kill -9`` leaves its actors running until Ray
+    notices; one of them still writing to a sink would undo the rollback of
+    the next attempt. Returns how many were found.
+
+    Raises:
+        RuntimeError: One was still alive after `FENCE_TIMEOUT_S` seconds.
+    """
+    prefix = f"flowstream:{run_key}:"
+    found = []
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        name, namespace = entry["name"], entry["namespace"]
+        if namespace != NAMESPACE or not name.startswith(prefix):
+            continue
+        try:
+            handle = ray.get_actor(name, namespace=NAMESPACE)
+        except ValueError:
+            continue  # gone meanwhile
+        ray.kill(handle, no_restart=True)
+        found.append((name, handle))
+    deadline = time.monotonic() + FENCE_TIMEOUT_S
+    for name, handle in found:
+        while not await _dead(handle, deadline):
+            if time.monotonic() >= deadline:
+                msg = f"actor {name} of an earlier run is still alive after kill"
+                raise RuntimeError(msg)
+    return len(found)
+
+
+async def _dead(handle: Any, deadline: float) -> bool:
+    """Whether a call to the actor says it is dead (False: it answered)."""
+    try:
+        async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+            await handle.ping.remote()
+    except ray.exceptions.RayActorError:
+        return True
+    except TimeoutError:
+        return False
+    return False

@@ -36,7 +36,7 @@ from ...errors import FlowstreamError
 from ..checkpointing.store import AlreadyCompleted, CheckpointStore, workflow_key
 from ..result import RunResult, RunStatus
 from .actor import SlotActor
-from .checkpoints import Checkpoints
+from .checkpoints import NAMESPACE, Checkpoints, actor_name, fence
 from .slots import slots_of
 
 if TYPE_CHECKING:
@@ -209,10 +209,25 @@ class RayExecutor:
             "drain_timeout": self.options.drain_timeout,
             "max_dead_letters": self.options.max_dead_letters,
         }
-        self._actors = [
-            _RemoteSlot.options(name=None).remote(workflow, i, options)
-            for i in range(self.slots)
-        ]
+        if ckpt is None:
+            self._actors = [
+                _RemoteSlot.options(name=None).remote(workflow, i, options)
+                for i in range(self.slots)
+            ]
+        else:
+            # Named, so that a later attempt (or driver) finds and kills
+            # them first: see `checkpoints.fence`.
+            try:
+                await fence(ckpt.run_key)
+            except RuntimeError as exc:
+                return RunResult(run_id=self.run_id, status="failed", error=str(exc))
+            attempt = uuid.uuid4().hex[:8]
+            self._actors = [
+                _RemoteSlot.options(
+                    name=actor_name(ckpt.run_key, attempt, i), namespace=NAMESPACE
+                ).remote(workflow, i, options)
+                for i in range(self.slots)
+            ]
         try:
             try:
                 await asyncio.gather(

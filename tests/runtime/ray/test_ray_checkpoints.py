@@ -93,7 +93,7 @@ def expected(tmp_path_factory: pytest.TempPathFactory) -> dict[int, dict[str, An
 
 
 N_ACTOR = 40_000
-N_DRIVER = 40_000
+N_DRIVER = 20_000
 
 
 @pytest.mark.parametrize("seed", [1, 2])
