@@ -41,18 +41,28 @@ KEYS = 7
 
 
 def counts(out: Path, n: int, *, store: Path | None, interval_ms: float) -> Workflow:
-    """``n`` records, counted per key on 2 instances, into three sinks."""
+    """``n`` records (20,000 a second), counted per key on 2 instances, to 3 sinks."""
     db = out / "t.db"
     wf = (
         Workflow("counts", mode="stream", parallelism=2)
         .node("src", "source.range", stop=n, parallelism=1)
+        # Paced, so that a kill lands mid-stream on a loaded machine too.
+        .node(
+            "pace",
+            "transform.throttle",
+            rate=1000,
+            per_ms=100,
+            burst=1024,
+            parallelism=1,
+        )
         .node("rec", "transform.map", expr=f"{{'id': x, 'k': x % {KEYS}}}")
         .node("per_key", "transform.scan", op="count", key="x.k", value="x")
         # One writer each (a keyless table rolls back by rowid).
         .node("agg", "sqlite.sink", path=str(db), table="agg", key="key", parallelism=1)
         .node("rows", "sqlite.sink", path=str(db), table="rows", parallelism=1)
         .node("lines", "file.sink", path=str(out / "rows.jsonl"), parallelism=1)
-        .connect("src -> rec")
+        .connect("src -> pace")
+        .connect("pace -> rec")
         .connect("rec -> per_key")
         .connect("per_key -> agg")
         .connect("rec -> rows")
@@ -79,7 +89,7 @@ def contents(out: Path) -> dict[str, Any]:
 def expected(tmp_path_factory: pytest.TempPathFactory) -> dict[int, dict[str, Any]]:
     """One uninterrupted local run's sinks, by the number of records."""
     found = {}
-    for n in (N_ACTOR, N_DRIVER):
+    for n in {N_ACTOR, N_DRIVER}:
         out = tmp_path_factory.mktemp(f"local{n}")
         result = FlowRuntime().run(counts(out, n, store=None, interval_ms=0))
         assert result.ok, result.error
@@ -92,8 +102,7 @@ def expected(tmp_path_factory: pytest.TempPathFactory) -> dict[int, dict[str, An
     return found
 
 
-N_ACTOR = 40_000
-N_DRIVER = 20_000
+N_ACTOR = N_DRIVER = 20_000
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -117,6 +126,8 @@ def test_a_killed_actor_rolls_every_slot_back_and_the_sinks_stay_exact(
             assert not task.done(), task.result().error
             assert time.monotonic() < deadline, "no epoch committed"
             await asyncio.wait([task], timeout=0.01)
+        # Mid-stream: the source had not reached its end at the last commit.
+        assert latest_epoch(store)[1]["src"]["offset"] < N_ACTOR
         ray.kill(executor._actors[victim])
         return await task
 
@@ -159,12 +170,21 @@ def test_a_killed_driver_resumes_from_the_store_with_exact_counts(
         time.sleep(0.01)  # polling the store for a condition, with a deadline
     os.kill(first.pid, signal.SIGKILL)
     first.communicate(timeout=30)
-    epoch, _ = latest_epoch(store)
+    epoch, killed_at = latest_epoch(store)
+    assert killed_at["src"]["offset"] < N_DRIVER  # mid-stream
     again = subprocess.run(
         args, capture_output=True, text=True, timeout=120, check=False
     )
     assert again.returncode == 0, again.stderr
-    assert latest_epoch(store)[0] > epoch
+    last, states = latest_epoch(store)
+    assert last > epoch
+    # Keyed state under the expanded ids the local backend uses, each key
+    # in one instance, every record counted once.
+    accs = [states[f"per_key[{i}]"]["accs"] for i in (0, 1)]
+    assert accs[0]
+    assert accs[1]
+    assert not set(accs[0]) & set(accs[1])
+    assert sum(accs[0].values()) + sum(accs[1].values()) == N_DRIVER
     assert contents(tmp_path) == expected[N_DRIVER]
     listing = subprocess.run(
         [sys.executable, "-m", "flowstream", "checkpoints", str(store)],
