@@ -63,8 +63,8 @@ class Checkpoints:
         self.interval = interval
         self.epoch = epoch
         self.states = states
-        self.committed: list[int] = []
-        """The epochs this attempt committed, in order."""
+        self.committed = epoch
+        """The last epoch committed (by this attempt, or before it)."""
 
     def restored(self, nodes: Sequence[str]) -> tuple[int, dict[str, bytes]]:
         """The last epoch and the states of ``nodes`` (one slot's share)."""
@@ -132,7 +132,7 @@ class Checkpoints:
                 return False
             states.update(part)
         await self.store.commit_epoch(self.run_key, epoch, states)
-        self.committed.append(epoch)
+        self.committed = epoch
         await _all(a.decide.remote(epoch) for a in actors)
         return True
 

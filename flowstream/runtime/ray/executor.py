@@ -156,8 +156,7 @@ class RayExecutor:
                 ):
                     break
                 restarts += 1
-                back_to = ckpt.committed[-1] if ckpt.committed else epoch
-                self._rolled_back(restarts, policy.max_restarts, back_to)
+                self._rolled_back(restarts, policy.max_restarts, ckpt.committed)
             result.attempts = restarts + 1
             result.duration_s = time.perf_counter() - started
             if result.status == "completed" and self._stopping:
