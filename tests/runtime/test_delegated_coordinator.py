@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from flowstream.runtime.checkpointing.barriers import SourceBarriers
 from flowstream.runtime.checkpointing.delegated import DelegatedCoordinator
@@ -24,7 +25,7 @@ def attached(
 
     coord.attach(
         {
-            name: SourceBarriers(lambda: at_rest, lambda e, n=name: mark(n, e))
+            name: SourceBarriers(lambda: at_rest, functools.partial(mark, name))
             for name in ("src", "recv0")
         },
         finished=finished,
