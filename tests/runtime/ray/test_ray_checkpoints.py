@@ -194,3 +194,38 @@ def test_a_killed_driver_resumes_from_the_store_with_exact_counts(
     ).stdout
     assert "completed" in listing
     assert f"src: offset={N_DRIVER}" in listing
+
+
+def test_rollbacks_are_bounded_by_max_restarts(tmp_path: Path) -> None:
+    store = tmp_path / "ckpt.db"
+    wf = counts(tmp_path, N_ACTOR, store=store, interval_ms=50)
+    assert wf.checkpoint is not None
+    wf.checkpoint = msgspec.structs.replace(wf.checkpoint, max_restarts=1)
+    executor = FlowRuntime().executor(wf, backend="ray")
+    assert isinstance(executor, RayExecutor)
+    events: list[Any] = []
+    executor.bus.add_listener(events.append)
+
+    async def main() -> Any:
+        task = asyncio.create_task(executor.run())
+        deadline = time.monotonic() + 60
+        for _ in range(2):  # kill each attempt's slot 1 once it committed
+            seen = latest_epoch(store)[0]
+            actors = executor._actors
+            while latest_epoch(store)[0] <= seen or executor._actors is actors:
+                assert not task.done(), task.result().error
+                assert time.monotonic() < deadline, "no epoch committed"
+                await asyncio.wait([task], timeout=0.01)
+            ray.kill(executor._actors[1])
+        return await task
+
+    result = asyncio.run(main())
+    assert result.status == "failed"
+    assert result.attempts == 2
+    assert "per_key[1]" in (result.error or "")
+    assert "died" in (result.error or "")
+    rolled = [
+        e for e in events if isinstance(e, NodeEvent) and e.name == "run.rolled_back"
+    ]
+    assert [e.data["restart"] for e in rolled] == [1]
+    assert rolled[0].data["max_restarts"] == 1
