@@ -41,7 +41,7 @@ KEYS = 7
 
 
 def counts(out: Path, n: int, *, store: Path | None, interval_ms: float) -> Workflow:
-    """``n`` records (20,000 a second), counted per key on 2 instances, to 3 sinks."""
+    """``n`` records (10,000 a second), counted per key on 2 instances, to 3 sinks."""
     db = out / "t.db"
     wf = (
         Workflow("counts", mode="stream", parallelism=2)
