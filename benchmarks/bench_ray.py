@@ -16,6 +16,11 @@ time with it is in the notes); a local run goes to a fresh subprocess without
 Ray (whose threads in this process would slow it) and is timed inside it. The
 ratios are paired round by round: median [min..max].
 
+Third table: the cost of checkpoints on Ray. The keyed pipeline in stream
+mode with ``parallelism: 2`` on Ray, without and with a checkpoint store
+(an epoch every 100 ms: barriers across processes, snapshots sent to the
+driver, commits); items/s over the running time, paired per round.
+
 Second table: the cost of a batch crossing processes. A trivial map with
 parallelism 2 behind a source emitting batches of 2, 128 or 2048 items, so that
 each instance (one of them in the other process) gets batches of 1, 64 or
@@ -28,6 +33,7 @@ import asyncio
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -36,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from flowstream.core.node import node
-from flowstream.core.workflow import Workflow
+from flowstream.core.workflow import Checkpoint, Workflow
 from flowstream.runtime.flow import FlowRuntime
 
 from . import _harness as h
@@ -129,7 +135,7 @@ def _timed(wf: Workflow, backend: str) -> tuple[float, float, Any]:
 _LOCAL = """
 import sys, time
 import msgspec
-from flowstream.core.workflow import Workflow
+from flowstream.core.workflow import Checkpoint, Workflow
 from flowstream.runtime.flow import FlowRuntime
 wf = msgspec.json.decode(sys.stdin.buffer.read(), type=Workflow)
 runtime = FlowRuntime()
@@ -240,7 +246,41 @@ def _run(cfg: h.Config, n: int, want: dict[int, int], per_item_us: float) -> h.W
     w.extra["edge"] = _edge_table(cfg)
     for line in w.extra["edge"]:
         w.notes.append(line)
+    w.extra["checkpoints"] = _checkpoint_table(cfg, n, want)
+    w.notes.extend(w.extra["checkpoints"])
     return w
+
+
+CHECKPOINT_INTERVAL_MS = 100.0
+
+
+def _checkpoint_table(cfg: h.Config, n: int, want: dict[int, int]) -> list[str]:
+    """Items/s of the keyed pipeline on Ray (p=2, stream) without/with a store."""
+    plain, kept = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(cfg.repeat):
+            for store, into in ((None, plain), (Path(tmp) / f"c{i}.db", kept)):
+                wf = keyed(n, 2)
+                wf.mode = "stream"
+                if store is not None:
+                    wf.checkpoint = Checkpoint(
+                        path=str(store), interval_ms=CHECKPOINT_INTERVAL_MS
+                    )
+                ran, _, out = _timed(wf, "ray")
+                got = {int(r["key"]): r["value"] for r in out}
+                if got != want:
+                    msg = f"checkpointed={store is not None}: wrong counts"
+                    raise AssertionError(msg)
+                into.append(n / ran)
+    ratios = sorted(k / p for k, p in zip(kept, plain, strict=True))
+    line = (
+        f"checkpoints on ray (p=2, stream, epoch every "
+        f"{CHECKPOINT_INTERVAL_MS:g} ms): {statistics.median(kept) / 1e3:.0f} k "
+        f"items/s vs {statistics.median(plain) / 1e3:.0f} k/s without "
+        f"({statistics.median(ratios):.2f}x [{ratios[0]:.2f}..{ratios[-1]:.2f}])"
+    )
+    h.log(f"  {line}")
+    return [line]
 
 
 def _edge_table(cfg: h.Config) -> list[str]:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ..checkpointing.barriers import SourceBarriers, run_epochs
+from ..checkpointing.delegated import DelegatedCoordinator
 from ..checkpointing.faults import fault_point
 from ..checkpointing.store import Barrier, CheckpointError, Coordinator
 
@@ -54,8 +55,11 @@ def decode_state(blob: bytes) -> dict[str, Any]:
 
 
 def coordinator(ex: WorkflowExecutor, segments: list[Segment]) -> Coordinator:
-    """The run's `Coordinator`; refuses what cannot be checkpointed yet."""
-    assert ex._store is not None
+    """The run's `Coordinator`; refuses what cannot be checkpointed yet.
+
+    Under a coordinator elsewhere (`WorkflowExecutor.checkpoint_under`), that
+    one's stand-in in this process.
+    """
     for seg in segments:
         head = seg.head
         spec = head.spec
@@ -75,9 +79,15 @@ def coordinator(ex: WorkflowExecutor, segments: list[Segment]) -> Coordinator:
                 )
                 raise CheckpointError(msg)
             seg.alignment.producers += 1
-    coord = Coordinator(
-        ex._store, ex._run_key, ex._interval, len(segments), ex._epoch + 1
-    )
+    coord: Coordinator
+    if ex._delegated is not None:
+        coord = ex._delegated
+        coord.segments = len(segments)
+    else:
+        assert ex._store is not None
+        coord = Coordinator(
+            ex._store, ex._run_key, ex._interval, len(segments), ex._epoch + 1
+        )
     for seg in segments:
         if seg.is_source:
             seg.barriers = SourceBarriers(
@@ -152,7 +162,19 @@ def barrier_now(ex: WorkflowExecutor, seg: Segment, epoch: int) -> None:
 
 
 async def coordinate(ex: WorkflowExecutor, coord: Coordinator) -> None:
-    """Run the run's epochs (`checkpointing.barriers.run_epochs`)."""
+    """Run the run's epochs (`checkpointing.barriers.run_epochs`).
+
+    Under a coordinator elsewhere, hand it the sources instead: its epochs
+    start by its calls.
+    """
+    if isinstance(coord, DelegatedCoordinator):
+        coord.attach(
+            {s.head.id: s.barriers for s in ex._sources if s.barriers is not None},
+            finished=ex._segments_done,
+            stopping=lambda: ex._stopping,
+            committed=functools.partial(committed, ex),
+        )
+        return
     sources = [seg.barriers for seg in ex._sources if seg.barriers is not None]
     await run_epochs(
         coord,
@@ -180,9 +202,9 @@ async def initial_checkpoint(ex: WorkflowExecutor, coord: Coordinator) -> None:
     wrote at start (a file's length, a table's last row), so they can
     drop what the lost attempt wrote instead of keeping it twice.
     """
-    states = await _snapshot_all(ex, 0)
-    await coord.store.commit_epoch(coord.run_key, 0, states)
-    await committed(ex, 0)
+    coord.states = await _snapshot_all(ex, 0)
+    await coord.commit()  # epoch 0: nothing was triggered yet
+    await committed(ex, coord.committed)
 
 
 async def final_checkpoint(ex: WorkflowExecutor, coord: Coordinator) -> None:
@@ -190,7 +212,8 @@ async def final_checkpoint(ex: WorkflowExecutor, coord: Coordinator) -> None:
     epoch = coord.trigger()
     coord.states.update(await _snapshot_all(ex, epoch))
     await coord.commit()
-    await committed(ex, epoch)
+    # (A coordinator elsewhere may number the epoch its own way.)
+    await committed(ex, coord.committed)
 
 
 async def _snapshot_all(ex: WorkflowExecutor, epoch: int) -> dict[str, bytes]:

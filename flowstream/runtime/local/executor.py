@@ -65,6 +65,7 @@ from .segments import run_segment
 if TYPE_CHECKING:
     from collections.abc import Coroutine
 
+    from ..checkpointing.delegated import DelegatedCoordinator
     from ..checkpointing.store import (
         CheckpointStore,
         Coordinator,
@@ -113,6 +114,8 @@ class WorkflowExecutor:
         self._restored_states: dict[str, bytes] = {}
         self._interval = 1.0
         self._coord: Coordinator | None = None
+        # Checkpoints decided by a coordinator in another process.
+        self._delegated: DelegatedCoordinator | None = None
         self._segments_left = 0
         self._segments_done = asyncio.Event()
         self._drain_deadline: asyncio.TimerHandle | None = None
@@ -136,7 +139,7 @@ class WorkflowExecutor:
         declared = self.graph.workflow.checkpoint
         if path is None and declared is not None:
             path, interval = declared.path, declared.interval_ms
-        if path is None:
+        if path is None or self._delegated is not None:
             return await self._run_attempts()
         policy = declared or Checkpoint(path=path)
         return await run_checkpointed(self, path, interval, policy)
@@ -152,6 +155,20 @@ class WorkflowExecutor:
             result = await self._run_once()
         result.attempts = attempt
         return result
+
+    def checkpoint_under(
+        self, coord: DelegatedCoordinator, epoch: int, states: dict[str, bytes]
+    ) -> None:
+        """Take stream checkpoints for a coordinator elsewhere (before `run`).
+
+        The run is one part of a graph spread over processes; ``coord`` is
+        its coordinator's stand-in here (`checkpointing.delegated`), which
+        owns the store. The run starts from the committed ``epoch`` with its
+        nodes' ``states`` (0 and none: a fresh start).
+        """
+        self._delegated = coord
+        self._epoch = epoch
+        self._restored_states = states
 
     def stop(self) -> None:
         """Stop gracefully: sources end, in-flight items drain, hooks run.
@@ -305,6 +322,13 @@ class WorkflowExecutor:
             except Exception as exc:
                 n.rt.logger.warning("shutdown of %s failed: %r", n.id, exc)
 
+    @property
+    def _checkpointing(self) -> bool:
+        """Whether this stream run takes checkpoints (here or for elsewhere)."""
+        return self.mode == "stream" and (
+            self._store is not None or self._delegated is not None
+        )
+
     # --- wiring ------------------------------------------------------------------
 
     def _build(self) -> None:
@@ -348,7 +372,7 @@ class WorkflowExecutor:
             max_kept=self.options.max_dead_letters,
             error_connected=any(c.from_port == ERROR_PORT for c in g.outbound),
         )
-        if self._store is not None and self.mode == "stream":
+        if self._checkpointing:
             rt.checkpointing = True
             rt.restored_epoch = self._epoch
         n = self._nodes[gid] = NodeRun(
@@ -414,7 +438,7 @@ class WorkflowExecutor:
             for sp in self.plan.segments
         ]
         self._coord = None
-        if self._store is not None and self.mode == "stream" and segments:
+        if self._checkpointing and segments:
             # Refuses what it cannot checkpoint.
             self._coord = epochs.coordinator(self, segments)
             if self._epoch == 0:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...core.node import OUT_PORT
 from ..channel import Control
+from ..checkpointing.store import Barrier
 from ..feeds import AligningFeed, BatchFeed, ChannelFeed
 from ..stepping import rebatch
 from . import epochs, stages
@@ -149,7 +150,7 @@ async def _source_batches(
                 await _source_gate(ex, seg, barriers)
             try:
                 async with asyncio.timeout(None) as seg.pulling:
-                    batch = await anext(batches)
+                    batch: list[Any] | Barrier = await anext(batches)
             except StopAsyncIteration:
                 due = barriers.take_due() if barriers is not None else None
                 if due is not None:  # mark the epoch before the end
@@ -165,6 +166,13 @@ async def _source_batches(
                 raise
             finally:
                 seg.pulling = None
+            if isinstance(batch, Barrier):
+                # A barrier that came in-band from another process (the
+                # receiving end of a Ray edge yields it, in its place among
+                # the batches): due now, marked at the loop's top.
+                if barriers is not None:
+                    barriers.request(batch.epoch)
+                continue
             seg.head.rt.taken_at = perf_counter()
             if barriers is not None and barriers.gate is not None:
                 # Marked while it was pulled: this batch came after the

@@ -6,16 +6,24 @@ user of the protocol.)
 Each actor gets the workflow (JSON) and validates and expands it itself, so
 nothing but plain data and actor handles crosses processes; the expansion is
 deterministic, so every actor cuts the same graph the same way.
+
+Under checkpoints the actor's executor checkpoints for the coordinator in the
+driver (`checkpointing.delegated`): the driver starts each epoch here
+(``checkpoint``), collects the snapshots (``checkpoint``, ``ready_states``)
+and says when an epoch is committed (``decide``).
 """
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from ...core.workflow import Workflow
 from ..backends import create_executor
+from ..checkpointing.delegated import CheckpointsUnder, DelegatedCoordinator
+from ..checkpointing.store import Barrier
 from ..events import EventBus
 from ..options import RunOptions
 from ..registry import NodeRegistry
@@ -38,20 +46,38 @@ class SlotActor:
     """One slot of a run (made remote by the executor: ``ray.remote(SlotActor)``).
 
     Methods are called in this order: ``prepare`` (every actor, before any
-    runs), ``run``; ``push`` by the other actors while running; ``stop``,
-    ``cancel``, ``statistics`` and ``meters`` from the driver at any time.
+    runs), ``run``; ``push`` and ``push_barrier`` by the other actors while
+    running; ``stop``, ``cancel``, ``statistics`` and ``meters`` from the
+    driver at any time, and under checkpoints ``checkpoint``,
+    ``ready_states``, ``decide`` and ``stop_epochs``.
     """
 
     def __init__(self, workflow: bytes, slot: int, options: dict[str, Any]) -> None:
-        self.workflow = msgspec.json.decode(workflow, type=Workflow)
+        # The driver keeps the checkpoint store: the actors never open it.
+        self.workflow = msgspec.structs.replace(
+            msgspec.json.decode(workflow, type=Workflow), checkpoint=None
+        )
         self.slot = slot
         self.options = RunOptions(**options, backend="local")
         self.inboxes: dict[int, Inbox] = {}
         self.meters: dict[int, EdgeMeter] = {}
         self.executor: Executor | None = None
+        self.coord: DelegatedCoordinator | None = None
 
-    async def prepare(self, handles: list[Any], window: int) -> list[str]:
-        """Build this slot's graph and executor; return its node ids."""
+    async def prepare(
+        self,
+        handles: list[Any],
+        window: int,
+        restored: tuple[int, dict[str, bytes]] | None = None,
+    ) -> list[str]:
+        """Build this slot's graph and executor; return its node ids.
+
+        Args:
+            handles: Every slot's actor, by slot.
+            window: The credit window of each edge.
+            restored: Under checkpoints: the last committed epoch and its
+                node states (of every slot: this one takes its own).
+        """
         graph = validate(self.workflow, NodeRegistry.default())
         slots = slots_of(graph)
         edges = remote_edges(graph, slots)
@@ -67,16 +93,65 @@ class SlotActor:
 
         part = cut(graph, self.slot, slots, edges, receiver, sender)
         self.executor = create_executor(part, EventBus(), self.options)
+        if restored is not None:
+            epoch, states = restored
+            in_band = frozenset(
+                gid for gid, g in part.nodes.items() if g.spec is receive
+            )
+            self.coord = DelegatedCoordinator(epoch + 1, in_band)
+            assert isinstance(self.executor, CheckpointsUnder)
+            mine = {k: v for k, v in states.items() if k in part.nodes}
+            self.executor.checkpoint_under(self.coord, epoch, mine)
         return list(part.nodes)
 
     async def push(self, edge: int, seq: int, payload: bytes | None) -> None:
         """Take batch ``seq`` of remote edge ``edge`` (returns when it is queued)."""
         await self.inboxes[edge].push(seq, payload)
 
+    async def push_barrier(self, edge: int, seq: int, epoch: int) -> None:
+        """Take the barrier of ``epoch``, number ``seq`` on edge ``edge``.
+
+        The epoch starts here at once (another process has started it); the
+        barrier is marked once every batch before it is taken.
+        """
+        assert self.coord is not None, "barriers come only under checkpoints"
+        self.coord.advance(epoch)
+        await self.inboxes[edge].push(seq, Barrier(epoch))
+
     async def run(self) -> RunResult:
         """Run this slot to its end."""
         assert self.executor is not None, "prepare first"
-        return await self.executor.run()
+        try:
+            return await self.executor.run()
+        finally:
+            if self.coord is not None:
+                self.coord.ended()
+
+    # --- checkpoints: called by the driver --------------------------------------
+
+    async def checkpoint(self, epoch: int) -> dict[str, bytes] | None:
+        """Start ``epoch`` here; this slot's node states once it is snapshotted."""
+        assert self.coord is not None
+        return await self.coord.checkpoint(epoch)
+
+    async def ready_states(self) -> dict[str, bytes] | None:
+        """This slot's whole snapshot at the start or after the drain."""
+        assert self.coord is not None
+        return await self.coord.ready_states()
+
+    async def decide(self, epoch: int) -> None:
+        """Epoch ``epoch`` is committed: sources go on, sinks commit."""
+        assert self.coord is not None
+        await self.coord.decide(epoch)
+
+    def stop_epochs(self) -> None:
+        """No more epochs in this run (the one after the drain follows)."""
+        if self.coord is not None:
+            self.coord.stop_epochs()
+
+    def ping(self) -> int:
+        """This actor's process id (the driver's health check; tests kill it)."""
+        return os.getpid()
 
     def stop(self) -> None:
         """Stop this slot's sources gracefully (again: cancel)."""

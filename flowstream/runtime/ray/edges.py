@@ -11,6 +11,12 @@ store holds at most ``window`` batches per edge.
 Ray may start concurrent calls of an async actor's method in any order, so
 every batch carries its sequence number and the inbox admits them in order.
 ``None`` as the payload ends the edge.
+
+Under checkpoints, a barrier crosses the edge in-band: when it reaches the
+sender (its barrier hook: every batch before it is sent), the sender pushes
+it in its place in the sequence, within the same window; the receiver emits
+it in its place among the batches (`checkpointing.Barrier`), where its
+process's executor marks it as a source marks one (docs/scale-out.md).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import msgspec
 from ...core.codec import decode_msgpack, encode_msgpack
 from ...core.node import node
 from ...errors import EncodeError
+from ..checkpointing.store import Barrier
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -37,11 +44,11 @@ class Inbox:
     """The receiving end of one edge: batches in sequence order, one buffered."""
 
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1)
+        self.queue: asyncio.Queue[bytes | Barrier | None] = asyncio.Queue(maxsize=1)
         self._next = 0
         self._turn = asyncio.Condition()
 
-    async def push(self, seq: int, payload: bytes | None) -> None:
+    async def push(self, seq: int, payload: bytes | Barrier | None) -> None:
         """Admit batch ``seq`` after every earlier one; wait for room."""
         async with self._turn:
             await self._turn.wait_for(lambda: self._next == seq)
@@ -82,17 +89,23 @@ class Send(msgspec.Struct, frozen=True, kw_only=True):
 
 
 @node("runtime.receive", config=Receive, batched=True, stops_itself=True)
-async def receive(*, config: Receive, ctx: NodeContext) -> AsyncIterator[list[Any]]:
+async def receive(
+    *, config: Receive, ctx: NodeContext
+) -> AsyncIterator[list[Any] | Barrier]:
     """Emit the batches another process sends on this edge, until it ends.
 
     A graceful stop does not end it (``stops_itself``): the sources upstream
-    stop, and their end arrives here in order after their last batch.
+    stop, and their end arrives here in order after their last batch. A
+    barrier is emitted as it came, between two batches.
     """
     queue = config.inbox.queue
     while True:
         payload = await queue.get()
         if payload is None:
             return
+        if type(payload) is Barrier:
+            yield payload
+            continue
         yield decode_msgpack(payload)
 
 
@@ -103,27 +116,45 @@ async def send(
     """Send each batch to the actor at the other end, within the credit window.
 
     An item with no MessagePack form goes to this node's dead letters with
-    the reason; the rest of its batch is sent.
+    the reason; the rest of its batch is sent. Under checkpoints, each
+    barrier is sent after the batches before it (see the module docstring).
     """
-    push, edge, window, meter = (
-        config.target.push,
+    target, edge, window, meter = (
+        config.target,
         config.edge,
         config.window,
         config.meter,
     )
     unacked: deque[Any] = deque()
     seq = 0
+    sending = True  # a barrier after the end has nowhere to go
+
+    async def credit() -> None:
+        if len(unacked) >= window:
+            await unacked.popleft()
+
+    async def at_barrier(epoch: int) -> None:
+        nonlocal seq
+        if not sending:
+            return  # the snapshot after the drain: nothing crosses any more
+        await credit()
+        unacked.append(target.push_barrier.remote(edge, seq, epoch))
+        seq += 1
+
+    if ctx.checkpointing:
+        ctx.on_barrier(at_barrier)
+    push = target.push
     async for batch in inp:
         payload = _encode(batch, ctx)
         if payload is None:
             continue
-        if len(unacked) >= window:
-            await unacked.popleft()
+        await credit()
         unacked.append(push.remote(edge, seq, payload))
         seq += 1
         meter.batches += 1
         meter.bytes += len(payload)
         meter.peak_unacked = max(meter.peak_unacked, len(unacked))
+    sending = False
     while unacked:
         await unacked.popleft()
     await push.remote(edge, seq, None)

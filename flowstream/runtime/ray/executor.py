@@ -7,8 +7,15 @@ driver only places the actors, wires them, polls their counters and gathers
 their results: the outputs of every slot, merged by declared node.
 
 A failure in one slot fails the run and cancels the others; an actor that
-dies fails the run naming its nodes. Checkpoints (and so ``retry_workflow``,
-which restarts every slot at once) are not available on this backend yet.
+dies fails the run naming its nodes.
+
+Under checkpoints (stream mode) the driver is the run's one coordinator
+(`checkpoints`): it owns the store, starts every epoch in every slot,
+commits it once every slot sent its snapshot, then lets the sinks commit.
+An actor that dies then rolls the whole graph back: every actor is torn
+down and the run starts again, in new actors, from the last committed epoch
+(at most ``checkpoint.max_restarts`` times in a row, each one a
+``run.rolled_back`` event). ``retry_workflow`` is not available on this backend.
 """
 
 from __future__ import annotations
@@ -23,11 +30,13 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import ray
 
-from ...core.events import NodeStats, WorkflowCompleted, WorkflowStarted
-from ...core.workflow import RetryWorkflow
+from ...core.events import NodeEvent, NodeStats, WorkflowCompleted, WorkflowStarted
+from ...core.workflow import Checkpoint, RetryWorkflow
 from ...errors import FlowstreamError
+from ..checkpointing.store import AlreadyCompleted, CheckpointStore, workflow_key
 from ..result import RunResult, RunStatus
 from .actor import SlotActor
+from .checkpoints import NAMESPACE, Checkpoints, actor_name, fence
 from .slots import slots_of
 
 if TYPE_CHECKING:
@@ -71,10 +80,13 @@ class RayExecutor:
 
     def __init__(self, graph: Graph, bus: EventBus, options: RunOptions) -> None:
         wf = graph.workflow
-        if options.checkpoint is not None or wf.checkpoint is not None:
+        self.mode = options.mode or wf.mode
+        checkpointed = options.checkpoint is not None or wf.checkpoint is not None
+        if checkpointed and self.mode != "stream":
             msg = (
-                f"workflow {wf.name!r}: checkpoints are not available on the ray "
-                "backend yet; run it with --backend local, or without checkpoint"
+                f"workflow {wf.name!r}: on the ray backend checkpoints are taken "
+                f"in stream mode only, not in {self.mode!r} mode; run it with "
+                "--backend local, or in stream mode"
             )
             raise RayBackendError(msg)
         if isinstance(wf.error_handling, RetryWorkflow):
@@ -89,7 +101,6 @@ class RayExecutor:
         self.graph = graph
         self.bus = bus
         self.options = options
-        self.mode = options.mode or wf.mode
         self.run_id = uuid.uuid4().hex[:12]
         slots = slots_of(graph)
         self.slots = max(slots.values(), default=0) + 1
@@ -102,6 +113,8 @@ class RayExecutor:
         self._stopping = False
         self._cancelled: str | None = None
         self._died: str | None = None
+        self._dead_slot = 0
+        self._started = False
         self.timings: dict[str, float] = {}
         """After a run: ``place_s`` (starting and wiring the actors) and
         ``run_s`` (from `WorkflowStarted` to the last slot's end)."""
@@ -109,9 +122,83 @@ class RayExecutor:
     # --- the protocol ----------------------------------------------------------------
 
     async def run(self) -> RunResult:
-        """Place the slots, run them to the end, and merge their results."""
-        start = time.perf_counter()
+        """Place the slots, run them to the end, and merge their results.
+
+        Under checkpoints, against the store: resumed from its last epoch,
+        and rolled back to the last epoch when an actor dies.
+        """
         ensure_ray(self.options.ray_address)
+        checkpoints = self._checkpoint_policy()
+        if checkpoints is None:
+            return self._finish(await self._attempt(None))
+        path, interval_ms, policy = checkpoints
+        async with CheckpointStore(path, interval_ms) as store:
+            key = workflow_key(self.graph.workflow)
+            try:
+                await store.begin(
+                    key, self.graph.workflow.name, fresh=self.options.fresh
+                )
+            except AlreadyCompleted as done:
+                return self._finish(
+                    RunResult(run_id=self.run_id, status="completed", skipped=str(done))
+                )
+            started = time.perf_counter()
+            restarts = 0
+            while True:
+                epoch, states = await store.latest_epoch(key)
+                ckpt = Checkpoints(store, key, interval_ms / 1000.0, epoch, states)
+                self._died, self._cancelled = None, None
+                result = await self._attempt(ckpt)
+                if (
+                    self._died is None
+                    or self._stopping
+                    or restarts >= policy.max_restarts
+                ):
+                    break
+                restarts += 1
+                self._rolled_back(restarts, policy.max_restarts, ckpt.committed)
+            result.attempts = restarts + 1
+            result.duration_s = time.perf_counter() - started
+            if result.status == "completed" and self._stopping:
+                status = "stopped"  # drained on request: a restart resumes it
+            else:
+                status = result.status
+            await store.finish(key, status)
+        return self._finish(result)
+
+    def _checkpoint_policy(self) -> tuple[str, float, Checkpoint] | None:
+        """Where and how often this run checkpoints (None: it does not)."""
+        declared = self.graph.workflow.checkpoint
+        path = self.options.checkpoint
+        interval = self.options.checkpoint_interval_ms
+        if path is None and declared is not None:
+            path, interval = str(declared.path), declared.interval_ms
+        if path is None:
+            return None
+        return str(path), interval, declared or Checkpoint(path=path)
+
+    def _rolled_back(self, restart: int, limit: int, epoch: int) -> None:
+        """Say that the run starts again from ``epoch`` (a ``run.rolled_back`` event).
+
+        Like the CLI's ``run.restarted``: a `NodeEvent` of no node.
+        """
+        self.bus.emit(
+            NodeEvent,
+            self.run_id,
+            node_id="",
+            name="run.rolled_back",
+            data={
+                "restart": restart,
+                "max_restarts": limit,
+                "epoch": epoch,
+                "nodes": self._nodes_of[self._dead_slot],
+                "error": self._died,
+            },
+        )
+
+    async def _attempt(self, ckpt: Checkpoints | None) -> RunResult:
+        """Place the slots in new actors and run them once to the end."""
+        start = time.perf_counter()
         workflow = msgspec.json.encode(self.graph.workflow)
         options = {
             "mode": self.mode,
@@ -121,40 +208,59 @@ class RayExecutor:
             "drain_timeout": self.options.drain_timeout,
             "max_dead_letters": self.options.max_dead_letters,
         }
-        self._actors = [
-            _RemoteSlot.options(name=None).remote(workflow, i, options)
-            for i in range(self.slots)
-        ]
+        if ckpt is None:
+            self._actors = [
+                _RemoteSlot.options(name=None).remote(workflow, i, options)
+                for i in range(self.slots)
+            ]
+        else:
+            # Named, so that a later attempt (or driver) finds and kills
+            # them first: see `checkpoints.fence`.
+            try:
+                await fence(ckpt.run_key)
+            except RuntimeError as exc:
+                return RunResult(run_id=self.run_id, status="failed", error=str(exc))
+            attempt = uuid.uuid4().hex[:8]
+            self._actors = [
+                _RemoteSlot.options(
+                    name=actor_name(ckpt.run_key, attempt, i), namespace=NAMESPACE
+                ).remote(workflow, i, options)
+                for i in range(self.slots)
+            ]
         try:
             try:
                 await asyncio.gather(
                     *(
-                        a.prepare.remote(self._actors, self.options.credit_window)
-                        for a in self._actors
+                        a.prepare.remote(
+                            self._actors,
+                            self.options.credit_window,
+                            None if ckpt is None else ckpt.restored(self._nodes_of[i]),
+                        )
+                        for i, a in enumerate(self._actors)
                     )
                 )
             except ray.exceptions.RayError as exc:
                 # A worker that cannot import a module the workflow names, or
                 # a cluster that cannot place the actors.
                 error = f"the Ray workers could not set up the run: {exc}"
-                return self._finish(
-                    RunResult(run_id=self.run_id, status="failed", error=error)
-                )
+                return RunResult(run_id=self.run_id, status="failed", error=error)
             placed = time.perf_counter()
             self.timings["place_s"] = placed - start
-            self.bus.emit(
-                WorkflowStarted,
-                self.run_id,
-                workflow=self.graph.workflow.name,
-                mode=self.mode,
-                nodes=len(self.graph.nodes),
-            )
-            results = await self._run_slots()
+            if not self._started:
+                self._started = True
+                self.bus.emit(
+                    WorkflowStarted,
+                    self.run_id,
+                    workflow=self.graph.workflow.name,
+                    mode=self.mode,
+                    nodes=len(self.graph.nodes),
+                )
+            results = await self._run_slots(ckpt)
             self.timings["run_s"] = time.perf_counter() - placed
         finally:
             for a in self._actors:
                 ray.kill(a)
-        return self._finish(self._merge(results, time.perf_counter() - start))
+        return self._merge(results, time.perf_counter() - start)
 
     def _finish(self, result: RunResult) -> RunResult:
         self.bus.emit(
@@ -203,7 +309,7 @@ class RayExecutor:
 
     # --- running -----------------------------------------------------------------
 
-    async def _run_slots(self) -> list[RunResult]:
+    async def _run_slots(self, ckpt: Checkpoints | None) -> list[RunResult]:
         results: list[RunResult | None] = [None] * self.slots
 
         async def watch(i: int, ref: Any) -> None:
@@ -217,7 +323,8 @@ class RayExecutor:
                     error=f"the process running {nodes} died: {exc}",
                 )
                 # The root cause: the other slots then fail sending to it.
-                self._died = self._died or result.error
+                if self._died is None:
+                    self._died, self._dead_slot = result.error, i
             results[i] = result
             if result.status != "completed" and self._cancelled is None:
                 self._cancelled = result.status
@@ -230,6 +337,14 @@ class RayExecutor:
                 for i, a in enumerate(self._actors)
             ]
             tg.create_task(self._poll(watchers))
+            if ckpt is not None:
+                tg.create_task(
+                    ckpt.coordinate(
+                        self._actors,
+                        watchers,
+                        lambda: self._stopping or self._cancelled is not None,
+                    )
+                )
         return [r for r in results if r is not None]
 
     async def _poll(self, watchers: list[asyncio.Task[None]]) -> None:

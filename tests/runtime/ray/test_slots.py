@@ -23,8 +23,13 @@ def test_what_the_ray_backend_cannot_do_yet_is_refused_by_name(tmp_path) -> None
         .node("out", "sink.collect")
         .connect("src -> out")
     )
-    with pytest.raises(RayBackendError, match="'ck': checkpoints are not available"):
+    with pytest.raises(
+        RayBackendError,
+        match="'ck': on the ray backend checkpoints are taken in "
+        "stream mode only, not in 'dag' mode",
+    ):
         FlowRuntime().executor(wf, backend="ray")
+    FlowRuntime().executor(wf, backend="ray", mode="stream")  # accepted
     wf.checkpoint = None
     wf.error_handling = RetryWorkflow()
     with pytest.raises(RayBackendError, match="retry_workflow"):
