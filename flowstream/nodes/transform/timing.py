@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from ...core.node import NodeContext
+from ._rescaling import rescale_dedupe
 from ._shared import _check_finite, _identity, _slot
 
 # --- batch ---------------------------------------------------------------------
@@ -126,7 +127,7 @@ class Dedupe(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         _check_finite("ttl_ms", self.ttl_ms)
 
 
-@node("transform.dedupe", config=Dedupe)
+@node("transform.dedupe", config=Dedupe, rescale=rescale_dedupe)
 async def dedupe(
     inp: AsyncIterator[Any], *, config: Dedupe, ctx: NodeContext
 ) -> AsyncIterator[Any]:

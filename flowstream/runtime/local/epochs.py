@@ -17,6 +17,7 @@ import msgspec
 
 from ..checkpointing.barriers import SourceBarriers, run_epochs
 from ..checkpointing.faults import fault_point
+from ..checkpointing.rescale import layout_states
 from ..checkpointing.store import Barrier, CheckpointError, Coordinator
 
 if TYPE_CHECKING:
@@ -78,6 +79,7 @@ def coordinator(ex: WorkflowExecutor, segments: list[Segment]) -> Coordinator:
     coord = Coordinator(
         ex._store, ex._run_key, ex._interval, len(segments), ex._epoch + 1
     )
+    coord.layout = layout_states(ex._layout)
     for seg in segments:
         if seg.is_source:
             seg.barriers = SourceBarriers(
@@ -181,6 +183,7 @@ async def initial_checkpoint(ex: WorkflowExecutor, coord: Coordinator) -> None:
     drop what the lost attempt wrote instead of keeping it twice.
     """
     states = await _snapshot_all(ex, 0)
+    states.update(coord.layout)
     await coord.store.commit_epoch(coord.run_key, 0, states)
     await committed(ex, 0)
 

@@ -48,6 +48,7 @@ from ..channel import (
     ChannelStatistics,
     open_channel,
 )
+from ..checkpointing.rescale import Layout
 from ..context import NodeRuntime, RunState, State
 from ..events import EventBus
 from ..options import RunOptions
@@ -111,6 +112,7 @@ class WorkflowExecutor:
         # Stream mode: the last committed epoch and its node states.
         self._epoch = 0
         self._restored_states: dict[str, bytes] = {}
+        self._layout = Layout()  # what the epochs record of the parallelism
         self._interval = 1.0
         self._coord: Coordinator | None = None
         self._segments_left = 0

@@ -3,17 +3,21 @@
 Before a checkpointed run starts, the store says whether the workflow
 completed before (then nothing runs: `skipped`), which one-shot nodes a
 killed DAG run finished, the last committed epoch of a stream run and its
-node states, and which records failed runs before (poison records: refuse to
-run, or send them to the dead letters, as ``checkpoint.poison`` says).
+node states (moved to the workflow's parallelism if it changed:
+`checkpointing.rescale`), and which records failed runs before (poison
+records: refuse to run, or send them to the dead letters, as
+``checkpoint.poison`` says).
 After the run, a failure on a record is counted and the run's status
 recorded.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
-from ...core.events import WorkflowCompleted
+from ...core.events import NodeEvent, WorkflowCompleted
+from ..checkpointing.rescale import RescaleError, restore
 from ..checkpointing.store import AlreadyCompleted, CheckpointStore, workflow_key
 from ..result import RunResult
 
@@ -21,10 +25,13 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from ...core.workflow import Checkpoint
+    from ..checkpointing.rescale import Move
     from ..checkpointing.store import PoisonRecord
     from .executor import WorkflowExecutor
 
 __all__ = ["run_checkpointed", "skipped"]
+
+_log = logging.getLogger("flowstream.checkpoint")
 
 
 async def run_checkpointed(
@@ -39,7 +46,25 @@ async def run_checkpointed(
             )
         except AlreadyCompleted as done:
             return skipped(ex, str(done))
-        ex._epoch, ex._restored_states = await store.latest_epoch(key)
+        ex._epoch, stored = await store.latest_epoch(key)
+        try:
+            restored = restore(ex.graph, stored, ex._epoch)
+        except RescaleError as exc:
+            result = _failed(ex, str(exc))
+            await store.finish(key, "failed")
+            return result
+        ex._restored_states = restored.states
+        ex._layout = restored.layout
+        if ex.graph.parallel is not None:
+            # A one-shot node's recorded outputs hold for the items its
+            # instance got, which depends on how many there were: an
+            # instance's outputs are computed again.
+            ex._restored = {
+                nid: outputs
+                for nid, outputs in ex._restored.items()
+                if nid in ex.graph.nodes and ex.graph.nodes[nid].instance_of is None
+            }
+        _announce_moves(ex, restored.moved)
         ex._store = store
         ex._run_key = key
         ex._interval = interval / 1000.0
@@ -89,6 +114,29 @@ async def _count_failure(
         )
 
 
+def _announce_moves(ex: WorkflowExecutor, moved: dict[str, Move]) -> None:
+    """Say which nodes' state moved to another parallelism (events, log)."""
+    for gid, move in moved.items():
+        data = {
+            "from": move.old,
+            "to": move.new,
+            "epoch": move.epoch,
+            "keys": move.keys,
+        }
+        ex.bus.emit(
+            NodeEvent, ex.run_id, node_id=gid, name="state.redistributed", data=data
+        )
+        _log.info(
+            "node %r: state of epoch %d redistributed from %d to %d instance(s) "
+            "by key group (%d entries)",
+            gid,
+            move.epoch,
+            move.old,
+            move.new,
+            move.keys,
+        )
+
+
 def skipped(ex: WorkflowExecutor, why: str) -> RunResult:
     """The result of a run the store says completed before: nothing ran."""
     ex.bus.emit(WorkflowCompleted, ex.run_id, status="completed", duration_s=0.0)
@@ -104,6 +152,11 @@ def _refused(ex: WorkflowExecutor, poison: PoisonRecord) -> RunResult:
         "--forget-failures`, or set checkpoint.poison: dead_letter to "
         "send it to the dead letters and go on"
     )
+    return _failed(ex, error)
+
+
+def _failed(ex: WorkflowExecutor, error: str) -> RunResult:
+    """The result of a run refused before it started."""
     ex.bus.emit(
         WorkflowCompleted, ex.run_id, status="failed", duration_s=0.0, error=error
     )
