@@ -232,7 +232,7 @@ def _move(
             msg = f"its hook returned {len(new)} states for {m} instances"
             raise ValueError(msg)
         encoded = [_encoder.encode(s) if s else b"" for s in new]
-    except (TypeError, ValueError, KeyError) as exc:
+    except (TypeError, ValueError, LookupError) as exc:
         msg = f"{where}: {exc}; restart it with parallelism: {n}, or --fresh"
         raise RescaleError(msg) from exc
     return encoded, keys
