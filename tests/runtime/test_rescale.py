@@ -249,12 +249,12 @@ async def test_window_join_exact_after_a_crash_and_a_rescaled_restart(
     assert pairs == Counter((x, x + 20) for x in range(JOINED))
 
 
-def dedupe(store: Path, out: Path, par: int) -> Workflow:
+def dedupe(store: Path, out: Path, par: int, max_keys: int = 10_000) -> Workflow:
     wf = (
         Workflow("dedupe", mode="stream")
         .node("numbers", "source.range", stop=100_000)
         .node("mod", "transform.map", expr="x % 3000")
-        .node("unique", "transform.dedupe", max_keys=10_000, parallelism=par)
+        .node("unique", "transform.dedupe", max_keys=max_keys, parallelism=par)
         .node("sink", "file.sink", path=str(out))
         .connect("numbers -> mod")
         .connect("mod -> unique")
@@ -272,6 +272,18 @@ async def test_dedupe_remembers_every_key_after_a_rescaled_restart(
     await crash_after(dedupe(store, out, before), epochs=1)
     await run_to_end(dedupe(store, out, after))
     assert sorted(lines(out)) == list(range(3000))
+
+
+async def test_dedupe_restored_from_a_checkpoint_still_evicts_its_oldest_key(
+    tmp_path: Path,
+) -> None:
+    # A restored table was a plain dict, which cannot drop its oldest entry:
+    # the first new key past max_keys failed the run.
+    store, out = tmp_path / "ckpt.db", tmp_path / "out.jsonl"
+    await crash_after(dedupe(store, out, 1, max_keys=100), epochs=1)
+    await run_to_end(dedupe(store, out, 1, max_keys=100))
+    # Each key comes back 3000 items later, long forgotten: every item is new.
+    assert Counter(lines(out)) == Counter(x % 3000 for x in range(100_000))
 
 
 # --- what cannot move is refused by name ----------------------------------------

@@ -155,6 +155,9 @@ async def dedupe(
     if seen is None:
         seen = state["seen"] = OrderedDict()
         state["dropped"] = 0
+    elif type(seen) is not OrderedDict:
+        # Restored from a checkpoint as a plain dict (oldest first still).
+        seen = state["seen"] = OrderedDict(seen)
     async for x in inp:
         slot = _slot(key(x))
         now = loop.time()
