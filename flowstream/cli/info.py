@@ -78,9 +78,10 @@ def plan_command(file: str, no_fuse: bool, as_json: bool) -> None:
     if parallel:
         for gid, info in parallel["nodes"].items():
             if info["parallelism"] > 1:
+                reads = f": {info['reads']}" if "reads" in info else ""
                 click.echo(
                     f"  parallelism {gid}: {info['parallelism']} instances "
-                    f"({', '.join(info['instances'])})"
+                    f"({', '.join(info['instances'])}){reads}"
                 )
         for edge in parallel["edges"]:
             key = f" by {edge['key']}" if "key" in edge else ""

@@ -353,6 +353,10 @@ class WorkflowExecutor:
         if self._store is not None and self.mode == "stream":
             rt.checkpointing = True
             rt.restored_epoch = self._epoch
+        parallel = self.graph.parallel
+        if g.instance_of is not None and parallel is not None:
+            ids = parallel.instances[g.instance_of]
+            rt.instance, rt.instances = ids.index(gid), len(ids)
         n = self._nodes[gid] = NodeRun(
             gnode=g,
             rt=rt,
