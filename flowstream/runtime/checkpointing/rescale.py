@@ -182,9 +182,7 @@ def restore(graph: Graph, stored: dict[str, bytes], epoch: int) -> Restored:
             states.update(held)
             continue
         if not held:
-            if n != m:
-                moved[gid] = Move(n, m, epoch)
-            continue
+            continue  # nothing to move (a stateless node, say): nothing to say
         new_states, keys = _move(g, gid, [held.get(iid) for iid in old_ids], m)
         states.update(zip(instance_ids(gid, m), new_states, strict=True))
         if n != m:
