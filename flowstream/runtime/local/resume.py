@@ -62,7 +62,8 @@ async def run_checkpointed(
             ex._restored = {
                 nid: outputs
                 for nid, outputs in ex._restored.items()
-                if nid in ex.graph.nodes and ex.graph.nodes[nid].instance_of is None
+                if nid in ex.graph.nodes
+                and ex.graph.nodes[nid].instance_of in (None, nid)
             }
         _announce_moves(ex, restored.moved)
         ex._store = store
