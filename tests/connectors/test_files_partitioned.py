@@ -163,9 +163,9 @@ def test_kill_9_then_resume_reads_every_line_once(tmp_path: Path) -> None:
     workflow(tmp_path, 3)
     refused = flowstream("run", str(wf))
     assert refused.returncode == 1
-    assert "node 'src' (file.source): cannot move its state from 2 to 3" in (
-        refused.stdout + refused.stderr
-    )
+    said = refused.stdout + refused.stderr
+    assert "node 'src' (file.source): cannot move its state from 2 to 3" in said
+    assert "restart it with parallelism: 2" in said
 
     workflow(tmp_path, 2)
     done = flowstream("run", str(wf))

@@ -418,3 +418,18 @@ def test_unknown_state_entries_are_refused_rather_than_dropped() -> None:
     }
     with pytest.raises(RescaleError, match="does not know: \\['future'\\]"):
         restore(graph, old, epoch=1)
+
+
+def test_stateless_hooks_deal_out_held_items_and_keep_counts() -> None:
+    registry = NodeRegistry.default()
+    delay = registry.get("time.delay").rescale
+    log = registry.get("debug.log").rescale
+    assert delay is not None
+    assert log is not None
+    held = delay([{"held": [1, 2, 3]}, {"held": [4]}, {}], 2, lambda k: 0)
+    assert held == [{"held": [1, 3]}, {"held": [2, 4]}]
+    assert log([{"seq": 5}, {"seq": 7}], 3, lambda k: 0) == [
+        {"seq": 12},
+        {"seq": 0},
+        {"seq": 0},
+    ]

@@ -207,6 +207,13 @@ def _move(
         f"{m} instance(s)"
     )
     hook = g.spec.rescale
+    if hook is None and not g.inputs:
+        msg = (
+            f"{where}: each instance reads a part of the input fixed when the "
+            f"run began with {n} (their offsets are in its state); restart it "
+            f"with parallelism: {n}, or start over with --fresh"
+        )
+        raise RescaleError(msg)
     if hook is None:
         holding = [iid for iid, b in zip(instance_ids(gid, n), old, strict=True) if b]
         msg = (
