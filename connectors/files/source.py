@@ -141,6 +141,13 @@ class FileSource:
     ``offset`` (restored from a checkpoint) resumes there. Delivery is
     at-least-once once offsets are checkpointed.
 
+    With ``parallelism: N`` (not with ``follow``), N instances read the file
+    together: instance i reads the lines that start in bytes ``[size * i /
+    N, size * (i + 1) / N)``, each cut moved to the next line start, so
+    every line is read once. Each instance keeps its own ``offset`` and its
+    part's ``end`` in its state; a resumed run reads the same parts. The
+    records are those of one instance, in another order across parts.
+
     Example:
         ``{id: events, type: file.source, config: {path: events.jsonl,
         follow: true}}`` emits each record appended to ``events.jsonl``
@@ -178,6 +185,9 @@ class FileSource:
         self._fd = _Descriptor(fd)
         self._ino = (st.st_dev, st.st_ino)
         cfg = self.config
+        if ctx.instances > 1:
+            await self._split(ctx, st.st_size)
+            return
         if "offset" not in ctx.state and cfg.start_at == "end":
             ctx.state["offset"] = st.st_size
             ctx.state["line"] = 0
@@ -186,6 +196,32 @@ class FileSource:
                 head = await self._fd.call(_read_head, cfg.max_line_bytes)
                 text = head.decode("utf-8", "replace").rstrip("\r")
                 ctx.state["fields"] = next(csv.reader([text], delimiter=cfg.delimiter))
+
+    async def _split(self, ctx: NodeContext, size: int) -> None:
+        """Instance i of N: read the lines that start in its part of the file.
+
+        The file is cut at ``size * i // N``, each cut moved to the start of
+        the next line, so every line belongs to exactly one instance. The
+        range is fixed in the state at the first start (``offset``,
+        ``end``), so a resumed run reads the same parts whatever the file
+        became since. Line numbers (``line``) count from the file's start.
+        """
+        state = ctx.state
+        if "end" in state:
+            return  # resumed: the range was fixed at the first start
+        fd = self._fd
+        assert fd is not None
+        i, n = ctx.instance, ctx.instances
+        start = await fd.call(_line_start, size * i // n, size)
+        end = await fd.call(_line_start, size * (i + 1) // n, size)
+        state["offset"], state["end"] = start, end
+        state["line"] = await fd.call(_lines_before, start)
+        cfg = self.config
+        if cfg.kind == "csv" and cfg.fields is None and start > 0:
+            # The header is the file's first line, in instance 0's part.
+            head = await fd.call(_read_head, cfg.max_line_bytes)
+            text = head.decode("utf-8", "replace").rstrip("\r")
+            state["fields"] = next(csv.reader([text], delimiter=cfg.delimiter))
 
     async def _appeared(self, ctx: NodeContext) -> bool:
         """Wait for a followed file that was missing at start; False if stopped."""
@@ -244,10 +280,13 @@ class FileSource:
         # JSON Lines: the lines of a chunk stay one bytes, decoded in one call.
         feed = splitter.feed_block if cfg.kind == "jsonl" else splitter.feed
         read_at = splitter.offset
+        # A part of a split file (several instances) ends at a line start.
+        end: int | None = state.get("end")
         while True:
             fd = self._fd
             assert fd is not None
-            data: bytes = await fd.call(os.pread, READ_BYTES, read_at)
+            want = READ_BYTES if end is None else min(READ_BYTES, end - read_at)
+            data: bytes = await fd.call(os.pread, want, read_at) if want > 0 else b""
             read_at += len(data)
             at_end = not data
             final = at_end and not cfg.follow
@@ -323,6 +362,48 @@ class FileSource:
         return False
 
 
+def _line_start(fd: int, at: int, size: int) -> int:
+    """The first line start at or after byte ``at`` (``size`` if none)."""
+    if at <= 0:
+        return 0
+    pos = at - 1  # a line starts at ``at`` if the byte before it ends one
+    while pos < size:
+        chunk = os.pread(fd, CHUNK_BYTES, pos)
+        if not chunk:
+            break
+        found = chunk.find(b"\n")
+        if found >= 0:
+            return pos + found + 1
+        pos += len(chunk)
+    return size
+
+
+def _lines_before(fd: int, offset: int) -> int:
+    """How many line breaks the file has before byte ``offset``."""
+    count = pos = 0
+    while pos < offset:
+        chunk = os.pread(fd, min(READ_BYTES, offset - pos), pos)
+        if not chunk:
+            break
+        count += chunk.count(b"\n")
+        pos += len(chunk)
+    return count
+
+
+def _partitions(config: FileSourceConfig) -> str | None:
+    """Whether the file can be read by several instances (byte ranges)."""
+    if config.follow:
+        return (
+            "a followed file grows, so it cannot be cut into fixed parts; "
+            "drop follow to read a file in parallel"
+        )
+    return None
+
+
 file_source = node(
-    "file.source", config=FileSourceConfig, batched=True, stops_itself=True
+    "file.source",
+    config=FileSourceConfig,
+    batched=True,
+    stops_itself=True,
+    partitioned=_partitions,
 )(FileSource)

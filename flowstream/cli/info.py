@@ -78,9 +78,10 @@ def plan_command(file: str, no_fuse: bool, as_json: bool) -> None:
     if parallel:
         for gid, info in parallel["nodes"].items():
             if info["parallelism"] > 1:
+                reads = f": {info['reads']}" if "reads" in info else ""
                 click.echo(
                     f"  parallelism {gid}: {info['parallelism']} instances "
-                    f"({', '.join(info['instances'])})"
+                    f"({', '.join(info['instances'])}){reads}"
                 )
         for edge in parallel["edges"]:
             key = f" by {edge['key']}" if "key" in edge else ""
@@ -147,6 +148,15 @@ def checkpoints_command(store: str, as_json: bool, forget_failures: bool) -> Non
             f"{r.run_key:<18} {r.workflow:<20} {r.status:<10} {r.attempts:>5}  "
             f"{progress} (updated {updated})"
         )
+        if r.parallelism:
+            shown = ", ".join(f"{k}={v}" for k, v in r.parallelism.items())
+            click.echo(f"{'':<18} parallelism: {shown}")
+        for node_id, move in r.rescaled.items():
+            click.echo(
+                f"{'':<18} {node_id}: state redistributed from {move['from']} to "
+                f"{move['to']} instance(s) by key group at the restore of epoch "
+                f"{move['epoch']} ({move['keys']} entries)"
+            )
         for node_id, values in r.positions.items():
             shown = ", ".join(f"{k}={v}" for k, v in values.items())
             click.echo(f"{'':<18} {node_id}: {shown}")

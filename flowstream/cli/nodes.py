@@ -186,8 +186,9 @@ _NODE_FIELDS = [
     "- `timeout_ms`: one-shot nodes: a call over it fails the item",
     "  (docs/sandbox.md says what can be enforced in-process);",
     "- `parallelism: N`: run N instances (keyed nodes split their keys,",
-    "  stateless ones share the items; the workflow's `parallelism` is the",
-    "  default; `flowstream plan` shows each edge; docs/scale-out.md).",
+    "  stateless ones share the items, `file.source` reads N parts of its",
+    "  file; the workflow's `parallelism` is the default for all but sources;",
+    "  `flowstream plan` shows each edge; docs/scale-out.md).",
     "",
 ]
 

@@ -60,6 +60,8 @@ __all__ = [
     "NodeFactory",
     "NodeSpec",
     "NodeState",
+    "PartitionCheck",
+    "StateRescaler",
     "declared_location",
     "node",
 ]
@@ -98,6 +100,26 @@ KernelFactory = Callable[[Any], Kernel]
 
 PortsFactory = Callable[[Any], tuple[Sequence[str], Sequence[str]]]
 """Names a node's (inputs, extra outputs) from its validated config."""
+
+PartitionCheck = Callable[[Any], str | None]
+"""Whether a source with this config can run several instances: None if it
+can (each instance then reads its own part of the input, told by
+``ctx.instance`` and ``ctx.instances``), else why not, for the validation
+message."""
+
+StateRescaler = Callable[
+    [Sequence[dict[str, Any]], int, Callable[[Any], int]], list[dict[str, Any]]
+]
+"""Moves a parallel node's state to another number of instances.
+
+Called as ``rescale(states, m, place)`` when a run restored from a checkpoint
+has ``m`` instances of the node where the checkpoint has ``len(states)``:
+``states`` are the old instances' states (decoded, empty for an instance
+that held none), ``place(key)`` is the new instance (``0 <= i < m``) that
+owns a grouping key, and the result is the ``m`` new states. A keyed node
+puts every per-key entry where ``place`` says; a stateless one may deal its
+entries out in any way.
+"""
 
 Shape = Literal["stream", "call"]
 
@@ -180,6 +202,10 @@ class NodeContext(Protocol):
     """True when the run takes stream checkpoints (the hooks below are called)."""
     restored_epoch: int
     """The committed epoch this run resumed from (0: a fresh start)."""
+    instance: int
+    """Which instance of its node this is (0 unless ``parallelism`` > 1)."""
+    instances: int
+    """How many instances its node runs (its ``parallelism``)."""
 
     def on_barrier(self, hook: Callable[[int], Any]) -> None:
         """Call ``hook(epoch)`` (plain or async) before a state snapshot.
@@ -269,6 +295,12 @@ class NodeSpec(msgspec.Struct, frozen=True, kw_only=True):
             through `flowstream.nodes.control.merge_batches`, which aligns
             checkpoint barriers across them (so it can run under stream
             checkpoints).
+        rescale: Moves the state of the node's instances to another
+            parallelism at a restore from a checkpoint (`StateRescaler`);
+            None: instances that hold state cannot be rescaled.
+        partitioned: A source that can run several instances, each reading
+            its own part of the input (``ctx.instance`` of ``ctx.instances``):
+            says why a config cannot (`PartitionCheck`); None: one instance.
         description: First line of the docstring.
         location: ``module.qualname:line``, for error messages.
     """
@@ -291,6 +323,8 @@ class NodeSpec(msgspec.Struct, frozen=True, kw_only=True):
     timed: bool = False
     stops_itself: bool = False
     aligned: bool = False
+    rescale: StateRescaler | None = None
+    partitioned: PartitionCheck | None = None
     description: str = ""
     location: str = ""
 
@@ -433,6 +467,8 @@ def node(
     timed: bool = False,
     stops_itself: bool = False,
     aligned: bool = False,
+    rescale: StateRescaler | None = None,
+    partitioned: PartitionCheck | None = None,
     description: str | None = None,
 ) -> Callable[[Any], NodeSpec]:
     """Declare a node type; the decorated function or class becomes a `NodeSpec`.
@@ -453,6 +489,10 @@ def node(
         stops_itself: A source that watches ``ctx.stopping`` and ends itself.
         aligned: Reads several inputs through ``merge_batches`` (which aligns
             checkpoint barriers); needs ``batched``.
+        rescale: Moves instances' state to another parallelism at a restore
+            (`StateRescaler`); keyed and stateful stateless nodes give one.
+        partitioned: A source whose instances each read a part of the input
+            (`PartitionCheck`).
         description: Overrides the docstring's first line.
 
     Raises:
@@ -530,6 +570,8 @@ def node(
             timed=timed,
             stops_itself=stops_itself,
             aligned=aligned,
+            rescale=rescale,
+            partitioned=partitioned,
             description=doc.strip().splitlines()[0] if doc.strip() else "",
             location=where,
         )

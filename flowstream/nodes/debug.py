@@ -9,6 +9,7 @@ import msgspec
 
 from ..core.expr import Expr, expr_function
 from ..core.node import node
+from ._rescaling import rescale_sequence
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -51,7 +52,7 @@ class Log(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True)
             raise ValueError(msg)
 
 
-@node("debug.log", config=Log)
+@node("debug.log", config=Log, rescale=rescale_sequence)
 async def log(
     inp: AsyncIterator[Any], *, config: Log, ctx: NodeContext
 ) -> AsyncIterator[Any]:

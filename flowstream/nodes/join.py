@@ -29,6 +29,7 @@ from ._bounds import (
     note_eviction,
     over_max_keys,
 )
+from ._rescaling import rescale_window_join
 from .control import merge_batches
 
 if TYPE_CHECKING:
@@ -263,7 +264,14 @@ class _WindowJoin:
                     )
 
 
-@node("join.window", config=Window, ports=_window_ports, batched=True, aligned=True)
+@node(
+    "join.window",
+    config=Window,
+    ports=_window_ports,
+    batched=True,
+    aligned=True,
+    rescale=rescale_window_join,
+)
 async def window_join(
     *inputs: AsyncIterator[list[Any]], config: Window, ctx: NodeContext
 ) -> AsyncIterator[list[Any]]:

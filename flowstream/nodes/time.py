@@ -15,6 +15,7 @@ import msgspec
 
 from ..core.node import node
 from ..runtime.feeds import NO_ITEM, next_item
+from ._rescaling import rescale_held
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -46,7 +47,7 @@ class Delay(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
             raise ValueError(msg)
 
 
-@node("time.delay", config=Delay, timed=True)
+@node("time.delay", config=Delay, timed=True, rescale=rescale_held)
 async def delay(
     inp: AsyncIterator[Any], *, config: Delay, ctx: NodeContext
 ) -> AsyncIterator[Any]:

@@ -74,6 +74,7 @@ import msgspec
 from ..core.expr import Expr, FnRef, compile_expr, expr_function
 from ..core.node import node
 from ._bounds import DEFAULT_MAX_KEYS, OnMaxKeys, check_max_keys
+from ._rescaling import rescale_window
 from ._window_aggregate import Aggregator, why
 from ._window_fixed import FixedWindows
 from ._window_sessions import Sessions
@@ -354,7 +355,7 @@ def reader(cfg: WindowConfig, agg: Aggregator) -> Reader:
 # --- node types -----------------------------------------------------------------------
 
 
-@node("window.tumbling", config=Tumbling, timed=True)
+@node("window.tumbling", config=Tumbling, timed=True, rescale=rescale_window)
 async def tumbling_window(
     inp: AsyncIterator[Any], *, config: Tumbling, ctx: NodeContext
 ) -> AsyncIterator[dict[str, Any]]:
@@ -378,7 +379,7 @@ async def tumbling_window(
         yield out
 
 
-@node("window.sliding", config=Sliding, timed=True)
+@node("window.sliding", config=Sliding, timed=True, rescale=rescale_window)
 async def sliding_window(
     inp: AsyncIterator[Any], *, config: Sliding, ctx: NodeContext
 ) -> AsyncIterator[dict[str, Any]]:
@@ -406,7 +407,7 @@ async def sliding_window(
         yield out
 
 
-@node("window.session", config=Session, timed=True)
+@node("window.session", config=Session, timed=True, rescale=rescale_window)
 async def session_window(
     inp: AsyncIterator[Any], *, config: Session, ctx: NodeContext
 ) -> AsyncIterator[dict[str, Any]]:

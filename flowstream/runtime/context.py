@@ -87,6 +87,9 @@ class NodeRuntime:
         # Checkpoints (stream mode with a store): set before initialize.
         self.checkpointing = False
         self.restored_epoch = 0
+        # Parallelism: which instance of its node this one is, of how many.
+        self.instance = 0
+        self.instances = 1
         # Shared empty tuples until a hook is registered: a DAG of thousands
         # of nodes allocates nothing for them.
         self.barrier_hooks: list[EpochHook] | tuple[()] = ()

@@ -23,7 +23,10 @@ Python's salted ``hash``) into `MAX_PARALLELISM` **key groups**, and each
 instance owns a contiguous range of groups, so a key lands on the same
 instance in every process, and state can move between parallelisms by group.
 
-Nodes that cannot run several instances: sources, aggregates with no key
+Sources run one instance unless their type splits its input
+(`NodeSpec.partitioned`: ``file.source`` reads byte ranges of its file,
+each instance the lines starting in its range). Nodes that cannot run
+several instances: other sources, aggregates with no key
 (one global group), and order- or resource-bound nodes (``control.zip``,
 ``transform.batch``, ``transform.throttle``, file and stdio sinks...).
 A workflow-wide ``parallelism`` leaves them at one instance; a node that sets
@@ -169,7 +172,14 @@ def _rules(g: GraphNode) -> dict[str, _Rule] | str:
     """How each input port of ``g`` is partitioned; a str says why it cannot be."""
     type_id, config = g.spec.type_id, g.config
     if not g.inputs:
-        return "a source runs one instance"
+        check = g.spec.partitioned
+        if check is None:
+            return (
+                "a source runs one instance (only sources whose input "
+                "splits, such as file.source, run several)"
+            )
+        why = check(config)
+        return {} if why is None else why
     if type_id in _STATELESS or (g.spec.shape == "call" and type_id not in _WHY_NOT):
         return dict.fromkeys(g.inputs, "spread")
     if type_id in ("transform.reduce", "transform.scan"):
@@ -214,7 +224,9 @@ def parallelism_of(g: GraphNode, default: int) -> int:
     """The instances ``g`` runs: its own ``parallelism``, else ``default`` if it can."""
     if g.decl.parallelism is not None:
         return g.decl.parallelism
-    if default > 1 and isinstance(_rules(g), dict):
+    # A source splits only when it says so itself: the workflow's default
+    # never changes how a run reads its input.
+    if default > 1 and g.inputs and isinstance(_rules(g), dict):
         return default
     return 1
 
@@ -408,7 +420,15 @@ def describe_parallel(graph: Graph) -> dict[str, Any] | None:
         return None
     return {
         "nodes": {
-            gid: {"parallelism": n, "instances": list(ex.instances[gid])}
+            gid: {
+                "parallelism": n,
+                "instances": list(ex.instances[gid]),
+                **(
+                    {"reads": "each instance reads its own part of the input"}
+                    if n > 1 and not ex.declared.nodes[gid].inputs
+                    else {}
+                ),
+            }
             for gid, n in ex.parallelism.items()
         },
         "edges": [

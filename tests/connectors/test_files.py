@@ -331,6 +331,8 @@ class Context:
         self.letters: list[tuple[Any, str]] = []
         self.checkpointing = False
         self.restored_epoch = 0
+        self.instance = 0
+        self.instances = 1
 
     def emit(self, port: str, item: Any) -> None:
         raise AssertionError(port)

@@ -161,3 +161,32 @@ def test_kill_9_then_restart_loses_nothing_and_redoes_at_most_one(
     # Every node ran; only the one in flight at the kill ran twice.
     assert set(before) | set(after) == {f"n{i}" for i in range(1, 60)}
     assert len(set(before) & set(after)) <= 1
+
+
+async def test_a_dag_run_with_a_parallel_node_keeps_its_other_nodes_on_resume(
+    tmp_path: Path,
+) -> None:
+    # The outputs of a parallel node's instances depend on how many there
+    # are (parallelism may change between runs): they are computed again;
+    # the one-shot nodes with one instance before them are not redone.
+    store = tmp_path / "ckpt.db"
+
+    def wf(par: int) -> Workflow:
+        w = chain(10, store)
+        w.nodes[3].parallelism = par
+        return w
+
+    CALLS.clear()
+    FAIL_AT.clear()
+    FAIL_AT.add("n6")
+    first = await runtime().arun(wf(2))
+    assert first.status == "failed"
+    assert "n5" in CALLS
+
+    CALLS.clear()
+    FAIL_AT.clear()
+    second = await runtime().arun(wf(3))
+    assert second.ok, second.error
+    assert second.outputs == {"n9": {"out": [9]}}
+    assert {"n1", "n2"}.isdisjoint(CALLS)  # one-shot calls before the split
+    assert {"n6", "n7", "n8", "n9"} <= set(CALLS)

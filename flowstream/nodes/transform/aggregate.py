@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
     from ...core.node import NodeContext
+from ._rescaling import rescale_accs
 from ._shared import _describe, _identity, _slot, _unslot
 
 # --- scan and reduce -----------------------------------------------------------
@@ -194,7 +195,7 @@ def _finish(config: Aggregate) -> Callable[[Any], Any]:
     return _identity
 
 
-@node("transform.scan", config=Aggregate)
+@node("transform.scan", config=Aggregate, rescale=rescale_accs)
 async def scan(
     inp: AsyncIterator[Any], *, config: Aggregate, ctx: NodeContext
 ) -> AsyncIterator[Any]:
@@ -343,7 +344,7 @@ class _Keyed:
         return key, old, acc, evicted
 
 
-@node("transform.reduce", config=Aggregate, needs_end=True)
+@node("transform.reduce", config=Aggregate, needs_end=True, rescale=rescale_accs)
 async def reduce(
     inp: AsyncIterator[Any], *, config: Aggregate, ctx: NodeContext
 ) -> AsyncIterator[Any]:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from ...core.node import NodeContext
+from ._rescaling import rescale_dedupe
 from ._shared import _check_finite, _identity, _slot
 
 # --- batch ---------------------------------------------------------------------
@@ -126,7 +127,7 @@ class Dedupe(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         _check_finite("ttl_ms", self.ttl_ms)
 
 
-@node("transform.dedupe", config=Dedupe)
+@node("transform.dedupe", config=Dedupe, rescale=rescale_dedupe)
 async def dedupe(
     inp: AsyncIterator[Any], *, config: Dedupe, ctx: NodeContext
 ) -> AsyncIterator[Any]:
@@ -154,6 +155,9 @@ async def dedupe(
     if seen is None:
         seen = state["seen"] = OrderedDict()
         state["dropped"] = 0
+    elif type(seen) is not OrderedDict:
+        # Restored from a checkpoint as a plain dict (oldest first still).
+        seen = state["seen"] = OrderedDict(seen)
     async for x in inp:
         slot = _slot(key(x))
         now = loop.time()

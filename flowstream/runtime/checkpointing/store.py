@@ -36,6 +36,7 @@ from .faults import fault_point
 
 if TYPE_CHECKING:
     from ...core.workflow import Workflow
+    from .rescale import Layout
 
 __all__ = [
     "AlreadyCompleted",
@@ -134,6 +135,13 @@ class RunRecord(msgspec.Struct, frozen=True):
     positions: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     """Stream mode: each node's small state values in that epoch (source
     offsets, sequences, sinks' committed positions), by node id."""
+    parallelism: dict[str, int] = msgspec.field(default_factory=dict)
+    """Stream mode: the instances of each node running more than one, in
+    that epoch."""
+    rescaled: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)
+    """Stream mode: the nodes whose state was redistributed to another
+    parallelism at a restore, with ``from``, ``to`` (instances), ``epoch``
+    (the epoch restored) and ``keys`` (entries moved); the last move of each."""
 
 
 class PoisonRecord(msgspec.Struct, frozen=True):
@@ -151,9 +159,22 @@ def workflow_key(workflow: Workflow) -> str:
     """A stable identity for a workflow's content (nodes, config, edges).
 
     Where and how often it is checkpointed is not part of it: changing the
-    interval or the poison policy resumes the same run.
+    interval or the poison policy resumes the same run. Neither is
+    ``parallelism`` (the workflow's or a node's): a run restarted with other
+    parallelisms resumes, its keyed state moved by key group
+    (`flowstream.runtime.checkpointing.rescale`).
     """
-    bare = msgspec.structs.replace(workflow, checkpoint=None)
+    bare = msgspec.structs.replace(
+        workflow,
+        checkpoint=None,
+        parallelism=1,
+        nodes=[
+            msgspec.structs.replace(n, parallelism=None)
+            if n.parallelism is not None
+            else n
+            for n in workflow.nodes
+        ],
+    )
     # Decoded once, as a file would be: typed fields take their declared
     # types (a delay_ms of 50 becomes 50.0), so the same workflow built in
     # Python or read from a file has one key.
@@ -466,6 +487,7 @@ class CheckpointStore:
                 (row[0],),
             ).fetchone()
             positions = _positions(epoch[0]) if epoch is not None else {}
+            layout = _layout(epoch[0]) if epoch is not None else None
             key, workflow, status, started, updated, attempts, done, last = row
             records.append(
                 RunRecord(
@@ -478,6 +500,16 @@ class CheckpointStore:
                     done,
                     last,
                     positions=positions,
+                    parallelism=dict(layout.parallelism) if layout else {},
+                    rescaled={
+                        node_id: {
+                            "from": move.old,
+                            "to": move.new,
+                            "epoch": move.epoch,
+                            "keys": move.keys,
+                        }
+                        for node_id, move in (layout.moves if layout else {}).items()
+                    },
                 )
             )
         return records
@@ -487,10 +519,19 @@ _raw_states = msgspec.msgpack.Decoder(dict[str, bytes])
 _raw_fields = msgspec.msgpack.Decoder(dict[str, msgspec.Raw])
 
 
+def _layout(blob: bytes) -> Layout | None:
+    """The parallel layout recorded with an epoch, if any."""
+    from .rescale import read_layout  # rescale's errors build on this module's
+
+    return read_layout(_raw_states.decode(blob))
+
+
 def _positions(blob: bytes) -> dict[str, dict[str, Any]]:
     """The scalar entries of every node's state: offsets, not big tables."""
     found: dict[str, dict[str, Any]] = {}
     for node_id, state in _raw_states.decode(blob).items():
+        if node_id.startswith("\x00"):
+            continue  # the layout (`rescale.LAYOUT_KEY`), not a node
         try:
             fields = _raw_fields.decode(state)
         except msgspec.DecodeError:
@@ -561,6 +602,10 @@ class Coordinator:
         self.epoch = first_epoch - 1  # the last epoch triggered
         self.committed = first_epoch - 1
         self.states: dict[str, bytes] = {}
+        # Stored beside the node states in every epoch: the run's parallel
+        # layout (`rescale.layout_states`), so a restore at another
+        # parallelism knows where the state came from.
+        self.layout: dict[str, bytes] = {}
         self.reported = 0
         self.all_reported = asyncio.Event()
         self.released = asyncio.Event()
@@ -590,6 +635,7 @@ class Coordinator:
 
     async def commit(self) -> None:
         """Record the epoch's states in one transaction, then release sources."""
-        await self.store.commit_epoch(self.run_key, self.epoch, self.states)
+        states = {**self.states, **self.layout} if self.layout else self.states
+        await self.store.commit_epoch(self.run_key, self.epoch, states)
         self.committed = self.epoch
         self.released.set()

@@ -18,6 +18,7 @@ import msgspec
 from ..checkpointing.barriers import SourceBarriers, run_epochs
 from ..checkpointing.delegated import DelegatedCoordinator
 from ..checkpointing.faults import fault_point
+from ..checkpointing.rescale import layout_states
 from ..checkpointing.store import Barrier, CheckpointError, Coordinator
 
 if TYPE_CHECKING:
@@ -88,6 +89,7 @@ def coordinator(ex: WorkflowExecutor, segments: list[Segment]) -> Coordinator:
         coord = Coordinator(
             ex._store, ex._run_key, ex._interval, len(segments), ex._epoch + 1
         )
+        coord.layout = layout_states(ex._layout)
     for seg in segments:
         if seg.is_source:
             seg.barriers = SourceBarriers(

@@ -48,6 +48,7 @@ from ..channel import (
     ChannelStatistics,
     open_channel,
 )
+from ..checkpointing.rescale import Layout
 from ..context import NodeRuntime, RunState, State
 from ..events import EventBus
 from ..options import RunOptions
@@ -112,6 +113,7 @@ class WorkflowExecutor:
         # Stream mode: the last committed epoch and its node states.
         self._epoch = 0
         self._restored_states: dict[str, bytes] = {}
+        self._layout = Layout()  # what the epochs record of the parallelism
         self._interval = 1.0
         self._coord: Coordinator | None = None
         # Checkpoints decided by a coordinator in another process.
@@ -375,6 +377,12 @@ class WorkflowExecutor:
         if self._checkpointing:
             rt.checkpointing = True
             rt.restored_epoch = self._epoch
+        if g.instance_of is not None and g.instance_of != gid:
+            # ``count[1]`` of a node that split: its own parallelism, or the
+            # workflow's. Read from the node itself, so that a part of the
+            # graph (a Ray slot's) knows it too.
+            rt.instance = int(gid[len(g.instance_of) + 1 : -1])
+            rt.instances = g.decl.parallelism or self.graph.workflow.parallelism
         n = self._nodes[gid] = NodeRun(
             gnode=g,
             rt=rt,

@@ -3,17 +3,21 @@
 Before a checkpointed run starts, the store says whether the workflow
 completed before (then nothing runs: `skipped`), which one-shot nodes a
 killed DAG run finished, the last committed epoch of a stream run and its
-node states, and which records failed runs before (poison records: refuse to
-run, or send them to the dead letters, as ``checkpoint.poison`` says).
+node states (moved to the workflow's parallelism if it changed:
+`checkpointing.rescale`), and which records failed runs before (poison
+records: refuse to run, or send them to the dead letters, as
+``checkpoint.poison`` says).
 After the run, a failure on a record is counted and the run's status
 recorded.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from ...core.events import WorkflowCompleted
+from ..checkpointing.rescale import RescaleError, announce_moves, restore
 from ..checkpointing.store import AlreadyCompleted, CheckpointStore, workflow_key
 from ..result import RunResult
 
@@ -25,6 +29,8 @@ if TYPE_CHECKING:
     from .executor import WorkflowExecutor
 
 __all__ = ["run_checkpointed", "skipped"]
+
+_log = logging.getLogger("flowstream.checkpoint")
 
 
 async def run_checkpointed(
@@ -39,7 +45,26 @@ async def run_checkpointed(
             )
         except AlreadyCompleted as done:
             return skipped(ex, str(done))
-        ex._epoch, ex._restored_states = await store.latest_epoch(key)
+        ex._epoch, stored = await store.latest_epoch(key)
+        try:
+            restored = restore(ex.graph, stored, ex._epoch)
+        except RescaleError as exc:
+            result = _failed(ex, str(exc))
+            await store.finish(key, "failed")
+            return result
+        ex._restored_states = restored.states
+        ex._layout = restored.layout
+        if ex.graph.parallel is not None:
+            # A one-shot node's recorded outputs hold for the items its
+            # instance got, which depends on how many there were: an
+            # instance's outputs are computed again.
+            ex._restored = {
+                nid: outputs
+                for nid, outputs in ex._restored.items()
+                if nid in ex.graph.nodes
+                and ex.graph.nodes[nid].instance_of in (None, nid)
+            }
+        announce_moves(ex.bus, ex.run_id, restored.moved)
         ex._store = store
         ex._run_key = key
         ex._interval = interval / 1000.0
@@ -104,6 +129,11 @@ def _refused(ex: WorkflowExecutor, poison: PoisonRecord) -> RunResult:
         "--forget-failures`, or set checkpoint.poison: dead_letter to "
         "send it to the dead letters and go on"
     )
+    return _failed(ex, error)
+
+
+def _failed(ex: WorkflowExecutor, error: str) -> RunResult:
+    """The result of a run refused before it started."""
     ex.bus.emit(
         WorkflowCompleted, ex.run_id, status="failed", duration_s=0.0, error=error
     )

@@ -47,7 +47,8 @@ class Checkpoints:
         run_key: The run's key in it.
         interval: Seconds between epochs.
         epoch: The last committed epoch (0: a fresh start).
-        states: Its node states, by node id.
+        states: Its node states, by node id (fitted to this run's parallelism).
+        layout: The run's layout entry (`rescale.layout_states`).
     """
 
     def __init__(
@@ -57,12 +58,15 @@ class Checkpoints:
         interval: float,
         epoch: int,
         states: dict[str, bytes],
+        layout: dict[str, bytes] | None = None,
     ) -> None:
         self.store = store
         self.run_key = run_key
         self.interval = interval
         self.epoch = epoch
         self.states = states
+        self.layout = layout or {}
+        """The run's parallel layout, stored beside every epoch's states."""
         self.committed = epoch
         """The last epoch committed (by this attempt, or before it)."""
 
@@ -131,6 +135,7 @@ class Checkpoints:
             if part is None:
                 return False
             states.update(part)
+        states.update(self.layout)
         await self.store.commit_epoch(self.run_key, epoch, states)
         self.committed = epoch
         await _all(a.decide.remote(epoch) for a in actors)

@@ -33,6 +33,7 @@ import ray
 from ...core.events import NodeEvent, NodeStats, WorkflowCompleted, WorkflowStarted
 from ...core.workflow import Checkpoint, RetryWorkflow
 from ...errors import FlowstreamError
+from ..checkpointing.rescale import RescaleError, announce_moves, layout_states, restore
 from ..checkpointing.store import AlreadyCompleted, CheckpointStore, workflow_key
 from ..result import RunResult, RunStatus
 from .actor import SlotActor
@@ -145,8 +146,25 @@ class RayExecutor:
             started = time.perf_counter()
             restarts = 0
             while True:
-                epoch, states = await store.latest_epoch(key)
-                ckpt = Checkpoints(store, key, interval_ms / 1000.0, epoch, states)
+                epoch, stored = await store.latest_epoch(key)
+                try:
+                    # The same restore as the local backend's: state moves by
+                    # key group when the parallelism changed since the epoch.
+                    restored = restore(self.graph, stored, epoch)
+                except RescaleError as exc:
+                    await store.finish(key, "failed")
+                    return self._finish(
+                        RunResult(run_id=self.run_id, status="failed", error=str(exc))
+                    )
+                ckpt = Checkpoints(
+                    store,
+                    key,
+                    interval_ms / 1000.0,
+                    epoch,
+                    restored.states,
+                    layout_states(restored.layout),
+                )
+                announce_moves(self.bus, self.run_id, restored.moved)
                 self._died, self._cancelled = None, None
                 result = await self._attempt(ckpt)
                 if (

@@ -209,3 +209,27 @@ def test_a_killed_actor_fails_the_run_naming_its_nodes() -> None:
     assert result.status == "failed"
     assert "the process running" in (result.error or "")
     assert "nap[1]" in (result.error or "")
+
+
+def test_a_split_file_source_reads_each_line_once_on_ray(tmp_path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps({"i": i}) + "\n" for i in range(5000)))
+
+    def wf(par: int) -> Workflow:
+        return (
+            Workflow("split")
+            .node("src", "file.source", path=str(path), parallelism=par)
+            .node("count", "transform.reduce", op="count", key="x.i % 7")
+            .node("out", "sink.collect")
+            .connect("src -> count")
+            .connect("count -> out")
+        )
+
+    runtime = FlowRuntime()
+    expected = outputs(runtime.run(wf(1)))
+    result = runtime.run(wf(2), backend="ray")
+    assert outputs(result) == expected
+    # Each process read its own part of the file, not all of it.
+    parts = [result.stats[f"src[{i}]"].items_out for i in (0, 1)]
+    assert sum(parts) == 5000
+    assert all(parts)

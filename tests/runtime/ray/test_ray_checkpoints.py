@@ -40,8 +40,10 @@ pytestmark = pytest.mark.usefixtures("ray_cluster")
 KEYS = 7
 
 
-def counts(out: Path, n: int, *, store: Path | None, interval_ms: float) -> Workflow:
-    """``n`` records (10,000 a second), counted per key on 2 instances, to 3 sinks."""
+def counts(
+    out: Path, n: int, *, store: Path | None, interval_ms: float, keyed: int = 2
+) -> Workflow:
+    """``n`` records (10,000 a second), counted per key on ``keyed`` instances."""
     db = out / "t.db"
     wf = (
         Workflow("counts", mode="stream", parallelism=2)
@@ -56,7 +58,14 @@ def counts(out: Path, n: int, *, store: Path | None, interval_ms: float) -> Work
             parallelism=1,
         )
         .node("rec", "transform.map", expr=f"{{'id': x, 'k': x % {KEYS}}}")
-        .node("per_key", "transform.scan", op="count", key="x.k", value="x")
+        .node(
+            "per_key",
+            "transform.scan",
+            op="count",
+            key="x.k",
+            value="x",
+            parallelism=keyed,
+        )
         # One writer each (a keyless table rolls back by rowid).
         .node("agg", "sqlite.sink", path=str(db), table="agg", key="key", parallelism=1)
         .node("rows", "sqlite.sink", path=str(db), table="rows", parallelism=1)
@@ -229,3 +238,45 @@ def test_rollbacks_are_bounded_by_max_restarts(tmp_path: Path) -> None:
     ]
     assert [e.data["restart"] for e in rolled] == [1]
     assert rolled[0].data["max_restarts"] == 1
+
+
+def test_a_stopped_run_resumes_on_ray_at_another_parallelism(
+    tmp_path: Path, expected: dict[int, dict[str, Any]]
+) -> None:
+    store = tmp_path / "ckpt.db"
+    first = FlowRuntime().executor(
+        counts(tmp_path, N_ACTOR, store=store, interval_ms=50), backend="ray"
+    )
+
+    async def stop_mid_stream() -> Any:
+        task = asyncio.create_task(first.run())
+        deadline = time.monotonic() + 60
+        while latest_epoch(store)[0] < 1:
+            assert not task.done(), task.result().error
+            assert time.monotonic() < deadline, "no epoch committed"
+            await asyncio.wait([task], timeout=0.01)
+        first.stop()
+        return await task
+
+    stopped = asyncio.run(stop_mid_stream())
+    assert stopped.ok, stopped.error
+    assert latest_epoch(store)[1]["src"]["offset"] < N_ACTOR - 1  # mid-stream
+    # The same run at parallelism 3: the count's state moves by key group.
+    again = FlowRuntime().executor(
+        counts(tmp_path, N_ACTOR, store=store, interval_ms=50, keyed=3),
+        backend="ray",
+    )
+    events: list[Any] = []
+    again.bus.add_listener(events.append)
+    result = asyncio.run(again.run())
+    assert result.ok, result.error
+    (moved,) = [
+        e
+        for e in events
+        if isinstance(e, NodeEvent) and e.name == "state.redistributed"
+    ]
+    assert (moved.node_id, moved.data["from"], moved.data["to"]) == ("per_key", 2, 3)
+    states = latest_epoch(store)[1]
+    accs = [states[f"per_key[{i}]"]["accs"] for i in range(3)]
+    assert sum(sum(a.values()) for a in accs) == N_ACTOR
+    assert contents(tmp_path) == expected[N_ACTOR]
