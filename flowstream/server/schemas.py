@@ -20,6 +20,7 @@ from ..runtime.result import DeadLetter
 
 __all__ = [
     "CheckpointState",
+    "EpochInfo",
     "Health",
     "NodeState",
     "NodeStatus",
@@ -243,6 +244,24 @@ class RunDetail(RunSummary, kw_only=True):
     events_dropped: int = 0
 
 
+class EpochInfo(msgspec.Struct, kw_only=True):
+    """One committed epoch of a stream run, in a `CheckpointState`.
+
+    Attributes:
+        epoch: Its number.
+        started_at: When its barrier was triggered.
+        committed_at: When its transaction committed.
+        duration_ms: Milliseconds from the barrier to the commit.
+        size_bytes: Bytes of its snapshot (every node's encoded state).
+    """
+
+    epoch: int
+    started_at: str
+    committed_at: str
+    duration_ms: float
+    size_bytes: int
+
+
 class CheckpointState(msgspec.Struct, kw_only=True):
     """A workflow's run in its checkpoint store, from ``.../checkpoints``.
 
@@ -257,6 +276,9 @@ class CheckpointState(msgspec.Struct, kw_only=True):
         nodes_done: DAG mode: one-shot nodes whose outputs are recorded.
         positions: Each node's small state values in that epoch (source
             offsets, sinks' committed positions).
+        epochs: The latest committed epochs (up to 20), newest first.
+        last_restore_at: When the run last resumed from the store; None if
+            it never did.
     """
 
     run_key: str
@@ -268,6 +290,8 @@ class CheckpointState(msgspec.Struct, kw_only=True):
     epoch: int | None = None
     nodes_done: int = 0
     positions: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    epochs: list[EpochInfo] = msgspec.field(default_factory=list)
+    last_restore_at: str | None = None
 
 
 class Health(msgspec.Struct, kw_only=True):

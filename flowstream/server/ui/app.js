@@ -663,13 +663,39 @@ async function refreshCheckpoints(run) {
     epoch: c.epoch ?? "—",
     "last commit": clock(c.last_commit_at),
     restores: c.restores,
+    "last restore": c.last_restore_at ? clock(c.last_restore_at) : "—",
     attempts: c.attempts,
     status: c.status,
-    "started": clock(c.started_at),
+    started: clock(c.started_at),
     positions: Object.keys(c.positions || {}).length ? c.positions : "",
   }));
-  box.replaceChildren(rows.length ? table(`store ${run.graph.checkpoint.path}, every ${run.graph.checkpoint.interval_ms ?? 1000} ms`, rows) : "(nothing committed yet)");
+  const where = `store ${run.graph.checkpoint.path}, every ${run.graph.checkpoint.interval_ms ?? 1000} ms`;
+  const parts = rows.length ? [table(where, rows)] : ["(nothing committed yet)"];
+  // The latest epochs of this workflow's current run in the store.
+  const epochs = result.data.length ? result.data[0].epochs || [] : [];
+  if (epochs.length) {
+    const list = table(
+      `latest epochs (${epochs.length})`,
+      epochs.map((e) => ({
+        epoch: e.epoch,
+        committed: clock(e.committed_at),
+        duration: seconds(e.duration_ms / 1000),
+        size: bytes(e.size_bytes),
+      })),
+    );
+    list.classList.add("epochs");
+    parts.push(list);
+  }
+  box.replaceChildren(...parts);
   box.dataset.epoch = result.data.length ? result.data[0].epoch ?? 0 : 0;
+  box.dataset.epochs = epochs.length;
+}
+
+function bytes(n) {
+  if (n == null) return "—";
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MiB`;
 }
 
 // --- the workflow editor ------------------------------------------------------
