@@ -69,7 +69,7 @@ if TYPE_CHECKING:
         CheckpointStore,
         Coordinator,
     )
-    from ..validation import Graph
+    from ..validation import Graph, GraphNode
 
 __all__ = ["WorkflowExecutor"]
 
@@ -347,6 +347,7 @@ class WorkflowExecutor:
             dead_letters=self._dead_letters,
             max_kept=self.options.max_dead_letters,
             error_connected=any(c.from_port == ERROR_PORT for c in g.outbound),
+            **_instance(self.graph, g),
         )
         if self._store is not None and self.mode == "stream":
             rt.checkpointing = True
@@ -496,6 +497,7 @@ class WorkflowExecutor:
             self.run_id,
             node_id=n.id,
             node_type=n.spec.type_id,
+            **n.rt.where,
         )
 
     def _node_completed(self, n: NodeRun) -> None:
@@ -510,7 +512,22 @@ class WorkflowExecutor:
             node_id=n.id,
             node_type=n.spec.type_id,
             stats=n.rt.stats(),
+            **n.rt.where,
         )
+
+
+def _instance(graph: Graph, g: GraphNode) -> dict[str, Any]:
+    """Which instance of which declared node ``g`` is (nothing for a plain node)."""
+    declared = g.instance_of
+    if declared is None or graph.parallel is None:
+        return {}
+    if graph.parallel.parallelism[declared] == 1:
+        return {}  # expanded with the rest, but one node as declared
+    return {
+        "instance_of": declared,
+        "instance": graph.parallel.instances[declared].index(g.id),
+        "instances": graph.parallel.parallelism[declared],
+    }
 
 
 def _first_failure(group: BaseExceptionGroup[Any]) -> BaseException:
