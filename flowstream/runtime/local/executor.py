@@ -477,6 +477,9 @@ class WorkflowExecutor:
                 s.close()
         elif n.collect is not None and port in n.collect:
             n.collect[port].extend(batch)
+            probe = self.options.output_probe
+            if probe is not None:
+                probe(n.gnode.instance_of or n.id, port, batch)
 
     async def _flush_side(self, n: NodeRun) -> None:
         if n.rt.pending:
