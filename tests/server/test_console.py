@@ -134,9 +134,14 @@ async def test_an_event_time_window_shows_its_watermark_and_lag(
         lag = time.time() - mark / 1000
         assert abs(win["watermark_lag_s"] - lag) < 60
         assert detail["nodes"]["stamp"].get("watermark") is None
-        metrics = (await client.get("/metrics")).text
+        # The gauges come with the run's next sample.
         labels = f'node="win",run_id="{run_id}",workflow="windowed"'
-        assert f"flowstream_node_watermark_ms{{{labels}}}" in metrics
+        async with asyncio.timeout(10):
+            while True:
+                metrics = (await client.get("/metrics")).text
+                if f"flowstream_node_watermark_ms{{{labels}}}" in metrics:
+                    break
+                await asyncio.sleep(0.02)
         assert f"flowstream_node_watermark_lag_seconds{{{labels}}}" in metrics
         assert (
             'node="stamp",run_id'

@@ -46,6 +46,7 @@ const state = {
   tick: 0,
   history: new Map(), // node id -> [{t, rin, rout, fill, err, lag}] of the selected run
   historyRun: null,
+  backfilled: new Map(), // node id -> points taken from the server's samples
   node: null, // the node shown in the node panel
   editing: null, // the workflow name in the editor (null: a new one)
 };
@@ -232,6 +233,7 @@ async function selectRun(runId) {
   state.layoutKey = null;
   if (state.historyRun !== runId) {
     state.history = new Map();
+    state.backfilled = new Map();
     state.historyRun = runId;
     backfill(runId);
   }
@@ -610,6 +612,7 @@ async function backfill(runId) {
       .filter((p) => p.t < first)
       .map((p) => ({ t: p.t, rin: p.rate_in, rout: p.rate_out, fill: p.channel_fill, err: p.errors || 0, lag: p.watermark_lag_s }));
     state.history.set(id, [...older, ...have]);
+    state.backfilled.set(id, older.length);
   }
   renderNode();
 }
@@ -683,6 +686,7 @@ function renderNode() {
   }
   const points = state.history.get(id) || [];
   const charts = $("node-charts");
+  charts.dataset.backfilled = state.backfilled.get(id) || 0;
   charts.replaceChildren(
     chart("items/s in (blue) and out (green)", points, [["rin", "line-in"], ["rout", "line-out"]]),
     chart("input channel fill (0–100%)", points, [["fill", "line-fill"]], 1),
@@ -920,6 +924,9 @@ function openEvents(runId) {
     } catch (_) {
       return;
     }
+    // A stream's recent outputs also come as events; the outputs panel
+    // shows them (from the run's detail), the log would only fill up.
+    if (event.event === "NodeEvent" && event.name === "recent_outputs") return;
     addEvent(event);
     if (event.event !== "NodeEvent") refreshSoon();
   });
