@@ -451,7 +451,8 @@ async def test_ui_console_views(chromium: Path, tmp_path: Path) -> None:
                 # The parallel step says how many instances run.
                 stamp = page.locator('g.node[data-node-id="stamp"]')
                 assert await stamp.get_attribute("data-parallelism") == "2"
-                assert "×2" in (await stamp.locator("text.muted").text_content() or "")
+                shown = await stamp.locator("text.muted").text_content() or ""
+                assert "\u00d72" in shown  # a multiplication sign: x2
 
                 # Recent outputs of the running stream, as a table.
                 recent = page.locator('#outputs table[data-recent="out.out"]')
@@ -506,7 +507,8 @@ async def test_ui_console_views(chromium: Path, tmp_path: Path) -> None:
                 epochs = page.locator("#checkpoints table.epochs")
                 heads = await epochs.locator("th").all_text_contents()
                 assert {"epoch", "committed", "duration", "size"} <= set(heads), heads
-                sizes = await epochs.locator("tbody td:nth-child(5)").all_text_contents()
+                size_cells = epochs.locator("tbody td:nth-child(5)")
+                sizes = await size_cells.all_text_contents()
                 assert sizes
                 assert all(s.endswith(("B", "KiB", "MiB")) for s in sizes), sizes
                 await page.locator("#checkpoints-panel").screenshot(
