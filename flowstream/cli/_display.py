@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import re
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from ..runtime.result import DeadLetter, RunResult
 
 SHOWN = 20  # values and dead letters printed per port; --json has all
+
+_INSTANCE_ID = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)\[(\d+)\]$")
 
 
 def iso_utc(epoch_s: float) -> str:
@@ -66,6 +69,8 @@ def grouped(stats: dict[str, NodeStats]) -> list[tuple[str, NodeStats]]:
     indented row per instance (``  [0]``). Partition steps the expansion
     added (ids no workflow can declare) are left out.
     """
+    import msgspec
+
     from ..core.workflow import NODE_ID
 
     rows: list[tuple[str, NodeStats]] = []
@@ -75,7 +80,15 @@ def grouped(stats: dict[str, NodeStats]) -> list[tuple[str, NodeStats]]:
         if declared is None:
             if NODE_ID.match(node_id):
                 rows.append((node_id, st))
-            continue
+                continue
+            # An instance whose stats do not say so (``count[1]``).
+            found = _INSTANCE_ID.match(node_id)
+            if found is None:
+                continue  # a partition step or another engine-made node
+            declared = found[1]
+            st = msgspec.structs.replace(
+                st, instance_of=declared, instance=int(found[2])
+            )
         if declared not in groups:
             groups[declared] = []
             rows.append((declared, st))  # replaced by the sum below

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import msgspec
 from click.testing import CliRunner
 
 from flowstream.cli import cli
@@ -65,6 +66,13 @@ def test_grouped_sums_instances_and_keeps_other_rows() -> None:
     }
     rows = dict(grouped(stats))
     assert list(rows) == ["src", "count", "  [0]", "  [1]", "out"]
+    # Instances whose stats do not name their node (a Ray slot's, say) are
+    # recognised by their ids.
+    bare = {
+        k: msgspec.structs.replace(v, instance_of=None, instance=None)
+        for k, v in stats.items()
+    }
+    assert list(dict(grouped(bare))) == list(rows)
     assert rows["count"].items_in == 5
     assert rows["count"].rate_in == 3.5
     assert rows["count"].watermark_ms == 700  # the lowest: the node's

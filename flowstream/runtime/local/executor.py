@@ -520,16 +520,26 @@ class WorkflowExecutor:
 
 
 def _instance(graph: Graph, g: GraphNode) -> dict[str, Any]:
-    """Which instance of which declared node ``g`` is (nothing for a plain node)."""
+    """Which instance of which declared node ``g`` is (nothing for a plain node).
+
+    Instance ids are ``f"{declared}[{i}]"`` (`parallel.instance_ids`); a node
+    that runs one instance keeps its declared id. A Ray slot's graph has no
+    expansion of its own: the count then comes from the workflow.
+    """
     declared = g.instance_of
-    if declared is None or graph.parallel is None:
+    if declared is None or g.id == declared:
         return {}
-    if graph.parallel.parallelism[declared] == 1:
-        return {}  # expanded with the rest, but one node as declared
+    if graph.parallel is not None:
+        count = graph.parallel.parallelism[declared]
+    else:
+        wf = graph.workflow
+        decl = next((n for n in wf.nodes if n.id == declared), None)
+        own = decl.parallelism if decl is not None else None
+        count = own if own is not None else wf.parallelism
     return {
         "instance_of": declared,
-        "instance": graph.parallel.instances[declared].index(g.id),
-        "instances": graph.parallel.parallelism[declared],
+        "instance": int(g.id[len(declared) + 1 : -1]),
+        "instances": count,
     }
 
 
