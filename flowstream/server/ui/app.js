@@ -544,7 +544,7 @@ function renderGraph(wf, run) {
     // node's lag behind the clock.
     const extra = [];
     if (st && st.parallelism > 1) extra.push(`×${st.parallelism}`);
-    if (st && st.watermark_ms != null) extra.push(`lag ${lagText(st)}`);
+    if (st && st.watermark_ms != null) extra.push(`lag ${lagText(st, true)}`);
     els.type.textContent = [els.typeName, ...extra].join(" · ");
     els.group.dataset.parallelism = st ? st.parallelism || 1 : 1;
     if (st && st.watermark) els.group.dataset.watermark = st.watermark;
@@ -617,11 +617,20 @@ async function backfill(runId) {
   renderNode();
 }
 
-function lagText(st) {
-  // Event-time lag: how far the watermark is behind the clock.
+function lagText(st, compact) {
+  // Event-time lag: how far the watermark is behind the clock (compact: one
+  // unit, for the graph's node boxes).
   const lag = st.watermark_lag_s;
   if (lag == null) return "—";
-  return lag < 0 ? `${seconds(-lag)} ahead` : seconds(lag);
+  const text = compact ? roughly(Math.abs(lag)) : seconds(Math.abs(lag));
+  return lag < 0 ? `${text} ahead` : text;
+}
+
+function roughly(s) {
+  if (s < 120) return seconds(s);
+  if (s < 7200) return `${Math.round(s / 60)} min`;
+  if (s < 172800) return `${Math.round(s / 3600)} h`;
+  return `${Math.round(s / 86400)} d`;
 }
 
 function selectNode(id) {
