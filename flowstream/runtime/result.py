@@ -35,7 +35,10 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def where(self) -> str:
-        """Who gave up on it: ``node 'count'`` or ``node 'count' (instance 1 of 2)``."""
+        """The node that gave up on it, as ``node 'count'`` or with its instance.
+
+        A node with ``parallelism`` > 1 reads ``node 'count' (instance 1 of 2)``.
+        """
         if self.instance is None:
             return f"node {self.node_id!r}"
         return f"node {self.node_id!r} (instance {self.instance} of {self.instances})"

@@ -332,7 +332,7 @@ async def test_ui_operator_console(chromium: Path, tmp_path: Path) -> None:
                 await page.wait_for_function(
                     "document.getElementById('checkpoints').dataset.epoch > 0"
                 )
-                ckpt = page.locator("#checkpoints table")
+                ckpt = page.locator("#checkpoints table.store")
                 assert "eleven.ckpt" in (await ckpt.locator("caption").inner_text())
                 heads = await ckpt.locator("th").all_text_contents()
                 assert {"epoch", "last commit", "restores"} <= set(heads), heads

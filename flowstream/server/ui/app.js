@@ -764,6 +764,7 @@ async function refreshCheckpoints(run) {
   }));
   const where = `store ${run.graph.checkpoint.path}, every ${run.graph.checkpoint.interval_ms ?? 1000} ms`;
   const parts = rows.length ? [table(where, rows)] : ["(nothing committed yet)"];
+  if (rows.length) parts[0].classList.add("store");
   // The latest epochs of this workflow's current run in the store.
   const epochs = result.data.length ? result.data[0].epochs || [] : [];
   if (epochs.length) {
