@@ -8,7 +8,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .cli._display import is_rich
+from .cli._display import grouped, is_rich
 from .runtime.events import EventBus, EventRecorder
 from .runtime.flow import FlowRuntime
 
@@ -180,7 +180,7 @@ class CliRun:
             # Piped: one plain line per interval, no escape codes.
             elapsed = time.perf_counter() - start + self.interval
             parts = []
-            for node_id, st in executor.statistics().items():
+            for node_id, st in grouped(executor.statistics()):
                 total = totals.get(node_id)
                 pct = f" ({100 * st.items_out / total:.0f}%)" if total else ""
                 parts.append(f"{node_id} in {st.items_in:,} out {st.items_out:,}{pct}")
@@ -217,16 +217,16 @@ class CliRun:
             transient=True,
             auto_refresh=False,
         )
-        tasks = {
-            node_id: progress.add_task(node_id, total=totals.get(node_id), counts="")
-            for node_id in self.graph.nodes
-        }
+        # One task per row: each declared node, then its instances.
+        tasks: dict[str, Any] = {}
         with progress:
             while not run.done():
-                for node_id, st in executor.statistics().items():
+                for node_id, st in grouped(executor.statistics()):
                     task = tasks.get(node_id)
                     if task is None:
-                        continue
+                        task = tasks[node_id] = progress.add_task(
+                            node_id, total=totals.get(node_id), counts=""
+                        )
                     rate = recent_rate(st)
                     shown = "-" if rate is None else f"{rate:,.0f}/s"
                     progress.update(

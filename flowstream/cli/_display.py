@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import re
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -22,9 +23,11 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from ..core.events import NodeStats
-    from ..runtime.result import RunResult
+    from ..runtime.result import DeadLetter, RunResult
 
 SHOWN = 20  # values and dead letters printed per port; --json has all
+
+_INSTANCE_ID = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)\[(\d+)\]$")
 
 
 def iso_utc(epoch_s: float) -> str:
@@ -56,6 +59,69 @@ def recent_rate(stats: NodeStats) -> float | None:
     if stats.items_out or not stats.items_in:
         return stats.rate_out
     return stats.rate_in
+
+
+def grouped(stats: dict[str, NodeStats]) -> list[tuple[str, NodeStats]]:
+    """Rows of a statistics table: each node as declared, then its instances.
+
+    A node with ``parallelism`` > 1 runs as instances (``count[0]``,
+    ``count[1]``): it shows as one row with their sums, followed by one
+    indented row per instance (``  [0]``). Partition steps the expansion
+    added (ids no workflow can declare) are left out.
+    """
+    import msgspec
+
+    from ..core.workflow import NODE_ID
+
+    rows: list[tuple[str, NodeStats]] = []
+    groups: dict[str, list[NodeStats]] = {}
+    for node_id, st in stats.items():
+        declared = st.instance_of
+        if declared is None:
+            if NODE_ID.match(node_id):
+                rows.append((node_id, st))
+                continue
+            # An instance whose stats do not say so (``count[1]``).
+            found = _INSTANCE_ID.match(node_id)
+            if found is None:
+                continue  # a partition step or another engine-made node
+            declared = found[1]
+            st = msgspec.structs.replace(
+                st, instance_of=declared, instance=int(found[2])
+            )
+        if declared not in groups:
+            groups[declared] = []
+            rows.append((declared, st))  # replaced by the sum below
+        groups[declared].append(st)
+    out: list[tuple[str, NodeStats]] = []
+    for label, st in rows:
+        members = groups.get(label) if st.instance_of is not None else None
+        if members is None:
+            out.append((label, st))
+            continue
+        out.append((label, _summed(members)))
+        out.extend((f"  [{m.instance}]", m) for m in members)
+    return out
+
+
+def _summed(members: list[NodeStats]) -> NodeStats:
+    from ..core.events import NodeStats
+
+    def total(rates: list[float | None]) -> float | None:
+        known = [r for r in rates if r is not None]
+        return sum(known) if known else None
+
+    marks = [m.watermark_ms for m in members if m.watermark_ms is not None]
+    return NodeStats(
+        items_in=sum(m.items_in for m in members),
+        items_out=sum(m.items_out for m in members),
+        errors=sum(m.errors for m in members),
+        dead_letters=sum(m.dead_letters for m in members),
+        duration_s=max(m.duration_s for m in members),
+        rate_in=total([m.rate_in for m in members]),
+        rate_out=total([m.rate_out for m in members]),
+        watermark_ms=min(marks) if marks else None,
+    )
 
 
 def short(value: Any, limit: int = 100) -> str:
@@ -100,7 +166,7 @@ def print_summary(
         f"({mode} mode)"
     )
     dead = [
-        f"  {d.node_id}: {d.reason} <- {short(d.item, 60)}"
+        f"  {_letter_node(d)}: {d.reason} <- {short(d.item, 60)}"
         for d in result.dead_letters[:SHOWN]
     ]
     if is_rich(err):
@@ -114,13 +180,20 @@ def print_summary(
         for line in dead:
             print(line, file=err)
     print("node stats:", file=err)
-    for node_id, st in result.stats.items():
+    for node_id, st in grouped(result.stats):
         rate = _run_average(st)
         print(
             f"  {node_id:<20} in {st.items_in:>10,}  out {st.items_out:>10,}  "
             f"errors {st.errors:>4}  {rate:>12,.0f}/s",
             file=err,
         )
+
+
+def _letter_node(d: DeadLetter) -> str:
+    # The declared node, and which instance of a parallel one.
+    if d.instance is None:
+        return d.node_id
+    return f"{d.node_id} (instance {d.instance} of {d.instances})"
 
 
 def _run_average(st: NodeStats) -> float:
@@ -149,7 +222,7 @@ def _rich_summary(
     table.add_column("node")
     for name in ("in", "out", "errors", "items/s (run)"):
         table.add_column(name, justify="right")
-    for node_id, st in result.stats.items():
+    for node_id, st in grouped(result.stats):
         errors = Text(f"{st.errors:,}", style="red" if st.errors else "")
         table.add_row(
             node_id,

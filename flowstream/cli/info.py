@@ -9,6 +9,8 @@ import click
 from ._base import _registry, _user_errors, _warn, cli, load_graph
 from ._display import iso_utc
 
+EPOCHS_SHOWN = 5  # latest epochs listed per run; --json has the store's 20
+
 
 @cli.command("validate")
 @click.argument("file", type=click.Path(dir_okay=False))
@@ -104,7 +106,9 @@ def checkpoints_command(store: str, as_json: bool, forget_failures: bool) -> Non
     """List the runs in a checkpoint store: progress, positions, failed records.
 
     For a stream run, the last committed epoch and each node's position in
-    it (source offsets and sequences, sinks' committed sizes and rows).
+    it (source offsets and sequences, sinks' committed sizes and rows), when
+    it last restored, and its latest epochs: commit time, duration (barrier
+    to commit) and size of the snapshot.
     """
     import asyncio
 
@@ -157,6 +161,15 @@ def checkpoints_command(store: str, as_json: bool, forget_failures: bool) -> Non
                 f"{move['to']} instance(s) by key group at the restore of epoch "
                 f"{move['epoch']} ({move['keys']} entries)"
             )
+        if r.restored is not None:
+            click.echo(f"{'':<18} last restored {iso_utc(r.restored)}")
+        for e in r.epochs[:EPOCHS_SHOWN]:
+            click.echo(
+                f"{'':<18} epoch {e.epoch}: committed {iso_utc(e.committed)}, "
+                f"{e.duration_s * 1000:,.1f} ms, {e.size:,} bytes"
+            )
+        if len(r.epochs) > EPOCHS_SHOWN:
+            click.echo(f"{'':<18} ... {len(r.epochs) - EPOCHS_SHOWN} earlier epochs")
         for node_id, values in r.positions.items():
             shown = ", ".join(f"{k}={v}" for k, v in values.items())
             click.echo(f"{'':<18} {node_id}: {shown}")

@@ -55,6 +55,13 @@ class NodeStats(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
             from the counters when the stats are taken
             (`flowstream.runtime.rates`), never counted per item.
         rate_out: Items per second emitted, likewise.
+        watermark_ms: An event-time node's watermark (epoch milliseconds):
+            no item still to come is expected before it. None for other
+            nodes, and before the first item. Read when the stats are
+            taken, never per item.
+        instance_of: For one instance of a node with ``parallelism`` > 1,
+            the declared node's id; None otherwise.
+        instance: That instance's index, from 0.
     """
 
     items_in: int = 0
@@ -64,6 +71,9 @@ class NodeStats(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     duration_s: float = 0.0
     rate_in: float | None = None
     rate_out: float | None = None
+    watermark_ms: int | None = None
+    instance_of: str | None = None
+    instance: int | None = None
 
 
 # The shared config lives on a field-less base so that each event lists all of
@@ -107,6 +117,10 @@ class NodeStarted(_Event, frozen=True, kw_only=True):
         node_id: The node, as named in the workflow.
         node_type: Its registered type id (``transform.map``).
         attempt: 1 for the first attempt, counting up on each retry.
+        instance_of: For one instance of a node with ``parallelism`` > 1,
+            the declared node's id (``node_id`` is the instance's,
+            ``count[1]``); None otherwise.
+        instance: That instance's index, from 0.
     """
 
     run_id: str
@@ -114,6 +128,8 @@ class NodeStarted(_Event, frozen=True, kw_only=True):
     node_id: str
     node_type: str
     attempt: int = 1
+    instance_of: str | None = None
+    instance: int | None = None
 
 
 class NodeCompleted(_Event, frozen=True, kw_only=True):
@@ -125,6 +141,10 @@ class NodeCompleted(_Event, frozen=True, kw_only=True):
         node_id: The node, as named in the workflow.
         node_type: Its registered type id.
         stats: What the node did.
+        instance_of: For one instance of a node with ``parallelism`` > 1,
+            the declared node's id (``node_id`` is the instance's,
+            ``count[1]``); None otherwise.
+        instance: That instance's index, from 0.
     """
 
     run_id: str
@@ -132,6 +152,8 @@ class NodeCompleted(_Event, frozen=True, kw_only=True):
     node_id: str
     node_type: str
     stats: NodeStats
+    instance_of: str | None = None
+    instance: int | None = None
 
 
 class NodeFailed(_Event, frozen=True, kw_only=True):
@@ -146,6 +168,10 @@ class NodeFailed(_Event, frozen=True, kw_only=True):
         error_type: The exception's class name.
         attempt: The attempt that failed, counting from 1.
         will_retry: True if the retry policy will start another attempt.
+        instance_of: For one instance of a node with ``parallelism`` > 1,
+            the declared node's id (``node_id`` is the instance's,
+            ``count[1]``); None otherwise.
+        instance: That instance's index, from 0.
     """
 
     run_id: str
@@ -156,6 +182,8 @@ class NodeFailed(_Event, frozen=True, kw_only=True):
     error_type: str
     attempt: int = 1
     will_retry: bool = False
+    instance_of: str | None = None
+    instance: int | None = None
 
 
 class RouteTaken(_Event, frozen=True, kw_only=True):
@@ -189,6 +217,10 @@ class NodeEvent(_Event, frozen=True, kw_only=True):
         node_id: The node that emitted it.
         name: What the node called the event.
         data: Any plain value (None, bool, int, float, str, list, dict).
+        instance_of: For one instance of a node with ``parallelism`` > 1,
+            the declared node's id (``node_id`` is the instance's,
+            ``count[1]``); None otherwise.
+        instance: That instance's index, from 0.
     """
 
     run_id: str
@@ -196,6 +228,8 @@ class NodeEvent(_Event, frozen=True, kw_only=True):
     node_id: str
     name: str
     data: Any = None
+    instance_of: str | None = None
+    instance: int | None = None
 
 
 class WorkflowCompleted(_Event, frozen=True, kw_only=True):

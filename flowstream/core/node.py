@@ -216,6 +216,14 @@ class NodeContext(Protocol):
     def on_commit(self, hook: Callable[[int], Any]) -> None:
         """Call ``hook(epoch)`` (plain or async) once ``epoch`` is committed."""
 
+    def track_watermark(self, read: Callable[[], float | None]) -> None:
+        """Report the node's event-time watermark (epoch ms) in its stats.
+
+        ``read()`` is called whenever the run's statistics are taken (a
+        progress frame, a metrics sample), never per item; it returns the
+        watermark, or None (or an infinite value) while there is none.
+        """
+
 
 @runtime_checkable
 class Node(Protocol):

@@ -54,7 +54,7 @@ from ._bounds import note_eviction, over_max_keys
 from ._clock import epoch_ms_clock
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
     from ..core.node import NodeContext, NodeState
     from ._window_aggregate import Aggregator
@@ -76,6 +76,17 @@ def slot(state: NodeState, name: str, empty: Any) -> Any:
 
 def _ms(t: float) -> str:
     return f"{t:.0f} ms" if math.isfinite(t) else repr(t)
+
+
+def track_watermark(ctx: NodeContext, read: Callable[[], float]) -> None:
+    """Have the runtime show ``read()`` as the node's watermark in its stats.
+
+    A context without the hook (a test driving ``spec.fn`` with a small
+    fake) is left alone: the watermark is for observation only.
+    """
+    track = getattr(ctx, "track_watermark", None)
+    if track is not None:
+        track(read)
 
 
 class BadItem(Exception):
@@ -118,6 +129,13 @@ class Engine:
         self.keys = 0  # records held; subclasses count their state
         # Event time with idle_timeout_ms: the clock may move the watermark.
         self.idle = cfg.idle_timeout_ms is not None
+        if cfg.event_time:
+            # Shown in the node's stats (read when they are taken).
+            track_watermark(ctx, self.watermark)
+
+    def watermark(self) -> float:
+        """The watermark (epoch ms); -inf before the first item."""
+        return self.wm
 
     def over(self) -> None:
         """More records than ``max_keys``: fail, or evict the oldest."""

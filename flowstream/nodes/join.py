@@ -30,6 +30,7 @@ from ._bounds import (
     over_max_keys,
 )
 from ._rescaling import rescale_window_join
+from ._windowing import track_watermark
 from .control import merge_batches
 
 if TYPE_CHECKING:
@@ -176,6 +177,12 @@ class _WindowJoin:
         self.buckets: dict[str | int, dict[str, Any]] = state["buckets"]
         self.heaps: list[list[list[Any]]] = state["heaps"]
         self.tops: list[float | None] = state["tops"]
+        if self.times is not None:
+            track_watermark(ctx, self.joint_watermark)
+
+    def joint_watermark(self) -> float:
+        """The node's watermark: the lower of its two inputs'."""
+        return min(self.watermark(0), self.watermark(1))
 
     def watermark(self, side: int) -> float:
         """No item still to come on ``side`` has a time below this."""

@@ -34,6 +34,7 @@ import msgspec
 
 from ..core.expr import Expr, expr_function
 from ..core.node import node
+from ._windowing import track_watermark
 from .control import merge_batches
 from .join import SIDES, _slot
 
@@ -125,6 +126,11 @@ class _IntervalJoin:
         self.queues: list[list[tuple[Any, ...]]] = state["queues"]
         self.heads: list[int] = state["heads"]
         self.tops: list[int | float | None] = state["tops"]
+        track_watermark(ctx, self.joint_watermark)
+
+    def joint_watermark(self) -> float:
+        """The node's watermark: the lower of its two inputs'."""
+        return min(self.watermark(0), self.watermark(1))
 
     def watermark(self, side: int) -> float:
         """No item still to come on ``side`` has a time below this."""

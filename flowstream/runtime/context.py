@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import time
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -63,9 +64,22 @@ class NodeRuntime:
         dead_letters: list[DeadLetter],
         error_connected: bool,
         max_kept: int = 10_000,
+        instance_of: str | None = None,
+        instance: int | None = None,
+        instances: int = 1,
     ) -> None:
         self.run_id = run_id
         self.node_id = node_id
+        # One instance of a parallel node: the declared node, which of how many.
+        self.instance_of = instance_of
+        self.instance = instance
+        self.instances = instances
+        # What its events add to name the instance (empty for a plain node).
+        self.where: dict[str, Any] = (
+            {}
+            if instance_of is None
+            else {"instance_of": instance_of, "instance": instance}
+        )
         self.node_type = node_type
         self._run_state = run_state
         self._bus = bus
@@ -84,6 +98,7 @@ class NodeRuntime:
         self.ended = 0.0
         self.taken_at = 0.0  # perf_counter() when the node last took a batch
         self._meter: RateMeter | None = None  # made on the first reading
+        self._watermark: Callable[[], float | None] | None = None
         # Checkpoints (stream mode with a store): set before initialize.
         self.checkpointing = False
         self.restored_epoch = 0
@@ -127,13 +142,20 @@ class NodeRuntime:
     ) -> None:
         """Send ``item`` to the ``error`` port (or the run's dead letters)."""
         self.dead_letter_count += 1
+        # An instance's letters name the declared node, and which instance.
         letter = DeadLetter(
-            node_id=self.node_id, reason=reason, item=item, error_type=error_type
+            node_id=self.instance_of or self.node_id,
+            reason=reason,
+            item=item,
+            error_type=error_type,
+            instance=self.instance,
+            instances=self.instances if self.instance_of else None,
         )
         if self._error_connected:
-            self.emit(
-                ERROR_PORT, {"node": self.node_id, "reason": reason, "item": item}
-            )
+            record = {"node": letter.node_id, "reason": reason, "item": item}
+            if self.instance_of is not None:
+                record["instance"] = self.instance
+            self.emit(ERROR_PORT, record)
             return
         if self._bus.active:
             self.event("dead_letter", {"reason": reason, "error_type": error_type})
@@ -175,6 +197,20 @@ class NodeRuntime:
             self.commit_hooks = []
         self.commit_hooks.append(hook)
 
+    def track_watermark(self, read: Callable[[], float | None]) -> None:
+        """Report the node's event-time watermark: ``read()`` at each stats read."""
+        self._watermark = read
+
+    def watermark_ms(self) -> int | None:
+        """The node's watermark now, in epoch ms (None: it has none yet)."""
+        read = self._watermark
+        if read is None:
+            return None
+        value = read()
+        if value is None or not math.isfinite(value):
+            return None
+        return int(value)
+
     def event(self, name: str, data: Any = None) -> None:
         """Publish a custom `NodeEvent`."""
         self._bus.emit(
@@ -183,6 +219,7 @@ class NodeRuntime:
             node_id=self.node_id,
             name=name,
             data=data,
+            **self.where,
         )
 
     def stats(self) -> NodeStats:
@@ -193,6 +230,9 @@ class NodeRuntime:
                 items_out=self.items_out,
                 errors=self.errors,
                 dead_letters=self.dead_letter_count,
+                watermark_ms=self.watermark_ms(),
+                instance_of=self.instance_of,
+                instance=self.instance,
             )
         duration = max(0.0, (self.ended or time.perf_counter()) - self.started)
         rate_in: float | None
@@ -214,4 +254,7 @@ class NodeRuntime:
             duration_s=duration,
             rate_in=rate_in,
             rate_out=rate_out,
+            watermark_ms=self.watermark_ms(),
+            instance_of=self.instance_of,
+            instance=self.instance,
         )

@@ -45,6 +45,13 @@ class RunOptions:
             took its latest input batch and when the output was delivered.
             Metrics and tracing use it; None costs nothing.
         probe_every: The sampling period of ``batch_probe``, in batches.
+        output_probe: Called as ``probe(node_id, port, batch)`` with each
+            batch that a workflow output collects (the ports a result's
+            ``outputs`` hold: ``sink.collect``'s in stream mode), on the
+            event loop, as it is collected; ``node_id`` is the declared
+            node's. The server keeps a stream run's recent outputs with it.
+            It must be quick and must not keep the list (it is the run's);
+            None costs nothing. The local executor calls it.
         backend: Which executor runs the plan: ``"local"`` (this process,
             one event loop) or ``"ray"`` (Ray actors, one per slot of the
             parallel graph; docs/scale-out.md); see
@@ -68,6 +75,7 @@ class RunOptions:
     max_dead_letters: int = 10_000
     batch_probe: Callable[[tuple[str, ...], int, float, float], None] | None = None
     probe_every: int = 16
+    output_probe: Callable[[str, str, list[Any]], None] | None = None
     backend: str = "local"
     ray_address: str | None = None
     credit_window: int = 8
@@ -91,6 +99,7 @@ class RunSettings(TypedDict, total=False):
     max_dead_letters: int
     batch_probe: Callable[[tuple[str, ...], int, float, float], None] | None
     probe_every: int
+    output_probe: Callable[[str, str, list[Any]], None] | None
     backend: str
     ray_address: str | None
     credit_window: int

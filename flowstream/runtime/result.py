@@ -21,12 +21,27 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
         reason: The error text (or the node's own reason).
         item: The input that failed (for multi-input calls, a dict by port).
         error_type: The exception's class name, if an exception was raised.
+        instance: For a node with ``parallelism`` > 1, which of its
+            instances (from 0); ``node_id`` is the declared node's.
+        instances: How many instances that node runs.
     """
 
     node_id: str
     reason: str
     item: Any = None
     error_type: str | None = None
+    instance: int | None = None
+    instances: int | None = None
+
+    @property
+    def where(self) -> str:
+        """The node that gave up on it, as ``node 'count'`` or with its instance.
+
+        A node with ``parallelism`` > 1 reads ``node 'count' (instance 1 of 2)``.
+        """
+        if self.instance is None:
+            return f"node {self.node_id!r}"
+        return f"node {self.node_id!r} (instance {self.instance} of {self.instances})"
 
 
 class RunResult(msgspec.Struct, kw_only=True):

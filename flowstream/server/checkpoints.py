@@ -4,8 +4,10 @@ A workflow with ``checkpoint: {path: ...}`` keeps its checkpoints in a
 SQLite file inside the server's data directory. `checkpoint_states` reads
 that file (never creating it) and describes each run the store knows of
 that workflow: its last committed epoch and when it was committed, how many
-attempts it took (each one after the first restored from the store), and
-the small per-node positions of that epoch (source offsets, sink commits).
+attempts it took (each one after the first restored from the store) and when
+it last restored, the small per-node positions of that epoch (source
+offsets, sink commits), and its latest epochs with their duration (barrier
+to commit) and size (bytes of the snapshot).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from ..runtime.checkpointing.store import CheckpointStore
 from .datadir import DataDir
-from .schemas import CheckpointState, iso
+from .schemas import CheckpointState, EpochInfo, iso
 
 if TYPE_CHECKING:
     from ..core.workflow import Workflow
@@ -60,6 +62,17 @@ async def checkpoint_states(
             epoch=r.epoch,
             nodes_done=r.nodes_done,
             positions=r.positions,
+            epochs=[
+                EpochInfo(
+                    epoch=e.epoch,
+                    started_at=iso(e.started),
+                    committed_at=iso(e.committed),
+                    duration_ms=round(e.duration_s * 1000, 3),
+                    size_bytes=e.size,
+                )
+                for e in r.epochs
+            ],
+            last_restore_at=None if r.restored is None else iso(r.restored),
         )
         for r in records
         if r.workflow == workflow.name

@@ -30,6 +30,10 @@ Metric families (labels in braces):
   `flowstream.runtime.rates`: the same numbers as the API and the UI);
   removed when the run ends. For totals and long-range rates, use
   ``rate()`` over the ``_total`` counters.
+- ``flowstream_node_watermark_ms`` / ``flowstream_node_watermark_lag_seconds``
+  {workflow, run_id, node}: an event-time node's watermark (epoch ms) and how
+  far it is behind the clock, at the latest sample; only for nodes that
+  have one (windows and joins on event time); removed when the run ends.
 - ``flowstream_run_restarts_total`` {workflow}: runs the server resumed from
   their checkpoints after a server restart.
 - ``flowstream_runs`` {status}: runs of this process by status (running now,
@@ -42,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
@@ -178,6 +183,19 @@ class Metrics:
             ("workflow", "run_id", "node", "direction"),
             registry=r,
         )
+        run_node = ("workflow", "run_id", "node")
+        self.watermark = Gauge(
+            "flowstream_node_watermark_ms",
+            "An event-time node's watermark, in epoch milliseconds.",
+            run_node,
+            registry=r,
+        )
+        self.watermark_lag = Gauge(
+            "flowstream_node_watermark_lag_seconds",
+            "How far an event-time node's watermark is behind the clock.",
+            run_node,
+            registry=r,
+        )
         self.restarts = Counter(
             "flowstream_run_restarts",
             "Runs resumed from their checkpoints after a server restart.",
@@ -269,6 +287,7 @@ class RunWatch:
         self.continues_on_error: set[str] = set()
         self._channels: set[tuple[str, str]] = set()
         self._rated: set[str] = set()
+        self._marked: set[str] = set()
         self._finished = False
         metrics.runs.labels("running").inc()
         self._detach: Callable[[], None] = bus.add_listener(self._on_event)
@@ -304,6 +323,12 @@ class RunWatch:
             # No rate yet (under a second of data) reads as 0 to Prometheus.
             m.rates.labels(*node, "in").set(stats.rate_in or 0.0)
             m.rates.labels(*node, "out").set(stats.rate_out or 0.0)
+            if stats.watermark_ms is not None:
+                self._marked.add(node_id)
+                m.watermark.labels(*node).set(stats.watermark_ms)
+                m.watermark_lag.labels(*node).set(
+                    time.time() - stats.watermark_ms / 1000
+                )
         fills: dict[str, float] = {}
         for (node_id, port), ch in channel_statistics(executor).items():
             labels = (self.workflow, self.run_id, node_id, port)
@@ -330,6 +355,10 @@ class RunWatch:
             for direction in ("in", "out"):
                 m.rates.remove(self.workflow, self.run_id, node_id, direction)
         self._rated.clear()
+        for node_id in self._marked:
+            m.watermark.remove(self.workflow, self.run_id, node_id)
+            m.watermark_lag.remove(self.workflow, self.run_id, node_id)
+        self._marked.clear()
         m.runs.labels("running").dec()
         m.runs.labels(status).inc()
         for node_id, port in self._channels:

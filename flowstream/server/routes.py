@@ -12,6 +12,9 @@ Paths are part of the product (issue 8):
     POST   /api/workflows/{name}/runs   start a run (201 {"run_id": ...})
     GET    /api/runs                    runs, latest first
     GET    /api/runs/{run_id}           status, per-node stats, outputs
+                                        (recent ones while it runs)
+    GET    /api/runs/{run_id}/series    each node's samples, last 5 minutes
+    GET    /api/runs/{run_id}/checkpoints  its checkpoint store's epochs
     POST   /api/runs/{run_id}/stop      drain gracefully
     POST   /api/runs/{run_id}/cancel    cancel now
     GET    /metrics                     Prometheus exposition
@@ -26,7 +29,6 @@ from __future__ import annotations
 import copy
 import typing
 from dataclasses import dataclass
-from importlib import resources
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import msgspec
@@ -66,8 +68,10 @@ from .schemas import (
     RunRequest,
     RunSummary,
     SandboxLimits,
+    SeriesPoint,
     WorkflowSummary,
 )
+from .ui_files import ui_asset, ui_index
 
 if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
@@ -519,6 +523,24 @@ async def get_run_checkpoints(
 
 
 @get(
+    "/api/runs/{run_id:str}/series",
+    tags=["runs"],
+    responses=problem_responses(400, 401, 404),
+    sync_to_thread=False,
+)
+def get_run_series(
+    request: Request[Any, Any, Any], run_id: RunId
+) -> dict[str, list[SeriesPoint]]:
+    """Each node's samples of a running run, over the last five minutes.
+
+    One point per sample (rates, channel fill, errors, event-time lag), the
+    oldest first: what the UI's charts draw, so a page opened mid-run starts
+    with the run's recent past. Empty once the run has ended.
+    """
+    return server(request).runs.series(run_id)
+
+
+@get(
     "/api/runs/{run_id:str}", tags=["runs"], responses=problem_responses(400, 401, 404)
 )
 async def get_run(request: Request[Any, Any, Any], run_id: RunId) -> RunDetail:
@@ -573,40 +595,6 @@ def openapi_document(request: Request[Any, Any, Any]) -> Response[bytes]:
     return Response(msgspec.json.encode(doc), media_type=MediaType.JSON)
 
 
-_UI_FILES = {
-    "app.js": "text/javascript; charset=utf-8",
-    "style.css": "text/css; charset=utf-8",
-    "vendor/dagre.min.js": "text/javascript; charset=utf-8",
-}
-
-
-def _ui_file(name: str) -> bytes:
-    return resources.files("flowstream.server").joinpath("ui", name).read_bytes()
-
-
-@get("/", include_in_schema=False, opt={"public": True}, sync_to_thread=False)
-def ui_index() -> Response[bytes]:
-    """The web UI's page."""
-    return Response(_ui_file("index.html"), media_type=MediaType.HTML)
-
-
-@get(
-    "/ui/{path:path}",
-    include_in_schema=False,
-    opt={"public": True},
-    sync_to_thread=False,
-)
-def ui_asset(path: Annotated[str, PathParameter()]) -> Response[bytes]:
-    """The UI's scripts and styles (a fixed list: nothing else is served)."""
-    name = path.lstrip("/")
-    media = _UI_FILES.get(name)
-    if media is None:
-        raise ApiError(404, f"no UI file {name!r}")
-    return Response(
-        _ui_file(name), media_type=media, headers={"Cache-Control": "no-cache"}
-    )
-
-
 def route_handlers() -> list[ControllerRouterHandler]:
     """Every HTTP handler of the app (the WebSocket one is added by the app)."""
     return [
@@ -622,6 +610,7 @@ def route_handlers() -> list[ControllerRouterHandler]:
         list_runs,
         get_run,
         get_run_checkpoints,
+        get_run_series,
         stop_run,
         cancel_run,
         metrics,

@@ -31,12 +31,11 @@ import time
 from collections import deque
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import msgspec
 
-from ..core.events import NodeStats, WorkflowCompleted, encode_event
-from ..core.node import ERROR_PORT
+from ..core.events import NodeEvent, NodeStats, WorkflowCompleted, encode_event
 from ..core.workflow import ContinueOnError, Workflow
 from ..errors import EncodeError, Problem, WorkflowValidationError
 from ..runtime.backends import create_executor
@@ -44,9 +43,10 @@ from ..runtime.events import EventBus
 from ..runtime.netpolicy import enforce
 from ..runtime.options import RunOptions
 from .logs import current_run
+from .observe import NodeSeries, RecentOutputs, node_statuses
 from .policy import check_workflow
 from .problems import ApiError
-from .schemas import NodeStatus, RunDetail, RunSummary, from_iso, iso
+from .schemas import RunDetail, RunSummary, from_iso, iso
 from .store import RunOutcome
 from .tracing import RunTracer, tracer_for_runs
 
@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from ..runtime.validation import Graph
     from .config import ServerConfig
     from .metrics import Metrics, RunWatch
-    from .schemas import RunRequest
+    from .schemas import RunRequest, SeriesPoint
     from .store import Store, Unfinished
 
     BatchProbe: TypeAlias = Callable[[tuple[str, ...], int, float, float], None]
@@ -68,6 +68,11 @@ if TYPE_CHECKING:
 __all__ = ["EventHistory", "LiveRun", "RunManager"]
 
 logger = logging.getLogger("flowstream.server")
+
+RECENT_OUTPUTS = "recent_outputs"
+"""The `NodeEvent` that brings a stream run's newest outputs to the events
+feed, once per sample that saw new ones: ``data`` is ``{"port": p, "seen":
+n, "records": [...]}`` (`RecentOutput`)."""
 
 
 class EventHistory:
@@ -85,7 +90,9 @@ class EventHistory:
         self.skipped = 0
 
     def record(self, event: ExecutionEvent) -> None:
-        """Keep one event (a bus listener)."""
+        """Keep one event (a bus listener); recent outputs are not kept."""
+        if type(event) is NodeEvent and event.name == RECENT_OUTPUTS:
+            return  # the live feed's; the run's record has its outputs
         try:
             raw = encode_event(event)
         except EncodeError:
@@ -115,6 +122,8 @@ class LiveRun:
     bus: EventBus
     history: EventHistory
     watch: RunWatch
+    series: NodeSeries
+    recent: RecentOutputs
     tracer: RunTracer | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     cancel_requested: bool = False
@@ -277,8 +286,12 @@ class RunManager:
             # DAG runs have a span per node execution; a stream's last as
             # long as the run, so its sampled batches get spans instead.
             probe = _both(probe, run_tracer.batch_probe)
+        recent = RecentOutputs()
         options = RunOptions(
-            mode=mode, drain_timeout=self.config.drain_timeout, batch_probe=probe
+            mode=mode,
+            drain_timeout=self.config.drain_timeout,
+            batch_probe=probe,
+            output_probe=recent.take,
         )
         executor = create_executor(graph, bus, options)
         now = time.time()
@@ -313,6 +326,8 @@ class RunManager:
             bus=bus,
             history=history,
             watch=watch,
+            series=NodeSeries(self.config.sample_interval),
+            recent=recent,
             tracer=run_tracer,
         )
         if resumed is not None:
@@ -347,9 +362,18 @@ class RunManager:
             self._finish(live, result, failure)
 
     async def _sample(self, live: LiveRun) -> None:
+        seen = 0
+        published: dict[tuple[str, str], int] = {}
         while not live.done.is_set():
             try:
                 live.watch.sample(live.executor)
+                watch = live.watch
+                live.series.add(
+                    node_statuses(live.graph, watch.stats, watch.states, watch.fills)
+                )
+                if live.recent.version != seen:
+                    seen = live.recent.version
+                    _publish_recent(live, published)
             except Exception:
                 # A bug in the readings must not take the run down with it.
                 logger.exception(
@@ -416,8 +440,9 @@ class RunManager:
 
     def _outcome(self, live: LiveRun, result: RunResult | None) -> RunOutcome:
         stats = result.stats if result is not None else live.watch.stats
+        watch = live.watch
         outcome = RunOutcome(
-            nodes=self._nodes(live, stats),
+            nodes=node_statuses(live.graph, stats, watch.states, watch.fills),
             events_dropped=live.watch.events_dropped,
         )
         if result is None:
@@ -433,28 +458,6 @@ class RunManager:
         outcome.truncated |= len(result.dead_letters) > limit
         outcome.dead_letters = result.dead_letters[:limit]
         return outcome
-
-    def _nodes(
-        self, live: LiveRun, stats: dict[str, NodeStats]
-    ) -> dict[str, NodeStatus]:
-        watch = live.watch
-        nodes = {}
-        for node_id, g in live.graph.nodes.items():
-            st = stats.get(node_id) or NodeStats()
-            nodes[node_id] = NodeStatus(
-                type=g.spec.type_id,
-                role=_role(g.spec.type_id, g.inputs, g.outputs),
-                state=watch.states.get(node_id, "pending"),
-                items_in=st.items_in,
-                items_out=st.items_out,
-                errors=st.errors,
-                dead_letters=st.dead_letters,
-                # Rounding is for display; 3 decimals keep 0.001/s visible.
-                rate_in=None if st.rate_in is None else round(st.rate_in, 3),
-                rate_out=None if st.rate_out is None else round(st.rate_out, 3),
-                channel_fill=watch.fills.get(node_id),
-            )
-        return nodes
 
     # --- reading ---------------------------------------------------------------
 
@@ -475,12 +478,27 @@ class RunManager:
                 raise ApiError(404, f"no run {run_id!r}")
             return detail
         stats: dict[str, NodeStats] = live.executor.statistics()
+        watch = live.watch
         return RunDetail(
             **msgspec.structs.asdict(live.summary),
-            nodes=self._nodes(live, stats),
+            nodes=node_statuses(live.graph, stats, watch.states, watch.fills),
             graph=live.workflow,
             events_dropped=live.bus.statistics().dropped,
+            recent_outputs=live.recent.snapshot(),
         )
+
+    def series(self, run_id: str) -> dict[str, list[SeriesPoint]]:
+        """Each node's retained samples of a live run (empty once it ended).
+
+        Raises:
+            ApiError: No such run (404).
+        """
+        live = self._live.get(run_id)
+        if live is None:
+            if self.store.get_run(run_id) is None:
+                raise ApiError(404, f"no run {run_id!r}")
+            return {}
+        return live.series.snapshot()
 
     # --- control ---------------------------------------------------------------
 
@@ -529,19 +547,30 @@ def _resumable(workflow: Workflow, mode: str) -> bool:
     return mode == "stream" and workflow.checkpoint is not None
 
 
-def _role(
-    type_id: str, inputs: tuple[str, ...], outputs: tuple[str, ...]
-) -> Literal["source", "transform", "sink"]:
-    if not inputs:
-        return "source"
-    # A sink writes what it takes in; sink.collect also hands it on as the
-    # run's outputs, which is still writing, not transforming.
-    kind, _, verb = type_id.partition(".")
-    if kind == "sink" or verb == "sink":
-        return "sink"
-    if not [port for port in outputs if port != ERROR_PORT]:
-        return "sink"
-    return "transform"
+def _publish_recent(live: LiveRun, published: dict[tuple[str, str], int]) -> None:
+    """Put a run's new recent outputs on its events feed (`RECENT_OUTPUTS`).
+
+    ``published`` holds how many records of each port were published so
+    far; only those after them go out (at most what the ring keeps).
+    """
+    for node_id, ports in live.recent.snapshot().items():
+        for port, recent in ports.items():
+            before = published.get((node_id, port), 0)
+            new = recent.seen - before
+            if new <= 0:
+                continue
+            published[(node_id, port)] = recent.seen
+            live.bus.emit(
+                NodeEvent,
+                live.run_id,
+                node_id=node_id,
+                name=RECENT_OUTPUTS,
+                data={
+                    "port": port,
+                    "seen": recent.seen,
+                    "records": recent.records[-new:],
+                },
+            )
 
 
 def _both(first: BatchProbe, second: BatchProbe) -> BatchProbe:

@@ -20,16 +20,20 @@ from ..runtime.result import DeadLetter
 
 __all__ = [
     "CheckpointState",
+    "EpochInfo",
     "Health",
+    "InstanceStatus",
     "NodeState",
     "NodeStatus",
     "NodeType",
     "ProblemDocument",
+    "RecentOutput",
     "RunCreated",
     "RunDetail",
     "RunRequest",
     "RunStatus",
     "RunSummary",
+    "SeriesPoint",
     "WorkflowSummary",
     "from_iso",
     "iso",
@@ -162,6 +166,38 @@ class RunCreated(msgspec.Struct, kw_only=True):
     status: RunStatus
 
 
+class InstanceStatus(msgspec.Struct, kw_only=True):
+    """One instance of a node with ``parallelism`` > 1, in its `NodeStatus`.
+
+    Attributes:
+        instance: Its index, from 0.
+        node_id: Its id in the run's stats and events (``count[1]``).
+        state: From its events.
+        items_in: Items it received.
+        items_out: Items it emitted.
+        errors: Failures it counted.
+        dead_letters: Items it gave up on.
+        rate_in: Its recent items per second in (see `NodeStatus`).
+        rate_out: Its recent items per second out.
+        channel_fill: How full its fullest input channel is (0 to 1).
+        watermark_ms: Its event-time watermark, epoch ms.
+        watermark_lag_s: How far its watermark is behind the clock.
+    """
+
+    instance: int
+    node_id: str
+    state: NodeState = "pending"
+    items_in: int = 0
+    items_out: int = 0
+    errors: int = 0
+    dead_letters: int = 0
+    rate_in: float | None = None
+    rate_out: float | None = None
+    channel_fill: float | None = None
+    watermark_ms: int | None = None
+    watermark_lag_s: float | None = None
+
+
 class NodeStatus(msgspec.Struct, kw_only=True):
     """One node of a run: its state and counters.
 
@@ -181,6 +217,16 @@ class NodeStatus(msgspec.Struct, kw_only=True):
         channel_fill: How full its fullest input channel is (0 to 1); None
             when it has no input channel (a source, or fused into its
             upstream's task).
+        parallelism: How many instances it runs (``parallelism``); the
+            counters above are their sums, the rates their sums, the fill
+            the fullest, the watermark the lowest.
+        watermark: An event-time node's watermark (windows, joins), ISO
+            8601: no item still to come is expected before it. None for
+            other nodes and before the first item.
+        watermark_ms: The same, in epoch milliseconds.
+        watermark_lag_s: How far the watermark is behind the clock, in
+            seconds, when the status was read (event-time lag).
+        instances: For a node with several instances, one row each.
     """
 
     type: str
@@ -193,6 +239,44 @@ class NodeStatus(msgspec.Struct, kw_only=True):
     rate_in: float | None = None
     rate_out: float | None = None
     channel_fill: float | None = None
+    parallelism: int = 1
+    watermark: str | None = None
+    watermark_ms: int | None = None
+    watermark_lag_s: float | None = None
+    instances: list[InstanceStatus] | None = None
+
+
+class SeriesPoint(msgspec.Struct, kw_only=True):
+    """One sample of a node, in ``GET /api/runs/{run_id}/series``.
+
+    Attributes:
+        t: When it was taken, unix seconds (ms precision).
+        rate_in: Items per second in (recent).
+        rate_out: Items per second out (recent).
+        channel_fill: Its fullest input channel (0 to 1), if it has one.
+        errors: Errors and dead letters so far.
+        watermark_lag_s: Event-time lag, for event-time nodes.
+    """
+
+    t: float
+    rate_in: float | None = None
+    rate_out: float | None = None
+    channel_fill: float | None = None
+    errors: int = 0
+    watermark_lag_s: float | None = None
+
+
+class RecentOutput(msgspec.Struct, kw_only=True):
+    """The latest records of one output port of a running run.
+
+    Attributes:
+        seen: Records the port emitted so far.
+        records: The latest of them, oldest first (at most 50 and 64 KiB;
+            a record over 4 KiB of JSON is cut, as a string).
+    """
+
+    seen: int
+    records: list[Any]
 
 
 class RunSummary(msgspec.Struct, kw_only=True):
@@ -233,6 +317,9 @@ class RunDetail(RunSummary, kw_only=True):
         dead_letters: A finished run's dead letters.
         truncated: Outputs or dead letters were cut to the server's limit.
         events_dropped: Events lost by slow subscribers of this run.
+        recent_outputs: While the run runs: the latest records of each of
+            its outputs, ``{node: {port: RecentOutput}}`` (``outputs`` comes
+            when it ends).
     """
 
     nodes: dict[str, NodeStatus] = msgspec.field(default_factory=dict)
@@ -241,6 +328,25 @@ class RunDetail(RunSummary, kw_only=True):
     dead_letters: list[DeadLetter] | None = None
     truncated: bool = False
     events_dropped: int = 0
+    recent_outputs: dict[str, dict[str, RecentOutput]] | None = None
+
+
+class EpochInfo(msgspec.Struct, kw_only=True):
+    """One committed epoch of a stream run, in a `CheckpointState`.
+
+    Attributes:
+        epoch: Its number.
+        started_at: When its barrier was triggered.
+        committed_at: When its transaction committed.
+        duration_ms: Milliseconds from the barrier to the commit.
+        size_bytes: Bytes of its snapshot (every node's encoded state).
+    """
+
+    epoch: int
+    started_at: str
+    committed_at: str
+    duration_ms: float
+    size_bytes: int
 
 
 class CheckpointState(msgspec.Struct, kw_only=True):
@@ -257,6 +363,9 @@ class CheckpointState(msgspec.Struct, kw_only=True):
         nodes_done: DAG mode: one-shot nodes whose outputs are recorded.
         positions: Each node's small state values in that epoch (source
             offsets, sinks' committed positions).
+        epochs: The latest committed epochs (up to 20), newest first.
+        last_restore_at: When the run last resumed from the store; None if
+            it never did.
     """
 
     run_key: str
@@ -268,6 +377,8 @@ class CheckpointState(msgspec.Struct, kw_only=True):
     epoch: int | None = None
     nodes_done: int = 0
     positions: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    epochs: list[EpochInfo] = msgspec.field(default_factory=list)
+    last_restore_at: str | None = None
 
 
 class Health(msgspec.Struct, kw_only=True):

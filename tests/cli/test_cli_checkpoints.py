@@ -31,10 +31,24 @@ def test_run_with_checkpoint_then_list_it(tmp_path: Path) -> None:
     [run] = json.loads(listed.stdout)
     assert run["workflow"] == "numbers"
     assert run["status"] == "completed"
+    # Every epoch committed says how long it took and how big it was: the
+    # first (before anything ran) and the final one (after the drain).
+    epochs = run["epochs"]
+    assert [e["epoch"] for e in epochs] == sorted(
+        (e["epoch"] for e in epochs), reverse=True
+    )
+    assert epochs[-1]["epoch"] == 0
+    assert epochs[0]["epoch"] == run["epoch"] >= 1
+    for e in epochs:
+        assert e["size"] > 0
+        assert e["committed"] >= e["started"]
 
     table = CliRunner().invoke(cli, ["checkpoints", str(store)])
     assert "numbers" in table.stdout
     assert "completed" in table.stdout
+    last = epochs[0]
+    assert f"epoch {last['epoch']}: committed " in table.stdout
+    assert f"{last['size']:,} bytes" in table.stdout
 
 
 def test_checkpoints_on_a_file_that_is_not_a_store(tmp_path: Path) -> None:

@@ -343,6 +343,9 @@ class Context:
     def on_commit(self, hook: Any) -> None:
         raise AssertionError(hook)
 
+    def track_watermark(self, read: Any) -> None:
+        raise AssertionError(read)
+
     def dead_letter(self, item: Any, reason: str) -> None:
         self.letters.append((item, reason))
 

@@ -143,6 +143,16 @@ async def test_stream_runs_with_checkpoints_survive_a_server_restart(
         assert state["attempts"] == 2
         assert parse(state["last_commit_at"]) >= parse(state["started_at"])
         assert state["epoch"] >= 1, state
+        # Resumed and running, not "stopped" as its first attempt ended.
+        assert state["status"] == "running", state
+        assert parse(state["last_restore_at"]) >= parse(state["started_at"])
+        # Its latest epochs: each with its duration and the snapshot's size.
+        epochs = state["epochs"]
+        assert epochs[0]["epoch"] == state["epoch"]
+        for e in epochs:
+            assert e["size_bytes"] > 0, e
+            assert e["duration_ms"] >= 0, e
+            assert parse(e["committed_at"]) >= parse(e["started_at"])
         # A run without checkpoints has none to show.
         r = await client.get(f"/api/runs/{lost}/checkpoints")
         assert (r.status_code, r.json()) == (200, [])

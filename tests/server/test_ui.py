@@ -332,7 +332,7 @@ async def test_ui_operator_console(chromium: Path, tmp_path: Path) -> None:
                 await page.wait_for_function(
                     "document.getElementById('checkpoints').dataset.epoch > 0"
                 )
-                ckpt = page.locator("#checkpoints table")
+                ckpt = page.locator("#checkpoints table.store")
                 assert "eleven.ckpt" in (await ckpt.locator("caption").inner_text())
                 heads = await ckpt.locator("th").all_text_contents()
                 assert {"epoch", "last commit", "restores"} <= set(heads), heads
@@ -384,6 +384,156 @@ async def test_ui_operator_console(chromium: Path, tmp_path: Path) -> None:
                 events = await page.locator("#events li").all_text_contents()
                 assert all(re.match(ISO_MS, e.split(" ")[0]) for e in events)
                 await page.screenshot(path=str(SCREENSHOTS / "ui-runs-failed.png"))
+                assert not errors
+            except BaseException:
+                await page.screenshot(path=str(SCREENSHOTS / "ui-failure.png"))
+                raise
+            finally:
+                await browser.close()
+
+
+CONSOLE = """\
+# event time, a parallel step, checkpoints: the console's views
+name: console
+mode: stream
+checkpoint: {path: console.ckpt, interval_ms: 100}
+nodes:
+  - {id: tick, type: source.timer, config: {interval_ms: 5}}
+  - id: stamp
+    type: transform.map
+    config: {expr: "{'ts': 1767225600000 + x * 250, 'n': x}"}
+    parallelism: 2
+  - id: win
+    type: window.tumbling
+    config:
+      size_ms: 1000
+      time: event
+      timestamp_field: ts
+      allowed_lateness_ms: 500
+      op: count
+  - {id: out, type: sink.collect}
+connections: [tick -> stamp, stamp -> win, win -> out]
+"""
+
+
+async def test_ui_console_views(chromium: Path, tmp_path: Path) -> None:
+    from playwright.async_api import async_playwright
+
+    SCREENSHOTS.mkdir(exist_ok=True)
+    config = make_config(tmp_path, sample_interval=0.1)
+    with running_server(config) as live:
+        async with httpx.AsyncClient(base_url=live.url, headers=AUTH) as http:
+            r = await http.put(
+                "/api/workflows/console",
+                content=CONSOLE,
+                headers={"Content-Type": "application/yaml"},
+            )
+            r.raise_for_status()
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=str(chromium), args=FLAGS)
+            try:
+                page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+                errors: list[str] = []
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                await page.goto(f"{live.url}/#token={TOKEN}")
+                await page.click('li[data-workflow="console"] button.run-workflow')
+                await page.wait_for_selector('#run-status[data-status="running"]')
+                run_id = await page.get_attribute("#runs li.selected", "data-run-id")
+
+                # The window's watermark and lag, on its box in the graph.
+                win = page.locator('g.node[data-node-id="win"]')
+                await page.wait_for_selector(
+                    'g.node[data-node-id="win"][data-watermark]'
+                )
+                mark = await win.get_attribute("data-watermark") or ""
+                assert mark.startswith("2026-01-01T"), mark
+                assert "lag " in (await win.locator("text.muted").text_content() or "")
+                # The parallel step says how many instances run.
+                stamp = page.locator('g.node[data-node-id="stamp"]')
+                assert await stamp.get_attribute("data-parallelism") == "2"
+                shown = await stamp.locator("text.muted").text_content() or ""
+                assert "\u00d72" in shown  # a multiplication sign: x2
+
+                # Recent outputs of the running stream, as a table.
+                recent = page.locator('#outputs table[data-recent="out.out"]')
+                await recent.wait_for()
+                assert (
+                    await page.get_attribute("#run-status", "data-status") == "running"
+                )
+                assert await recent.locator("tbody tr").count() >= 1
+                heads = await recent.locator("th").all_text_contents()
+                assert {"start", "end", "value"} <= set(heads), heads
+                await page.screenshot(path=str(SCREENSHOTS / "ui-recent-outputs.png"))
+                # The events log is not flooded with them (they feed the
+                # outputs; the log lists the run's own events).
+                logged = await page.locator("#events li").all_text_contents()
+                assert not [e for e in logged if "recent_outputs" in e]
+
+                # The window's panel: watermark (ISO), event-time lag, its chart.
+                await win.click()
+                await page.wait_for_selector('#node-panel[data-node="win"]')
+                facts = await page.inner_text("#node-facts")
+                assert "watermark" in facts
+                assert "event-time lag" in facts
+                # (A flat line has no height: attached, not "visible".)
+                await page.wait_for_selector(
+                    '#node-charts path[data-series="lag"]', state="attached"
+                )
+                await page.screenshot(
+                    path=str(SCREENSHOTS / "ui-node-watermark.png"), full_page=True
+                )
+
+                # The parallel step's panel: one row per instance, each with
+                # its own input channel.
+                await stamp.click()
+                await page.wait_for_selector('#node-panel[data-node="stamp"]')
+                rows = page.locator("#node-instances table.instances tbody tr")
+                await page.wait_for_function(
+                    "document.querySelectorAll("
+                    "'#node-instances table.instances tbody tr').length === 2"
+                )
+                first = await rows.nth(0).inner_text()
+                assert "stamp[0]" in first
+                assert "% full" in first
+                assert "stamp[1]" in await rows.nth(1).inner_text()
+                await page.screenshot(
+                    path=str(SCREENSHOTS / "ui-node-instances.png"), full_page=True
+                )
+
+                # The checkpoints view: the latest epochs, duration and size.
+                await page.wait_for_function(
+                    "document.getElementById('checkpoints').dataset.epochs > 1"
+                )
+                epochs = page.locator("#checkpoints table.epochs")
+                heads = await epochs.locator("th").all_text_contents()
+                assert {"epoch", "committed", "duration", "size"} <= set(heads), heads
+                size_cells = epochs.locator("tbody td:nth-child(5)")
+                sizes = await size_cells.all_text_contents()
+                assert sizes
+                assert all(s.endswith(("B", "KiB", "MiB")) for s in sizes), sizes
+                await page.locator("#checkpoints-panel").screenshot(
+                    path=str(SCREENSHOTS / "ui-checkpoints-epochs.png")
+                )
+
+                # A reload starts the charts with the server's samples.
+                await page.reload()
+                await page.click(f'li[data-run-id="{run_id}"]')
+                await page.wait_for_selector('#run-status[data-status="running"]')
+                await page.click('g.node[data-node-id="win"]')
+                await page.wait_for_function(
+                    "document.getElementById('node-charts').dataset.backfilled > 2"
+                )
+                backfilled = int(
+                    await page.get_attribute("#node-charts", "data-backfilled") or 0
+                )
+                points = int(
+                    await page.get_attribute("#node-charts svg", "data-points") or 0
+                )
+                assert points >= backfilled > 2
+
+                await page.click("#stop-button")
+                await page.wait_for_selector('#run-status[data-status="completed"]')
+                await page.wait_for_selector('#outputs table[data-caption^="out.out"]')
                 assert not errors
             except BaseException:
                 await page.screenshot(path=str(SCREENSHOTS / "ui-failure.png"))

@@ -44,6 +44,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointStore",
     "Coordinator",
+    "EpochRecord",
     "PoisonRecord",
     "RunRecord",
     "record_fingerprint",
@@ -57,13 +58,24 @@ create table if not exists runs (
     status    text not null,           -- running | completed | failed
     started   real not null,
     updated   real not null,
-    attempts  integer not null default 1
+    attempts  integer not null default 1,
+    restored  real                     -- when it last resumed from the store
 );
 create table if not exists epochs (
     run_key   text not null references runs(run_key) on delete cascade,
     epoch     integer not null,
     committed real not null,
     states    blob not null,           -- msgpack {node_id: msgpack state}
+    started   real,                    -- when its barrier was triggered
+    size      integer,                 -- bytes of states
+    primary key (run_key, epoch)
+);
+create table if not exists epoch_log (  -- the last EPOCH_LOG epochs of a run
+    run_key   text not null references runs(run_key) on delete cascade,
+    epoch     integer not null,
+    started   real not null,
+    committed real not null,
+    size      integer not null,
     primary key (run_key, epoch)
 );
 create table if not exists failures (
@@ -83,6 +95,17 @@ create table if not exists node_outputs (
     primary key (run_key, node_id)
 );
 """
+
+# Columns added after the first release, for stores made before them: the
+# table, the column and its declaration (`CheckpointStore._open` adds them).
+_ADDED_COLUMNS = (
+    ("runs", "restored", "real"),
+    ("epochs", "started", "real"),
+    ("epochs", "size", "integer"),
+)
+
+EPOCH_LOG = 20
+"""How many of a run's latest epochs the store describes (`EpochRecord`)."""
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(dict[str, list[Any]])
@@ -119,6 +142,23 @@ class AlreadyCompleted(CheckpointError):
         super().__init__(msg)
 
 
+class EpochRecord(msgspec.Struct, frozen=True):
+    """One committed epoch of a stream run (the store keeps the last 20)."""
+
+    epoch: int
+    started: float
+    """When its barrier was triggered (seconds since the epoch)."""
+    committed: float
+    """When its transaction committed."""
+    size: int
+    """Bytes of its snapshot (every node's encoded state)."""
+
+    @property
+    def duration_s(self) -> float:
+        """Seconds from the barrier to the commit."""
+        return max(0.0, self.committed - self.started)
+
+
 class RunRecord(msgspec.Struct, frozen=True):
     """One run in a checkpoint store, as `CheckpointStore.runs` lists it."""
 
@@ -142,6 +182,10 @@ class RunRecord(msgspec.Struct, frozen=True):
     """Stream mode: the nodes whose state was redistributed to another
     parallelism at a restore, with ``from``, ``to`` (instances), ``epoch``
     (the epoch restored) and ``keys`` (entries moved); the last move of each."""
+    epochs: list[EpochRecord] = msgspec.field(default_factory=list)
+    """Stream mode: the latest epochs (up to `EPOCH_LOG`), newest first."""
+    restored: float | None = None
+    """When the run last resumed from the store (None: never)."""
 
 
 class PoisonRecord(msgspec.Struct, frozen=True):
@@ -282,10 +326,23 @@ class CheckpointStore:
         await self._call(self._finish, run_key, status)
 
     async def commit_epoch(
-        self, run_key: str, epoch: int, states: dict[str, bytes]
+        self,
+        run_key: str,
+        epoch: int,
+        states: dict[str, bytes],
+        started: float | None = None,
     ) -> None:
-        """Record a stream epoch's node states (one transaction, durable)."""
-        await self._call(self._commit_epoch, run_key, epoch, _encoder.encode(states))
+        """Record a stream epoch's node states (one transaction, durable).
+
+        Args:
+            run_key: The run.
+            epoch: The epoch's number.
+            states: Each node's encoded state.
+            started: When the epoch's barrier was triggered (`time.time`);
+                None: now (an epoch taken with nothing in flight).
+        """
+        blob = _encoder.encode(states)
+        await self._call(self._commit_epoch, run_key, epoch, blob, started)
 
     async def record_failure(
         self, run_key: str, node_id: str, item: Any, reason: str
@@ -331,6 +388,10 @@ class CheckpointStore:
             conn.execute("pragma synchronous=full")
             conn.execute("pragma foreign_keys=on")
             conn.executescript(_SCHEMA)
+            for table, column, kind in _ADDED_COLUMNS:
+                have = {row[1] for row in conn.execute(f"pragma table_info({table})")}
+                if column not in have:
+                    conn.execute(f"alter table {table} add column {column} {kind}")
         except sqlite3.DatabaseError as exc:
             msg = f"{self.path}: not a usable checkpoint store ({exc})"
             raise CheckpointError(msg) from None
@@ -357,14 +418,16 @@ class CheckpointStore:
                 # (foreign keys cascade).
                 conn.execute("delete from runs where run_key = ?", (run_key,))
                 conn.execute(
-                    "insert into runs values (?, ?, 'running', ?, ?, 1)",
+                    "insert into runs (run_key, workflow, status, started, "
+                    "updated, attempts) values (?, ?, 'running', ?, ?, 1)",
                     (run_key, workflow, now, now),
                 )
                 return {}
+            # Resumed: running again, whatever its last attempt ended as.
             conn.execute(
-                "update runs set attempts = attempts + 1, updated = ? "
-                "where run_key = ?",
-                (now, run_key),
+                "update runs set attempts = attempts + 1, updated = ?, "
+                "restored = ?, status = 'running' where run_key = ?",
+                (now, now, run_key),
             )
         done = conn.execute(
             "select node_id, outputs from node_outputs where run_key = ?", (run_key,)
@@ -398,15 +461,28 @@ class CheckpointStore:
                 conn.execute("delete from failures where run_key = ?", (run_key,))
                 conn.execute("delete from node_outputs where run_key = ?", (run_key,))
 
-    def _commit_epoch(self, run_key: str, epoch: int, blob: bytes) -> None:
+    def _commit_epoch(
+        self, run_key: str, epoch: int, blob: bytes, started: float | None
+    ) -> None:
         conn = self._worker.conn
         assert conn is not None
         now = time.time()
+        began = now if started is None else started
         with conn:
             conn.execute("begin immediate")
             conn.execute(
-                "insert or replace into epochs values (?, ?, ?, ?)",
-                (run_key, epoch, now, blob),
+                "insert or replace into epochs "
+                "(run_key, epoch, committed, states, started, size) "
+                "values (?, ?, ?, ?, ?, ?)",
+                (run_key, epoch, now, blob, began, len(blob)),
+            )
+            conn.execute(
+                "insert or replace into epoch_log values (?, ?, ?, ?, ?)",
+                (run_key, epoch, began, now, len(blob)),
+            )
+            conn.execute(
+                "delete from epoch_log where run_key = ? and epoch <= ?",
+                (run_key, epoch - EPOCH_LOG),
             )
             # Only the newest epoch is needed to recover.
             conn.execute(
@@ -476,7 +552,8 @@ class CheckpointStore:
         rows = conn.execute(
             "select r.run_key, r.workflow, r.status, r.started, r.updated, r.attempts,"
             " (select count(*) from node_outputs n where n.run_key = r.run_key),"
-            " (select max(epoch) from epochs e where e.run_key = r.run_key)"
+            " (select max(epoch) from epochs e where e.run_key = r.run_key),"
+            " r.restored"
             " from runs r order by r.updated desc"
         ).fetchall()
         records = []
@@ -488,7 +565,12 @@ class CheckpointStore:
             ).fetchone()
             positions = _positions(epoch[0]) if epoch is not None else {}
             layout = _layout(epoch[0]) if epoch is not None else None
-            key, workflow, status, started, updated, attempts, done, last = row
+            key, workflow, status, started, updated, attempts, done, last, back = row
+            log = conn.execute(
+                "select epoch, started, committed, size from epoch_log "
+                "where run_key = ? order by epoch desc",
+                (key,),
+            ).fetchall()
             records.append(
                 RunRecord(
                     key,
@@ -510,6 +592,8 @@ class CheckpointStore:
                         }
                         for node_id, move in (layout.moves if layout else {}).items()
                     },
+                    epochs=[EpochRecord(*e) for e in log],
+                    restored=back,
                 )
             )
         return records
@@ -607,6 +691,7 @@ class Coordinator:
         # parallelism knows where the state came from.
         self.layout: dict[str, bytes] = {}
         self.reported = 0
+        self.triggered_at: float | None = None  # time.time() of the last trigger
         self.all_reported = asyncio.Event()
         self.released = asyncio.Event()
         self.released.set()
@@ -620,6 +705,7 @@ class Coordinator:
     def trigger(self) -> int:
         """Start the next epoch; the caller tells the sources."""
         self.epoch += 1
+        self.triggered_at = time.time()
         self.states = {}
         self.reported = 0
         self.all_reported.clear()
@@ -636,6 +722,8 @@ class Coordinator:
     async def commit(self) -> None:
         """Record the epoch's states in one transaction, then release sources."""
         states = {**self.states, **self.layout} if self.layout else self.states
-        await self.store.commit_epoch(self.run_key, self.epoch, states)
+        await self.store.commit_epoch(
+            self.run_key, self.epoch, states, self.triggered_at
+        )
         self.committed = self.epoch
         self.released.set()

@@ -71,7 +71,7 @@ if TYPE_CHECKING:
         CheckpointStore,
         Coordinator,
     )
-    from ..validation import Graph
+    from ..validation import Graph, GraphNode
 
 __all__ = ["WorkflowExecutor"]
 
@@ -373,6 +373,7 @@ class WorkflowExecutor:
             dead_letters=self._dead_letters,
             max_kept=self.options.max_dead_letters,
             error_connected=any(c.from_port == ERROR_PORT for c in g.outbound),
+            **_instance(self.graph, g),
         )
         if self._checkpointing:
             rt.checkpointing = True
@@ -508,6 +509,9 @@ class WorkflowExecutor:
                 s.close()
         elif n.collect is not None and port in n.collect:
             n.collect[port].extend(batch)
+            probe = self.options.output_probe
+            if probe is not None:
+                probe(n.gnode.instance_of or n.id, port, batch)
 
     async def _flush_side(self, n: NodeRun) -> None:
         if n.rt.pending:
@@ -528,6 +532,7 @@ class WorkflowExecutor:
             self.run_id,
             node_id=n.id,
             node_type=n.spec.type_id,
+            **n.rt.where,
         )
 
     def _node_completed(self, n: NodeRun) -> None:
@@ -542,7 +547,32 @@ class WorkflowExecutor:
             node_id=n.id,
             node_type=n.spec.type_id,
             stats=n.rt.stats(),
+            **n.rt.where,
         )
+
+
+def _instance(graph: Graph, g: GraphNode) -> dict[str, Any]:
+    """Which instance of which declared node ``g`` is (nothing for a plain node).
+
+    Instance ids are ``f"{declared}[{i}]"`` (`parallel.instance_ids`); a node
+    that runs one instance keeps its declared id. A Ray slot's graph has no
+    expansion of its own: the count then comes from the workflow.
+    """
+    declared = g.instance_of
+    if declared is None or g.id == declared:
+        return {}
+    if graph.parallel is not None:
+        count = graph.parallel.parallelism[declared]
+    else:
+        wf = graph.workflow
+        decl = next((n for n in wf.nodes if n.id == declared), None)
+        own = decl.parallelism if decl is not None else None
+        count = own if own is not None else wf.parallelism
+    return {
+        "instance_of": declared,
+        "instance": int(g.id[len(declared) + 1 : -1]),
+        "instances": count,
+    }
 
 
 def _first_failure(group: BaseExceptionGroup[Any]) -> BaseException:

@@ -134,6 +134,7 @@ class Failures:
             error_type=type(exc).__name__,
             attempt=1,
             will_retry=False,
+            **n.rt.where,
         )
         error = NodeError(
             f"{type(exc).__name__}: {exc}", node_id=n.id, node_type=n.spec.type_id
@@ -159,6 +160,7 @@ class Failures:
             error_type=type(exc).__name__,
             attempt=attempt,
             will_retry=retry,
+            **n.rt.where,
         )
         if retry:
             assert n.retry is not None

@@ -8,8 +8,12 @@
 // back, lists, the selected run and its event feed pick up again.
 //
 // Each poll of an active run adds a point per node to a small history (rates
-// in and out, input channel fill, errors; the last HISTORY_S seconds), drawn
-// in the node panel. Times show in one format everywhere: ISO 8601, UTC, ms.
+// in and out, input channel fill, errors, event-time lag; the last HISTORY_S
+// seconds), drawn in the node panel; selecting a run first fills it from the
+// server's own samples (GET /api/runs/{id}/series), so a reload starts with
+// the run's recent past. A node with parallelism shows its instances in its
+// panel; an event-time node its watermark and lag. A running stream shows
+// its recent outputs. Times show in one format everywhere: ISO 8601, UTC, ms.
 // Workflows are edited as YAML text; the server validates and keeps the text.
 "use strict";
 
@@ -40,8 +44,9 @@ const state = {
   socketDone: false,
   events: [],
   tick: 0,
-  history: new Map(), // node id -> [{t, rin, rout, fill, err}] of the selected run
+  history: new Map(), // node id -> [{t, rin, rout, fill, err, lag}] of the selected run
   historyRun: null,
+  backfilled: new Map(), // node id -> points taken from the server's samples
   node: null, // the node shown in the node panel
   editing: null, // the workflow name in the editor (null: a new one)
 };
@@ -228,7 +233,9 @@ async function selectRun(runId) {
   state.layoutKey = null;
   if (state.historyRun !== runId) {
     state.history = new Map();
+    state.backfilled = new Map();
     state.historyRun = runId;
+    backfill(runId);
   }
   if (state.socketRun !== runId) {
     closeEvents();
@@ -385,6 +392,19 @@ function renderRun() {
 
 function renderOutputs(run) {
   const box = $("outputs");
+  if (run && run.outputs == null && run.recent_outputs && Object.keys(run.recent_outputs).length) {
+    // A running stream: the latest records of each output, newest last.
+    box.replaceChildren();
+    for (const [node, ports] of Object.entries(run.recent_outputs)) {
+      for (const [port, recent] of Object.entries(ports)) {
+        const el = table(`${node}.${port}: latest ${recent.records.length} of ${fmt(recent.seen)} (live)`, recent.records);
+        el.dataset.recent = `${node}.${port}`;
+        el.dataset.seen = recent.seen;
+        box.append(el);
+      }
+    }
+    return;
+  }
   if (!run || run.outputs == null) {
     box.textContent = run && ACTIVE.has(run.status) ? "(when the run ends)" : "—";
     return;
@@ -508,7 +528,7 @@ function renderGraph(wf, run) {
       const bar = svg("rect", { class: "fill-bar", x: 10, y: 94, width: 0, height: 5, rx: 2 }, group);
       const tip = svg("title", {}, group);
       group.addEventListener("click", () => selectNode(id));
-      state.nodeEls.set(id, { group, counts, rate, fillLabel, bar, tip });
+      state.nodeEls.set(id, { group, type, typeName: types.get(id) || "", counts, rate, fillLabel, bar, tip });
     }
   }
   for (const [id, els] of state.nodeEls) {
@@ -520,6 +540,15 @@ function renderGraph(wf, run) {
     els.group.dataset.role = st ? st.role : "";
     els.group.classList.toggle("selected", state.node === id);
     els.counts.textContent = countText(st);
+    // The type line also says how many instances run, and an event-time
+    // node's lag behind the clock.
+    const extra = [];
+    if (st && st.parallelism > 1) extra.push(`×${st.parallelism}`);
+    if (st && st.watermark_ms != null) extra.push(`lag ${lagText(st, true)}`);
+    els.type.textContent = [els.typeName, ...extra].join(" · ");
+    els.group.dataset.parallelism = st ? st.parallelism || 1 : 1;
+    if (st && st.watermark) els.group.dataset.watermark = st.watermark;
+    else delete els.group.dataset.watermark;
     const errs = st && (st.errors || st.dead_letters) ? ` · errors ${fmt(st.errors)}${st.dead_letters ? ` · dead ${fmt(st.dead_letters)}` : ""}` : "";
     els.rate.textContent = st ? `${rateText(st)}${errs}` : "";
     const fill = st && st.channel_fill != null ? st.channel_fill : null;
@@ -562,9 +591,46 @@ function record(run) {
   for (const [id, st] of Object.entries(run.nodes || {})) {
     let points = state.history.get(id);
     if (!points) state.history.set(id, (points = []));
-    points.push({ t, rin: st.rate_in, rout: st.rate_out, fill: st.channel_fill, err: (st.errors || 0) + (st.dead_letters || 0) });
+    points.push({ t, rin: st.rate_in, rout: st.rate_out, fill: st.channel_fill, err: (st.errors || 0) + (st.dead_letters || 0), lag: st.watermark_lag_s });
     while (points.length && points[0].t < t - HISTORY_S) points.shift();
   }
+}
+
+async function backfill(runId) {
+  // The server's samples of the run so far: charts start with its recent past.
+  let result;
+  try {
+    result = await api("GET", `/api/runs/${runId}/series`);
+  } catch (_) {
+    return;
+  }
+  if (!result.ok || state.historyRun !== runId) return;
+  for (const [id, samples] of Object.entries(result.data || {})) {
+    const have = state.history.get(id) || [];
+    const first = have.length ? have[0].t : Infinity;
+    const older = samples
+      .filter((p) => p.t < first)
+      .map((p) => ({ t: p.t, rin: p.rate_in, rout: p.rate_out, fill: p.channel_fill, err: p.errors || 0, lag: p.watermark_lag_s }));
+    state.history.set(id, [...older, ...have]);
+    state.backfilled.set(id, older.length);
+  }
+  renderNode();
+}
+
+function lagText(st, compact) {
+  // Event-time lag: how far the watermark is behind the clock (compact: one
+  // unit, for the graph's node boxes).
+  const lag = st.watermark_lag_s;
+  if (lag == null) return "—";
+  const text = compact ? roughly(Math.abs(lag)) : seconds(Math.abs(lag));
+  return lag < 0 ? `${text} ahead` : text;
+}
+
+function roughly(s) {
+  if (s < 120) return seconds(s);
+  if (s < 7200) return `${Math.round(s / 60)} min`;
+  if (s < 172800) return `${Math.round(s / 3600)} h`;
+  return `${Math.round(s / 86400)} d`;
 }
 
 function selectNode(id) {
@@ -594,6 +660,8 @@ function renderNode() {
     ["errors", st ? `${fmt(st.errors)} (dead letters ${fmt(st.dead_letters)})` : "0"],
     ["input channel", st && st.channel_fill != null ? `${Math.round(st.channel_fill * 100)}% full` : "none (source, or fused into its upstream)"],
   ];
+  if (st && st.watermark) facts.push(["watermark", clock(st.watermark)], ["event-time lag", lagText(st)]);
+  if (st && st.parallelism > 1) facts.push(["instances", `${st.parallelism} (sums above; one row each below)`]);
   const dl = $("node-facts");
   dl.replaceChildren();
   for (const [k, v] of facts) dl.append(Object.assign(document.createElement("dt"), { textContent: k }), Object.assign(document.createElement("dd"), { textContent: v }));
@@ -605,13 +673,37 @@ function renderNode() {
     if (typeof v === "string" && CEL_FIELDS.has(k)) cel.append(Object.assign(document.createElement("li"), { textContent: `${k}: ${v}` }));
   }
   if (!cel.children.length) cel.append(Object.assign(document.createElement("li"), { textContent: "(none)" }));
+  const rows = (st && st.instances) || [];
+  const box = $("node-instances");
+  box.replaceChildren();
+  if (rows.length) {
+    const list = table(
+      `instances of ${id} (${rows.length})`,
+      rows.map((r) => ({
+        instance: r.node_id,
+        state: r.state,
+        in: r.items_in,
+        out: r.items_out,
+        "items/s": rateText({ ...r, role: st.role }),
+        errors: r.errors + r.dead_letters,
+        "input channel": r.channel_fill == null ? "—" : `${Math.round(r.channel_fill * 100)}% full`,
+        ...(r.watermark_ms != null ? { "lag": lagText(r) } : {}),
+      })),
+    );
+    list.classList.add("instances");
+    box.append(list);
+  }
   const points = state.history.get(id) || [];
   const charts = $("node-charts");
+  charts.dataset.backfilled = state.backfilled.get(id) || 0;
   charts.replaceChildren(
     chart("items/s in (blue) and out (green)", points, [["rin", "line-in"], ["rout", "line-out"]]),
     chart("input channel fill (0–100%)", points, [["fill", "line-fill"]], 1),
     chart("errors and dead letters (total)", points, [["err", "line-err"]]),
   );
+  if (st && st.watermark_ms != null) {
+    charts.append(chart("event-time lag (s)", points, [["lag", "line-lag"]]));
+  }
 }
 
 function chart(label, points, series, fixedMax) {
@@ -621,7 +713,8 @@ function chart(label, points, series, fixedMax) {
   let max = fixedMax || 0;
   if (!fixedMax) for (const p of points) for (const [k] of series) max = Math.max(max, p[k] || 0);
   const last = points.length ? points[points.length - 1] : null;
-  const now = last ? series.map(([k]) => (k === "fill" ? (last[k] == null ? "—" : `${Math.round(last[k] * 100)}%`) : fmt(last[k]))).join(" / ") : "—";
+  const show = (k, v) => (k === "fill" ? (v == null ? "—" : `${Math.round(v * 100)}%`) : k === "lag" ? (v == null ? "—" : seconds(Math.abs(v))) : fmt(v));
+  const now = last ? series.map(([k]) => show(k, last[k])).join(" / ") : "—";
   const covered = points.length > 1 ? seconds(last.t - points[0].t) : "—";
   box.append(Object.assign(document.createElement("div"), { className: "label", textContent: `${label}: ${now} (max ${fixedMax ? "100%" : fmt(max)}, last ${covered})` }));
   const el = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", "data-points": points.length });
@@ -633,7 +726,7 @@ function chart(label, points, series, fixedMax) {
       .filter((p) => p[k] != null)
       .map((p, i) => `${i ? "L" : "M"}${(W - ((t1 - p.t) / span) * W).toFixed(1)},${(H - 2 - ((p[k] || 0) / (max || 1)) * (H - 4)).toFixed(1)}`)
       .join(" ");
-    if (d) svg("path", { d, class: cls }, el);
+    if (d) svg("path", { d, class: cls, "data-series": k }, el);
   }
   box.append(el);
   return box;
@@ -663,13 +756,40 @@ async function refreshCheckpoints(run) {
     epoch: c.epoch ?? "—",
     "last commit": clock(c.last_commit_at),
     restores: c.restores,
+    "last restore": c.last_restore_at ? clock(c.last_restore_at) : "—",
     attempts: c.attempts,
     status: c.status,
-    "started": clock(c.started_at),
+    started: clock(c.started_at),
     positions: Object.keys(c.positions || {}).length ? c.positions : "",
   }));
-  box.replaceChildren(rows.length ? table(`store ${run.graph.checkpoint.path}, every ${run.graph.checkpoint.interval_ms ?? 1000} ms`, rows) : "(nothing committed yet)");
+  const where = `store ${run.graph.checkpoint.path}, every ${run.graph.checkpoint.interval_ms ?? 1000} ms`;
+  const parts = rows.length ? [table(where, rows)] : ["(nothing committed yet)"];
+  if (rows.length) parts[0].classList.add("store");
+  // The latest epochs of this workflow's current run in the store.
+  const epochs = result.data.length ? result.data[0].epochs || [] : [];
+  if (epochs.length) {
+    const list = table(
+      `latest epochs (${epochs.length})`,
+      epochs.map((e) => ({
+        epoch: e.epoch,
+        committed: clock(e.committed_at),
+        duration: seconds(e.duration_ms / 1000),
+        size: bytes(e.size_bytes),
+      })),
+    );
+    list.classList.add("epochs");
+    parts.push(list);
+  }
+  box.replaceChildren(...parts);
   box.dataset.epoch = result.data.length ? result.data[0].epoch ?? 0 : 0;
+  box.dataset.epochs = epochs.length;
+}
+
+function bytes(n) {
+  if (n == null) return "—";
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MiB`;
 }
 
 // --- the workflow editor ------------------------------------------------------
@@ -814,6 +934,9 @@ function openEvents(runId) {
     } catch (_) {
       return;
     }
+    // A stream's recent outputs also come as events; the outputs panel
+    // shows them (from the run's detail), the log would only fill up.
+    if (event.event === "NodeEvent" && event.name === "recent_outputs") return;
     addEvent(event);
     if (event.event !== "NodeEvent") refreshSoon();
   });
