@@ -252,34 +252,40 @@ def _schedule(graph: Graph) -> DagSchedule:
     # Per node type (by spec identity): its bound call, when the same for
     # every node of the type (a plain function, no config, no timeout).
     plain: dict[int, tuple[Callable[..., Any] | None, bool]] = {}
+    add_ports, add_single, add_collected = (
+        ports.append,
+        singles.append,
+        collected.append,
+    )
     for i, g in enumerate(nodes.values()):
         inbound = g.inbound
         inputs = g.inputs
-        indegree.append(len(inbound))
-        if not inbound:
+        k = len(inbound)
+        indegree.append(k)
+        if not k:
             roots.append(i)
             if inputs:  # an input port nothing feeds
-                ports.append(((),) * len(inputs))
-                singles.append(None)
+                add_ports(((),) * len(inputs))
+                add_single(None)
             else:
-                ports.append(())
-                singles.append(())
-        elif len(inbound) == 1 == len(inputs) and inbound[0].from_port == OUT_PORT:
+                add_ports(())
+                add_single(())
+        elif k == 1 == len(inputs) and inbound[0].from_port == OUT_PORT:
             src = index[inbound[0].from_node]  # a chain: one port, one producer
             targets[src].append(i)
-            singles.append(units[src])
-            ports.append((units[src],))
-        elif len(inbound) == 2 == len(inputs):  # the usual join of two: inline
+            add_single(units[src])
+            add_ports((units[src],))
+        elif k == 2 == len(inputs):  # the usual join of two: inline
             a, b = inbound
             ia, ib = index[a.from_node], index[b.from_node]
             targets[ia].append(i)
             targets[ib].append(i)
             pa, pb = a.to_port, b.to_port
-            if pa != pb and a.from_port == OUT_PORT and b.from_port == OUT_PORT:
+            if pa != pb and a.from_port == OUT_PORT == b.from_port:
                 if pa != inputs[0]:
                     ia, ib = ib, ia
-                singles.append((ia, ib))
-                ports.append((units[ia], units[ib]))
+                add_single((ia, ib))
+                add_ports((units[ia], units[ib]))
             else:
                 _gather(g, index, slots, ports, singles)
         else:
@@ -287,24 +293,27 @@ def _schedule(graph: Graph) -> DagSchedule:
                 targets[index[c.from_node]].append(i)
             _gather(g, index, slots, ports, singles)
         outputs = g.outputs
-        if not g.outbound:
+        outbound = g.outbound
+        if not outbound:
             free = unconnected.get(outputs)
             if free is None:
                 free = unconnected[outputs] = tuple(
                     p for p in outputs if p != ERROR_PORT
                 )
-            collected.append(free)
+            add_collected(free)
         elif outputs == _OUT_AND_ERROR:
             # Its out is collected only if nothing reads it (only its error).
-            fed = any(c.from_port == OUT_PORT for c in g.outbound)
-            collected.append(() if fed else _ONLY_OUT)
+            fed = outbound[0].from_port == OUT_PORT or any(
+                c.from_port == OUT_PORT for c in outbound
+            )
+            add_collected(() if fed else _ONLY_OUT)
         elif len(outputs) > 1 or outputs[0] != OUT_PORT:
-            connected = {c.from_port for c in g.outbound}
-            collected.append(
+            connected = {c.from_port for c in outbound}
+            add_collected(
                 tuple(p for p in outputs if p not in connected and p != ERROR_PORT)
             )
         else:
-            collected.append(())
+            add_collected(())
         spec = g.spec
         pair = plain.get(id(spec)) if g.decl.timeout_ms is None else None
         if pair is None:

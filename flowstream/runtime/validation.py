@@ -9,7 +9,7 @@ config, and its edges indexed both ways, ready for the executor.
 from __future__ import annotations
 
 import math
-from collections import defaultdict, deque
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -293,10 +293,7 @@ def _validate(
                 ports = _known_ports(workflow, nodes, static)
             _check_connection(conn, ports, seen, problems)
 
-    if problems or len(nodes) < len(seen):
-        order = _declared_order(workflow)
-    else:  # every connection is in the graph: walk its own edges
-        order = _graph_order(nodes)
+    order = _declared_order(workflow)
     if len(order) < len(seen):  # some nodes never came free: there are cycles
         for cycle in _cycles(workflow):
             path = " -> ".join([*cycle, cycle[0]])
@@ -578,28 +575,6 @@ def _cycles(workflow: Workflow) -> list[list[str]]:
     return cycles
 
 
-def _graph_order(nodes: dict[str, GraphNode]) -> list[str]:
-    """`_declared_order`, read from the nodes' own edges.
-
-    For a workflow whose every node and connection is valid: ``nodes`` holds
-    every declared node in declaration order, and each node's ``outbound``
-    its connections in declaration order, so the order is the same.
-    """
-    pending = {gid: len(g.inbound) for gid, g in nodes.items()}
-    ready = deque([gid for gid, left in pending.items() if not left])
-    order: list[str] = []
-    while ready:
-        gid = ready.popleft()
-        order.append(gid)
-        for conn in nodes[gid].outbound:
-            target = conn.to_node
-            left = pending[target] - 1
-            pending[target] = left
-            if not left:
-                ready.append(target)
-    return order
-
-
 def _declared_order(workflow: Workflow) -> list[str]:
     """Kahn's order of the declared nodes, stable with declaration order.
 
@@ -613,14 +588,12 @@ def _declared_order(workflow: Workflow) -> list[str]:
         if targets is not None and conn.to_node in indegree:
             targets.append(conn.to_node)
             indegree[conn.to_node] += 1
-    ready = deque(gid for gid, deg in indegree.items() if deg == 0)
-    order: list[str] = []
-    while ready:
-        gid = ready.popleft()
-        order.append(gid)
+    # The order is its own queue: the loop reads what it appends.
+    order = [gid for gid, deg in indegree.items() if deg == 0]
+    for gid in order:
         for target in succ[gid]:
             left = indegree[target] - 1
             indegree[target] = left
             if not left:
-                ready.append(target)
+                order.append(target)
     return order
