@@ -194,6 +194,12 @@ class CheckpointStore:
         self._pending: list[tuple[str, str, bytes, float]] = []
         self._last_commit = 0.0
         self.unstorable: list[str] = []
+        # A run's start, held for the next write transaction (`begin` with
+        # ``defer``): (SQL, parameters) statements.
+        self._deferred: list[tuple[str, tuple[Any, ...]]] = []
+        # The (run key, status) the last epoch's transaction also recorded
+        # (`commit_epoch` with ``finish``), which `finish` then need not.
+        self._finished: tuple[str, str] | None = None
 
     async def __aenter__(self) -> CheckpointStore:
         await self._call(self._open)
@@ -209,7 +215,7 @@ class CheckpointStore:
     # --- what the executor calls ----------------------------------------------
 
     async def begin(
-        self, run_key: str, workflow: str, *, fresh: bool = False
+        self, run_key: str, workflow: str, *, fresh: bool = False, defer: bool = False
     ) -> dict[str, dict[str, list[Any]]]:
         """Start (or resume) the run ``run_key``; return outputs already done.
 
@@ -219,12 +225,20 @@ class CheckpointStore:
             fresh: Forget what the store holds of ``run_key`` (its epochs,
                 completed nodes, failed records) and start it over, whatever
                 its status.
+            defer: Write the run's row (a new run, or one more attempt) in
+                the store's next write transaction (stream mode: epoch 0's,
+                or the next epoch's) instead of one of its own. Until then a
+                crash leaves the store as if this attempt never began, which
+                a restart treats the same way (the run starts from the same
+                place; only the attempt count and start time differ). A
+                ``fresh`` start over an existing run is never deferred: its
+                old rows must be gone before the new attempt touches a sink.
 
         Raises:
             AlreadyCompleted: The run completed and ``fresh`` is not set.
         """
         done: dict[str, dict[str, list[Any]]] = await self._call(
-            self._begin, run_key, workflow, fresh
+            self._begin, run_key, workflow, fresh, defer
         )
         return done
 
@@ -257,14 +271,35 @@ class CheckpointStore:
         `AlreadyCompleted` reports); its completed nodes and failed records
         are dropped.
         """
+        pending = bool(self._pending or self._deferred)
         await self.commit()
+        if self._finished == (run_key, status) and not pending:
+            return  # recorded with the final epoch, in its transaction
         await self._call(self._finish, run_key, status)
 
     async def commit_epoch(
-        self, run_key: str, epoch: int, states: dict[str, bytes]
+        self,
+        run_key: str,
+        epoch: int,
+        states: dict[str, bytes],
+        *,
+        finish: str | None = None,
     ) -> None:
-        """Record a stream epoch's node states (one transaction, durable)."""
-        await self._call(self._commit_epoch, run_key, epoch, _encoder.encode(states))
+        """Record a stream epoch's node states (one transaction, durable).
+
+        Args:
+            run_key: The run's key.
+            epoch: The epoch's number.
+            states: Each node's state, by node id.
+            finish: For the run's last epoch, when nothing is left to do
+                after it (no node has a commit hook to run): the run's final
+                status, recorded in the same transaction as the epoch
+                (`finish` then has nothing to write).
+        """
+        blob = _encoder.encode(states)
+        await self._call(self._commit_epoch, run_key, epoch, blob, finish)
+        if finish is not None:
+            self._finished = (run_key, finish)
 
     async def record_failure(
         self, run_key: str, node_id: str, item: Any, reason: str
@@ -309,14 +344,16 @@ class CheckpointStore:
             conn.execute("pragma journal_mode=wal")
             conn.execute("pragma synchronous=full")
             conn.execute("pragma foreign_keys=on")
-            conn.executescript(_SCHEMA)
+            # One transaction, not one per table (each a durable commit on
+            # a new store); on an existing store it writes nothing.
+            conn.executescript(f"begin immediate;{_SCHEMA}commit;")
         except sqlite3.DatabaseError as exc:
             msg = f"{self.path}: not a usable checkpoint store ({exc})"
             raise CheckpointError(msg) from None
         self._worker.conn = conn
 
     def _begin(
-        self, run_key: str, workflow: str, fresh: bool
+        self, run_key: str, workflow: str, fresh: bool, defer: bool
     ) -> dict[str, dict[str, list[Any]]]:
         conn = self._worker.conn
         assert conn is not None
@@ -334,17 +371,28 @@ class CheckpointStore:
             if row is None or fresh:
                 # A new run of the workflow; the old one's rows go with it
                 # (foreign keys cascade).
-                conn.execute("delete from runs where run_key = ?", (run_key,))
-                conn.execute(
-                    "insert into runs values (?, ?, 'running', ?, ?, 1)",
-                    (run_key, workflow, now, now),
-                )
+                start = [
+                    ("delete from runs where run_key = ?", (run_key,)),
+                    (
+                        "insert into runs values (?, ?, 'running', ?, ?, 1)",
+                        (run_key, workflow, now, now),
+                    ),
+                ]
+                if defer and row is None:
+                    self._deferred = start  # nothing of an old run to forget
+                else:
+                    for sql, args in start:
+                        conn.execute(sql, args)
                 return {}
-            conn.execute(
+            attempt = (
                 "update runs set attempts = attempts + 1, updated = ? "
                 "where run_key = ?",
                 (now, run_key),
             )
+            if defer:
+                self._deferred = [attempt]
+            else:
+                conn.execute(*attempt)
         done = conn.execute(
             "select node_id, outputs from node_outputs where run_key = ?", (run_key,)
         ).fetchall()
@@ -355,6 +403,7 @@ class CheckpointStore:
         assert conn is not None
         with conn:
             conn.execute("begin immediate")
+            self._write_deferred(conn)
             conn.executemany(
                 "insert or replace into node_outputs values (?, ?, ?, ?)", rows
             )
@@ -362,27 +411,48 @@ class CheckpointStore:
                 "update runs set updated = ? where run_key = ?",
                 (time.time(), rows[0][0]),
             )
+        self._deferred = []
 
     def _finish(self, run_key: str, status: str) -> None:
         conn = self._worker.conn
         assert conn is not None
         with conn:
             conn.execute("begin immediate")
-            conn.execute(
-                "update runs set status = ?, updated = ? where run_key = ?",
-                (status, time.time(), run_key),
-            )
-            if status == "completed":
-                # The final epoch stays: it says where the run ended.
-                conn.execute("delete from failures where run_key = ?", (run_key,))
-                conn.execute("delete from node_outputs where run_key = ?", (run_key,))
+            self._write_deferred(conn)
+            self._write_finish(conn, run_key, status)
+        self._deferred = []
 
-    def _commit_epoch(self, run_key: str, epoch: int, blob: bytes) -> None:
+    def _write_finish(
+        self, conn: sqlite3.Connection, run_key: str, status: str
+    ) -> None:
+        """The statements of `finish`, inside the caller's transaction."""
+        conn.execute(
+            "update runs set status = ?, updated = ? where run_key = ?",
+            (status, time.time(), run_key),
+        )
+        if status == "completed":
+            # The final epoch stays: it says where the run ended.
+            conn.execute("delete from failures where run_key = ?", (run_key,))
+            conn.execute("delete from node_outputs where run_key = ?", (run_key,))
+
+    def _write_deferred(self, conn: sqlite3.Connection) -> None:
+        """Write the run's start held by `begin` (``defer``), in this transaction.
+
+        Dropped from memory only once the transaction commits: if it rolls
+        back, the next one writes it.
+        """
+        for sql, args in self._deferred:
+            conn.execute(sql, args)
+
+    def _commit_epoch(
+        self, run_key: str, epoch: int, blob: bytes, finish: str | None
+    ) -> None:
         conn = self._worker.conn
         assert conn is not None
         now = time.time()
         with conn:
             conn.execute("begin immediate")
+            self._write_deferred(conn)
             conn.execute(
                 "insert or replace into epochs values (?, ?, ?, ?)",
                 (run_key, epoch, now, blob),
@@ -394,7 +464,10 @@ class CheckpointStore:
             conn.execute(
                 "update runs set updated = ? where run_key = ?", (now, run_key)
             )
+            if finish is not None:
+                self._write_finish(conn, run_key, finish)
             fault_point("before_commit", epoch)
+        self._deferred = []
 
     def _record_failure(
         self, run_key: str, node_id: str, fingerprint: str, shown: str, reason: str
@@ -403,6 +476,7 @@ class CheckpointStore:
         assert conn is not None
         with conn:
             conn.execute("begin immediate")
+            self._write_deferred(conn)
             conn.execute(
                 "insert into failures values (?, ?, ?, ?, ?, 1) "
                 "on conflict (run_key, node_id, fingerprint) do update "
@@ -414,6 +488,7 @@ class CheckpointStore:
                 "and fingerprint = ?",
                 (run_key, node_id, fingerprint),
             ).fetchone()
+        self._deferred = []
         return int(row[0])
 
     def _failures(self, run_key: str) -> list[PoisonRecord]:
@@ -588,8 +663,14 @@ class Coordinator:
         if self.reported >= self.segments:
             self.all_reported.set()
 
-    async def commit(self) -> None:
-        """Record the epoch's states in one transaction, then release sources."""
-        await self.store.commit_epoch(self.run_key, self.epoch, self.states)
+    async def commit(self, *, finish: str | None = None) -> None:
+        """Record the epoch's states in one transaction, then release sources.
+
+        ``finish``: the run's final status, for its last epoch
+        (`CheckpointStore.commit_epoch`).
+        """
+        await self.store.commit_epoch(
+            self.run_key, self.epoch, self.states, finish=finish
+        )
         self.committed = self.epoch
         self.released.set()
