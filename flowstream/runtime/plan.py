@@ -124,7 +124,7 @@ def plan(graph: Graph, *, fuse: bool = True) -> Plan:
     """Return the plan of ``graph``, made once per graph and fusion setting."""
     found: Plan | None = graph.plans.get(fuse)
     if found is None:
-        with gc_paused():  # thousands of long-lived tuples: see gc_paused
+        with gc_paused(long_lived=True):  # thousands of tuples: see gc_paused
             found = graph.plans[fuse] = _make(graph, fuse)
     return found
 

@@ -134,7 +134,7 @@ def validate(
     Raises:
         WorkflowValidationError: Lists every problem found.
     """
-    with gc_paused():  # a graph is thousands of long-lived objects
+    with gc_paused(long_lived=True):  # a graph: thousands of long-lived objects
         limit = default_max_cost() if max_cel_cost is None else max_cel_cost
         return _validate(workflow, registry, source, allow_callables, limit)
 
