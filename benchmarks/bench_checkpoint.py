@@ -281,20 +281,23 @@ def throughput(
                 f"ENGINE PROBLEM: {row.name}: a {median_s:.1f} s run committed no "
                 "epoch besides the final one"
             )
-        best = min(times[row.name])
-        row.extra["best_ratio"] = min(times[base.name]) / best
-        notes.append(
-            f"{row.name}: best-of-rounds ratio {row.extra['best_ratio']:.2f}x "
-            "(less sensitive to load on the machine than the median)"
-        )
         if row.value and base.value and statistics.median(counts) > 0:
-            extra_s = n / row.value - n / base.value
-            per_epoch = extra_s / (statistics.median(counts) + 1) * 1000
-            row.extra["ms_per_epoch"] = per_epoch
+            # Paired: each round's extra time over the same round's run
+            # without checkpoints, per epoch of that run (final included).
+            per_epoch = sorted(
+                (mine - none) / (epochs + 1) * 1000
+                for mine, none, epochs in zip(
+                    times[row.name], times[base.name], counts, strict=True
+                )
+            )
+            row.extra["ms_per_epoch"] = statistics.median(per_epoch)
+            row.extra["ms_per_epoch_range"] = [per_epoch[0], per_epoch[-1]]
             notes.append(
                 f"{row.name}: {statistics.median(counts):g} epochs per run "
                 f"(of ~{possible:.0f} the interval allows); "
-                f"{per_epoch:+.1f} ms per epoch (final one included) vs none"
+                f"{statistics.median(per_epoch):+.1f} ms per epoch "
+                f"[{per_epoch[0]:+.1f}..{per_epoch[-1]:+.1f}] (final one "
+                "included) vs none, paired by round"
             )
     return rows, notes
 
@@ -487,6 +490,11 @@ def recovery(
             raise AssertionError(msg)
     restart_s = statistics.median(r["spawn_to_started_s"] for r in restarts)
     fresh_s = statistics.median(r["spawn_to_started_s"] for r in fresh)
+    # Paired: each restart against the fresh start of the same round.
+    adds = sorted(
+        r["spawn_to_started_s"] - f["spawn_to_started_s"]
+        for r, f in zip(restarts, fresh, strict=True)
+    )
     in_run_s = statistics.median(r["run_to_started_s"] for r in restarts)
     fresh_in_run_s = statistics.median(r["run_to_started_s"] for r in fresh)
     mb = killed["epoch_bytes"] / 1e6
@@ -511,7 +519,8 @@ def recovery(
             restart_s,
             note=(
                 f"new process after kill -9; fresh store: {fresh_s:.3f} s, so "
-                f"the restore adds {restart_s - fresh_s:+.3f} s"
+                f"the restore adds {statistics.median(adds):+.3f} s "
+                f"[{adds[0]:+.3f}..{adds[-1]:+.3f}] (paired by round)"
             ),
         ),
         row(
@@ -582,7 +591,7 @@ COLUMNS: list[tuple[str, Callable[[h.Row], str]]] = [
     ("contender", lambda r: r.name),
     ("n", lambda r: h._fmt_n(r.n)),
     ("median", _fmt),
-    ("vs none", lambda r: h._fmt_ratio(r.vs_floor)),
+    ("vs none [min..max]", lambda r: h._fmt_ratio(r.vs_floor, r.vs_floor_range)),
     ("epochs/run", _epochs),
     ("target", lambda r: r.target),
     ("result", lambda r: r.status),
@@ -612,7 +621,9 @@ def run(cfg: h.Config) -> h.Workload:
         w.notes.extend(notes)
         w.extra["recovery"] = extra
     w.notes.append(
-        f"median of {cfg.repeat} interleaved rounds; items/s = n / wall time of a "
+        f"median of {cfg.repeat} interleaved rounds; vs none = the run's items/s "
+        "over the same round's run without checkpoints, median [min..max] of the "
+        "rounds; items/s = n / wall time of a "
         "run, store creation and the final checkpoint included; epochs/run = "
         "epochs committed before the final one; (~N) = the run time over the "
         "interval, an upper bound: the next epoch starts an interval after the "

@@ -237,7 +237,22 @@ class Workflow(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
         any expression or function field (``fn=``, ``key=``, ``timestamp=``,
         route predicates...): see `flowstream.core.live`.
         """
-        merged = live_config({**(config or {}), **options})
+        if config is None and not options:
+            merged: dict[str, Any] = {}
+        else:
+            merged = live_config({**(config or {}), **options})
+        if (
+            retry is None
+            and error_handling is None
+            and fuse
+            and on_error is None
+            and concurrency == 1
+            and ordered
+            and timeout_ms is None
+            and parallelism is None
+        ):  # every setting at its default (most nodes): the short call
+            self.nodes.append(WorkflowNode(id=id, type=live(type), config=merged))
+            return self
         self.nodes.append(
             WorkflowNode(
                 id=id,

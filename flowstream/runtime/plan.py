@@ -124,7 +124,7 @@ def plan(graph: Graph, *, fuse: bool = True) -> Plan:
     """Return the plan of ``graph``, made once per graph and fusion setting."""
     found: Plan | None = graph.plans.get(fuse)
     if found is None:
-        with gc_paused():  # thousands of long-lived tuples: see gc_paused
+        with gc_paused(long_lived=True):  # thousands of tuples: see gc_paused
             found = graph.plans[fuse] = _make(graph, fuse)
     return found
 
@@ -132,15 +132,18 @@ def plan(graph: Graph, *, fuse: bool = True) -> Plan:
 def _make(graph: Graph, fuse: bool) -> Plan:
     nodes = graph.nodes
     direct: dict[str, bool] = {}
-    for gid, g in nodes.items():  # topological: producers come first
-        is_direct = g.spec.shape == "call"
-        if is_direct:
-            for c in g.inbound:
-                if not direct[c.from_node]:
-                    is_direct = False
-                    break
-        direct[gid] = is_direct
-    ids = tuple([gid for gid, is_direct in direct.items() if is_direct])
+    if all(g.spec.shape == "call" for g in nodes.values()):
+        ids = tuple(nodes)  # a DAG of calls only: every node is direct
+    else:
+        for gid, g in nodes.items():  # topological: producers come first
+            is_direct = g.spec.shape == "call"
+            if is_direct:
+                for c in g.inbound:
+                    if not direct[c.from_node]:
+                        is_direct = False
+                        break
+            direct[gid] = is_direct
+        ids = tuple([gid for gid, is_direct in direct.items() if is_direct])
     segments: list[tuple[str, list[str], bool]] = []
     owner: dict[str, int] = {}
     not_fused: dict[str, str] = {}
@@ -230,87 +233,99 @@ def _why_not_fused(
 
 
 def _schedule(graph: Graph) -> DagSchedule:
+    # One pass over the nodes, appending to flat lists; per node only what
+    # differs from node to node is built (see the caches below).
     nodes = graph.nodes
     index = {gid: i for i, gid in enumerate(nodes)}
     n_nodes = len(index)
-    ports: list[tuple[tuple[int, ...], ...]] = [()] * n_nodes
-    singles: list[tuple[int, ...] | None] = [None] * n_nodes
+    units = [(i,) for i in range(n_nodes)]  # the port fed by node i alone
+    ports: list[tuple[tuple[int, ...], ...]] = []
+    singles: list[tuple[int, ...] | None] = []
     targets: list[list[int]] = [[] for _ in range(n_nodes)]
-    collected: list[tuple[str, ...]] = [()] * n_nodes
-    calls: list[tuple[Callable[..., Any] | None, bool]] = [(None, False)] * n_nodes
-    indegree = [0] * n_nodes
+    collected: list[tuple[str, ...]] = []
+    calls: list[tuple[Callable[..., Any] | None, bool]] = []
+    indegree: list[int] = []
     roots: list[int] = []
     # Per port layout (a node type's inputs and outputs): computed once each.
     slots: dict[tuple[str, ...], dict[str, int]] = {}
     unconnected: dict[tuple[str, ...], tuple[str, ...]] = {}
-    plain: dict[str, tuple[Callable[..., Any] | None, bool]] = {}
+    # Per node type (by spec identity): its bound call, when the same for
+    # every node of the type (a plain function, no config, no timeout).
+    plain: dict[int, tuple[Callable[..., Any] | None, bool]] = {}
+    add_ports, add_single, add_collected = (
+        ports.append,
+        singles.append,
+        collected.append,
+    )
     for i, g in enumerate(nodes.values()):
         inbound = g.inbound
         inputs = g.inputs
-        indegree[i] = len(inbound)
-        if not inbound:
+        k = len(inbound)
+        indegree.append(k)
+        if not k:
             roots.append(i)
-            singles[i] = ()
             if inputs:  # an input port nothing feeds
-                ports[i] = ((),) * len(inputs)
-                singles[i] = None
-        else:
-            slot = slots.get(inputs)
-            if slot is None:
-                slot = slots[inputs] = {p: j for j, p in enumerate(inputs)}
-            first = [-1] * len(inputs)
-            one_each = len(inbound) == len(inputs)  # the usual case, checked below
-            for c in inbound:
-                src = index[c.from_node]
-                targets[src].append(i)
-                if one_each:
-                    j = slot[c.to_port]
-                    if first[j] < 0 and c.from_port == OUT_PORT:
-                        first[j] = src
-                    else:
-                        one_each = False
-            if one_each:
-                singles[i] = single = tuple(first)
-                ports[i] = (
-                    ((single[0],), (single[1],))
-                    if len(single) == 2
-                    else tuple([(s,) for s in single])
-                )
+                add_ports(((),) * len(inputs))
+                add_single(None)
             else:
-                feeds: list[list[int]] = [[] for _ in inputs]
-                for c in inbound:
-                    if c.from_port == OUT_PORT:
-                        feeds[slot[c.to_port]].append(index[c.from_node])
-                ports[i] = tuple(map(tuple, feeds))
-                if all(len(f) == 1 for f in feeds):
-                    singles[i] = tuple(f[0] for f in feeds)
-        outputs = g.outputs
-        if g.outbound:
-            if len(outputs) > 1 or outputs[0] != OUT_PORT:
-                connected = {c.from_port for c in g.outbound}
-                collected[i] = tuple(
-                    p for p in outputs if p not in connected and p != ERROR_PORT
-                )
+                add_ports(())
+                add_single(())
+        elif k == 1 == len(inputs) and inbound[0].from_port == OUT_PORT:
+            src = index[inbound[0].from_node]  # a chain: one port, one producer
+            targets[src].append(i)
+            add_single(units[src])
+            add_ports((units[src],))
+        elif k == 2 == len(inputs):  # the usual join of two: inline
+            a, b = inbound
+            ia, ib = index[a.from_node], index[b.from_node]
+            targets[ia].append(i)
+            targets[ib].append(i)
+            pa, pb = a.to_port, b.to_port
+            if pa != pb and a.from_port == OUT_PORT == b.from_port:
+                if pa != inputs[0]:
+                    ia, ib = ib, ia
+                add_single((ia, ib))
+                add_ports((units[ia], units[ib]))
+            else:
+                _gather(g, index, slots, ports, singles)
         else:
+            for c in inbound:
+                targets[index[c.from_node]].append(i)
+            _gather(g, index, slots, ports, singles)
+        outputs = g.outputs
+        outbound = g.outbound
+        if not outbound:
             free = unconnected.get(outputs)
             if free is None:
                 free = unconnected[outputs] = tuple(
                     p for p in outputs if p != ERROR_PORT
                 )
-            collected[i] = free
+            add_collected(free)
+        elif outputs == _OUT_AND_ERROR:
+            # Its out is collected only if nothing reads it (only its error).
+            fed = outbound[0].from_port == OUT_PORT or any(
+                c.from_port == OUT_PORT for c in outbound
+            )
+            add_collected(() if fed else _ONLY_OUT)
+        elif len(outputs) > 1 or outputs[0] != OUT_PORT:
+            connected = {c.from_port for c in outbound}
+            add_collected(
+                tuple(p for p in outputs if p not in connected and p != ERROR_PORT)
+            )
+        else:
+            add_collected(())
         spec = g.spec
-        if (
-            spec.wants_config
-            or spec.is_class
-            or spec.wants_ctx
-            or g.decl.timeout_ms is not None
-        ):
-            calls[i] = _bound(g)
-        else:  # a plain function: the same pair for every node of its type
-            pair = plain.get(spec.type_id)
-            if pair is None:
-                pair = plain[spec.type_id] = _bound(g)
-            calls[i] = pair
+        pair = plain.get(id(spec)) if g.decl.timeout_ms is None else None
+        if pair is None:
+            pair = _bound(g)
+            if not (
+                spec.wants_config
+                or spec.is_class
+                or spec.wants_ctx
+                or g.decl.timeout_ms is not None
+            ):  # a plain function: the same pair for every node of its type
+                plain[id(spec)] = pair
+        calls.append(pair)
     return DagSchedule(
         ids=tuple(nodes),
         ports=tuple(ports),
@@ -321,6 +336,33 @@ def _schedule(graph: Graph) -> DagSchedule:
         singles=tuple(singles),
         calls=tuple(calls),
     )
+
+
+_OUT_AND_ERROR = (OUT_PORT, ERROR_PORT)
+_ONLY_OUT = (OUT_PORT,)
+
+
+def _gather(
+    g: GraphNode,
+    index: dict[str, int],
+    slots: dict[tuple[str, ...], dict[str, int]],
+    ports: list[tuple[tuple[int, ...], ...]],
+    singles: list[tuple[int, ...] | None],
+) -> None:
+    """Append the producers of each input port of ``g`` (any fan-in)."""
+    inputs = g.inputs
+    slot = slots.get(inputs)
+    if slot is None:
+        slot = slots[inputs] = {p: j for j, p in enumerate(inputs)}
+    feeds: list[list[int]] = [[] for _ in inputs]
+    for c in g.inbound:
+        if c.from_port == OUT_PORT:
+            feeds[slot[c.to_port]].append(index[c.from_node])
+    ports.append(tuple(map(tuple, feeds)))
+    if all(len(f) == 1 for f in feeds):
+        singles.append(tuple(f[0] for f in feeds))
+    else:
+        singles.append(None)
 
 
 def _bound(g: GraphNode) -> tuple[Callable[..., Any] | None, bool]:

@@ -9,7 +9,7 @@ config, and its edges indexed both ways, ready for the executor.
 from __future__ import annotations
 
 import math
-from collections import defaultdict, deque
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -134,7 +134,7 @@ def validate(
     Raises:
         WorkflowValidationError: Lists every problem found.
     """
-    with gc_paused():  # a graph is thousands of long-lived objects
+    with gc_paused(long_lived=True):  # a graph: thousands of long-lived objects
         limit = default_max_cost() if max_cel_cost is None else max_cel_cost
         return _validate(workflow, registry, source, allow_callables, limit)
 
@@ -189,11 +189,12 @@ def _validate(
         raise WorkflowValidationError([problem], source)
     problems: list[Problem] = []
     nodes: dict[str, GraphNode] = {}
-    # The ports of every node whose ports are known: a static type with any
-    # config, or a dynamic one with a valid config: (type id, inputs,
-    # outputs, the valid node or None).
-    ports: dict[str, _Ports] = {}
+    # The ports of the nodes with an invalid config whose ports are known
+    # all the same (a static type): `_known_ports` adds the valid nodes' ones.
+    static: dict[str, _Ports] = {}
+    ports: dict[str, _Ports] | None = None  # made on first need
     seen: set[str] = set()
+    specs: dict[str, NodeSpec] = {}
 
     for decl in workflow.nodes:
         if not NODE_ID.match(decl.id):
@@ -222,12 +223,22 @@ def _validate(
                     field="error_handling",
                 )
             )
-        try:
-            spec = _node_type(decl.type, registry, allow_callables)
-        except (UnknownNodeType, ExprError) as exc:
-            problems.append(Problem(str(exc), node=decl.id, field="type"))
-            continue
-        config = _check_config(decl, spec, problems, allow_callables, max_cel_cost)
+        type_id = decl.type
+        # Most workflows use a few types many times: look each name up once
+        # (a plain name only: a LiveRef's text need not name one object).
+        spec = specs.get(type_id) if type(type_id) is str else None
+        if spec is None:
+            try:
+                spec = _node_type(type_id, registry, allow_callables)
+            except (UnknownNodeType, ExprError) as exc:
+                problems.append(Problem(str(exc), node=decl.id, field="type"))
+                continue
+            if type(type_id) is str:
+                specs[type_id] = spec
+        if spec.config_type is None and not decl.config and decl.retry is None:
+            config = None  # no settings at all: nothing to decode or check
+        else:
+            config = _check_config(decl, spec, problems, allow_callables, max_cel_cost)
         if decl.concurrency > 1 and not (spec.shape == "call" and spec.is_async):
             text = (
                 "concurrency applies to one-shot async nodes (async def "
@@ -248,7 +259,10 @@ def _validate(
                 )
             )
         if config is not _INVALID:
-            inputs, outputs = spec.resolve_ports(config)
+            if spec.ports is None:  # static ports (resolve_ports, without a call)
+                inputs, outputs = spec.inputs, spec.outputs
+            else:
+                inputs, outputs = spec.resolve_ports(config)
             if decl.concurrency > 1 and len(inputs) != 1:
                 problems.append(
                     Problem(
@@ -258,26 +272,25 @@ def _validate(
                         field="concurrency",
                     )
                 )
-            g = nodes[decl.id] = GraphNode(decl, spec, config, inputs, outputs)
-            ports[decl.id] = (spec.type_id, inputs, outputs, g)
+            nodes[decl.id] = GraphNode(decl, spec, config, inputs, outputs, [], [])
         elif spec.ports is None:
-            ports[decl.id] = (spec.type_id, spec.inputs, spec.outputs, None)
+            static[decl.id] = (spec.type_id, spec.inputs, spec.outputs, None)
 
     for conn in workflow.connections:
-        src, dst = ports.get(conn.from_node), ports.get(conn.to_node)
+        src, dst = nodes.get(conn.from_node), nodes.get(conn.to_node)
         if (
             src is not None
             and dst is not None
-            and conn.from_port in src[2]
-            and conn.to_port in dst[1]
+            and conn.from_port in src.outputs
+            and conn.to_port in dst.inputs
             and (conn.capacity is None or conn.capacity >= 0)
         ):
             # The usual case, checked without building any message.
-            src_node, dst_node = src[3], dst[3]
-            if src_node is not None and dst_node is not None:
-                src_node.outbound.append(conn)
-                dst_node.inbound.append(conn)
+            src.outbound.append(conn)
+            dst.inbound.append(conn)
         else:
+            if ports is None:
+                ports = _known_ports(workflow, nodes, static)
             _check_connection(conn, ports, seen, problems)
 
     order = _declared_order(workflow)
@@ -290,6 +303,8 @@ def _validate(
         # Counted from the declarations, so an edge from an invalid node
         # still counts.
         connected = {(c.to_node, c.to_port) for c in workflow.connections}
+        if ports is None:
+            ports = _known_ports(workflow, nodes, static)
         unfed = [
             (node_id, port)
             for node_id, (_, inputs, _, _) in ports.items()
@@ -300,7 +315,7 @@ def _validate(
         unfed = [
             (node_id, port)
             for node_id, g in nodes.items()
-            if len(g.inbound) != 1 or len(g.inputs) != 1  # else: one, fed
+            if not _all_fed(g)
             for port in _unfed(g)
         ]
     for node_id, port in unfed:
@@ -317,6 +332,41 @@ def _validate(
 
 
 _Ports = tuple[str, tuple[str, ...], tuple[str, ...], "GraphNode | None"]
+
+
+def _known_ports(
+    workflow: Workflow, nodes: dict[str, GraphNode], static: dict[str, _Ports]
+) -> dict[str, _Ports]:
+    """The ports of every node whose ports are known, in declaration order.
+
+    A valid node's, and an invalid one's whose type has static ports: (type
+    id, inputs, outputs, the valid node or None).
+    """
+    known: dict[str, _Ports] = {}
+    for decl in workflow.nodes:
+        g = nodes.get(decl.id)
+        if g is not None:
+            known[decl.id] = (g.spec.type_id, g.inputs, g.outputs, g)
+        elif decl.id in static:
+            known[decl.id] = static[decl.id]
+    return known
+
+
+def _all_fed(g: GraphNode) -> bool:
+    """Whether each input port of ``g`` is fed, told without a set if it can be.
+
+    Its connections all go to its own ports (checked): as many connections
+    as ports, each to another port, feed every port.
+    """
+    inbound, inputs = g.inbound, g.inputs
+    count = len(inputs)
+    if len(inbound) != count:
+        return not count or (len(inbound) > count and not _unfed(g))
+    if count < 2:
+        return True
+    if count == 2:
+        return inbound[0].to_port != inbound[1].to_port
+    return not _unfed(g)
 
 
 def _unfed(g: GraphNode) -> list[str]:
@@ -538,14 +588,12 @@ def _declared_order(workflow: Workflow) -> list[str]:
         if targets is not None and conn.to_node in indegree:
             targets.append(conn.to_node)
             indegree[conn.to_node] += 1
-    ready = deque(gid for gid, deg in indegree.items() if deg == 0)
-    order: list[str] = []
-    while ready:
-        gid = ready.popleft()
-        order.append(gid)
+    # The order is its own queue: the loop reads what it appends.
+    order = [gid for gid, deg in indegree.items() if deg == 0]
+    for gid in order:
         for target in succ[gid]:
             left = indegree[target] - 1
             indegree[target] = left
             if not left:
-                ready.append(target)
+                order.append(target)
     return order

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hypothesis import given, settings, strategies as st
+
 from flowstream import NodeRegistry, Workflow
 from flowstream.runtime.plan import describe, plan
 from flowstream.runtime.validation import validate
@@ -88,9 +90,14 @@ def one_shot_registry() -> NodeRegistry:
     def add(a: int, b: int) -> int:
         return a + b
 
+    @node("t.inc")
+    def inc(x: int) -> int:
+        return x + 1
+
     reg = NodeRegistry.default()
     reg.register(one)
     reg.register(add)
+    reg.register(inc)
     return reg
 
 
@@ -173,3 +180,81 @@ def test_the_plan_says_how_each_expression_runs() -> None:
     shown = describe(plan(graph_of(wf)))
     runs = {e["node"]: e["runs"] for e in shown["expressions"]}
     assert runs == {"odd": "compiled", "field": "field path"}
+
+
+# --- the flat schedule against a plain restatement of what it holds ------------
+
+
+def _reference_order(wf: Workflow) -> list[str]:
+    """Kahn's order, ready nodes in declaration order (validation's contract)."""
+    left = {n.id: 0 for n in wf.nodes}
+    for c in wf.connections:
+        left[c.to_node] += 1
+    ready = [gid for gid, k in left.items() if not k]
+    order: list[str] = []
+    while ready:
+        gid = ready.pop(0)
+        order.append(gid)
+        for c in wf.connections:
+            if c.from_node == gid:
+                left[c.to_node] -= 1
+                if not left[c.to_node]:
+                    ready.append(c.to_node)
+    return order
+
+
+@st.composite
+def dags_of_calls(draw: st.DrawFn) -> Workflow:
+    """Sources, one-port and two-port calls; edges, ports and order shuffled."""
+    size = draw(st.integers(1, 9))
+    decls: list[tuple[str, str]] = []
+    conns: list[str] = []
+    for i in range(size):
+        kind = "t.one" if i == 0 else draw(st.sampled_from(["t.one", "t.inc", "t.add"]))
+        decls.append((f"n{i}", kind))
+        for port in {"t.one": (), "t.inc": ("in",), "t.add": ("a", "b")}[kind]:
+            fans = draw(st.integers(1, 2)) if kind == "t.add" else 1
+            for _ in range(fans):
+                src = draw(st.integers(0, i - 1))
+                side = draw(st.sampled_from(["", "", "", ".error"]))
+                conns.append(f"n{src}{side} -> n{i}.{port}")
+    wf = Workflow("dag")
+    for gid, kind in draw(st.permutations(decls)):
+        wf.node(gid, kind)
+    for text in draw(st.permutations(conns)):
+        wf.connect(text)
+    return wf
+
+
+@settings(max_examples=150, deadline=None)
+@given(dags_of_calls())
+def test_the_flat_schedule_holds_what_its_fields_say(wf: Workflow) -> None:
+    graph = validate(wf, one_shot_registry())
+    assert list(graph.nodes) == _reference_order(wf)
+    sched = plan(graph).schedule
+    assert sched is not None
+    index = {gid: i for i, gid in enumerate(graph.nodes)}
+    for i, g in enumerate(graph.nodes.values()):
+        feeds = [
+            tuple(
+                index[c.from_node]
+                for c in g.inbound
+                if c.to_port == port and c.from_port == "out"
+            )
+            for port in g.inputs
+        ]
+        assert sched.ports[i] == tuple(feeds)
+        one_each = all(len(f) == 1 for f in feeds)
+        assert sched.singles[i] == (tuple(f[0] for f in feeds) if one_each else None)
+        assert sched.indegree[i] == len(g.inbound)
+        assert sched.targets[i] == tuple(
+            j
+            for j, h in enumerate(graph.nodes.values())
+            for c in h.inbound
+            if c.from_node == g.id
+        )
+        read = {c.from_port for c in g.outbound}
+        assert sched.collected[i] == tuple(
+            p for p in g.outputs if p not in read and p != "error"
+        )
+    assert sched.roots == tuple(i for i, k in enumerate(sched.indegree) if not k)

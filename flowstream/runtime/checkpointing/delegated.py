@@ -98,12 +98,13 @@ class DelegatedCoordinator(Coordinator):
         while self.epoch < epoch:
             self.trigger()
 
-    async def commit(self) -> None:
+    async def commit(self, finish: str | None = None) -> None:
         """Hand over a whole-process snapshot; wait for the driver's decision.
 
         The executor calls it for the epoch at the start and the one after
         the drain; the driver picks the states up (`ready_states`) and
-        answers with `decide`, which also names the epoch.
+        answers with `decide`, which also names the epoch. ``finish`` is
+        ignored: the driver records the run's status itself.
         """
         self._decided.clear()
         self._waiting = True

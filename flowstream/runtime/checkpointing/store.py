@@ -259,6 +259,12 @@ class CheckpointStore:
         self._pending: list[tuple[str, str, bytes, float]] = []
         self._last_commit = 0.0
         self.unstorable: list[str] = []
+        # A run's start, held for the next write transaction (`begin` with
+        # ``defer``): (SQL, parameters) statements.
+        self._deferred: list[tuple[str, tuple[Any, ...]]] = []
+        # The (run key, status) the last epoch's transaction also recorded
+        # (`commit_epoch` with ``finish``), which `finish` then need not.
+        self._finished: tuple[str, str] | None = None
 
     async def __aenter__(self) -> CheckpointStore:
         await self._call(self._open)
@@ -274,7 +280,7 @@ class CheckpointStore:
     # --- what the executor calls ----------------------------------------------
 
     async def begin(
-        self, run_key: str, workflow: str, *, fresh: bool = False
+        self, run_key: str, workflow: str, *, fresh: bool = False, defer: bool = False
     ) -> dict[str, dict[str, list[Any]]]:
         """Start (or resume) the run ``run_key``; return outputs already done.
 
@@ -284,12 +290,20 @@ class CheckpointStore:
             fresh: Forget what the store holds of ``run_key`` (its epochs,
                 completed nodes, failed records) and start it over, whatever
                 its status.
+            defer: Write the run's row (a new run, or one more attempt) in
+                the store's next write transaction (stream mode: epoch 0's,
+                or the next epoch's) instead of one of its own. Until then a
+                crash leaves the store as if this attempt never began, which
+                a restart treats the same way (the run starts from the same
+                place; only the attempt count and start time differ). A
+                ``fresh`` start over an existing run is never deferred: its
+                old rows must be gone before the new attempt touches a sink.
 
         Raises:
             AlreadyCompleted: The run completed and ``fresh`` is not set.
         """
         done: dict[str, dict[str, list[Any]]] = await self._call(
-            self._begin, run_key, workflow, fresh
+            self._begin, run_key, workflow, fresh, defer
         )
         return done
 
@@ -322,7 +336,10 @@ class CheckpointStore:
         `AlreadyCompleted` reports); its completed nodes and failed records
         are dropped.
         """
+        pending = bool(self._pending or self._deferred)
         await self.commit()
+        if self._finished == (run_key, status) and not pending:
+            return  # recorded with the final epoch, in its transaction
         await self._call(self._finish, run_key, status)
 
     async def commit_epoch(
@@ -331,18 +348,26 @@ class CheckpointStore:
         epoch: int,
         states: dict[str, bytes],
         started: float | None = None,
+        *,
+        finish: str | None = None,
     ) -> None:
         """Record a stream epoch's node states (one transaction, durable).
 
         Args:
-            run_key: The run.
+            run_key: The run's key.
             epoch: The epoch's number.
-            states: Each node's encoded state.
+            states: Each node's state, by node id.
             started: When the epoch's barrier was triggered (`time.time`);
                 None: now (an epoch taken with nothing in flight).
+            finish: For the run's last epoch, when nothing is left to do
+                after it (no node has a commit hook to run): the run's final
+                status, recorded in the same transaction as the epoch
+                (`finish` then has nothing to write).
         """
         blob = _encoder.encode(states)
-        await self._call(self._commit_epoch, run_key, epoch, blob, started)
+        await self._call(self._commit_epoch, run_key, epoch, blob, started, finish)
+        if finish is not None:
+            self._finished = (run_key, finish)
 
     async def record_failure(
         self, run_key: str, node_id: str, item: Any, reason: str
@@ -387,7 +412,9 @@ class CheckpointStore:
             conn.execute("pragma journal_mode=wal")
             conn.execute("pragma synchronous=full")
             conn.execute("pragma foreign_keys=on")
-            conn.executescript(_SCHEMA)
+            # One transaction, not one per table (each a durable commit on
+            # a new store); on an existing store it writes nothing.
+            conn.executescript(f"begin immediate;{_SCHEMA}commit;")
             for table, column, kind in _ADDED_COLUMNS:
                 have = {row[1] for row in conn.execute(f"pragma table_info({table})")}
                 if column not in have:
@@ -398,7 +425,7 @@ class CheckpointStore:
         self._worker.conn = conn
 
     def _begin(
-        self, run_key: str, workflow: str, fresh: bool
+        self, run_key: str, workflow: str, fresh: bool, defer: bool
     ) -> dict[str, dict[str, list[Any]]]:
         conn = self._worker.conn
         assert conn is not None
@@ -416,19 +443,30 @@ class CheckpointStore:
             if row is None or fresh:
                 # A new run of the workflow; the old one's rows go with it
                 # (foreign keys cascade).
-                conn.execute("delete from runs where run_key = ?", (run_key,))
-                conn.execute(
-                    "insert into runs (run_key, workflow, status, started, "
-                    "updated, attempts) values (?, ?, 'running', ?, ?, 1)",
-                    (run_key, workflow, now, now),
-                )
+                start = [
+                    ("delete from runs where run_key = ?", (run_key,)),
+                    (
+                        "insert into runs (run_key, workflow, status, started, "
+                        "updated, attempts) values (?, ?, 'running', ?, ?, 1)",
+                        (run_key, workflow, now, now),
+                    ),
+                ]
+                if defer and row is None:
+                    self._deferred = start  # nothing of an old run to forget
+                else:
+                    for sql, args in start:
+                        conn.execute(sql, args)
                 return {}
             # Resumed: running again, whatever its last attempt ended as.
-            conn.execute(
+            attempt = (
                 "update runs set attempts = attempts + 1, updated = ?, "
                 "restored = ?, status = 'running' where run_key = ?",
                 (now, now, run_key),
             )
+            if defer:
+                self._deferred = [attempt]
+            else:
+                conn.execute(*attempt)
         done = conn.execute(
             "select node_id, outputs from node_outputs where run_key = ?", (run_key,)
         ).fetchall()
@@ -439,6 +477,7 @@ class CheckpointStore:
         assert conn is not None
         with conn:
             conn.execute("begin immediate")
+            self._write_deferred(conn)
             conn.executemany(
                 "insert or replace into node_outputs values (?, ?, ?, ?)", rows
             )
@@ -446,23 +485,46 @@ class CheckpointStore:
                 "update runs set updated = ? where run_key = ?",
                 (time.time(), rows[0][0]),
             )
+        self._deferred = []
 
     def _finish(self, run_key: str, status: str) -> None:
         conn = self._worker.conn
         assert conn is not None
         with conn:
             conn.execute("begin immediate")
-            conn.execute(
-                "update runs set status = ?, updated = ? where run_key = ?",
-                (status, time.time(), run_key),
-            )
-            if status == "completed":
-                # The final epoch stays: it says where the run ended.
-                conn.execute("delete from failures where run_key = ?", (run_key,))
-                conn.execute("delete from node_outputs where run_key = ?", (run_key,))
+            self._write_deferred(conn)
+            self._write_finish(conn, run_key, status)
+        self._deferred = []
+
+    def _write_finish(
+        self, conn: sqlite3.Connection, run_key: str, status: str
+    ) -> None:
+        """The statements of `finish`, inside the caller's transaction."""
+        conn.execute(
+            "update runs set status = ?, updated = ? where run_key = ?",
+            (status, time.time(), run_key),
+        )
+        if status == "completed":
+            # The final epoch stays: it says where the run ended.
+            conn.execute("delete from failures where run_key = ?", (run_key,))
+            conn.execute("delete from node_outputs where run_key = ?", (run_key,))
+
+    def _write_deferred(self, conn: sqlite3.Connection) -> None:
+        """Write the run's start held by `begin` (``defer``), in this transaction.
+
+        Dropped from memory only once the transaction commits: if it rolls
+        back, the next one writes it.
+        """
+        for sql, args in self._deferred:
+            conn.execute(sql, args)
 
     def _commit_epoch(
-        self, run_key: str, epoch: int, blob: bytes, started: float | None
+        self,
+        run_key: str,
+        epoch: int,
+        blob: bytes,
+        started: float | None,
+        finish: str | None,
     ) -> None:
         conn = self._worker.conn
         assert conn is not None
@@ -470,6 +532,7 @@ class CheckpointStore:
         began = now if started is None else started
         with conn:
             conn.execute("begin immediate")
+            self._write_deferred(conn)
             conn.execute(
                 "insert or replace into epochs "
                 "(run_key, epoch, committed, states, started, size) "
@@ -491,7 +554,10 @@ class CheckpointStore:
             conn.execute(
                 "update runs set updated = ? where run_key = ?", (now, run_key)
             )
+            if finish is not None:
+                self._write_finish(conn, run_key, finish)
             fault_point("before_commit", epoch)
+        self._deferred = []
 
     def _record_failure(
         self, run_key: str, node_id: str, fingerprint: str, shown: str, reason: str
@@ -500,6 +566,7 @@ class CheckpointStore:
         assert conn is not None
         with conn:
             conn.execute("begin immediate")
+            self._write_deferred(conn)
             conn.execute(
                 "insert into failures values (?, ?, ?, ?, ?, 1) "
                 "on conflict (run_key, node_id, fingerprint) do update "
@@ -511,6 +578,7 @@ class CheckpointStore:
                 "and fingerprint = ?",
                 (run_key, node_id, fingerprint),
             ).fetchone()
+        self._deferred = []
         return int(row[0])
 
     def _failures(self, run_key: str) -> list[PoisonRecord]:
@@ -719,11 +787,15 @@ class Coordinator:
         if self.reported >= self.segments:
             self.all_reported.set()
 
-    async def commit(self) -> None:
-        """Record the epoch's states in one transaction, then release sources."""
+    async def commit(self, *, finish: str | None = None) -> None:
+        """Record the epoch's states in one transaction, then release sources.
+
+        ``finish``: the run's final status, for its last epoch
+        (`CheckpointStore.commit_epoch`).
+        """
         states = {**self.states, **self.layout} if self.layout else self.states
         await self.store.commit_epoch(
-            self.run_key, self.epoch, states, self.triggered_at
+            self.run_key, self.epoch, states, self.triggered_at, finish=finish
         )
         self.committed = self.epoch
         self.released.set()

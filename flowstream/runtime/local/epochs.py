@@ -210,10 +210,19 @@ async def initial_checkpoint(ex: WorkflowExecutor, coord: Coordinator) -> None:
 
 
 async def final_checkpoint(ex: WorkflowExecutor, coord: Coordinator) -> None:
-    """After a drain, every node's state is final: record it as an epoch."""
+    """After a drain, every node's state is final: record it as an epoch.
+
+    With no commit hook to run after it, nothing is left to do: the run's
+    status goes in the epoch's transaction (one durable commit, not two). A
+    node with commit hooks keeps them apart: a crash between the epoch and
+    its hooks must leave the run to resume (and run them), not completed.
+    """
     epoch = coord.trigger()
     coord.states.update(await _snapshot_all(ex, epoch))
-    await coord.commit()
+    hooks = any(n.rt.commit_hooks for n in ex._nodes.values())
+    await coord.commit(
+        finish=None if hooks else ("stopped" if ex._stopping else "completed")
+    )
     # (A coordinator elsewhere may number the epoch its own way.)
     await committed(ex, coord.committed)
 

@@ -40,8 +40,13 @@ async def run_checkpointed(
     async with CheckpointStore(path, interval) as store:
         key = workflow_key(ex.graph.workflow)
         try:
+            # Stream mode: the run's row goes with its first epoch (epoch 0
+            # for a new run), one durable transaction instead of two.
             ex._restored = await store.begin(
-                key, ex.graph.workflow.name, fresh=ex.options.fresh
+                key,
+                ex.graph.workflow.name,
+                fresh=ex.options.fresh,
+                defer=ex.mode == "stream",
             )
         except AlreadyCompleted as done:
             return skipped(ex, str(done))
