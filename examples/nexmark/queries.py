@@ -284,10 +284,11 @@ def q3() -> Workflow:
         .node("sellers", "transform.filter", fn=_fn("q3_seller"))
         .node(
             "join",
-            "join.window",
+            "join.changelog",
             left_key="x.seller",
             right_key="x.id",
-            window_ms=3_600_000,
+            left_retention_ms=10_000,
+            right_retention_ms=60_000,
             **JOIN_TIMES,
         )
         .node("result_shape", "transform.map", fn=_fn("q3_shape"))
