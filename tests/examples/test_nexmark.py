@@ -151,7 +151,9 @@ def test_q3_state_stays_bounded_on_a_long_stream() -> None:
     # among the last 1000 persons (50 s), within q3's minute of retention,
     # so the answer is the full join's; yet the join holds about a minute
     # of persons, not all of them, and a few seconds of auctions.
-    stream = generate(100_000, seed=7, rate=1000, delay_fraction=0.1, max_delay_ms=3000)
+    stream: list[Any] = generate(
+        100_000, seed=7, rate=1000, delay_fraction=0.1, max_delay_ms=3000
+    )
     (decl,) = [n for n in runner.workflow("q3", "cel").nodes if n.id == "join"]
     ctx = _Context()
     join = _ChangelogJoin(msgspec.convert(decl.config, Changelog), cast("Any", ctx))
