@@ -387,3 +387,40 @@ def test_the_typed_method_takes_python_callables() -> None:
     # Whatever the order the two inputs arrive in, auction 10 ends with the
     # person's latest row.
     assert current == {10: "Ann Lee"}
+
+
+def test_join_interval_runs_keyed_in_parallel_too() -> None:
+    # The same partitioning rule (left_key on left, right_key on right).
+    auctions = [{"id": a, "t": a * 10, "end": a * 10 + 50} for a in range(300)]
+    bids = [{"a": b % 300, "t": (b % 300) * 10 + b % 60, "n": b} for b in range(900)]
+
+    def pairs(parallelism: int) -> Counter[tuple[int, int]]:
+        wf = (
+            Workflow("bids")
+            .node("auctions", "source.values", values=auctions)
+            .node("bids", "source.values", values=bids)
+            .node(
+                "join",
+                "join.interval",
+                left_key="x.id",
+                right_key="x.a",
+                left_time="x.t",
+                right_time="x.t",
+                left_end="x.end",
+                upper_ms=100,
+                allowed_lateness_ms=10_000,
+                parallelism=parallelism,
+            )
+            .node("out", "sink.collect")
+            .connect("auctions -> join.left")
+            .connect("bids -> join.right")
+            .connect("join -> out")
+        )
+        result = FlowRuntime(NodeRegistry.default(entry_points=False)).run(wf)
+        assert result.ok, result.error
+        assert ("join[1]" in result.stats) == (parallelism > 1)
+        return Counter((p["left"]["id"], p["right"]["n"]) for p in result.output("out"))
+
+    one = pairs(1)
+    assert sum(one.values()) == sum(b % 60 <= 50 for b in range(900))
+    assert pairs(2) == one
