@@ -424,3 +424,12 @@ def test_join_interval_runs_keyed_in_parallel_too() -> None:
     one = pairs(1)
     assert sum(one.values()) == sum(b % 60 <= 50 for b in range(900))
     assert pairs(2) == one
+
+
+async def test_a_run_fails_at_max_keys_naming_the_node() -> None:
+    wf = sellers_workflow(1)
+    wf.nodes[2].config["max_keys"] = 10
+    result = await run_workflow(wf, NodeRegistry.default(entry_points=False))
+    assert not result.ok
+    assert "'join'" in str(result.error)
+    assert "max_keys=10 reached" in str(result.error)
