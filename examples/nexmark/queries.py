@@ -9,27 +9,89 @@ the functions below as ``"examples.nexmark.queries:name"``.
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from flowstream import Workflow
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["EVENT_FIELDS", "QUERIES", "READS", "variants"]
+    from flowstream.dataflow import JoinChange, Joined
+
+__all__ = [
+    "EVENT_FIELDS",
+    "QUERIES",
+    "READS",
+    "Auction",
+    "Bid",
+    "Event",
+    "Person",
+    "variants",
+]
 
 HERE = "examples.nexmark.queries"
-WINDOW = {
+WINDOW: dict[str, Any] = {
     "timestamp_field": "date_time",
     "allowed_lateness_ms": 4000,
 }
-JOIN_TIMES = {
+JOIN_TIMES: dict[str, Any] = {
     "left_time": "x.date_time",
     "right_time": "x.date_time",
     "allowed_lateness_ms": 4000,
 }
 
 Record = dict[str, Any]
+
+
+# The events as the queries' sources decode them: only the fields a query
+# declares (``READS``) are there, so every field but ``type`` may be missing.
+
+
+class Person(TypedDict, total=False):
+    """A person event (``type: person``)."""
+
+    type: Literal["person"]
+    id: int
+    name: str
+    email_address: str
+    credit_card: str
+    city: str
+    state: str
+    date_time: int
+    extra: str
+
+
+class Auction(TypedDict, total=False):
+    """An auction event (``type: auction``)."""
+
+    type: Literal["auction"]
+    id: int
+    item_name: str
+    description: str
+    initial_bid: int
+    reserve: int
+    date_time: int
+    expires: int
+    seller: int
+    category: int
+    extra: str
+
+
+class Bid(TypedDict, total=False):
+    """A bid event (``type: bid``)."""
+
+    type: Literal["bid"]
+    auction: int
+    bidder: int
+    price: int
+    channel: str
+    url: str
+    date_time: int
+    extra: str
+
+
+Event = Person | Auction | Bid
+"""One event; its ``type`` says which."""
 
 
 def _fn(name: str) -> str:
@@ -116,15 +178,15 @@ def _chain(wf: Workflow, ids: list[str]) -> Workflow:
 # --- per-item functions ---------------------------------------------------------------
 
 
-def is_bid(x: Record) -> bool:
+def is_bid(x: Event) -> bool:
     return x["type"] == "bid"
 
 
-def is_auction(x: Record) -> bool:
+def is_auction(x: Event) -> bool:
     return x["type"] == "auction"
 
 
-def q0_shape(b: Record) -> Record:
+def q0_shape(b: Bid) -> Record:
     return {
         "auction": b["auction"],
         "bidder": b["bidder"],
@@ -134,7 +196,7 @@ def q0_shape(b: Record) -> Record:
     }
 
 
-def q1_shape(b: Record) -> Record:
+def q1_shape(b: Bid) -> Record:
     return {
         "auction": b["auction"],
         "bidder": b["bidder"],
@@ -145,23 +207,23 @@ def q1_shape(b: Record) -> Record:
     }
 
 
-def q2_keep(x: Record) -> bool:
+def q2_keep(x: Event) -> bool:
     return x["type"] == "bid" and x["auction"] % 123 == 0
 
 
-def q2_shape(b: Record) -> Record:
+def q2_shape(b: Bid) -> Record:
     return {"auction": b["auction"], "price": b["price"]}
 
 
-def q3_auction(x: Record) -> bool:
+def q3_auction(x: Event) -> bool:
     return x["type"] == "auction" and x["category"] == 10
 
 
-def q3_seller(x: Record) -> bool:
+def q3_seller(x: Event) -> bool:
     return x["type"] == "person" and x["state"] in ("OR", "ID", "CA")
 
 
-def q3_shape(pair: Record) -> Record:
+def q3_shape(pair: JoinChange[Auction, Person]) -> Record:
     p = pair["right"]
     return {
         "name": p["name"],
@@ -171,7 +233,7 @@ def q3_shape(pair: Record) -> Record:
     }
 
 
-def q4_by_auction(pair: Record) -> Record:
+def q4_by_auction(pair: Joined[Auction, Bid]) -> Record:
     a = pair["left"]
     return {"key": [a["id"], a["category"]], "value": pair["right"]["price"]}
 
@@ -212,11 +274,11 @@ def q7_highest(window: Record) -> list[Record]:
     ]
 
 
-def q8_not_bid(x: Record) -> bool:
+def q8_not_bid(x: Event) -> bool:
     return x["type"] != "bid"
 
 
-def q8_role(x: Record) -> Record:
+def q8_role(x: Person | Auction) -> Record:
     if x["type"] == "person":
         return {
             "id": x["id"],
@@ -284,10 +346,11 @@ def q3() -> Workflow:
         .node("sellers", "transform.filter", fn=_fn("q3_seller"))
         .node(
             "join",
-            "join.window",
+            "join.changelog",
             left_key="x.seller",
             right_key="x.id",
-            window_ms=3_600_000,
+            left_retention_ms=10_000,
+            right_retention_ms=60_000,
             **JOIN_TIMES,
         )
         .node("result_shape", "transform.map", fn=_fn("q3_shape"))

@@ -21,7 +21,7 @@ an ``@node`` function, which is then registered in the dataflow's registry.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar
 
 from ..core.node import ERROR_PORT
 
@@ -38,6 +38,7 @@ __all__ = [
     "Collected",
     "DataStream",
     "DeadLetterRecord",
+    "JoinChange",
     "Joined",
     "Keyed",
     "KeyedStream",
@@ -64,6 +65,15 @@ class Joined(TypedDict, Generic[T, U]):
 
     left: T
     right: U
+
+
+class JoinChange(TypedDict, Generic[T, U]):
+    """What `DataStream.changelog_join` emits: a pair upserted or retracted."""
+
+    key: Any
+    left: T
+    right: U
+    op: Literal["upsert", "retract"]
 
 
 class DeadLetterRecord(TypedDict):
@@ -466,6 +476,45 @@ class DataStream(Generic[T_co]):
             "join.interval",
             _no_nones(merged),
             inputs={"left": self, "right": other},
+            name=name,
+        )
+        return DataStream(self.flow, node_id)
+
+    @_builds("join.changelog")
+    def changelog_join(
+        self,
+        table: DataStream[U],
+        *,
+        left_key: Callable[[T_co], object],
+        right_key: Callable[[U], object],
+        left_time: Callable[[T_co], int],
+        right_time: Callable[[U], int],
+        left_retention_ms: int,
+        right_retention_ms: int,
+        name: str | None = None,
+        **config: Any,
+    ) -> DataStream[JoinChange[T_co, U]]:
+        """Each item with its key's row of ``table``, as a changelog.
+
+        ``table``'s items are rows keyed by ``right_key`` (a later row
+        replaces the key's row); each item of this stream joins its key's
+        row, now or when it comes, and follows its replacements while both
+        are kept (``join.changelog``; times in epoch ms, retention bounds the
+        state).
+        """
+        merged = {
+            "left_key": left_key,
+            "right_key": right_key,
+            "left_time": left_time,
+            "right_time": right_time,
+            "left_retention_ms": left_retention_ms,
+            "right_retention_ms": right_retention_ms,
+            **config,
+        }
+        node_id = self.flow.add_node(
+            "join.changelog",
+            _no_nones(merged),
+            inputs={"left": self, "right": table},
             name=name,
         )
         return DataStream(self.flow, node_id)

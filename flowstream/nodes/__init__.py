@@ -12,6 +12,7 @@ from .control import merge, route, split, zip_items
 from .debug import log
 from .http import http_request
 from .join import lookup_join, window_join
+from .join_changelog import changelog_join
 from .join_interval import interval_join
 from .sink import collect_sink, null_sink
 from .source import range_source, timer_source, values_source
@@ -64,6 +65,7 @@ BUILTIN_NODES: tuple[NodeSpec, ...] = (
     session_window,
     window_join,
     interval_join,
+    changelog_join,
     lookup_join,
     merge,
     zip_items,

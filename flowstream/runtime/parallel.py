@@ -8,7 +8,8 @@ it unchanged: node ``count`` with parallelism 2 becomes ``count[0]`` and
 * ``merge``: every upstream instance feeds the single downstream one;
 * ``key``: each upstream instance hashes the key of every item (the key the
   downstream node groups by: ``transform.reduce``'s ``key``, a window's
-  ``key``, ``join.window``'s ``left_key``/``right_key``) and sends it to the
+  ``key``, the ``left_key``/``right_key`` of ``join.window``,
+  ``join.interval`` and ``join.changelog``) and sends it to the
   instance that owns the key;
 * ``rebalance``: stateless downstream instances get the items round-robin;
 * ``broadcast``: every upstream instance sends everything to every
@@ -203,7 +204,7 @@ def _rules(g: GraphNode) -> dict[str, _Rule] | str:
         if rule is None:
             return "it has no key (one set of windows); set key or key_field"
         return {"in": rule}
-    if type_id == "join.window":
+    if type_id in ("join.window", "join.interval", "join.changelog"):
         left, right = _cel_or(config, "left_key"), _cel_or(config, "right_key")
         assert left is not None
         assert right is not None
