@@ -65,7 +65,7 @@ class NodeRuntime:
         error_connected: bool,
         max_kept: int = 10_000,
         instance_of: str | None = None,
-        instance: int | None = None,
+        instance: int = 0,
         instances: int = 1,
     ) -> None:
         self.run_id = run_id
@@ -102,9 +102,6 @@ class NodeRuntime:
         # Checkpoints (stream mode with a store): set before initialize.
         self.checkpointing = False
         self.restored_epoch = 0
-        # Parallelism: which instance of its node this one is, of how many.
-        self.instance = 0
-        self.instances = 1
         # Shared empty tuples until a hook is registered: a DAG of thousands
         # of nodes allocates nothing for them.
         self.barrier_hooks: list[EpochHook] | tuple[()] = ()
@@ -148,7 +145,7 @@ class NodeRuntime:
             reason=reason,
             item=item,
             error_type=error_type,
-            instance=self.instance,
+            instance=self.instance if self.instance_of else None,
             instances=self.instances if self.instance_of else None,
         )
         if self._error_connected:
@@ -232,7 +229,7 @@ class NodeRuntime:
                 dead_letters=self.dead_letter_count,
                 watermark_ms=self.watermark_ms(),
                 instance_of=self.instance_of,
-                instance=self.instance,
+                instance=self.instance if self.instance_of else None,
             )
         duration = max(0.0, (self.ended or time.perf_counter()) - self.started)
         rate_in: float | None
@@ -256,5 +253,5 @@ class NodeRuntime:
             rate_out=rate_out,
             watermark_ms=self.watermark_ms(),
             instance_of=self.instance_of,
-            instance=self.instance,
+            instance=self.instance if self.instance_of else None,
         )

@@ -156,8 +156,12 @@ def test_kill_9_then_resume_reads_every_line_once(tmp_path: Path) -> None:
     with (tmp_path / "in.jsonl").open("w") as f:
         f.writelines(f'{{"i": {i}}}\n' for i in range(n))
     wf = workflow(tmp_path, 2)
-    killed = flowstream("run", str(wf), fault="after_commit@3")
+    # Epoch 1 is a periodic one (the run takes ~20 intervals): the kill lands
+    # mid-stream, not after the final epoch (which also completes the run).
+    killed = flowstream("run", str(wf), fault="after_commit@1")
     assert killed.returncode == -signal.SIGKILL, killed.stderr
+    listing = flowstream("checkpoints", str(tmp_path / "ckpt.db")).stdout
+    assert "running" in listing, listing
 
     # The parts were cut for 2 instances: 3 cannot take them over.
     workflow(tmp_path, 3)

@@ -378,12 +378,6 @@ class WorkflowExecutor:
         if self._checkpointing:
             rt.checkpointing = True
             rt.restored_epoch = self._epoch
-        if g.instance_of is not None and g.instance_of != gid:
-            # ``count[1]`` of a node that split: its own parallelism, or the
-            # workflow's. Read from the node itself, so that a part of the
-            # graph (a Ray slot's) knows it too.
-            rt.instance = int(gid[len(g.instance_of) + 1 : -1])
-            rt.instances = g.decl.parallelism or self.graph.workflow.parallelism
         n = self._nodes[gid] = NodeRun(
             gnode=g,
             rt=rt,
