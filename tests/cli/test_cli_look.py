@@ -105,6 +105,32 @@ def test_nodes_type_shows_one_type_in_full() -> None:
     assert "transform.map" not in result.output  # no other type
 
 
+def test_nodes_type_shows_the_whole_docstring_as_plain_text() -> None:
+    result = CliRunner().invoke(cli, ["nodes", "file.source"])
+    assert result.exit_code == 0, result.output
+    # Past the first line: every paragraph of the docstring.
+    assert "Blank lines are skipped." in result.output
+    assert "State: offset (byte offset of the next unread line)" in result.output
+    assert "`" not in result.output
+    shown = CliRunner().invoke(cli, ["nodes", "http.request"]).output
+    assert "(flowstream.errors.ConnectError)" in shown
+    assert "transport:" not in shown  # Args: is the Python function's
+
+
+def test_nodes_markdown_has_every_paragraph_rendered() -> None:
+    page = CliRunner().invoke(cli, ["nodes", "--markdown"]).output
+    section = page.split("## `file.source`")[1].split("\n## ")[0]
+    assert "State: `offset` (byte offset of the next unread line)" in section
+    http = page.split("## `http.request`")[1].split("\n## ")[0]
+    assert "* a str item is the URL;" in http  # an RST list is a Markdown one
+    assert "Args:" not in http
+    assert "MockTransport" not in http.split("Example:")[0]
+    # An RST literal block (``::``) is an indented code block.
+    ws = page.split("## `ws.sink`")[1].split("\n## ")[0]
+    assert "connects to port 8765:\n\n    - id: live" in ws
+    assert "::" not in ws
+
+
 def test_nodes_unknown_type_names_it_and_suggests() -> None:
     result = CliRunner().invoke(cli, ["nodes", "transform.mapp"])
     assert result.exit_code == 2
