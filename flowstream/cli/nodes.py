@@ -58,9 +58,14 @@ def _sections(spec: NodeSpec) -> tuple[list[str], dict[str, list[str]]]:
     sections: dict[str, list[str]] = {}
     current = body
     for line in lines:
-        if line and not line[0].isspace() and line.strip() in (
-            *_PYTHON_SECTIONS,
-            *_EXAMPLE_SECTIONS,
+        if (
+            line
+            and not line[0].isspace()
+            and line.strip()
+            in (
+                *_PYTHON_SECTIONS,
+                *_EXAMPLE_SECTIONS,
+            )
         ):
             current = sections.setdefault(line.strip(), [])
             continue
