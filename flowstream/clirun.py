@@ -28,8 +28,8 @@ class CliRun:
     The first SIGINT/SIGTERM stops the run gracefully (drain), the second
     cancels it. With a ``restart`` policy a run that fails is started again
     (from its last checkpoint when it has a store) after the policy's wait;
-    each restart is a ``run.restarted`` event on the bus (a `NodeEvent` with
-    no node id), counted in ``restarts``. With ``progress`` the per-node
+    each restart is a `RunRestarted` event on the bus, said on ``stream``
+    and counted in ``restarts``. With ``progress`` the per-node
     counts are redrawn on ``stream`` every ``interval`` seconds (rich bars
     with % and ETA where the total is known on a terminal, one plain line per
     interval otherwise).
@@ -70,7 +70,7 @@ class CliRun:
         self.stream = stream if stream is not None else sys.stderr
         self.stopped_by: str | None = None
         self.restart = restart
-        self.restarts = 0  # restarts done (each one a run.restarted event)
+        self.restarts = 0  # restarts done (each one a RunRestarted event)
         self.gave_up: str | None = None  # why the policy stopped restarting
         self._executor: Executor | None = None
         self._stopped = asyncio.Event()
@@ -95,7 +95,7 @@ class CliRun:
                 delay = self._restart_delay(result)
                 if delay is None:
                     return result
-                self._announce_restart(result, delay)
+                await self._announce_restart(result, delay)
                 # A signal during the wait ends it, and the run with it.
                 try:
                     async with asyncio.timeout(delay):
@@ -132,28 +132,30 @@ class CliRun:
             )
         return delay
 
-    def _announce_restart(self, result: RunResult, delay: float) -> None:
-        from .core.events import NodeEvent
+    async def _announce_restart(self, result: RunResult, delay: float) -> None:
+        from .cli._display import restart_line
+        from .core.events import RunRestarted
+        from .runtime.checkpointing import resume_epoch
 
         self.restarts += 1
         policy = self.restart
         assert policy is not None
-        data = {
-            "restart": self.restarts,
-            "max_restarts": policy.max_restarts,
-            "strategy": policy.strategy,
-            "delay_s": delay,
-            "error": result.error,
-            "resumes_from_checkpoint": self.options["checkpoint"] is not None
-            or self.graph.workflow.checkpoint is not None,
-        }
-        self.runtime.bus.emit(
-            NodeEvent, result.run_id, node_id="", name="run.restarted", data=data
+        workflow = self.graph.workflow
+        store = self.options["checkpoint"]
+        if store is None and workflow.checkpoint is not None:
+            store = workflow.checkpoint.path
+        event = RunRestarted(
+            run_id=result.run_id,
+            timestamp=time.time(),
+            attempt=self.restarts,
+            reason=result.error or "the run failed",
+            delay_s=delay,
+            max_attempts=policy.max_restarts,
+            checkpointed=store is not None,
+            from_epoch=None if store is None else await resume_epoch(store, workflow),
         )
-        print(
-            f"{policy.describe()} in {delay:g}s: the run failed: {result.error}",
-            file=self.stream,
-        )
+        self.runtime.bus.publish(event)
+        print(restart_line(event), file=self.stream)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         if self.stopped_by is None:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from ..core.events import NodeStats
+    from ..core.events import NodeStats, RunRestarted
     from ..runtime.result import RunResult
 
 SHOWN = 20  # values and dead letters printed per port; --json has all
@@ -56,6 +56,21 @@ def recent_rate(stats: NodeStats) -> float | None:
     if stats.items_out or not stats.items_in:
         return stats.rate_out
     return stats.rate_in
+
+
+def restart_line(event: RunRestarted) -> str:
+    """A `RunRestarted` event in one line, for stderr."""
+    limit = "" if event.max_attempts is None else f"/{event.max_attempts}"
+    if event.from_epoch is not None:
+        origin = f"resumes from checkpoint epoch {event.from_epoch}"
+    elif event.checkpointed:
+        origin = "resumes from its checkpoint store"
+    else:
+        origin = "starts over (no checkpoint store)"
+    return (
+        f"restart {event.attempt}{limit} in {event.delay_s:g}s: the run failed: "
+        f"{event.reason}; it {origin}"
+    )
 
 
 def short(value: Any, limit: int = 100) -> str:

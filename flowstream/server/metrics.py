@@ -30,8 +30,9 @@ Metric families (labels in braces):
   `flowstream.runtime.rates`: the same numbers as the API and the UI);
   removed when the run ends. For totals and long-range rates, use
   ``rate()`` over the ``_total`` counters.
-- ``flowstream_run_restarts_total`` {workflow}: runs the server resumed from
-  their checkpoints after a server restart.
+- ``flowstream_run_restarts_total`` {workflow}: runs started again, one per
+  `RunRestarted` event: by ``flowstream run --restart on-failure`` after a
+  failure, or by the server resuming a run after a server restart.
 - ``flowstream_runs`` {status}: runs of this process by status (running now,
   or finished as completed / failed / cancelled).
 - ``flowstream_events_dropped_total`` {workflow}: events that slow
@@ -58,6 +59,7 @@ from ..core.events import (
     NodeFailed,
     NodeStarted,
     NodeStats,
+    RunRestarted,
     WorkflowCompleted,
 )
 
@@ -180,7 +182,7 @@ class Metrics:
         )
         self.restarts = Counter(
             "flowstream_run_restarts",
-            "Runs resumed from their checkpoints after a server restart.",
+            "Runs started again (after a failure, or a server restart).",
             ("workflow",),
             registry=r,
         )
@@ -291,6 +293,8 @@ class RunWatch:
             for node_id, state in self.states.items():
                 if state == "running":
                     self.states[node_id] = "cancelled"
+        elif isinstance(event, RunRestarted):
+            self.metrics.restarts.labels(self.workflow).inc()
 
     # --- readings --------------------------------------------------------------
 
@@ -400,7 +404,15 @@ class RunMetricsEndpoint:
         self._executor: Executor | None = None
 
     def attach(self, executor: Executor) -> None:
-        """Follow this executor's run (call before it starts)."""
+        """Follow this executor's run (call before it starts).
+
+        A run restarted (``--restart on-failure``) gives a new executor: the
+        attempt before it failed, and its watch is finished and detached, so
+        one watch at a time follows the shared bus.
+        """
+        if self.watch is not None and self._executor is not None:
+            self.watch.sample(self._executor)  # its final counters
+            self.watch.finish(None, "failed")
         self._executor = executor
         self.watch = self.metrics.watch(self.workflow, executor.run_id, executor.bus)
 

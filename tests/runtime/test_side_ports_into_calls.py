@@ -7,7 +7,7 @@ from any other port would silently carry nothing, so validation names it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import pytest
 
@@ -65,7 +65,7 @@ def runtime() -> FlowRuntime:
 
 @pytest.mark.parametrize("mode", ["dag", "stream"])
 def test_a_side_port_into_a_direct_call_is_refused(
-    runtime: FlowRuntime, mode: str
+    runtime: FlowRuntime, mode: Literal["dag", "stream"]
 ) -> None:
     wf = (
         Workflow("w", mode=mode)

@@ -32,6 +32,7 @@ from .store import (
     PoisonRecord as PoisonRecord,
     RunRecord as RunRecord,
     record_fingerprint as record_fingerprint,
+    resume_epoch as resume_epoch,
     workflow_key as workflow_key,
 )
 
@@ -46,5 +47,6 @@ __all__ = [
     "RunRecord",
     "fault_point",
     "record_fingerprint",
+    "resume_epoch",
     "workflow_key",
 ]
