@@ -14,12 +14,13 @@ from .runtime.flow import FlowRuntime
 
 if TYPE_CHECKING:
     from .cli._restart import RestartPolicy
+    from .core.events import NodeStats
     from .runtime.protocol import Executor
     from .runtime.registry import NodeRegistry
     from .runtime.result import RunResult
     from .runtime.validation import Graph
 
-__all__ = ["CliRun"]
+__all__ = ["CliRun", "known_totals", "progress_of"]
 
 
 class CliRun:
@@ -183,8 +184,8 @@ class CliRun:
             elapsed = time.perf_counter() - start + self.interval
             parts = []
             for node_id, st in executor.statistics().items():
-                total = totals.get(node_id)
-                pct = f" ({100 * st.items_out / total:.0f}%)" if total else ""
+                done, total = progress_of(node_id, st, totals)
+                pct = f" ({100 * done / total:.0f}%)" if total else ""
                 parts.append(f"{node_id} in {st.items_in:,} out {st.items_out:,}{pct}")
             print(f"running {elapsed:.1f}s: " + " | ".join(parts), file=self.stream)
             self.stream.flush()
@@ -231,9 +232,11 @@ class CliRun:
                         continue
                     rate = recent_rate(st)
                     shown = "-" if rate is None else f"{rate:,.0f}/s"
+                    done, total = progress_of(node_id, st, totals)
                     progress.update(
                         task,
-                        completed=st.items_out if node_id in totals else 0,
+                        total=total,
+                        completed=done,
                         counts=(
                             f"in {st.items_in:>10,} out {st.items_out:>10,} {shown}"
                         ),
@@ -242,12 +245,26 @@ class CliRun:
                 await asyncio.wait({run}, timeout=self.interval)
 
 
+def progress_of(
+    node_id: str, st: NodeStats, totals: dict[str, int]
+) -> tuple[int, int | None]:
+    """How far a node is, of how much (None: no known end), for % and ETA.
+
+    A node that reports its position in bytes (``file.source``: bytes read
+    of the file's size; followed, no total) is measured in bytes; a source
+    whose config gives its length (`known_totals`) in items emitted.
+    """
+    if st.bytes_read is not None:
+        return st.bytes_read, st.bytes_total
+    total = totals.get(node_id)
+    return (st.items_out, total) if total is not None else (0, None)
+
+
 def known_totals(graph: Graph) -> dict[str, int]:
     """Items each source will emit, where the config says (for % and ETA).
 
-    ``source.range`` knows its length. HOOK(totals): file sources know their
-    size in bytes but report items, not bytes read; add them here once their
-    statistics carry a byte position.
+    ``source.range`` knows its length. File sources report their position
+    and size in bytes as they read (`NodeStats.bytes_read`, `progress_of`).
     """
     totals: dict[str, int] = {}
     for node_id, gnode in graph.nodes.items():

@@ -141,6 +141,10 @@ class FileSource:
     ``offset`` (restored from a checkpoint) resumes there. Delivery is
     at-least-once once offsets are checkpointed.
 
+    Statistics: ``bytes_read`` (the position reached in the file) of
+    ``bytes_total`` (its size; none with ``follow``), updated per read:
+    ``flowstream run --progress`` shows them as a bar with % and ETA.
+
     Example:
         ``{id: events, type: file.source, config: {path: events.jsonl,
         follow: true}}`` emits each record appended to ``events.jsonl``
@@ -151,6 +155,7 @@ class FileSource:
         self.config = config
         self._fd: _Descriptor | None = None
         self._ino: tuple[int, int] = (0, 0)
+        self._size = 0  # the file's size when opened (progress's total)
 
     async def __aenter__(self) -> FileSource:
         return self
@@ -177,6 +182,7 @@ class FileSource:
             return
         self._fd = _Descriptor(fd)
         self._ino = (st.st_dev, st.st_ino)
+        self._size = st.st_size
         cfg = self.config
         if "offset" not in ctx.state and cfg.start_at == "end":
             ctx.state["offset"] = st.st_size
@@ -244,11 +250,18 @@ class FileSource:
         # JSON Lines: the lines of a chunk stay one bytes, decoded in one call.
         feed = splitter.feed_block if cfg.kind == "jsonl" else splitter.feed
         read_at = splitter.offset
+        # Progress: the position in the file, of its size (a file that
+        # grows while it is read has the size reached); followed, no end.
+        total = None if cfg.follow else self._size
+        ctx.read_progress(read_at, total)
         while True:
             fd = self._fd
             assert fd is not None
             data: bytes = await fd.call(os.pread, READ_BYTES, read_at)
             read_at += len(data)
+            if total is not None and read_at > total:
+                total = read_at
+            ctx.read_progress(read_at, total)
             at_end = not data
             final = at_end and not cfg.follow
             # One read per READ_BYTES (a hop to a worker thread costs as much

@@ -56,6 +56,12 @@ class NodeStats(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
             from the counters when the stats are taken
             (`flowstream.runtime.rates`), never counted per item.
         rate_out: Items per second emitted, likewise.
+        bytes_read: How far a source that reads bytes (a file) has read:
+            its position in the input, which a resumed run starts at the
+            checkpointed offset. None: the node reports no position.
+        bytes_total: How many bytes that input holds, for a percentage and
+            an ETA; None when it has no end (a file followed as it grows)
+            or the node does not say.
     """
 
     items_in: int = 0
@@ -65,6 +71,8 @@ class NodeStats(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     duration_s: float = 0.0
     rate_in: float | None = None
     rate_out: float | None = None
+    bytes_read: int | None = None
+    bytes_total: int | None = None
 
 
 # The shared config lives on a field-less base so that each event lists all of

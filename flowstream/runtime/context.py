@@ -84,6 +84,9 @@ class NodeRuntime:
         self.ended = 0.0
         self.taken_at = 0.0  # perf_counter() when the node last took a batch
         self._meter: RateMeter | None = None  # made on the first reading
+        # A source's position in its input (read_progress); None: not said.
+        self.bytes_read: int | None = None
+        self.bytes_total: int | None = None
         # Checkpoints (stream mode with a store): set before initialize.
         self.checkpointing = False
         self.restored_epoch = 0
@@ -182,6 +185,11 @@ class NodeRuntime:
             data=data,
         )
 
+    def read_progress(self, done: int, total: int | None = None) -> None:
+        """Note how far the node has read its input, in bytes (of ``total``)."""
+        self.bytes_read = done
+        self.bytes_total = total
+
     def stats(self) -> NodeStats:
         """Return the node's counters now, with its rates (`runtime.rates`)."""
         if not self.started:
@@ -190,6 +198,8 @@ class NodeRuntime:
                 items_out=self.items_out,
                 errors=self.errors,
                 dead_letters=self.dead_letter_count,
+                bytes_read=self.bytes_read,
+                bytes_total=self.bytes_total,
             )
         duration = max(0.0, (self.ended or time.perf_counter()) - self.started)
         rate_in: float | None
@@ -211,4 +221,6 @@ class NodeRuntime:
             duration_s=duration,
             rate_in=rate_in,
             rate_out=rate_out,
+            bytes_read=self.bytes_read,
+            bytes_total=self.bytes_total,
         )
