@@ -145,18 +145,18 @@ class CliRun:
         store = self.options["checkpoint"]
         if store is None and workflow.checkpoint is not None:
             store = workflow.checkpoint.path
-        event = RunRestarted(
-            run_id=result.run_id,
-            timestamp=time.time(),
-            attempt=self.restarts,
-            reason=result.error or "the run failed",
-            delay_s=delay,
-            max_attempts=policy.max_restarts,
-            checkpointed=store is not None,
-            from_epoch=None if store is None else await resume_epoch(store, workflow),
-        )
-        self.runtime.bus.publish(event)
-        print(restart_line(event), file=self.stream)
+        fields: dict[str, Any] = {
+            "attempt": self.restarts,
+            "reason": result.error or "the run failed",
+            "delay_s": delay,
+            "max_attempts": policy.max_restarts,
+            "checkpointed": store is not None,
+            "from_epoch": None
+            if store is None
+            else await resume_epoch(store, workflow),
+        }
+        self.runtime.bus.emit(RunRestarted, result.run_id, **fields)
+        print(restart_line(**fields), file=self.stream)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         if self.stopped_by is None:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from ..core.events import NodeStats, RunRestarted
+    from ..core.events import NodeStats
     from ..runtime.result import RunResult
 
 SHOWN = 20  # values and dead letters printed per port; --json has all
@@ -58,18 +58,26 @@ def recent_rate(stats: NodeStats) -> float | None:
     return stats.rate_in
 
 
-def restart_line(event: RunRestarted) -> str:
-    """A `RunRestarted` event in one line, for stderr."""
-    limit = "" if event.max_attempts is None else f"/{event.max_attempts}"
-    if event.from_epoch is not None:
-        origin = f"resumes from checkpoint epoch {event.from_epoch}"
-    elif event.checkpointed:
+def restart_line(
+    *,
+    attempt: int,
+    reason: str,
+    delay_s: float,
+    max_attempts: int | None,
+    checkpointed: bool,
+    from_epoch: int | None,
+) -> str:
+    """A restart in one line, for stderr (the fields of its `RunRestarted`)."""
+    limit = "" if max_attempts is None else f"/{max_attempts}"
+    if from_epoch is not None:
+        origin = f"resumes from checkpoint epoch {from_epoch}"
+    elif checkpointed:
         origin = "resumes from its checkpoint store"
     else:
         origin = "starts over (no checkpoint store)"
     return (
-        f"restart {event.attempt}{limit} in {event.delay_s:g}s: the run failed: "
-        f"{event.reason}; it {origin}"
+        f"restart {attempt}{limit} in {delay_s:g}s: the run failed: "
+        f"{reason}; it {origin}"
     )
 
 

@@ -226,15 +226,13 @@ class RunManager:
         )
         # Before the run's task starts: the event comes before its
         # WorkflowStarted, and the run's watch counts it in the metrics.
-        live.bus.publish(
-            RunRestarted(
-                run_id=live.run_id,
-                timestamp=time.time(),
-                attempt=restarts,
-                reason="server restart",
-                checkpointed=True,
-                from_epoch=epoch,
-            )
+        live.bus.emit(
+            RunRestarted,
+            live.run_id,
+            attempt=restarts,
+            reason="server restart",
+            checkpointed=True,
+            from_epoch=epoch,
         )
         logger.info(
             "run %s of %r resumed from its checkpoints (restart %d)",
