@@ -89,6 +89,7 @@ __all__ = [
     "Route",
     "RouteTaken",
     "RunOptions",
+    "RunRestarted",
     "RunResult",
     "RunSettings",
     "SQLiteStorage",

@@ -17,6 +17,7 @@ from .core.events import (
     NodeStarted as NodeStarted,
     NodeStats as NodeStats,
     RouteTaken as RouteTaken,
+    RunRestarted as RunRestarted,
     WorkflowCompleted as WorkflowCompleted,
     WorkflowStarted as WorkflowStarted,
 )

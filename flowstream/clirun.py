@@ -14,12 +14,13 @@ from .runtime.flow import FlowRuntime
 
 if TYPE_CHECKING:
     from .cli._restart import RestartPolicy
+    from .core.events import NodeStats
     from .runtime.protocol import Executor
     from .runtime.registry import NodeRegistry
     from .runtime.result import RunResult
     from .runtime.validation import Graph
 
-__all__ = ["CliRun"]
+__all__ = ["CliRun", "known_totals", "progress_of"]
 
 
 class CliRun:
@@ -28,8 +29,8 @@ class CliRun:
     The first SIGINT/SIGTERM stops the run gracefully (drain), the second
     cancels it. With a ``restart`` policy a run that fails is started again
     (from its last checkpoint when it has a store) after the policy's wait;
-    each restart is a ``run.restarted`` event on the bus (a `NodeEvent` with
-    no node id), counted in ``restarts``. With ``progress`` the per-node
+    each restart is a `RunRestarted` event on the bus, said on ``stream``
+    and counted in ``restarts``. With ``progress`` the per-node
     counts are redrawn on ``stream`` every ``interval`` seconds (rich bars
     with % and ETA where the total is known on a terminal, one plain line per
     interval otherwise).
@@ -70,7 +71,7 @@ class CliRun:
         self.stream = stream if stream is not None else sys.stderr
         self.stopped_by: str | None = None
         self.restart = restart
-        self.restarts = 0  # restarts done (each one a run.restarted event)
+        self.restarts = 0  # restarts done (each one a RunRestarted event)
         self.gave_up: str | None = None  # why the policy stopped restarting
         self._executor: Executor | None = None
         self._stopped = asyncio.Event()
@@ -95,7 +96,7 @@ class CliRun:
                 delay = self._restart_delay(result)
                 if delay is None:
                     return result
-                self._announce_restart(result, delay)
+                await self._announce_restart(result, delay)
                 # A signal during the wait ends it, and the run with it.
                 try:
                     async with asyncio.timeout(delay):
@@ -132,28 +133,30 @@ class CliRun:
             )
         return delay
 
-    def _announce_restart(self, result: RunResult, delay: float) -> None:
-        from .core.events import NodeEvent
+    async def _announce_restart(self, result: RunResult, delay: float) -> None:
+        from .cli._display import restart_line
+        from .core.events import RunRestarted
+        from .runtime.checkpointing import resume_epoch
 
         self.restarts += 1
         policy = self.restart
         assert policy is not None
-        data = {
-            "restart": self.restarts,
-            "max_restarts": policy.max_restarts,
-            "strategy": policy.strategy,
+        workflow = self.graph.workflow
+        store = self.options["checkpoint"]
+        if store is None and workflow.checkpoint is not None:
+            store = workflow.checkpoint.path
+        fields: dict[str, Any] = {
+            "attempt": self.restarts,
+            "reason": result.error or "the run failed",
             "delay_s": delay,
-            "error": result.error,
-            "resumes_from_checkpoint": self.options["checkpoint"] is not None
-            or self.graph.workflow.checkpoint is not None,
+            "max_attempts": policy.max_restarts,
+            "checkpointed": store is not None,
+            "from_epoch": None
+            if store is None
+            else await resume_epoch(store, workflow),
         }
-        self.runtime.bus.emit(
-            NodeEvent, result.run_id, node_id="", name="run.restarted", data=data
-        )
-        print(
-            f"{policy.describe()} in {delay:g}s: the run failed: {result.error}",
-            file=self.stream,
-        )
+        self.runtime.bus.emit(RunRestarted, result.run_id, **fields)
+        print(restart_line(**fields), file=self.stream)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         if self.stopped_by is None:
@@ -181,8 +184,8 @@ class CliRun:
             elapsed = time.perf_counter() - start + self.interval
             parts = []
             for node_id, st in grouped(executor.statistics()):
-                total = totals.get(node_id)
-                pct = f" ({100 * st.items_out / total:.0f}%)" if total else ""
+                done, total = progress_of(node_id, st, totals)
+                pct = f" ({100 * done / total:.0f}%)" if total else ""
                 parts.append(f"{node_id} in {st.items_in:,} out {st.items_out:,}{pct}")
             print(f"running {elapsed:.1f}s: " + " | ".join(parts), file=self.stream)
             self.stream.flush()
@@ -229,9 +232,11 @@ class CliRun:
                         )
                     rate = recent_rate(st)
                     shown = "-" if rate is None else f"{rate:,.0f}/s"
+                    done, total = progress_of(node_id, st, totals)
                     progress.update(
                         task,
-                        completed=st.items_out if node_id in totals else 0,
+                        total=total,
+                        completed=done,
                         counts=(
                             f"in {st.items_in:>10,} out {st.items_out:>10,} {shown}"
                         ),
@@ -240,12 +245,26 @@ class CliRun:
                 await asyncio.wait({run}, timeout=self.interval)
 
 
+def progress_of(
+    node_id: str, st: NodeStats, totals: dict[str, int]
+) -> tuple[int, int | None]:
+    """How far a node is, of how much (None: no known end), for % and ETA.
+
+    A node that reports its position in bytes (``file.source``: bytes read
+    of the file's size; followed, no total) is measured in bytes; a source
+    whose config gives its length (`known_totals`) in items emitted.
+    """
+    if st.bytes_read is not None:
+        return st.bytes_read, st.bytes_total
+    total = totals.get(node_id)
+    return (st.items_out, total) if total is not None else (0, None)
+
+
 def known_totals(graph: Graph) -> dict[str, int]:
     """Items each source will emit, where the config says (for % and ETA).
 
-    ``source.range`` knows its length. HOOK(totals): file sources know their
-    size in bytes but report items, not bytes read; add them here once their
-    statistics carry a byte position.
+    ``source.range`` knows its length. File sources report their position
+    and size in bytes as they read (`NodeStats.bytes_read`, `progress_of`).
     """
     totals: dict[str, int] = {}
     for node_id, gnode in graph.nodes.items():

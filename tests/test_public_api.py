@@ -54,6 +54,7 @@ EXPECTED = {
     "Route",
     "RouteTaken",
     "RunOptions",
+    "RunRestarted",
     "RunResult",
     "RunSettings",
     "SQLiteStorage",

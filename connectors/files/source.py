@@ -148,6 +148,11 @@ class FileSource:
     part's ``end`` in its state; a resumed run reads the same parts. The
     records are those of one instance, in another order across parts.
 
+    Statistics: ``bytes_read`` (the position reached in the file) of
+    ``bytes_total`` (its size; none with ``follow``), updated per read:
+    ``flowstream run --progress`` shows them as a bar with % and ETA. A part
+    of a split file counts from its own start, of its own length.
+
     Example:
         ``{id: events, type: file.source, config: {path: events.jsonl,
         follow: true}}`` emits each record appended to ``events.jsonl``
@@ -158,6 +163,7 @@ class FileSource:
         self.config = config
         self._fd: _Descriptor | None = None
         self._ino: tuple[int, int] = (0, 0)
+        self._size = 0  # the file's size when opened (progress's total)
 
     async def __aenter__(self) -> FileSource:
         return self
@@ -184,6 +190,7 @@ class FileSource:
             return
         self._fd = _Descriptor(fd)
         self._ino = (st.st_dev, st.st_ino)
+        self._size = st.st_size
         cfg = self.config
         if ctx.instances > 1:
             await self._split(ctx, st.st_size)
@@ -215,6 +222,7 @@ class FileSource:
         start = await fd.call(_line_start, size * i // n, size)
         end = await fd.call(_line_start, size * (i + 1) // n, size)
         state["offset"], state["end"] = start, end
+        state["start"] = start  # for progress: the part's own length
         state["line"] = await fd.call(_lines_before, start)
         cfg = self.config
         if cfg.kind == "csv" and cfg.fields is None and start > 0:
@@ -282,12 +290,21 @@ class FileSource:
         read_at = splitter.offset
         # A part of a split file (several instances) ends at a line start.
         end: int | None = state.get("end")
+        # Progress: the position in the file (or the part), of its size (a
+        # file that grows while it is read has the size reached); followed,
+        # no end.
+        base = state.get("start", 0) if end is not None else 0
+        total = end - base if end is not None else None if cfg.follow else self._size
+        ctx.read_progress(read_at - base, total)
         while True:
             fd = self._fd
             assert fd is not None
             want = READ_BYTES if end is None else min(READ_BYTES, end - read_at)
             data: bytes = await fd.call(os.pread, want, read_at) if want > 0 else b""
             read_at += len(data)
+            if total is not None and read_at - base > total:
+                total = read_at - base
+            ctx.read_progress(read_at - base, total)
             at_end = not data
             final = at_end and not cfg.follow
             # One read per READ_BYTES (a hop to a worker thread costs as much

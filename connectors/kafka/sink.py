@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from flowstream import Expr, expr_function, node
+from flowstream import Expr, OutboundUrl, expr_function, node
 from flowstream.errors import ConnectorError
 
 from ..base import LogSink, LogSinkConfig, missing_client
@@ -54,7 +54,9 @@ class KafkaSinkConfig(
     """
 
     topic: str
-    servers: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.1:9092"])
+    servers: list[OutboundUrl] = msgspec.field(
+        default_factory=lambda: ["127.0.0.1:9092"]
+    )
     key: Expr | None = None
     key_field: str | None = None
     headers: dict[str, Expr] = msgspec.field(default_factory=dict)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from flowstream import node
+from flowstream import OutboundUrl, node
 
 from .._records import BadRecord
 from ..base import LogSource, LogSourceConfig, Message, missing_client
@@ -65,7 +65,9 @@ class KafkaSourceConfig(
         max_partition_fetch_bytes: The client's prefetch per partition.
     """
 
-    servers: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.1:9092"])
+    servers: list[OutboundUrl] = msgspec.field(
+        default_factory=lambda: ["127.0.0.1:9092"]
+    )
     topics: list[str] = msgspec.field(default_factory=list)
     pattern: str | None = None
     group: str | None = None

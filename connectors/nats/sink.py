@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from flowstream import node
+from flowstream import OutboundUrl, node
 
 from ..base import LogSink, LogSinkConfig, missing_client
 from .source import _check_servers
@@ -45,7 +45,7 @@ class NatsSinkConfig(
     """
 
     subject: str
-    servers: list[str] = msgspec.field(
+    servers: list[OutboundUrl] = msgspec.field(
         default_factory=lambda: ["nats://127.0.0.1:4222"]
     )
     stream: str | None = None

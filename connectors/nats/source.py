@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from flowstream import node
+from flowstream import OutboundUrl, node
 
 from ..base import LogSource, LogSourceConfig, Message, missing_client
 
@@ -59,7 +59,7 @@ class NatsSourceConfig(
     """
 
     stream: str
-    servers: list[str] = msgspec.field(
+    servers: list[OutboundUrl] = msgspec.field(
         default_factory=lambda: ["nats://127.0.0.1:4222"]
     )
     subject: str | None = None

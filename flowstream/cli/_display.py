@@ -121,6 +121,41 @@ def _summed(members: list[NodeStats]) -> NodeStats:
         rate_in=total([m.rate_in for m in members]),
         rate_out=total([m.rate_out for m in members]),
         watermark_ms=min(marks) if marks else None,
+        # A split source's parts add up to the whole input.
+        bytes_read=_sum_known([m.bytes_read for m in members]),
+        bytes_total=_sum_all([m.bytes_total for m in members]),
+    )
+
+
+def _sum_known(values: list[int | None]) -> int | None:
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
+def _sum_all(values: list[int | None]) -> int | None:
+    return None if not values or None in values else sum(v or 0 for v in values)
+
+
+def restart_line(
+    *,
+    attempt: int,
+    reason: str,
+    delay_s: float,
+    max_attempts: int | None,
+    checkpointed: bool,
+    from_epoch: int | None,
+) -> str:
+    """A restart in one line, for stderr (the fields of its `RunRestarted`)."""
+    limit = "" if max_attempts is None else f"/{max_attempts}"
+    if from_epoch is not None:
+        origin = f"resumes from checkpoint epoch {from_epoch}"
+    elif checkpointed:
+        origin = "resumes from its checkpoint store"
+    else:
+        origin = "starts over (no checkpoint store)"
+    return (
+        f"restart {attempt}{limit} in {delay_s:g}s: the run failed: "
+        f"{reason}; it {origin}"
     )
 
 

@@ -128,8 +128,3 @@ class RestartPolicy:
             delay = min(self.delay_s * self.factor**self.restarts, self.max_delay_s)
         self.restarts += 1
         return delay
-
-    def describe(self) -> str:
-        """The policy in a few words, for the restart message."""
-        limit = "" if self.max_restarts is None else f"/{self.max_restarts}"
-        return f"restart {self.restarts}{limit}"

@@ -38,24 +38,58 @@ def _describe(spec: NodeSpec) -> dict[str, Any]:
         "ports_from_config": spec.ports is not None,
         "config": fields,
         "needs_end_of_input": spec.needs_end,
+        "details": _details(spec),
         "example": _example(spec),
     }
 
 
-def _example(spec: NodeSpec) -> str:
-    """The ``Example:`` section of a node type's docstring, dedented."""
+# Google sections about the Python function, not the node a workflow uses
+# (its config is listed from the config type): left out of the docs.
+_PYTHON_SECTIONS = ("Args:", "Returns:", "Yields:", "Raises:")
+_EXAMPLE_SECTIONS = ("Example:", "Examples:")
+
+
+def _sections(spec: NodeSpec) -> tuple[list[str], dict[str, list[str]]]:
+    """The docstring's body lines (before any section) and its sections."""
     import inspect
 
-    doc = inspect.getdoc(spec.fn) or ""
-    lines = doc.splitlines()
-    for i, line in enumerate(lines):
-        if line.strip() in ("Example:", "Examples:"):
-            body: list[str] = []
-            for text in lines[i + 1 :]:
-                if text.strip() and not text.startswith((" ", "\t")):
-                    break
-                body.append(text)
-            return textwrap.dedent("\n".join(body)).strip()
+    lines = (inspect.getdoc(spec.fn) or "").splitlines()
+    body: list[str] = []
+    sections: dict[str, list[str]] = {}
+    current = body
+    for line in lines:
+        if (
+            line
+            and not line[0].isspace()
+            and line.strip()
+            in (
+                *_PYTHON_SECTIONS,
+                *_EXAMPLE_SECTIONS,
+            )
+        ):
+            current = sections.setdefault(line.strip(), [])
+            continue
+        if current is not body and line.strip() and not line[0].isspace():
+            current = body  # a paragraph after a section, back at the margin
+        current.append(line)
+    return body, sections
+
+
+def _details(spec: NodeSpec) -> str:
+    """The docstring after its summary line, without its sections."""
+    body, _ = _sections(spec)
+    text = "\n".join(body).strip()
+    summary, _, rest = text.partition("\n\n")
+    # The summary is the description (unless the decorator gave another).
+    return rest.strip() if summary.strip() == spec.description else text
+
+
+def _example(spec: NodeSpec) -> str:
+    """The ``Example:`` section of a node type's docstring, dedented."""
+    _, sections = _sections(spec)
+    for name in _EXAMPLE_SECTIONS:
+        if name in sections:
+            return textwrap.dedent("\n".join(sections[name])).strip()
     return ""
 
 
@@ -130,6 +164,8 @@ def nodes_command(type_id: str | None, as_json: bool, markdown: bool) -> None:
 
 
 _LITERAL = re.compile(r"``(.+?)``", re.DOTALL)
+_LITERAL_BLOCK = re.compile(r"(\S)?\s*::$", re.MULTILINE)
+_NAME = re.compile(r"`([^`\n]+)`")
 
 
 def rst_literals(text: str, *, markdown: bool) -> str:
@@ -137,11 +173,30 @@ def rst_literals(text: str, *, markdown: bool) -> str:
     return _LITERAL.sub(r"`\1`" if markdown else r"\1", text)
 
 
+def rst_text(text: str, *, markdown: bool) -> str:
+    """A docstring's RST prose as Markdown (or plain text).
+
+    Inline ``literals`` become code spans (or plain text); a paragraph
+    ending in ``::`` ends in ``:`` and the indented block after it stays
+    indented, which is a code block in Markdown too. Lists (``*``, ``-``)
+    and paragraphs read the same in both.
+    """
+    blocks = _LITERAL_BLOCK.sub(lambda m: f"{m.group(1) or ''}:", text)
+    shown = rst_literals(blocks, markdown=markdown)
+    # Plain text: `interpreted text` (a name) loses its quotes too.
+    return shown if markdown else _NAME.sub(r"\1", shown)
+
+
 def _show_one(s: dict[str, Any]) -> None:
     """One node type in full: description, ports, config and example."""
     click.echo(s["type"])
     if s["description"]:
         click.echo(f"  {rst_literals(s['description'], markdown=False)}")
+    if s["details"]:
+        click.echo("")
+        for line in rst_text(s["details"], markdown=False).splitlines():
+            click.echo(f"  {line}".rstrip())
+        click.echo("")
     named = " (plus ports named in the config)" if s["ports_from_config"] else ""
     click.echo(f"  inputs:  {', '.join(s['inputs']) or 'none'}{named}")
     click.echo(f"  outputs: {', '.join(s['outputs'])}{named}")
@@ -153,8 +208,8 @@ def _show_one(s: dict[str, Any]) -> None:
             click.echo(f"    {_field_line(f)}")
     if s["example"]:
         click.echo("  example:")
-        for line in rst_literals(s["example"], markdown=False).splitlines():
-            click.echo(f"    {line}")
+        for line in rst_text(s["example"], markdown=False).splitlines():
+            click.echo(f"    {line}".rstrip())
 
 
 def _field_line(f: dict[str, Any]) -> str:
@@ -204,6 +259,8 @@ def _markdown(specs: Sequence[dict[str, Any]]) -> str:
     for s in specs:
         description = rst_literals(s["description"] or "", markdown=True)
         lines += [f"## `{s['type']}`", "", description, ""]
+        if s["details"]:
+            lines += [rst_text(s["details"], markdown=True), ""]
         named = " (plus ports named in the config)" if s["ports_from_config"] else ""
         inputs = ", ".join(f"`{p}`" for p in s["inputs"]) or "none"
         lines.append(f"- inputs: {inputs}{named if not s['inputs'] else ''}")
@@ -213,9 +270,9 @@ def _markdown(specs: Sequence[dict[str, Any]]) -> str:
         if s["config"]:
             lines.append("- config:")
             lines += [f"  - `{_field_line(f)}`" for f in s["config"]]
-        if s["example"] and "``" in s["example"]:
-            # Prose with inline literals: a paragraph with code spans.
-            lines += ["", "Example:", "", rst_literals(s["example"], markdown=True)]
+        if s["example"] and ("``" in s["example"] or "::" in s["example"]):
+            # Prose (inline literals, a literal block): rendered as Markdown.
+            lines += ["", "Example:", "", rst_text(s["example"], markdown=True)]
         elif s["example"]:
             lines += [
                 "",

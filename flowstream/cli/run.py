@@ -109,7 +109,7 @@ from .options import _drain_timeout
     default="no",
     show_default=True,
     help="Start a failed run again, from its last checkpoint when it has a "
-    "store (each restart is a run.restarted event).",
+    "store (each restart is a RunRestarted event).",
 )
 @click.option(
     "--max-restarts",

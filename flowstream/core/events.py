@@ -33,6 +33,7 @@ __all__ = [
     "NodeStarted",
     "NodeStats",
     "RouteTaken",
+    "RunRestarted",
     "WorkflowCompleted",
     "WorkflowStarted",
     "decode_event",
@@ -62,6 +63,12 @@ class NodeStats(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
         instance_of: For one instance of a node with ``parallelism`` > 1,
             the declared node's id; None otherwise.
         instance: That instance's index, from 0.
+        bytes_read: How far a source that reads bytes (a file) has read:
+            its position in the input, which a resumed run starts at the
+            checkpointed offset. None: the node reports no position.
+        bytes_total: How many bytes that input holds, for a percentage and
+            an ETA; None when it has no end (a file followed as it grows)
+            or the node does not say.
     """
 
     items_in: int = 0
@@ -74,6 +81,8 @@ class NodeStats(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     watermark_ms: int | None = None
     instance_of: str | None = None
     instance: int | None = None
+    bytes_read: int | None = None
+    bytes_total: int | None = None
 
 
 # The shared config lives on a field-less base so that each event lists all of
@@ -250,6 +259,40 @@ class WorkflowCompleted(_Event, frozen=True, kw_only=True):
     error: str | None = None
 
 
+class RunRestarted(_Event, frozen=True, kw_only=True):
+    """A run that ended is started again.
+
+    Published between the ``WorkflowCompleted`` of the attempt that ended
+    and the ``WorkflowStarted`` of the next one: by ``flowstream run
+    --restart on-failure`` after a failure (once its wait is decided; the
+    next attempt gets a run id of its own), and by the server for a stream
+    run it resumes after a server restart (under the same run id).
+
+    Attributes:
+        run_id: The run that ended and is started again.
+        timestamp: When it happened, in unix seconds.
+        attempt: Which restart this is, counting from 1.
+        reason: Why: the error the run failed with, or ``"server restart"``.
+        delay_s: Seconds waited before starting again.
+        max_attempts: The restarts allowed in all; None for no limit.
+        checkpointed: True if the run resumes from a checkpoint store (a
+            stream run from ``from_epoch``, a DAG run skipping the nodes it
+            had finished); False: it starts over.
+        from_epoch: The last committed checkpoint epoch the run resumes
+            from; None when it has none (no store, nothing committed yet,
+            or a DAG run).
+    """
+
+    run_id: str
+    timestamp: float
+    attempt: int
+    reason: str
+    delay_s: float = 0.0
+    max_attempts: int | None = None
+    checkpointed: bool = False
+    from_epoch: int | None = None
+
+
 ExecutionEvent: TypeAlias = (
     WorkflowStarted
     | NodeStarted
@@ -258,8 +301,9 @@ ExecutionEvent: TypeAlias = (
     | RouteTaken
     | NodeEvent
     | WorkflowCompleted
+    | RunRestarted
 )
-"""Any one of the seven events; the union that ``decode_event`` accepts."""
+"""Any one of the eight events; the union that ``decode_event`` accepts."""
 
 EVENT_TYPES: tuple[type[ExecutionEvent], ...] = (
     WorkflowStarted,
@@ -269,8 +313,10 @@ EVENT_TYPES: tuple[type[ExecutionEvent], ...] = (
     RouteTaken,
     NodeEvent,
     WorkflowCompleted,
+    RunRestarted,
 )
-"""The seven event classes, in the order a run emits them."""
+"""The eight event classes, in the order a run emits them (a restart comes
+after the ``WorkflowCompleted`` of the attempt that ended)."""
 
 # Reused instances: building an Encoder or Decoder per call costs more than
 # encoding a small event (msgspec perf tips).

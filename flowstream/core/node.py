@@ -198,6 +198,14 @@ class NodeContext(Protocol):
     def event(self, name: str, data: Any = None) -> None:
         """Publish a custom `NodeEvent` on the run's event bus."""
 
+    def read_progress(self, done: int, total: int | None = None) -> None:
+        """Say how far a source has read its input, in bytes (of ``total``).
+
+        Shown as ``bytes_read``/``bytes_total`` in the node's `NodeStats`
+        (a bar with % and ETA in ``flowstream run --progress``); call it per
+        batch, not per item. ``total`` None: the input has no known end.
+        """
+
     checkpointing: bool
     """True when the run takes stream checkpoints (the hooks below are called)."""
     restored_epoch: int

@@ -99,6 +99,9 @@ class NodeRuntime:
         self.taken_at = 0.0  # perf_counter() when the node last took a batch
         self._meter: RateMeter | None = None  # made on the first reading
         self._watermark: Callable[[], float | None] | None = None
+        # A source's position in its input (read_progress); None: not said.
+        self.bytes_read: int | None = None
+        self.bytes_total: int | None = None
         # Checkpoints (stream mode with a store): set before initialize.
         self.checkpointing = False
         self.restored_epoch = 0
@@ -219,6 +222,11 @@ class NodeRuntime:
             **self.where,
         )
 
+    def read_progress(self, done: int, total: int | None = None) -> None:
+        """Note how far the node has read its input, in bytes (of ``total``)."""
+        self.bytes_read = done
+        self.bytes_total = total
+
     def stats(self) -> NodeStats:
         """Return the node's counters now, with its rates (`runtime.rates`)."""
         if not self.started:
@@ -230,6 +238,8 @@ class NodeRuntime:
                 watermark_ms=self.watermark_ms(),
                 instance_of=self.instance_of,
                 instance=self.instance if self.instance_of else None,
+                bytes_read=self.bytes_read,
+                bytes_total=self.bytes_total,
             )
         duration = max(0.0, (self.ended or time.perf_counter()) - self.started)
         rate_in: float | None
@@ -254,4 +264,6 @@ class NodeRuntime:
             watermark_ms=self.watermark_ms(),
             instance_of=self.instance_of,
             instance=self.instance if self.instance_of else None,
+            bytes_read=self.bytes_read,
+            bytes_total=self.bytes_total,
         )

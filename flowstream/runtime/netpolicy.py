@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import re
 import socket
 import sys
 import threading
@@ -48,7 +49,18 @@ __all__ = ["NetPolicy", "check_url", "current_policy", "enforce"]
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+DEFAULT_PORTS = {
+    "http": 80,
+    "https": 443,
+    "ws": 80,
+    "wss": 443,
+    "nats": 4222,
+    "tls": 4222,
+}
+
+
+# A broker address without a scheme (Kafka's ``host:port``).
+_HOST_PORT = re.compile(r"[^/?#@:\[\]]+:\d+|\[[0-9a-fA-F:.]+\]:\d+")
 
 
 @dataclass(frozen=True)
@@ -279,11 +291,13 @@ def check_url(url: str, *, what: str = "") -> None:
 def url_host_port(url: str) -> tuple[str, int]:
     """The host (lower case, no brackets) and port of an absolute URL.
 
+    A bare ``host:port`` (a Kafka broker) is read as the URL ``//host:port``.
+
     Raises:
         NetworkDenied: The URL has no host, or its port is not a number.
     """
     try:
-        parts = urlsplit(url)
+        parts = urlsplit(f"//{url}" if _HOST_PORT.fullmatch(url) else url)
         port = parts.port
     except ValueError as exc:
         msg = f"{url!r:.100}: {exc}"

@@ -25,7 +25,7 @@ from ..core.expr import (
     resolve_callable,
 )
 from ..core.live import LiveRef, misplaced_live
-from ..core.node import NodeSpec
+from ..core.node import OUT_PORT, NodeSpec
 from ..core.workflow import (
     NODE_ID,
     Connection,
@@ -328,7 +328,11 @@ def _validate(
         raise WorkflowValidationError(problems, source)
     # The declared graph's order is one of the valid nodes' graph too (same
     # nodes and edges, once every problem is ruled out).
-    return expand(Graph(workflow, {gid: nodes[gid] for gid in order}))
+    graph = expand(Graph(workflow, {gid: nodes[gid] for gid in order}))
+    dropped = _side_ports_into_direct_calls(graph)
+    if dropped:
+        raise WorkflowValidationError(dropped, source)
+    return graph
 
 
 _Ports = tuple[str, tuple[str, ...], tuple[str, ...], "GraphNode | None"]
@@ -367,6 +371,40 @@ def _all_fed(g: GraphNode) -> bool:
     if count == 2:
         return inbound[0].to_port != inbound[1].to_port
     return not _unfed(g)
+
+
+def _side_ports_into_direct_calls(graph: Graph) -> list[Problem]:
+    """Edges from a side port into a one-shot node the run calls directly.
+
+    A one-shot node (``def f(x) -> y``) fed only by other one-shot nodes is
+    called in dependency order with its producers' results, which are
+    their ``out`` values only (`flowstream.runtime.plan`, the same rule):
+    the values of any other port on such an edge would never reach it.
+    """
+    direct: set[str] = set()
+    found: dict[tuple[str, str, str], Problem] = {}
+    for gid, g in graph.nodes.items():  # topological: producers come first
+        if g.spec.shape != "call":
+            continue
+        if any(c.from_node not in direct for c in g.inbound):
+            continue
+        direct.add(gid)
+        for c in g.inbound:
+            if c.from_port == OUT_PORT:
+                continue
+            src = graph.nodes[c.from_node]
+            edge = (src.instance_of or src.id, c.from_port, g.instance_of or gid)
+            if edge in found:  # one problem per declared edge, not instance
+                continue
+            text = (
+                f"{edge[0]}.{edge[1]} -> {edge[2]}.{c.to_port}: one-shot "
+                f"{edge[2]!r} is called directly with its producers' 'out' "
+                f"values, so the values of port {edge[1]!r} would be dropped; "
+                f"pass them through a stream node first (e.g. control.merge), "
+                f"or make {edge[2]!r} an async generator node"
+            )
+            found[edge] = Problem(text, node=edge[2], field=c.to_port)
+    return list(found.values())
 
 
 def _unfed(g: GraphNode) -> list[str]:

@@ -34,8 +34,9 @@ Metric families (labels in braces):
   {workflow, run_id, node}: an event-time node's watermark (epoch ms) and how
   far it is behind the clock, at the latest sample; only for nodes that
   have one (windows and joins on event time); removed when the run ends.
-- ``flowstream_run_restarts_total`` {workflow}: runs the server resumed from
-  their checkpoints after a server restart.
+- ``flowstream_run_restarts_total`` {workflow}: runs started again, one per
+  `RunRestarted` event: by ``flowstream run --restart on-failure`` after a
+  failure, or by the server resuming a run after a server restart.
 - ``flowstream_runs`` {status}: runs of this process by status (running now,
   or finished as completed / failed / cancelled).
 - ``flowstream_events_dropped_total`` {workflow}: events that slow
@@ -63,6 +64,7 @@ from ..core.events import (
     NodeFailed,
     NodeStarted,
     NodeStats,
+    RunRestarted,
     WorkflowCompleted,
 )
 
@@ -198,7 +200,7 @@ class Metrics:
         )
         self.restarts = Counter(
             "flowstream_run_restarts",
-            "Runs resumed from their checkpoints after a server restart.",
+            "Runs started again (after a failure, or a server restart).",
             ("workflow",),
             registry=r,
         )
@@ -310,6 +312,8 @@ class RunWatch:
             for node_id, state in self.states.items():
                 if state == "running":
                     self.states[node_id] = "cancelled"
+        elif isinstance(event, RunRestarted):
+            self.metrics.restarts.labels(self.workflow).inc()
 
     # --- readings --------------------------------------------------------------
 
@@ -429,7 +433,15 @@ class RunMetricsEndpoint:
         self._executor: Executor | None = None
 
     def attach(self, executor: Executor) -> None:
-        """Follow this executor's run (call before it starts)."""
+        """Follow this executor's run (call before it starts).
+
+        A run restarted (``--restart on-failure``) gives a new executor: the
+        attempt before it failed, and its watch is finished and detached, so
+        one watch at a time follows the shared bus.
+        """
+        if self.watch is not None and self._executor is not None:
+            self.watch.sample(self._executor)  # its final counters
+            self.watch.finish(None, "failed")
         self._executor = executor
         self.watch = self.metrics.watch(self.workflow, executor.run_id, executor.bus)
 

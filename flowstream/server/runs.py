@@ -35,10 +35,17 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import msgspec
 
-from ..core.events import NodeEvent, NodeStats, WorkflowCompleted, encode_event
+from ..core.events import (
+    NodeEvent,
+    NodeStats,
+    RunRestarted,
+    WorkflowCompleted,
+    encode_event,
+)
 from ..core.workflow import ContinueOnError, Workflow
 from ..errors import EncodeError, Problem, WorkflowValidationError
 from ..runtime.backends import create_executor
+from ..runtime.checkpointing import resume_epoch
 from ..runtime.events import EventBus
 from ..runtime.netpolicy import enforce
 from ..runtime.options import RunOptions
@@ -181,7 +188,7 @@ class RunManager:
             self._group = group
             try:
                 for run in unfinished:
-                    self._resume(run)
+                    await self._resume(run)
                 yield self
             finally:
                 self._group = None
@@ -191,7 +198,7 @@ class RunManager:
                 # Leaving the group waits for every run: each drains, and the
                 # executor's drain deadline cancels what does not.
 
-    def _resume(self, run: Unfinished) -> None:
+    async def _resume(self, run: Unfinished) -> None:
         if not _resumable(run.workflow, run.mode):
             self.store.interrupt_run(
                 run.run_id,
@@ -216,6 +223,9 @@ class RunManager:
         summary = self.store.get_run(run.run_id)
         if summary is None:  # deleted meanwhile: nothing to resume
             return
+        checkpoint = graph.workflow.checkpoint
+        assert checkpoint is not None  # _resumable
+        epoch = await resume_epoch(checkpoint.path, graph.workflow)
         live = self._launch(
             run.workflow,
             graph,
@@ -229,7 +239,16 @@ class RunManager:
                 restarts=restarts,
             ),
         )
-        self.metrics.restarts.labels(run.workflow.name).inc()
+        # Before the run's task starts: the event comes before its
+        # WorkflowStarted, and the run's watch counts it in the metrics.
+        live.bus.emit(
+            RunRestarted,
+            live.run_id,
+            attempt=restarts,
+            reason="server restart",
+            checkpointed=True,
+            from_epoch=epoch,
+        )
         logger.info(
             "run %s of %r resumed from its checkpoints (restart %d)",
             live.run_id,

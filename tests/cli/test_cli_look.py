@@ -13,7 +13,8 @@ from click.testing import CliRunner
 
 from flowstream.cli import cli
 from flowstream.cli._display import iso_utc, print_summary
-from flowstream.clirun import known_totals
+from flowstream.clirun import known_totals, progress_of
+from flowstream.core.events import NodeStats
 from flowstream.core.workflow import read_workflow
 from flowstream.runtime.registry import NodeRegistry
 from flowstream.runtime.validation import validate
@@ -105,6 +106,32 @@ def test_nodes_type_shows_one_type_in_full() -> None:
     assert "transform.map" not in result.output  # no other type
 
 
+def test_nodes_type_shows_the_whole_docstring_as_plain_text() -> None:
+    result = CliRunner().invoke(cli, ["nodes", "file.source"])
+    assert result.exit_code == 0, result.output
+    # Past the first line: every paragraph of the docstring.
+    assert "Blank lines are skipped." in result.output
+    assert "State: offset (byte offset of the next unread line)" in result.output
+    assert "`" not in result.output
+    shown = CliRunner().invoke(cli, ["nodes", "http.request"]).output
+    assert "(flowstream.errors.ConnectError)" in shown
+    assert "transport:" not in shown  # Args: is the Python function's
+
+
+def test_nodes_markdown_has_every_paragraph_rendered() -> None:
+    page = CliRunner().invoke(cli, ["nodes", "--markdown"]).output
+    section = page.split("## `file.source`")[1].split("\n## ")[0]
+    assert "State: `offset` (byte offset of the next unread line)" in section
+    http = page.split("## `http.request`")[1].split("\n## ")[0]
+    assert "* a str item is the URL;" in http  # an RST list is a Markdown one
+    assert "Args:" not in http
+    assert "MockTransport" not in http.split("Example:")[0]
+    # An RST literal block (``::``) is an indented code block.
+    ws = page.split("## `ws.sink`")[1].split("\n## ")[0]
+    assert "connects to port 8765:\n\n    - id: live" in ws
+    assert "::" not in ws
+
+
 def test_nodes_unknown_type_names_it_and_suggests() -> None:
     result = CliRunner().invoke(cli, ["nodes", "transform.mapp"])
     assert result.exit_code == 2
@@ -144,6 +171,34 @@ def test_piped_progress_is_plain_lines_with_percent(tmp_path: Path) -> None:
     assert "numbers in 0 out " in frames[0]
     assert "%)" in frames[0]
     assert ESC not in done.stderr
+
+
+def test_piped_progress_of_a_file_source_has_its_percent(tmp_path: Path) -> None:
+    (tmp_path / "in.jsonl").write_text("".join(f'{{"i": {i}}}\n' for i in range(40)))
+    wf = tmp_path / "file.yaml"
+    wf.write_text(
+        "name: file\nmode: stream\nnodes:\n"
+        "  - {id: src, type: file.source, config: {path: in.jsonl}}\n"
+        "  - {id: wait, type: transform.throttle, config: {rate: 40, burst: 1}}\n"
+        "  - {id: out, type: sink.null}\n"
+        "connections: [src -> wait, wait -> out]\n"
+    )
+    done = run_flowstream("run", str(wf), "--progress", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    frames = [ln for ln in done.stderr.splitlines() if ln.startswith("running ")]
+    assert frames, done.stderr
+    # Read whole at once: its bytes read are all of its size.
+    assert "src in 0 out 40 (100%)" in frames[0]
+
+
+def test_progress_is_in_bytes_for_a_file_and_has_no_end_when_followed() -> None:
+    read = NodeStats(items_out=7, bytes_read=300, bytes_total=1200)
+    assert progress_of("src", read, {}) == (300, 1200)
+    followed = NodeStats(items_out=7, bytes_read=300)
+    assert progress_of("src", followed, {}) == (300, None)
+    ranged = NodeStats(items_out=4)
+    assert progress_of("numbers", ranged, {"numbers": 10}) == (4, 10)
+    assert progress_of("other", ranged, {"numbers": 10}) == (0, None)
 
 
 def test_known_totals_come_from_source_range() -> None:

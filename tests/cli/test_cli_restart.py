@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from flowstream.cli import cli
 from flowstream.cli._restart import RestartPolicy, RestartSpecError, parse_duration
+from flowstream.core.events import RunRestarted, WorkflowCompleted, decode_event
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -131,17 +132,94 @@ def test_a_failed_run_is_restarted_from_its_checkpoint(
     assert doc["restarts"] == 1
     assert sorted(doc["outputs"]["out"]["out"]) == [0, 10, 20, 30, 40, 50]
     assert "restart 1/3 in 0.01s: the run failed: " in result.stderr
-    assert "boom on 3" in result.stderr
-    # The restart is an event, between the failed attempt and the next one.
-    recorded = [json.loads(line) for line in events.read_text().splitlines()]
-    names = [e.get("name") or e["event"] for e in recorded]
-    restarted = [e for e in recorded if e.get("name") == "run.restarted"]
+    assert "boom on 3; it resumes from its checkpoint store" in result.stderr
+    # The restart is a typed event, between the failed attempt and the next.
+    recorded = [decode_event(line) for line in events.read_text().splitlines()]
+    names = [type(e).__name__ for e in recorded]
+    restarted = [e for e in recorded if isinstance(e, RunRestarted)]
     assert len(restarted) == 1
-    assert restarted[0]["data"]["restart"] == 1
-    assert restarted[0]["data"]["resumes_from_checkpoint"] is True
-    at = names.index("run.restarted")
+    (event,) = restarted
+    assert (event.attempt, event.max_attempts, event.delay_s) == (1, 3, 0.01)
+    assert "boom on 3" in event.reason
+    # A DAG run resumes by skipping the nodes it finished: no epoch.
+    assert (event.checkpointed, event.from_epoch) == (True, None)
+    at = names.index("RunRestarted")
     assert "WorkflowCompleted" in names[:at]
     assert "WorkflowStarted" in names[at:]
+    failed = [e for e in recorded[:at] if isinstance(e, WorkflowCompleted)]
+    assert failed[-1].run_id == event.run_id  # the run that ended
+
+
+STREAM = """
+name: flaky
+mode: stream
+checkpoint: {path: ckpt.db, interval_ms: 20}
+nodes:
+  - {id: numbers, type: source.range, config: {stop: 6}}
+  - id: flaky
+    type: transform.map_async
+    config: {fn: "flaky_mod:fail_once_on_3"}
+    retry: {max_attempts: 1}
+  - {id: out, type: sink.null}
+connections: [numbers -> flaky, flaky -> out]
+"""
+
+
+def test_a_stream_restart_names_the_epoch_it_resumes_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "flaky_mod.py").write_text(FLAKY)
+    wf = tmp_path / "stream.yaml"
+    wf.write_text(STREAM)
+    monkeypatch.chdir(tmp_path)
+    events = tmp_path / "events.jsonl"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            str(wf),
+            "--restart",
+            "on-failure",
+            "--restart-backoff",
+            "fixed:10ms",
+            "--events",
+            str(events),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    recorded = [decode_event(line) for line in events.read_text().splitlines()]
+    (event,) = [e for e in recorded if isinstance(e, RunRestarted)]
+    # A stream run commits its first epoch at start: there is one to name.
+    assert event.checkpointed
+    assert isinstance(event.from_epoch, int)
+    assert event.from_epoch >= 0
+    assert f"it resumes from checkpoint epoch {event.from_epoch}" in result.stderr
+
+
+def test_a_restart_without_a_store_says_it_starts_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wf = flaky_workflow(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    events = tmp_path / "events.jsonl"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            str(wf),
+            "--restart",
+            "on-failure",
+            "--restart-backoff",
+            "fixed:1ms",
+            "--events",
+            str(events),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "it starts over (no checkpoint store)" in result.stderr
+    recorded = [decode_event(line) for line in events.read_text().splitlines()]
+    (event,) = [e for e in recorded if isinstance(e, RunRestarted)]
+    assert (event.checkpointed, event.from_epoch) == (False, None)
 
 
 def test_without_restart_the_same_run_fails(

@@ -17,6 +17,7 @@ from connectors.files import (
     file_sink,
     file_source,
 )
+from connectors.files.source import READ_BYTES
 from flowstream import (
     FlowRuntime,
     NodeEvent,
@@ -333,9 +334,13 @@ class Context:
         self.restored_epoch = 0
         self.instance = 0
         self.instances = 1
+        self.progress: list[tuple[int, int | None]] = []
 
     def emit(self, port: str, item: Any) -> None:
         raise AssertionError(port)
+
+    def read_progress(self, done: int, total: int | None = None) -> None:
+        self.progress.append((done, total))
 
     def on_barrier(self, hook: Any) -> None:
         raise AssertionError(hook)
@@ -365,6 +370,63 @@ async def test_a_source_resumes_from_the_offset_in_its_state(tmp_path: Path) -> 
             got += batch
     assert got == [{"a": 3}]
     assert ctx.state == {"offset": 27, "line": 3}
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+async def test_a_source_reports_bytes_read_of_the_file_size(
+    runtime: FlowRuntime, tmp_path: Path, suffix: str
+) -> None:
+    path = tmp_path / f"in.{suffix}"
+    path.write_text('{"a": 1}\n{"a": 2}\n' if suffix == "jsonl" else "a,b\n1,2\n3,4\n")
+    size = path.stat().st_size
+    wf = (
+        Workflow("sized")
+        .node("src", "file.source", path=str(path))
+        .node("out", "sink.collect")
+        .connect("src -> out")
+    )
+    result = await runtime.arun(wf)
+    assert result.status == "completed", result.error
+    stats = result.stats["src"]
+    assert (stats.bytes_read, stats.bytes_total) == (size, size)
+    # Nodes that read no input report no position.
+    assert result.stats["out"].bytes_read is None
+
+
+async def test_progress_is_reported_per_read_from_the_resumed_offset(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "big.jsonl"
+    line = b'{"pad": "' + b"x" * 100 + b'"}\n'
+    path.write_bytes(line * (2 * READ_BYTES // len(line) + 5))
+    size = path.stat().st_size
+    ctx = Context({"offset": len(line), "line": 1})
+    seen = []
+    async with FileSource(FileSourceConfig(path=str(path))) as source:
+        await source.initialize(ctx)
+        async for _ in source.execute(ctx=ctx):
+            seen.append(ctx.progress[-1])
+    # From the checkpointed offset, one report per read (not per item or
+    # batch), each of the file's size; the last at its end.
+    assert ctx.progress[0] == (len(line), size)
+    assert ctx.progress[1] == (len(line) + READ_BYTES, size)
+    assert ctx.progress[-1] == (size, size)
+    assert len(ctx.progress) == 5  # 3 reads with data, the empty one, the start
+    assert (len(line) + READ_BYTES, size) in seen  # mid-file, before the end
+
+
+async def test_a_followed_file_has_no_total(tmp_path: Path) -> None:
+    path = tmp_path / "tail.jsonl"
+    path.write_text('{"a": 1}\n')
+    ctx = Context()
+    async with FileSource(
+        FileSourceConfig(path=str(path), follow=True, poll_interval_ms=5)
+    ) as source:
+        await source.initialize(ctx)
+        async for _ in source.execute(ctx=ctx):
+            ctx.stopping.set()
+    assert ctx.progress[-1] == (path.stat().st_size, None)
+    assert all(total is None for _, total in ctx.progress)
 
 
 @pytest.mark.parametrize("fuse", [True, False])

@@ -16,6 +16,7 @@ from flowstream.core.events import (
     NodeStarted,
     NodeStats,
     RouteTaken,
+    RunRestarted,
     WorkflowCompleted,
     WorkflowStarted,
     decode_event,
@@ -107,6 +108,17 @@ events: st.SearchStrategy[ExecutionEvent] = st.one_of(
         duration_s=finite,
         error=st.none() | text,
     ),
+    st.builds(
+        RunRestarted,
+        run_id=text,
+        timestamp=finite,
+        attempt=ints,
+        reason=text,
+        delay_s=finite,
+        max_attempts=st.none() | counts,
+        checkpointed=st.booleans(),
+        from_epoch=st.none() | counts,
+    ),
 )
 
 
@@ -125,7 +137,7 @@ def test_tag_is_the_class_name_and_comes_first(event: ExecutionEvent) -> None:
     assert obj["run_id"] == event.run_id
 
 
-def test_event_types_lists_the_seven_events() -> None:
+def test_event_types_lists_the_eight_events() -> None:
     names = [cls.__name__ for cls in EVENT_TYPES]
     assert names == [
         "WorkflowStarted",
@@ -135,6 +147,7 @@ def test_event_types_lists_the_seven_events() -> None:
         "RouteTaken",
         "NodeEvent",
         "WorkflowCompleted",
+        "RunRestarted",
     ]
     for cls in EVENT_TYPES:
         assert cls.__struct_config__.tag == cls.__name__

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -236,3 +237,55 @@ def test_serve_refuses_a_bad_allow_pattern(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["serve", "--db", db, "--allow-net", "[::1"])
     assert result.exit_code == 2
     assert "allow pattern '[::1'" in result.output
+
+
+async def test_each_restart_is_counted_once_in_the_run_metrics(tmp_path: Path) -> None:
+    # `flowstream run --restart on-failure --metrics-port N`: every attempt
+    # has its own executor on the same bus; each RunRestarted counts once,
+    # and each failed attempt ends its watch (no watch left running).
+    from flowstream.cli._restart import RestartPolicy
+    from flowstream.cli.run import _observed
+    from flowstream.clirun import CliRun
+    from flowstream.core.workflow import parse_workflow
+    from flowstream.runtime.registry import NodeRegistry
+    from flowstream.runtime.validation import validate
+    from flowstream.server.metrics import RunMetricsEndpoint
+
+    registry = NodeRegistry.default()
+    graph = validate(
+        parse_workflow(
+            {
+                "name": "always",
+                "nodes": [
+                    {"id": "n", "type": "source.range", "config": {"stop": 3}},
+                    {
+                        "id": "boom",
+                        "type": "transform.map",
+                        "config": {"expr": "1 / 0"},
+                    },
+                    {"id": "out", "type": "sink.collect"},
+                ],
+                "connections": ["n -> boom", "boom -> out"],
+            }
+        ),
+        registry,
+    )
+    policy = RestartPolicy.parse("fixed:1ms", 2)
+    said = io.StringIO()
+    runner = CliRun(graph, registry, restart=policy, stream=said)
+    seen: list[object] = []
+    runner.runtime.observers.append(seen.append)
+    result = await _observed(runner, free_port(), False)
+    assert result.status == "failed"
+    assert runner.restarts == 2
+    assert said.getvalue().count("it starts over (no checkpoint store)") == 2
+    assert len(seen) == 3  # three attempts, three executors
+    (endpoint,) = [
+        bound
+        for o in runner.runtime.observers
+        if isinstance(bound := getattr(o, "__self__", None), RunMetricsEndpoint)
+    ]
+    value = endpoint.metrics.registry.get_sample_value
+    assert value("flowstream_run_restarts_total", {"workflow": "always"}) == 2
+    assert value("flowstream_runs", {"status": "running"}) == 0
+    assert value("flowstream_runs", {"status": "failed"}) == 3

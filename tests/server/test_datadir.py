@@ -196,7 +196,7 @@ NOT_FILES = {
     ),
 }
 FILE_NAME = ("path", "file", "journal", "dir", "db", "database", "store", "flow")
-URL_NAME = ("url", "uri", "endpoint")
+URL_NAME = ("url", "uri", "endpoint", "server", "broker")
 
 
 def _struct_fields(cls: type[msgspec.Struct], prefix: str = "") -> Any:

@@ -182,6 +182,41 @@ async def test_outbound_urls_are_refused_without_allow_net(
     assert target.hits == 0
 
 
+@pytest.mark.parametrize(
+    ("node_type", "config", "kind"),
+    [
+        ("kafka.source", {"topics": ["t"], "servers": ["10.0.0.5:9092"]}, "private"),
+        ("kafka.sink", {"topic": "t", "servers": ["127.0.0.1:9092"]}, "loopback"),
+        (
+            "nats.source",
+            {"stream": "s", "servers": ["nats://192.168.1.2:4222"]},
+            "private",
+        ),
+        ("nats.sink", {"subject": "s", "servers": ["tls://127.0.0.1"]}, "loopback"),
+    ],
+)
+async def test_broker_servers_are_outbound_urls(
+    tmp_path: Path, node_type: str, config: dict[str, Any], kind: str
+) -> None:
+    # Brokers are reached like any URL: an upload naming a private host is
+    # refused at validation, before any connection is tried, even where
+    # every public host is allowed.
+    source = node_type.endswith(".source")
+    doc = {
+        "name": "brokers",
+        "mode": "stream",
+        "nodes": [
+            {"id": "io", "type": node_type, "config": config},
+            {"id": "other", "type": "sink.null" if source else "source.timer"},
+        ],
+        "connections": ["io -> other" if source else "other -> io"],
+    }
+    async with open_client(create_app(make_config(tmp_path, allow_net=("*",)))) as c:
+        (p,) = problems_of(await put(c, doc))
+    assert (p["node"], p["field"]) == ("io", "config.servers[0]")
+    assert f"is a {kind} address" in p["message"]
+
+
 async def test_listening_nodes_bind_loopback_only(tmp_path: Path) -> None:
     doc: dict[str, Any] = {
         "name": "ingest",

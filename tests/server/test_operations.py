@@ -7,6 +7,7 @@ import copy
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
+from flowstream.core.events import RunRestarted, decode_event
 from flowstream.core.workflow import parse_workflow
 from flowstream.server import create_app
 from flowstream.server.schemas import RunSummary
@@ -120,7 +121,8 @@ async def test_stream_runs_with_checkpoints_survive_a_server_restart(
     store = Store(config.db)
     assert [u.run_id for u in store.take_unfinished()] == [kept]
     store.close()
-    async with open_client(create_app(config)) as client:
+    app = create_app(config)
+    async with open_client(app) as client:
         detail = await wait(client, kept, lambda d: d["nodes"]["sink"]["items_in"] > 0)
         assert detail["status"] == "running"
         assert detail["restarts"] == 1
@@ -128,7 +130,18 @@ async def test_stream_runs_with_checkpoints_survive_a_server_restart(
             r for r in (await client.get("/api/runs")).json() if r["run_id"] == kept
         ]
         assert listed["restarts"] == 1
-        assert "flowstream_run_restarts_total" in (await client.get("/metrics")).text
+        # The resume is a RunRestarted event, which the metrics count.
+        metrics = (await client.get("/metrics")).text
+        assert 'flowstream_run_restarts_total{workflow="kept"} 1.0' in metrics
+        live = app.state.flowstream.runs.live(kept)
+        recorded = [decode_event(raw) for raw in live.history.snapshot()]
+        kinds = [type(e).__name__ for e in recorded]
+        (restarted,) = [e for e in recorded if isinstance(e, RunRestarted)]
+        assert kinds.index("RunRestarted") < kinds.index("WorkflowStarted")
+        assert (restarted.attempt, restarted.reason) == (1, "server restart")
+        assert restarted.run_id == kept
+        assert restarted.checkpointed
+        assert isinstance(restarted.from_epoch, int)
         # Its checkpoint store says so too: a newer epoch, one restore.
         async with asyncio.timeout(10):
             while True:

@@ -33,6 +33,7 @@ from .store import (
     PoisonRecord as PoisonRecord,
     RunRecord as RunRecord,
     record_fingerprint as record_fingerprint,
+    resume_epoch as resume_epoch,
     workflow_key as workflow_key,
 )
 
@@ -48,5 +49,6 @@ __all__ = [
     "RunRecord",
     "fault_point",
     "record_fingerprint",
+    "resume_epoch",
     "workflow_key",
 ]

@@ -48,6 +48,7 @@ __all__ = [
     "PoisonRecord",
     "RunRecord",
     "record_fingerprint",
+    "resume_epoch",
     "workflow_key",
 ]
 
@@ -229,6 +230,18 @@ def workflow_key(workflow: Workflow) -> str:
     return hashlib.sha256(document).hexdigest()[:16]
 
 
+async def resume_epoch(path: str | Path, workflow: Workflow) -> int | None:
+    """The epoch a run of ``workflow`` would resume from in the store at ``path``.
+
+    The last epoch committed for the workflow's run key; None when the store
+    does not exist (it is not created) or holds no epoch of that run.
+    """
+    if not await asyncio.to_thread(Path(path).exists):
+        return None
+    async with CheckpointStore(path) as store:
+        return await store.committed_epoch(workflow_key(workflow))
+
+
 def record_fingerprint(item: Any) -> tuple[str, str]:
     """A stable fingerprint of a record, and a short JSON rendering of it."""
     try:
@@ -395,6 +408,11 @@ class CheckpointStore:
             self._latest_epoch, run_key
         )
         return latest
+
+    async def committed_epoch(self, run_key: str) -> int | None:
+        """The last committed epoch of a run; None if it has none."""
+        epoch: int | None = await self._call(self._committed_epoch, run_key)
+        return epoch
 
     async def runs(self) -> list[RunRecord]:
         """Every run in the store, newest first."""
@@ -613,6 +631,14 @@ class CheckpointStore:
         if row is None:
             return 0, {}
         return row[0], _states_decoder.decode(row[1])
+
+    def _committed_epoch(self, run_key: str) -> int | None:
+        conn = self._worker.conn
+        assert conn is not None
+        row = conn.execute(
+            "select max(epoch) from epochs where run_key = ?", (run_key,)
+        ).fetchone()
+        return None if row is None else row[0]
 
     def _runs(self) -> list[RunRecord]:
         conn = self._worker.conn

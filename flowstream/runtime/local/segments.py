@@ -148,6 +148,11 @@ async def _source_batches(
             barriers = seg.barriers
             if barriers is not None and barriers.pending:
                 await _source_gate(ex, seg, barriers)
+            if ex._stopping and not stops_itself:
+                # Stopped during the awaits above, while no pull was open
+                # for `stop` to interrupt: the pull would wait on an idle
+                # input until the drain timed out.
+                return
             try:
                 async with asyncio.timeout(None) as seg.pulling:
                     batch: list[Any] | Barrier = await anext(batches)
