@@ -81,10 +81,15 @@ def slot_of(key: Any) -> str | int:
     kind_ = type(key)
     if kind_ is int or (kind_ is str and not key.startswith("\x00")):
         return key  # type: ignore[no-any-return]
-    if kind_ is list and all(type(e) is int or type(e) is str for e in key):
-        # The usual composite key (``[id, category]``): the same text as
-        # encode_json, without its walk for bytes (~5x faster).
-        return "\x00" + _plain_encoder.encode(key).decode()
+    if kind_ is list:
+        for e in key:
+            t = type(e)
+            if t is not int and t is not str:
+                break
+        else:
+            # The usual composite key (``[id, category]``): the same text as
+            # encode_json, without its walk for bytes (~5x faster).
+            return "\x00" + _plain_encoder.encode(key).decode()
     return "\x00" + encode_json(key).decode()
 
 

@@ -139,16 +139,26 @@ def _grouping(config: Aggregate) -> Callable[[Any], tuple[Any, Any]]:
     return lambda x: (None, value(x))
 
 
-def _slotted(
-    group: Callable[[Any], tuple[Any, Any]],
-) -> Callable[[Any], tuple[str | int, Any]]:
-    """``item -> (slot, value)``: the grouping with the key as its state slot."""
+def _slotted(config: Aggregate) -> Callable[[Any], tuple[str | int, Any]]:
+    """``item -> (slot, value)``: `_grouping` with the key as its state slot.
 
-    def pair(x: Any) -> tuple[str | int, Any]:
-        key, v = group(x)
-        return (key if type(key) is int else slot_of(key)), v
+    Built per grouping form, so that a batch fold pays one call per item.
+    """
+    group = _grouping(config)
+    if config.keyed or config.key is None:
 
-    return pair
+        def pair(x: Any) -> tuple[str | int, Any]:
+            key, v = group(x)
+            return (key if type(key) is int else slot_of(key)), v
+
+        return pair
+    key = expr_function(config.key)
+    if config.op == "count":
+        return lambda x: (slot_of(key(x)), None)
+    if config.value == "x":
+        return lambda x: (slot_of(key(x)), x)
+    value = expr_function(config.value)
+    return lambda x: (slot_of(key(x)), value(x))
 
 
 def _none(x: Any) -> None:
@@ -296,7 +306,7 @@ async def reduce(
     if not config.changelog and not table.evict:
         # The usual case: the whole batch in one loop, the bound checked only
         # at a new key; count/sum/min/max with no step call per item.
-        pairs = _slotted(keyed.group)
+        pairs = _slotted(config)
         op = config.op if config.op in FAST_OPS else None
         step, add = keyed.step, keyed.add
         async for batch in inp:
