@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..core.expr import expr_function, resolve_callable
-from ._aggregates import APPEND, custom, kind
+from ._aggregates import APPEND, custom, kind, top_kind
 from ._windowing import BadItem
 
 if TYPE_CHECKING:
@@ -36,6 +36,9 @@ class Aggregator:
             specs: list[tuple[str, str | None]] = [
                 (a.op, a.value) for a in cfg.aggs.values()
             ]
+        elif cfg.top is not None:
+            self.names = None
+            specs = [("top", cfg.top.by)]
         else:
             self.names = None
             specs = [("fn" if cfg.fn else cfg.op or "count", cfg.value)]
@@ -65,8 +68,8 @@ class Aggregator:
             v = len(self.values)
             self.sources.append(source or "x")
             value = _identity if source in (None, "x") else _cel(source)
-            if op == "max_rows":
-                value = _with_item(value)
+            if op in ("max_rows", "top"):
+                value = _with_item(value)  # ranks the item itself
             self.values.append(value)
             if op == "fn":
                 assert cfg.fn is not None  # the config checked fn and initial
@@ -75,6 +78,9 @@ class Aggregator:
                     step=_user_step(fn),
                     merge=resolve_callable(merge) if merge else _no_merge,
                 )
+            elif op == "top":
+                assert cfg.top is not None
+                k = top_kind(cfg.top.n, desc=cfg.top.order == "desc")
             else:
                 k = kind(op, timestamped=True)
             self.inits.append(k.init)
