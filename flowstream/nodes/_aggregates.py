@@ -523,13 +523,23 @@ class KeyTable:
                         raise over_max_keys(int(limit), self.what)
                     else:
                         entries[slot] = v
-            else:
-                better = operator.gt if op == "max" else operator.lt
+            elif op == "max":
                 for i, x in enumerate(items):  # noqa: B007
                     slot, v = pairs(x)
                     old = get(slot, EMPTY)
                     if old is not EMPTY:
-                        if better(v, old):
+                        if v > old:
+                            entries[slot] = v
+                    elif len(entries) >= limit:
+                        raise over_max_keys(int(limit), self.what)
+                    else:
+                        entries[slot] = v
+            else:
+                for i, x in enumerate(items):  # noqa: B007
+                    slot, v = pairs(x)
+                    old = get(slot, EMPTY)
+                    if old is not EMPTY:
+                        if v < old:
                             entries[slot] = v
                     elif len(entries) >= limit:
                         raise over_max_keys(int(limit), self.what)

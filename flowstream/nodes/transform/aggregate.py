@@ -145,6 +145,16 @@ def _slotted(config: Aggregate) -> Callable[[Any], tuple[str | int, Any]]:
     Built per grouping form, so that a batch fold pays one call per item.
     """
     group = _grouping(config)
+    if config.keyed and config.op != "count" and config.value == "x":
+        # The shape transform.key_by (or a map) gives: no call for the value.
+
+        def record(x: Any) -> tuple[str | int, Any]:
+            if type(x) is not dict or "key" not in x or "value" not in x:
+                return group(x)  # raises, saying what a keyed record is
+            key = x["key"]
+            return (key if type(key) is int else slot_of(key)), x["value"]
+
+        return record
     if config.keyed or config.key is None:
 
         def pair(x: Any) -> tuple[str | int, Any]:
