@@ -10,7 +10,7 @@ state, bounded by ``max_keys``.
   flavours: arrival order (the transforms: an accumulator per key, ``first``
   is the first item to arrive) or timestamp order (the windows: an
   accumulator in a window record that counts its items itself, ``first`` is
-  the earliest timestamp).
+  the earliest timestamp). The windows' top-N is `flowstream.nodes._topn`.
 * `KeyTable`: the per-key table over a dict of the node state, with the
   ``max_keys`` bound and its policy (`flowstream.nodes._bounds`: fail, or
   evict the key updated longest ago). Its snapshot is the dict itself:
@@ -27,7 +27,6 @@ item that fails leaves no trace.
 from __future__ import annotations
 
 import copy
-import heapq
 import operator
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -54,7 +53,6 @@ __all__ = [
     "kind",
     "retracting",
     "slot_of",
-    "top_kind",
 ]
 
 EMPTY: Any = object()
@@ -586,58 +584,3 @@ class KeyTable:
 
     def __len__(self) -> int:
         return len(self.entries)
-
-
-# --- top-N --------------------------------------------------------------------------
-
-
-def _ranked(score: Any, desc: bool) -> Any:
-    if (type(score) is not int and type(score) is not float) or score != score:
-        msg = f"top needs a number to rank by, got {describe(score)}"
-        raise TypeError(msg)
-    return score if desc else -score
-
-
-def top_kind(n: int, *, desc: bool) -> Kind:
-    """The ``n`` best items by a score (timestamp order): a bounded heap.
-
-    The value stepped is ``(score, item)``; the accumulator is ``[seq,
-    heap]`` with heap entries ``[rank, -t, -seq, item]`` (rank: the score,
-    negated for ascending order), so the heap's first entry is the worst
-    kept: the lowest rank, then the latest timestamp, then the latest to
-    arrive. An item enters if it beats that entry (or the heap has fewer
-    than ``n``): ties go to the earlier timestamp, then the earlier arrival.
-    Memory: ``n`` items per record, whatever the window's size.
-    """
-
-    def step(acc: Any, v: Any, t: int) -> Any:
-        rank = _ranked(v[0], desc)
-        heap = acc[1]
-        if len(heap) < n:
-            return APPEND
-        worst = heap[0]
-        # The newcomer arrives last: it beats an equal (rank, t) entry never.
-        if rank > worst[0] or (rank == worst[0] and -t > worst[1]):
-            return APPEND
-        return acc
-
-    def add(acc: Any, v: Any, t: int) -> None:
-        seq = acc[0] = acc[0] + 1
-        entry = [_ranked(v[0], desc), -t, -seq, v[1]]
-        if len(acc[1]) < n:
-            heapq.heappush(acc[1], entry)
-        else:
-            heapq.heapreplace(acc[1], entry)
-
-    def merge(a: Any, b: Any) -> Any:
-        # ``b`` is the later record: its items count as arriving after a's.
-        shift = a[0]
-        moved = [[r, nt, ns - shift, item] for r, nt, ns, item in b[1]]
-        heap = heapq.nlargest(n, [*a[1], *moved])
-        heapq.heapify(heap)
-        return [a[0] + b[0], heap]
-
-    def result(acc: Any, count: int) -> list[Any]:
-        return [entry[3] for entry in sorted(acc[1], reverse=True)]
-
-    return Kind(step, add, merge, result, lambda: [0, []])

@@ -15,7 +15,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..core.expr import expr_function, resolve_callable
-from ._aggregates import APPEND, custom, kind, top_kind
+from ._aggregates import APPEND, custom, kind
+from ._topn import top_kind
 from ._windowing import BadItem
 
 if TYPE_CHECKING:
