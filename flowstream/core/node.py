@@ -52,6 +52,7 @@ if typing.TYPE_CHECKING:
 __all__ = [
     "ERROR_PORT",
     "OUT_PORT",
+    "ItemFailed",
     "ItemKernel",
     "Kernel",
     "KernelFactory",
@@ -93,6 +94,28 @@ class ItemKernel:
         """Apply the kernel to one batch."""
         fn = self.fn
         return list(map(fn, batch) if self.kind == "map" else filter(fn, batch))
+
+
+class ItemFailed(Exception):
+    """Raised by a batch-aware node: item ``index`` of its last batch failed.
+
+    The per-item failure hook of batched nodes. A node that handles a batch
+    in one loop (no await per item) raises it, ``from`` the item's own
+    exception, once it has handled the items before ``index`` (and yielded
+    what they gave) and left no trace of item ``index``. The runtime then
+    applies the node's policies to that item alone (retry, dead letter, or
+    fail the run, as for an item node) and restarts the node on the rest of
+    the batch: from ``index`` again to retry it, else from ``index + 1``.
+    Raised anywhere else (several inputs, an item node), the cause is the
+    node's failure as any other exception.
+
+    Args:
+        index: The failing item's position in the last batch handed out.
+    """
+
+    def __init__(self, index: int) -> None:
+        super().__init__(f"item {index} of the batch failed")
+        self.index = index
 
 
 KernelFactory = Callable[[Any], Kernel]

@@ -22,12 +22,11 @@ import msgspec
 
 from ..core.expr import Expr, expr_function
 from ..core.node import node
+from ._aggregates import KeyTable
 from ._bounds import (
     DEFAULT_MAX_KEYS,
     OnMaxKeys,
     check_max_keys,
-    note_eviction,
-    over_max_keys,
 )
 from ._rescaling import rescale_window_join
 from ._windowing import track_watermark
@@ -390,14 +389,21 @@ class _Lookup:
         )
         self.merge = config.merge
         self.drop = config.miss == "drop_to_error"
-        self.max_keys = config.max_keys
-        self.evict = config.on_max_keys == "evict_oldest"
         if config.table is not None:
             self.table: dict[Any, Any] = dict(config.table)
         else:
             self.table = ctx.state.get("table")
             if self.table is None:
                 self.table = ctx.state["table"] = {}
+        # The latest value per key, bounded as every keyed table.
+        self.put = KeyTable(
+            self.table,
+            config.max_keys,
+            config.on_max_keys,
+            ctx,
+            "table values",
+            "table key",
+        ).put
 
     def update(self, batch: list[Any]) -> None:
         assert self.table_key is not None
@@ -407,16 +413,7 @@ class _Lookup:
             except Exception as exc:
                 self.ctx.dead_letter(x, _reason("table_key", exc))
                 continue
-            table = self.table
-            if self.evict:
-                table.pop(slot, None)  # least recently updated first
-            table[slot] = x
-            if self.max_keys is not None and len(table) > self.max_keys:
-                if not self.evict:
-                    del table[slot]
-                    raise over_max_keys(self.max_keys, "table values")
-                del table[next(iter(table))]
-                note_eviction(self.ctx, self.max_keys, "table key")
+            self.put(slot, x)
 
     def enrich(self, batch: list[Any]) -> list[Any]:
         out: list[Any] = []

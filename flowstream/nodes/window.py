@@ -32,6 +32,12 @@ Config shared by the three types:
   the window's *items* whose ``value`` equals the window's maximum (all
   ties, in timestamp order), in one linear pass and keeping only those items
   (e.g. the highest bids of each window: ``op: max_rows, value: x.price``).
+  Or ``top: {n: 3, by: x.price}``: the window's ``n`` best items (a list,
+  best first) ranked by ``by`` (CEL over ``x``, a number); ``order: asc``
+  keeps the lowest instead of the highest (``desc``). Ties go to the
+  earlier timestamp, then the earlier arrival. Each record keeps at most
+  ``n`` items (a bounded heap; ``n`` at most 10,000) whatever the window's
+  size; an item whose ``by`` is not a number goes to ``error``.
   Or ``aggs: {name: {op, value}}`` for several at once (``value`` is then a
   mapping by name). Or a custom reducer
   ``fn: "module:attr"``, called as ``fn(acc, value)`` in arrival order from
@@ -89,8 +95,10 @@ if TYPE_CHECKING:
     Reader: TypeAlias = Callable[[Any, int | None], tuple[int, str, Any, Any]]
 
 __all__ = [
+    "MAX_TOP",
     "Session",
     "Sliding",
+    "Top",
     "Tumbling",
     "WindowAggregate",
     "WindowConfig",
@@ -124,6 +132,21 @@ class WindowAggregate(
     value: Expr | None = None
 
 
+MAX_TOP = 10_000
+"""The most items ``top`` keeps per window record (``n``)."""
+
+
+class Top(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``top``: the window's ``n`` best items, ranked by ``by`` (CEL over ``x``).
+
+    ``order: desc`` (the default) keeps the highest, ``asc`` the lowest.
+    """
+
+    n: Annotated[int, msgspec.Meta(ge=1, le=MAX_TOP)]
+    by: Expr
+    order: Literal["desc", "asc"] = "desc"
+
+
 class WindowConfig(
     msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
 ):
@@ -140,6 +163,7 @@ class WindowConfig(
     fn: FnRef | None = None
     initial: Any = msgspec.UNSET
     aggs: dict[str, WindowAggregate] | None = None
+    top: Top | None = None
     late: Literal["drop", "update"] = "drop"
     retain_ms: NonNegative | None = None
     max_keys: int | None = DEFAULT_MAX_KEYS
@@ -182,9 +206,19 @@ def _problems(c: WindowConfig) -> list[str]:
         found.append("'retain_ms' applies only with late: update")
     for name in ("allowed_lateness_ms", "retain_ms", "idle_timeout_ms"):
         found.extend(_whole_ms(name, getattr(c, name)))
-    chosen = [n for n in ("op", "aggs", "fn") if getattr(c, n) is not None]
+    chosen = [n for n in ("op", "aggs", "fn", "top") if getattr(c, n) is not None]
     if len(chosen) > 1:
-        found.append(f"set one of 'op', 'aggs' or 'fn', not {' and '.join(chosen)}")
+        found.append(
+            f"set one of 'op', 'aggs', 'fn' or 'top', not {' and '.join(chosen)}"
+        )
+    if c.top is not None:
+        if c.value is not None:
+            found.append("with 'top', items are ranked by 'top.by'; drop 'value'")
+        # Validation compiles top-level Expr fields only; this one is nested.
+        try:
+            compile_expr(c.top.by)
+        except ValueError as exc:
+            found.append(f"top.by: {exc}")
     if c.fn is not None and c.initial is msgspec.UNSET:
         found.append("'fn' needs 'initial', the accumulator of an empty window")
     if c.fn is None and c.initial is not msgspec.UNSET:
@@ -363,6 +397,10 @@ async def tumbling_window(
 
     Windows are aligned on multiples of ``size_ms`` from time 0; each item
     falls in exactly one. Stream-safe: a window is emitted when it closes.
+    The aggregate is ``op`` (with ``value``), ``aggs``, ``fn``, or ``top:
+    {n, by, order}``: the window's ``n`` best items, best first, ranked by
+    ``by`` (CEL, a number; ``order: desc`` by default, ties to the earlier
+    timestamp), holding at most ``n`` items per record.
 
     Example:
         config ``{size_ms: 1000, timestamp_field: ts, key_field: user}``;
@@ -386,7 +424,8 @@ async def sliding_window(
     """Aggregate items over windows of ``size_ms`` starting every ``slide_ms``.
 
     Windows start at multiples of ``slide_ms``; an item belongs to every
-    window covering it (about ``size_ms / slide_ms`` of them). Stream-safe. A
+    window covering it (about ``size_ms / slide_ms`` of them). Stream-safe.
+    Aggregates as ``window.tumbling`` (``op``, ``aggs``, ``fn`` or ``top``). A
     late item that missed some of its windows but not all is added to the
     open ones and also goes to ``error``, naming the windows it missed.
 
@@ -415,7 +454,8 @@ async def session_window(
 
     A session is ``[first item, last item + gap)``; it closes when no item of
     its key came for ``gap_ms``. An out-of-order item that bridges two
-    sessions merges them. Stream-safe. An item more than the allowed lateness
+    sessions merges them (a ``top`` keeps the best ``n`` of both). Stream-safe.
+    Aggregates as ``window.tumbling``. An item more than the allowed lateness
     out of order may start a session next to one already emitted.
 
     Example:

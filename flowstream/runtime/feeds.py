@@ -77,13 +77,15 @@ class BatchFeed:
     to a node restarted after failing on it; ``taken`` counts hand-outs.
     """
 
-    __slots__ = ("_batches", "_replay", "failed", "last", "taken")
+    __slots__ = ("_batches", "_replay", "failed", "last", "offset", "taken")
 
     def __init__(self, batches: AsyncIterator[list[Any]]) -> None:
         self._batches = batches
         self._replay = False
         self.last: Any = None
         self.taken = 0  # hand-outs, replays not counted
+        # Where ``last`` starts in the batch taken (after `replay_from`).
+        self.offset = 0
         # The upstream raised (a fused node before this one failed): the
         # failure surfaces through the consuming node, which must not take
         # the blame for it.
@@ -106,11 +108,27 @@ class BatchFeed:
             self._replay = False
             return self.last
         self.last = await self._pull()
+        self.offset = 0
         self.taken += 1
         return self.last
 
     def replay(self) -> None:
         """Hand out the last item again (the node failed on it and restarts)."""
+        self._replay = True
+
+    def replay_from(self, index: int) -> None:
+        """Hand out the last batch again from ``index`` on (nothing if past its end).
+
+        For a batched node that failed on item ``index`` (`ItemFailed`) and
+        restarts: from ``index`` to retry it, from ``index + 1`` to go on
+        past it. The batch handed out becomes the new ``last``.
+        """
+        last = self.last
+        if index >= len(last):
+            return
+        if index:
+            self.last = last[index:]
+            self.offset += index
         self._replay = True
 
     async def aclose(self) -> None:
@@ -208,6 +226,7 @@ class AligningFeed(BatchFeed):
             msg: Any = await self._pull()
             if type(msg) is list:
                 self.last = msg
+                self.offset = 0
                 self.taken += 1
                 return msg
             if not self.align:

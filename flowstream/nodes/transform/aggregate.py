@@ -6,28 +6,33 @@ after an item has been fully processed, so a failed item leaves no trace.
 
 from __future__ import annotations
 
-import copy
-import math
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from ...core.expr import Expr, FnRef, expr_function, resolve_callable
-from ...core.node import node
-from .._bounds import (
-    DEFAULT_MAX_KEYS,
-    OnMaxKeys,
-    check_max_keys,
-    note_eviction,
-    over_max_keys,
+from ...core.node import ItemFailed, node
+from .._aggregates import (
+    APPEND,
+    EMPTY,
+    FAST_OPS,
+    KeyTable,
+    Kind,
+    custom,
+    describe,
+    key_of,
+    kind,
+    retracting,
+    slot_of,
 )
+from .._bounds import DEFAULT_MAX_KEYS, OnMaxKeys, check_max_keys
+from ._rescaling import rescale_accs
+from ._shared import _identity
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
     from ...core.node import NodeContext
-from ._rescaling import rescale_accs
-from ._shared import _describe, _identity, _slot, _unslot
 
 # --- scan and reduce -----------------------------------------------------------
 
@@ -109,9 +114,6 @@ class Aggregate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             raise ValueError(msg)
 
 
-_NEW: Any = object()  # marks a key seen for the first time
-
-
 def _grouping(config: Aggregate) -> Callable[[Any], tuple[Any, Any]]:
     """Return ``item -> (key, value)`` as the config describes."""
     if config.op == "count":
@@ -126,7 +128,7 @@ def _grouping(config: Aggregate) -> Callable[[Any], tuple[Any, Any]]:
             if type(x) is not dict or "key" not in x or "value" not in x:
                 msg = (
                     "keyed: true needs records {key: ..., value: ...} "
-                    f"(from transform.key_by), got {_describe(x)}"
+                    f"(from transform.key_by), got {describe(x)}"
                 )
                 raise TypeError(msg)
             return x["key"], value(x["value"])
@@ -138,67 +140,109 @@ def _grouping(config: Aggregate) -> Callable[[Any], tuple[Any, Any]]:
     return lambda x: (None, value(x))
 
 
+def _slotted(config: Aggregate) -> Callable[[Any], tuple[str | int, Any]]:
+    """``item -> (slot, value)``: `_grouping` with the key as its state slot.
+
+    Built per grouping form, so that a batch fold pays one call per item.
+    """
+    group = _grouping(config)
+    if config.keyed and config.op != "count" and config.value == "x":
+        # The shape transform.key_by (or a map) gives: no call for the value.
+
+        def record(x: Any) -> tuple[str | int, Any]:
+            if type(x) is not dict or "key" not in x or "value" not in x:
+                return group(x)  # raises, saying what a keyed record is
+            key = x["key"]
+            return (key if type(key) is int else slot_of(key)), x["value"]
+
+        return record
+    if config.keyed or config.key is None:
+
+        def pair(x: Any) -> tuple[str | int, Any]:
+            key, v = group(x)
+            return (key if type(key) is int else slot_of(key)), v
+
+        return pair
+    key = expr_function(config.key)
+    if config.op == "count":
+        return lambda x: (slot_of(key(x)), None)
+    if config.value == "x":
+        return lambda x: (slot_of(key(x)), x)
+    value = expr_function(config.value)
+    return lambda x: (slot_of(key(x)), value(x))
+
+
 def _none(x: Any) -> None:
     return None
 
 
-def _number(v: Any) -> Any:
-    if type(v) is not int and type(v) is not float:
-        msg = f"mean needs numbers, got {_describe(v)}"
-        raise TypeError(msg)
-    return v
-
-
-def _step(config: Aggregate, *, in_place: bool) -> Callable[[Any, Any], Any]:
-    """Return ``(acc or _NEW, value) -> new acc``; never changes state itself.
-
-    ``in_place`` allows mutating a ``collect`` list (``reduce`` emits it only
-    at the end); ``scan`` emits every accumulator, so it builds a new one.
-    """
+def _kind(config: Aggregate, *, in_place: bool) -> Kind:
     if config.fn is not None:
-        reducer = resolve_callable(config.fn)
-        initial = config.initial
-        return lambda acc, v: reducer(copy.deepcopy(initial) if acc is _NEW else acc, v)
-    op = config.op
-    if op == "count":
-        return lambda acc, v: 1 if acc is _NEW else acc + 1
-    if op == "sum":
-        return lambda acc, v: v if acc is _NEW else acc + v
-    if op == "min":
-        return lambda acc, v: v if acc is _NEW or v < acc else acc
-    if op == "max":
-        return lambda acc, v: v if acc is _NEW or v > acc else acc
-    if op == "mean":
-        # [sum, count]: plain values, so the state stays encodable.
-        return lambda acc, v: (
-            [_number(v), 1] if acc is _NEW else [acc[0] + _number(v), acc[1] + 1]
+        return custom(resolve_callable(config.fn), config.initial)
+    assert config.op is not None  # the config checked op and fn
+    return kind(config.op, in_place=in_place)
+
+
+def _sign(x: Any) -> int:
+    return -1 if type(x) is dict and x.get("op") == "retract" else 1
+
+
+class _Keyed:
+    """Accumulators per key in the node state (a `KeyTable`), folded an item at a time.
+
+    `fold` changes the state only once the item has been fully processed,
+    so that a failed item leaves no trace.
+    """
+
+    def __init__(
+        self, config: Aggregate, ctx: NodeContext, *, in_place: bool, one: str
+    ) -> None:
+        self.group = _grouping(config)
+        self.changelog = config.changelog
+        k = _kind(config, in_place=in_place)
+        self.step, self.add = k.step, k.add
+        result = k.result
+        if config.changelog:
+            assert config.op is not None  # the config checked it can retract
+            self.retracting, result = retracting(config.op)
+        self.finish: Callable[[Any], Any] = lambda acc: result(acc, 0)
+        self.table = KeyTable.in_state(
+            ctx, "accs", config.max_keys, config.on_max_keys, "an accumulator", one
         )
-    if op == "first":
-        return lambda acc, v: v if acc is _NEW else acc
-    if op == "last":
-        return lambda acc, v: v
-    if in_place:
 
-        def append(acc: Any, v: Any) -> Any:
-            if acc is _NEW:
-                return [v]
-            acc.append(v)
-            return acc
+    def fold(self, x: Any) -> tuple[Any, Any, Any, Any]:
+        """Fold ``x`` into its key's accumulator.
 
-        return append
-    return lambda acc, v: [v] if acc is _NEW else [*acc, v]
+        Returns:
+            ``(key, previous acc or EMPTY, new acc or None if the key is
+            gone, (evicted slot, its acc) or None)``.
+
+        Raises:
+            StateLimitError: A new key past ``max_keys`` (``on_max_keys:
+                fail``).
+        """
+        key, v = self.group(x)
+        slot = slot_of(key)
+        table = self.table
+        old = table.entries.get(slot, EMPTY)
+        if self.changelog:
+            acc = self.retracting(old, v, _sign(x))
+            if acc is None:
+                del table.entries[slot]
+                return key, old, None, None
+        else:
+            acc = self.step(old, v, 0)
+            if acc is APPEND:
+                assert self.add is not None
+                self.add(old, v, 0)
+                acc = old
+        return key, old, acc, table.put(slot, acc)
 
 
-def _finish(config: Aggregate) -> Callable[[Any], Any]:
-    if config.op == "mean":
-        return lambda acc: acc[0] / acc[1]
-    return _identity
-
-
-@node("transform.scan", config=Aggregate, rescale=rescale_accs)
+@node("transform.scan", config=Aggregate, batched=True, rescale=rescale_accs)
 async def scan(
-    inp: AsyncIterator[Any], *, config: Aggregate, ctx: NodeContext
-) -> AsyncIterator[Any]:
+    inp: AsyncIterator[list[Any]], *, config: Aggregate, ctx: NodeContext
+) -> AsyncIterator[list[Any]]:
     """Keep a running aggregate per key; emit ``{"key": k, "value": acc}`` per item.
 
     Stream-safe: it emits on every item; its memory grows with the number
@@ -211,143 +255,52 @@ async def scan(
         value: "x.n"}}`` turns ``[{k: a, n: 1}, {k: b, n: 5}, {k: a, n: 2}]``
         into ``[{key: a, value: 1}, {key: b, value: 5}, {key: a, value: 3}]``.
     """
-    group = _grouping(config)
-    step = _step(config, in_place=False)
-    finish = _finish(config)
-    accs: dict[str | int, Any] = ctx.state.get("accs")
-    if accs is None:
-        accs = ctx.state["accs"] = {}
-    max_keys = config.max_keys
-    if max_keys is None:
-        async for x in inp:
-            key, v = group(x)
-            slot = _slot(key)
-            acc = accs[slot] = step(accs.get(slot, _NEW), v)
-            yield {"key": key, "value": finish(acc)}
-        return
-    evict = config.on_max_keys == "evict_oldest"
-    async for x in inp:
-        key, v = group(x)
-        slot = _slot(key)
-        acc = step(accs.get(slot, _NEW), v)
-        if evict:
-            accs.pop(slot, None)  # least recently updated first
-        accs[slot] = acc
-        if len(accs) > max_keys:
-            if not evict:
-                del accs[slot]
-                raise over_max_keys(max_keys, "an accumulator")
-            del accs[next(iter(accs))]
-            note_eviction(ctx, max_keys, "key's accumulator")
-        yield {"key": key, "value": finish(acc)}
+    keyed = _Keyed(config, ctx, in_place=False, one="key's accumulator")
+    # Not a changelog fold: scan steps every item as it is (unchanged).
+    keyed.changelog = False
+    fold, finish = keyed.fold, keyed.finish
+
+    def handle(x: Any, out: list[Any]) -> None:
+        key, _, acc, _ = fold(x)
+        out.append({"key": key, "value": finish(acc)})
+
+    async for batch in inp:
+        out: list[Any] = []
+        failed = _each(batch, handle, out)
+        if out:
+            yield out
+        if failed is not None:
+            raise ItemFailed(failed[0]) from failed[1]
 
 
-def _changelog_step(op: str | None) -> Callable[[Any, Any, int], Any]:
-    """``(acc or _NEW, value, +1 or -1) -> new acc``; None once nothing is left.
+def _each(
+    batch: list[Any], handle: Callable[[Any, list[Any]], None], out: list[Any]
+) -> tuple[int, Exception] | None:
+    """Handle a batch's items in order, their results into ``out``.
 
-    Accumulators: ``count`` a number of items, ``sum`` and ``mean``
-    ``[sum, count]``; the count says when every item was taken back.
+    Returns:
+        None, or ``(index, exception)`` of the first item that failed (the
+        items before it handled; ``handle`` leaves no trace of a failure).
     """
-    if op == "count":
-
-        def count(acc: Any, v: Any, sign: int) -> Any:
-            n = sign if acc is _NEW else acc + sign
-            return _taken_back(n, n)
-
-        return count
-
-    def total(acc: Any, v: Any, sign: int) -> Any:
-        v = _number(v)
-        if acc is _NEW:
-            return _taken_back([v * sign, sign], sign)
-        n = acc[1] + sign
-        return _taken_back([acc[0] + v * sign, n], n)
-
-    return total
+    i = 0
+    try:
+        for i, x in enumerate(batch):  # noqa: B007
+            handle(x, out)
+    except Exception as exc:
+        return i, exc
+    return None
 
 
-def _taken_back(acc: Any, n: int) -> Any:
-    if n > 0:
-        return acc
-    if n == 0:
-        return None
-    msg = "a retract of a value that was never added (the changelog is not whole)"
-    raise ValueError(msg)
-
-
-def _changelog_finish(op: str | None) -> Callable[[Any], Any]:
-    if op == "sum":
-        return lambda acc: acc[0]
-    if op == "mean":
-        return lambda acc: acc[0] / acc[1]
-    return _identity
-
-
-def _sign(x: Any) -> int:
-    return -1 if type(x) is dict and x.get("op") == "retract" else 1
-
-
-class _Keyed:
-    """Accumulators per key in the node state, folded an item at a time.
-
-    `fold` changes the state only once the item has been fully processed,
-    so that a failed item leaves no trace.
-    """
-
-    def __init__(self, config: Aggregate, ctx: NodeContext, *, in_place: bool):
-        self.ctx = ctx
-        self.group = _grouping(config)
-        self.changelog = config.changelog
-        op = config.op
-        self.step = _step(config, in_place=in_place)
-        self.retracting = _changelog_step(op)
-        self.finish = _changelog_finish(op) if config.changelog else _finish(config)
-        accs: dict[str | int, Any] | None = ctx.state.get("accs")
-        if accs is None:
-            accs = ctx.state["accs"] = {}
-        self.accs = accs
-        self.max_keys = config.max_keys
-        self.evict = config.on_max_keys == "evict_oldest"
-
-    def fold(self, x: Any) -> tuple[Any, Any, Any, Any]:
-        """Fold ``x`` into its key's accumulator.
-
-        Returns:
-            ``(key, previous acc or _NEW, new acc or None if the key is
-            gone, (evicted slot, its acc) or None)``.
-
-        Raises:
-            StateLimitError: A new key past ``max_keys`` (``on_max_keys:
-                fail``).
-        """
-        accs = self.accs
-        key, v = self.group(x)
-        slot = _slot(key)
-        old = accs.get(slot, _NEW)
-        if self.changelog:
-            acc = self.retracting(old, v, _sign(x))
-        else:
-            acc = self.step(old, v)
-        if acc is None:
-            del accs[slot]
-            return key, old, None, None
-        if self.evict:
-            accs.pop(slot, None)  # least recently updated first
-        accs[slot] = acc
-        evicted = None
-        if self.max_keys is not None and len(accs) > self.max_keys:
-            if not self.evict:
-                del accs[slot]
-                raise over_max_keys(self.max_keys, "an accumulator")
-            oldest = next(iter(accs))
-            evicted = oldest, accs.pop(oldest)
-        return key, old, acc, evicted
-
-
-@node("transform.reduce", config=Aggregate, needs_end=True, rescale=rescale_accs)
+@node(
+    "transform.reduce",
+    config=Aggregate,
+    needs_end=True,
+    batched=True,
+    rescale=rescale_accs,
+)
 async def reduce(
-    inp: AsyncIterator[Any], *, config: Aggregate, ctx: NodeContext
-) -> AsyncIterator[Any]:
+    inp: AsyncIterator[list[Any]], *, config: Aggregate, ctx: NodeContext
+) -> AsyncIterator[list[Any]]:
     """Aggregate per key; at end of input emit one ``{"key": k, "value": acc}`` each.
 
     Needs end of input: nothing is emitted before the input ends (so it cannot
@@ -365,37 +318,52 @@ async def reduce(
         value: "x.n"}}`` turns ``[{k: a, n: 1}, {k: b, n: 5}, {k: a, n: 2}]``
         into ``[{key: a, value: 3}, {key: b, value: 5}]``.
     """
-    keyed = _Keyed(config, ctx, in_place=True)
-    finish = keyed.finish
-    max_keys = config.max_keys
-    if not config.changelog and (max_keys is None or config.on_max_keys == "fail"):
-        # The usual case: one loop, the bound checked only at a new key.
-        group, step, accs = keyed.group, keyed.step, keyed.accs
-        limit = math.inf if max_keys is None else max_keys
-        async for x in inp:
-            key, v = group(x)
-            slot = key if type(key) is int else _slot(key)
-            old = accs.get(slot, _NEW)
-            acc = step(old, v)
-            if old is _NEW and len(accs) >= limit:
-                raise over_max_keys(max_keys or 0, "an accumulator")
-            accs[slot] = acc
+    keyed = _Keyed(config, ctx, in_place=True, one="key's aggregate")
+    finish, table = keyed.finish, keyed.table
+    if not config.changelog and not table.evict:
+        # The usual case: the whole batch in one loop, the bound checked only
+        # at a new key; count/sum/min/max with no step call per item.
+        pairs = _slotted(config)
+        op = config.op if config.op in FAST_OPS else None
+        step, add = keyed.step, keyed.add
+        async for batch in inp:
+            done = (
+                table.fold(step, add, pairs, batch)
+                if op is None
+                else table.fold_op(op, pairs, batch)
+            )
+            if done < len(batch):
+                raise ItemFailed(done) from table.failure
     else:
         fold = keyed.fold
-        async for x in inp:
+
+        def handle(x: Any, out: list[Any]) -> None:
             evicted = fold(x)[3]
             if evicted is not None:
                 oldest, acc = evicted
-                note_eviction(ctx, max_keys or 0, "key's aggregate")
-                yield {"key": _unslot(oldest), "value": finish(acc), "evicted": True}
-    for slot, acc in keyed.accs.items():
-        yield {"key": _unslot(slot), "value": finish(acc)}
+                out.append(
+                    {"key": key_of(oldest), "value": finish(acc), "evicted": True}
+                )
+
+        async for batch in inp:
+            out: list[Any] = []
+            failed = _each(batch, handle, out)
+            if out:
+                yield out
+            if failed is not None:
+                raise ItemFailed(failed[0]) from failed[1]
+    final = [
+        {"key": key_of(slot), "value": finish(acc)}
+        for slot, acc in table.entries.items()
+    ]
+    if final:
+        yield final
 
 
-@node("transform.aggregate", config=Aggregate)
+@node("transform.aggregate", config=Aggregate, batched=True)
 async def aggregate(
-    inp: AsyncIterator[Any], *, config: Aggregate, ctx: NodeContext
-) -> AsyncIterator[Any]:
+    inp: AsyncIterator[list[Any]], *, config: Aggregate, ctx: NodeContext
+) -> AsyncIterator[list[Any]]:
     """Aggregate per key, emitting the changes: an updating result (a changelog).
 
     The stream-safe form of ``transform.reduce``: each item that changes
@@ -424,25 +392,34 @@ async def aggregate(
         into ``[{key: a, value: 1, op: upsert}, {key: a, value: 1, op:
         retract}, {key: a, value: 2, op: upsert}]``.
     """
-    keyed = _Keyed(config, ctx, in_place=False)
+    keyed = _Keyed(config, ctx, in_place=False, one="key's aggregate")
     fold, finish = keyed.fold, keyed.finish
     retract = config.retract
-    async for x in inp:
+
+    def handle(x: Any, out: list[Any]) -> None:
         key, old, acc, evicted = fold(x)
-        before = _NEW if old is _NEW else finish(old)
-        after = _NEW if acc is None else finish(acc)
-        if before is _NEW or after is _NEW or before != after:
-            if retract and before is not _NEW:
-                yield {"key": key, "value": before, "op": "retract"}
-            if after is not _NEW:
-                yield {"key": key, "value": after, "op": "upsert"}
-        if evicted is not None:
-            note_eviction(ctx, config.max_keys or 0, "key's aggregate")
-            if retract:
-                slot, gone = evicted
-                yield {
-                    "key": _unslot(slot),
+        before = EMPTY if old is EMPTY else finish(old)
+        after = EMPTY if acc is None else finish(acc)
+        if before is EMPTY or after is EMPTY or before != after:
+            if retract and before is not EMPTY:
+                out.append({"key": key, "value": before, "op": "retract"})
+            if after is not EMPTY:
+                out.append({"key": key, "value": after, "op": "upsert"})
+        if evicted is not None and retract:
+            slot, gone = evicted
+            out.append(
+                {
+                    "key": key_of(slot),
                     "value": finish(gone),
                     "op": "retract",
                     "evicted": True,
                 }
+            )
+
+    async for batch in inp:
+        out: list[Any] = []
+        failed = _each(batch, handle, out)
+        if out:
+            yield out
+        if failed is not None:
+            raise ItemFailed(failed[0]) from failed[1]

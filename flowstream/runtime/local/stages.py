@@ -18,6 +18,7 @@ import sys
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from ...core.node import ItemFailed
 from ...core.workflow import StopWorkflow
 from ..feeds import NO_ITEM, BatchFeed, ChannelFeed, ItemFeed
 from ..merging import merge_batches
@@ -290,7 +291,9 @@ async def run_generator(
     spec = n.spec
     target = n.call_target()
     attempt = 0
-    failed_at = -1  # how many items the feeds had handed out at the last failure
+    # Where the last failure was: how many items (batches) the feeds had
+    # handed out, or (batch, index) for a batched node's `ItemFailed`.
+    failed_at: Any = -1
     try:
         while True:
             gen = target(*feeds)
@@ -307,6 +310,20 @@ async def run_generator(
             except Exception as exc:
                 if any(f.failed for f in feeds):
                     raise  # an upstream's failure, surfacing through this node
+                if isinstance(exc, ItemFailed) and spec.batched and len(feeds) == 1:
+                    # One item of a batch failed (the batched nodes' per-item
+                    # hook): only it meets the policies; the node goes on
+                    # from it (a retry) or past it.
+                    (feed,) = feeds
+                    at: Any = (feed.taken, feed.offset + exc.index)
+                    attempt = attempt + 1 if at == failed_at else 1
+                    failed_at = at
+                    cause = exc.__cause__
+                    why = cause if isinstance(cause, Exception) else exc
+                    item = feed.last[exc.index]
+                    again = await ex._failures.on_failure(n, why, item, attempt)
+                    feed.replay_from(exc.index if again else exc.index + 1)
+                    continue
                 # A new failing item starts a fresh retry budget; the same
                 # item failing again (after a replay) uses up its budget.
                 at = sum(f.taken for f in feeds)
