@@ -17,18 +17,18 @@ one item per item taken: a chain of maps and filters never makes more items
 than it takes, so its output needs no bound of its own.
 
 The shape is read from the function's source (`ast`) and trusted only when
-compiling that source again gives the very code object the function runs
-(so a file edited since import, a closure or a method is no map, only
+compiling its file again gives the very code object the function runs (so a
+file edited since import, or code compiled from a string, is no map, only
 unknown). Anything that is not exactly one of the two shapes is unknown:
 counted, bounded, as before.
 """
 
 from __future__ import annotations
-import __future__
 
 import ast
 import functools
 import inspect
+import linecache
 import types
 from typing import Any, Literal
 
@@ -37,11 +37,6 @@ __all__ = ["ItemShape", "item_shape"]
 ItemShape = Literal["map", "filter"]
 """``map``: one item out per item in; ``filter``: at most one."""
 
-_FUTURE_FLAGS = functools.reduce(
-    lambda acc, name: acc | getattr(__future__, name).compiler_flag,
-    __future__.all_feature_names,
-    0,
-)
 # Nodes that could suspend the generator or yield more items if found in an
 # expression evaluated between taking an item and yielding its result.
 _ASYNC_OR_YIELD = (ast.Await, ast.Yield, ast.YieldFrom, ast.NamedExpr)
@@ -51,9 +46,10 @@ def item_shape(fn: Any) -> ItemShape | None:
     """Return the per-item shape of ``fn`` if it is a plain map or filter, else None.
 
     Args:
-        fn: A user node's async generator function, its code, or an async
-            generator made by it (then the code that generator runs is read).
-            Its first positional parameter is its input.
+        fn: A user node's async generator function (or bound method), its
+            code, or an async generator made by it (then the code that
+            generator runs is read). Its first positional parameter (after
+            a bound ``self``) is its input.
 
     Returns:
         ``"map"`` for ``async for T in inp: yield E``, ``"filter"`` for
@@ -62,49 +58,73 @@ def item_shape(fn: Any) -> ItemShape | None:
         ``E`` and ``C`` neither await nor yield; None for anything else,
         including a function whose source cannot be read and checked.
     """
+    skip = 1 if isinstance(fn, types.MethodType) else 0  # its self is bound
     code = fn if isinstance(fn, types.CodeType) else None
     if code is None:
         code = getattr(fn, "ag_code", None) or getattr(fn, "__code__", None)
     if not isinstance(code, types.CodeType):
         return None
-    return _shape_of(code)
+    return _shape_of(code, skip)
 
 
 @functools.lru_cache(maxsize=1024)
-def _shape_of(code: types.CodeType) -> ItemShape | None:
+def _shape_of(code: types.CodeType, skip: int) -> ItemShape | None:
     if not code.co_flags & inspect.CO_ASYNC_GENERATOR:
         return None
     try:
         fdef = _checked_source(code)
     except Exception:  # inspect and tokenize raise many kinds: not a map
         return None
-    return None if fdef is None else _shape(fdef)
+    return None if fdef is None else _shape(fdef, skip)
 
 
 def _checked_source(code: types.CodeType) -> ast.AsyncFunctionDef | None:
-    """The function's definition, if compiling it gives exactly ``code``."""
-    lines, start = inspect.getsourcelines(code)
-    source = "".join(lines)
-    if not source or source[0].isspace():
-        return None  # nested or a method: positions would differ; unknown
-    tree = ast.parse(source)
-    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.AsyncFunctionDef):
+    """The function's definition, if compiling its file gives exactly ``code``.
+
+    The whole file is compiled: how a function compiles depends on its
+    module (a method call on an imported module's name compiles otherwise).
+    """
+    filename = code.co_filename
+    linecache.checkcache(filename)
+    source = "".join(linecache.getlines(filename))
+    if not source:
         return None
-    ast.increment_lineno(tree, start - 1)
-    flags = code.co_flags & _FUTURE_FLAGS
-    module = compile(tree, code.co_filename, "exec", flags=flags, dont_inherit=True)
-    for const in module.co_consts:
-        if isinstance(const, types.CodeType) and const == code:
-            return tree.body[0]
-    return None  # not the code that runs (edited since import, a closure...)
+    tree, module = _compiled(filename, source)
+    if not _contains(module, code):
+        return None  # not the code that runs (edited since import...)
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.AsyncFunctionDef)
+            and node.name == code.co_name
+            and min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            == code.co_firstlineno
+        ):
+            return node
+    return None
 
 
-def _shape(fdef: ast.AsyncFunctionDef) -> ItemShape | None:
+@functools.lru_cache(maxsize=16)
+def _compiled(filename: str, source: str) -> tuple[ast.Module, types.CodeType]:
+    tree = ast.parse(source, filename)
+    return tree, compile(tree, filename, "exec", dont_inherit=True)
+
+
+def _contains(code: types.CodeType, wanted: types.CodeType) -> bool:
+    """Whether ``wanted`` is ``code`` or a code object nested in it."""
+    if code == wanted:
+        return True
+    return any(
+        isinstance(const, types.CodeType) and _contains(const, wanted)
+        for const in code.co_consts
+    )
+
+
+def _shape(fdef: ast.AsyncFunctionDef, skip: int) -> ItemShape | None:
     args = fdef.args
     positional = [*args.posonlyargs, *args.args]
-    if not positional:
+    if len(positional) <= skip:
         return None
-    inp = positional[0].arg
+    inp = positional[skip].arg
     body = list(fdef.body)
     if body and _is_docstring(body[0]):
         body = body[1:]
