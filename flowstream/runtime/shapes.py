@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import ast
 import functools
-import inspect
-import linecache
 import types
 from typing import Any, Literal
 
@@ -37,6 +35,7 @@ __all__ = ["ItemShape", "item_shape"]
 ItemShape = Literal["map", "filter"]
 """``map``: one item out per item in; ``filter``: at most one."""
 
+_CO_ASYNC_GENERATOR = 0x200  # inspect.CO_ASYNC_GENERATOR
 # Nodes that could suspend the generator or yield more items if found in an
 # expression evaluated between taking an item and yielding its result.
 _ASYNC_OR_YIELD = (ast.Await, ast.Yield, ast.YieldFrom, ast.NamedExpr)
@@ -69,7 +68,7 @@ def item_shape(fn: Any) -> ItemShape | None:
 
 @functools.lru_cache(maxsize=1024)
 def _shape_of(code: types.CodeType, skip: int) -> ItemShape | None:
-    if not code.co_flags & inspect.CO_ASYNC_GENERATOR:
+    if not code.co_flags & _CO_ASYNC_GENERATOR:
         return None
     try:
         fdef = _checked_source(code)
@@ -84,6 +83,8 @@ def _checked_source(code: types.CodeType) -> ast.AsyncFunctionDef | None:
     The whole file is compiled: how a function compiles depends on its
     module (a method call on an imported module's name compiles otherwise).
     """
+    import linecache  # here: it imports tokenize, 5 ms of every start-up
+
     filename = code.co_filename
     linecache.checkcache(filename)
     source = "".join(linecache.getlines(filename))
