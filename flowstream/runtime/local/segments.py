@@ -22,6 +22,7 @@ from ..checkpointing.store import Barrier
 from ..feeds import AligningFeed, BatchFeed, ChannelFeed
 from ..stepping import rebatch
 from . import epochs, stages
+from .composed import composable, composed_stage
 from .failures import Abort
 
 if TYPE_CHECKING:
@@ -60,14 +61,14 @@ async def run_segment(ex: WorkflowExecutor, seg: Segment) -> None:
     composed: list[NodeRun] = []
     for n in seg.chain:
         kernel = _kernel(ex, n)
-        if kernel is None and stages.composable(ex, n):
+        if kernel is None and composable(ex, n):
             if kernels:
                 stream = stages.kernel_stage(ex, stream, kernels, counted)
                 kernels, counted = [], False
             composed.append(n)  # user generators compose item by item
             continue
         if composed:
-            stream = stages.composed_stage(ex, composed, stream)
+            stream = composed_stage(ex, composed, stream)
             composed = []
         if kernel is not None:
             kernels.append((n, kernel))
@@ -77,7 +78,7 @@ async def run_segment(ex: WorkflowExecutor, seg: Segment) -> None:
             kernels, counted = [], False
         stream = stages.count_out(ex, n, stages.generator_stage(ex, n, stream))
     if composed:
-        stream = stages.composed_stage(ex, composed, stream)
+        stream = composed_stage(ex, composed, stream)
     if kernels:
         stream = stages.kernel_stage(ex, stream, kernels, counted)
     tail = seg.tail

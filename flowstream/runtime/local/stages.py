@@ -12,26 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import itertools
-import operator
-import sys
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ...core.node import ItemFailed
-from ...core.workflow import StopWorkflow
 from ..feeds import NO_ITEM, BatchFeed, ChannelFeed, ItemFeed
 from ..merging import merge_batches
 from ..stepping import (
-    BATCH_FULL,
-    DONE,
-    NEED_BATCH,
     Resume,
-    Until,
-    abandon,
-    advance,
-    batch_full,
-    need_batch,
     rebatch,
 )
 from .failures import FAILED, Abort
@@ -41,7 +29,6 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
     from ..channel import Control, ReceiveChannel
-    from ..context import NodeRuntime
     from .executor import WorkflowExecutor
     from .fusion import NodeRun
 
@@ -49,8 +36,6 @@ __all__ = [
     "MAX_BATCH",
     "batched_call_stage",
     "call_stage",
-    "composable",
-    "composed_stage",
     "concurrent_call_stage",
     "count_in",
     "count_out",
@@ -341,241 +326,6 @@ async def run_generator(
     finally:
         for f in feeds:
             await f.aclose()
-
-
-def composable(ex: WorkflowExecutor, n: NodeRun) -> bool:
-    """Whether a fused node may join a composed chain of user generators.
-
-    A composed chain hands items from one user generator to the next with no
-    batch in between (`composed_stage`). It cannot replay an item into one
-    node of the chain, so it takes only nodes whose failures end the run
-    (no retry, ``stop_workflow``), and only in runs without a checkpoint
-    store, where poison records need each node's own failing item.
-    """
-    spec = n.spec
-    return (
-        spec.shape == "stream"
-        and not spec.batched
-        and len(n.gnode.inputs) == 1
-        and n.retry is None
-        and isinstance(n.handling, StopWorkflow)
-        and ex._store is None
-    )
-
-
-_UNBOUNDED = sys.maxsize
-
-
-class _EdgeIter:
-    """Base of the per-edge iterator classes `_Edge` makes."""
-
-    __slots__ = ()
-
-    def __aiter__(self) -> _EdgeIter:
-        return self
-
-
-class _Edge:
-    """The input of a composed chain's node: its upstream generator, counted.
-
-    The downstream node reads ``it``, whose ``__anext__`` is the C
-    ``__next__`` of ``starmap(gen.__anext__, repeat((), N))``: no Python
-    frame of ours per item. ``n`` (the requests passed on) is read off how
-    much of the ``repeat`` is left, at batch boundaries and at the end.
-    """
-
-    __slots__ = ("_left", "gen", "it")
-
-    def __init__(self, gen: Any) -> None:
-        self.gen = gen
-        self._left = itertools.repeat((), _UNBOUNDED)
-        step = itertools.starmap(gen.__anext__, self._left)
-        # A class per edge: the slot ``__anext__`` must be the C method
-        # itself (a method-wrapper is not bound again when looked up).
-        cls = type("_EdgeIter", (_EdgeIter,), {"__anext__": step.__next__})
-        self.it: Any = cls()
-
-    @property
-    def n(self) -> int:
-        """Requests the downstream node made (items, plus one at the end)."""
-        return _UNBOUNDED - operator.length_hint(self._left)
-
-
-class _AnyPending:
-    """True when any node of a chain has side outputs waiting (for `rebatch`)."""
-
-    __slots__ = ("_rts",)
-
-    def __init__(self, rts: list[NodeRuntime]) -> None:
-        self._rts = rts
-
-    def __bool__(self) -> bool:
-        return any(rt.pending for rt in self._rts)
-
-
-class _Box:
-    """The batch a composed chain's feed hands out, put in by its driver."""
-
-    __slots__ = ("batch", "ended")
-
-    def __init__(self) -> None:
-        self.batch: list[Any] = []
-        self.ended = False
-
-
-async def _feed(box: _Box) -> Any:
-    """The items of a composed chain's input, a batch at a time.
-
-    Between batches it signals `NEED_BATCH` to `composed_stage` (which is
-    driving the chain), which puts the next batch in ``box``.
-    """
-    while True:
-        await need_batch()
-        if box.ended:
-            return
-        for item in box.batch:
-            yield item
-
-
-async def _collect(gen: Any, buf: list[Any]) -> None:
-    """Run the chain's last generator natively, collecting what it yields."""
-    append = buf.append
-    async for value in gen:
-        append(value)
-        if len(buf) >= MAX_BATCH:
-            await batch_full()
-
-
-async def composed_stage(
-    ex: WorkflowExecutor, nodes: list[NodeRun], upstream: AsyncIterator[list[Any]]
-) -> AsyncIterator[list[Any]]:
-    """Consecutive user generators composed as ``g3(g2(g1(items)))``.
-
-    Items pass from one generator to the next directly, in one native
-    ``async for`` over the last generator (`_collect`), driven here with
-    ``send``: a step ends when the chain's feed needs the next input batch
-    (then what the chain yielded leaves as one batch), when ``MAX_BATCH``
-    results are ready, or when a generator would wait (then what is ready
-    leaves first, and the wait goes to the loop). The first node's input and
-    the last node's output are counted per batch; the nodes in between at
-    every batch that leaves (`_Edge`), so all counts are exact at the end.
-
-    A failure is attributed from the traceback to the innermost node of the
-    chain it passed through, and ends the run as that node's failure (see
-    `composable`).
-    """
-    box = _Box()
-    feed = _feed(box)
-    # Frames are kept (not only their ids) so that an id stays theirs.
-    kept = [feed.ag_frame]
-    inp: Any = feed
-    frames: dict[int, NodeRun] = {}
-    edges: list[tuple[NodeRun, _Edge]] = []
-    for k, n in enumerate(nodes):
-        gen = n.call_target()(inp)
-        kept.append(gen.ag_frame)
-        frames[id(gen.ag_frame)] = n
-        if k + 1 < len(nodes):
-            edge = _Edge(gen)
-            edges.append((n, edge))
-            inp = edge.it
-        else:
-            inp = gen
-    first, last = nodes[0].rt, nodes[-1].rt
-    pending = _AnyPending([n.rt for n in nodes])
-    buf: list[Any] = []
-    driven: Any = _collect(inp, buf)  # a coroutine, driven by send
-    started = False  # the collector ran (else it is closed, not unwound)
-    fetching = False  # awaiting the upstream's next batch
-    try:
-        try:
-            signal = advance(driven)
-            started = True
-            while signal is not DONE:
-                if signal is BATCH_FULL or signal is NEED_BATCH or buf or pending:
-                    for k, (n, edge) in enumerate(edges):
-                        n.rt.items_out = nodes[k + 1].rt.items_in = edge.n
-                    out = buf.copy()
-                    buf.clear()
-                    last.items_out += len(out)
-                    if out or pending:
-                        yield out
-                if signal is NEED_BATCH:
-                    fetching = True
-                    try:
-                        batch = await anext(upstream)
-                    except StopAsyncIteration:
-                        box.ended = True
-                    else:
-                        first.items_in += len(batch)
-                        box.batch = batch
-                    fetching = False
-                    signal = advance(driven)
-                elif signal is BATCH_FULL:
-                    signal = advance(driven)
-                else:  # a generator waits on a future: let the loop run
-                    signal = await Until(driven, signal)
-            if buf:
-                last.items_out += len(buf)
-                yield buf.copy()
-        except Exception as exc:
-            if fetching:
-                raise  # from upstream of the chain: not a node of ours
-            culprit = _culprit(exc, frames, id(kept[0]))
-            if culprit is None:
-                raise
-            await ex._failures.on_failure(culprit, exc, _current_item(feed), 1)
-            raise  # on_failure raised for stop_workflow; not reached
-    finally:
-        if started and driven.cr_frame is not None:
-            # Closed early while the chain is suspended: unwind all of it,
-            # so every generator in it runs its own cleanup.
-            await abandon(driven)
-        driven.close()
-        for k, (n, edge) in enumerate(edges):
-            # The request that found the upstream generator finished (or
-            # that it failed on) was no item.
-            made = edge.n
-            if edge.gen.ag_frame is None and made:
-                made -= 1
-            n.rt.items_out = nodes[k + 1].rt.items_in = made
-        # Closing the last generator does not close the ones it reads from:
-        # each runs its own cleanup, downstream first.
-        if inp.ag_frame is not None and not inp.ag_running:
-            await inp.aclose()
-        for _, edge in reversed(edges):
-            if edge.gen.ag_frame is not None and not edge.gen.ag_running:
-                await edge.gen.aclose()
-        if feed.ag_frame is not None and not feed.ag_running:
-            await feed.aclose()
-        close = getattr(upstream, "aclose", None)
-        if close is not None:
-            await close()
-        del kept
-
-
-def _culprit(
-    exc: BaseException, frames: dict[int, NodeRun], feed_frame: int
-) -> NodeRun | None:
-    """The innermost chain node the exception's traceback passes through.
-
-    None when it came from upstream of the chain (through the feed).
-    """
-    found = None
-    tb = exc.__traceback__
-    while tb is not None:
-        key = id(tb.tb_frame)
-        if key == feed_frame:
-            return None
-        found = frames.get(key, found)
-        tb = tb.tb_next
-    return found
-
-
-def _current_item(feed: Any) -> Any:
-    """The item the chain's feed handed out last (its frame's ``item``)."""
-    frame = feed.ag_frame
-    return None if frame is None else frame.f_locals.get("item")
 
 
 class _Held(Exception):
