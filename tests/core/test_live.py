@@ -23,7 +23,7 @@ from flowstream import (
 from flowstream.cli import cli
 from flowstream.core.workflow import FN_FIELDS, dump_workflow, write_workflow
 from flowstream.errors import EncodeError, WorkflowValidationError
-from flowstream.runtime.checkpointing.store import workflow_key
+from flowstream.runtime.checkpointing.records import workflow_key
 from flowstream.runtime.plan import describe, plan
 from flowstream.runtime.validation import validate
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from flowstream.runtime.checkpointing import CheckpointStore
-from flowstream.runtime.checkpointing.store import EPOCH_LOG
+from flowstream.runtime.checkpointing.records import EPOCH_LOG
 
 if TYPE_CHECKING:
     from pathlib import Path

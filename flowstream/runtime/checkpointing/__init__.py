@@ -6,7 +6,7 @@ What an executor needs to take consistent checkpoints, in one place:
   runs, their committed epochs with every node's state, DAG completions (so a
   killed DAG run resumes without redoing finished one-shot nodes) and the
   records that failed runs (poison records, `PoisonRecord`);
-* `Coordinator` (``store``): the one place an epoch is triggered and the
+* `Coordinator` (``coordinator``): the one place an epoch is triggered and the
   commit decided: every segment reports its snapshot for the epoch; once all
   have, the epoch is committed in one transaction and the sinks' commit hooks
   run;
@@ -22,20 +22,18 @@ decided there. docs/reliability.md has the contract.
 
 from __future__ import annotations
 
+from .coordinator import Barrier as Barrier, Coordinator as Coordinator
 from .faults import POINTS as POINTS, fault_point as fault_point
-from .store import (
+from .records import (
     AlreadyCompleted as AlreadyCompleted,
-    Barrier as Barrier,
     CheckpointError as CheckpointError,
-    CheckpointStore as CheckpointStore,
-    Coordinator as Coordinator,
     EpochRecord as EpochRecord,
     PoisonRecord as PoisonRecord,
     RunRecord as RunRecord,
     record_fingerprint as record_fingerprint,
-    resume_epoch as resume_epoch,
     workflow_key as workflow_key,
 )
+from .store import CheckpointStore as CheckpointStore, resume_epoch as resume_epoch
 
 __all__ = [
     "POINTS",

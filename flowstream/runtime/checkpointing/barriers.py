@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
-    from .store import Coordinator
+    from .coordinator import Coordinator
 
 __all__ = ["Alignment", "SourceBarriers", "run_epochs"]
 

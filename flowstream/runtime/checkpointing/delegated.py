@@ -30,7 +30,7 @@ import contextlib
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from .barriers import POLL_INTERVAL
-from .store import Coordinator
+from .coordinator import Coordinator
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping

@@ -37,7 +37,7 @@ import msgspec
 
 from ...core.events import NodeEvent
 from ..parallel import instance_ids, key_group, owner
-from .store import CheckpointError
+from .records import CheckpointError
 
 if TYPE_CHECKING:
     from ..events import EventBus

@@ -21,7 +21,6 @@ All SQLite calls run on one `SQLiteWorker` thread, off the event loop.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import sqlite3
 import time
 from pathlib import Path
@@ -29,28 +28,24 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ...errors import FlowstreamError
-from ..channel import Control
 from ..sqlite_worker import SQLiteWorker
 from .faults import fault_point
+from .records import (
+    EPOCH_LOG,
+    AlreadyCompleted,
+    CheckpointError,
+    EpochRecord,
+    PoisonRecord,
+    RunRecord,
+    record_fingerprint,
+    workflow_key,
+)
 
 if TYPE_CHECKING:
     from ...core.workflow import Workflow
     from .rescale import Layout
 
-__all__ = [
-    "AlreadyCompleted",
-    "Barrier",
-    "CheckpointError",
-    "CheckpointStore",
-    "Coordinator",
-    "EpochRecord",
-    "PoisonRecord",
-    "RunRecord",
-    "record_fingerprint",
-    "resume_epoch",
-    "workflow_key",
-]
+__all__ = ["CheckpointStore", "resume_epoch"]
 
 _SCHEMA = """
 create table if not exists runs (
@@ -105,129 +100,9 @@ _ADDED_COLUMNS = (
     ("epochs", "size", "integer"),
 )
 
-EPOCH_LOG = 20
-"""How many of a run's latest epochs the store describes (`EpochRecord`)."""
-
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(dict[str, list[Any]])
 _states_decoder = msgspec.msgpack.Decoder(dict[str, bytes])
-
-
-class CheckpointError(FlowstreamError):
-    """The checkpoint store cannot be opened or is not a flowstream store."""
-
-
-class AlreadyCompleted(CheckpointError):
-    """The store says this workflow's run completed: there is nothing to do.
-
-    Not a failure: rerunning a completed run would write its whole output
-    to its sinks a second time. Start over deliberately with ``fresh``
-    (``flowstream run --fresh``, ``RunOptions(fresh=True)``).
-
-    Attributes:
-        run_key: The run's key in the store.
-        epoch: Stream mode: the run's last (final) epoch; None in DAG mode.
-        finished: When it completed (seconds since the epoch).
-    """
-
-    def __init__(self, run_key: str, epoch: int | None, finished: float) -> None:
-        self.run_key = run_key
-        self.epoch = epoch
-        self.finished = finished
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(finished))
-        at = f" at epoch {epoch}" if epoch is not None else ""
-        msg = (
-            f"already completed{at} on {when}; nothing to do — use --fresh "
-            "(RunOptions.fresh) to start over"
-        )
-        super().__init__(msg)
-
-
-class EpochRecord(msgspec.Struct, frozen=True):
-    """One committed epoch of a stream run (the store keeps the last 20)."""
-
-    epoch: int
-    started: float
-    """When its barrier was triggered (seconds since the epoch)."""
-    committed: float
-    """When its transaction committed."""
-    size: int
-    """Bytes of its snapshot (every node's encoded state)."""
-
-    @property
-    def duration_s(self) -> float:
-        """Seconds from the barrier to the commit."""
-        return max(0.0, self.committed - self.started)
-
-
-class RunRecord(msgspec.Struct, frozen=True):
-    """One run in a checkpoint store, as `CheckpointStore.runs` lists it."""
-
-    run_key: str
-    workflow: str
-    status: str
-    started: float
-    updated: float
-    attempts: int
-    nodes_done: int
-    """DAG mode: one-shot nodes whose outputs are recorded."""
-    epoch: int | None
-    """Stream mode: the last committed epoch (None: none yet)."""
-    positions: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
-    """Stream mode: each node's small state values in that epoch (source
-    offsets, sequences, sinks' committed positions), by node id."""
-    parallelism: dict[str, int] = msgspec.field(default_factory=dict)
-    """Stream mode: the instances of each node running more than one, in
-    that epoch."""
-    rescaled: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)
-    """Stream mode: the nodes whose state was redistributed to another
-    parallelism at a restore, with ``from``, ``to`` (instances), ``epoch``
-    (the epoch restored) and ``keys`` (entries moved); the last move of each."""
-    epochs: list[EpochRecord] = msgspec.field(default_factory=list)
-    """Stream mode: the latest epochs (up to `EPOCH_LOG`), newest first."""
-    restored: float | None = None
-    """When the run last resumed from the store (None: never)."""
-
-
-class PoisonRecord(msgspec.Struct, frozen=True):
-    """A record that failed a run at a node, and how many runs it failed."""
-
-    node_id: str
-    fingerprint: str
-    record: str
-    """The record as JSON, cut to 500 characters."""
-    reason: str
-    count: int
-
-
-def workflow_key(workflow: Workflow) -> str:
-    """A stable identity for a workflow's content (nodes, config, edges).
-
-    Where and how often it is checkpointed is not part of it: changing the
-    interval or the poison policy resumes the same run. Neither is
-    ``parallelism`` (the workflow's or a node's): a run restarted with other
-    parallelisms resumes, its keyed state moved by key group
-    (`flowstream.runtime.checkpointing.rescale`).
-    """
-    bare = msgspec.structs.replace(
-        workflow,
-        checkpoint=None,
-        parallelism=1,
-        nodes=[
-            msgspec.structs.replace(n, parallelism=None)
-            if n.parallelism is not None
-            else n
-            for n in workflow.nodes
-        ],
-    )
-    # Decoded once, as a file would be: typed fields take their declared
-    # types (a delay_ms of 50 becomes 50.0), so the same workflow built in
-    # Python or read from a file has one key.
-    # A live callable (`flowstream.core.live`) counts by its name.
-    encoded = msgspec.json.encode(bare, enc_hook=str)
-    canonical = msgspec.json.decode(encoded, type=type(bare))
-    document = msgspec.json.encode(canonical, order="deterministic")
-    return hashlib.sha256(document).hexdigest()[:16]
 
 
 async def resume_epoch(path: str | Path, workflow: Workflow) -> int | None:
@@ -240,19 +115,6 @@ async def resume_epoch(path: str | Path, workflow: Workflow) -> int | None:
         return None
     async with CheckpointStore(path) as store:
         return await store.committed_epoch(workflow_key(workflow))
-
-
-def record_fingerprint(item: Any) -> tuple[str, str]:
-    """A stable fingerprint of a record, and a short JSON rendering of it."""
-    try:
-        blob = msgspec.msgpack.encode(item, order="deterministic")
-        shown = msgspec.json.encode(item, order="deterministic").decode()
-    except (TypeError, OverflowError, UnicodeDecodeError):
-        shown = repr(item)
-        blob = shown.encode()
-    if len(shown) > 500:
-        shown = shown[:497] + "..."
-    return hashlib.sha256(blob).hexdigest()[:32], shown
 
 
 class CheckpointStore:
@@ -724,104 +586,3 @@ def _positions(blob: bytes) -> dict[str, dict[str, Any]]:
         if small:
             found[node_id] = small
     return found
-
-
-# --- stream mode: epochs -------------------------------------------------------
-
-
-class Barrier(Control):
-    """In-band marker of checkpoint epoch ``epoch``.
-
-    Like every control message it does not count against a channel's capacity
-    and keeps its place among the batches.
-    """
-
-    __slots__ = ("epoch",)
-
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __repr__(self) -> str:
-        return f"Barrier({self.epoch})"
-
-
-class Coordinator:
-    """Runs stream-mode checkpoints for one run (aligned barriers, paused sources).
-
-    Every ``interval`` the sources inject a `Barrier` for the next epoch
-    between two batches and then hold further batches back. Each segment
-    passes the barrier once it has processed everything before it on all of
-    its inputs, snapshots its nodes' state and forwards the barrier. When
-    every segment has reported, one SQLite transaction records all states
-    (source offsets included) and the epoch is committed; only then do the
-    sources go on. Holding the sources makes alignment exact at fan-in points
-    (no item from after a barrier can overtake another producer's barrier).
-
-    Args:
-        store: The open checkpoint store.
-        run_key: The run's key in it.
-        interval: Seconds between epochs.
-        segments: How many segments must report each epoch.
-        first_epoch: The number of the next epoch (after a restore).
-    """
-
-    def __init__(
-        self,
-        store: CheckpointStore,
-        run_key: str,
-        interval: float,
-        segments: int,
-        first_epoch: int = 1,
-    ) -> None:
-        self.store = store
-        self.run_key = run_key
-        self.interval = interval
-        self.segments = segments
-        self.epoch = first_epoch - 1  # the last epoch triggered
-        self.committed = first_epoch - 1
-        self.states: dict[str, bytes] = {}
-        # Stored beside the node states in every epoch: the run's parallel
-        # layout (`rescale.layout_states`), so a restore at another
-        # parallelism knows where the state came from.
-        self.layout: dict[str, bytes] = {}
-        self.reported = 0
-        self.triggered_at: float | None = None  # time.time() of the last trigger
-        self.all_reported = asyncio.Event()
-        self.released = asyncio.Event()
-        self.released.set()
-        self.active = True  # False once a source has ended: no new epochs
-
-    @property
-    def in_progress(self) -> bool:
-        """An epoch was triggered and is not committed yet."""
-        return self.epoch > self.committed
-
-    def trigger(self) -> int:
-        """Start the next epoch; the caller tells the sources."""
-        self.epoch += 1
-        self.triggered_at = time.time()
-        self.states = {}
-        self.reported = 0
-        self.all_reported.clear()
-        self.released.clear()
-        return self.epoch
-
-    def report(self, states: dict[str, bytes]) -> None:
-        """A segment passed the current barrier with these node states."""
-        self.states.update(states)
-        self.reported += 1
-        if self.reported >= self.segments:
-            self.all_reported.set()
-
-    async def commit(self, *, finish: str | None = None) -> None:
-        """Record the epoch's states in one transaction, then release sources.
-
-        ``finish``: the run's final status, for its last epoch
-        (`CheckpointStore.commit_epoch`).
-        """
-        states = {**self.states, **self.layout} if self.layout else self.states
-        await self.store.commit_epoch(
-            self.run_key, self.epoch, states, self.triggered_at, finish=finish
-        )
-        self.committed = self.epoch
-        self.released.set()

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ..checkpointing.barriers import SourceBarriers, run_epochs
+from ..checkpointing.coordinator import Barrier, Coordinator
 from ..checkpointing.delegated import DelegatedCoordinator
 from ..checkpointing.faults import fault_point
+from ..checkpointing.records import CheckpointError
 from ..checkpointing.rescale import layout_states
-from ..checkpointing.store import Barrier, CheckpointError, Coordinator
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable

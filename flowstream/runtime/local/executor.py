@@ -66,11 +66,9 @@ from .segments import run_segment
 if TYPE_CHECKING:
     from collections.abc import Coroutine
 
+    from ..checkpointing.coordinator import Coordinator
     from ..checkpointing.delegated import DelegatedCoordinator
-    from ..checkpointing.store import (
-        CheckpointStore,
-        Coordinator,
-    )
+    from ..checkpointing.store import CheckpointStore
     from ..validation import Graph, GraphNode
 
 __all__ = ["WorkflowExecutor"]

@@ -17,15 +17,16 @@ import logging
 from typing import TYPE_CHECKING
 
 from ...core.events import WorkflowCompleted
+from ..checkpointing.records import AlreadyCompleted, workflow_key
 from ..checkpointing.rescale import RescaleError, announce_moves, restore
-from ..checkpointing.store import AlreadyCompleted, CheckpointStore, workflow_key
+from ..checkpointing.store import CheckpointStore
 from ..result import RunResult
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from ...core.workflow import Checkpoint
-    from ..checkpointing.store import PoisonRecord
+    from ..checkpointing.records import PoisonRecord
     from .executor import WorkflowExecutor
 
 __all__ = ["run_checkpointed", "skipped"]

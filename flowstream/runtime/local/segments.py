@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...core.node import OUT_PORT
 from ..channel import Control
-from ..checkpointing.store import Barrier
+from ..checkpointing.coordinator import Barrier
 from ..feeds import AligningFeed, BatchFeed, ChannelFeed
 from ..stepping import rebatch
 from . import epochs, stages

@@ -22,8 +22,8 @@ import msgspec
 
 from ...core.workflow import Workflow
 from ..backends import create_executor
+from ..checkpointing.coordinator import Barrier
 from ..checkpointing.delegated import CheckpointsUnder, DelegatedCoordinator
-from ..checkpointing.store import Barrier
 from ..events import EventBus
 from ..options import RunOptions
 from ..registry import NodeRegistry

@@ -30,7 +30,7 @@ import msgspec
 from ...core.codec import decode_msgpack, encode_msgpack
 from ...core.node import node
 from ...errors import EncodeError
-from ..checkpointing.store import Barrier
+from ..checkpointing.coordinator import Barrier
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

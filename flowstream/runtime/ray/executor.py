@@ -33,8 +33,9 @@ import ray
 from ...core.events import NodeEvent, NodeStats, WorkflowCompleted, WorkflowStarted
 from ...core.workflow import Checkpoint, RetryWorkflow
 from ...errors import FlowstreamError
+from ..checkpointing.records import AlreadyCompleted, workflow_key
 from ..checkpointing.rescale import RescaleError, announce_moves, layout_states, restore
-from ..checkpointing.store import AlreadyCompleted, CheckpointStore, workflow_key
+from ..checkpointing.store import CheckpointStore
 from ..result import RunResult, RunStatus
 from .actor import SlotActor
 from .checkpoints import NAMESPACE, Checkpoints, actor_name, fence
