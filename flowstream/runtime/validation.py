@@ -381,6 +381,8 @@ def _side_ports_into_direct_calls(graph: Graph) -> list[Problem]:
     their ``out`` values only (`flowstream.runtime.plan`, the same rule):
     the values of any other port on such an edge would never reach it.
     """
+    if all(c.from_port == OUT_PORT for c in graph.workflow.connections):
+        return []  # no side port is read at all (most DAGs): nothing to walk
     direct: set[str] = set()
     found: dict[tuple[str, str, str], Problem] = {}
     for gid, g in graph.nodes.items():  # topological: producers come first
