@@ -161,6 +161,45 @@ def rescale_window_join(states: States, m: int, place: Place) -> list[dict[str, 
     return news
 
 
+def rescale_queued_join(states: States, m: int, place: Place) -> list[dict[str, Any]]:
+    """``join.interval`` and ``join.changelog``: buckets by key, queues with them.
+
+    Both keep ``buckets`` (slot -> a list whose first entry is the key),
+    per side an expiry ``queue`` of ``(expires_at, seq, slot)`` read from
+    ``heads``, the ``tops``, the ``seq`` counter (and ``evicted``). A key's
+    bucket and its live queue entries move to the instance that owns the
+    key; each new
+    queue is sorted by expiry (the entries were in arrival order per old
+    instance), and ``seq`` goes on past every old instance's.
+    """
+    check_known(states, ("buckets", "queues", "heads", "tops", "seq", "evicted"))
+    news = fresh(m)
+    if not any(states):
+        return news
+    counter(news, states, "evicted")  # keys forgotten past max_keys, a total
+    tops = [
+        _furthest(s["tops"][side] for s in states if "tops" in s) for side in (0, 1)
+    ]
+    seq = max((s.get("seq", 0) for s in states), default=0)
+    for new in news:
+        new.update(buckets={}, queues=[[], []], heads=[0, 0], tops=list(tops), seq=seq)
+    for state in states:
+        where: dict[Any, int] = {}
+        for slot, bucket in state.get("buckets", {}).items():
+            i = where[slot] = place(bucket[0])
+            news[i]["buckets"][slot] = bucket
+        heads = state.get("heads", (0, 0))
+        for side, queue in enumerate(state.get("queues", ((), ()))):
+            for entry in queue[heads[side] :]:
+                owner = where.get(entry[2])
+                if owner is not None:  # an entry whose bucket is gone is spent
+                    news[owner]["queues"][side].append(entry)
+    for new in news:
+        for queue in new["queues"]:
+            queue.sort(key=lambda e: (e[0], e[1]))
+    return news
+
+
 def rescale_held(states: States, m: int, place: Place) -> list[dict[str, Any]]:
     """``time.delay``: the held items, dealt out round-robin."""
     check_known(states, ("held",))

@@ -55,6 +55,7 @@ from ._bounds import (
     note_eviction,
     over_max_keys,
 )
+from ._rescaling import rescale_queued_join
 from .control import merge_batches
 from .join import SIDES, _slot
 from .join_interval import _time
@@ -288,6 +289,7 @@ class _ChangelogJoin:
     ports=lambda c: (SIDES, ()),
     batched=True,
     aligned=True,
+    rescale=rescale_queued_join,
 )
 async def changelog_join(
     *inputs: AsyncIterator[list[Any]], config: Changelog, ctx: NodeContext

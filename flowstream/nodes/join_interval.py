@@ -34,6 +34,7 @@ import msgspec
 
 from ..core.expr import Expr, expr_function
 from ..core.node import node
+from ._rescaling import rescale_queued_join
 from ._windowing import track_watermark
 from .control import merge_batches
 from .join import SIDES, _slot
@@ -243,6 +244,7 @@ class _IntervalJoin:
     ports=lambda c: (SIDES, ()),
     batched=True,
     aligned=True,
+    rescale=rescale_queued_join,
 )
 async def interval_join(
     *inputs: AsyncIterator[list[Any]], config: Interval, ctx: NodeContext

@@ -249,6 +249,51 @@ async def test_window_join_exact_after_a_crash_and_a_rescaled_restart(
     assert pairs == Counter((x, x + 20) for x in range(JOINED))
 
 
+def queued_join(store: Path, out: Path, par: int, kind: str) -> Workflow:
+    """``join.interval`` or ``join.changelog``: each left x meets right x + 20."""
+    times = {"left_key": "x", "right_key": "x - 20", "left_time": "x"}
+    if kind == "join.interval":
+        config: dict[str, Any] = {**times, "right_time": "x - 20", "upper_ms": 0}
+    else:
+        config = {
+            **times,
+            "right_time": "x - 20",
+            "left_retention_ms": 50,
+            "right_retention_ms": 50,
+        }
+    wf = (
+        Workflow(kind.replace(".", "-"), mode="stream")
+        .node("lefts", "source.range", stop=JOINED)
+        .node("rights", "source.range", start=20, stop=JOINED + 20)
+        .node("join", kind, parallelism=par, **config)
+        .node("sink", "file.sink", path=str(out))
+        .connect("lefts -> join.left")
+        .connect("rights -> join.right")
+        .connect("join -> sink")
+    )
+    wf.checkpoint = Checkpoint(path=str(store), interval_ms=5)
+    return wf
+
+
+@pytest.mark.parametrize("kind", ["join.interval", "join.changelog"])
+@pytest.mark.parametrize(("before", "after"), [(2, 1), (1, 3)])
+async def test_queued_joins_exact_after_a_crash_and_a_rescaled_restart(
+    tmp_path: Path, kind: str, before: int, after: int
+) -> None:
+    store, out = tmp_path / "ckpt.db", tmp_path / "out.jsonl"
+    await crash_after(queued_join(store, out, before, kind), epochs=1)
+    await run_to_end(queued_join(store, out, after, kind))
+    records = lines(out)
+    assert all(r.get("op", "upsert") == "upsert" for r in records)
+    pairs = Counter((r["left"], r["right"]) for r in records)
+    assert pairs == Counter((x, x + 20) for x in range(JOINED))
+    (record,) = await runs(store)
+    assert (record.rescaled["join"]["from"], record.rescaled["join"]["to"]) == (
+        before,
+        after,
+    )
+
+
 def dedupe(store: Path, out: Path, par: int, max_keys: int = 10_000) -> Workflow:
     wf = (
         Workflow("dedupe", mode="stream")
