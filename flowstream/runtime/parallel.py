@@ -7,7 +7,8 @@ it unchanged: node ``count`` with parallelism 2 becomes ``count[0]`` and
 * ``forward``: one instance feeds one instance (equal parallelism, or both 1);
 * ``merge``: every upstream instance feeds the single downstream one;
 * ``key``: each upstream instance hashes the key of every item (the key the
-  downstream node groups by: ``transform.reduce``'s ``key``, a window's
+  downstream node groups by: ``transform.reduce``'s (``scan``'s,
+  ``aggregate``'s) ``key``, a window's
   ``key``, the ``left_key``/``right_key`` of ``join.window``,
   ``join.interval`` and ``join.changelog``) and sends it to the
   instance that owns the key;
@@ -183,7 +184,7 @@ def _rules(g: GraphNode) -> dict[str, _Rule] | str:
         return {} if why is None else why
     if type_id in _STATELESS or (g.spec.shape == "call" and type_id not in _WHY_NOT):
         return dict.fromkeys(g.inputs, "spread")
-    if type_id in ("transform.reduce", "transform.scan"):
+    if type_id in ("transform.reduce", "transform.scan", "transform.aggregate"):
         rule = _cel_or(config, "key")
         if rule is None and config.keyed:
             rule = _Keyed("keyed: true (the records' key)", _record_key)

@@ -229,6 +229,33 @@ def test_keyed_pipeline_gives_the_same_totals_in_parallel(fuse: bool) -> None:
         assert run_outputs(with_parallelism(wf, par), fuse=fuse) == expected, par
 
 
+def test_an_updating_aggregate_runs_in_parallel_with_each_key_in_order() -> None:
+    wf = (
+        Workflow("best", mode="stream")
+        .node("bids", "source.range", stop=2000)
+        .node("rec", "transform.map", expr="{'k': x % 7, 'n': (x * 37) % 101}")
+        .node("best", "transform.aggregate", op="max", key="x.k", value="x.n")
+        .node("out", "sink.collect")
+        .connect("bids -> rec")
+        .connect("rec -> best")
+        .connect("best -> out")
+    )
+    expected = FlowRuntime().run(wf).outputs["out"]["out"]
+    result = FlowRuntime().run(with_parallelism(wf, {"best": 2}))
+    assert result.ok, result.error
+    got = result.outputs["out"]["out"]
+
+    def per_key(changes: list[dict[str, Any]]) -> dict[Any, list[Any]]:
+        found: dict[Any, list[Any]] = {}
+        for c in changes:
+            found.setdefault(c["key"], []).append((c["op"], c["value"]))
+        return found
+
+    # Keys interleave differently; each key's changelog is the same.
+    assert per_key(got) == per_key(expected)
+    assert {s for s in result.stats if s.startswith("best[")} == {"best[0]", "best[1]"}
+
+
 def test_each_instance_of_a_keyed_node_sees_only_its_keys() -> None:
     wf = with_parallelism(keyed_pipeline(), {"total": 2})
     result = FlowRuntime().run(wf)

@@ -32,7 +32,7 @@ def _slot_key(slot: Any) -> Any:
 
 
 def rescale_accs(states: States, m: int, place: Place) -> list[dict[str, Any]]:
-    """``transform.scan`` / ``transform.reduce``: ``accs`` by key, ``evicted``."""
+    """``transform.scan`` / ``reduce`` / ``aggregate``: ``accs`` by key, ``evicted``."""
     check_known(states, ("accs", "evicted"))
     news = fresh(m)
     if any("accs" in s for s in states):

@@ -360,7 +360,7 @@ async def reduce(
         yield final
 
 
-@node("transform.aggregate", config=Aggregate, batched=True)
+@node("transform.aggregate", config=Aggregate, batched=True, rescale=rescale_accs)
 async def aggregate(
     inp: AsyncIterator[list[Any]], *, config: Aggregate, ctx: NodeContext
 ) -> AsyncIterator[list[Any]]:
