@@ -108,7 +108,7 @@ def keyed_counts(
     store: Path, par: int, n: int = 200_000, kind: str = "transform.scan"
 ) -> Workflow:
     # transform.aggregate without retracts emits what scan emits (plus op).
-    extra = {"retract": False} if kind == "transform.aggregate" else {}
+    extra: dict[str, Any] = {"retract": False} if kind == "transform.aggregate" else {}
     wf = (
         Workflow("keyed-counts", mode="stream")
         .node("numbers", "source.range", stop=n)

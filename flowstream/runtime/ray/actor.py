@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ...core.workflow import Workflow
+from ...core.workflow import RetryWorkflow, StopWorkflow, Workflow
 from ..backends import create_executor
 from ..checkpointing.coordinator import Barrier
 from ..checkpointing.delegated import CheckpointsUnder, DelegatedCoordinator
@@ -53,9 +53,16 @@ class SlotActor:
     """
 
     def __init__(self, workflow: bytes, slot: int, options: dict[str, Any]) -> None:
-        # The driver keeps the checkpoint store: the actors never open it.
+        # The driver keeps the checkpoint store and retries whole runs: the
+        # actors never open the store, and a slot never retries its part alone.
+        decoded = msgspec.json.decode(workflow, type=Workflow)
+        handling = decoded.error_handling
         self.workflow = msgspec.structs.replace(
-            msgspec.json.decode(workflow, type=Workflow), checkpoint=None
+            decoded,
+            checkpoint=None,
+            error_handling=StopWorkflow()
+            if isinstance(handling, RetryWorkflow)
+            else handling,
         )
         self.slot = slot
         self.options = RunOptions(**options, backend="local")

@@ -76,8 +76,9 @@ class RayExecutor:
     """Runs one plan once on Ray; make a new one for each run.
 
     Raises:
-        RayBackendError: The workflow checkpoints or retries whole runs, or
-            the credit window is not a positive number.
+        RayBackendError: The workflow checkpoints in DAG mode, or both
+            checkpoints and retries whole runs, or the credit window is not
+            a positive number.
     """
 
     def __init__(self, graph: Graph, bus: EventBus, options: RunOptions) -> None:
@@ -91,10 +92,12 @@ class RayExecutor:
                 "--backend local, or in stream mode"
             )
             raise RayBackendError(msg)
-        if isinstance(wf.error_handling, RetryWorkflow):
+        if checkpointed and isinstance(wf.error_handling, RetryWorkflow):
             msg = (
-                f"workflow {wf.name!r}: error_handling retry_workflow is not "
-                "available on the ray backend yet (it restarts every process)"
+                f"workflow {wf.name!r}: on the ray backend a checkpointed run "
+                "rolls back to its last epoch when a process dies; "
+                "error_handling retry_workflow (a restart from scratch) does "
+                "not combine with it there: use one or the other"
             )
             raise RayBackendError(msg)
         if options.credit_window < 1:
@@ -114,6 +117,7 @@ class RayExecutor:
         self._channels: dict[tuple[str, str], ChannelStatistics] = {}
         self._stopping = False
         self._cancelled: str | None = None
+        self._aborted = False  # cancelled by the caller (no more attempts)
         self._died: str | None = None
         self._dead_slot = 0
         self._started = False
@@ -132,7 +136,7 @@ class RayExecutor:
         ensure_ray(self.options.ray_address)
         checkpoints = self._checkpoint_policy()
         if checkpoints is None:
-            return self._finish(await self._attempt(None))
+            return await self._attempts()
         path, interval_ms, policy = checkpoints
         async with CheckpointStore(path, interval_ms) as store:
             key = workflow_key(self.graph.workflow)
@@ -184,6 +188,29 @@ class RayExecutor:
                 status = result.status
             await store.finish(key, status)
         return self._finish(result)
+
+    async def _attempts(self) -> RunResult:
+        """Run without checkpoints; ``retry_workflow`` runs it again when it fails.
+
+        Each attempt is a run of its own (a new run id, its own start and
+        end events) in new actors, as on the local backend; a stop or a
+        cancel ends the retries.
+        """
+        policy = self.graph.workflow.error_handling
+        attempts = policy.max_attempts if isinstance(policy, RetryWorkflow) else 1
+        result = self._finish(await self._attempt(None))
+        attempt = 1
+        while (
+            result.status == "failed"
+            and attempt < attempts
+            and not (self._stopping or self._aborted)
+        ):
+            attempt += 1
+            self.run_id = uuid.uuid4().hex[:12]
+            self._died, self._cancelled, self._started = None, None, False
+            result = self._finish(await self._attempt(None))
+        result.attempts = attempt
+        return result
 
     def _checkpoint_policy(self) -> tuple[str, float, Checkpoint] | None:
         """Where and how often this run checkpoints (None: it does not)."""
@@ -302,6 +329,7 @@ class RayExecutor:
 
     def cancel(self) -> None:
         """Cancel every slot now; the result says ``cancelled``."""
+        self._aborted = True
         self._cancelled = self._cancelled or "cancelled"
         for a in self._actors:
             a.cancel.remote()

@@ -151,6 +151,32 @@ def test_a_failing_node_fails_the_run_and_names_its_instance() -> None:
     assert "div[" in (result.error or "")
 
 
+def test_retry_workflow_runs_every_process_again_on_ray() -> None:
+    from flowstream.core.events import WorkflowCompleted, WorkflowStarted
+    from flowstream.core.workflow import RetryWorkflow
+
+    wf = (
+        Workflow("retried", parallelism=2)
+        .node("src", "source.range", stop=50)
+        .node("div", "transform.map", expr="100 / (x - 37)")
+        .node("out", "sink.collect")
+        .connect("src -> div")
+        .connect("div -> out")
+    )
+    wf.error_handling = RetryWorkflow(max_attempts=2)
+    executor = FlowRuntime().executor(wf, backend="ray")
+    events: list[Any] = []
+    executor.bus.add_listener(events.append)
+    result = asyncio.run(executor.run())
+    assert result.status == "failed"
+    assert result.attempts == 2  # the driver's retries, not each slot's own
+    started = [e.run_id for e in events if isinstance(e, WorkflowStarted)]
+    ended = [e for e in events if isinstance(e, WorkflowCompleted)]
+    assert len(set(started)) == 2  # one run id per attempt
+    assert [e.status for e in ended] == ["failed", "failed"]
+    assert result.run_id == started[-1]
+
+
 PARALLEL_YAML = """
 name: counts
 mode: dag
