@@ -394,6 +394,8 @@ async def test_ui_operator_console(chromium: Path, tmp_path: Path) -> None:
 
 CONSOLE = """\
 # event time, a parallel step, checkpoints: the console's views
+# (times from 2026-01-01T00:00:01Z: the first watermark, 500 ms behind, is
+# already in 2026)
 name: console
 mode: stream
 checkpoint: {path: console.ckpt, interval_ms: 100}
@@ -401,7 +403,7 @@ nodes:
   - {id: tick, type: source.timer, config: {interval_ms: 5}}
   - id: stamp
     type: transform.map
-    config: {expr: "{'ts': 1767225600000 + x * 250, 'n': x}"}
+    config: {expr: "{'ts': 1767225601000 + x * 250, 'n': x}"}
     parallelism: 2
   - id: win
     type: window.tumbling
