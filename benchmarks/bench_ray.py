@@ -135,7 +135,7 @@ def _timed(wf: Workflow, backend: str) -> tuple[float, float, Any]:
 _LOCAL = """
 import sys, time
 import msgspec
-from flowstream.core.workflow import Checkpoint, Workflow
+from flowstream.core.workflow import Workflow
 from flowstream.runtime.flow import FlowRuntime
 wf = msgspec.json.decode(sys.stdin.buffer.read(), type=Workflow)
 runtime = FlowRuntime()

@@ -71,6 +71,7 @@ def grouped(stats: dict[str, NodeStats]) -> list[tuple[str, NodeStats]]:
     """
     import msgspec
 
+    from ..core.events import summed_stats
     from ..core.workflow import NODE_ID
 
     rows: list[tuple[str, NodeStats]] = []
@@ -99,41 +100,9 @@ def grouped(stats: dict[str, NodeStats]) -> list[tuple[str, NodeStats]]:
         if members is None:
             out.append((label, st))
             continue
-        out.append((label, _summed(members)))
+        out.append((label, summed_stats(members)))
         out.extend((f"  [{m.instance}]", m) for m in members)
     return out
-
-
-def _summed(members: list[NodeStats]) -> NodeStats:
-    from ..core.events import NodeStats
-
-    def total(rates: list[float | None]) -> float | None:
-        known = [r for r in rates if r is not None]
-        return sum(known) if known else None
-
-    marks = [m.watermark_ms for m in members if m.watermark_ms is not None]
-    return NodeStats(
-        items_in=sum(m.items_in for m in members),
-        items_out=sum(m.items_out for m in members),
-        errors=sum(m.errors for m in members),
-        dead_letters=sum(m.dead_letters for m in members),
-        duration_s=max(m.duration_s for m in members),
-        rate_in=total([m.rate_in for m in members]),
-        rate_out=total([m.rate_out for m in members]),
-        watermark_ms=min(marks) if marks else None,
-        # A split source's parts add up to the whole input.
-        bytes_read=_sum_known([m.bytes_read for m in members]),
-        bytes_total=_sum_all([m.bytes_total for m in members]),
-    )
-
-
-def _sum_known(values: list[int | None]) -> int | None:
-    known = [v for v in values if v is not None]
-    return sum(known) if known else None
-
-
-def _sum_all(values: list[int | None]) -> int | None:
-    return None if not values or None in values else sum(v or 0 for v in values)
 
 
 def restart_line(

@@ -18,11 +18,14 @@ that carries events lives in ``flowstream.runtime.events``.
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import msgspec
 
 from flowstream.errors import DecodeError, EncodeError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = [
     "EVENT_TYPES",
@@ -38,6 +41,7 @@ __all__ = [
     "WorkflowStarted",
     "decode_event",
     "encode_event",
+    "summed_stats",
 ]
 
 
@@ -83,6 +87,39 @@ class NodeStats(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     instance: int | None = None
     bytes_read: int | None = None
     bytes_total: int | None = None
+
+
+def summed_stats(members: Sequence[NodeStats]) -> NodeStats:
+    """A parallel node's counters: its instances' ``members`` together.
+
+    Counts and rates add up (an unknown rate is left out; all unknown:
+    None), the duration is the longest, the watermark the lowest, and a split
+    source's parts add up to the whole input (a total only if every part
+    has one).
+    """
+
+    def known_sum(values: list[Any]) -> Any:
+        known = [v for v in values if v is not None]
+        return sum(known) if known else None
+
+    marks = [m.watermark_ms for m in members if m.watermark_ms is not None]
+    totals = [m.bytes_total for m in members]
+    return NodeStats(
+        items_in=sum(m.items_in for m in members),
+        items_out=sum(m.items_out for m in members),
+        errors=sum(m.errors for m in members),
+        dead_letters=sum(m.dead_letters for m in members),
+        duration_s=max((m.duration_s for m in members), default=0.0),
+        rate_in=known_sum([m.rate_in for m in members]),
+        rate_out=known_sum([m.rate_out for m in members]),
+        watermark_ms=min(marks) if marks else None,
+        bytes_read=known_sum([m.bytes_read for m in members]),
+        bytes_total=(
+            None
+            if not totals or None in totals
+            else sum(t for t in totals if t is not None)
+        ),
+    )
 
 
 # The shared config lives on a field-less base so that each event lists all of

@@ -40,7 +40,6 @@ one is (kept longer, never dropped early).
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -55,10 +54,9 @@ from ._bounds import (
     note_eviction,
     over_max_keys,
 )
+from ._queued_join import QueuedJoin, event_time, run_join
 from ._rescaling import rescale_queued_join
-from .control import merge_batches
 from .join import SIDES, _slot
-from .join_interval import _time
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -66,8 +64,6 @@ if TYPE_CHECKING:
     from ..core.node import NodeContext
 
 __all__ = ["Changelog", "changelog_join"]
-
-_COMPACT = 4096  # drop a queue's gone head once it is this long and half dead
 
 # Bucket fields.
 _KEY, _ROW, _ROW_TIME, _ROW_SEQ, _LEFTS = range(5)
@@ -114,38 +110,17 @@ class Changelog(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         check_max_keys(self.max_keys)
 
 
-class _ChangelogJoin:
+class _ChangelogJoin(QueuedJoin):
     def __init__(self, config: Changelog, ctx: NodeContext) -> None:
-        self.ctx = ctx
-        self.retention = (config.left_retention_ms, config.right_retention_ms)
-        self.lateness = config.allowed_lateness_ms
-        self.keys = (expr_function(config.left_key), expr_function(config.right_key))
-        self.times = (
-            expr_function(config.left_time),
-            expr_function(config.right_time),
+        super().__init__(
+            ctx,
+            (expr_function(config.left_key), expr_function(config.right_key)),
+            (expr_function(config.left_time), expr_function(config.right_time)),
+            config.allowed_lateness_ms,
         )
+        self.retention = (config.left_retention_ms, config.right_retention_ms)
         self.max_keys = config.max_keys
         self.evict = config.on_max_keys == "evict_oldest"
-        self.ended = [False, False]
-        state = ctx.state
-        if "buckets" not in state:
-            state["buckets"] = {}
-            state["queues"] = [[], []]
-            state["heads"] = [0, 0]
-            state["tops"] = [None, None]
-            state["seq"] = 0
-        self.state = state
-        self.buckets: dict[str | int, list[Any]] = state["buckets"]
-        self.queues: list[list[list[Any]]] = state["queues"]
-        self.heads: list[int] = state["heads"]
-        self.tops: list[int | float | None] = state["tops"]
-
-    def watermark(self, side: int) -> float:
-        """No item still to come on ``side`` has a time below this."""
-        if self.ended[side]:
-            return math.inf
-        top = self.tops[side]
-        return -math.inf if top is None else top - self.lateness
 
     def held(self) -> tuple[int, int]:
         """How many rows and left items the state holds now."""
@@ -193,7 +168,7 @@ class _ChangelogJoin:
                 slot = key if type(key) is int else _slot(key)
                 t = time_of(x)
                 if type(t) is not int:
-                    t = _time(t, f"{name}_time")
+                    t = event_time(t, f"{name}_time")
             except Exception as exc:
                 dead_letter(x, f"cannot compute the {name} key or time: {exc}")
                 continue
@@ -248,39 +223,23 @@ class _ChangelogJoin:
             self.expire(1 - side)
         return out
 
-    def end(self, side: int) -> None:
-        self.ended[side] = True
-        self.expire(1 - side)
+    def drop(self, side: int, seq: int, slot: str | int) -> None:
+        """A left item goes alone; a row goes with its bucket.
 
-    def expire(self, side: int) -> None:
-        """Drop the entries of ``side`` the other side can no longer reach.
-
-        A left item goes alone; a row goes with its bucket, the left items it
-        joined included (nothing can change their pairs any more: a row that
-        comes for the key later starts afresh).
+        The left items a row joined go with it: nothing can change their
+        pairs any more (a row that comes for the key later starts afresh).
         """
-        limit = self.watermark(1 - side)
-        queue = self.queues[side]
-        head = self.heads[side]
         buckets = self.buckets
-        n = len(queue)
-        while head < n and queue[head][0] < limit:
-            _, seq, slot = queue[head]
-            head += 1
-            bucket = buckets.get(slot)
-            if bucket is None:
-                continue  # evicted, or gone with its row
-            if side == 0:
-                if bucket[_LEFTS].pop(seq, None) is not None and (
-                    bucket[_ROW_SEQ] is None and not bucket[_LEFTS]
-                ):
-                    del buckets[slot]
-            elif bucket[_ROW_SEQ] == seq:
+        bucket = buckets.get(slot)
+        if bucket is None:
+            return  # evicted, or gone with its row
+        if side == 0:
+            if bucket[_LEFTS].pop(seq, None) is not None and (
+                bucket[_ROW_SEQ] is None and not bucket[_LEFTS]
+            ):
                 del buckets[slot]
-        if head >= _COMPACT and head * 2 >= n:
-            del queue[:head]
-            head = 0
-        self.heads[side] = head
+        elif bucket[_ROW_SEQ] == seq:
+            del buckets[slot]
 
 
 @node(
@@ -335,11 +294,5 @@ async def changelog_join(
         0}]}`` into ``[{key: 1, left: {id: 7, seller: 1, t: 5}, right: {id:
         1, name: Ann, t: 0}, op: upsert}]``.
     """
-    join = _ChangelogJoin(config, ctx)
-    async with contextlib.aclosing(merge_batches(inputs)) as merged:
-        async for side, batch in merged:
-            if batch is None:
-                join.end(side)
-                yield []
-            else:
-                yield join.push(side, batch)
+    async for out in run_join(_ChangelogJoin(config, ctx), inputs):
+        yield out

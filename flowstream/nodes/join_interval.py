@@ -12,21 +12,16 @@ State (plain values, in ``ctx.state``, so that checkpoints can snapshot it):
 * ``buckets``: slot -> ``[key, lefts, rights]``, ``lefts`` a dict seq ->
   ``(t, end, item)``, ``rights`` a dict seq -> item (its time is computed
   again in the rare scan of a key's right items by a later left one);
-* ``queues``: per side, ``(expires_at, seq, slot)`` in arrival order, and
-  ``heads``: how many of each queue are gone;
-* ``tops``: per side, the latest event time seen; ``seq``: the next number.
+* ``queues``, ``heads``, ``tops``, ``seq``: as every `_queued_join.QueuedJoin`
+  keeps them (expiry by per-side queues, watermarks).
 
 Entries are tuples: the collector stops tracking a tuple of untracked values
 (numbers, strings, dicts of them), so the state of a busy join does not make
-every garbage collection longer. Expiry walks each queue from its head while
-the head's time is below the other side's watermark. Times arrive nearly in
-order, so this is a first-in-first-out pass (no heap); an entry stuck behind
-a later one is freed when that one is (kept longer, never dropped early).
+every garbage collection longer.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -34,9 +29,8 @@ import msgspec
 
 from ..core.expr import Expr, expr_function
 from ..core.node import node
+from ._queued_join import QueuedJoin, event_time, run_join
 from ._rescaling import rescale_queued_join
-from ._windowing import track_watermark
-from .control import merge_batches
 from .join import SIDES, _slot
 
 if TYPE_CHECKING:
@@ -45,8 +39,6 @@ if TYPE_CHECKING:
     from ..core.node import NodeContext
 
 __all__ = ["Interval", "interval_join"]
-
-_COMPACT = 4096  # drop a queue's gone head once it is this long and half dead
 
 
 class Interval(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -88,57 +80,19 @@ class Interval(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise ValueError(msg)
 
 
-def _time(value: Any, what: str) -> int | float:
-    if type(value) is int:
-        return value
-    if type(value) is not float:
-        msg = f"{what} must be a number of epoch ms, got {type(value).__name__}"
-        raise TypeError(msg)
-    if not math.isfinite(value):
-        msg = f"{what} must be finite, got {value}"
-        raise ValueError(msg)
-    return value
-
-
-class _IntervalJoin:
+class _IntervalJoin(QueuedJoin):
     def __init__(self, config: Interval, ctx: NodeContext) -> None:
-        self.ctx = ctx
+        super().__init__(
+            ctx,
+            (expr_function(config.left_key), expr_function(config.right_key)),
+            (expr_function(config.left_time), expr_function(config.right_time)),
+            config.allowed_lateness_ms,
+        )
         self.lower = config.lower_ms
         self.upper = config.upper_ms
-        self.lateness = config.allowed_lateness_ms
-        self.keys = (expr_function(config.left_key), expr_function(config.right_key))
-        self.times = (
-            expr_function(config.left_time),
-            expr_function(config.right_time),
-        )
         self.left_end: Callable[[Any], Any] | None = (
             None if config.left_end is None else expr_function(config.left_end)
         )
-        self.ended = [False, False]
-        state = ctx.state
-        if "buckets" not in state:
-            state["buckets"] = {}
-            state["queues"] = [[], []]
-            state["heads"] = [0, 0]
-            state["tops"] = [None, None]
-            state["seq"] = 0
-        self.state = state
-        self.buckets: dict[str | int, list[Any]] = state["buckets"]
-        self.queues: list[list[tuple[Any, ...]]] = state["queues"]
-        self.heads: list[int] = state["heads"]
-        self.tops: list[int | float | None] = state["tops"]
-        track_watermark(ctx, self.joint_watermark)
-
-    def joint_watermark(self) -> float:
-        """The node's watermark: the lower of its two inputs'."""
-        return min(self.watermark(0), self.watermark(1))
-
-    def watermark(self, side: int) -> float:
-        """No item still to come on ``side`` has a time below this."""
-        if self.ended[side]:
-            return math.inf
-        top = self.tops[side]
-        return -math.inf if top is None else top - self.lateness
 
     def push(self, side: int, batch: list[Any]) -> list[Any]:
         out: list[Any] = []
@@ -160,9 +114,9 @@ class _IntervalJoin:
                 slot = key if type(key) is int else _slot(key)
                 t = time_of(x)
                 if type(t) is not int:
-                    t = _time(t, f"{name}_time")
+                    t = event_time(t, f"{name}_time")
                 if left_end is not None:
-                    end = _time(left_end(x), "left_end")
+                    end = event_time(left_end(x), "left_end")
                     if not (t + lower <= end <= t + upper):
                         reason = (
                             f"left_end {end} is not within [left_time + lower_ms, "
@@ -214,28 +168,11 @@ class _IntervalJoin:
             self.expire(1 - side)
         return out
 
-    def end(self, side: int) -> None:
-        self.ended[side] = True
-        self.expire(1 - side)
-
-    def expire(self, side: int) -> None:
-        """Drop the entries of ``side`` the other side can no longer reach."""
-        limit = self.watermark(1 - side)
-        queue = self.queues[side]
-        head = self.heads[side]
-        buckets = self.buckets
-        n = len(queue)
-        while head < n and queue[head][0] < limit:
-            _, seq, slot = queue[head]
-            head += 1
-            bucket = buckets[slot]
-            del bucket[1 + side][seq]
-            if not bucket[1] and not bucket[2]:
-                del buckets[slot]
-        if head >= _COMPACT and head * 2 >= n:
-            del queue[:head]
-            head = 0
-        self.heads[side] = head
+    def drop(self, side: int, seq: int, slot: str | int) -> None:
+        bucket = self.buckets[slot]
+        del bucket[1 + side][seq]
+        if not bucket[1] and not bucket[2]:
+            del self.buckets[slot]
 
 
 @node(
@@ -278,11 +215,5 @@ async def interval_join(
         left: {id: 1, date_time: 0, expires: 10}, right: {auction: 1,
         date_time: 5}}]``.
     """
-    join = _IntervalJoin(config, ctx)
-    async with contextlib.aclosing(merge_batches(inputs)) as merged:
-        async for side, batch in merged:
-            if batch is None:
-                join.end(side)
-                yield []
-            else:
-                yield join.push(side, batch)
+    async for out in run_join(_IntervalJoin(config, ctx), inputs):
+        yield out

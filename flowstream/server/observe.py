@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import msgspec
 
-from ..core.events import NodeStats
+from ..core.events import NodeStats, summed_stats
 from ..core.node import ERROR_PORT
 from .schemas import InstanceStatus, NodeStatus, RecentOutput, SeriesPoint, iso
 
@@ -93,19 +93,19 @@ def node_statuses(
     for gid, ids in declared_nodes(graph).items():
         g = declared[gid]
         rows = [_row(i, iid, stats, states, fills, now) for i, iid in enumerate(ids)]
-        marks = [r.watermark_ms for r in rows if r.watermark_ms is not None]
+        total = summed_stats([stats.get(iid) or NodeStats() for iid in ids])
         fill = [r.channel_fill for r in rows if r.channel_fill is not None]
-        mark = min(marks) if marks else None
+        mark = total.watermark_ms
         nodes[gid] = NodeStatus(
             type=g.spec.type_id,
             role=role(g.spec.type_id, g.inputs, g.outputs),
             state=_combined([r.state for r in rows]),
-            items_in=sum(r.items_in for r in rows),
-            items_out=sum(r.items_out for r in rows),
-            errors=sum(r.errors for r in rows),
-            dead_letters=sum(r.dead_letters for r in rows),
-            rate_in=_total([r.rate_in for r in rows]),
-            rate_out=_total([r.rate_out for r in rows]),
+            items_in=total.items_in,
+            items_out=total.items_out,
+            errors=total.errors,
+            dead_letters=total.dead_letters,
+            rate_in=_rounded(total.rate_in),
+            rate_out=_rounded(total.rate_out),
             channel_fill=max(fill) if fill else None,
             parallelism=len(ids),
             watermark=None if mark is None else iso(mark / 1000),
@@ -134,9 +134,8 @@ def _row(
         items_out=st.items_out,
         errors=st.errors,
         dead_letters=st.dead_letters,
-        # Rounding is for display; 3 decimals keep 0.001/s visible.
-        rate_in=None if st.rate_in is None else round(st.rate_in, 3),
-        rate_out=None if st.rate_out is None else round(st.rate_out, 3),
+        rate_in=_rounded(st.rate_in),
+        rate_out=_rounded(st.rate_out),
         channel_fill=fills.get(iid),
         watermark_ms=mark,
         watermark_lag_s=None if mark is None else _lag(now, mark),
@@ -148,9 +147,9 @@ def _lag(now: float, mark_ms: int) -> float:
     return round(now - mark_ms / 1000, 3)
 
 
-def _total(rates: list[float | None]) -> float | None:
-    known = [r for r in rates if r is not None]
-    return round(sum(known), 3) if known else None
+def _rounded(rate: float | None) -> float | None:
+    # Rounding is for display; 3 decimals keep 0.001/s visible.
+    return None if rate is None else round(rate, 3)
 
 
 _ORDER: dict[str, int] = {

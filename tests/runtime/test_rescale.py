@@ -227,53 +227,31 @@ async def test_windows_exact_after_a_crash_and_a_rescaled_restart(
 JOINED = 150_000
 
 
-def window_join(store: Path, out: Path, par: int) -> Workflow:
-    wf = (
-        Workflow("join", mode="stream")
-        .node("lefts", "source.range", stop=JOINED)
-        .node("rights", "source.range", start=20, stop=JOINED + 20)
-        .node(
-            "join",
-            "join.window",
-            left_key="x",
-            right_key="x - 20",
-            left_time="x",
-            right_time="x - 20",
-            window_ms=0,
-            parallelism=par,
-        )
-        .node("sink", "file.sink", path=str(out))
-        .connect("lefts -> join.left")
-        .connect("rights -> join.right")
-        .connect("join -> sink")
-    )
-    wf.checkpoint = Checkpoint(path=str(store), interval_ms=5)
-    return wf
-
-
 @pytest.mark.parametrize(("before", "after"), [(2, 1), (1, 3)])
 async def test_window_join_exact_after_a_crash_and_a_rescaled_restart(
     tmp_path: Path, before: int, after: int
 ) -> None:
     store, out = tmp_path / "ckpt.db", tmp_path / "out.jsonl"
-    await crash_after(window_join(store, out, before), epochs=1)
-    await run_to_end(window_join(store, out, after))
+    await crash_after(joined(store, out, before, "join.window"), epochs=1)
+    await run_to_end(joined(store, out, after, "join.window"))
     pairs = Counter((r["left"], r["right"]) for r in lines(out))
     assert pairs == Counter((x, x + 20) for x in range(JOINED))
 
 
-def queued_join(store: Path, out: Path, par: int, kind: str) -> Workflow:
-    """``join.interval`` or ``join.changelog``: each left x meets right x + 20."""
-    times = {"left_key": "x", "right_key": "x - 20", "left_time": "x"}
-    if kind == "join.interval":
-        config: dict[str, Any] = {**times, "right_time": "x - 20", "upper_ms": 0}
+def joined(store: Path, out: Path, par: int, kind: str) -> Workflow:
+    """A two-input join of ``kind``: each left x meets right x + 20."""
+    config: dict[str, Any] = {
+        "left_key": "x",
+        "right_key": "x - 20",
+        "left_time": "x",
+        "right_time": "x - 20",
+    }
+    if kind == "join.window":
+        config["window_ms"] = 0
+    elif kind == "join.interval":
+        config["upper_ms"] = 0
     else:
-        config = {
-            **times,
-            "right_time": "x - 20",
-            "left_retention_ms": 50,
-            "right_retention_ms": 50,
-        }
+        config.update(left_retention_ms=50, right_retention_ms=50)
     wf = (
         Workflow(kind.replace(".", "-"), mode="stream")
         .node("lefts", "source.range", stop=JOINED)
@@ -294,8 +272,8 @@ async def test_queued_joins_exact_after_a_crash_and_a_rescaled_restart(
     tmp_path: Path, kind: str, before: int, after: int
 ) -> None:
     store, out = tmp_path / "ckpt.db", tmp_path / "out.jsonl"
-    await crash_after(queued_join(store, out, before, kind), epochs=1)
-    await run_to_end(queued_join(store, out, after, kind))
+    await crash_after(joined(store, out, before, kind), epochs=1)
+    await run_to_end(joined(store, out, after, kind))
     records = lines(out)
     assert all(r.get("op", "upsert") == "upsert" for r in records)
     pairs = Counter((r["left"], r["right"]) for r in records)

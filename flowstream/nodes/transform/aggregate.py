@@ -264,31 +264,31 @@ async def scan(
         key, _, acc, _ = fold(x)
         out.append({"key": key, "value": finish(acc)})
 
+    async for out in _each(inp, handle):
+        yield out
+
+
+async def _each(
+    inp: AsyncIterator[list[Any]], handle: Callable[[Any, list[Any]], None]
+) -> AsyncIterator[list[Any]]:
+    """Handle each batch's items in order; yield what they gave, a batch each.
+
+    An item that fails ends the batch: what the items before it gave is
+    yielded, then `ItemFailed` names it (``handle`` leaves no trace of a
+    failure), so the runtime applies the node's policies to it alone.
+    """
     async for batch in inp:
         out: list[Any] = []
-        failed = _each(batch, handle, out)
+        i = 0
+        try:
+            for i, x in enumerate(batch):  # noqa: B007
+                handle(x, out)
+        except Exception as exc:
+            if out:
+                yield out
+            raise ItemFailed(i) from exc
         if out:
             yield out
-        if failed is not None:
-            raise ItemFailed(failed[0]) from failed[1]
-
-
-def _each(
-    batch: list[Any], handle: Callable[[Any, list[Any]], None], out: list[Any]
-) -> tuple[int, Exception] | None:
-    """Handle a batch's items in order, their results into ``out``.
-
-    Returns:
-        None, or ``(index, exception)`` of the first item that failed (the
-        items before it handled; ``handle`` leaves no trace of a failure).
-    """
-    i = 0
-    try:
-        for i, x in enumerate(batch):  # noqa: B007
-            handle(x, out)
-    except Exception as exc:
-        return i, exc
-    return None
 
 
 @node(
@@ -345,13 +345,8 @@ async def reduce(
                     {"key": key_of(oldest), "value": finish(acc), "evicted": True}
                 )
 
-        async for batch in inp:
-            out: list[Any] = []
-            failed = _each(batch, handle, out)
-            if out:
-                yield out
-            if failed is not None:
-                raise ItemFailed(failed[0]) from failed[1]
+        async for out in _each(inp, handle):
+            yield out
     final = [
         {"key": key_of(slot), "value": finish(acc)}
         for slot, acc in table.entries.items()
@@ -416,10 +411,5 @@ async def aggregate(
                 }
             )
 
-    async for batch in inp:
-        out: list[Any] = []
-        failed = _each(batch, handle, out)
-        if out:
-            yield out
-        if failed is not None:
-            raise ItemFailed(failed[0]) from failed[1]
+    async for out in _each(inp, handle):
+        yield out
