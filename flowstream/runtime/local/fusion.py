@@ -124,12 +124,12 @@ class KernelStep:
         if len(parts) == 1:
             self.run = parts[0][1]
         else:
-            chain = [(k.fn, k.kind == "map") for _, k in parts]  # type: ignore[attr-defined]
+            chain = [k.apply for _, k in parts]  # type: ignore[attr-defined]
 
             def run(batch: list[Any]) -> list[Any]:
                 items: Any = batch
-                for fn, is_map in chain:
-                    items = map(fn, items) if is_map else filter(fn, items)
+                for apply in chain:
+                    items = apply(items)
                 return list(items)
 
             self.run = run
