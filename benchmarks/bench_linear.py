@@ -495,7 +495,6 @@ def run(cfg: h.Config) -> h.Workload:
             "flowstream unfused": 0.6,
             "flowstream CEL": 0.5,
             "flowstream user nodes": 0.4,
-            "flowstream user nodes, checkpointed": 0.4,
             "flowstream user nodes, retry": 0.4,
             "flowstream map_async": 0.3,
         },

@@ -77,8 +77,8 @@ def both(
     what it handed on before the failure differs by design (a kernel fails a
     batch as a whole, a generator after the items before it), and even the
     generator path differs there fused and unfused. Its error is compared
-    with the unfused generator run, which names each node's own failure:
-    see `test_composed_generators_misname_some_failures`.
+    with the unfused generator run, which names each node's own failure
+    (see `test_a_failure_names_the_nodes_own_item`).
     """
     monkeypatch.delenv(lifting.ENV, raising=False)
     lifted = outcome(runtime().run(make(True), **options))
@@ -378,25 +378,19 @@ def test_any_chain_agrees(
     assert lifted == kept
 
 
-def test_composed_generators_misname_some_failures(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Pins two faults of the composed generator path that lifting avoids.
+def test_a_failure_names_the_nodes_own_item(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lifted, a failure names its node and that node's input, as unfused.
 
-    Composed (fused, not lifted), a failure is blamed on the chain's input
-    item, not on the failing node's own input; and a StopIteration escaping
-    a generator is blamed on the node that reads it. Lifted or unfused, each
-    failure names its node and its item.
+    (Composed generators, fused and not lifted, name the chain's input item
+    instead, and blame a StopIteration on the node that read it.)
     """
-    monkeypatch.setenv(lifting.ENV, "0")
-    composed = runtime().run(chain(("l.record", "l.key_of")))
-    assert "failed on item 0:" in (composed.error or "")
-    composed = runtime().run(chain(("l.stop_at_5", "l.double")))
-    assert "node 'n1' (l.double)" in (composed.error or "")
-    monkeypatch.delenv(lifting.ENV)
-    lifted = runtime().run(chain(("l.record", "l.key_of")))
-    assert lifted.error == (
+    lifted, kept = both(monkeypatch, lambda f: chain(("l.record", "l.key_of"), fuse=f))
+    assert lifted == kept
+    assert lifted[1] == (
         "node 'n1' (l.key_of) failed on item {\"j\":0}: KeyError: 'k' is missing"
     )
-    lifted = runtime().run(chain(("l.stop_at_5", "l.double")))
-    assert "node 'n0' (l.stop_at_5) failed on item 5" in (lifted.error or "")
+    lifted, kept = both(
+        monkeypatch, lambda f: chain(("l.stop_at_5", "l.double"), fuse=f)
+    )
+    assert lifted == kept
+    assert "node 'n0' (l.stop_at_5) failed on item 5" in lifted[1]
