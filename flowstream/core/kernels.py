@@ -28,9 +28,13 @@ class ItemKernel:
     A *projecting* filter (``projects=True``) keeps and replaces items at
     once: ``fn(x)`` returns the item to keep, or `DROPPED` to drop ``x``
     (``[E for T in batch if C]`` with one call per item).
+
+    ``lifted``: ``fn`` is a lifted generator's function
+    (`flowstream.runtime.lifting`): a plain function whose first local is
+    its input, never assigned, so a failure's traceback tells the item.
     """
 
-    __slots__ = ("fn", "kind", "projects")
+    __slots__ = ("fn", "kind", "lifted", "projects")
 
     def __init__(
         self,
@@ -38,6 +42,7 @@ class ItemKernel:
         fn: Callable[[Any], Any],
         *,
         projects: bool = False,
+        lifted: bool = False,
     ) -> None:
         if projects and kind != "filter":
             msg = "only a filter kernel projects"
@@ -45,6 +50,7 @@ class ItemKernel:
         self.kind = kind
         self.fn = fn
         self.projects = projects
+        self.lifted = lifted
 
     def __call__(self, batch: list[Any]) -> list[Any]:
         """Apply the kernel to one batch."""

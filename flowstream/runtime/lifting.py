@@ -132,7 +132,7 @@ def lifted_kernel(spec: NodeSpec) -> KernelFactory | None:
         made = types.FunctionType(code, fn.__globals__, fn.__name__, None, cells)
         made.__qualname__ = fn.__qualname__
         made.__doc__ = fn.__doc__
-        return ItemKernel(kind, made, projects=projects)
+        return ItemKernel(kind, made, projects=projects, lifted=True)
 
     return factory
 

@@ -135,6 +135,27 @@ async def noted(inp: AsyncIterator[int]) -> AsyncIterator[int]:
 noted_generator = node("l.noted_kept", lift=False)(noted.fn)
 
 
+CALLS: list[int] = []  # what flaky_check was called with, in order
+FAILED_ONCE: set[int] = set()
+
+
+def flaky_check(x: int) -> int:
+    """``x``; fails the first time it sees a multiple of 5."""
+    CALLS.append(x)
+    if x % 5 == 0 and x not in FAILED_ONCE:
+        FAILED_ONCE.add(x)
+        msg = f"flaky on {x}"
+        raise ValueError(msg)
+    return x
+
+
+@node("l.flaky")
+async def flaky(inp: AsyncIterator[int]) -> AsyncIterator[int]:
+    """A map that fails once on each multiple of 5 (a retry succeeds)."""
+    async for x in inp:
+        yield flaky_check(x)
+
+
 def scaled(factor: int) -> tuple[Any, Any]:
     """A map over a closure cell, and a setter of that cell."""
 
@@ -220,6 +241,7 @@ LIFTED = (
     comprehension,
     noted,
     closure,
+    flaky,
 )
 NOT_LIFTED = (running, guarded, with_ctx, thunk, frame, reads_input, noted_generator)
 NODES = LIFTED + NOT_LIFTED

@@ -118,6 +118,7 @@ def test_maps_and_filters_are_lifted_the_rest_says_why_not() -> None:
         "l.comprehension": "map",
         "l.noted": "map",
         "l.closure": "map",
+        "l.flaky": "map",
     }
     assert lifting.lift(ln.odd).projects is False
     assert lifting.lift(ln.big_tens).projects is True
@@ -317,6 +318,38 @@ def test_each_item_is_seen_once_on_a_clean_run(monkeypatch: pytest.MonkeyPatch) 
     assert ln.SEEN == [0, 1, 2, 3, 4] * 2
 
 
+@pytest.mark.parametrize("fuse", [True, False], ids=["fused", "unfused"])
+@pytest.mark.parametrize("policy", ["continue", "retry-stop", "retry-continue"])
+def test_each_item_is_evaluated_as_often_as_by_the_generator(
+    monkeypatch: pytest.MonkeyPatch, policy: str, fuse: bool
+) -> None:
+    """A failure is the failing node's first attempt; nothing else runs again.
+
+    ``l.flaky`` fails once on each multiple of 5: its calls, and those of
+    the map before it, must be the generator's, item by item.
+    """
+    runs = []
+    for lift in ("1", "0"):
+        monkeypatch.setenv(lifting.ENV, lift)
+        ln.SEEN.clear()
+        ln.CALLS.clear()
+        ln.FAILED_ONCE.clear()
+        wf = chain(("l.noted", "l.flaky", "l.odd"), fuse=fuse, **POLICIES[policy])
+        result = runtime().run(wf, sleep=no_sleep)
+        runs.append((outcome(result), list(ln.SEEN), list(ln.CALLS)))
+    assert runs[0] == runs[1]
+    (status, _, out, _, letters), seen, calls = runs[0]
+    assert status == "completed"
+    assert seen == list(range(30))
+    if policy == "continue":
+        assert letters
+        assert calls == list(range(30))
+    else:
+        assert not letters
+        assert calls == sorted([*range(30), *range(0, 30, 5)])
+        assert out == [x for x in range(30) if x % 2]
+
+
 @pytest.mark.parametrize("mode", ["stream", "dag"])
 @pytest.mark.parametrize("policy", ["stop", "continue"])
 def test_checkpointed_runs_agree(
@@ -394,3 +427,28 @@ def test_a_failure_names_the_nodes_own_item(monkeypatch: pytest.MonkeyPatch) -> 
     )
     assert lifted == kept
     assert "node 'n0' (l.stop_at_5) failed on item 5" in lifted[1]
+
+
+def test_a_builtin_callable_is_not_called_again_before_a_failing_item() -> None:
+    """The kernel path goes on from a failing item (`stages.resume_items`)."""
+    calls: list[int] = []
+
+    def inverse(x: int) -> float:
+        calls.append(x)
+        return 1 / (x - 3)
+
+    wf = (
+        Workflow("w")
+        .node("src", "source.range", stop=6)
+        .node("m", "transform.map", fn=inverse, error_handling=ContinueOnError())
+        .node("out", "sink.collect")
+        .connect("src -> m")
+        .connect("m -> out")
+    )
+    result = runtime().run(wf)
+    assert result.ok, result.error
+    assert len(result.output("out")) == 5
+    assert [d.item for d in result.dead_letters] == [3]
+    assert (result.stats["m"].items_in, result.stats["m"].items_out) == (6, 5)
+    # Once each, the failing item once more (its attempt under the policy).
+    assert calls == [0, 1, 2, 3, 3, 4, 5]
