@@ -5,7 +5,13 @@ functions. flowstream runs it fused (the default: one task, batch kernels),
 unfused (``fuse=False``: a task and a channel per node), with CEL expressions
 instead of callables (compiled to Python: target 0.5x the floor), and with
 the maps written as user
-``@node`` async generators. Competitors: aiostream, streamz, reactivex, bytewax.
+``@node`` async generators. Those are plain maps and a filter, so they run
+lifted (as per-item functions in the batch kernels, `flowstream.runtime.lifting`);
+rows with ``FLOWSTREAM_LIFT=0`` run the same generators as generators, and a
+row with generators that keep a running local (never lifted) keeps the
+generator path measured; the user rows are also run with a checkpoint store
+and with a retry policy on every node. Competitors: aiostream, streamz,
+reactivex, bytewax.
 
 ``python -m benchmarks.bench_linear --profile`` prints a pyinstrument profile
 of one fused flowstream run instead.
@@ -13,12 +19,20 @@ of one fused flowstream run instead.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import functools
+import itertools
 import operator
+import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowstream.core.node import node
+from flowstream.core.policies import RetryPolicy
 from flowstream.core.workflow import Workflow
 from flowstream.dataflow import Dataflow, range_source
 from flowstream.runtime.flow import FlowRuntime
@@ -87,20 +101,55 @@ async def user_inc(inp: AsyncIterator[int]) -> AsyncIterator[int]:
         yield inc(x)
 
 
+# The same steps keeping a running local: not plain maps, never lifted.
+
+
+@node("bench.user_map_kept")
+async def user_double_kept(inp: AsyncIterator[int]) -> AsyncIterator[int]:
+    seen = 0
+    async for x in inp:
+        seen += 1
+        yield double(x)
+
+
+@node("bench.user_filter_kept")
+async def user_not_mult3_kept(inp: AsyncIterator[int]) -> AsyncIterator[int]:
+    seen = 0
+    async for x in inp:
+        seen += 1
+        if not_mult3(x):
+            yield x
+
+
+@node("bench.user_inc_kept")
+async def user_inc_kept(inp: AsyncIterator[int]) -> AsyncIterator[int]:
+    seen = 0
+    async for x in inp:
+        seen += 1
+        yield inc(x)
+
+
+USER_NODES = (user_double, user_not_mult3, user_inc)
+KEPT_NODES = (user_double_kept, user_not_mult3_kept, user_inc_kept)
+
+
 @functools.cache
 def runtime() -> FlowRuntime:
     reg = _nodes.registry()
-    for spec in (user_double, user_not_mult3, user_inc):
+    for spec in (*USER_NODES, *KEPT_NODES):
         reg.register(spec)
     return FlowRuntime(reg)
 
 
 def workflow(n: int, style: str = "fn") -> Workflow:
-    """The pipeline; ``style`` is ``fn``, ``live``, ``dataflow``, ``cel``, ``user``
-    or ``async``.
+    """The pipeline; ``style`` is ``fn``, ``live``, ``dataflow``, ``cel``, ``user``,
+    ``user-retry``, ``kept`` or ``async``.
 
-    ``live`` passes the functions themselves (live callables) where ``fn``
-    names them; ``dataflow`` builds the same with `flowstream.dataflow`.
+    ``user-retry`` is ``user`` with a retry policy on every step,
+    ``user-stream`` with its sum collected for stream mode; ``kept``
+    the user generators that keep a running local. ``live`` passes the
+    functions themselves (live callables) where ``fn`` names them;
+    ``dataflow`` builds the same with `flowstream.dataflow`.
     ``async`` is ``fn`` with the map step as ``transform.map_async`` over an
     async callable that never suspends.
     """
@@ -127,13 +176,20 @@ def workflow(n: int, style: str = "fn") -> Workflow:
         wf.node("double", "transform.map", expr=funcs.CEL_DOUBLE)
         wf.node("filter", "transform.filter", expr=funcs.CEL_NOT_MULT3)
         wf.node("inc", "transform.map", expr=funcs.CEL_INC)
+    elif style == "kept":
+        wf.node("double", "bench.user_map_kept")
+        wf.node("filter", "bench.user_filter_kept")
+        wf.node("inc", "bench.user_inc_kept")
     else:
-        wf.node("double", "bench.user_map")
-        wf.node("filter", "bench.user_filter")
-        wf.node("inc", "bench.user_inc")
+        retry = RetryPolicy(max_attempts=3) if style == "user-retry" else None
+        wf.node("double", "bench.user_map", retry=retry)
+        wf.node("filter", "bench.user_filter", retry=retry)
+        wf.node("inc", "bench.user_inc", retry=retry)
     wf.node("sum", "bench.sum")
     for edge in ("src -> double", "double -> filter", "filter -> inc", "inc -> sum"):
         wf.connect(edge)
+    if style == "user-stream":  # stream mode keeps sink.collect's items only
+        wf.node("out", "sink.collect").connect("sum -> out")
     return wf
 
 
@@ -142,12 +198,42 @@ def graph(n: int, style: str) -> Graph:
     return runtime().validate(workflow(n, style))
 
 
-def flowstream_run(style: str, **options: Any) -> Any:
+_STORES = Path(tempfile.mkdtemp(prefix="flowstream-bench-linear-"))
+atexit.register(shutil.rmtree, _STORES, ignore_errors=True)
+_STORE_NAMES = itertools.count()
+
+
+@contextlib.contextmanager
+def _lifting(on: bool) -> Any:
+    """``FLOWSTREAM_LIFT=0`` for the duration of one run, when ``on`` is False."""
+    before = os.environ.get("FLOWSTREAM_LIFT")
+    if not on:
+        os.environ["FLOWSTREAM_LIFT"] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("FLOWSTREAM_LIFT", None)
+        else:
+            os.environ["FLOWSTREAM_LIFT"] = before
+
+
+def flowstream_run(
+    style: str, *, lift: bool = True, checkpointed: bool = False, **options: Any
+) -> Any:
+    """A run of the pipeline; ``checkpointed``: a fresh store each run, in
+    stream mode, epochs every second (creating it is part of the run)."""
+
     async def run(n: int) -> int:
-        result = await runtime().arun(graph(n, style), **options)
+        more = dict(options)
+        if checkpointed:
+            path = _STORES / f"{style}-{next(_STORE_NAMES)}.db"
+            more.update(mode="stream", checkpoint=str(path))
+        with _lifting(lift):
+            result = await runtime().arun(graph(n, style), **more)
         if not result.ok:
             raise RuntimeError(result.error)
-        return int(result.output("sum")[0])
+        return int(result.output("out" if style == "user-stream" else "sum")[0])
 
     return run
 
@@ -301,6 +387,46 @@ def contenders(cfg: h.Config) -> list[h.Contender]:
             note="fused, the maps/filter as @node async generators",
         ),
         c(
+            "flowstream user nodes, lift off",
+            "flowstream",
+            flowstream_run("user", lift=False),
+            n,
+            note="FLOWSTREAM_LIFT=0: the same generators as generators (composed)",
+        ),
+        c(
+            "flowstream user nodes, not liftable",
+            "flowstream",
+            flowstream_run("kept"),
+            n,
+            note="each generator keeps a running local: never lifted",
+        ),
+        c(
+            "flowstream user nodes, checkpointed",
+            "flowstream",
+            flowstream_run("user-stream", checkpointed=True),
+            n,
+            note="stream mode, a fresh checkpoint store per run, epochs every 1 s",
+        ),
+        c(
+            "flowstream user nodes, checkpointed, lift off",
+            "flowstream",
+            flowstream_run("user-stream", lift=False, checkpointed=True),
+            n,
+        ),
+        c(
+            "flowstream user nodes, retry",
+            "flowstream",
+            flowstream_run("user-retry"),
+            n,
+            note="RetryPolicy(max_attempts=3) on every step",
+        ),
+        c(
+            "flowstream user nodes, retry, lift off",
+            "flowstream",
+            flowstream_run("user-retry", lift=False),
+            n,
+        ),
+        c(
             "user nodes chained by hand",
             "info",
             user_chained_by_hand,
@@ -369,6 +495,7 @@ def run(cfg: h.Config) -> h.Workload:
             "flowstream unfused": 0.6,
             "flowstream CEL": 0.5,
             "flowstream user nodes": 0.4,
+            "flowstream user nodes, retry": 0.4,
             "flowstream map_async": 0.3,
         },
         COMPETITOR_TARGETS,

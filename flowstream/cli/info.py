@@ -76,6 +76,8 @@ def plan_command(file: str, no_fuse: bool, as_json: bool) -> None:
         click.echo(f"  channel {', '.join(ch['from'])} => {ch['to']} (capacity {cap})")
     for ex in shown["expressions"]:
         click.echo(f"  {ex['node']}.{ex['field']} {ex['source']!r}: {ex['runs']}")
+    for user in shown["lifting"]:
+        click.echo(f"  generator {user['node']} ({user['type']}): {user['runs']}")
     parallel = shown["parallel"]
     if parallel:
         for gid, info in parallel["nodes"].items():

@@ -45,15 +45,19 @@ from typing import Any, Literal, Protocol, TypeVar, overload, runtime_checkable
 
 import msgspec
 
+from .kernels import DROPPED, KEPT, ItemKernel, Kernel, KernelFactory
+
 if typing.TYPE_CHECKING:
     import asyncio
     import logging
 
 __all__ = [
+    "DROPPED",
     "ERROR_PORT",
     "OUT_PORT",
     "ItemFailed",
     "ItemKernel",
+    "KEPT",
     "Kernel",
     "KernelFactory",
     "Node",
@@ -69,31 +73,6 @@ __all__ = [
 
 OUT_PORT = "out"
 ERROR_PORT = "error"
-
-Kernel = Callable[[list[Any]], list[Any]]
-"""A batch kernel: a plain function from a list of items to a list of items."""
-
-
-class ItemKernel:
-    """A kernel that maps or filters items with one function.
-
-    The runtime composes consecutive item kernels of a fused chain into one
-    C-level iterator chain per batch (``list(map(g, filter(p, map(f, b))))``),
-    with no list in between.
-    """
-
-    __slots__ = ("fn", "kind")
-
-    def __init__(
-        self, kind: Literal["map", "filter"], fn: Callable[[Any], Any]
-    ) -> None:
-        self.kind = kind
-        self.fn = fn
-
-    def __call__(self, batch: list[Any]) -> list[Any]:
-        """Apply the kernel to one batch."""
-        fn = self.fn
-        return list(map(fn, batch) if self.kind == "map" else filter(fn, batch))
 
 
 class ItemFailed(Exception):
@@ -117,9 +96,6 @@ class ItemFailed(Exception):
         super().__init__(f"item {index} of the batch failed")
         self.index = index
 
-
-KernelFactory = Callable[[Any], Kernel]
-"""Builds a node's batch kernel from its validated config."""
 
 PortsFactory = Callable[[Any], tuple[Sequence[str], Sequence[str]]]
 """Names a node's (inputs, extra outputs) from its validated config."""
@@ -319,6 +295,8 @@ class NodeSpec(msgspec.Struct, frozen=True, kw_only=True):
         wants_ctx: ``fn`` takes a keyword-only ``ctx``.
         batched: Inputs yield lists and the node yields lists (batch-aware).
         kernel: Builds a batch kernel for fused 1-in/1-out stateless chains.
+        lift: A user generator that is a plain map or filter may run as a
+            per-item function (`flowstream.runtime.lifting`); False: never.
         ports: Names the input ports and extra output ports from the config,
             for nodes whose ports the user chooses (``control.route``); the
             function then takes its inputs as ``*inputs``, in that order.
@@ -357,6 +335,7 @@ class NodeSpec(msgspec.Struct, frozen=True, kw_only=True):
     wants_ctx: bool = False
     batched: bool = False
     kernel: KernelFactory | None = None
+    lift: bool = True
     ports: PortsFactory | None = None
     needs_end: bool = False
     timed: bool = False
@@ -501,6 +480,7 @@ def node(
     outputs: Sequence[str] = (),
     batched: bool = False,
     kernel: KernelFactory | None = None,
+    lift: bool = True,
     ports: PortsFactory | None = None,
     needs_end: bool = False,
     timed: bool = False,
@@ -521,6 +501,7 @@ def node(
         outputs: Output ports besides ``out`` and ``error``.
         batched: Inputs yield lists of items and the node yields lists.
         kernel: A batch kernel factory (for built-in stateless nodes).
+        lift: False keeps a plain map/filter generator a generator (no lift).
         ports: Names the ports from the config (``(inputs, extra outputs)``);
             the function takes its inputs as ``*inputs``.
         needs_end: The node emits only at end of input.
@@ -604,6 +585,7 @@ def node(
             wants_ctx=wants_ctx,
             batched=batched,
             kernel=kernel,
+            lift=lift,
             ports=ports,
             needs_end=needs_end,
             timed=timed,

@@ -12,6 +12,8 @@ workflow) plans once. It says:
   it was not fused into its upstream's;
 * the **channels**: one per connected input port of a segment head, with its
   producers and capacity;
+* which user generators run **lifted** as per-item functions
+  (`runtime.lifting`), and why the others do not;
 * for a graph whose every node is direct (a plain DAG of function calls), the
   **schedule** as flat arrays: for each node in topological order, the
   producers of each input port and the nodes it feeds, so that a run is a
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.expr import describe_expr, expr_fields
 from ..core.node import ERROR_PORT, OUT_PORT
+from .lifting import enabled as lifting_enabled, lift
 from .parallel import describe_parallel
 from .stepping import gc_paused
 
@@ -412,8 +415,34 @@ def describe(p: Plan, *, mode: str | None = None) -> dict[str, Any]:
         ],
         "dag_schedule": p.schedule is not None,
         "expressions": _expressions(p),
+        "lifting": _lifting(p),
         "parallel": describe_parallel(p.graph),
     }
+
+
+def _lifting(p: Plan) -> list[dict[str, str]]:
+    """Per user generator node: ``lifted: map|filter``, or why it is not.
+
+    Nodes with a kernel of their own, one-shot calls, sources and batch-aware
+    nodes are not listed (they are never lifted).
+    """
+    found = []
+    on = lifting_enabled()
+    for gid, g in p.graph.nodes.items():
+        spec = g.spec
+        if spec.kernel is not None or spec.shape != "stream" or not g.inputs:
+            continue
+        if spec.batched or spec.is_class:
+            continue
+        how = lift(spec)
+        if how.kind is not None and on:
+            text = f"lifted: {how.kind}"
+        elif how.kind is not None:
+            text = f"not lifted: FLOWSTREAM_LIFT=0 (a {how.kind})"
+        else:
+            text = f"not lifted: {how.why_not}"
+        found.append({"node": gid, "type": spec.type_id, "runs": text})
+    return found
 
 
 def _expressions(p: Plan) -> list[dict[str, str]]:

@@ -28,9 +28,10 @@ from __future__ import annotations
 import ast
 import functools
 import types
+from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["ItemShape", "item_shape"]
+__all__ = ["ItemLoop", "ItemShape", "checked_source", "item_loop", "item_shape"]
 
 ItemShape = Literal["map", "filter"]
 """``map``: one item out per item in; ``filter``: at most one."""
@@ -39,6 +40,32 @@ _CO_ASYNC_GENERATOR = 0x200  # inspect.CO_ASYNC_GENERATOR
 # Nodes that could suspend the generator or yield more items if found in an
 # expression evaluated between taking an item and yielding its result.
 _ASYNC_OR_YIELD = (ast.Await, ast.Yield, ast.YieldFrom, ast.NamedExpr)
+
+
+@dataclass(frozen=True, eq=False)
+class ItemLoop:
+    """A verified map or filter: its definition and the parts of its loop.
+
+    Attributes:
+        shape: ``"map"`` or ``"filter"``.
+        fdef: The function's definition, as parsed from its file (shared:
+            copy before changing it).
+        inp: The name of its input parameter.
+        loop: The ``async for`` statement.
+        test: A filter's condition ``C`` (None for a map).
+        value: What it yields, ``E`` (None for a bare ``yield``).
+        result: The ``yield E`` statement.
+        guarded: The loop sits in a ``try``/``finally``.
+    """
+
+    shape: ItemShape
+    fdef: ast.AsyncFunctionDef
+    inp: str
+    loop: ast.AsyncFor
+    test: ast.expr | None
+    value: ast.expr | None
+    result: ast.Expr
+    guarded: bool
 
 
 def item_shape(fn: Any) -> ItemShape | None:
@@ -57,6 +84,12 @@ def item_shape(fn: Any) -> ItemShape | None:
         ``E`` and ``C`` neither await nor yield; None for anything else,
         including a function whose source cannot be read and checked.
     """
+    loop = item_loop(fn)
+    return None if loop is None else loop.shape
+
+
+def item_loop(fn: Any) -> ItemLoop | None:
+    """`item_shape` with the loop it found (`ItemLoop`), or None."""
     skip = 1 if isinstance(fn, types.MethodType) else 0  # its self is bound
     code = fn if isinstance(fn, types.CodeType) else None
     if code is None:
@@ -67,17 +100,17 @@ def item_shape(fn: Any) -> ItemShape | None:
 
 
 @functools.lru_cache(maxsize=1024)
-def _shape_of(code: types.CodeType, skip: int) -> ItemShape | None:
+def _shape_of(code: types.CodeType, skip: int) -> ItemLoop | None:
     if not code.co_flags & _CO_ASYNC_GENERATOR:
         return None
     try:
-        fdef = _checked_source(code)
+        fdef = checked_source(code)
     except Exception:  # inspect and tokenize raise many kinds: not a map
         return None
     return None if fdef is None else _shape(fdef, skip)
 
 
-def _checked_source(code: types.CodeType) -> ast.AsyncFunctionDef | None:
+def checked_source(code: types.CodeType) -> ast.AsyncFunctionDef | None:
     """The function's definition, if compiling its file gives exactly ``code``.
 
     The whole file is compiled: how a function compiles depends on its
@@ -120,7 +153,7 @@ def _contains(code: types.CodeType, wanted: types.CodeType) -> bool:
     )
 
 
-def _shape(fdef: ast.AsyncFunctionDef, skip: int) -> ItemShape | None:
+def _shape(fdef: ast.AsyncFunctionDef, skip: int) -> ItemLoop | None:
     args = fdef.args
     positional = [*args.posonlyargs, *args.args]
     if len(positional) <= skip:
@@ -132,6 +165,7 @@ def _shape(fdef: ast.AsyncFunctionDef, skip: int) -> ItemShape | None:
     if len(body) != 1:
         return None
     (stmt,) = body
+    guarded = isinstance(stmt, ast.Try)
     if isinstance(stmt, ast.Try):
         # try/finally around the loop: the cleanup may not yield, nor end
         # the generator quietly after a failure (a return in it would).
@@ -148,7 +182,9 @@ def _shape(fdef: ast.AsyncFunctionDef, skip: int) -> ItemShape | None:
         return None
     (inner,) = stmt.body
     if _plain_yield(inner):
-        return "map"
+        assert isinstance(inner, ast.Expr)
+        assert isinstance(inner.value, ast.Yield)
+        return ItemLoop("map", fdef, inp, stmt, None, inner.value.value, inner, guarded)
     if (
         isinstance(inner, ast.If)
         and not inner.orelse
@@ -156,7 +192,11 @@ def _shape(fdef: ast.AsyncFunctionDef, skip: int) -> ItemShape | None:
         and _plain(inner.test)
         and _plain_yield(inner.body[0])
     ):
-        return "filter"
+        result = inner.body[0]
+        assert isinstance(result, ast.Expr)
+        assert isinstance(result.value, ast.Yield)
+        value = result.value.value
+        return ItemLoop("filter", fdef, inp, stmt, inner.test, value, result, guarded)
     return None
 
 

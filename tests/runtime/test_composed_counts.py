@@ -25,6 +25,12 @@ from . import _chain_nodes as k
 TYPES = ("k.inc", "k.inv", "k.odd", "k.sift", "k.dup", "k.head")
 
 
+@pytest.fixture(autouse=True)
+def generators(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chains run as generators: lifted maps and filters are kernels."""
+    monkeypatch.setenv("FLOWSTREAM_LIFT", "0")
+
+
 @pytest.fixture
 def runtime() -> FlowRuntime:
     reg = NodeRegistry.default(entry_points=False)

@@ -71,9 +71,15 @@ class Failures:
         # the run again.
         self.poison: dict[str, dict[str, str]] = {}
 
-    async def attempt(self, n: NodeRun, call: Callable[[], Any], item: Any) -> Any:
-        """Return ``call()``, retried per policy; `FAILED` if it was given up."""
-        attempt = 1
+    async def attempt(
+        self, n: NodeRun, call: Callable[[], Any], item: Any, *, first: int = 1
+    ) -> Any:
+        """Return ``call()``, retried per policy; `FAILED` if it was given up.
+
+        ``first`` is the number of this attempt (2 when the first failed
+        elsewhere and was already handled).
+        """
+        attempt = first
         while True:
             try:
                 return call()

@@ -25,7 +25,7 @@ from ..checkpointing.barriers import Alignment
 
 if TYPE_CHECKING:
     import asyncio
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from ...core.node import NodeSpec
     from ...core.workflow import ErrorHandling, RetryPolicy
@@ -110,9 +110,15 @@ class Segment:
 
 
 class KernelStep:
-    """One call per batch in a kernel stage: a kernel, or a composed run."""
+    """One call per batch in a kernel stage: a kernel, or a composed run.
 
-    __slots__ = ("filter_at", "next", "parts", "run")
+    A step of item kernels also has ``over``: the composed chain over an
+    iterator of items, lazy and one item deep (each item goes through every
+    kernel before the next is taken), so that when a kernel fails, the
+    items before the failing one are done and the iterator tells which.
+    """
+
+    __slots__ = ("filter_at", "next", "over", "parts", "run")
 
     def __init__(
         self, parts: list[tuple[NodeRun, Callable[[list[Any]], list[Any]]]]
@@ -121,16 +127,27 @@ class KernelStep:
         self.next: NodeRuntime | None = None  # whose input this step's output is
         kinds = [k.kind if isinstance(k, ItemKernel) else "" for _, k in parts]
         self.filter_at = kinds.index("filter") if "filter" in kinds else None
+        self.over: Callable[[Iterator[Any]], Iterator[Any]] | None = None
+        if all(kinds):
+            chain = [k.apply for _, k in parts]  # type: ignore[attr-defined]
+            if len(chain) == 1:
+                self.over = chain[0]
+            else:
+
+                def over(items: Iterator[Any]) -> Iterator[Any]:
+                    for apply in chain:
+                        items = apply(items)
+                    return items
+
+                self.over = over
         if len(parts) == 1:
             self.run = parts[0][1]
         else:
-            chain = [(k.fn, k.kind == "map") for _, k in parts]  # type: ignore[attr-defined]
+            assert self.over is not None  # only item kernels are composed
+            composed = self.over
 
             def run(batch: list[Any]) -> list[Any]:
-                items: Any = batch
-                for fn, is_map in chain:
-                    items = map(fn, items) if is_map else filter(fn, items)
-                return list(items)
+                return list(composed(iter(batch)))
 
             self.run = run
 

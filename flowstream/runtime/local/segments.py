@@ -20,6 +20,7 @@ from ...core.node import OUT_PORT
 from ..channel import Control
 from ..checkpointing.coordinator import Barrier
 from ..feeds import AligningFeed, BatchFeed, ChannelFeed
+from ..lifting import lifted_kernel
 from ..stepping import rebatch
 from . import epochs, stages
 from .composed import composable, composed_stage
@@ -118,6 +119,9 @@ def _kernel(
     ex: WorkflowExecutor, n: NodeRun
 ) -> Callable[[list[Any]], list[Any]] | None:
     factory = n.spec.kernel
+    if factory is None:
+        # A user generator that is a plain map or filter runs as a kernel.
+        factory = lifted_kernel(n.spec)
     if factory is None or n.spec.wants_ctx:
         return None
     try:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import operator
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from ...core.kernels import ItemKernel
 from ...core.node import ItemFailed
 from ..feeds import NO_ITEM, BatchFeed, ChannelFeed, ItemFeed
 from ..merging import merge_batches
@@ -26,11 +28,11 @@ from .failures import FAILED, Abort
 from .fusion import kernel_steps
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
     from ..channel import Control, ReceiveChannel
     from .executor import WorkflowExecutor
-    from .fusion import NodeRun
+    from .fusion import KernelStep, NodeRun
 
 __all__ = [
     "MAX_BATCH",
@@ -43,6 +45,7 @@ __all__ = [
     "kernel_items",
     "kernel_stage",
     "kernels_one_by_one",
+    "resume_items",
     "run_generator",
     "zipped_call_stage",
 ]
@@ -72,6 +75,24 @@ async def kernel_stage(
                 first.items_in += len(batch)
             for step in steps:
                 size = len(batch)
+                over = step.over
+                if over is not None:
+                    # Item kernels: a failing item is redone alone, the
+                    # items before it are done (see `resume_items`).
+                    items = iter(batch)
+                    out: list[Any] = []
+                    try:
+                        out.extend(over(items))
+                    except Exception as exc:
+                        out = await resume_items(ex, step, batch, items, out, exc)
+                    else:
+                        step.count(size, len(out))
+                    batch = out
+                    if not batch:
+                        break
+                    if step.next is not None:
+                        step.next.items_in += len(batch)
+                    continue
                 try:
                     out = step.run(batch)
                 except Exception:
@@ -88,19 +109,129 @@ async def kernel_stage(
             yield batch
 
 
+async def resume_items(
+    ex: WorkflowExecutor,
+    step: KernelStep,
+    batch: list[Any],
+    items: Iterator[Any],
+    done: list[Any],
+    exc: Exception,
+) -> list[Any]:
+    """A step of item kernels failed on an item of ``batch``: go on from it.
+
+    ``items`` is the iterator over ``batch`` the step was reading, ``done``
+    what the items before the failing one gave (``list.extend`` keeps what
+    it appended before the failure) and ``exc`` the failure. The failing
+    item is the last one taken: it alone goes to the failing node's
+    policies (`failed_item`), and the step goes on with the items after it.
+    The items before a failing one are not evaluated again.
+    """
+    over = step.over
+    assert over is not None
+    out: list[Any] = []
+    rest = batch
+    while True:
+        failed = len(rest) - operator.length_hint(items) - 1
+        if failed < 0:  # failed before taking an item: redo all one by one
+            return out + await kernels_one_by_one(ex, step.parts, rest)
+        step.count(failed, len(done))
+        out += done
+        out += await failed_item(ex, step.parts, rest[failed], exc)
+        rest = rest[failed + 1 :]
+        items = iter(rest)
+        done = []
+        try:
+            done.extend(over(items))
+        except Exception as again:
+            exc = again
+            continue
+        step.count(len(rest), len(done))
+        return out + done
+
+
+async def failed_item(
+    ex: WorkflowExecutor,
+    parts: list[tuple[NodeRun, Callable[[list[Any]], list[Any]]]],
+    item: Any,
+    exc: Exception,
+) -> list[Any]:
+    """What the kernels ``parts`` give for ``item``, on which one raised ``exc``.
+
+    When the traceback names the failing kernel (a lifted generator's
+    function, `runtime.lifting`, once in ``parts``) and its input, that
+    failure is the node's first attempt, as it is for a generator: the
+    kernels before it are not run again, its policies decide (a retry is
+    attempt 2), and the kernels after it take what it gives. Otherwise the
+    item is redone alone, kernel by kernel, each under its policies.
+    """
+    found = _failing_kernel(exc, parts)
+    if found is None:
+        return await kernels_one_by_one(ex, parts, [item], alone=True)
+    j, value = found
+    for k, (n, _) in enumerate(parts[:j]):  # they passed the item on
+        if k:
+            n.rt.items_in += 1
+        n.rt.items_out += 1
+    n, kernel = parts[j]
+    if j:
+        n.rt.items_in += 1
+    result = FAILED
+    if await ex._failures.on_failure(n, exc, value, 1):
+        call = functools.partial(kernel, [value])
+        result = await ex._failures.attempt(n, call, value, first=2)
+    out = [] if result is FAILED else result
+    n.rt.items_out += len(out)
+    return await kernels_one_by_one(ex, parts[j + 1 :], out, counted=False)
+
+
+def _failing_kernel(
+    exc: Exception, parts: list[tuple[NodeRun, Callable[[list[Any]], list[Any]]]]
+) -> tuple[int, Any] | None:
+    """Which of ``parts`` raised ``exc``, and on what; None if not known.
+
+    The frame after the catching one is the kernel function's own (``map``
+    and ``filter`` add none). Only a lifted function is trusted to still
+    hold its input in its first local (its body assigns nothing).
+    """
+    tb = exc.__traceback__
+    if tb is None or tb.tb_next is None:
+        return None
+    frame = tb.tb_next.tb_frame
+    code = frame.f_code
+    found = [
+        j
+        for j, (_, k) in enumerate(parts)
+        if isinstance(k, ItemKernel) and k.lifted and k.fn.__code__ is code
+    ]
+    if len(found) != 1:
+        return None
+    return found[0], frame.f_locals[code.co_varnames[0]]
+
+
 async def kernels_one_by_one(
     ex: WorkflowExecutor,
     parts: list[tuple[NodeRun, Callable[[list[Any]], list[Any]]]],
     batch: list[Any],
+    *,
+    alone: bool = False,
+    counted: bool = True,
 ) -> list[Any]:
-    """Run composed kernels one node at a time (a composed pass failed)."""
+    """Run composed kernels one node at a time (a composed pass failed).
+
+    ``alone``: the batch is one item known to fail somewhere, so each kernel
+    takes it under its policies straight away. ``counted``: the first
+    node's input is already counted.
+    """
     for i, (n, kernel) in enumerate(parts):
-        if i:
+        if i or not counted:
             n.rt.items_in += len(batch)
-        try:
-            batch = kernel(batch)
-        except Exception:
+        if alone:
             batch = await kernel_items(ex, n, kernel, batch)
+        else:
+            try:
+                batch = kernel(batch)
+            except Exception:
+                batch = await kernel_items(ex, n, kernel, batch)
         n.rt.items_out += len(batch)
     return batch
 

@@ -1,0 +1,77 @@
+"""Batch kernels: how a stateless 1-in/1-out node runs on whole batches.
+
+A node type may carry a kernel factory (``@node(..., kernel=...)``): in a
+fused chain the runtime then applies the kernel to each batch instead of
+driving the node's generator item by item.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Literal
+
+__all__ = ["DROPPED", "KEPT", "ItemKernel", "Kernel", "KernelFactory"]
+
+Kernel = Callable[[list[Any]], list[Any]]
+"""A batch kernel: a plain function from a list of items to a list of items."""
+
+
+class ItemKernel:
+    """A kernel that maps or filters items with one function.
+
+    The runtime composes consecutive item kernels of a fused chain into one
+    C-level iterator chain per batch (``list(map(g, filter(p, map(f, b))))``),
+    with no list in between.
+
+    A *projecting* filter (``projects=True``) keeps and replaces items at
+    once: ``fn(x)`` returns the item to keep, or `DROPPED` to drop ``x``
+    (``[E for T in batch if C]`` with one call per item).
+
+    ``lifted``: ``fn`` is a lifted generator's function
+    (`flowstream.runtime.lifting`): a plain function whose first local is
+    its input, never assigned, so a failure's traceback tells the item.
+    """
+
+    __slots__ = ("fn", "kind", "lifted", "projects")
+
+    def __init__(
+        self,
+        kind: Literal["map", "filter"],
+        fn: Callable[[Any], Any],
+        *,
+        projects: bool = False,
+        lifted: bool = False,
+    ) -> None:
+        if projects and kind != "filter":
+            msg = "only a filter kernel projects"
+            raise ValueError(msg)
+        self.kind = kind
+        self.fn = fn
+        self.projects = projects
+        self.lifted = lifted
+
+    def __call__(self, batch: list[Any]) -> list[Any]:
+        """Apply the kernel to one batch."""
+        return list(self.apply(batch))
+
+    def apply(self, items: Iterable[Any]) -> Iterator[Any]:
+        """The kernel over ``items``, lazily (a C iterator, no Python frame)."""
+        fn = self.fn
+        if self.kind == "map":
+            return map(fn, items)
+        if self.projects:
+            return filter(KEPT, map(fn, items))
+        return filter(fn, items)
+
+
+DROPPED: Any = object()
+"""What a projecting filter's function returns for an item it drops."""
+
+KEPT: Callable[[Any], bool] = functools.partial(operator.is_not, DROPPED)
+"""``KEPT(y)``: ``y`` is not `DROPPED` (a C call)."""
+
+
+KernelFactory = Callable[[Any], Kernel]
+"""Builds a node's batch kernel from its validated config."""
