@@ -111,6 +111,7 @@ __all__ = [
     "__version__",
     "check_url",
     "decode",
+    "default_registry",
     "encode",
     "expr_function",
     "next_item",
