@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from flowstream import default_registry
 from flowstream.core.node import node
-from flowstream.runtime.registry import NodeRegistry
 
 from . import funcs
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+
+    from flowstream.runtime.registry import NodeRegistry
 
 
 @node("bench.sum", batched=True)
@@ -43,7 +45,7 @@ BENCH_NODES = (total, slow_sink, one, add, aadd)
 
 def registry() -> NodeRegistry:
     """The built-in node types plus the benchmark ones (no entry points)."""
-    reg = NodeRegistry.default(entry_points=False)
+    reg = default_registry(entry_points=False)
     for spec in BENCH_NODES:
         reg.register(spec)
     return reg

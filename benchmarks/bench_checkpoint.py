@@ -52,10 +52,10 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from flowstream import FlowRuntime
 from flowstream.core.events import WorkflowStarted
 from flowstream.core.workflow import Workflow
 from flowstream.runtime.checkpointing import CheckpointStore, workflow_key
-from flowstream.runtime.flow import FlowRuntime
 
 from . import _harness as h, _nodes
 from .funcs import double, inc, not_mult3

@@ -32,8 +32,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from flowstream import FlowRuntime
 from flowstream.core.workflow import Workflow
-from flowstream.runtime.flow import FlowRuntime
 from flowstream.runtime.plan import plan
 
 from . import _harness as h, _nodes, funcs

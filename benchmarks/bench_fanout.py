@@ -15,8 +15,8 @@ import operator
 import sys
 from typing import TYPE_CHECKING, Any
 
+from flowstream import FlowRuntime
 from flowstream.core.workflow import Workflow
-from flowstream.runtime.flow import FlowRuntime
 
 from . import _harness as h, _nodes
 from .bench_linear import BYTEWAX_BATCH, COMPETITOR_TARGETS, available, gen_map

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from flowstream import FlowRuntime
 from flowstream.core.workflow import Workflow
-from flowstream.runtime.flow import FlowRuntime
 
 from . import _harness as h, _nodes
 

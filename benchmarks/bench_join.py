@@ -34,17 +34,17 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from flowstream import FlowRuntime, default_registry
 from flowstream.core.expr import expr_function
 from flowstream.core.node import node
 from flowstream.core.workflow import Workflow
-from flowstream.runtime.flow import FlowRuntime
-from flowstream.runtime.registry import NodeRegistry
 
 from . import _harness as h
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
+    from flowstream.runtime.registry import NodeRegistry
     from flowstream.runtime.validation import Graph
 
 NAME = "join"
@@ -108,7 +108,7 @@ async def pair_tally(inp: AsyncIterator[list[Any]]) -> AsyncIterator[list[Any]]:
 
 
 def registry() -> NodeRegistry:
-    reg = NodeRegistry.default(entry_points=False)
+    reg = default_registry(entry_points=False)
     for spec in (join_items, pair_tally):
         if spec.type_id not in reg:
             reg.register(spec)

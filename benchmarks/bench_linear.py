@@ -31,11 +31,11 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flowstream import FlowRuntime
 from flowstream.core.node import node
 from flowstream.core.policies import RetryPolicy
 from flowstream.core.workflow import Workflow
 from flowstream.dataflow import Dataflow, range_source
-from flowstream.runtime.flow import FlowRuntime
 
 from . import _harness as h, _nodes, funcs
 from .funcs import double, inc, not_mult3

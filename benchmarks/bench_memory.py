@@ -59,8 +59,8 @@ def floor(n: int) -> Callable[[], int]:
 
 
 def flowstream(n: int, fuse_sink: bool = False) -> Callable[[], int]:
+    from flowstream import FlowRuntime
     from flowstream.core.workflow import Workflow
-    from flowstream.runtime.flow import FlowRuntime
 
     from . import _nodes
 

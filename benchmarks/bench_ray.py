@@ -41,9 +41,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from flowstream import FlowRuntime
 from flowstream.core.node import node
 from flowstream.core.workflow import Checkpoint, Workflow
-from flowstream.runtime.flow import FlowRuntime
 
 from . import _harness as h
 
@@ -136,7 +136,7 @@ _LOCAL = """
 import sys, time
 import msgspec
 from flowstream.core.workflow import Workflow
-from flowstream.runtime.flow import FlowRuntime
+from flowstream import FlowRuntime
 wf = msgspec.json.decode(sys.stdin.buffer.read(), type=Workflow)
 runtime = FlowRuntime()
 graph = runtime.validate(wf)

@@ -33,7 +33,7 @@ import msgspec
 from websockets.asyncio.server import serve
 
 from connectors.websocket import ws_source
-from flowstream import FlowRuntime, NodeEvent, NodeRegistry, Workflow, node
+from flowstream import FlowRuntime, NodeEvent, Workflow, default_registry, node
 
 from . import _harness as h
 
@@ -229,7 +229,7 @@ count_sink = node("bench.count", config=CountConfig, batched=True)(Counter)
 
 async def flowstream(work: Case) -> float:
     """``ws.source`` (server mode) -> a counting sink, in stream mode."""
-    registry = NodeRegistry.default(entry_points=False)
+    registry = default_registry(entry_points=False)
     registry.register(ws_source)
     registry.register(count_sink)
     runtime = FlowRuntime(registry)

@@ -50,7 +50,7 @@ async def _child(
     budget: int, delay_ms: float, max_connections: int, capacity: int
 ) -> None:
     from connectors.websocket import WebSocketSource, ws_source
-    from flowstream import FlowRuntime, NodeRegistry, Workflow, node
+    from flowstream import FlowRuntime, Workflow, default_registry, node
 
     sources: list[WebSocketSource] = []
     taken = [0]
@@ -69,7 +69,7 @@ async def _child(
         if False:  # an async generator that yields nothing
             yield []
 
-    registry = NodeRegistry.default(entry_points=False)
+    registry = default_registry(entry_points=False)
     registry.register(msgspec.structs.replace(ws_source, fn=Recorded))
     registry.register(sleepy)
     runtime = FlowRuntime(registry)

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from flowstream import FlowRuntime, NodeRegistry, Workflow, read_workflow
+from flowstream import FlowRuntime, Workflow, default_registry, read_workflow
 
 from .my_nodes import running_mean
 
@@ -29,7 +29,7 @@ def banner(text: str) -> None:
 
 
 async def main() -> None:
-    registry = NodeRegistry.default()
+    registry = default_registry()
     registry.register(running_mean)
     runtime = FlowRuntime(registry)
 

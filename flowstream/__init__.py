@@ -9,18 +9,22 @@ The package is layered, and imports only go one way (a test enforces it)::
     flowstream.core      values, codec, workflow model, node API, event types;
                          no event loop
     flowstream.runtime   channels, executor, event bus, registry, validation,
-                         checkpoints
+                         checkpoints; knows no node type until given a registry
     flowstream.nodes     the standard node library
-    connectors/          the outside world (WebSocket, HTTP, files, SQLite)
+    connectors/          the outside world (WebSocket, HTTP, files, SQLite),
+                         loaded through entry points
+    flowstream.engine    the composition root: `default_registry` (built-ins and
+                         installed packs) and `FlowRuntime`
     flowstream.routed    routed flows: steps, actions, a shared store over storage
-    flowstream.dataflow  the fluent typed API (Dataflow, DataStream[T]) over
-                         core and runtime
+    flowstream.dataflow  the fluent typed API (Dataflow, DataStream[T])
+    flowstream.testing   helpers for testing node types and workflows
     flowstream.cli       the command line
     flowstream.server    the HTTP/WebSocket API, the web UI, metrics
 
-Routed flows sit beside the node library: they build on ``core`` and
-``runtime`` (workflow files, retry policies, events, the registry), and can be
-nested both ways with dataflows.
+Routed flows, dataflows and the test helpers sit above the composition root
+(each offers a default registry or a `FlowRuntime`) and beside each other;
+routed flows and dataflows can still be nested both ways, through the
+``routed.flow`` node type and a flow step naming a workflow.
 
 This module re-exports the public API; everything not listed in ``__all__``
 may change without notice. Public submodules: `flowstream.errors`,
@@ -111,6 +115,7 @@ __all__ = [
     "__version__",
     "check_url",
     "decode",
+    "default_registry",
     "encode",
     "expr_function",
     "next_item",

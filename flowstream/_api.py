@@ -55,6 +55,7 @@ from .core.workflow import (
     write_workflow as write_workflow,
 )
 from .dataflow import Dataflow as Dataflow, DataStream as DataStream
+from .engine import FlowRuntime as FlowRuntime, default_registry as default_registry
 from .routed.action import (
     Action as Action,
     ExprCondition as ExprCondition,
@@ -79,7 +80,6 @@ from .runtime.channel import (
 )
 from .runtime.events import EventBus as EventBus, Subscription as Subscription
 from .runtime.feeds import NO_ITEM as NO_ITEM, next_item as next_item
-from .runtime.flow import FlowRuntime as FlowRuntime
 from .runtime.local import WorkflowExecutor as WorkflowExecutor
 from .runtime.netpolicy import check_url as check_url
 from .runtime.options import RunOptions as RunOptions, RunSettings as RunSettings

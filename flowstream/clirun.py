@@ -9,8 +9,8 @@ import time
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .cli._display import grouped, is_rich
+from .engine import FlowRuntime
 from .runtime.events import EventBus, EventRecorder
-from .runtime.flow import FlowRuntime
 
 if TYPE_CHECKING:
     from .cli._restart import RestartPolicy

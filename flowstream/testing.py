@@ -21,13 +21,13 @@ import selectors
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .core.workflow import Workflow
-from .runtime.flow import FlowRuntime
-from .runtime.registry import NodeRegistry
+from .engine import FlowRuntime, default_registry
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine, Mapping, Sequence
 
     from .core.node import NodeSpec
+    from .runtime.registry import NodeRegistry
     from .runtime.result import RunResult
 
 __all__ = [
@@ -45,7 +45,7 @@ _UNDER_TEST = "under_test"
 
 def _registry(spec: NodeSpec, registry: NodeRegistry | None) -> NodeRegistry:
     registry = (
-        registry if registry is not None else NodeRegistry.default(entry_points=False)
+        registry if registry is not None else default_registry(entry_points=False)
     )
     if spec.type_id not in registry or registry.get(spec.type_id) is not spec:
         registry.register(spec, replace=True)
@@ -56,7 +56,7 @@ async def run_workflow(
     workflow: Workflow, registry: NodeRegistry | None = None, **options: Any
 ) -> RunResult:
     """Run a workflow with a fresh runtime; options as for `FlowRuntime.arun`."""
-    runtime = FlowRuntime(registry or NodeRegistry.default(entry_points=False))
+    runtime = FlowRuntime(registry or default_registry(entry_points=False))
     return await runtime.arun(workflow, **options)
 
 

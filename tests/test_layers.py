@@ -1,4 +1,4 @@
-"""Imports flow one way: core <- runtime <- nodes/connectors <- cli/server.
+"""Imports flow one way: core <- runtime <- nodes/connectors <- engine <- cli/server.
 
 Every module's imports are read with ``ast`` (relative ones resolved, imports
 under ``TYPE_CHECKING`` and inside functions included), so a back-edge fails
@@ -8,6 +8,9 @@ here before it becomes an import cycle.
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -16,48 +19,59 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "flowstream"
 
-# Layer -> module prefixes it must never import. Routed flows sit beside the
-# nodes: they build on core and runtime, and neither of those knows them.
+# Layer -> module prefixes it must never import. From the bottom up:
+#
+#   core <- runtime <- nodes, connectors <- engine <- routed, dataflow, testing
+#        <- cli, clirun, server
+#
+# `flowstream.engine` is the composition root: the one place that joins the
+# runtime to the node library (`default_registry`, `FlowRuntime`). The
+# runtime takes a registry wherever it needs one and never learns which node
+# types exist. Routed flows, the fluent dataflow API and the test helpers sit
+# above the root: each offers its users a default registry or a FlowRuntime,
+# and none of them imports another (they name node types by id). Nothing
+# below the root may import it, nor anything that sits above it.
+_ABOVE_ROOT = ("flowstream.routed", "flowstream.dataflow", "flowstream.testing")
+_INTERFACES = ("flowstream.cli", "flowstream.clirun", "flowstream.server")
 FORBIDDEN = {
     "flowstream.core": (
         "flowstream.runtime",
         "flowstream.nodes",
-        "flowstream.routed",
-        "flowstream.cli",
-        "flowstream.server",
         "connectors",
+        "flowstream.engine",
+        *_ABOVE_ROOT,
+        *_INTERFACES,
     ),
     "flowstream.runtime": (
         "flowstream.nodes",
-        "flowstream.routed",
-        "flowstream.cli",
-        "flowstream.clirun",
-        "flowstream.server",
+        "connectors",
+        "flowstream.engine",
+        *_ABOVE_ROOT,
+        *_INTERFACES,
     ),
+    "flowstream.nodes": ("connectors", "flowstream.engine", *_ABOVE_ROOT, *_INTERFACES),
+    # The root loads connectors through their entry points, never by import
+    # (a family whose client library is missing disables only itself).
+    "flowstream.engine": ("connectors", *_ABOVE_ROOT, *_INTERFACES),
     "flowstream.routed": (
         "flowstream.nodes",
-        "flowstream.cli",
-        "flowstream.server",
         "connectors",
+        "flowstream.dataflow",
+        "flowstream.testing",
+        *_INTERFACES,
     ),
-    "flowstream.nodes": ("flowstream.cli", "flowstream.clirun", "flowstream.server"),
-    # The fluent API builds workflows over core and runtime; it names node
-    # types by id, so it needs neither the node library nor the interfaces.
     "flowstream.dataflow": (
         "flowstream.nodes",
-        "flowstream.cli",
-        "flowstream.clirun",
-        "flowstream.server",
         "connectors",
+        "flowstream.routed",
+        "flowstream.testing",
+        *_INTERFACES,
     ),
-    # The server is an interface beside the CLI: it builds on core, runtime,
-    # nodes and routed, and reaches connectors only through the registry.
-    "flowstream.server": ("flowstream.cli", "connectors"),
+    "flowstream.testing": ("flowstream.routed", "flowstream.dataflow", *_INTERFACES),
+    # The server is an interface beside the CLI: it builds on everything
+    # below, and reaches connectors only through the registry.
+    "flowstream.server": ("flowstream.cli", "flowstream.clirun", "connectors"),
 }
-
-# The one allowed back-edge: the built-ins are imported lazily, inside
-# NodeRegistry.default, so importing the runtime never imports the nodes.
-ALLOWED = {("flowstream.runtime.registry", "NodeRegistry.default", "flowstream.nodes")}
 
 
 class Import(NamedTuple):
@@ -123,8 +137,7 @@ def back_edges(imports: list[Import]) -> list[Import]:
         for layer, forbidden in FORBIDDEN.items():
             if not is_under(imp.module, layer):
                 continue
-            hit = next((f for f in forbidden if is_under(imp.target, f)), None)
-            if hit is not None and (imp.module, imp.scope, hit) not in ALLOWED:
+            if any(is_under(imp.target, f) for f in forbidden):
                 bad.append(imp)
     return bad
 
@@ -146,19 +159,39 @@ def test_no_import_back_edges() -> None:
     )
 
 
-def test_the_one_allowed_back_edge_is_lazy_and_still_there() -> None:
-    # If the exception stops being used, it should be removed from ALLOWED;
-    # if the import moves to module level, test_no_import_back_edges fails.
-    used = [
-        i
-        for i in all_imports()
-        if i.module == "flowstream.runtime.registry"
-        and is_under(i.target, "flowstream.nodes")
-    ]
-    assert [(i.scope, i.target) for i in used] == [
-        ("NodeRegistry.default", "flowstream.nodes"),
-        ("NodeRegistry.default", "flowstream.nodes.BUILTIN_NODES"),
-    ]
+def test_importing_the_runtime_imports_no_node_type() -> None:
+    # The static check above, seen from a fresh interpreter: every runtime
+    # module imported, and still no node library, connector or root loaded.
+    runtime = PACKAGE / "runtime"
+    modules = [module_name(p) for p in sorted(runtime.rglob("*.py"))]
+    code = (
+        "import importlib, sys\n"
+        f"for m in {modules!r}:\n"
+        "    importlib.import_module(m)\n"
+        "print(sorted(m for m in sys.modules if m.startswith("
+        "('flowstream.nodes', 'flowstream.engine', 'connectors'))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    assert "flowstream.runtime.ray.actor" in modules
+
+
+def test_the_default_registry_lives_in_the_root() -> None:
+    from flowstream import NodeRegistry, default_registry
+    from flowstream.nodes import BUILTIN_NODES
+
+    assert not hasattr(NodeRegistry, "default")
+    assert len(NodeRegistry()) == 0
+    builtins = default_registry(entry_points=False)
+    assert [s.type_id for s in builtins] == sorted(s.type_id for s in BUILTIN_NODES)
 
 
 def test_only_the_cli_imports_the_server_and_only_lazily() -> None:
@@ -267,18 +300,32 @@ def test_every_layer_exists() -> None:
         ("flowstream.server.app", "from ..cli import main", "flowstream.cli"),
         ("flowstream.server.routes", "import connectors.http", "connectors.http"),
         (
-            # The allowance is for NodeRegistry.default only, not module level.
+            # No exception for the registry any more: not even lazily.
             "flowstream.runtime.registry",
-            "from ..nodes import BUILTIN_NODES",
+            "class NodeRegistry:\n"
+            "    @classmethod\n"
+            "    def default(cls):\n"
+            "        from ..nodes import BUILTIN_NODES\n",
             "flowstream.nodes",
         ),
         (
-            "flowstream.runtime.registry",
-            "class NodeRegistry:\n"
-            "    def other(self):\n"
-            "        import flowstream.nodes\n",
-            "flowstream.nodes",
+            "flowstream.runtime.ray.actor",
+            "def prepare(self):\n    from ...engine import default_registry\n",
+            "flowstream.engine",
         ),
+        ("flowstream.runtime.blocking", "import connectors.files", "connectors.files"),
+        (
+            "flowstream.nodes.sink",
+            "from ..engine import FlowRuntime",
+            "flowstream.engine",
+        ),
+        ("flowstream.core.node", "from ..engine import x", "flowstream.engine"),
+        ("flowstream.engine", "from .routed import Flow", "flowstream.routed"),
+        ("flowstream.engine", "from .cli import main", "flowstream.cli"),
+        ("flowstream.engine", "import connectors.files", "connectors.files"),
+        ("flowstream.routed.steps", "from ..testing import x", "flowstream.testing"),
+        ("flowstream.dataflow.flow", "from ..routed import Flow", "flowstream.routed"),
+        ("flowstream.testing", "from .clirun import CliRun", "flowstream.clirun"),
     ],
 )
 def test_checker_catches_back_edges(module: str, source: str, target: str) -> None:
@@ -287,17 +334,22 @@ def test_checker_catches_back_edges(module: str, source: str, target: str) -> No
     assert bad[0].target == target
 
 
-def test_checker_allows_forward_edges_and_the_lazy_registry_import() -> None:
+def test_checker_allows_forward_edges() -> None:
     source = (
         "from ..core.node import NodeSpec\n"
         "from ..errors import UnknownNodeType\n"
         "import msgspec\n"
-        "class NodeRegistry:\n"
-        "    @classmethod\n"
-        "    def default(cls):\n"
-        "        from ..nodes import BUILTIN_NODES\n"
     )
     assert back_edges(imports_of(source, "flowstream.runtime.registry")) == []
+    root = (
+        "from .nodes import BUILTIN_NODES\nfrom .runtime.registry import NodeRegistry\n"
+    )
+    assert back_edges(imports_of(root, "flowstream.engine")) == []
+    above = "from ..engine import FlowRuntime, default_registry\n"
+    for module in ("flowstream.routed.steps", "flowstream.dataflow.flow"):
+        assert back_edges(imports_of(above, module)) == []
+    testing = "from .engine import FlowRuntime, default_registry\n"
+    assert back_edges(imports_of(testing, "flowstream.testing")) == []
     assert back_edges(imports_of("from ..runtime import x", "flowstream.nodes.y")) == []
     routed = (
         "from ..core.workflow import Route\nfrom ..runtime.events import EventBus\n"

@@ -76,6 +76,7 @@ EXPECTED = {
     "__version__",
     "check_url",
     "decode",
+    "default_registry",
     "encode",
     "next_item",
     "node",

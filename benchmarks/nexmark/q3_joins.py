@@ -17,8 +17,8 @@ import argparse
 import statistics
 import sys
 
+from flowstream import FlowRuntime
 from flowstream.core.workflow import Workflow, WorkflowNode
-from flowstream.runtime.flow import FlowRuntime
 
 from . import runner
 from .check import compare

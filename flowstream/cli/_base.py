@@ -133,14 +133,14 @@ def _registry(workflow: Workflow | None = None) -> NodeRegistry:
     ``flowstream validate``. A pack may never replace a built-in type, so
     either registry gives a built-in-only workflow the same specs.
     """
+    from ..engine import default_registry
     from ..routed.bridge import dataflow_registry
-    from ..runtime.registry import NodeRegistry
 
     if workflow is not None:
-        builtins = dataflow_registry(NodeRegistry.default(entry_points=False))
+        builtins = dataflow_registry(default_registry(entry_points=False))
         if all(n.type in builtins for n in workflow.nodes):
             return builtins
-    return dataflow_registry(NodeRegistry.default())
+    return dataflow_registry(default_registry())
 
 
 def _add_cwd_to_path() -> None:

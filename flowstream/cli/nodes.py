@@ -132,9 +132,9 @@ def nodes_command(type_id: str | None, as_json: bool, markdown: bool) -> None:
     """
     import msgspec
 
-    from ..runtime.registry import NodeRegistry
+    from ..engine import default_registry
 
-    registry = NodeRegistry.default()
+    registry = default_registry()
     if type_id is not None:
         if type_id not in registry:
             near = registry.suggest(type_id)

@@ -158,7 +158,7 @@ def run_command(
     from ..core.codec import encode_json
     from ..core.workflow import read_workflow
     from ..errors import EncodeError
-    from ..runtime.flow import run_sync
+    from ..runtime.blocking import run_sync
     from ..runtime.validation import validate
 
     if log_format is not None:

@@ -14,8 +14,7 @@ import msgspec
 
 from ..core.node import NodeSpec
 from ..core.workflow import ContinueOnError, Mode, Workflow
-from ..runtime.flow import FlowRuntime
-from ..runtime.registry import NodeRegistry
+from ..engine import FlowRuntime, default_registry
 from .stream import DataStream, _builds
 
 if TYPE_CHECKING:
@@ -24,6 +23,7 @@ if TYPE_CHECKING:
 
     from ..runtime.options import RunSettings
     from ..runtime.protocol import Executor
+    from ..runtime.registry import NodeRegistry
     from ..runtime.result import RunResult
     from .connectors import Source
 
@@ -55,7 +55,7 @@ class Dataflow:
         description: str = "",
     ) -> None:
         self.workflow = Workflow(name, mode=mode, description=description)
-        self.registry = registry if registry is not None else NodeRegistry.default()
+        self.registry = registry if registry is not None else default_registry()
         self._ids: dict[str, itertools.count[int]] = {}
 
     def __repr__(self) -> str:

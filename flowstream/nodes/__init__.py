@@ -1,7 +1,7 @@
 """The standard library of node types.
 
 Every built-in type is listed here explicitly (no registration by import side
-effect); `flowstream.runtime.registry.NodeRegistry.default` registers them.
+effect); `flowstream.default_registry` (`flowstream.engine`) registers them.
 """
 
 from __future__ import annotations

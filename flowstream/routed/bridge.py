@@ -29,12 +29,13 @@ import msgspec
 
 from ..core.codec import DOCUMENT_FORMATS
 from ..core.node import node
-from ..runtime.registry import NodeRegistry
+from ..engine import default_registry
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from ..core.node import NodeContext, NodeSpec
+    from ..runtime.registry import NodeRegistry
     from .flow import Flow
     from .run import FlowResult
 
@@ -194,8 +195,8 @@ ROUTED_NODES: tuple[NodeSpec, ...] = (routed_flow,)
 
 
 def dataflow_registry(registry: NodeRegistry | None = None) -> NodeRegistry:
-    """Return ``registry`` (default: `NodeRegistry.default`) with `ROUTED_NODES`."""
-    registry = registry if registry is not None else NodeRegistry.default()
+    """Return ``registry`` (default: `default_registry()`) with `ROUTED_NODES`."""
+    registry = registry if registry is not None else default_registry()
     for spec in ROUTED_NODES:
         if spec.type_id not in registry:
             registry.register(spec)

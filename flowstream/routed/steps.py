@@ -36,7 +36,7 @@ from ..core.expr import Expr, compile_expr
 from ..core.node import node
 from ..core.resources import FilePath
 from ..core.workflow import Workflow, read_workflow
-from ..runtime.flow import FlowRuntime
+from ..engine import FlowRuntime
 from ..runtime.registry import NodeRegistry
 from .action import Action, ExprCondition
 

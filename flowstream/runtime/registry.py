@@ -5,6 +5,10 @@ packs (and our own ``connectors``) register through the entry-point group
 ``flowstream.nodes``. An entry point names either a `NodeSpec`, an iterable of
 them, or a callable that takes the registry and registers its types. Nothing
 registers by import side effect, and every registry is a fresh object.
+
+A registry starts with what it is given: the runtime does not know the node
+library. `flowstream.default_registry` (in `flowstream.engine`, above the
+node library) makes the usual one, built-ins plus installed packs.
 """
 
 from __future__ import annotations
@@ -36,16 +40,6 @@ class NodeRegistry:
     def __init__(self, specs: Iterable[NodeSpec] = ()) -> None:
         self._specs: dict[str, NodeSpec] = {}
         self.register_all(specs)
-
-    @classmethod
-    def default(cls, *, entry_points: bool = True) -> NodeRegistry:
-        """Return a new registry with the built-in types and installed packs."""
-        from ..nodes import BUILTIN_NODES
-
-        registry = cls(BUILTIN_NODES)
-        if entry_points:
-            registry.load_entry_points()
-        return registry
 
     def register(self, spec: NodeSpec, *, replace: bool = False) -> NodeSpec:
         """Register a node type and return it (usable as a decorator's tail).

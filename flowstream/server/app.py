@@ -19,7 +19,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from .. import __version__
-from ..runtime.registry import NodeRegistry
+from ..engine import default_registry
 from .auth import load_token
 from .config import ServerConfig
 from .datadir import DataDir
@@ -68,9 +68,7 @@ def create_app(config: ServerConfig | None = None, **overrides: Any) -> Litestar
     token, generated = load_token(config)
     if generated:
         logger.warning("generated an API token; it is in %s", config.token_path)
-    registry = (
-        config.registry if config.registry is not None else NodeRegistry.default()
-    )
+    registry = config.registry if config.registry is not None else default_registry()
     metrics = Metrics()
 
     @asynccontextmanager

@@ -11,12 +11,12 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from flowstream import default_registry
 from flowstream.cli import cli
 from flowstream.cli._display import iso_utc, print_summary
 from flowstream.clirun import known_totals, progress_of
 from flowstream.core.events import NodeStats
 from flowstream.core.workflow import read_workflow
-from flowstream.runtime.registry import NodeRegistry
 from flowstream.runtime.validation import validate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -202,7 +202,7 @@ def test_progress_is_in_bytes_for_a_file_and_has_no_end_when_followed() -> None:
 
 
 def test_known_totals_come_from_source_range() -> None:
-    registry = NodeRegistry.default()
+    registry = default_registry()
     graph = validate(read_workflow(NUMBERS), registry)
     assert known_totals(graph) == {"numbers": 10}
 
@@ -219,9 +219,9 @@ def test_the_summary_on_a_terminal_is_a_rich_table() -> None:
 
     result = CliRunner().invoke(cli, ["run", NUMBERS, "--json"])
     assert result.exit_code == 0
-    from flowstream.runtime.flow import FlowRuntime
+    from flowstream import FlowRuntime
 
-    run = FlowRuntime(NodeRegistry.default()).run(read_workflow(NUMBERS))
+    run = FlowRuntime(default_registry()).run(read_workflow(NUMBERS))
     screen = Terminal()
     print_summary(run, "dag", None, err=screen)
     shown = screen.getvalue()

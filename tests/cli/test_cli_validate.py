@@ -8,10 +8,9 @@ from typing import TYPE_CHECKING
 import pytest
 from click.testing import CliRunner, Result
 
-from flowstream import __version__
+from flowstream import __version__, default_registry
 from flowstream.cli import cli
 from flowstream.core.workflow import Workflow, write_workflow
-from flowstream.runtime.registry import NodeRegistry
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -176,7 +175,7 @@ def test_python_m_flowstream_validate(tmp_path: Path) -> None:
 
 
 def registered_ids() -> list[str]:
-    return [spec.type_id for spec in NodeRegistry.default()]
+    return [spec.type_id for spec in default_registry()]
 
 
 def test_nodes_lists_every_type() -> None:

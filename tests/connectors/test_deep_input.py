@@ -19,7 +19,7 @@ from connectors._records import RecordDecoder
 from connectors.files import file_source
 from connectors.stdio import stdio_nodes
 from connectors.websocket import ws_source
-from flowstream import FlowRuntime, NodeEvent, NodeRegistry, Workflow
+from flowstream import FlowRuntime, NodeEvent, Workflow, default_registry
 from flowstream.errors import WorkflowValidationError
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def ingest(**config: Any) -> Workflow:
 
 async def run_ws(frames: Sequence[str | bytes], want: int, **config: Any) -> Any:
     """Send ``frames`` to a ws.source run; stop once ``want`` items are out."""
-    registry = NodeRegistry.default(entry_points=False)
+    registry = default_registry(entry_points=False)
     registry.register(ws_source)
     runtime = FlowRuntime(registry)
     listening: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -139,7 +139,7 @@ def test_a_deep_frame_is_refused_before_or_while_decoding() -> None:
 
 
 def test_max_depth_is_checked_in_config() -> None:
-    registry = NodeRegistry.default(entry_points=False)
+    registry = default_registry(entry_points=False)
     registry.register(ws_source)
     wf = Workflow("w", mode="stream").node(
         "src", "ws.source", mode="server", max_depth=0
@@ -151,7 +151,7 @@ def test_max_depth_is_checked_in_config() -> None:
 async def test_a_deep_line_goes_to_error_in_file_source(tmp_path: Path) -> None:
     path = tmp_path / "in.jsonl"
     path.write_text('{"n": 1}\n' + DEEP_JSON + '\n{"n": 2}\n')
-    registry = NodeRegistry.default(entry_points=False)
+    registry = default_registry(entry_points=False)
     registry.register(file_source)
     wf = (
         Workflow("read")
@@ -172,7 +172,7 @@ async def test_a_deep_line_goes_to_error_in_stdio_source() -> None:
     read_end, write_end = os.pipe()
     os.write(write_end, ('{"n": 1}\n' + DEEP_JSON + '\n{"n": 2}\n').encode())
     os.close(write_end)
-    registry = NodeRegistry.default(entry_points=False)
+    registry = default_registry(entry_points=False)
     registry.register_all(stdio_nodes(stdin=read_end))
     wf = (
         Workflow("read")

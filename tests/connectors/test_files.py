@@ -21,11 +21,11 @@ from connectors.files.source import READ_BYTES
 from flowstream import (
     FlowRuntime,
     NodeEvent,
-    NodeRegistry,
     NodeState,
     Workflow,
     WorkflowExecutor,
     WorkflowStarted,
+    default_registry,
 )
 from flowstream.errors import WorkflowValidationError
 from tests.local import local
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 @pytest.fixture
 def runtime() -> FlowRuntime:
-    registry = NodeRegistry.default(entry_points=False)
+    registry = default_registry(entry_points=False)
     registry.register_all([file_source, file_sink])
     return FlowRuntime(registry)
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import pytest
 
-from flowstream import FlowRuntime, NodeRegistry, Workflow
+from flowstream import FlowRuntime, Workflow, default_registry
 from flowstream.errors import WorkflowValidationError
 from flowstream.runtime.plan import describe, plan
 from flowstream.runtime.validation import validate
@@ -99,12 +99,12 @@ def test_validation_and_plan_say_what_a_split_source_does(tmp_path: Path) -> Non
         .connect("src -> out")
     )
     with pytest.raises(WorkflowValidationError) as info:
-        validate(wf, NodeRegistry.default())
+        validate(wf, default_registry())
     assert "node 'src', parallelism: cannot run 2 instances: a followed file" in (
         str(info.value)
     )
     wf.nodes[0].config.pop("follow")
-    shown = describe(plan(validate(wf, NodeRegistry.default())))
+    shown = describe(plan(validate(wf, default_registry())))
     assert shown["parallel"]["nodes"]["src"] == {
         "parallelism": 2,
         "instances": ["src[0]", "src[1]"],
@@ -115,7 +115,7 @@ def test_validation_and_plan_say_what_a_split_source_does(tmp_path: Path) -> Non
         wf.nodes[0], type="source.range", config={"stop": 3}
     )
     with pytest.raises(WorkflowValidationError, match="a source runs one instance"):
-        validate(wf, NodeRegistry.default())
+        validate(wf, default_registry())
 
 
 def workflow(tmp: Path, par: int) -> Path:

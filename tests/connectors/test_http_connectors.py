@@ -15,9 +15,9 @@ from flowstream import (
     ContinueOnError,
     FlowRuntime,
     NodeEvent,
-    NodeRegistry,
     Workflow,
     WorkflowExecutor,
+    default_registry,
 )
 from flowstream.errors import WorkflowValidationError
 from tests.local import local
@@ -31,7 +31,7 @@ URL = "http://api.test/items"
 def mocked(handler: Callable[[httpx.Request], httpx.Response]) -> FlowRuntime:
     """A runtime whose HTTP nodes talk to ``handler`` through a MockTransport."""
     transport = httpx.MockTransport(handler)
-    registry = NodeRegistry.default(entry_points=False)
+    registry = default_registry(entry_points=False)
     registry.register_all(http_nodes(lambda: httpx.AsyncClient(transport=transport)))
     return FlowRuntime(registry)
 
@@ -388,7 +388,7 @@ def server() -> Iterator[Server]:
 
 
 async def test_source_and_sink_against_a_real_local_server(server: Server) -> None:
-    registry = NodeRegistry.default(entry_points=False)
+    registry = default_registry(entry_points=False)
     registry.register_all([http_source, http_sink])
     runtime = FlowRuntime(registry)
     wf = (
@@ -439,7 +439,7 @@ async def test_source_and_sink_against_a_real_local_server(server: Server) -> No
 def test_bad_config_names_the_node_and_field(
     node_type: str, config: dict[str, Any], field: str, words: str
 ) -> None:
-    registry = NodeRegistry.default(entry_points=False)
+    registry = default_registry(entry_points=False)
     registry.register_all([http_source, http_sink])
     wf = Workflow("bad").node("h", node_type, config)
     if node_type == "http.sink":

@@ -15,7 +15,7 @@ import nats
 import pytest
 
 from connectors.nats import NatsSinkConfig, NatsSourceConfig
-from flowstream import FlowRuntime, NodeRegistry, Workflow, node
+from flowstream import FlowRuntime, Workflow, default_registry, node
 from tests.checkpoints import kill_at_random
 from tests.connectors.test_redis import wait_for_rows
 
@@ -232,7 +232,7 @@ async def test_slow_sink_keeps_prefetch_bounded(nats: Server) -> None:
             await asyncio.sleep(0.001)  # the slow consumer
             yield []
 
-    registry = NodeRegistry.default()
+    registry = default_registry()
     registry.register(slow)
     wf = read_all(nats, stream, batch_size=batch_size)
     wf.node("slow", "test.slow_nats").connect("src -> slow", capacity=capacity)

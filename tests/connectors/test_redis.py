@@ -15,7 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from connectors.redis import RedisSinkConfig, RedisSourceConfig
-from flowstream import FlowRuntime, NodeRegistry, Workflow, node
+from flowstream import FlowRuntime, Workflow, default_registry, node
 from tests.checkpoints import kill_at_random
 
 if TYPE_CHECKING:
@@ -283,7 +283,7 @@ async def test_slow_sink_keeps_prefetch_bounded(
             await asyncio.sleep(0.001)  # the slow consumer
             yield []
 
-    registry = NodeRegistry.default()
+    registry = default_registry()
     registry.register(slow)
     wf = (
         Workflow("read")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from connectors.sqlite import SqliteSinkConfig, open_writer, sqlite_sink, sqlite_source
-from flowstream import FlowRuntime, NodeRegistry, Workflow, WorkflowExecutor
+from flowstream import FlowRuntime, Workflow, WorkflowExecutor, default_registry
 from flowstream.errors import WorkflowValidationError
 from tests.local import local
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 @pytest.fixture
 def runtime() -> FlowRuntime:
-    registry = NodeRegistry.default(entry_points=False)
+    registry = default_registry(entry_points=False)
     registry.register_all([sqlite_sink, sqlite_source])
     return FlowRuntime(registry)
 

@@ -14,9 +14,9 @@ import pytest
 from connectors.stdio import stdio_nodes, stdio_sink, stdio_source
 from flowstream import (
     FlowRuntime,
-    NodeRegistry,
     Workflow,
     WorkflowExecutor,
+    default_registry,
     write_workflow,
 )
 from flowstream.errors import WorkflowValidationError
@@ -27,13 +27,13 @@ ROOT = Path(__file__).resolve().parents[2]
 RUNNER = """\
 import asyncio, signal, sys
 
-from flowstream import FlowRuntime, NodeRegistry, read_workflow
+from flowstream import FlowRuntime, default_registry, read_workflow
 from connectors.files import file_sink
 from connectors.stdio import stdio_sink, stdio_source
 
 
 async def main() -> int:
-    registry = NodeRegistry.default(entry_points=False)
+    registry = default_registry(entry_points=False)
     registry.register_all([stdio_source, stdio_sink, file_sink])
     executor = FlowRuntime(registry).executor(read_workflow(sys.argv[1]))
     # What the CLI does: the first SIGTERM drains the run.
@@ -51,7 +51,7 @@ sys.exit(asyncio.run(main()))
 
 
 def registry_with(**streams: Any) -> FlowRuntime:
-    registry = NodeRegistry.default(entry_points=False)
+    registry = default_registry(entry_points=False)
     registry.register_all(stdio_nodes(**streams))
     return FlowRuntime(registry)
 
@@ -145,7 +145,7 @@ async def test_a_stop_ends_a_source_waiting_on_an_open_pipe() -> None:
 
 
 def test_bad_config_names_the_node_and_field() -> None:
-    registry = NodeRegistry.default(entry_points=False)
+    registry = default_registry(entry_points=False)
     registry.register_all([stdio_source, stdio_sink])
     wf = (
         Workflow("bad")

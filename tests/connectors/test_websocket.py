@@ -33,11 +33,11 @@ from flowstream import (
     ExecutionEvent,
     FlowRuntime,
     NodeEvent,
-    NodeRegistry,
     RunResult,
     Workflow,
     WorkflowExecutor,
     WorkflowStarted,
+    default_registry,
     node,
 )
 from flowstream.errors import WorkflowValidationError
@@ -94,7 +94,7 @@ async def feed(*, config: Named) -> AsyncIterator[list[Any]]:
 
 @pytest.fixture
 def runtime() -> FlowRuntime:
-    registry = NodeRegistry.default(entry_points=False)
+    registry = default_registry(entry_points=False)
     registry.register(msgspec.structs.replace(ws_source, fn=RecordedSource))
     registry.register(msgspec.structs.replace(ws_sink, fn=RecordedSink))
     registry.register(gate)

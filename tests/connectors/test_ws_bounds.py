@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed
 
 from benchmarks import ws_memory
 from connectors.websocket import ws_source
-from flowstream import FlowRuntime, NodeRegistry, Workflow
+from flowstream import FlowRuntime, Workflow, default_registry
 
 from .test_websocket import (
     GATES,
@@ -40,7 +40,7 @@ SLACK = 2 * CHUNK  # the read that crossed it, the one that finished a frame
 
 @pytest.fixture
 def runtime() -> FlowRuntime:
-    registry = NodeRegistry.default(entry_points=False)
+    registry = default_registry(entry_points=False)
     registry.register(msgspec.structs.replace(ws_source, fn=RecordedSource))
     registry.register(gate)
     SOURCES.clear()

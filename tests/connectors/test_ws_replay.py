@@ -32,7 +32,7 @@ from websockets.sync.client import connect as connect_sync
 from connectors.sqlite import sqlite_sink
 from connectors.websocket import WebSocketSource, WebSocketSourceConfig, ws_source
 from connectors.websocket._source_config import _fill, _with_query
-from flowstream import FlowRuntime, NodeRegistry, RunResult, Workflow, node
+from flowstream import FlowRuntime, RunResult, Workflow, default_registry, node
 from flowstream.core.workflow import Checkpoint
 from flowstream.errors import WorkflowValidationError
 from tests.checkpoints import latest_epoch
@@ -74,7 +74,7 @@ async def hold_until_open(
 
 @pytest.fixture
 def runtime() -> FlowRuntime:
-    registry = NodeRegistry.default(entry_points=False)
+    registry = default_registry(entry_points=False)
     registry.register(msgspec.structs.replace(ws_source, fn=RecordedSource))
     registry.register(sqlite_sink)
     registry.register(hold_until_open)
@@ -566,7 +566,7 @@ from typing import Any
 import msgspec
 from connectors.sqlite import sqlite_sink
 from connectors.websocket import WebSocketSource, ws_source
-from flowstream import FlowRuntime, NodeEvent, NodeRegistry, Workflow, node
+from flowstream import FlowRuntime, NodeEvent, Workflow, node, default_registry
 from flowstream.core.workflow import Checkpoint
 
 store, db, journal = sys.argv[1:4]
@@ -597,7 +597,7 @@ def show(event):
 
 
 async def main():
-    registry = NodeRegistry.default(entry_points=False)
+    registry = default_registry(entry_points=False)
     registry.register(msgspec.structs.replace(ws_source, fn=Recorded))
     registry.register(sqlite_sink)
     registry.register(hold)

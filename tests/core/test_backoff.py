@@ -8,7 +8,7 @@ import pytest
 
 from connectors._reconnect import Reconnect
 from connectors.http import HttpSinkConfig
-from flowstream import Backoff, FlowRuntime, NodeRegistry, RetryPolicy, Workflow
+from flowstream import Backoff, FlowRuntime, RetryPolicy, Workflow, default_registry
 from flowstream.errors import WorkflowValidationError
 
 URL = "http://api.test/items"
@@ -111,7 +111,7 @@ def test_a_bad_backoff_names_the_field_as_written(
 ) -> None:
     from connectors.http import http_sink
 
-    registry = NodeRegistry.default(entry_points=False)
+    registry = default_registry(entry_points=False)
     registry.register(http_sink)
     wf = (
         Workflow("bad")

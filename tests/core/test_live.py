@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from flowstream import (
     ContinueOnError,
     FlowRuntime,
-    NodeRegistry,
     Workflow,
+    default_registry,
     node,
     read_workflow,
 )
@@ -177,7 +177,7 @@ def test_untrusted_validation_refuses_live_callables() -> None:
     wf = Workflow("w").node("src", "source.range", stop=3)
     wf.node("m", "transform.map", expr=lambda x: x).connect("src -> m")
     with pytest.raises(WorkflowValidationError) as info:
-        validate(wf, NodeRegistry.default(), allow_callables=False)
+        validate(wf, default_registry(), allow_callables=False)
     assert "not allowed here" in str(info.value)
     assert info.value.problems[0].field == "config.expr"
 
@@ -191,7 +191,7 @@ def test_a_node_spec_is_a_type_without_registering_it() -> None:
         .connect("src -> d")
         .connect("d -> out")
     )
-    assert "test.double" not in NodeRegistry.default()
+    assert "test.double" not in default_registry()
     assert FlowRuntime().run(wf).output("out") == [0, 2, 4]
 
 
@@ -266,7 +266,7 @@ def test_every_reference_field_is_written_by_name() -> None:
     from flowstream.core.markers import markers_of
 
     names = set()
-    for spec in NodeRegistry.default():
+    for spec in default_registry():
         if spec.config_type is None:
             continue
         hints = __import__("typing").get_type_hints(

@@ -17,9 +17,9 @@ from flowstream import (
     ContinueOnError,
     FlowRuntime,
     NodeContext,
-    NodeRegistry,
     RunOptions,
     Workflow,
+    default_registry,
     node,
 )
 from flowstream.dataflow import (
@@ -88,7 +88,7 @@ def test_the_issue_snippet_runs_as_written(
 
 
 def test_every_registered_node_type_has_a_typed_way() -> None:
-    registered = {spec.type_id for spec in NodeRegistry.default()}
+    registered = {spec.type_id for spec in default_registry()}
     missing = registered - set(NODE_TYPES)
     assert not missing, f"no typed method or function for {sorted(missing)}"
     for type_id, where in NODE_TYPES.items():

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from connectors.sqlite import sqlite_sink
-from flowstream import FlowRuntime, NodeRegistry, Workflow
+from flowstream import FlowRuntime, NodeRegistry, Workflow, default_registry
 from flowstream.errors import WorkflowValidationError
 from flowstream.nodes import transform
 from flowstream.nodes.transform._shared import _slot, _unslot
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 def registry() -> NodeRegistry:
-    reg = NodeRegistry.default(entry_points=False)
+    reg = default_registry(entry_points=False)
     reg.register(sqlite_sink)
     return reg
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from flowstream import FlowRuntime, NodeRegistry, Workflow
+from flowstream import FlowRuntime, Workflow, default_registry
 from flowstream.core.workflow import ContinueOnError
 from flowstream.nodes._aggregates import KeyTable, key_of, slot_of
 
@@ -76,7 +76,7 @@ def test_reduce_matches_plain_python_and_sets_aside_only_bad_items(
         .connect("src -> r")
         .connect("r -> out")
     )
-    result = FlowRuntime(NodeRegistry.default(entry_points=False)).run(wf)
+    result = FlowRuntime(default_registry(entry_points=False)).run(wf)
     assert result.ok, result.error
     assert result.output("out") == want
     assert [d.item for d in result.dead_letters] == bad
@@ -91,7 +91,7 @@ def test_a_new_key_past_max_keys_fails_in_every_fold(op: str) -> None:
         .node("r", "transform.reduce", {**config(op), "max_keys": 3})
         .connect("src -> r")
     )
-    result = FlowRuntime(NodeRegistry.default(entry_points=False)).run(wf)
+    result = FlowRuntime(default_registry(entry_points=False)).run(wf)
     assert result.status == "failed"
     assert "max_keys=3 reached" in str(result.error)
     assert "'r'" in str(result.error)

@@ -14,11 +14,11 @@ import msgspec
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from flowstream import default_registry
 from flowstream.core.node import node
 from flowstream.core.workflow import ContinueOnError, Workflow
 from flowstream.errors import WorkflowValidationError
 from flowstream.nodes import control, http, join
-from flowstream.runtime.registry import NodeRegistry
 from flowstream.runtime.validation import validate
 from flowstream.testing import run_nodes, run_virtual, run_workflow
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator
 
     from flowstream.core.node import NodeSpec
+    from flowstream.runtime.registry import NodeRegistry
 
 SPECS = [
     control.merge,
@@ -57,7 +58,7 @@ async def drip(*, config: Drip) -> AsyncIterator[Any]:
 
 
 def registry() -> NodeRegistry:
-    reg = NodeRegistry.default(entry_points=False)
+    reg = default_registry(entry_points=False)
     for spec in [*SPECS, drip]:
         reg.register(spec, replace=True)
     return reg

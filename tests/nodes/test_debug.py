@@ -1,24 +1,27 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from flowstream import default_registry
 from flowstream.core.workflow import ContinueOnError, Workflow
 from flowstream.errors import WorkflowValidationError
 from flowstream.nodes import debug
-from flowstream.runtime.registry import NodeRegistry
 from flowstream.runtime.validation import validate
 from flowstream.testing import assert_emits, run_nodes, run_workflow
 
 from .test_transform import docstring_example
 
+if TYPE_CHECKING:
+    from flowstream.runtime.registry import NodeRegistry
+
 LOGGER = "flowstream.node.under_test"
 
 
 def registry() -> NodeRegistry:
-    reg = NodeRegistry.default(entry_points=False)
+    reg = default_registry(entry_points=False)
     reg.register(debug.log, replace=True)
     return reg
 

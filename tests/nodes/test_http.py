@@ -14,6 +14,7 @@ import msgspec
 import pytest
 
 from examples.http_fanout_server import running as fanout_server
+from flowstream import FlowRuntime
 from flowstream.core.events import NodeFailed
 from flowstream.core.node import node
 from flowstream.core.workflow import (
@@ -23,7 +24,6 @@ from flowstream.core.workflow import (
     load_workflow,
 )
 from flowstream.nodes import http, transform
-from flowstream.runtime.flow import FlowRuntime
 from flowstream.testing import run_nodes, run_workflow
 
 from .test_control import docstring_example, problems, registry

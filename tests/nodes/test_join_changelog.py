@@ -10,12 +10,11 @@ from typing import Any, cast
 import msgspec
 import pytest
 
+from flowstream import FlowRuntime, default_registry
 from flowstream.core.workflow import Workflow
 from flowstream.dataflow import Dataflow, values_source
 from flowstream.errors import StateLimitError, WorkflowValidationError
 from flowstream.nodes.join_changelog import Changelog, _ChangelogJoin, changelog_join
-from flowstream.runtime.flow import FlowRuntime
-from flowstream.runtime.registry import NodeRegistry
 from flowstream.testing import run_workflow
 from tests.local import local
 
@@ -289,7 +288,7 @@ def test_config_problems_are_named() -> None:
         .connect("r -> j.right")
     )
     with pytest.raises(WorkflowValidationError) as info:
-        FlowRuntime(NodeRegistry.default(entry_points=False)).validate(wf)
+        FlowRuntime(default_registry(entry_points=False)).validate(wf)
     (problem,) = info.value.problems
     assert problem.node == "j"
     assert problem.field == "config.left_retention_ms"
@@ -323,7 +322,7 @@ def sellers_workflow(parallelism: int) -> Workflow:
 
 def test_runs_keyed_in_parallel_with_the_same_answer() -> None:
     def pairs(wf: Workflow) -> Counter[tuple[int, str]]:
-        result = FlowRuntime(NodeRegistry.default(entry_points=False)).run(wf)
+        result = FlowRuntime(default_registry(entry_points=False)).run(wf)
         assert result.ok, result.error
         n = wf.nodes[2].parallelism or 1
         ran = {i for i in result.stats if i.startswith("join")}
@@ -339,9 +338,7 @@ def test_runs_keyed_in_parallel_with_the_same_answer() -> None:
 
 async def test_state_is_empty_once_both_inputs_ended() -> None:
     executor = local(
-        FlowRuntime(NodeRegistry.default(entry_points=False)).executor(
-            sellers_workflow(1)
-        )
+        FlowRuntime(default_registry(entry_points=False)).executor(sellers_workflow(1))
     )
     result = await executor.run()
     assert result.ok, result.error
@@ -352,7 +349,7 @@ async def test_state_is_empty_once_both_inputs_ended() -> None:
 async def test_dead_letters_reach_the_error_port_in_a_run() -> None:
     wf = sellers_workflow(1)
     wf.nodes[1].config["values"].append({"id": 999, "seller": "?"})  # no time
-    result = await run_workflow(wf, NodeRegistry.default(entry_points=False))
+    result = await run_workflow(wf, default_registry(entry_points=False))
     assert result.ok, result.error
     (letter,) = result.dead_letters
     assert letter.node_id == "join"
@@ -416,7 +413,7 @@ def test_join_interval_runs_keyed_in_parallel_too() -> None:
             .connect("bids -> join.right")
             .connect("join -> out")
         )
-        result = FlowRuntime(NodeRegistry.default(entry_points=False)).run(wf)
+        result = FlowRuntime(default_registry(entry_points=False)).run(wf)
         assert result.ok, result.error
         assert ("join[1]" in result.stats) == (parallelism > 1)
         return Counter((p["left"]["id"], p["right"]["n"]) for p in result.output("out"))
@@ -429,7 +426,7 @@ def test_join_interval_runs_keyed_in_parallel_too() -> None:
 async def test_a_run_fails_at_max_keys_naming_the_node() -> None:
     wf = sellers_workflow(1)
     wf.nodes[2].config["max_keys"] = 10
-    result = await run_workflow(wf, NodeRegistry.default(entry_points=False))
+    result = await run_workflow(wf, default_registry(entry_points=False))
     assert not result.ok
     assert "'join'" in str(result.error)
     assert "max_keys=10 reached" in str(result.error)

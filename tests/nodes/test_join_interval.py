@@ -8,11 +8,10 @@ from typing import Any
 
 import pytest
 
+from flowstream import FlowRuntime, default_registry
 from flowstream.core.workflow import Workflow
 from flowstream.errors import WorkflowValidationError
 from flowstream.nodes.join_interval import interval_join
-from flowstream.runtime.flow import FlowRuntime
-from flowstream.runtime.registry import NodeRegistry
 from flowstream.testing import run_nodes, run_workflow
 from tests.local import local
 
@@ -91,7 +90,7 @@ async def test_state_holds_only_what_the_other_side_can_still_reach() -> None:
         .connect("r -> j.right")
         .connect("j -> out")
     )
-    executor = local(FlowRuntime(NodeRegistry.default(entry_points=False)).executor(wf))
+    executor = local(FlowRuntime(default_registry(entry_points=False)).executor(wf))
     result = await executor.run()
     assert result.ok, result.error
     state = executor.state.for_node("j")
@@ -129,7 +128,7 @@ async def test_bad_items_go_to_the_error_port_named() -> None:
         .connect("r -> j.right")
         .connect("j -> out")
     )
-    result = await run_workflow(wf, NodeRegistry.default(entry_points=False))
+    result = await run_workflow(wf, default_registry(entry_points=False))
     assert result.ok, result.error
     assert [p["left"]["t"] for p in result.output("out")] == [100]
     letters = result.dead_letters
@@ -150,7 +149,7 @@ def test_upper_below_lower_is_refused() -> None:
         .connect("r -> j.right")
     )
     with pytest.raises(WorkflowValidationError) as info:
-        FlowRuntime(NodeRegistry.default(entry_points=False)).validate(wf)
+        FlowRuntime(default_registry(entry_points=False)).validate(wf)
     (problem,) = info.value.problems
     assert problem.node == "j"
     assert "upper_ms (5) must be >= lower_ms (10)" in problem.message

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from click.testing import CliRunner
 
-from flowstream import FlowRuntime, NodeRegistry, Workflow
+from flowstream import FlowRuntime, Workflow, default_registry
 from flowstream.cli import cli
 from flowstream.core.workflow import Checkpoint
 
@@ -46,7 +46,7 @@ def flow(node_type: str, config: dict[str, Any], items: list[Any]) -> Workflow:
 
 
 async def run(wf: Workflow, fuse: bool, mode: str) -> Any:
-    runtime = FlowRuntime(NodeRegistry.default(entry_points=False))
+    runtime = FlowRuntime(default_registry(entry_points=False))
     return await runtime.arun(wf, fuse=fuse, mode=mode)
 
 
@@ -138,7 +138,7 @@ async def test_reduce_emits_evicted_keys_early(fuse: bool, mode: str) -> None:
 
 
 def test_max_keys_below_one_is_a_config_error() -> None:
-    runtime = FlowRuntime(NodeRegistry.default(entry_points=False))
+    runtime = FlowRuntime(default_registry(entry_points=False))
     wf = flow("window.tumbling", {"size_ms": 10, "max_keys": 0}, [])
     with pytest.raises(ValueError, match="max_keys must be >= 1"):
         runtime.validate(wf)
@@ -187,7 +187,7 @@ def test_validate_and_run_warn_but_do_not_fail(tmp_path: Path) -> None:
 
 
 def test_no_warning_in_dag_mode() -> None:
-    runtime = FlowRuntime(NodeRegistry.default(entry_points=False))
+    runtime = FlowRuntime(default_registry(entry_points=False))
     config = {"size_ms": 10, "key_field": "k", "max_keys": None}
     graph = runtime.validate(flow("window.tumbling", config, []))
     assert graph.warnings() == []
@@ -223,7 +223,7 @@ def evicting(store: Path | None) -> Workflow:
 
 
 async def run_until(wf: Workflow, after_items: int) -> list[Any]:
-    runtime = FlowRuntime(NodeRegistry.default(entry_points=False))
+    runtime = FlowRuntime(default_registry(entry_points=False))
     executor = runtime.executor(wf, fuse=False)
     run = asyncio.ensure_future(executor.run())
     while not run.done():

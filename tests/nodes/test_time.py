@@ -1,22 +1,25 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from flowstream import default_registry
 from flowstream.core.workflow import Workflow
 from flowstream.errors import WorkflowValidationError
 from flowstream.nodes import time as time_nodes
-from flowstream.runtime.registry import NodeRegistry
 from flowstream.runtime.validation import validate
 from flowstream.testing import assert_emits, run_virtual, run_workflow
 
 from .test_transform import at_times, docstring_example, stamp
 
+if TYPE_CHECKING:
+    from flowstream.runtime.registry import NodeRegistry
+
 
 def registry() -> NodeRegistry:
-    reg = NodeRegistry.default(entry_points=False)
+    reg = default_registry(entry_points=False)
     for spec in (time_nodes.delay, at_times, stamp):
         reg.register(spec, replace=True)
     return reg

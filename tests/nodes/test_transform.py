@@ -10,14 +10,13 @@ import msgspec
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from flowstream import FlowRuntime, default_registry
 from flowstream.core.events import NodeEvent
 from flowstream.core.node import NodeSpec, node
 from flowstream.core.values import Json
 from flowstream.core.workflow import ContinueOnError, ErrorHandling, Workflow
 from flowstream.errors import WorkflowValidationError
 from flowstream.nodes import transform
-from flowstream.runtime.flow import FlowRuntime
-from flowstream.runtime.registry import NodeRegistry
 from flowstream.runtime.validation import validate
 from flowstream.testing import assert_emits, run_nodes, run_virtual, run_workflow
 from tests.local import local
@@ -25,6 +24,7 @@ from tests.local import local
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from flowstream.runtime.registry import NodeRegistry
     from flowstream.runtime.result import RunResult
 
 SPECS = [
@@ -68,7 +68,7 @@ async def stamp(inp: AsyncIterator[Any]) -> AsyncIterator[Any]:
 
 
 def registry() -> NodeRegistry:
-    reg = NodeRegistry.default(entry_points=False)
+    reg = default_registry(entry_points=False)
     for spec in [*SPECS, at_times, stamp]:
         reg.register(spec, replace=True)
     return reg

@@ -12,18 +12,18 @@ import pytest
 import yaml
 from hypothesis import given, settings, strategies as st
 
-from flowstream import FlowRuntime
+from flowstream import FlowRuntime, default_registry
 from flowstream.core.node import NodeSpec, node
 from flowstream.core.workflow import ContinueOnError, RetryPolicy, Workflow
 from flowstream.errors import WorkflowValidationError
 from flowstream.nodes.window import session_window, sliding_window, tumbling_window
-from flowstream.runtime.registry import NodeRegistry
 from flowstream.runtime.validation import validate
 from flowstream.testing import assert_emits, run_nodes, run_virtual, run_workflow
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from flowstream.runtime.registry import NodeRegistry
     from flowstream.runtime.result import RunResult
 
 SPECS = (tumbling_window, sliding_window, session_window)
@@ -79,7 +79,7 @@ async def seen(inp: AsyncIterator[Any]) -> AsyncIterator[Any]:
 
 
 def registry() -> NodeRegistry:
-    reg = NodeRegistry.default(entry_points=False)
+    reg = default_registry(entry_points=False)
     for spec in (*SPECS, scripted, stamp, then_quiet, seen):
         reg.register(spec, replace=True)
     return reg

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from flowstream import FlowRuntime, NodeRegistry, Workflow
+from flowstream import FlowRuntime, Workflow, default_registry
 from flowstream.errors import WorkflowValidationError
 
 
@@ -20,7 +20,7 @@ def run(node_type: str, config: dict[str, Any], items: list[Any]) -> Any:
         .connect("src -> w")
         .connect("w -> out")
     )
-    return FlowRuntime(NodeRegistry.default(entry_points=False)).run(wf)
+    return FlowRuntime(default_registry(entry_points=False)).run(wf)
 
 
 def reference(

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from flowstream import RetryPolicy, Workflow
+from flowstream import RetryPolicy, Workflow, default_registry
 from flowstream.errors import WorkflowValidationError
 from flowstream.routed import (
     Action,
@@ -18,8 +18,10 @@ from flowstream.routed import (
     dataflow_registry,
     flow_node,
 )
-from flowstream.runtime.registry import NodeRegistry
 from flowstream.testing import run_workflow
+
+if TYPE_CHECKING:
+    from flowstream.runtime.registry import NodeRegistry
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,7 +67,7 @@ def squaring_flow(gauge: InFlight) -> Flow:
 
 
 def registry_with(*specs: Any) -> NodeRegistry:
-    registry = dataflow_registry(NodeRegistry.default(entry_points=False))
+    registry = dataflow_registry(default_registry(entry_points=False))
     registry.register_all(specs)
     return registry
 
@@ -134,7 +136,7 @@ async def test_routed_flow_node_from_a_file(monkeypatch: pytest.MonkeyPatch) -> 
         )
         .connect("guesses -> login")
     )
-    result = await run_workflow(wf, dataflow_registry(NodeRegistry.default()))
+    result = await run_workflow(wf, dataflow_registry(default_registry()))
     assert result.ok, result.error
     assert result.output("login") == [
         {"user": "alice", "attempts": 1},
@@ -156,7 +158,7 @@ async def test_routed_flow_node_from_a_python_flow() -> None:
         .node("login", "routed.flow", flow="examples.routed_steps:login_flow")
         .connect("creds -> login")
     )
-    result = await run_workflow(wf, dataflow_registry(NodeRegistry.default()))
+    result = await run_workflow(wf, dataflow_registry(default_registry()))
     assert result.output("login") == [
         {"user": "ann", "authenticated": True},
         {"authenticated": False},
@@ -164,7 +166,7 @@ async def test_routed_flow_node_from_a_python_flow() -> None:
 
 
 async def test_routed_flow_node_config_is_checked() -> None:
-    runtime_registry = dataflow_registry(NodeRegistry.default(entry_points=False))
+    runtime_registry = dataflow_registry(default_registry(entry_points=False))
     wf = (
         Workflow("bad")
         .node("src", "source.values", values=[1])
@@ -185,7 +187,7 @@ async def test_a_missing_flow_file_fails_the_run_at_start(tmp_path: Path) -> Non
         .node("a", "routed.flow", flow=str(tmp_path / "nope.yaml"))
         .connect("src -> a")
     )
-    result = await run_workflow(wf, dataflow_registry(NodeRegistry.default()))
+    result = await run_workflow(wf, dataflow_registry(default_registry()))
     assert result.status == "failed"
     assert "node 'a' (routed.flow) failed to start" in (result.error or "")
 

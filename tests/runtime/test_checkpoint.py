@@ -8,7 +8,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from flowstream import FlowRuntime, NodeRegistry, Workflow, node
+from flowstream import FlowRuntime, Workflow, default_registry, node
 from flowstream.core.workflow import Checkpoint
 from flowstream.runtime.checkpointing import CheckpointStore, workflow_key
 
@@ -43,7 +43,7 @@ def chain(n: int, store: Path | None = None) -> Workflow:
 
 
 def runtime() -> FlowRuntime:
-    registry = NodeRegistry.default(entry_points=False)
+    registry = default_registry(entry_points=False)
     registry.register_all([start, step])
     return FlowRuntime(registry)
 
@@ -103,7 +103,7 @@ async def test_a_changed_workflow_starts_afresh(tmp_path: Path) -> None:
 
 RUNNER = """
 import asyncio, json, sys
-from flowstream import FlowRuntime, NodeRegistry, Workflow, node
+from flowstream import FlowRuntime, Workflow, default_registry, node
 from flowstream.core.workflow import Checkpoint
 
 log_path, store = sys.argv[1], sys.argv[2]
@@ -123,7 +123,7 @@ wf = Workflow("killed").node("n0", "ck.start")
 for i in range(1, 60):
     wf.node(f"n{i}", "ck.slow").connect(f"n{i - 1}", f"n{i}")
 wf.checkpoint = Checkpoint(path=store, interval_ms=0)
-registry = NodeRegistry.default(entry_points=False)
+registry = default_registry(entry_points=False)
 registry.register_all([start, slow])
 result = FlowRuntime(registry).run(wf, max_parallel=1)
 print(json.dumps({"status": result.status, "outputs": result.outputs}))

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from flowstream import FlowRuntime, NodeRegistry, Workflow, node
+from flowstream import FlowRuntime, NodeRegistry, Workflow, default_registry, node
 from flowstream.core.workflow import Checkpoint
 from flowstream.runtime.checkpointing import workflow_key
 from tests.checkpoints import latest_epoch
@@ -68,7 +68,7 @@ def read_epoch(store: Path, wf: Workflow) -> tuple[int, dict[str, Any]]:
 
 
 def registry() -> NodeRegistry:
-    reg = NodeRegistry.default(entry_points=False)
+    reg = default_registry(entry_points=False)
     reg.register(slow)
     return reg
 

@@ -27,7 +27,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from connectors.sqlite import sqlite_sink
-from flowstream import FlowRuntime, NodeRegistry, Workflow, node
+from flowstream import FlowRuntime, NodeRegistry, Workflow, default_registry, node
 from flowstream.core.workflow import Checkpoint
 from flowstream.runtime.checkpointing import CheckpointStore, workflow_key
 from tests.local import local
@@ -173,7 +173,7 @@ def build(dag: Dag, db: Path, store: Path | None, interval_ms: float) -> Workflo
 
 
 def registry() -> NodeRegistry:
-    registry = NodeRegistry.default(entry_points=False)
+    registry = default_registry(entry_points=False)
     registry.register(sqlite_sink)
     return registry
 
@@ -346,7 +346,7 @@ async def test_a_cancelled_run_closes_a_node_waiting_on_its_input(fuse: bool) ->
     # the sink is still busy: the run is cancelled with the node's generator
     # suspended mid-step. Its finally must still run before run() returns.
     CLEANUP.clear()
-    nodes = NodeRegistry.default(entry_points=False)
+    nodes = default_registry(entry_points=False)
     for spec in (two_bursts, tracked, stuck_sink):
         nodes.register(spec)
     wf = (

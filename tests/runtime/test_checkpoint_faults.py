@@ -54,7 +54,7 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
-from flowstream import FlowRuntime, NodeContext, NodeRegistry, node
+from flowstream import FlowRuntime, NodeContext, default_registry, node
 from flowstream.core.workflow import read_workflow
 
 workflow, log, fuse = sys.argv[1:]
@@ -77,7 +77,7 @@ async def commit_log(
 
 
 wf = read_workflow(workflow)
-registry = NodeRegistry.default()
+registry = default_registry()
 registry.register(commit_log)
 # Unbuffered channels: the source cannot run far ahead of the sinks, so
 # epochs keep coming while it emits.

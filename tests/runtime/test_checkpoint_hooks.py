@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import pytest
 
-from flowstream import FlowRuntime, NodeRegistry, Workflow, node
+from flowstream import FlowRuntime, Workflow, default_registry, node
 from flowstream.core.workflow import Checkpoint
 from flowstream.runtime.checkpointing import CheckpointStore, workflow_key
 from flowstream.runtime.checkpointing.faults import POINTS, fault_point
@@ -58,7 +58,7 @@ def workflow(store: Path, n: int) -> Workflow:
 
 
 async def run_until(wf: Workflow, commits: int) -> None:
-    registry = NodeRegistry.default(entry_points=False)
+    registry = default_registry(entry_points=False)
     registry.register(hooked_sink)
     executor = FlowRuntime(registry).executor(wf, fuse=False)
     run = asyncio.ensure_future(executor.run())
@@ -142,7 +142,7 @@ async def test_a_batch_pulled_while_an_epoch_is_due_goes_before_its_barrier(
         .connect("count -> out")
     )
     wf.checkpoint = Checkpoint(path=str(store), interval_ms=2)
-    registry = NodeRegistry.default(entry_points=False)
+    registry = default_registry(entry_points=False)
     registry.register(ticking_source)
     executor = FlowRuntime(registry).executor(wf, fuse=False)
     run = asyncio.ensure_future(executor.run())

@@ -8,7 +8,7 @@ import sys
 from contextlib import closing
 from typing import TYPE_CHECKING, Any
 
-from flowstream import FlowRuntime, NodeRegistry, Workflow, node
+from flowstream import FlowRuntime, Workflow, default_registry, node
 from flowstream.core.workflow import Checkpoint
 from flowstream.runtime.checkpointing import CheckpointStore, workflow_key
 from tests.checkpoints import kill_at_random
@@ -35,7 +35,7 @@ def counting(store: Path, n: int = N) -> Workflow:
 
 
 async def run_until_stopped(wf: Workflow, after_items: int) -> list[int]:
-    runtime = FlowRuntime(NodeRegistry.default(entry_points=False))
+    runtime = FlowRuntime(default_registry(entry_points=False))
     executor = local(runtime.executor(wf, fuse=False))
     run = asyncio.ensure_future(executor.run())
     while not run.done():
@@ -69,7 +69,7 @@ async def test_a_stopped_stream_run_resumes_exactly_where_it_stopped(
 async def test_epochs_commit_while_the_stream_runs(tmp_path: Path) -> None:
     store = tmp_path / "ckpt.db"
     wf = counting(store, n=10**8)  # runs until stopped
-    runtime = FlowRuntime(NodeRegistry.default(entry_points=False))
+    runtime = FlowRuntime(default_registry(entry_points=False))
     executor = local(runtime.executor(wf, fuse=False))
     run = asyncio.ensure_future(executor.run())
     committed = 0
@@ -103,7 +103,7 @@ def test_nodes_reading_several_inputs_themselves_are_refused(tmp_path: Path) -> 
         .connect("b -> z.right")
     )
     wf.checkpoint = Checkpoint(path=str(tmp_path / "c.db"))
-    registry = NodeRegistry.default(entry_points=False)
+    registry = default_registry(entry_points=False)
     registry.register(interleave)
     result = FlowRuntime(registry).run(wf, fuse=False)
     assert result.status == "failed"
@@ -114,7 +114,7 @@ def test_nodes_reading_several_inputs_themselves_are_refused(tmp_path: Path) -> 
 
 RUNNER = """
 import sys
-from flowstream import FlowRuntime, NodeRegistry, Workflow, node
+from flowstream import FlowRuntime, Workflow, node, default_registry
 from flowstream.core.workflow import Checkpoint
 
 store, db, n, keys = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])

@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from flowstream import FlowRuntime, NodeContext, NodeRegistry, Workflow, node
+from flowstream import (
+    FlowRuntime,
+    NodeContext,
+    NodeRegistry,
+    Workflow,
+    default_registry,
+    node,
+)
 from flowstream.core.workflow import Checkpoint, write_workflow
 from flowstream.runtime.checkpointing import store as store_module, workflow_key
 from tests.runtime.test_checkpoint_faults import integrity
@@ -88,10 +95,10 @@ def commits(monkeypatch: pytest.MonkeyPatch) -> list[set[str]]:
 
 RUNNER = """
 import json, sys
-from flowstream import FlowRuntime, NodeRegistry
+from flowstream import FlowRuntime, default_registry
 from flowstream.core.workflow import read_workflow
 
-result = FlowRuntime(NodeRegistry.default()).run(read_workflow(sys.argv[1]))
+result = FlowRuntime(default_registry()).run(read_workflow(sys.argv[1]))
 seq = result.stats.get("seq")
 print(json.dumps([result.status, seq.items_out if seq else None, result.skipped]))
 sys.exit(0 if result.ok else 1)
@@ -122,7 +129,7 @@ def epochs(store: Path) -> list[int]:
 
 
 def registry() -> NodeRegistry:
-    reg = NodeRegistry.default()  # file.sink is a connector
+    reg = default_registry()  # file.sink is a connector
     reg.register(told)
     return reg
 

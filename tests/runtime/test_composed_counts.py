@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from flowstream import FlowRuntime, NodeRegistry, Workflow
+from flowstream import FlowRuntime, Workflow, default_registry
 from flowstream.runtime.local import composed
 from flowstream.runtime.local.stages import MAX_BATCH
 from flowstream.runtime.shapes import item_shape
@@ -33,7 +33,7 @@ def generators(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def runtime() -> FlowRuntime:
-    reg = NodeRegistry.default(entry_points=False)
+    reg = default_registry(entry_points=False)
     for spec in k.NODES:
         reg.register(spec)
     return FlowRuntime(reg)

@@ -17,8 +17,8 @@ from flowstream import (
     ContinueOnError,
     FlowRuntime,
     NodeContext,
-    NodeRegistry,
     Workflow,
+    default_registry,
     node,
 )
 
@@ -108,7 +108,7 @@ def runtime() -> FlowRuntime:
     CLOSED.clear()
     GATE[:] = [asyncio.Event()]
     BATCHES.clear()
-    reg = NodeRegistry.default(entry_points=False)
+    reg = default_registry(entry_points=False)
     specs = (double, drop_thirds, explode_at_8, first_two, tell)
     for spec in (*specs, wait_after_3, open_at_8, times_3000):
         reg.register(spec)

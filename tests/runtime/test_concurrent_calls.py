@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from flowstream import ContinueOnError, FlowRuntime, NodeRegistry, Workflow
+from flowstream import ContinueOnError, FlowRuntime, Workflow, default_registry
 from flowstream.core.workflow import Checkpoint
 from flowstream.errors import WorkflowValidationError
 
@@ -49,7 +49,7 @@ calls.slow_double = slow_double  # type: ignore[attr-defined]
 @pytest.fixture
 def runtime() -> FlowRuntime:
     Gauge.running = Gauge.peak = 0
-    return FlowRuntime(NodeRegistry.default(entry_points=False))
+    return FlowRuntime(default_registry(entry_points=False))
 
 
 def workflow(concurrency: int, ordered: bool = True, **decl: Any) -> Workflow:

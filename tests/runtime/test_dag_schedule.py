@@ -18,9 +18,9 @@ from flowstream import (
     ContinueOnError,
     FlowRuntime,
     NodeContext,
-    NodeRegistry,
     RetryPolicy,
     Workflow,
+    default_registry,
     node,
 )
 from flowstream.core.events import NodeCompleted, NodeStarted
@@ -87,7 +87,7 @@ doubler = node("t.double")(Doubler)
 @pytest.fixture
 def runtime() -> FlowRuntime:
     calls.clear()
-    reg = NodeRegistry.default()
+    reg = default_registry()
     for spec in (one, add, fragile, noisy, waits, doubler):
         reg.register(spec)
     return FlowRuntime(reg)

@@ -7,6 +7,7 @@ import msgspec
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from flowstream import FlowRuntime, default_registry
 from flowstream.core.events import NodeCompleted, NodeFailed, WorkflowCompleted
 from flowstream.core.node import node
 from flowstream.core.values import Stream
@@ -18,8 +19,6 @@ from flowstream.core.workflow import (
 )
 from flowstream.runtime.events import EventBus
 from flowstream.runtime.feeds import NO_ITEM
-from flowstream.runtime.flow import FlowRuntime
-from flowstream.runtime.registry import NodeRegistry
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -153,7 +152,7 @@ TEST_NODES = [
 
 @pytest.fixture
 def runtime() -> FlowRuntime:
-    registry = NodeRegistry.default(entry_points=False)
+    registry = default_registry(entry_points=False)
     registry.register_all(TEST_NODES)
     return FlowRuntime(registry, EventBus())
 
@@ -547,7 +546,7 @@ async def slow_sink(inp: AsyncIterator[int], *, config: SlowCfg) -> AsyncIterato
 def test_fast_producer_never_outruns_the_channel_bound(
     capacity: int, batches: int, size: int, pauses: list[int]
 ) -> None:
-    registry = NodeRegistry.default(entry_points=False)
+    registry = default_registry(entry_points=False)
     registry.register_all([fast_batches, slow_sink])
     Flow.produced = Flow.consumed = Flow.peak = 0
     wf = (

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import pytest
 
-from flowstream import FlowRuntime, NodeFailed, NodeRegistry, Workflow, node
+from flowstream import FlowRuntime, NodeFailed, Workflow, default_registry, node
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -40,7 +40,7 @@ async def passthrough(inp: AsyncIterator[Any]) -> AsyncIterator[Any]:
 
 
 def runtime() -> FlowRuntime:
-    registry = NodeRegistry.default(entry_points=False)
+    registry = default_registry(entry_points=False)
     registry.register_all([failing_source, passthrough])
     return FlowRuntime(registry)
 

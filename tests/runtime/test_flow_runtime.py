@@ -2,10 +2,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from flowstream import FlowRuntime, default_registry
 from flowstream.core.node import node
 from flowstream.core.workflow import Workflow
-from flowstream.runtime.flow import FlowRuntime
-from flowstream.runtime.registry import NodeRegistry
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -30,7 +29,7 @@ async def loud() -> AsyncIterator[Any]:
 def test_run_never_formats_its_result() -> None:
     # asyncio.run restores the SIGINT handler at exit, and on Python 3.11 that
     # formats the main task, result included: every output record, twice.
-    registry = NodeRegistry.default(entry_points=False)
+    registry = default_registry(entry_points=False)
     registry.register(loud)
     wf = Workflow("loud").node("src", "test.loud")
     FORMATTED.clear()

@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import pytest
 
+from flowstream import FlowRuntime, default_registry
 from flowstream.core.node import ItemFailed, node
 from flowstream.core.workflow import ContinueOnError, RetryPolicy, Workflow
-from flowstream.runtime.flow import FlowRuntime
-from flowstream.runtime.registry import NodeRegistry
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+
+    from flowstream.runtime.registry import NodeRegistry
 
 
 class Picky(msgspec.Struct, frozen=True, kw_only=True):
@@ -50,7 +51,7 @@ async def batch_total(
 
 
 def registry() -> NodeRegistry:
-    reg = NodeRegistry.default(entry_points=False)
+    reg = default_registry(entry_points=False)
     reg.register(batch_total)
     return reg
 
@@ -118,7 +119,7 @@ async def test_an_item_that_fails_for_good_fails_the_run_naming_it() -> None:
 
 
 async def test_reduce_sets_aside_a_bad_item_and_counts_the_rest_once() -> None:
-    runtime = FlowRuntime(NodeRegistry.default(entry_points=False))
+    runtime = FlowRuntime(default_registry(entry_points=False))
     items = [{"k": "a", "n": 1}, {"k": "a", "n": 2}, {"k": "a", "n": "x"}]
     items += [{"k": "b", "n": 4}, {"k": "a", "n": 8}]
     wf = (

@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from flowstream import ContinueOnError, NodeRegistry, Workflow, node, validate
+from flowstream import (
+    ContinueOnError,
+    NodeRegistry,
+    Workflow,
+    default_registry,
+    node,
+    validate,
+)
 from flowstream.errors import WorkflowValidationError
 from flowstream.runtime.budget import resident_bytes
 from flowstream.testing import run_workflow
@@ -55,7 +62,7 @@ async def drip() -> Any:
 
 
 def registry() -> NodeRegistry:
-    reg = NodeRegistry.default(entry_points=False)
+    reg = default_registry(entry_points=False)
     reg.register_all([slow_async, slow_sync, own_timeout, hoard, drip, minus_one])
     return reg
 

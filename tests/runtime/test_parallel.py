@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from flowstream import FlowRuntime, NodeRegistry, Workflow
+from flowstream import FlowRuntime, Workflow, default_registry
 from flowstream.cli import cli
 from flowstream.core.workflow import WorkflowNode
 from flowstream.errors import WorkflowValidationError
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 
 def graph_of(wf: Workflow):
-    return validate(wf, NodeRegistry.default())
+    return validate(wf, default_registry())
 
 
 def canon(items: list[Any]) -> list[bytes]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from hypothesis import given, settings, strategies as st
 
-from flowstream import NodeRegistry, Workflow
+from flowstream import NodeRegistry, Workflow, default_registry
 from flowstream.runtime.plan import describe, plan
 from flowstream.runtime.validation import validate
 
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def graph_of(wf: Workflow):
-    return validate(wf, NodeRegistry.default())
+    return validate(wf, default_registry())
 
 
 def linear() -> Workflow:
@@ -94,7 +94,7 @@ def one_shot_registry() -> NodeRegistry:
     def inc(x: int) -> int:
         return x + 1
 
-    reg = NodeRegistry.default()
+    reg = default_registry()
     reg.register(one)
     reg.register(add)
     reg.register(inc)

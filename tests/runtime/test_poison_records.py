@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Literal
 import pytest
 from click.testing import CliRunner
 
-from flowstream import FlowRuntime, NodeRegistry, Workflow
+from flowstream import FlowRuntime, Workflow, default_registry
 from flowstream.cli import cli
 from flowstream.core.workflow import Checkpoint
 
@@ -38,20 +38,20 @@ def test_after_max_restarts_the_run_refuses_to_start_naming_the_record(
     tmp_path: Path, mode: str
 ) -> None:
     store = tmp_path / "c.db"
-    first = FlowRuntime(NodeRegistry.default(entry_points=False)).run(
+    first = FlowRuntime(default_registry(entry_points=False)).run(
         poisoned(store, mode, "stop")
     )
     assert first.status == "failed"
     assert "invert" in (first.error or "")
     assert "has now failed" not in (first.error or "")
-    second = FlowRuntime(NodeRegistry.default(entry_points=False)).run(
+    second = FlowRuntime(default_registry(entry_points=False)).run(
         poisoned(store, mode, "stop")
     )
     assert second.status == "failed"
     assert "this record has now failed 2 runs at node 'invert'" in (second.error or "")
     assert "refuse to run" in (second.error or "")
     # The third start does not run the pipeline into the same failure again.
-    third = FlowRuntime(NodeRegistry.default(entry_points=False)).run(
+    third = FlowRuntime(default_registry(entry_points=False)).run(
         poisoned(store, mode, "stop")
     )
     assert third.status == "failed"
@@ -65,7 +65,7 @@ def test_after_max_restarts_the_run_refuses_to_start_naming_the_record(
     assert "failed 2 run(s) at node 'invert': 13" in listed.stdout
     forgot = CliRunner().invoke(cli, ["checkpoints", str(store), "--forget-failures"])
     assert "forgot 1 failed record(s)" in forgot.stdout
-    again = FlowRuntime(NodeRegistry.default(entry_points=False)).run(
+    again = FlowRuntime(default_registry(entry_points=False)).run(
         poisoned(store, mode, "stop")
     )
     assert again.stats  # it ran (and failed on the record once more)
@@ -77,12 +77,12 @@ def test_dead_letter_policy_skips_the_poison_record_and_goes_on(
 ) -> None:
     store = tmp_path / "c.db"
     for _ in range(2):
-        failed = FlowRuntime(NodeRegistry.default(entry_points=False)).run(
+        failed = FlowRuntime(default_registry(entry_points=False)).run(
             poisoned(store, "stream", "dead_letter")
         )
         assert failed.status == "failed"
     assert "send it to the dead letters" in (failed.error or "")
-    result = FlowRuntime(NodeRegistry.default(entry_points=False)).run(
+    result = FlowRuntime(default_registry(entry_points=False)).run(
         poisoned(store, "stream", "dead_letter")
     )
     assert result.ok, result.error

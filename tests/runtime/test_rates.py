@@ -7,12 +7,11 @@ import time
 
 import pytest
 
+from flowstream import FlowRuntime, default_registry
 from flowstream.core.events import NodeCompleted
 from flowstream.core.workflow import Workflow
 from flowstream.runtime.events import EventBus
-from flowstream.runtime.flow import FlowRuntime
 from flowstream.runtime.rates import MIN_SPAN_S, STEP_S, WINDOW_S, RateMeter, average
-from flowstream.runtime.registry import NodeRegistry
 
 
 def test_a_stopped_source_reads_zero_within_a_window() -> None:
@@ -56,7 +55,7 @@ def test_dense_readings_stay_bounded() -> None:
 
 @pytest.fixture
 def runtime() -> FlowRuntime:
-    return FlowRuntime(NodeRegistry.default(entry_points=False), EventBus())
+    return FlowRuntime(default_registry(entry_points=False), EventBus())
 
 
 def test_a_ten_item_dag_reports_no_rate_not_thousands(runtime: FlowRuntime) -> None:

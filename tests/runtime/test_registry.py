@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from flowstream import default_registry
 from flowstream.core.node import NodeSpec, node
 from flowstream.errors import UnknownNodeType
 from flowstream.nodes import BUILTIN_NODES
@@ -69,7 +70,7 @@ def fake_entry_points(
 
 
 def test_default_contains_the_builtins() -> None:
-    registry = NodeRegistry.default(entry_points=False)
+    registry = default_registry(entry_points=False)
     ids = {spec.type_id for spec in registry}
     assert ids >= BUILTIN_IDS
     assert ids == {spec.type_id for spec in BUILTIN_NODES}
@@ -80,14 +81,14 @@ def test_default_contains_the_builtins() -> None:
 
 
 def test_iteration_is_sorted_by_id() -> None:
-    ids = [spec.type_id for spec in NodeRegistry.default(entry_points=False)]
+    ids = [spec.type_id for spec in default_registry(entry_points=False)]
     assert ids == sorted(ids)
 
 
 def test_each_default_registry_is_a_fresh_object() -> None:
-    first = NodeRegistry.default(entry_points=False)
+    first = default_registry(entry_points=False)
     first.register(make_spec("extra.thing"))
-    assert "extra.thing" not in NodeRegistry.default(entry_points=False)
+    assert "extra.thing" not in default_registry(entry_points=False)
 
 
 @pytest.mark.parametrize(
@@ -102,7 +103,7 @@ def test_each_default_registry_is_a_fresh_object() -> None:
     ],
 )
 def test_unknown_type_suggests_close_ids(asked: str, suggested: str) -> None:
-    registry = NodeRegistry.default(entry_points=False)
+    registry = default_registry(entry_points=False)
     with pytest.raises(UnknownNodeType) as info:
         registry.get(asked)
     exc = info.value
@@ -115,7 +116,7 @@ def test_unknown_type_suggests_close_ids(asked: str, suggested: str) -> None:
 
 def test_unknown_type_without_anything_close() -> None:
     with pytest.raises(UnknownNodeType) as info:
-        NodeRegistry.default(entry_points=False).get("zzzz.qqqq")
+        default_registry(entry_points=False).get("zzzz.qqqq")
     assert info.value.suggestions == []
     assert str(info.value) == "unknown node type 'zzzz.qqqq'"
 
@@ -157,7 +158,7 @@ def test_register_refuses_what_is_not_a_spec() -> None:
 
 
 def test_default_builtin_clash_is_an_error() -> None:
-    registry = NodeRegistry.default(entry_points=False)
+    registry = default_registry(entry_points=False)
     with pytest.raises(ValueError, match="already registered"):
         registry.register(make_spec("transform.map"))
 
@@ -186,7 +187,7 @@ def test_entry_points_of_every_form_are_loaded(
         ]
     )
     with caplog.at_level(logging.ERROR, logger="flowstream.registry"):
-        registry = NodeRegistry.default()
+        registry = default_registry()
 
     assert groups == ["flowstream.nodes"]
     assert registry.get("pack.single") is single
@@ -218,7 +219,7 @@ def test_a_pack_whose_register_fails_does_not_stop_the_others(
         ]
     )
     with caplog.at_level(logging.ERROR, logger="flowstream.registry"):
-        registry = NodeRegistry.default()
+        registry = default_registry()
     assert "pack.good" in registry
     assert [r.message.split(" (")[0] for r in caplog.records] == [
         "cannot load node pack 'bad'",
@@ -230,7 +231,7 @@ def test_default_without_entry_points_does_not_look(
     fake_entry_points: Callable[[list[FakeEntryPoint]], list[str]],
 ) -> None:
     groups = fake_entry_points([FakeEntryPoint("single", make_spec("pack.single"))])
-    registry = NodeRegistry.default(entry_points=False)
+    registry = default_registry(entry_points=False)
     assert groups == []
     assert "pack.single" not in registry
 

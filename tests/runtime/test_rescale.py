@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import pytest
 
-from flowstream import FlowRuntime, NodeRegistry, Workflow, node
+from flowstream import FlowRuntime, Workflow, default_registry, node
 from flowstream.core.workflow import Checkpoint
 from flowstream.runtime.checkpointing import CheckpointStore, workflow_key
 from flowstream.runtime.checkpointing.rescale import (
@@ -46,7 +46,7 @@ def with_parallelism(wf: Workflow, par: dict[str, int]) -> Workflow:
 
 
 def runtime() -> FlowRuntime:
-    return FlowRuntime(NodeRegistry.default())
+    return FlowRuntime(default_registry())
 
 
 async def run_to_end(wf: Workflow) -> list[Any]:
@@ -349,7 +349,7 @@ async def test_a_stateful_node_without_keyed_state_is_refused_by_name(
         w.checkpoint = Checkpoint(path=str(store), interval_ms=5)
         return w
 
-    registry = NodeRegistry.default()
+    registry = default_registry()
     registry.register(tally)
     rt = FlowRuntime(registry)
     ex = local(rt.executor(wf(2)))
@@ -385,7 +385,7 @@ def encode(state: dict[str, Any]) -> bytes:
 
 def test_restore_places_each_key_in_the_instance_owning_its_group() -> None:
     wf = keyed_counts_dag(3)
-    graph = validate(wf, NodeRegistry.default())
+    graph = validate(wf, default_registry())
     keys: list[Any] = [*range(40), "a", "b", [1, "x"], None, 2.5, True]
     from flowstream.nodes.transform._shared import _slot
 
@@ -422,7 +422,7 @@ def keyed_counts_dag(par: int) -> Workflow:
 def test_restore_without_a_layout_replaces_keyed_state_by_group() -> None:
     # An epoch written without a layout (3 instances, the last one empty so
     # not stored) restored at 2: the ids alone would say 2 -> 2.
-    graph = validate(keyed_counts_dag(2), NodeRegistry.default())
+    graph = validate(keyed_counts_dag(2), default_registry())
     keys = list(range(50))
     old_owner = {k: owner(key_group(k), 3) for k in keys}
     old = {
@@ -436,7 +436,7 @@ def test_restore_without_a_layout_replaces_keyed_state_by_group() -> None:
 
 
 def test_a_key_that_cannot_be_recomputed_is_refused() -> None:
-    graph = validate(keyed_counts_dag(1), NodeRegistry.default())
+    graph = validate(keyed_counts_dag(1), default_registry())
     old = {
         "count[0]": encode({"accs": {"\x00{not json": 1}}),
         "count[1]": encode({"accs": {}}),
@@ -447,7 +447,7 @@ def test_a_key_that_cannot_be_recomputed_is_refused() -> None:
 
 
 def test_unknown_state_entries_are_refused_rather_than_dropped() -> None:
-    graph = validate(keyed_counts_dag(1), NodeRegistry.default())
+    graph = validate(keyed_counts_dag(1), default_registry())
     old = {
         "count[0]": encode({"accs": {}, "future": 1}),
         LAYOUT_KEY: encode({"parallelism": {"count": 2}}),
@@ -457,7 +457,7 @@ def test_unknown_state_entries_are_refused_rather_than_dropped() -> None:
 
 
 def test_stateless_hooks_deal_out_held_items_and_keep_counts() -> None:
-    registry = NodeRegistry.default()
+    registry = default_registry()
     delay = registry.get("time.delay").rescale
     log = registry.get("debug.log").rescale
     assert delay is not None

@@ -15,8 +15,8 @@ from flowstream import (
     ContinueOnError,
     FlowRuntime,
     NodeContext,
-    NodeRegistry,
     Workflow,
+    default_registry,
     node,
 )
 from flowstream.errors import WorkflowValidationError
@@ -57,7 +57,7 @@ async def evens(inp: AsyncIterator[int], *, ctx: NodeContext) -> AsyncIterator[i
 
 @pytest.fixture
 def runtime() -> FlowRuntime:
-    reg = NodeRegistry.default()
+    reg = default_registry()
     for spec in (one, noisy, fails, tenfold, evens):
         reg.register(spec)
     return FlowRuntime(reg)

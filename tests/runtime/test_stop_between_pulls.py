@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from flowstream import FlowRuntime, NodeContext, NodeRegistry, Workflow, node
+from flowstream import FlowRuntime, NodeContext, Workflow, default_registry, node
 from flowstream.runtime.local import segments
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ async def test_a_stop_between_two_pulls_ends_the_source(
 ) -> None:
     # A loaded machine: every turn of the source's loop yields first.
     monkeypatch.setattr(segments, "YIELD_EVERY", -1.0)
-    registry = NodeRegistry.default(entry_points=False)
+    registry = default_registry(entry_points=False)
     registry.register_all([waiting, stops])
     wf = (
         Workflow("idle", mode="stream")

@@ -7,16 +7,16 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from flowstream import default_registry
 from flowstream.core.workflow import Workflow, parse_connection
 from flowstream.errors import Problem, WorkflowValidationError
 from flowstream.nodes.source import Range
-from flowstream.runtime.registry import NodeRegistry
 from flowstream.runtime.validation import Graph, validate
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-REGISTRY = NodeRegistry.default(entry_points=False)
+REGISTRY = default_registry(entry_points=False)
 
 
 def check(wf: Workflow, **kwargs: Any) -> Graph:

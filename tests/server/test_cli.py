@@ -243,15 +243,15 @@ async def test_each_restart_is_counted_once_in_the_run_metrics(tmp_path: Path) -
     # `flowstream run --restart on-failure --metrics-port N`: every attempt
     # has its own executor on the same bus; each RunRestarted counts once,
     # and each failed attempt ends its watch (no watch left running).
+    from flowstream import default_registry
     from flowstream.cli._restart import RestartPolicy
     from flowstream.cli.run import _observed
     from flowstream.clirun import CliRun
     from flowstream.core.workflow import parse_workflow
-    from flowstream.runtime.registry import NodeRegistry
     from flowstream.runtime.validation import validate
     from flowstream.server.metrics import RunMetricsEndpoint
 
-    registry = NodeRegistry.default()
+    registry = default_registry()
     graph = validate(
         parse_workflow(
             {

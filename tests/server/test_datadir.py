@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import pytest
 
+from flowstream import default_registry
 from flowstream.core.markers import markers_of
 from flowstream.core.workflow import Checkpoint
-from flowstream.runtime.registry import NodeRegistry
 from flowstream.server import create_app
 from flowstream.server.datadir import DataDir
 
@@ -224,7 +224,7 @@ def test_every_path_url_and_host_field_is_marked() -> None:
     # A connector whose file or URL field is a plain str would escape the
     # server's data directory and network policy: refuse it here.
     unmarked = []
-    registry = NodeRegistry.default()
+    registry = default_registry()
     configs: list[tuple[str, type[msgspec.Struct]]] = [("workflow", Checkpoint)]
     configs += [(s.type_id, s.config_type) for s in registry if s.config_type]
     for type_id, cls in configs:

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from websockets.asyncio.server import serve
 
+from flowstream import default_registry
 from flowstream.core.workflow import parse_workflow
 from flowstream.errors import NetworkDenied
 from flowstream.runtime.local import WorkflowExecutor
 from flowstream.runtime.netpolicy import NetPolicy, check_url, enforce
-from flowstream.runtime.registry import NodeRegistry
 from flowstream.runtime.validation import validate
 from flowstream.server import create_app
 
@@ -351,7 +351,7 @@ async def test_an_address_pattern_names_its_port_only(
 
 async def test_cli_runs_are_not_confined(target: Target) -> None:
     workflow = parse_workflow(request_workflow(f"http://127.0.0.1:{target.port}/"))
-    graph = validate(workflow, NodeRegistry.default())
+    graph = validate(workflow, default_registry())
     result = await WorkflowExecutor(graph).run()
     assert result.status == "completed", result.error
     assert target.hits == 1

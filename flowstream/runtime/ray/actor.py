@@ -3,9 +3,11 @@
 (It gets it from `create_executor` with ``backend="local"``, like any other
 user of the protocol.)
 
-Each actor gets the workflow (JSON) and validates and expands it itself, so
-nothing but plain data and actor handles crosses processes; the expansion is
-deterministic, so every actor cuts the same graph the same way.
+Each actor gets the workflow (JSON) and the node types it names
+(`nodetypes.NodeTypes`, handed over by the driver: the runtime builds no
+default registry) and validates and expands it itself, so nothing but plain
+data, references to node types and actor handles crosses processes; the
+expansion is deterministic, so every actor cuts the same graph the same way.
 
 Under checkpoints the actor's executor checkpoints for the coordinator in the
 driver (`checkpointing.delegated`): the driver starts each epoch here
@@ -26,7 +28,6 @@ from ..checkpointing.coordinator import Barrier
 from ..checkpointing.delegated import CheckpointsUnder, DelegatedCoordinator
 from ..events import EventBus
 from ..options import RunOptions
-from ..registry import NodeRegistry
 from ..validation import validate
 from .edges import EdgeMeter, Inbox, Receive, Send, receive, send
 from .slots import cut, remote_edges, slots_of
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from ..channel import ChannelStatistics
     from ..protocol import Executor
     from ..result import RunResult
+    from .nodetypes import NodeTypes
 
 __all__ = ["SlotActor"]
 
@@ -52,7 +54,9 @@ class SlotActor:
     ``ready_states``, ``decide`` and ``stop_epochs``.
     """
 
-    def __init__(self, workflow: bytes, slot: int, options: dict[str, Any]) -> None:
+    def __init__(
+        self, workflow: bytes, types: NodeTypes, slot: int, options: dict[str, Any]
+    ) -> None:
         # The driver keeps the checkpoint store and retries whole runs: the
         # actors never open the store, and a slot never retries its part alone.
         decoded = msgspec.json.decode(workflow, type=Workflow)
@@ -64,6 +68,7 @@ class SlotActor:
             if isinstance(handling, RetryWorkflow)
             else handling,
         )
+        self.types = types
         self.slot = slot
         self.options = RunOptions(**options, backend="local")
         self.inboxes: dict[int, Inbox] = {}
@@ -85,7 +90,7 @@ class SlotActor:
             restored: Under checkpoints: the last committed epoch and its
                 node states (of every slot: this one takes its own).
         """
-        graph = validate(self.workflow, NodeRegistry.default())
+        graph = validate(self.workflow, self.types.registry())
         slots = slots_of(graph)
         edges = remote_edges(graph, slots)
 

@@ -39,6 +39,7 @@ from ..checkpointing.store import CheckpointStore
 from ..result import RunResult, RunStatus
 from .actor import SlotActor
 from .checkpoints import NAMESPACE, Checkpoints, actor_name, fence
+from .nodetypes import node_types
 from .slots import slots_of
 
 if TYPE_CHECKING:
@@ -246,6 +247,7 @@ class RayExecutor:
         """Place the slots in new actors and run them once to the end."""
         start = time.perf_counter()
         workflow = msgspec.json.encode(self.graph.workflow)
+        types = node_types(self.graph)
         options = {
             "mode": self.mode,
             "fuse": self.options.fuse,
@@ -256,7 +258,7 @@ class RayExecutor:
         }
         if ckpt is None:
             self._actors = [
-                _RemoteSlot.options(name=None).remote(workflow, i, options)
+                _RemoteSlot.options(name=None).remote(workflow, types, i, options)
                 for i in range(self.slots)
             ]
         else:
@@ -270,7 +272,7 @@ class RayExecutor:
             self._actors = [
                 _RemoteSlot.options(
                     name=actor_name(ckpt.run_key, attempt, i), namespace=NAMESPACE
-                ).remote(workflow, i, options)
+                ).remote(workflow, types, i, options)
                 for i in range(self.slots)
             ]
         try:

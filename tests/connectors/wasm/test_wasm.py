@@ -20,6 +20,7 @@ from flowstream import (
     NodeRegistry,
     RunResult,
     Workflow,
+    default_registry,
 )
 from flowstream.errors import SandboxError, TimeLimitExceeded
 from flowstream.testing import assert_emits
@@ -31,7 +32,7 @@ ARITH_INLINE = "base64:" + base64.b64encode(Path(ARITH).read_bytes()).decode()
 
 
 def registry() -> NodeRegistry:
-    reg = NodeRegistry.default(entry_points=False)
+    reg = default_registry(entry_points=False)
     reg.register_all(NODES)
     return reg
 

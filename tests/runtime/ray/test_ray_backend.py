@@ -12,7 +12,7 @@ import pytest
 import ray
 from click.testing import CliRunner
 
-from flowstream import FlowRuntime, NodeRegistry, Workflow
+from flowstream import FlowRuntime, Workflow, default_registry, node
 from flowstream.cli import cli
 from flowstream.runtime.ray import RayExecutor
 from flowstream.runtime.ray.slots import remote_edges, slots_of
@@ -100,6 +100,45 @@ def test_same_results_locally_and_on_ray() -> None:
     assert result.stats["per_user[1]"].items_in > 0
 
 
+@node("test.square")
+async def square(inp: int) -> int:
+    return inp * inp
+
+
+def test_types_registered_by_hand_run_on_ray() -> None:
+    # Neither type is a built-in or an installed pack, so no registry the
+    # workers could build alone has them: the driver hands them over, the
+    # module-level one by reference, the one made here pickled by value.
+    # (One-shot functions: those may run several instances.)
+    offset = 1000
+
+    @node("test.shift")
+    async def shift(inp: int) -> int:
+        return inp + offset
+
+    registry = default_registry(entry_points=False)
+    registry.register(square)
+    registry.register(shift)
+    wf = (
+        Workflow("by_hand")
+        .node("src", "source.range", stop=2000)
+        .node("sq", "test.square", parallelism=2)
+        .node("sh", "test.shift", parallelism=2)
+        .node("out", "sink.collect")
+        .connect("src -> sq")
+        .connect("sq -> sh")
+        .connect("sh -> out")
+    )
+    runtime = FlowRuntime(registry)
+    expected = sorted(x * x + 1000 for x in range(2000))
+    assert sorted(runtime.run(wf).output("out")) == expected
+    result = runtime.run(wf, backend="ray")
+    assert result.ok, result.error
+    assert sorted(result.output("out")) == expected
+    assert result.stats["sq[0]"].items_in > 0
+    assert result.stats["sq[1]"].items_in > 0
+
+
 def test_a_slow_consumer_holds_each_edge_to_the_credit_window() -> None:
     # 8 batches of 1024 from the source, half of each to the other process,
     # where each item costs 0.2 ms: the sender runs ahead until its window
@@ -113,7 +152,7 @@ def test_a_slow_consumer_holds_each_edge_to_the_credit_window() -> None:
         .connect("src -> nap")
         .connect("nap -> out")
     )
-    graph = validate(wf, NodeRegistry.default())
+    graph = validate(wf, default_registry())
     executor = FlowRuntime().executor(graph, backend="ray", credit_window=window)
     assert isinstance(executor, RayExecutor)
     meters: dict[int, tuple[int, int, int]] = {}

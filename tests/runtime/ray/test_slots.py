@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from flowstream import FlowRuntime, NodeRegistry, Workflow
+from flowstream import FlowRuntime, Workflow, default_registry
 from flowstream.core.workflow import Checkpoint, RetryWorkflow
 from flowstream.runtime.ray import RayBackendError
 from flowstream.runtime.ray.edges import Receive, Send, receive, send
@@ -41,7 +41,7 @@ def test_what_the_ray_backend_cannot_do_yet_is_refused_by_name(tmp_path) -> None
 
 
 def test_slots_cut_every_cross_process_edge_into_a_send_and_a_receive() -> None:
-    graph = validate(everything(2), NodeRegistry.default())
+    graph = validate(everything(2), default_registry())
     slots = slots_of(graph)
     assert max(slots.values()) == 1
     assert slots["per_user[1]"] == 1

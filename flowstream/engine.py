@@ -1,55 +1,70 @@
-"""`FlowRuntime`: the entry point that ties registry, validation, events and runs."""
+"""The composition root: the runtime wired to the node library.
+
+`flowstream.runtime` knows nothing of the node types it runs: its
+`NodeRegistry` starts empty and every runtime function takes one. This module
+sits above the node library (and above the packs installed under the
+``flowstream.nodes`` entry-point group) and assembles the defaults users get:
+
+- `default_registry`: a new registry with the built-in types and installed
+  packs;
+- `FlowRuntime`: validates and runs workflows with one registry (that
+  default unless given) and one event bus.
+
+The interfaces (CLI, server) and the public helpers that need a default
+(`flowstream.dataflow`, `flowstream.routed`, `flowstream.testing`) import it;
+nothing in ``core``, ``runtime``, ``nodes`` or ``connectors`` may
+(``tests/test_layers.py``).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import threading
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
-from .backends import create_executor
-from .events import EventBus
-from .options import RunOptions
-from .registry import NodeRegistry
-from .validation import Graph, validate
+from .runtime.backends import create_executor
+from .runtime.blocking import run_in_thread, run_sync
+from .runtime.events import EventBus
+from .runtime.options import RunOptions
+from .runtime.registry import NodeRegistry
+from .runtime.validation import Graph, validate
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine, Iterable
+    from collections.abc import Iterable
     from typing import Unpack
 
-    from ..core.workflow import Workflow
-    from .options import RunSettings
-    from .protocol import Executor, ExecutorObserver
-    from .result import RunResult
+    from .core.workflow import Workflow
+    from .runtime.options import RunSettings
+    from .runtime.protocol import Executor, ExecutorObserver
+    from .runtime.result import RunResult
 
-__all__ = ["FlowRuntime", "run_in_thread", "run_sync"]
-
-_T = TypeVar("_T")
+__all__ = ["FlowRuntime", "default_registry"]
 
 
-def run_sync(coro: Coroutine[Any, Any, _T]) -> _T:
-    """``asyncio.run(coro)``, without ever formatting what ``coro`` returns.
+def default_registry(*, entry_points: bool = True) -> NodeRegistry:
+    """Return a new registry with the built-in types and installed packs.
 
-    On Python 3.11 ``asyncio.run`` restores the SIGINT handler at exit; the
-    handler is a partial holding the main task, and ``signal.signal`` /
-    ``getsignal`` format it (an enum lookup that fails), task result
-    included: a run's whole `RunResult`, every output record, twice (Nexmark
-    q0 at 1M events: 1.2 s became 5 s). Here the main task returns None.
+    Args:
+        entry_points: Also load the packs installed under the
+            ``flowstream.nodes`` entry-point group (the ``connectors``
+            families among them); false: the built-ins alone.
     """
-    box: list[_T] = []
+    # Imported here, not at module level: `import flowstream.engine` (the
+    # command line's start) should not pay for the whole node library.
+    from .nodes import BUILTIN_NODES
 
-    async def main() -> None:
-        box.append(await coro)
-
-    asyncio.run(main())
-    return box[0]
+    registry = NodeRegistry(BUILTIN_NODES)
+    if entry_points:
+        registry.load_entry_points()
+    return registry
 
 
 class FlowRuntime:
     """Validates and runs workflows with one registry and one event bus.
 
     Args:
-        registry: Node types; defaults to the built-ins plus installed packs.
+        registry: Node types; defaults to the built-ins plus installed packs
+            (`default_registry`).
         bus: Where every run's events go; subscribe to it to watch runs.
         observers: Called with each executor this runtime makes, before its
             run starts (a metrics endpoint, a log context); more can be
@@ -63,7 +78,7 @@ class FlowRuntime:
         *,
         observers: Iterable[ExecutorObserver] = (),
     ) -> None:
-        self.registry = registry if registry is not None else NodeRegistry.default()
+        self.registry = registry if registry is not None else default_registry()
         self.bus = bus if bus is not None else EventBus()
         self.observers: list[ExecutorObserver] = list(observers)
 
@@ -140,26 +155,3 @@ class FlowRuntime:
         except RuntimeError:
             return run_sync(self.arun(workflow, options, **settings))
         return run_in_thread(lambda: run_sync(self.arun(workflow, options, **settings)))
-
-
-def run_in_thread(call: Callable[[], _T]) -> _T:
-    """``call()`` in a new thread (with no running loop), waited for here.
-
-    Its exception, if any, is raised here; a KeyboardInterrupt while waiting
-    leaves the thread to finish on its own (it is a daemon).
-    """
-    box: list[_T] = []
-    failure: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            box.append(call())
-        except BaseException as exc:  # handed to the caller, re-raised there
-            failure.append(exc)
-
-    worker = threading.Thread(target=target, name="flowstream-run", daemon=True)
-    worker.start()
-    worker.join()
-    if failure:
-        raise failure[0]
-    return box[0]
