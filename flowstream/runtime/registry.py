@@ -41,6 +41,22 @@ class NodeRegistry:
         self._specs: dict[str, NodeSpec] = {}
         self.register_all(specs)
 
+    @classmethod
+    def default(cls, *, entry_points: bool = True) -> NodeRegistry:
+        """Moved: the default registry is `flowstream.default_registry`.
+
+        The runtime knows no node types of its own; the composition root
+        (`flowstream.engine`) assembles the built-ins and installed packs.
+
+        Raises:
+            AttributeError: Always, naming the new home.
+        """
+        msg = (
+            "NodeRegistry.default() moved: use flowstream.default_registry("
+            f"entry_points={entry_points!r}) (from flowstream.engine)"
+        )
+        raise AttributeError(msg)
+
     def register(self, spec: NodeSpec, *, replace: bool = False) -> NodeSpec:
         """Register a node type and return it (usable as a decorator's tail).
 

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from flowstream import FlowRuntime, NodeRegistry, Workflow
+from flowstream import FlowRuntime, Workflow, default_registry
 from flowstream.cli import cli
 from flowstream.core.kernels import ItemKernel
 from flowstream.core.policies import (
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 
 def runtime() -> FlowRuntime:
-    reg = NodeRegistry.default(entry_points=False)
+    reg = default_registry(entry_points=False)
     for spec in ln.NODES:
         reg.register(spec)
     return FlowRuntime(reg)

@@ -244,3 +244,8 @@ def test_load_entry_points_of_another_group(
     registry.load_entry_points("other.group")
     assert groups == ["other.group"]
     assert len(registry) == 0
+
+
+def test_the_old_default_name_says_where_the_default_moved() -> None:
+    with pytest.raises(AttributeError, match=r"flowstream\.default_registry"):
+        NodeRegistry.default(entry_points=False)
