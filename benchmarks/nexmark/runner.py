@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from examples.nexmark.queries import QUERIES as PYTHON_QUERIES
-from flowstream.core.workflow import Workflow, WorkflowNode, read_workflow
+from flowstream.core.workflow import Workflow, WorkflowNode
+from flowstream.core.workflow_files import read_workflow
 from flowstream.runtime.flow import FlowRuntime
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ from ..core.expr import (
     resolve_callable,
 )
 from ..core.live import LiveRef, misplaced_live
-from ..core.workflow import describe_validation_error
+from ..core.workflow_files import describe_validation_error
 from ..errors import Problem
 
 if TYPE_CHECKING:

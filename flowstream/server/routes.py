@@ -52,7 +52,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .. import __version__
 from ..core.codec import decode_document
 from ..core.sandbox import SandboxedConfig
-from ..core.workflow import Workflow, parse_workflow
+from ..core.workflow import Workflow
+from ..core.workflow_files import parse_workflow
 from ..errors import DecodeError, Problem, WorkflowValidationError
 from .auth import token_matches
 from .checkpoints import checkpoint_states
