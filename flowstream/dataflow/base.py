@@ -42,7 +42,7 @@ def no_nones(config: dict[str, Any]) -> dict[str, Any]:
 
 
 class StreamBase(Generic[T_co]):
-    """The items of one output port of one node; methods add nodes after it.
+    """One output port of one node: the base of `DataStream` and its mixins.
 
     Attributes:
         flow: The dataflow the stream belongs to.
