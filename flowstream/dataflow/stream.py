@@ -12,10 +12,12 @@ its output, typed by what the node emits::
 
 Functions are live callables (`flowstream.core.live`): they run in place of
 a CEL expression or a ``"module:attr"`` reference, fused as the builder's
-nodes are. Every node type has a method here or a function in
-`flowstream.dataflow.connectors` (`NODE_TYPES` lists them, a test checks it
-against the registry); `DataStream.then` adds any other node type, by name or as
-an ``@node`` function, which is then registered in the dataflow's registry.
+nodes are. Every node type has a method on `DataStream` (here, or in the
+mixins `flowstream.dataflow.joins` and `flowstream.dataflow.stateful`) or a
+function in `flowstream.dataflow.connectors` (`NODE_TYPES` lists them, a
+test checks it against the registry); `DataStream.then` adds any other
+node type, by name or as an ``@node`` function, which is then registered in
+the dataflow's registry.
 """
 
 from __future__ import annotations
