@@ -51,6 +51,8 @@ from .core.workflow import (
     StopWorkflow as StopWorkflow,
     Workflow as Workflow,
     WorkflowNode as WorkflowNode,
+)
+from .core.workflow_files import (
     read_workflow as read_workflow,
     write_workflow as write_workflow,
 )

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from examples.nexmark.queries import QUERIES as PYTHON_QUERIES
 from flowstream import FlowRuntime
-from flowstream.core.workflow import Workflow, WorkflowNode, read_workflow
+from flowstream.core.workflow import Workflow, WorkflowNode
+from flowstream.core.workflow_files import read_workflow
 
 if TYPE_CHECKING:
     from flowstream.runtime.validation import Graph

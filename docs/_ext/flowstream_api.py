@@ -38,6 +38,7 @@ SUPPORTING = (
     "flowstream.core.sandbox.Grant",
     "flowstream.core.policies.Checkpoint",
     "flowstream.core.workflow.Mode",
+    "flowstream.dataflow.base.StreamBase",
     "flowstream.routed.action.ActionKind",
     "flowstream.routed.action.Condition",
     "flowstream.routed.flow.FlowBuilder",
@@ -50,8 +51,35 @@ SUPPORTING = (
     "flowstream.runtime.protocol.ExecutorObserver",
     "flowstream.runtime.parallel.Edge",
     "flowstream.runtime.parallel.Expansion",
-    "flowstream.runtime.validation.GraphNode",
+    "flowstream.runtime.graph.GraphNode",
 )
+
+# Bases below which a class's methods come from mixins, one module per family
+# of methods (`DataStream`'s joins, folds and windows): the class lists the
+# mixins' methods as its own, and nothing from the base itself or above.
+MIXIN_ROOTS = ("StreamBase",)
+
+
+def _public_classes() -> set[type]:
+    """The classes that the reference documents by name."""
+    found: set[type] = set()
+    for module in ("flowstream", *PUBLIC_MODULES):
+        mod = importlib.import_module(module)
+        found |= {v for n in mod.__all__ if inspect.isclass(v := getattr(mod, n))}
+    return found
+
+
+def _mixins_up_to(cls: type) -> str | None:
+    """The base up to which ``cls``'s inherited methods are its own, if any.
+
+    Mixin methods count as the class's own; a documented base's do not (a
+    subclass of `DataStream` lists only what it adds or overrides).
+    """
+    public = _public_classes()
+    for depth, base in enumerate(cls.__mro__[1:]):
+        if base.__name__ in MIXIN_ROOTS or base in public:
+            return base.__name__ if depth else None
+    return None
 
 
 def _lookup(path: str) -> Any:
@@ -85,9 +113,13 @@ def _entry(kind: str, path: str) -> list[str]:
         return [f".. autodata:: {path}", "   :no-value:", ""]
     lines = [f".. auto{kind}:: {path}"]
     if kind == "class":
-        listed = _listed_attributes(_lookup(path))
+        cls = _lookup(path)
+        listed = _listed_attributes(cls)
         if listed:
             lines.append(f"   :exclude-members: {', '.join(listed)}")
+        root = _mixins_up_to(cls)
+        if root is not None:
+            lines.append(f"   :inherited-members: {root}")
     return [*lines, ""]
 
 
@@ -122,7 +154,21 @@ class FlowstreamApi(SphinxDirective):
             lines += _entry(_kind(_lookup(path)), path)
         for module in PUBLIC_MODULES:
             title = f"``{module}``"
-            lines += [title, "-" * len(title), "", f".. automodule:: {module}", ""]
+            lines += [title, "-" * len(title), "", f".. automodule:: {module}"]
+            # automodule cannot list a class's mixin methods: such a class
+            # gets its own entry after the module's other members.
+            mod = importlib.import_module(module)
+            mixed = [
+                n
+                for n in mod.__all__
+                if inspect.isclass(obj := getattr(mod, n))
+                and _mixins_up_to(obj) is not None
+            ]
+            if mixed:
+                lines.append(f"   :exclude-members: {', '.join(mixed)}")
+            lines.append("")
+            for name in mixed:
+                lines += _entry("class", f"{module}.{name}")
         content = StringList(lines, source="flowstream-api")
         return list(
             nested_parse_to_nodes(self.state, content, allow_section_headings=True)

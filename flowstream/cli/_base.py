@@ -103,7 +103,8 @@ def load_graph(path: str) -> Graph:
     ``path`` may also name a workflow built in Python, ``"module:attr"`` (a
     `Workflow`, or a `flowstream.dataflow.Dataflow`), which may hold lambdas.
     """
-    from ..core.workflow import Workflow, read_workflow
+    from ..core.workflow import Workflow
+    from ..core.workflow_files import read_workflow
     from ..errors import Problem, WorkflowValidationError
     from ..runtime.validation import validate
 

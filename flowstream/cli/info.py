@@ -16,7 +16,7 @@ EPOCHS_SHOWN = 5  # latest epochs listed per run; --json has the store's 20
 @click.argument("file", type=click.Path(dir_okay=False))
 def validate_command(file: str) -> None:
     """Check a workflow file and name every problem in it."""
-    from ..core.workflow import read_workflow
+    from ..core.workflow_files import read_workflow
     from ..runtime.validation import validate
 
     with _user_errors():

@@ -156,7 +156,7 @@ def run_command(
     """
     from ..clirun import CliRun
     from ..core.codec import encode_json
-    from ..core.workflow import read_workflow
+    from ..core.workflow_files import read_workflow
     from ..errors import EncodeError
     from ..runtime.blocking import run_sync
     from ..runtime.validation import validate

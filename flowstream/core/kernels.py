@@ -2,7 +2,9 @@
 
 A node type may carry a kernel factory (``@node(..., kernel=...)``): in a
 fused chain the runtime then applies the kernel to each batch instead of
-driving the node's generator item by item.
+driving the node's generator item by item. `ItemFailed` is how a node that
+handles a whole batch in one loop says which item failed, so that retry and
+dead-letter policies still apply per item.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import operator
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
 
-__all__ = ["DROPPED", "KEPT", "ItemKernel", "Kernel", "KernelFactory"]
+__all__ = ["DROPPED", "KEPT", "ItemFailed", "ItemKernel", "Kernel", "KernelFactory"]
 
 Kernel = Callable[[list[Any]], list[Any]]
 """A batch kernel: a plain function from a list of items to a list of items."""
@@ -75,3 +77,25 @@ KEPT: Callable[[Any], bool] = functools.partial(operator.is_not, DROPPED)
 
 KernelFactory = Callable[[Any], Kernel]
 """Builds a node's batch kernel from its validated config."""
+
+
+class ItemFailed(Exception):
+    """Raised by a batch-aware node: item ``index`` of its last batch failed.
+
+    The per-item failure hook of batched nodes. A node that handles a batch
+    in one loop (no await per item) raises it, ``from`` the item's own
+    exception, once it has handled the items before ``index`` (and yielded
+    what they gave) and left no trace of item ``index``. The runtime then
+    applies the node's policies to that item alone (retry, dead letter, or
+    fail the run, as for an item node) and restarts the node on the rest of
+    the batch: from ``index`` again to retry it, else from ``index + 1``.
+    Raised anywhere else (several inputs, an item node), the cause is the
+    node's failure as any other exception.
+
+    Args:
+        index: The failing item's position in the last batch handed out.
+    """
+
+    def __init__(self, index: int) -> None:
+        super().__init__(f"item {index} of the batch failed")
+        self.index = index

@@ -26,30 +26,29 @@ Ports come from the signature:
 
 A class with ``execute`` (same rules) plus optional async ``initialize(ctx)`` and
 ``shutdown()`` is the `Node` protocol form; its ``__init__`` takes the config.
+
+What a running node reaches through ``ctx`` is in `flowstream.core.context`;
+batch kernels and `ItemFailed` are in `flowstream.core.kernels` (both are
+importable from here too).
 """
 
 from __future__ import annotations
 
 import inspect
-import typing
-from collections.abc import (
-    Callable,
-    ItemsView,
-    Iterator,
-    KeysView,
-    Mapping,
-    Sequence,
-    ValuesView,
-)
-from typing import Any, Literal, Protocol, TypeVar, overload, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 
-from .kernels import DROPPED, KEPT, ItemKernel, Kernel, KernelFactory
-
-if typing.TYPE_CHECKING:
-    import asyncio
-    import logging
+from .context import NodeContext as NodeContext, NodeState as NodeState
+from .kernels import (
+    DROPPED as DROPPED,
+    KEPT as KEPT,
+    ItemFailed as ItemFailed,
+    ItemKernel as ItemKernel,
+    Kernel as Kernel,
+    KernelFactory as KernelFactory,
+)
 
 __all__ = [
     "DROPPED",
@@ -73,29 +72,6 @@ __all__ = [
 
 OUT_PORT = "out"
 ERROR_PORT = "error"
-
-
-class ItemFailed(Exception):
-    """Raised by a batch-aware node: item ``index`` of its last batch failed.
-
-    The per-item failure hook of batched nodes. A node that handles a batch
-    in one loop (no await per item) raises it, ``from`` the item's own
-    exception, once it has handled the items before ``index`` (and yielded
-    what they gave) and left no trace of item ``index``. The runtime then
-    applies the node's policies to that item alone (retry, dead letter, or
-    fail the run, as for an item node) and restarts the node on the rest of
-    the batch: from ``index`` again to retry it, else from ``index + 1``.
-    Raised anywhere else (several inputs, an item node), the cause is the
-    node's failure as any other exception.
-
-    Args:
-        index: The failing item's position in the last batch handed out.
-    """
-
-    def __init__(self, index: int) -> None:
-        super().__init__(f"item {index} of the batch failed")
-        self.index = index
-
 
 PortsFactory = Callable[[Any], tuple[Sequence[str], Sequence[str]]]
 """Names a node's (inputs, extra outputs) from its validated config."""
@@ -123,113 +99,6 @@ entries out in any way.
 Shape = Literal["stream", "call"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-class NodeState(Protocol):
-    """Per-run key/value state of one node; values must be msgspec-encodable.
-
-    Kept in one place per run so that checkpoints can snapshot it. At run
-    time it is a ``dict[str, Any]`` (`flowstream.runtime.context.State`);
-    this protocol types the mapping methods node code may use, so that
-    ``mypy --strict`` accepts them (reads are ``Any``).
-    """
-
-    def get(self, key: str, default: Any = None, /) -> Any:
-        """Return the value under ``key``, or ``default``."""
-
-    def setdefault(self, key: str, default: Any, /) -> Any:
-        """Return the value under ``key``, storing ``default`` there first if unset."""
-
-    @overload
-    def pop(self, key: str, /) -> Any: ...
-
-    @overload
-    def pop(self, key: str, default: Any, /) -> Any: ...
-
-    def pop(self, key: str, *default: Any) -> Any:
-        """Remove ``key`` and return its value (or ``default``)."""
-
-    def update(self, other: Mapping[str, Any], /) -> None:
-        """Store every pair of ``other``."""
-
-    def keys(self) -> KeysView[str]:
-        """The keys."""
-
-    def values(self) -> ValuesView[Any]:
-        """The values."""
-
-    def items(self) -> ItemsView[str, Any]:
-        """The ``(key, value)`` pairs."""
-
-    def clear(self) -> None:
-        """Remove everything."""
-
-    def __getitem__(self, key: str, /) -> Any: ...
-
-    def __setitem__(self, key: str, value: Any, /) -> None: ...
-
-    def __delitem__(self, key: str, /) -> None: ...
-
-    def __contains__(self, key: object, /) -> bool: ...
-
-    def __iter__(self) -> Iterator[str]: ...
-
-    def __len__(self) -> int: ...
-
-
-class NodeContext(Protocol):
-    """What a running node can reach besides its inputs (given by the runtime)."""
-
-    run_id: str
-    node_id: str
-    node_type: str
-    state: NodeState
-    logger: logging.Logger
-    stopping: asyncio.Event
-    """Set when the run was asked to stop gracefully (stream mode)."""
-
-    def emit(self, port: str, item: Any) -> None:
-        """Send ``item`` on output ``port`` (buffered; flushed with the outputs)."""
-
-    def dead_letter(self, item: Any, reason: str) -> None:
-        """Send ``item`` to the ``error`` port with a reason, and count it."""
-
-    def event(self, name: str, data: Any = None) -> None:
-        """Publish a custom `NodeEvent` on the run's event bus."""
-
-    def read_progress(self, done: int, total: int | None = None) -> None:
-        """Say how far a source has read its input, in bytes (of ``total``).
-
-        Shown as ``bytes_read``/``bytes_total`` in the node's `NodeStats`
-        (a bar with % and ETA in ``flowstream run --progress``); call it per
-        batch, not per item. ``total`` None: the input has no known end.
-        """
-
-    checkpointing: bool
-    """True when the run takes stream checkpoints (the hooks below are called)."""
-    restored_epoch: int
-    """The committed epoch this run resumed from (0: a fresh start)."""
-    instance: int
-    """Which instance of its node this is (0 unless ``parallelism`` > 1)."""
-    instances: int
-    """How many instances its node runs (its ``parallelism``)."""
-
-    def on_barrier(self, hook: Callable[[int], Any]) -> None:
-        """Call ``hook(epoch)`` (plain or async) before a state snapshot.
-
-        Runs when barrier ``epoch`` passes the node: flush, note pre-commit data.
-        """
-
-    def on_commit(self, hook: Callable[[int], Any]) -> None:
-        """Call ``hook(epoch)`` (plain or async) once ``epoch`` is committed."""
-
-    def track_watermark(self, read: Callable[[], float | None]) -> None:
-        """Report the node's event-time watermark (epoch ms) in its stats.
-
-        ``read()`` is called whenever the run's statistics are taken (a
-        progress frame, a metrics sample), never per item; it returns the
-        watermark, or None (or an infinite value) while there is none.
-        """
 
 
 @runtime_checkable

@@ -15,7 +15,8 @@ import msgspec
 from ..core.node import NodeSpec
 from ..core.workflow import ContinueOnError, Mode, Workflow
 from ..engine import FlowRuntime, default_registry
-from .stream import DataStream, _builds
+from .base import StreamBase, builds
+from .stream import DataStream
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -89,7 +90,7 @@ class Dataflow:
         type_: str | NodeSpec,
         config: Mapping[str, Any] | None = None,
         *,
-        inputs: Mapping[str, DataStream[Any]] = {},
+        inputs: Mapping[str, StreamBase[Any]] = {},
         name: str | None = None,
         **settings: Any,
     ) -> str:
@@ -148,7 +149,7 @@ class Dataflow:
             _Converter(schema), name=f"{node_id}_as_{schema.__name__.lower()}"
         ).with_settings(error_handling=ContinueOnError())
 
-    @_builds("control.merge")
+    @builds("control.merge")
     def merge(self, *streams: DataStream[T], name: str | None = None) -> DataStream[T]:
         """One stream of the items of all ``streams``, in arrival order."""
         ports = [f"in{i}" for i in range(len(streams))]
@@ -160,7 +161,7 @@ class Dataflow:
         )
         return DataStream(self, node_id)
 
-    @_builds("control.zip")
+    @builds("control.zip")
     def zip(
         self, left: DataStream[T], right: DataStream[U], *, name: str | None = None
     ) -> DataStream[list[Any]]:

@@ -12,21 +12,31 @@ its output, typed by what the node emits::
 
 Functions are live callables (`flowstream.core.live`): they run in place of
 a CEL expression or a ``"module:attr"`` reference, fused as the builder's
-nodes are. Every node type has a method here or a function in
-`flowstream.dataflow.connectors` (`NODE_TYPES` lists them, a test checks it
-against the registry); `DataStream.then` adds any other node type, by name or as
-an ``@node`` function, which is then registered in the dataflow's registry.
+nodes are. Every node type has a method on `DataStream` (here, or in the
+mixins `flowstream.dataflow.joins` and `flowstream.dataflow.stateful`) or a
+function in `flowstream.dataflow.connectors` (`NODE_TYPES` lists them, a
+test checks it against the registry); `DataStream.then` adds any other
+node type, by name or as an ``@node`` function, which is then registered in
+the dataflow's registry.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..core.node import ERROR_PORT
+from .base import builds
+from .joins import JoinMethods
+from .records import (
+    DeadLetterRecord as DeadLetterRecord,
+    JoinChange as JoinChange,
+    Joined as Joined,
+    Keyed as Keyed,
+)
+from .stateful import StatefulMethods
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Iterable, Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
     from ..core.node import NodeSpec
     from ..runtime.result import RunResult
@@ -45,57 +55,17 @@ __all__ = [
     "Routes",
 ]
 
-T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 U = TypeVar("U")
 K = TypeVar("K")
 R = TypeVar("R")
-F = TypeVar("F", bound=Callable[..., Any])
 
 
-class Keyed(TypedDict, Generic[K, T]):
-    """A keyed record, as `DataStream.key_by` emits it."""
-
-    key: K
-    value: T
-
-
-class Joined(TypedDict, Generic[T, U]):
-    """A pair matched by `DataStream.join`."""
-
-    left: T
-    right: U
-
-
-class JoinChange(TypedDict, Generic[T, U]):
-    """What `DataStream.changelog_join` emits: a pair upserted or retracted."""
-
-    key: Any
-    left: T
-    right: U
-    op: Literal["upsert", "retract"]
-
-
-class DeadLetterRecord(TypedDict):
-    """What a node's ``error`` port emits: the node, the reason, the item."""
-
-    node: str
-    reason: str
-    item: Any
-
-
-def _builds(*type_ids: str) -> Callable[[F], F]:
-    """Mark a method as the typed way to add these node types (a test checks)."""
-
-    def mark(fn: F) -> F:
-        fn.__node_type__ = type_ids  # type: ignore[attr-defined]
-        return fn
-
-    return mark
-
-
-class DataStream(Generic[T_co]):
+class DataStream(JoinMethods[T_co], StatefulMethods[T_co]):
     """The items of one output port of one node; methods add nodes after it.
+
+    The join methods come from `JoinMethods`, the folds and windows from
+    `StatefulMethods`; the rest are here.
 
     Attributes:
         flow: The dataflow the stream belongs to.
@@ -103,20 +73,13 @@ class DataStream(Generic[T_co]):
         port: The output port (``out``, ``error``, a route's name...).
     """
 
-    __slots__ = ("flow", "node", "port")
-
-    def __init__(self, flow: Dataflow, node: str, port: str = "out") -> None:
-        self.flow = flow
-        self.node = node
-        self.port = port
+    __slots__ = ()
 
     def __repr__(self) -> str:
         return f"<DataStream {self.node}.{self.port}>"
 
-    def _then(
-        self, type_: str | NodeSpec, config: Mapping[str, Any], name: str | None
-    ) -> str:
-        return self.flow.add_node(type_, config, inputs={"in": self}, name=name)
+    def _out(self, node: str) -> DataStream[Any]:
+        return DataStream(self.flow, node)
 
     def with_settings(self, **settings: Any) -> DataStream[T_co]:
         """Set workflow settings of this stream's node (``retry``, ``fuse``...).
@@ -138,26 +101,26 @@ class DataStream(Generic[T_co]):
 
     # --- one item in, one or none out ------------------------------------------
 
-    @_builds("transform.map")
+    @builds("transform.map")
     def map(self, fn: Callable[[T_co], U], *, name: str | None = None) -> DataStream[U]:
         """``fn(item)`` for each item (``transform.map``)."""
         return DataStream(self.flow, self._then("transform.map", {"fn": fn}, name))
 
-    @_builds("transform.filter")
+    @builds("transform.filter")
     def filter(
         self, fn: Callable[[T_co], object], *, name: str | None = None
     ) -> DataStream[T_co]:
         """The items for which ``fn(item)`` is true (``transform.filter``)."""
         return DataStream(self.flow, self._then("transform.filter", {"fn": fn}, name))
 
-    @_builds("transform.flat_map")
+    @builds("transform.flat_map")
     def flat_map(
         self, fn: Callable[[T_co], Iterable[U]], *, name: str | None = None
     ) -> DataStream[U]:
         """Every item of ``fn(item)``, for each item (``transform.flat_map``)."""
         return DataStream(self.flow, self._then("transform.flat_map", {"fn": fn}, name))
 
-    @_builds("transform.map_async")
+    @builds("transform.map_async")
     def map_async(
         self,
         fn: Callable[[T_co], Awaitable[U]],
@@ -171,7 +134,7 @@ class DataStream(Generic[T_co]):
         stream: DataStream[U] = DataStream(self.flow, node_id)
         return stream.with_settings(concurrency=concurrency, ordered=ordered)
 
-    @_builds("transform.key_by")
+    @builds("transform.key_by")
     def key_by(
         self, key: Callable[[T_co], K], *, name: str | None = None
     ) -> KeyedStream[K, T_co]:
@@ -184,7 +147,7 @@ class DataStream(Generic[T_co]):
             self.flow, self._then("transform.key_by", {"key": key}, name)
         )
 
-    @_builds("transform.dedupe")
+    @builds("transform.dedupe")
     def dedupe(
         self,
         key: Callable[[T_co], object] | None = None,
@@ -197,7 +160,7 @@ class DataStream(Generic[T_co]):
         config = {"key": key, "max_keys": max_keys, "ttl_ms": ttl_ms}
         return DataStream(self.flow, self._then("transform.dedupe", config, name))
 
-    @_builds("transform.select")
+    @builds("transform.select")
     def select(
         self,
         *,
@@ -216,12 +179,12 @@ class DataStream(Generic[T_co]):
         }
         return DataStream(self.flow, self._then("transform.select", config, name))
 
-    @_builds("transform.json_parse")
+    @builds("transform.json_parse")
     def json_parse(self, *, name: str | None = None) -> DataStream[Any]:
         """Each item (JSON text or bytes) decoded (``transform.json_parse``)."""
         return DataStream(self.flow, self._then("transform.json_parse", {}, name))
 
-    @_builds("transform.json_stringify")
+    @builds("transform.json_stringify")
     def json_stringify(
         self, *, as_bytes: bool = False, name: str | None = None
     ) -> DataStream[Any]:
@@ -231,7 +194,7 @@ class DataStream(Generic[T_co]):
             self.flow, self._then("transform.json_stringify", config, name)
         )
 
-    @_builds("debug.log")
+    @builds("debug.log")
     def log(
         self, message: str = "item", *, level: str = "info", name: str | None = None
     ) -> DataStream[T_co]:
@@ -239,7 +202,7 @@ class DataStream(Generic[T_co]):
         config = {"message": message, "level": level}
         return DataStream(self.flow, self._then("debug.log", config, name))
 
-    @_builds("http.request")
+    @builds("http.request")
     def http_request(
         self,
         url: str | None = None,
@@ -252,7 +215,7 @@ class DataStream(Generic[T_co]):
         merged = {"url": url, "method": method, **config}
         return DataStream(self.flow, self._then("http.request", merged, name))
 
-    @_builds("wasm.map")
+    @builds("wasm.map")
     def wasm_map(
         self, module: str, function: str, *, name: str | None = None
     ) -> DataStream[Any]:
@@ -260,7 +223,7 @@ class DataStream(Generic[T_co]):
         config = {"module": module, "function": function}
         return DataStream(self.flow, self._then("wasm.map", config, name))
 
-    @_builds("wasm.filter")
+    @builds("wasm.filter")
     def wasm_filter(
         self, module: str, function: str, *, name: str | None = None
     ) -> DataStream[T_co]:
@@ -268,7 +231,7 @@ class DataStream(Generic[T_co]):
         config = {"module": module, "function": function}
         return DataStream(self.flow, self._then("wasm.filter", config, name))
 
-    @_builds("wasm.flat_map")
+    @builds("wasm.flat_map")
     def wasm_flat_map(
         self, module: str, function: str, *, name: str | None = None
     ) -> DataStream[Any]:
@@ -276,7 +239,7 @@ class DataStream(Generic[T_co]):
         config = {"module": module, "function": function}
         return DataStream(self.flow, self._then("wasm.flat_map", config, name))
 
-    @_builds("routed.flow")
+    @builds("routed.flow")
     def routed(
         self, flow: str, *, concurrency: int = 8, name: str | None = None
     ) -> DataStream[Any]:
@@ -286,12 +249,12 @@ class DataStream(Generic[T_co]):
 
     # --- time -----------------------------------------------------------------
 
-    @_builds("time.delay")
+    @builds("time.delay")
     def delay(self, ms: float, *, name: str | None = None) -> DataStream[T_co]:
         """Each item ``ms`` later (``time.delay``)."""
         return DataStream(self.flow, self._then("time.delay", {"ms": ms}, name))
 
-    @_builds("transform.throttle")
+    @builds("transform.throttle")
     def throttle(
         self, rate: int, *, per_ms: float = 1000.0, name: str | None = None
     ) -> DataStream[T_co]:
@@ -299,7 +262,7 @@ class DataStream(Generic[T_co]):
         config = {"rate": rate, "per_ms": per_ms}
         return DataStream(self.flow, self._then("transform.throttle", config, name))
 
-    @_builds("transform.batch")
+    @builds("transform.batch")
     def batch(
         self,
         size: int | None = None,
@@ -311,83 +274,9 @@ class DataStream(Generic[T_co]):
         config = {"size": size, "interval_ms": interval_ms}
         return DataStream(self.flow, self._then("transform.batch", config, name))
 
-    # --- state ----------------------------------------------------------------
-
-    @_builds("transform.reduce")
-    def reduce(
-        self,
-        fn: Callable[[R, T_co], R],
-        initial: R,
-        *,
-        key: Callable[[T_co], object] | None = None,
-        name: str | None = None,
-    ) -> DataStream[Keyed[Any, R]]:
-        """``fn(acc, item)`` over all items (per key), emitted at the end."""
-        config = {"fn": fn, "initial": initial, "key": key}
-        return DataStream(self.flow, self._then("transform.reduce", config, name))
-
-    @_builds("transform.scan")
-    def scan(
-        self,
-        fn: Callable[[R, T_co], R],
-        initial: R,
-        *,
-        key: Callable[[T_co], object] | None = None,
-        name: str | None = None,
-    ) -> DataStream[Keyed[Any, R]]:
-        """``fn(acc, item)`` (per key), emitted after every item."""
-        config = {"fn": fn, "initial": initial, "key": key}
-        return DataStream(self.flow, self._then("transform.scan", config, name))
-
-    @_builds("transform.aggregate")
-    def aggregate(
-        self,
-        op: str,
-        *,
-        key: Callable[[T_co], object] | None = None,
-        value: Callable[[T_co], object] | None = None,
-        retract: bool = True,
-        name: str | None = None,
-        **config: Any,
-    ) -> DataStream[Any]:
-        """An updating ``op`` per key: upserts, and retracts of old values.
-
-        Emits ``{"key", "value", "op": "upsert" | "retract"}`` records as each
-        key's aggregate changes (``transform.aggregate``): a changelog that a
-        keyed sink applies, or another aggregate with ``changelog=True``.
-        """
-        merged = {"op": op, "key": key, "value": value, "retract": retract, **config}
-        node_id = self._then("transform.aggregate", _no_nones(merged), name)
-        return DataStream(self.flow, node_id)
-
-    @_builds("window.tumbling", "window.sliding", "window.session")
-    def window(
-        self,
-        kind: WindowKind,
-        aggregate: Aggregate[T_co, R],
-        *,
-        key: Callable[[T_co], object] | None = None,
-        timestamp: Callable[[T_co], float] | None = None,
-        name: str | None = None,
-        **config: Any,
-    ) -> DataStream[WindowResult[R]]:
-        """Aggregate items per window of ``kind`` (and per ``key``).
-
-        With ``timestamp`` windows follow event time (the function returns
-        the item's time in epoch milliseconds, an int), else processing time.
-        ``config`` takes the window's other settings (``allowed_lateness_ms``,
-        ``late``, ``max_keys``...).
-        """
-        merged = {**kind.config, **aggregate.config, **config}
-        if key is not None:
-            merged["key"] = key
-        if timestamp is not None:
-            merged["timestamp"] = timestamp
-        return DataStream(self.flow, self._then(kind.type_id, merged, name))
-
     # --- shape ----------------------------------------------------------------
 
-    @_builds("control.route")
+    @builds("control.route")
     def route(
         self,
         routes: Mapping[str, Callable[[T_co], object]],
@@ -403,146 +292,13 @@ class DataStream(Generic[T_co]):
         config = {"routes": dict(routes), "first_match": first_match}
         return Routes(self.flow, self._then("control.route", config, name))
 
-    @_builds("control.split")
+    @builds("control.split")
     def split(
         self, n: int, key: Callable[[T_co], object], *, name: str | None = None
     ) -> list[DataStream[T_co]]:
         """``n`` streams; each key always goes to the same one (a stable hash)."""
         node_id = self._then("control.split", {"n": n, "key": key}, name)
         return [DataStream(self.flow, node_id, f"p{i}") for i in range(n)]
-
-    @_builds("join.window")
-    def join(
-        self,
-        other: DataStream[U],
-        *,
-        window_ms: float,
-        left_key: Callable[[T_co], object],
-        right_key: Callable[[U], object],
-        left_time: Callable[[T_co], float] | None = None,
-        right_time: Callable[[U], float] | None = None,
-        name: str | None = None,
-        **config: Any,
-    ) -> DataStream[Joined[T_co, U]]:
-        """Pairs of items with equal keys within ``window_ms`` (``join.window``)."""
-        merged = {
-            "window_ms": window_ms,
-            "left_key": left_key,
-            "right_key": right_key,
-            "left_time": left_time,
-            "right_time": right_time,
-            **config,
-        }
-        node_id = self.flow.add_node(
-            "join.window",
-            _no_nones(merged),
-            inputs={"left": self, "right": other},
-            name=name,
-        )
-        return DataStream(self.flow, node_id)
-
-    @_builds("join.interval")
-    def interval_join(
-        self,
-        other: DataStream[U],
-        *,
-        upper_ms: int,
-        left_key: Callable[[T_co], object],
-        right_key: Callable[[U], object],
-        left_time: Callable[[T_co], int],
-        right_time: Callable[[U], int],
-        lower_ms: int = 0,
-        left_end: Callable[[T_co], int] | None = None,
-        name: str | None = None,
-        **config: Any,
-    ) -> DataStream[Joined[T_co, U]]:
-        """Pairs where the other item's time is in this one's interval.
-
-        A right item pairs with the left items of its key whose interval
-        ``[left_time + lower_ms, min(left_end, left_time + upper_ms)]`` holds
-        its time (``join.interval``; times in epoch ms).
-        """
-        merged = {
-            "upper_ms": upper_ms,
-            "lower_ms": lower_ms,
-            "left_key": left_key,
-            "right_key": right_key,
-            "left_time": left_time,
-            "right_time": right_time,
-            "left_end": left_end,
-            **config,
-        }
-        node_id = self.flow.add_node(
-            "join.interval",
-            _no_nones(merged),
-            inputs={"left": self, "right": other},
-            name=name,
-        )
-        return DataStream(self.flow, node_id)
-
-    @_builds("join.changelog")
-    def changelog_join(
-        self,
-        table: DataStream[U],
-        *,
-        left_key: Callable[[T_co], object],
-        right_key: Callable[[U], object],
-        left_time: Callable[[T_co], int],
-        right_time: Callable[[U], int],
-        left_retention_ms: int,
-        right_retention_ms: int,
-        name: str | None = None,
-        **config: Any,
-    ) -> DataStream[JoinChange[T_co, U]]:
-        """Each item with its key's row of ``table``, as a changelog.
-
-        ``table``'s items are rows keyed by ``right_key`` (a later row
-        replaces the key's row); each item of this stream joins its key's
-        row, now or when it comes, and follows its replacements while both
-        are kept (``join.changelog``; times in epoch ms, retention bounds the
-        state).
-        """
-        merged = {
-            "left_key": left_key,
-            "right_key": right_key,
-            "left_time": left_time,
-            "right_time": right_time,
-            "left_retention_ms": left_retention_ms,
-            "right_retention_ms": right_retention_ms,
-            **config,
-        }
-        node_id = self.flow.add_node(
-            "join.changelog",
-            _no_nones(merged),
-            inputs={"left": self, "right": table},
-            name=name,
-        )
-        return DataStream(self.flow, node_id)
-
-    @_builds("join.lookup")
-    def lookup(
-        self,
-        key: Callable[[T_co], object],
-        *,
-        table: DataStream[Any] | Mapping[str, Any],
-        table_key: Callable[[Any], object] | None = None,
-        name: str | None = None,
-        **config: Any,
-    ) -> DataStream[Any]:
-        """Each item with the table's row for ``key(item)`` (``join.lookup``).
-
-        ``table`` is a stream of rows (keyed by ``table_key``) or a mapping.
-        """
-        merged: dict[str, Any] = {"key": key, "table_key": table_key, **config}
-        inputs: dict[str, DataStream[Any]] = {"in": self}
-        if isinstance(table, DataStream):
-            inputs["table"] = table
-        else:
-            merged["table"] = dict(table)
-        node_id = self.flow.add_node(
-            "join.lookup", _no_nones(merged), inputs=inputs, name=name
-        )
-        return DataStream(self.flow, node_id)
 
     def merge(
         self, *others: DataStream[T_co], name: str | None = None
@@ -576,12 +332,12 @@ class DataStream(Generic[T_co]):
         """Send the items to a sink (`flowstream.dataflow.connectors`); its id."""
         return self._then(sink.type_id, sink.config, name or sink.name)
 
-    @_builds("sink.collect")
+    @builds("sink.collect")
     def collect(self, *, name: str | None = None) -> Collected[T_co]:
         """Keep the items in the run's result: ``collected.items(result)``."""
         return Collected(self._then("sink.collect", {}, name))
 
-    @_builds("sink.null")
+    @builds("sink.null")
     def drop(self, *, name: str | None = None) -> str:
         """Consume and drop the items (``sink.null``); returns the node id."""
         return self._then("sink.null", {}, name)
@@ -603,10 +359,6 @@ class _Effect:
     def __call__(self, item: Any) -> Any:
         self.fn(item)
         return item
-
-
-def _no_nones(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if v is not None}
 
 
 def _on_value(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:

@@ -34,7 +34,8 @@ import msgspec
 from ..core.codec import DOCUMENT_FORMATS
 from ..core.expr import ExprError, compile_expr, expr_fields, import_ref
 from ..core.node import NodeSpec
-from ..core.workflow import Workflow, describe_validation_error, read_workflow
+from ..core.workflow import Workflow
+from ..core.workflow_files import describe_validation_error, read_workflow
 from ..errors import Problem, UnknownNodeType, WorkflowValidationError
 from .flow import Flow
 from .steps import step_registry

@@ -35,7 +35,8 @@ import msgspec
 from ..core.expr import Expr, compile_expr
 from ..core.node import node
 from ..core.resources import FilePath
-from ..core.workflow import Workflow, read_workflow
+from ..core.workflow import Workflow
+from ..core.workflow_files import read_workflow
 from ..engine import FlowRuntime
 from ..runtime.registry import NodeRegistry
 from .action import Action, ExprCondition

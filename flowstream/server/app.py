@@ -20,19 +20,15 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from .. import __version__
 from ..engine import default_registry
-from .auth import load_token
+from .auth import auth_guard, load_token
 from .config import ServerConfig
+from .context import ServerContext
 from .datadir import DataDir
 from .hosts import HostCheck
 from .metrics import Metrics
+from .openapi import DocumentPlugin
 from .problems import exception_handlers, schema_not_found
-from .routes import (
-    DocumentPlugin,
-    ServerContext,
-    auth_guard,
-    describe_node_types,
-    route_handlers,
-)
+from .routes import describe_node_types, route_handlers
 from .runs import RunManager
 from .store import Store
 from .ws import run_events

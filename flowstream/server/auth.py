@@ -15,14 +15,20 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from .context import server
+from .problems import ApiError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from litestar.connection import ASGIConnection
+    from litestar.handlers import BaseRouteHandler
+
     from .config import ServerConfig
 
-__all__ = ["TOKEN_ENV", "load_token", "token_matches"]
+__all__ = ["TOKEN_ENV", "auth_guard", "load_token", "token_matches"]
 
 TOKEN_ENV = "FLOWSTREAM_TOKEN"
 
@@ -80,3 +86,30 @@ def token_matches(expected: str, authorization: str | None, query: str | None) -
     if not offered:
         return False
     return hmac.compare_digest(offered.encode(), expected.encode())
+
+
+def auth_guard(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
+    """Require the bearer token where the server's policy says so.
+
+    Mutating requests always need it; reads need it when the server listens
+    beyond loopback. The UI's own files are public (they hold no data), and
+    the WebSocket feed checks for itself (browsers cannot send the header).
+
+    Raises:
+        ApiError: 401, with a ``WWW-Authenticate`` challenge.
+    """
+    if handler.opt.get("public"):
+        return
+    ctx = server(connection)
+    method = connection.scope.get("method", "GET")
+    if method in ("GET", "HEAD", "OPTIONS") and ctx.config.loopback:
+        return
+    if not token_matches(ctx.token, connection.headers.get("authorization"), None):
+        raise ApiError(
+            401,
+            "this endpoint needs 'Authorization: Bearer <token>' with the "
+            "server's token",
+            headers={"WWW-Authenticate": 'Bearer realm="flowstream"'},
+        )

@@ -21,15 +21,15 @@ Paths are part of the product (issue 8):
     GET    /openapi.json                the OpenAPI document
     GET    /                            the web UI
 
-The events feed (``WS /api/runs/{run_id}/events``) is in `flowstream.server.ws`.
+The events feed (``WS /api/runs/{run_id}/events``) is in `flowstream.server.ws`;
+what the handlers share (`ServerContext`) in `flowstream.server.context`, the
+token guard in `flowstream.server.auth`, and how the OpenAPI document is
+finished in `flowstream.server.openapi`.
 """
 
 from __future__ import annotations
 
-import copy
-import typing
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 import yaml
@@ -44,19 +44,19 @@ from litestar import (
     put,
     route,
 )
-from litestar.openapi.plugins import JsonRenderPlugin
-from litestar.openapi.spec import OpenAPIMediaType, Operation, Reference, RequestBody
 from litestar.params import JSONBody, PathParameter, QueryParameter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import __version__
 from ..core.codec import decode_document
 from ..core.sandbox import SandboxedConfig
-from ..core.workflow import Workflow, parse_workflow
+from ..core.workflow import Workflow
+from ..core.workflow_files import parse_workflow
 from ..errors import DecodeError, Problem, WorkflowValidationError
-from .auth import token_matches
 from .checkpoints import checkpoint_states
 from .config import UPLOAD_GRANTS
+from .context import server
+from .openapi import UploadOperation, finish_document
 from .policy import check_workflow
 from .problems import ApiError, problem_responses
 from .schemas import (
@@ -74,22 +74,14 @@ from .schemas import (
 from .ui_files import ui_asset, ui_index
 
 if TYPE_CHECKING:
-    from litestar.connection import ASGIConnection
-    from litestar.handlers import BaseRouteHandler
     from litestar.types import ControllerRouterHandler
 
     from ..core.codec import DocumentFormat
     from ..runtime.registry import NodeRegistry
     from .config import ServerConfig
-    from .metrics import Metrics
-    from .runs import RunManager
-    from .store import Store
 
 __all__ = [
-    "DocumentPlugin",
-    "ServerContext",
-    "auth_guard",
-    "finish_document",
+    "describe_node_types",
     "route_handlers",
 ]
 
@@ -112,160 +104,6 @@ _CONTENT_TYPES: dict[str, DocumentFormat] = {
     "application/x-yaml": "yaml",
     "text/yaml": "yaml",
 }
-
-
-@dataclass(eq=False)
-class ServerContext:
-    """What the handlers share: one per app, in ``app.state.flowstream``."""
-
-    config: ServerConfig
-    token: str
-    store: Store
-    registry: NodeRegistry
-    metrics: Metrics
-    runs: RunManager
-    node_types: list[NodeType]
-
-
-def server(connection: ASGIConnection[Any, Any, Any, Any]) -> ServerContext:
-    """The server context of a request or WebSocket."""
-    return cast("ServerContext", connection.app.state.flowstream)
-
-
-def auth_guard(
-    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
-) -> None:
-    """Require the bearer token where the server's policy says so.
-
-    Mutating requests always need it; reads need it when the server listens
-    beyond loopback. The UI's own files are public (they hold no data), and
-    the WebSocket feed checks for itself (browsers cannot send the header).
-
-    Raises:
-        ApiError: 401, with a ``WWW-Authenticate`` challenge.
-    """
-    if handler.opt.get("public"):
-        return
-    ctx = server(connection)
-    method = connection.scope.get("method", "GET")
-    if method in ("GET", "HEAD", "OPTIONS") and ctx.config.loopback:
-        return
-    if not token_matches(ctx.token, connection.headers.get("authorization"), None):
-        raise ApiError(
-            401,
-            "this endpoint needs 'Authorization: Bearer <token>' with the "
-            "server's token",
-            headers={"WWW-Authenticate": 'Bearer realm="flowstream"'},
-        )
-
-
-# --- OpenAPI: the workflow upload's body ------------------------------------
-
-
-def _upload_body() -> RequestBody:
-    ref = Reference(ref="#/components/schemas/Workflow")  # see finish_document
-    return RequestBody(
-        required=True,
-        description=(
-            "A workflow document, as a workflow file holds it (JSON or YAML); "
-            "its name must be the one in the path. Connections and routes may "
-            "be written as strings: 'a -> b.in'."
-        ),
-        content={
-            "application/json": OpenAPIMediaType(schema=ref),
-            "application/yaml": OpenAPIMediaType(schema=ref),
-        },
-    )
-
-
-@dataclass
-class _UploadOperation(Operation):
-    # The body is read raw, to report every problem at once (Litestar's own
-    # decoding stops at the first); so its schema is declared here.
-    def __post_init__(self) -> None:
-        self.request_body = _upload_body()
-
-
-def finish_document(generated: dict[str, Any]) -> dict[str, Any]:
-    """The OpenAPI document as served: Litestar's, made to say what we do.
-
-    * Structs that refuse unknown fields say so (``additionalProperties:
-      false``), which Litestar leaves out.
-    * An uploaded workflow is a `Workflow` whose connections may also be
-      strings (the file shorthand), which no msgspec type says; the upload's
-      body is declared as ``WorkflowDocument``, a copy of ``Workflow`` that
-      allows them and leaves out the routed mode and its fields (the server
-      runs dataflows only).
-    * Starting a run takes an optional body (Litestar marks it required).
-    * Times are ISO 8601 strings (``format: date-time``, UTC, milliseconds).
-    """
-    doc = copy.deepcopy(generated)
-    schemas = doc["components"]["schemas"]
-    for name, cls in _structs(Workflow, RunRequest).items():
-        if name in schemas and cls.__struct_config__.forbid_unknown_fields:
-            schemas[name]["additionalProperties"] = False
-    upload = copy.deepcopy(schemas["Workflow"])
-    upload["title"] = "WorkflowDocument"
-    for routed in _ROUTED_ONLY:
-        upload["properties"].pop(routed)
-    upload["properties"]["mode"]["enum"] = ["dag", "stream"]
-    prop = upload["properties"]["connections"]
-    text = {"type": "string", "description": "the shorthand 'a -> b.in'"}
-    prop["items"] = {"oneOf": [text, prop["items"]]}
-    schemas["WorkflowDocument"] = upload
-    body = doc["paths"]["/api/workflows/{name}"]["put"]["requestBody"]
-    for media in body["content"].values():
-        media["schema"] = {"$ref": "#/components/schemas/WorkflowDocument"}
-    doc["paths"]["/api/workflows/{name}/runs"]["post"]["requestBody"]["required"] = (
-        False
-    )
-    for name, fields in _TIMES.items():
-        for field in fields:
-            prop = schemas[name]["properties"][field]
-            for option in prop.get("oneOf", [prop]):
-                if option.get("type") == "string":
-                    option["format"] = "date-time"
-                    option["pattern"] = _ISO_PATTERN
-    return doc
-
-
-# Where the API gives times (`schemas.iso`), and their exact form.
-_TIMES = {
-    "RunSummary": ("started_at", "ended_at"),
-    "RunDetail": ("started_at", "ended_at"),
-    "WorkflowSummary": ("created_at", "updated_at"),
-}
-_ISO_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
-
-
-# Workflow fields of the routed mode, which the server does not run.
-_ROUTED_ONLY = ("routes", "entry", "max_steps")
-
-
-def _structs(*roots: type[msgspec.Struct]) -> dict[str, type[msgspec.Struct]]:
-    """Every struct type reachable from ``roots`` through their fields."""
-    found: dict[str, type[msgspec.Struct]] = {}
-    todo: list[Any] = list(roots)
-    while todo:
-        hint = todo.pop()
-        if isinstance(hint, type) and issubclass(hint, msgspec.Struct):
-            if hint.__name__ in found:
-                continue
-            found[hint.__name__] = hint
-            todo.extend(typing.get_type_hints(hint).values())
-        else:
-            todo.extend(typing.get_args(hint))
-    return found
-
-
-class DocumentPlugin(JsonRenderPlugin):
-    """Serves the finished document at /schema/openapi.json (Litestar's path)."""
-
-    def render(
-        self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]
-    ) -> bytes:
-        """Return the finished document as JSON."""
-        return super().render(request, finish_document(openapi_schema))
 
 
 # --- server ------------------------------------------------------------------
@@ -360,7 +198,7 @@ async def list_workflows(request: Request[Any, Any, Any]) -> list[WorkflowSummar
     tags=["workflows"],
     status_code=200,
     security=BEARER,
-    operation_class=_UploadOperation,
+    operation_class=UploadOperation,
     responses=problem_responses(400, 401, 413, 415, 422),
 )
 async def put_workflow(request: Request[Any, Any, Any], name: WorkflowName) -> Workflow:

@@ -1,8 +1,9 @@
 """`RunManager`: runs in the server's own task group, with stop and cancel.
 
-Each run gets its own `EventBus`. Listeners attached before it starts keep a
-bounded record of its events (`EventHistory`: the first ``history_head`` and
-the latest ``history_tail``), follow it for the metrics and the UI
+Each run gets its own `EventBus` and a `LiveRun` (`flowstream.server.live_run`)
+while it goes on. Listeners attached before it starts keep a bounded record
+of its events (`EventHistory`: the first ``history_head`` and the latest
+``history_tail``), follow it for the metrics and the UI
 (`RunWatch`), and trace it when OpenTelemetry is configured. A sampler task
 next to the run reads its counters every ``sample_interval``. The run's
 sampled batches (`RunOptions.batch_probe`) feed the batch latency histogram
@@ -28,121 +29,53 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import msgspec
 
 from ..core.events import (
-    NodeEvent,
     NodeStats,
     RunRestarted,
     WorkflowCompleted,
-    encode_event,
 )
 from ..core.workflow import ContinueOnError, Workflow
-from ..errors import EncodeError, Problem, WorkflowValidationError
+from ..errors import Problem, WorkflowValidationError
 from ..runtime.backends import create_executor
 from ..runtime.checkpointing import resume_epoch
 from ..runtime.events import EventBus
 from ..runtime.netpolicy import enforce
 from ..runtime.options import RunOptions
+from .live_run import (
+    EventHistory,
+    LiveRun,
+    both_probes,
+    publish_recent,
+    run_outcome,
+)
 from .logs import current_run
 from .observe import NodeSeries, RecentOutputs, node_statuses
 from .policy import check_workflow
 from .problems import ApiError
 from .schemas import RunDetail, RunSummary, from_iso, iso
-from .store import RunOutcome
 from .tracing import RunTracer, tracer_for_runs
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-    from ..core.events import ExecutionEvent
-    from ..runtime.protocol import Executor
     from ..runtime.registry import NodeRegistry
     from ..runtime.result import RunResult
     from ..runtime.validation import Graph
     from .config import ServerConfig
-    from .metrics import Metrics, RunWatch
+    from .metrics import Metrics
     from .schemas import RunRequest, SeriesPoint
     from .store import Store, Unfinished
 
     BatchProbe: TypeAlias = Callable[[tuple[str, ...], int, float, float], None]
 
-__all__ = ["EventHistory", "LiveRun", "RunManager"]
+__all__ = ["RunManager"]
 
 logger = logging.getLogger("flowstream.server")
-
-RECENT_OUTPUTS = "recent_outputs"
-"""The `NodeEvent` that brings a stream run's newest outputs to the events
-feed, once per sample that saw new ones: ``data`` is ``{"port": p, "seen":
-n, "records": [...]}`` (`RecentOutput`)."""
-
-
-class EventHistory:
-    """A run's events as JSON: the first ``head`` and the latest ``tail``.
-
-    Attributes:
-        skipped: Events dropped between the two (and events with no JSON
-            form, which are never kept).
-    """
-
-    def __init__(self, head: int, tail: int) -> None:
-        self._head_size = head
-        self._head: list[bytes] = []
-        self._tail: deque[bytes] = deque(maxlen=tail)
-        self.skipped = 0
-
-    def record(self, event: ExecutionEvent) -> None:
-        """Keep one event (a bus listener); recent outputs are not kept."""
-        if type(event) is NodeEvent and event.name == RECENT_OUTPUTS:
-            return  # the live feed's; the run's record has its outputs
-        try:
-            raw = encode_event(event)
-        except EncodeError:
-            self.skipped += 1
-            return
-        if len(self._head) < self._head_size:
-            self._head.append(raw)
-            return
-        if len(self._tail) == self._tail.maxlen:
-            self.skipped += 1
-        self._tail.append(raw)
-
-    def snapshot(self) -> list[bytes]:
-        """The kept events, in order."""
-        return [*self._head, *self._tail]
-
-
-@dataclass(eq=False)
-class LiveRun:
-    """A run that has not finished yet."""
-
-    summary: RunSummary
-    graph: Graph
-    workflow: Workflow
-    """As submitted: the graph's has its paths resolved in the data directory."""
-    executor: Executor
-    bus: EventBus
-    history: EventHistory
-    watch: RunWatch
-    series: NodeSeries
-    recent: RecentOutputs
-    tracer: RunTracer | None = None
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    cancel_requested: bool = False
-    started: float = field(default_factory=time.time)
-    """When the run first started, in unix seconds (before any resume)."""
-    suspended: bool = False
-    """Stopped by a server shutdown, to resume at the next start."""
-
-    @property
-    def run_id(self) -> str:
-        """The run's id."""
-        return self.summary.run_id
 
 
 class RunManager:
@@ -304,7 +237,7 @@ class RunManager:
         if run_tracer is not None and mode == "stream":
             # DAG runs have a span per node execution; a stream's last as
             # long as the run, so its sampled batches get spans instead.
-            probe = _both(probe, run_tracer.batch_probe)
+            probe = both_probes(probe, run_tracer.batch_probe)
         recent = RecentOutputs()
         options = RunOptions(
             mode=mode,
@@ -392,7 +325,7 @@ class RunManager:
                 )
                 if live.recent.version != seen:
                     seen = live.recent.version
-                    _publish_recent(live, published)
+                    publish_recent(live, published)
             except Exception:
                 # A bug in the readings must not take the run down with it.
                 logger.exception(
@@ -444,7 +377,7 @@ class RunManager:
             )
             return
         summary.ended_at = iso(now)
-        outcome = self._outcome(live, result)
+        outcome = run_outcome(live, result, self.config.max_output_items)
         try:
             self.store.finish_run(summary, outcome, live.history.snapshot())
         except Exception:
@@ -456,27 +389,6 @@ class RunManager:
             summary.duration_s,
             extra={"run_id": summary.run_id, "status": summary.status},
         )
-
-    def _outcome(self, live: LiveRun, result: RunResult | None) -> RunOutcome:
-        stats = result.stats if result is not None else live.watch.stats
-        watch = live.watch
-        outcome = RunOutcome(
-            nodes=node_statuses(live.graph, stats, watch.states, watch.fills),
-            events_dropped=live.watch.events_dropped,
-        )
-        if result is None:
-            return outcome
-        limit = self.config.max_output_items
-        outputs: dict[str, dict[str, list[Any]]] = {}
-        for node_id, ports in result.outputs.items():
-            outputs[node_id] = {}
-            for port, values in ports.items():
-                outcome.truncated |= len(values) > limit
-                outputs[node_id][port] = values[:limit]
-        outcome.outputs = outputs
-        outcome.truncated |= len(result.dead_letters) > limit
-        outcome.dead_letters = result.dead_letters[:limit]
-        return outcome
 
     # --- reading ---------------------------------------------------------------
 
@@ -564,42 +476,6 @@ def _resumable(workflow: Workflow, mode: str) -> bool:
     # Only a stream run with checkpoints can pick up where it stopped; a DAG
     # run started again would redo work and report a second, different end.
     return mode == "stream" and workflow.checkpoint is not None
-
-
-def _publish_recent(live: LiveRun, published: dict[tuple[str, str], int]) -> None:
-    """Put a run's new recent outputs on its events feed (`RECENT_OUTPUTS`).
-
-    ``published`` holds how many records of each port were published so
-    far; only those after them go out (at most what the ring keeps).
-    """
-    for node_id, ports in live.recent.snapshot().items():
-        for port, recent in ports.items():
-            before = published.get((node_id, port), 0)
-            new = recent.seen - before
-            if new <= 0:
-                continue
-            published[(node_id, port)] = recent.seen
-            live.bus.emit(
-                NodeEvent,
-                live.run_id,
-                node_id=node_id,
-                name=RECENT_OUTPUTS,
-                data={
-                    "port": port,
-                    "seen": recent.seen,
-                    "records": recent.records[-new:],
-                },
-            )
-
-
-def _both(first: BatchProbe, second: BatchProbe) -> BatchProbe:
-    def probe(
-        node_ids: tuple[str, ...], items: int, taken: float, delivered: float
-    ) -> None:
-        first(node_ids, items, taken, delivered)
-        second(node_ids, items, taken, delivered)
-
-    return probe
 
 
 def _with_inputs(workflow: Workflow, inputs: dict[str, list[Any]]) -> Workflow:

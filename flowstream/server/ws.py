@@ -32,7 +32,7 @@ from litestar.params import PathParameter
 from ..core.events import encode_event
 from ..errors import EncodeError
 from .auth import token_matches
-from .routes import server
+from .context import server
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -586,3 +586,14 @@ def test_describe_validation_error_splits_message_and_path() -> None:
     )
     assert describe({}) == ("object missing required field `inner`", "inner")
     assert describe(5) == ("expected `object`, got `int`", None)
+
+
+def test_the_document_functions_keep_their_old_import_path() -> None:
+    # They live in workflow_files; code written against core.workflow still
+    # gets the very same functions, and a misspelt name still fails.
+    from flowstream.core import workflow, workflow_files
+
+    for name in workflow_files.__all__:
+        assert getattr(workflow, name) is getattr(workflow_files, name)
+    with pytest.raises(AttributeError, match="read_workflows"):
+        _ = workflow.read_workflows

@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from flowstream.server import ServerConfig, create_app
-from flowstream.server.routes import finish_document
+from flowstream.server.openapi import finish_document
 
 from .conftest import AUTH, NUMBERS, make_config, running_server
 
