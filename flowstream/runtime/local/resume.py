@@ -71,7 +71,7 @@ async def run_checkpointed(
                 and ex.graph.nodes[nid].instance_of in (None, nid)
             }
         announce_moves(ex.bus, ex.run_id, restored.moved)
-        ex._store = store
+        ex._store = ex._completions = store
         ex._run_key = key
         ex._interval = interval / 1000.0
         poison = [

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ...core.workflow import Connection, WorkflowNode
+from ..registry import NodeRegistry
 from ..validation import Graph, GraphNode
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
     from ...core.node import NodeSpec
 
-__all__ = ["cut", "remote_edges", "slots_of"]
+__all__ = ["cut", "remote_edges", "shipped_specs", "slots_of"]
 
 
 def slots_of(graph: Graph) -> dict[str, int]:
@@ -42,6 +43,24 @@ def slots_of(graph: Graph) -> dict[str, int]:
         else:
             slot.setdefault(gid, 0)
     return slot
+
+
+def shipped_specs(graph: Graph) -> list[NodeSpec]:
+    """The node types ``graph`` uses that are not built in (sent to the actors).
+
+    Each actor validates the workflow again with the built-in types and the
+    installed packs; a type the driver's registry has of its own (a user's
+    ``@node`` function, a test's) goes with the actors' arguments.
+    """
+    builtin = NodeRegistry.default(entry_points=False)
+    shipped: dict[str, NodeSpec] = {}
+    for g in graph.nodes.values():
+        spec = g.spec
+        if g.internal or spec.type_id in shipped:
+            continue
+        if spec.type_id not in builtin or builtin.get(spec.type_id) is not spec:
+            shipped[spec.type_id] = spec
+    return list(shipped.values())
 
 
 def remote_edges(graph: Graph, slots: dict[str, int]) -> list[Connection]:
