@@ -82,7 +82,13 @@ class DelegatedCompletions:
         self._wake.set()
 
     async def maybe_commit(self) -> None:
-        """Nothing to do here: the driver commits on its own interval."""
+        """Let the driver's waiting `taken` return (it commits on its interval).
+
+        A DAG of plain calls would otherwise run to its end without yielding
+        to the loop, and nothing would reach the driver before then.
+        """
+        if self._pending:
+            await asyncio.sleep(0)
 
     def ended(self) -> None:
         """The run is over: `taken` hands over the rest, then None."""

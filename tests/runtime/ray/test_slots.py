@@ -1,4 +1,4 @@
-"""The Ray backend without a cluster: slots, the cut, what it refuses."""
+"""The Ray backend without a cluster: slots, the cut, what it accepts."""
 
 from __future__ import annotations
 
@@ -6,38 +6,54 @@ from typing import Any
 
 import pytest
 
-from flowstream import FlowRuntime, NodeRegistry, Workflow
+from flowstream import FlowRuntime, NodeRegistry, Workflow, node
 from flowstream.core.workflow import Checkpoint, RetryWorkflow
 from flowstream.runtime.ray import RayBackendError
 from flowstream.runtime.ray.edges import Receive, Send, receive, send
-from flowstream.runtime.ray.slots import cut, remote_edges, slots_of
+from flowstream.runtime.ray.slots import cut, remote_edges, shipped_specs, slots_of
 from flowstream.runtime.validation import validate
 
 from .test_ray_backend import everything
 
 
-def test_what_the_ray_backend_cannot_do_yet_is_refused_by_name(tmp_path) -> None:
+def test_checkpoints_in_dag_mode_and_with_retries_are_accepted(tmp_path) -> None:
     wf = (
         Workflow("ck", checkpoint=Checkpoint(path=str(tmp_path / "c.db")))
         .node("src", "source.range", stop=3)
         .node("out", "sink.collect")
         .connect("src -> out")
     )
-    with pytest.raises(
-        RayBackendError,
-        match="'ck': on the ray backend checkpoints are taken in "
-        "stream mode only, not in 'dag' mode",
-    ):
-        FlowRuntime().executor(wf, backend="ray")
-    FlowRuntime().executor(wf, backend="ray", mode="stream")  # accepted
+    FlowRuntime().executor(wf, backend="ray")  # DAG mode
     wf.error_handling = RetryWorkflow()
-    with pytest.raises(RayBackendError, match=r"retry_workflow .* does not combine"):
-        FlowRuntime().executor(wf, backend="ray", mode="stream")
-    wf.checkpoint = None
-    FlowRuntime().executor(wf, backend="ray")  # retries alone: accepted
-    wf.error_handling = None
+    FlowRuntime().executor(wf, backend="ray")
+    FlowRuntime().executor(wf, backend="ray", mode="stream")
+    # What is still refused: a credit window that admits nothing.
     with pytest.raises(RayBackendError, match="credit_window must be >= 1, got 0"):
         FlowRuntime().executor(wf, backend="ray", credit_window=0)
+
+
+@node("slots.twice")
+def twice(x: int) -> int:
+    return 2 * x
+
+
+def test_only_node_types_the_actors_lack_are_shipped_with_them() -> None:
+    registry = NodeRegistry.default()
+    registry.register(twice)
+    wf = (
+        Workflow("mixed", parallelism=2)
+        .node("src", "source.range", stop=3)
+        .node("dbl", "slots.twice")
+        .node("per_key", "transform.reduce", op="count", key="x")
+        .node("out", "sink.collect")
+        .connect("src -> dbl")
+        .connect("dbl -> per_key")
+        .connect("per_key -> out")
+    )
+    graph = validate(wf, registry)
+    assert shipped_specs(graph) == [twice]  # once, for both instances
+    plain = validate(everything(2), NodeRegistry.default())
+    assert shipped_specs(plain) == []
 
 
 def test_slots_cut_every_cross_process_edge_into_a_send_and_a_receive() -> None:
