@@ -9,6 +9,7 @@ again, and the outputs are the local backend's.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -120,9 +121,7 @@ def test_a_failed_dag_run_resumes_without_calling_completed_nodes(
         assert again.ok, again.error
         after = calls(tmp)
         assert not done & set(after)  # nothing recorded was called again
-        assert set(before) | set(after) >= {f"n{i}" for i in range(10)} - {
-            f"n{split}"
-        }
+        assert set(before) | set(after) >= {f"n{i}" for i in range(10)} - {f"n{split}"}
         seen[backend] = (before, done, after, again.outputs)
     local, on_ray = seen["local"], seen["ray"]
     assert on_ray[3] == local[3] == {"n9": {"out": [9]}}
@@ -161,8 +160,6 @@ def test_retry_workflow_in_a_dag_run_calls_each_completed_node_once(
     executor = runtime().executor(wf, backend="ray")
     events: list[Any] = []
     executor.bus.add_listener(events.append)
-    import asyncio
-
     result = asyncio.run(executor.run())
     assert result.ok, result.error
     assert result.attempts == 2
