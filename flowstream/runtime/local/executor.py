@@ -60,7 +60,7 @@ from .dag import ScheduleRun
 from .direct import run_direct
 from .failures import Abort, Failures
 from .fusion import NodeRun, Segment, instance_fields
-from .resume import run_checkpointed
+from .resume import reload_epoch, run_checkpointed
 from .segments import run_segment
 
 if TYPE_CHECKING:
@@ -154,6 +154,7 @@ class WorkflowExecutor:
         while result.status == "failed" and attempt < attempts and not self._aborted:
             attempt += 1
             self.run_id = uuid.uuid4().hex[:12]
+            await reload_epoch(self)
             result = await self._run_once()
         result.attempts = attempt
         return result
