@@ -80,7 +80,8 @@ class RayExecutor:
     """Runs one plan once on Ray; make a new one for each run.
 
     Raises:
-        RayBackendError: The credit window is not a positive number.
+        RayBackendError: The credit window is not a positive number, or a
+            node type cannot be sent to the workers.
     """
 
     def __init__(self, graph: Graph, bus: EventBus, options: RunOptions) -> None:
@@ -93,7 +94,10 @@ class RayExecutor:
         self.bus = bus
         self.options = options
         self.run_id = uuid.uuid4().hex[:12]
-        self._specs = shipped_specs(graph)
+        try:
+            self._specs = shipped_specs(graph, ray.cloudpickle.dumps)
+        except TypeError as exc:
+            raise RayBackendError(str(exc)) from None
         slots = slots_of(graph)
         self.slots = max(slots.values(), default=0) + 1
         self._nodes_of = [

@@ -45,12 +45,16 @@ def slots_of(graph: Graph) -> dict[str, int]:
     return slot
 
 
-def shipped_specs(graph: Graph) -> list[NodeSpec]:
+def shipped_specs(graph: Graph, dumps: Callable[[Any], bytes]) -> list[NodeSpec]:
     """The node types ``graph`` uses that are not built in (sent to the actors).
 
     Each actor validates the workflow again with the built-in types and the
     installed packs; a type the driver's registry has of its own (a user's
-    ``@node`` function, a test's) goes with the actors' arguments.
+    ``@node`` function, a test's) goes with the actors' arguments, pickled
+    by ``dumps`` (tried here, so that a failure names the type).
+
+    Raises:
+        TypeError: A node type cannot be pickled.
     """
     builtin = NodeRegistry.default(entry_points=False)
     shipped: dict[str, NodeSpec] = {}
@@ -59,6 +63,14 @@ def shipped_specs(graph: Graph) -> list[NodeSpec]:
         if g.internal or spec.type_id in shipped:
             continue
         if spec.type_id not in builtin or builtin.get(spec.type_id) is not spec:
+            try:
+                dumps(spec)
+            except Exception as exc:
+                msg = (
+                    f"node type {spec.type_id!r} ({spec.location}) cannot be "
+                    f"sent to the Ray workers: {type(exc).__name__}: {exc}"
+                )
+                raise TypeError(msg) from None
             shipped[spec.type_id] = spec
     return list(shipped.values())
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
+from ray import cloudpickle
 
 from flowstream import FlowRuntime, NodeRegistry, Workflow, node
 from flowstream.core.workflow import Checkpoint, RetryWorkflow
@@ -51,9 +53,38 @@ def test_only_node_types_the_actors_lack_are_shipped_with_them() -> None:
         .connect("per_key -> out")
     )
     graph = validate(wf, registry)
-    assert shipped_specs(graph) == [twice]  # once, for both instances
+    assert shipped_specs(graph, cloudpickle.dumps) == [
+        twice
+    ]  # once, for both instances
     plain = validate(everything(2), NodeRegistry.default())
-    assert shipped_specs(plain) == []
+    assert shipped_specs(plain, cloudpickle.dumps) == []
+
+
+def test_a_node_type_that_cannot_be_sent_to_the_workers_is_named() -> None:
+    lock = threading.Lock()
+
+    @node("slots.locked")
+    def locked(x: int) -> int:
+        with lock:
+            return x
+
+    registry = NodeRegistry.default()
+    registry.register(locked)
+    wf = (
+        Workflow("locked", parallelism=2)
+        .node("src", "source.range", stop=3)
+        .node("l", "slots.locked")
+        .node("out", "sink.collect")
+        .connect("src -> l")
+        .connect("l -> out")
+    )
+    with pytest.raises(
+        RayBackendError,
+        match=r"node type 'slots.locked' \(tests\.runtime\.ray\.test_slots\."
+        r".*locked:\d+\) cannot be sent to the Ray workers: "
+        r"TypeError: cannot pickle '_thread.lock' object",
+    ):
+        FlowRuntime(registry).executor(wf, backend="ray")
 
 
 def test_slots_cut_every_cross_process_edge_into_a_send_and_a_receive() -> None:
