@@ -24,10 +24,14 @@ from typing import Any
 import msgspec
 import pytest
 import ray
+from click.testing import CliRunner
 
 from flowstream import FlowRuntime, NodeRegistry, Workflow, node
+from flowstream.cli import cli
 from flowstream.core.events import RunRestarted, WorkflowStarted
 from flowstream.core.workflow import Checkpoint, RetryWorkflow
+
+from .test_ray_backend import PARALLEL_YAML, canon
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 
@@ -93,6 +97,10 @@ def calls(tmp: Path) -> list[str]:
     found = log.read_text().split() if log.exists() else []
     log.unlink(missing_ok=True)
     return found
+
+
+def outputs(text: str) -> list[bytes]:
+    return canon(json.loads(text)["outputs"]["out"]["out"])
 
 
 def recorded(store: Path) -> set[str]:
@@ -224,3 +232,20 @@ def test_a_killed_dag_driver_resumes_without_calling_recorded_nodes(
     after = calls(tmp_path)
     assert not done & set(after)  # what the store held was not called again
     assert set(before) | set(after) == {f"n{i}" for i in range(40)}
+
+
+def test_the_cli_runs_a_parallel_dag_with_a_store_on_ray_once(tmp_path: Path) -> None:
+    # Stream nodes only (nothing one-shot to record): the store still says
+    # the run completed, and a second run writes nothing.
+    path = tmp_path / "counts.yaml"
+    path.write_text(PARALLEL_YAML)
+    local = CliRunner().invoke(cli, ["run", str(path), "--json"])
+    assert local.exit_code == 0, local.output
+    args = ["run", str(path), "--json", "--backend", "ray"]
+    args += ["--checkpoint", str(tmp_path / "ckpt.db")]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    assert outputs(first.stdout) == outputs(local.stdout)
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0, again.output
+    assert "already completed" in again.output
