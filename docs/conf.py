@@ -87,9 +87,10 @@ nitpick_ignore_regex = [
     ("py:class", r"TypeAliasForwardRef"),
     # Type variables.
     ("py:class", r"(flowstream\..*\.)?(T|T_co|T_contra|S|K|V|R|P|D|U|ItemT)"),
-    # The Ray backend's hook on the local executor (`checkpoint_under`) names
-    # a runtime-internal type that the API reference does not document.
-    ("py:class", r"DelegatedCoordinator"),
+    # The Ray backend's hooks on the local executor (`checkpoint_under`,
+    # `record_under`) name runtime-internal types that the API reference
+    # does not document.
+    ("py:class", r"DelegatedCoordinator|CompletionRecorder"),
 ]
 # A builtin spelled bare (``type[T]``) also matches flowstream attributes of
 # that name (``WorkflowNode.type``); such ambiguous references resolve to one

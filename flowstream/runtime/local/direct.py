@@ -61,11 +61,11 @@ async def run_direct(ex: WorkflowExecutor) -> None:
                     value = await ex._failures.call(n, args)
                     if value is not FAILED:
                         results.append(value)
-                if ex._store is not None:
-                    ex._store.record(
+                if ex._completions is not None:
+                    ex._completions.record(
                         ex._run_key, n.id, {OUT_PORT: results, **n.rt.pending}
                     )
-                    await ex._store.maybe_commit()
+                    await ex._completions.maybe_commit()
             remaining -= 1
             if n.sends or n.collect is not None:
                 await ex._deliver(n, OUT_PORT, results)

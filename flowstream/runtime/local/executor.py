@@ -59,17 +59,18 @@ from . import epochs
 from .dag import ScheduleRun
 from .direct import run_direct
 from .failures import Abort, Failures
-from .fusion import NodeRun, Segment
-from .resume import run_checkpointed
+from .fusion import NodeRun, Segment, instance_fields
+from .resume import reload_epoch, run_checkpointed
 from .segments import run_segment
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
 
+    from ..checkpointing.completions import CompletionRecorder
     from ..checkpointing.coordinator import Coordinator
     from ..checkpointing.delegated import DelegatedCoordinator
     from ..checkpointing.store import CheckpointStore
-    from ..validation import Graph, GraphNode
+    from ..validation import Graph
 
 __all__ = ["WorkflowExecutor"]
 
@@ -108,6 +109,7 @@ class WorkflowExecutor:
         self._store: CheckpointStore | None = None
         self._run_key = ""
         self._restored: dict[str, dict[str, list[Any]]] = {}
+        self._completions: CompletionRecorder | None = None  # the store, or for one
         # Stream mode: the last committed epoch and its node states.
         self._epoch = 0
         self._restored_states: dict[str, bytes] = {}
@@ -152,6 +154,7 @@ class WorkflowExecutor:
         while result.status == "failed" and attempt < attempts and not self._aborted:
             attempt += 1
             self.run_id = uuid.uuid4().hex[:12]
+            await reload_epoch(self)
             result = await self._run_once()
         result.attempts = attempt
         return result
@@ -169,6 +172,17 @@ class WorkflowExecutor:
         self._delegated = coord
         self._epoch = epoch
         self._restored_states = states
+
+    def record_under(
+        self, recorder: CompletionRecorder, done: dict[str, dict[str, list[Any]]]
+    ) -> None:
+        """Record DAG completions into ``recorder`` for a store elsewhere.
+
+        ``done``: the outputs of the nodes a previous run completed, handed
+        on without calling them (`checkpointing.completions`).
+        """
+        self._completions = recorder
+        self._restored = done
 
     def stop(self) -> None:
         """Stop gracefully: sources end, in-flight items drain, hooks run.
@@ -335,7 +349,7 @@ class WorkflowExecutor:
         self._nodes = {}
         self._schedule_run = None
         schedule = self.plan.schedule
-        if schedule is not None and self._store is None and self.mode == "dag":
+        if schedule is not None and self._completions is None and self.mode == "dag":
             # A plain DAG of calls runs over the plan's flat schedule; only
             # the nodes that need run-time objects (a class to initialize, a
             # ctx) get them now, the rest on first need (a failure).
@@ -371,7 +385,7 @@ class WorkflowExecutor:
             dead_letters=self._dead_letters,
             max_kept=self.options.max_dead_letters,
             error_connected=any(c.from_port == ERROR_PORT for c in g.outbound),
-            **_instance(self.graph, g),
+            **instance_fields(self.graph, g),
         )
         if self._checkpointing:
             rt.checkpointing = True
@@ -541,30 +555,6 @@ class WorkflowExecutor:
             stats=n.rt.stats(),
             **n.rt.where,
         )
-
-
-def _instance(graph: Graph, g: GraphNode) -> dict[str, Any]:
-    """Which instance of which declared node ``g`` is (nothing for a plain node).
-
-    Instance ids are ``f"{declared}[{i}]"`` (`parallel.instance_ids`); a node
-    that runs one instance keeps its declared id. A Ray slot's graph has no
-    expansion of its own: the count then comes from the workflow.
-    """
-    declared = g.instance_of
-    if declared is None or g.id == declared:
-        return {}
-    if graph.parallel is not None:
-        count = graph.parallel.parallelism[declared]
-    else:
-        wf = graph.workflow
-        decl = next((n for n in wf.nodes if n.id == declared), None)
-        own = decl.parallelism if decl is not None else None
-        count = own if own is not None else wf.parallelism
-    return {
-        "instance_of": declared,
-        "instance": int(g.id[len(declared) + 1 : -1]),
-        "instances": count,
-    }
 
 
 def _first_failure(group: BaseExceptionGroup[Any]) -> BaseException:

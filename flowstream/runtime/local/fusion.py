@@ -32,9 +32,9 @@ if TYPE_CHECKING:
     from ..channel import ReceiveChannel, SendChannel
     from ..checkpointing.barriers import SourceBarriers
     from ..context import NodeRuntime
-    from ..validation import GraphNode
+    from ..validation import Graph, GraphNode
 
-__all__ = ["KernelStep", "NodeRun", "Segment", "kernel_steps"]
+__all__ = ["KernelStep", "NodeRun", "Segment", "instance_fields", "kernel_steps"]
 
 
 @dataclass(eq=False, slots=True)
@@ -183,3 +183,27 @@ def kernel_steps(
     for step, following in itertools.pairwise(steps):
         step.next = following.parts[0][0].rt
     return steps
+
+
+def instance_fields(graph: Graph, g: GraphNode) -> dict[str, Any]:
+    """Which instance of which declared node ``g`` is (nothing for a plain node).
+
+    Instance ids are ``f"{declared}[{i}]"`` (`parallel.instance_ids`); a node
+    that runs one instance keeps its declared id. A Ray slot's graph has no
+    expansion of its own: the count then comes from the workflow.
+    """
+    declared = g.instance_of
+    if declared is None or g.id == declared:
+        return {}
+    if graph.parallel is not None:
+        count = graph.parallel.parallelism[declared]
+    else:
+        wf = graph.workflow
+        decl = next((n for n in wf.nodes if n.id == declared), None)
+        own = decl.parallelism if decl is not None else None
+        count = own if own is not None else wf.parallelism
+    return {
+        "instance_of": declared,
+        "instance": int(g.id[len(declared) + 1 : -1]),
+        "instances": count,
+    }

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from ..checkpointing.records import PoisonRecord
     from .executor import WorkflowExecutor
 
-__all__ = ["run_checkpointed", "skipped"]
+__all__ = ["reload_epoch", "run_checkpointed", "skipped"]
 
 _log = logging.getLogger("flowstream.checkpoint")
 
@@ -71,7 +71,7 @@ async def run_checkpointed(
                 and ex.graph.nodes[nid].instance_of in (None, nid)
             }
         announce_moves(ex.bus, ex.run_id, restored.moved)
-        ex._store = store
+        ex._store = ex._completions = store
         ex._run_key = key
         ex._interval = interval / 1000.0
         poison = [
@@ -92,6 +92,19 @@ async def run_checkpointed(
             status = result.status
         await store.finish(key, status)
         return result
+
+
+async def reload_epoch(ex: WorkflowExecutor) -> None:
+    """Before a ``retry_workflow`` attempt: resume from the last committed epoch.
+
+    As a restart against the store would: the sources at that epoch's
+    offsets, the state and the exactly-once sinks as they were then (not as
+    the run began, which would write again what the epochs since committed).
+    """
+    if ex._store is None or ex.mode != "stream":
+        return
+    ex._epoch, stored = await ex._store.latest_epoch(ex._run_key)
+    ex._restored_states = restore(ex.graph, stored, ex._epoch).states
 
 
 async def _count_failure(

@@ -12,7 +12,9 @@ expansion is deterministic, so every actor cuts the same graph the same way.
 Under checkpoints the actor's executor checkpoints for the coordinator in the
 driver (`checkpointing.delegated`): the driver starts each epoch here
 (``checkpoint``), collects the snapshots (``checkpoint``, ``ready_states``)
-and says when an epoch is committed (``decide``).
+and says when an epoch is committed (``decide``). In DAG mode it records
+its completed one-shot nodes instead (`checkpointing.completions`), which
+the driver takes (``taken``) into its store.
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ import msgspec
 
 from ...core.workflow import RetryWorkflow, StopWorkflow, Workflow
 from ..backends import create_executor
+from ..checkpointing.completions import (
+    DelegatedCompletions,
+    RecordsUnder,
+    decode_outputs,
+)
 from ..checkpointing.coordinator import Barrier
 from ..checkpointing.delegated import CheckpointsUnder, DelegatedCoordinator
 from ..events import EventBus
@@ -51,7 +58,7 @@ class SlotActor:
     runs), ``run``; ``push`` and ``push_barrier`` by the other actors while
     running; ``stop``, ``cancel``, ``statistics`` and ``meters`` from the
     driver at any time, and under checkpoints ``checkpoint``,
-    ``ready_states``, ``decide`` and ``stop_epochs``.
+    ``ready_states``, ``decide`` and ``stop_epochs`` (DAG mode: ``taken``).
     """
 
     def __init__(
@@ -75,6 +82,7 @@ class SlotActor:
         self.meters: dict[int, EdgeMeter] = {}
         self.executor: Executor | None = None
         self.coord: DelegatedCoordinator | None = None
+        self.completions: DelegatedCompletions | None = None
 
     async def prepare(
         self,
@@ -88,7 +96,9 @@ class SlotActor:
             handles: Every slot's actor, by slot.
             window: The credit window of each edge.
             restored: Under checkpoints: the last committed epoch and its
-                node states (of every slot: this one takes its own).
+                node states (of every slot: this one takes its own); in DAG
+                mode the outputs of the nodes completed before, MessagePack
+                by node id (`checkpointing.completions`).
         """
         graph = validate(self.workflow, self.types.registry())
         slots = slots_of(graph)
@@ -105,7 +115,14 @@ class SlotActor:
 
         part = cut(graph, self.slot, slots, edges, receiver, sender)
         self.executor = create_executor(part, EventBus(), self.options)
-        if restored is not None:
+        if restored is not None and self.options.mode == "dag":
+            self.completions = DelegatedCompletions()
+            assert isinstance(self.executor, RecordsUnder)
+            done = {
+                k: decode_outputs(v) for k, v in restored[1].items() if k in part.nodes
+            }
+            self.executor.record_under(self.completions, done)
+        elif restored is not None:
             epoch, states = restored
             in_band = frozenset(
                 gid for gid, g in part.nodes.items() if g.spec is receive
@@ -138,6 +155,8 @@ class SlotActor:
         finally:
             if self.coord is not None:
                 self.coord.ended()
+            if self.completions is not None:
+                self.completions.ended()
 
     # --- checkpoints: called by the driver --------------------------------------
 
@@ -155,6 +174,15 @@ class SlotActor:
         """Epoch ``epoch`` is committed: sources go on, sinks commit."""
         assert self.coord is not None
         await self.coord.decide(epoch)
+
+    async def taken(self) -> list[tuple[str, bytes]] | None:
+        """DAG mode: the nodes completed since the last call, once there are.
+
+        (Node id, outputs as MessagePack) pairs; None once the run ended and
+        all were taken.
+        """
+        assert self.completions is not None
+        return await self.completions.taken()
 
     def stop_epochs(self) -> None:
         """No more epochs in this run (the one after the drain follows)."""

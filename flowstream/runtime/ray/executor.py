@@ -15,7 +15,9 @@ commits it once every slot sent its snapshot, then lets the sinks commit.
 An actor that dies then rolls the whole graph back: every actor is torn
 down and the run starts again, in new actors, from the last committed epoch
 (at most ``checkpoint.max_restarts`` times in a row, each one a
-``run.rolled_back`` event). ``retry_workflow`` is not available on this backend.
+``run.rolled_back`` event). A node that fails under ``retry_workflow``
+starts the run again from that epoch too, as a new attempt (`retries`).
+In DAG mode the driver records the nodes the slots completed (`dag`).
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ from ..checkpointing.store import CheckpointStore
 from ..result import RunResult, RunStatus
 from .actor import SlotActor
 from .checkpoints import NAMESPACE, Checkpoints, actor_name, fence
+from .dag import DagCheckpoints, run_dag
 from .nodetypes import node_types
+from .retries import announce_retry, may_retry
 from .slots import slots_of
 
 if TYPE_CHECKING:
@@ -77,30 +81,13 @@ class RayExecutor:
     """Runs one plan once on Ray; make a new one for each run.
 
     Raises:
-        RayBackendError: The workflow checkpoints in DAG mode, or both
-            checkpoints and retries whole runs, or the credit window is not
-            a positive number.
+        RayBackendError: The credit window is not a positive number, or a
+            node type cannot be sent to the workers.
     """
 
     def __init__(self, graph: Graph, bus: EventBus, options: RunOptions) -> None:
         wf = graph.workflow
         self.mode = options.mode or wf.mode
-        checkpointed = options.checkpoint is not None or wf.checkpoint is not None
-        if checkpointed and self.mode != "stream":
-            msg = (
-                f"workflow {wf.name!r}: on the ray backend checkpoints are taken "
-                f"in stream mode only, not in {self.mode!r} mode; run it with "
-                "--backend local, or in stream mode"
-            )
-            raise RayBackendError(msg)
-        if checkpointed and isinstance(wf.error_handling, RetryWorkflow):
-            msg = (
-                f"workflow {wf.name!r}: on the ray backend a checkpointed run "
-                "rolls back to its last epoch when a process dies; "
-                "error_handling retry_workflow (a restart from scratch) does "
-                "not combine with it there: use one or the other"
-            )
-            raise RayBackendError(msg)
         if options.credit_window < 1:
             msg = f"credit_window must be >= 1, got {options.credit_window}"
             raise RayBackendError(msg)
@@ -108,6 +95,10 @@ class RayExecutor:
         self.bus = bus
         self.options = options
         self.run_id = uuid.uuid4().hex[:12]
+        try:
+            self._types = node_types(graph, ray.cloudpickle.dumps)
+        except TypeError as exc:
+            raise RayBackendError(str(exc)) from None
         slots = slots_of(graph)
         self.slots = max(slots.values(), default=0) + 1
         self._nodes_of = [
@@ -139,6 +130,8 @@ class RayExecutor:
         if checkpoints is None:
             return await self._attempts()
         path, interval_ms, policy = checkpoints
+        if self.mode == "dag":
+            return await run_dag(self, path, interval_ms)
         async with CheckpointStore(path, interval_ms) as store:
             key = workflow_key(self.graph.workflow)
             try:
@@ -150,7 +143,7 @@ class RayExecutor:
                     RunResult(run_id=self.run_id, status="completed", skipped=str(done))
                 )
             started = time.perf_counter()
-            restarts = 0
+            restarts = retries = 0
             while True:
                 epoch, stored = await store.latest_epoch(key)
                 try:
@@ -173,15 +166,21 @@ class RayExecutor:
                 announce_moves(self.bus, self.run_id, restored.moved)
                 self._died, self._cancelled = None, None
                 result = await self._attempt(ckpt)
-                if (
-                    self._died is None
-                    or self._stopping
-                    or restarts >= policy.max_restarts
-                ):
+                wf = self.graph.workflow
+                if self._stopping or self._aborted:
+                    break
+                if self._died is None and may_retry(wf, result, retries):
+                    # A node failed: a new attempt from the last epoch.
+                    retries += 1
+                    self._finish(result)
+                    announce_retry(self.bus, wf, result, retries, ckpt.committed)
+                    self.run_id, self._started = uuid.uuid4().hex[:12], False
+                    continue
+                if self._died is None or restarts >= policy.max_restarts:
                     break
                 restarts += 1
                 self._rolled_back(restarts, policy.max_restarts, ckpt.committed)
-            result.attempts = restarts + 1
+            result.attempts = restarts + retries + 1
             result.duration_s = time.perf_counter() - started
             if result.status == "completed" and self._stopping:
                 status = "stopped"  # drained on request: a restart resumes it
@@ -190,16 +189,17 @@ class RayExecutor:
             await store.finish(key, status)
         return self._finish(result)
 
-    async def _attempts(self) -> RunResult:
-        """Run without checkpoints; ``retry_workflow`` runs it again when it fails.
+    async def _attempts(self, ckpt: DagCheckpoints | None = None) -> RunResult:
+        """Run (a DAG: under ``ckpt``); ``retry_workflow`` runs it again if it fails.
 
         Each attempt is a run of its own (a new run id, its own start and
         end events) in new actors, as on the local backend; a stop or a
-        cancel ends the retries.
+        cancel ends the retries. Under ``ckpt`` an attempt does not call
+        the nodes an earlier one completed (a `RunRestarted` says so).
         """
         policy = self.graph.workflow.error_handling
         attempts = policy.max_attempts if isinstance(policy, RetryWorkflow) else 1
-        result = self._finish(await self._attempt(None))
+        result = self._finish(await self._attempt(ckpt))
         attempt = 1
         while (
             result.status == "failed"
@@ -207,9 +207,11 @@ class RayExecutor:
             and not (self._stopping or self._aborted)
         ):
             attempt += 1
+            if ckpt is not None:
+                announce_retry(self.bus, self.graph.workflow, result, attempt - 1, None)
             self.run_id = uuid.uuid4().hex[:12]
             self._died, self._cancelled, self._started = None, None, False
-            result = self._finish(await self._attempt(None))
+            result = self._finish(await self._attempt(ckpt))
         result.attempts = attempt
         return result
 
@@ -243,11 +245,11 @@ class RayExecutor:
             },
         )
 
-    async def _attempt(self, ckpt: Checkpoints | None) -> RunResult:
+    async def _attempt(self, ckpt: Checkpoints | DagCheckpoints | None) -> RunResult:
         """Place the slots in new actors and run them once to the end."""
         start = time.perf_counter()
         workflow = msgspec.json.encode(self.graph.workflow)
-        types = node_types(self.graph)
+        types = self._types
         options = {
             "mode": self.mode,
             "fuse": self.options.fuse,
@@ -358,7 +360,9 @@ class RayExecutor:
 
     # --- running -----------------------------------------------------------------
 
-    async def _run_slots(self, ckpt: Checkpoints | None) -> list[RunResult]:
+    async def _run_slots(
+        self, ckpt: Checkpoints | DagCheckpoints | None
+    ) -> list[RunResult]:
         results: list[RunResult | None] = [None] * self.slots
 
         async def watch(i: int, ref: Any) -> None:

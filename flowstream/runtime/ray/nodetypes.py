@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ...core.expr import ExprError, import_ref
 from ...core.node import NodeSpec
 from ..registry import NodeRegistry
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..validation import Graph
 
 __all__ = ["NodeTypes", "node_types"]
@@ -53,11 +55,19 @@ class NodeTypes:
         return registry
 
 
-def node_types(graph: Graph) -> NodeTypes:
+def node_types(graph: Graph, dumps: Callable[[Any], bytes] | None = None) -> NodeTypes:
     """The registered types ``graph``'s workflow names, by reference or by value.
 
     Types named in the workflow as ``"module:attr"`` are left out: the worker
     resolves those itself, as validation did here.
+
+    Args:
+        graph: The validated graph the workers will run.
+        dumps: Tried on each type sent by value (Ray's pickler), so that one
+            that cannot travel is named here, before any actor starts.
+
+    Raises:
+        TypeError: A type sent by value cannot be pickled by ``dumps``.
     """
     by_reference: dict[str, str] = {}
     by_value: dict[str, NodeSpec] = {}
@@ -67,6 +77,8 @@ def node_types(graph: Graph) -> NodeTypes:
             continue
         ref = _reference(spec)
         if ref is None:
+            if dumps is not None and spec.type_id not in by_value:
+                _try_pickle(spec, dumps)
             by_value[spec.type_id] = spec
         else:
             by_reference[spec.type_id] = ref
@@ -88,3 +100,14 @@ def _reference(spec: NodeSpec) -> str | None:
         if value is spec:
             return f"{module_name}:{attr}"
     return None
+
+
+def _try_pickle(spec: NodeSpec, dumps: Callable[[Any], bytes]) -> None:
+    try:
+        dumps(spec)
+    except Exception as exc:
+        msg = (
+            f"node type {spec.type_id!r} ({spec.location}) cannot be sent to "
+            f"the Ray workers: {type(exc).__name__}: {exc}"
+        )
+        raise TypeError(msg) from None

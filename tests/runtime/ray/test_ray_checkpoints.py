@@ -26,9 +26,9 @@ import msgspec
 import pytest
 import ray
 
-from flowstream import FlowRuntime, Workflow
-from flowstream.core.events import NodeEvent
-from flowstream.core.workflow import Checkpoint
+from flowstream import FlowRuntime, Workflow, default_registry, node
+from flowstream.core.events import NodeEvent, RunRestarted, WorkflowStarted
+from flowstream.core.workflow import Checkpoint, RetryWorkflow
 from flowstream.runtime.ray import RayExecutor
 from tests.checkpoints import latest_epoch
 
@@ -40,10 +40,33 @@ pytestmark = pytest.mark.usefixtures("ray_cluster")
 KEYS = 7
 
 
+class Flaky(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    marker: str  # while this file exists, record ``at`` fails (once: it goes)
+    at: int
+
+
+@node("raytest.flaky", config=Flaky)
+def flaky(x: dict[str, int], *, config: Flaky) -> dict[str, int]:
+    if x["id"] == config.at and os.path.exists(config.marker):
+        os.unlink(config.marker)
+        msg = f"record {x['id']} hit a flaky node"
+        raise RuntimeError(msg)
+    return x
+
+
 def counts(
-    out: Path, n: int, *, store: Path | None, interval_ms: float, keyed: int = 2
+    out: Path,
+    n: int,
+    *,
+    store: Path | None,
+    interval_ms: float,
+    keyed: int = 2,
+    flaky: Flaky | None = None,
 ) -> Workflow:
-    """``n`` records (10,000 a second), counted per key on ``keyed`` instances."""
+    """``n`` records (10,000 a second), counted per key on ``keyed`` instances.
+
+    With ``flaky``, the records pass a `flaky` node first (it changes none).
+    """
     db = out / "t.db"
     wf = (
         Workflow("counts", mode="stream", parallelism=2)
@@ -72,11 +95,15 @@ def counts(
         .node("lines", "file.sink", path=str(out / "rows.jsonl"), parallelism=1)
         .connect("src -> pace")
         .connect("pace -> rec")
-        .connect("rec -> per_key")
         .connect("per_key -> agg")
-        .connect("rec -> rows")
-        .connect("rec -> lines")
     )
+    records = "rec"
+    if flaky is not None:
+        wf.node("check", "raytest.flaky", **msgspec.structs.asdict(flaky))
+        wf.connect("rec -> check")
+        records = "check"
+    for consumer in ("per_key", "rows", "lines"):
+        wf.connect(f"{records} -> {consumer}")
     if store is not None:
         wf.checkpoint = Checkpoint(path=str(store), interval_ms=interval_ms)
     return wf
@@ -279,4 +306,74 @@ def test_a_stopped_run_resumes_on_ray_at_another_parallelism(
     states = latest_epoch(store)[1]
     accs = [states[f"per_key[{i}]"]["accs"] for i in range(3)]
     assert sum(sum(a.values()) for a in accs) == N_ACTOR
+    assert contents(tmp_path) == expected[N_ACTOR]
+
+
+def test_retry_workflow_resumes_a_failed_attempt_from_the_last_epoch(
+    tmp_path: Path, expected: dict[int, dict[str, Any]]
+) -> None:
+    store = tmp_path / "ckpt.db"
+    marker = tmp_path / "flaky"
+    marker.touch()
+    wf = counts(
+        tmp_path,
+        N_ACTOR,
+        store=store,
+        interval_ms=50,
+        flaky=Flaky(marker=str(marker), at=N_ACTOR // 2),
+    )
+    wf.error_handling = RetryWorkflow(max_attempts=2)
+    registry = default_registry()
+    registry.register(flaky)
+    executor = FlowRuntime(registry).executor(wf, backend="ray")
+    events: list[Any] = []
+    executor.bus.add_listener(events.append)
+    result = asyncio.run(executor.run())
+    assert result.ok, result.error
+    assert result.attempts == 2
+    (restarted,) = [e for e in events if isinstance(e, RunRestarted)]
+    assert "record 10000 hit a flaky node" in restarted.reason
+    assert restarted.checkpointed
+    # Mid-stream: the second attempt resumed from an epoch, not from scratch.
+    assert restarted.from_epoch is not None
+    assert restarted.from_epoch >= 1
+    started = [e.run_id for e in events if isinstance(e, WorkflowStarted)]
+    assert len(set(started)) == 2  # each attempt a run of its own
+    assert restarted.run_id == started[0]
+    assert not [
+        e for e in events if isinstance(e, NodeEvent) and e.name == "run.rolled_back"
+    ]
+    assert contents(tmp_path) == expected[N_ACTOR]
+
+
+def test_retry_workflow_with_checkpoints_rolls_back_a_killed_actor(
+    tmp_path: Path, expected: dict[int, dict[str, Any]]
+) -> None:
+    store = tmp_path / "ckpt.db"
+    wf = counts(tmp_path, N_ACTOR, store=store, interval_ms=50)
+    wf.error_handling = RetryWorkflow(max_attempts=2)
+    executor = FlowRuntime().executor(wf, backend="ray")
+    assert isinstance(executor, RayExecutor)
+    events: list[Any] = []
+    executor.bus.add_listener(events.append)
+
+    async def main() -> Any:
+        task = asyncio.create_task(executor.run())
+        deadline = time.monotonic() + 60
+        while latest_epoch(store)[0] < 2:
+            assert not task.done(), task.result().error
+            assert time.monotonic() < deadline, "no epoch committed"
+            await asyncio.wait([task], timeout=0.01)
+        ray.kill(executor._actors[1])
+        return await task
+
+    result = asyncio.run(main())
+    assert result.ok, result.error
+    assert result.attempts == 2
+    # A process that died is rolled back, not retried as a failed run.
+    (rolled,) = [
+        e for e in events if isinstance(e, NodeEvent) and e.name == "run.rolled_back"
+    ]
+    assert rolled.data["epoch"] >= 2
+    assert not [e for e in events if isinstance(e, RunRestarted)]
     assert contents(tmp_path) == expected[N_ACTOR]

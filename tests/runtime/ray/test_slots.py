@@ -1,43 +1,87 @@
-"""The Ray backend without a cluster: slots, the cut, what it refuses."""
+"""The Ray backend without a cluster: slots, the cut, what it accepts."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
+from ray import cloudpickle
 
-from flowstream import FlowRuntime, Workflow, default_registry
+from flowstream import FlowRuntime, Workflow, default_registry, node
 from flowstream.core.workflow import Checkpoint, RetryWorkflow
 from flowstream.runtime.ray import RayBackendError
 from flowstream.runtime.ray.edges import Receive, Send, receive, send
+from flowstream.runtime.ray.nodetypes import node_types
 from flowstream.runtime.ray.slots import cut, remote_edges, slots_of
 from flowstream.runtime.validation import validate
 
 from .test_ray_backend import everything
 
 
-def test_what_the_ray_backend_cannot_do_yet_is_refused_by_name(tmp_path) -> None:
+def test_checkpoints_in_dag_mode_and_with_retries_are_accepted(tmp_path) -> None:
     wf = (
         Workflow("ck", checkpoint=Checkpoint(path=str(tmp_path / "c.db")))
         .node("src", "source.range", stop=3)
         .node("out", "sink.collect")
         .connect("src -> out")
     )
-    with pytest.raises(
-        RayBackendError,
-        match="'ck': on the ray backend checkpoints are taken in "
-        "stream mode only, not in 'dag' mode",
-    ):
-        FlowRuntime().executor(wf, backend="ray")
-    FlowRuntime().executor(wf, backend="ray", mode="stream")  # accepted
+    FlowRuntime().executor(wf, backend="ray")  # DAG mode
     wf.error_handling = RetryWorkflow()
-    with pytest.raises(RayBackendError, match=r"retry_workflow .* does not combine"):
-        FlowRuntime().executor(wf, backend="ray", mode="stream")
-    wf.checkpoint = None
-    FlowRuntime().executor(wf, backend="ray")  # retries alone: accepted
-    wf.error_handling = None
+    FlowRuntime().executor(wf, backend="ray")
+    FlowRuntime().executor(wf, backend="ray", mode="stream")
+    # What is still refused: a credit window that admits nothing.
     with pytest.raises(RayBackendError, match="credit_window must be >= 1, got 0"):
         FlowRuntime().executor(wf, backend="ray", credit_window=0)
+
+
+def test_a_node_type_made_in_a_function_travels_by_value_once() -> None:
+    @node("slots.thrice")
+    def thrice(x: int) -> int:
+        return 3 * x
+
+    registry = default_registry()
+    registry.register(thrice)
+    wf = (
+        Workflow("mixed", parallelism=2)
+        .node("src", "source.range", stop=3)
+        .node("dbl", "slots.thrice")
+        .node("per_key", "transform.reduce", op="count", key="x")
+        .node("out", "sink.collect")
+        .connect("src -> dbl")
+        .connect("dbl -> per_key")
+        .connect("per_key -> out")
+    )
+    types = node_types(validate(wf, registry), cloudpickle.dumps)
+    assert types.by_value == {"slots.thrice": thrice}  # once, for both instances
+    assert "transform.reduce" in types.by_reference
+
+
+def test_a_node_type_that_cannot_be_sent_to_the_workers_is_named() -> None:
+    lock = threading.Lock()
+
+    @node("slots.locked")
+    def locked(x: int) -> int:
+        with lock:
+            return x
+
+    registry = default_registry()
+    registry.register(locked)
+    wf = (
+        Workflow("locked", parallelism=2)
+        .node("src", "source.range", stop=3)
+        .node("l", "slots.locked")
+        .node("out", "sink.collect")
+        .connect("src -> l")
+        .connect("l -> out")
+    )
+    with pytest.raises(
+        RayBackendError,
+        match=r"node type 'slots.locked' \(tests\.runtime\.ray\.test_slots\."
+        r".*locked:\d+\) cannot be sent to the Ray workers: "
+        r"TypeError: cannot pickle '_thread.lock' object",
+    ):
+        FlowRuntime(registry).executor(wf, backend="ray")
 
 
 def test_slots_cut_every_cross_process_edge_into_a_send_and_a_receive() -> None:
