@@ -76,6 +76,7 @@ class SlotActor:
         handles: list[Any],
         window: int,
         restored: tuple[int, dict[str, bytes]] | None = None,
+        poison: dict[str, dict[str, str]] | None = None,
     ) -> list[str]:
         """Build this slot's graph and executor; return its node ids.
 
@@ -84,6 +85,8 @@ class SlotActor:
             window: The credit window of each edge.
             restored: Under checkpoints: the last committed epoch and its
                 node states (of every slot: this one takes its own).
+            poison: Under checkpoints: the records the nodes send to their
+                dead letters when they fail again (`checkpointing.poison`).
         """
         graph = validate(self.workflow, NodeRegistry.default())
         slots = slots_of(graph)
@@ -108,7 +111,7 @@ class SlotActor:
             self.coord = DelegatedCoordinator(epoch + 1, in_band)
             assert isinstance(self.executor, CheckpointsUnder)
             mine = {k: v for k, v in states.items() if k in part.nodes}
-            self.executor.checkpoint_under(self.coord, epoch, mine)
+            self.executor.checkpoint_under(self.coord, epoch, mine, poison)
         return list(part.nodes)
 
     async def push(self, edge: int, seq: int, payload: bytes | None) -> None:
@@ -155,6 +158,12 @@ class SlotActor:
         """No more epochs in this run (the one after the drain follows)."""
         if self.coord is not None:
             self.coord.stop_epochs()
+
+    def failed_record(self) -> tuple[str, Any] | None:
+        """Under checkpoints: the node and record this slot's run failed on."""
+        if isinstance(self.executor, CheckpointsUnder):
+            return self.executor.failed_record()
+        return None
 
     def ping(self) -> int:
         """This actor's process id (the driver's health check; tests kill it)."""

@@ -33,6 +33,7 @@ import ray
 from ...core.events import NodeEvent, NodeStats, WorkflowCompleted, WorkflowStarted
 from ...core.workflow import Checkpoint, RetryWorkflow
 from ...errors import FlowstreamError
+from ..checkpointing.poison import Poison, count_failure, poison_for, refusal
 from ..checkpointing.records import AlreadyCompleted, workflow_key
 from ..checkpointing.rescale import RescaleError, announce_moves, layout_states, restore
 from ..checkpointing.store import CheckpointStore
@@ -121,6 +122,8 @@ class RayExecutor:
         self._died: str | None = None
         self._dead_slot = 0
         self._started = False
+        self._poison: Poison = {}  # under checkpoints: `checkpointing.poison`
+        self._failed_on: tuple[str, Any] | None = None  # the record a slot failed on
         self.timings: dict[str, float] = {}
         """After a run: ``place_s`` (starting and wiring the actors) and
         ``run_s`` (from `WorkflowStarted` to the last slot's end)."""
@@ -148,6 +151,13 @@ class RayExecutor:
                 return self._finish(
                     RunResult(run_id=self.run_id, status="completed", skipped=str(done))
                 )
+            refused, self._poison = await poison_for(store, key, self.graph, policy)
+            if refused is not None:
+                await store.finish(key, "failed")
+                error = refusal(refused)
+                return self._finish(
+                    RunResult(run_id=self.run_id, status="failed", error=error)
+                )
             started = time.perf_counter()
             restarts = 0
             while True:
@@ -170,11 +180,12 @@ class RayExecutor:
                     layout_states(restored.layout),
                 )
                 announce_moves(self.bus, self.run_id, restored.moved)
-                self._died, self._cancelled = None, None
+                self._died, self._cancelled, self._failed_on = None, None, None
                 result = await self._attempt(ckpt)
                 if (
                     self._died is None
                     or self._stopping
+                    or self._aborted
                     or restarts >= policy.max_restarts
                 ):
                     break
@@ -182,6 +193,10 @@ class RayExecutor:
                 self._rolled_back(restarts, policy.max_restarts, ckpt.committed)
             result.attempts = restarts + 1
             result.duration_s = time.perf_counter() - started
+            if result.status == "failed" and self._failed_on is not None:
+                result.error = await count_failure(
+                    store, key, self.graph, policy, self._failed_on, result.error or ""
+                )
             if result.status == "completed" and self._stopping:
                 status = "stopped"  # drained on request: a restart resumes it
             else:
@@ -281,6 +296,7 @@ class RayExecutor:
                             self._actors,
                             self.options.credit_window,
                             None if ckpt is None else ckpt.restored(self._nodes_of[i]),
+                            self._poison,
                         )
                         for i, a in enumerate(self._actors)
                     )
@@ -377,6 +393,11 @@ class RayExecutor:
                 self._cancelled = result.status
                 for a in self._actors:
                     a.cancel.remote()
+            if result.status == "failed" and self._died is None:
+                # For poison-record accounting (the actor is gone after the run).
+                with contextlib.suppress(ray.exceptions.RayError):
+                    found = await self._actors[i].failed_record.remote()
+                    self._failed_on = self._failed_on or found
 
         async with asyncio.TaskGroup() as tg:
             watchers = [
