@@ -29,6 +29,7 @@ from ..options import RunOptions
 from ..registry import NodeRegistry
 from ..validation import validate
 from .edges import EdgeMeter, Inbox, Receive, Send, receive, send
+from .probe import OutputSample
 from .slots import cut, remote_edges, slots_of
 
 if TYPE_CHECKING:
@@ -65,7 +66,12 @@ class SlotActor:
             else handling,
         )
         self.slot = slot
-        self.options = RunOptions(**options, backend="local")
+        # The driver's output probe stays there: this slot keeps a sample of
+        # its outputs for the driver to poll (`probe`).
+        sampled = options.pop("sample_outputs", False)
+        self.sample = OutputSample() if sampled else None
+        probe = self.sample.take if self.sample is not None else None
+        self.options = RunOptions(**options, backend="local", output_probe=probe)
         self.inboxes: dict[int, Inbox] = {}
         self.meters: dict[int, EdgeMeter] = {}
         self.executor: Executor | None = None
@@ -164,6 +170,10 @@ class SlotActor:
         if isinstance(self.executor, CheckpointsUnder):
             return self.executor.failed_record()
         return None
+
+    def sample_outputs(self) -> list[tuple[str, str, bytes]]:
+        """The latest records each output collected since the last call."""
+        return self.sample.drain() if self.sample is not None else []
 
     def ping(self) -> int:
         """This actor's process id (the driver's health check; tests kill it)."""

@@ -40,6 +40,7 @@ from ..checkpointing.store import CheckpointStore
 from ..result import RunResult, RunStatus
 from .actor import SlotActor
 from .checkpoints import NAMESPACE, Checkpoints, actor_name, fence
+from .probe import poll_samples
 from .slots import slots_of
 
 if TYPE_CHECKING:
@@ -268,6 +269,7 @@ class RayExecutor:
             "capacity": self.options.capacity,
             "drain_timeout": self.options.drain_timeout,
             "max_dead_letters": self.options.max_dead_letters,
+            "sample_outputs": self.options.output_probe is not None,
         }
         if ckpt is None:
             self._actors = [
@@ -416,7 +418,10 @@ class RayExecutor:
         return [r for r in results if r is not None]
 
     async def _poll(self, watchers: list[asyncio.Task[None]]) -> None:
+        probe = self.options.output_probe
         while not all(w.done() for w in watchers):
+            if probe is not None:
+                await poll_samples(self._actors, probe)
             with contextlib.suppress(ray.exceptions.RayError):
                 parts = await asyncio.gather(
                     *(a.statistics.remote() for a in self._actors)
@@ -428,6 +433,8 @@ class RayExecutor:
                     channels.update(c)
                 self._stats, self._channels = stats, channels
             await asyncio.wait(watchers, timeout=_POLL_S)
+        if probe is not None:
+            await poll_samples(self._actors, probe)  # what the last poll missed
 
     def _merge(self, results: list[RunResult], duration: float) -> RunResult:
         status: RunStatus

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import closing
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+import msgspec
 import pytest
 
 from flowstream import FlowRuntime, Workflow
 from flowstream.core.workflow import Checkpoint
+from flowstream.runtime.ray.probe import SAMPLE_BYTES, SAMPLE_RECORDS, OutputSample
+from flowstream.server.observe import OUTPUT_RECORDS, RecentOutputs
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -73,3 +76,60 @@ def test_a_poison_record_is_counted_in_the_driver_and_dead_lettered(
     with closing(sqlite3.connect(tmp_path / "t.db")) as conn:
         rows = conn.execute("select x, count(*) from t group by x").fetchall()
     assert sorted(rows) == [(x, 1) for x in range(N) if x != 13]
+
+
+def test_recent_outputs_reach_the_probe_in_the_driver_as_a_bounded_sample() -> None:
+    n = 3000
+    wf = (
+        Workflow("recent", mode="stream", parallelism=2)
+        .node("src", "source.range", stop=n, parallelism=1)
+        # Paced (about 1.5 s), so that the driver polls the slots mid-run.
+        .node("pace", "transform.throttle", rate=200, per_ms=100, burst=200)
+        .node("sq", "transform.map", expr="{'i': x, 'sq': x * x}")
+        .node("out", "sink.collect", parallelism=1)
+        .connect("src -> pace")
+        .connect("pace -> sq")
+        .connect("sq -> out")
+    )
+    calls: list[tuple[str, str, list[Any]]] = []
+    recent = RecentOutputs()
+
+    def probe(node_id: str, port: str, batch: list[Any]) -> None:
+        calls.append((node_id, port, list(batch)))
+        recent.take(node_id, port, batch)
+
+    result = FlowRuntime().run(wf, backend="ray", output_probe=probe)
+    assert result.ok, result.error
+    collected = result.output("out")
+    assert len(collected) == n
+    assert len(calls) > 1  # mid-run, not only at the end
+    assert {(node, port) for node, port, _ in calls} == {("out", "out")}
+    position = {r["i"]: k for k, r in enumerate(collected)}
+    for _, _, batch in calls:
+        assert 0 < len(batch) <= SAMPLE_RECORDS
+        # The latest records collected, in their order.
+        at = [position[r["i"]] for r in batch]
+        assert at == list(range(at[0], at[0] + len(batch)))
+    assert sum(len(b) for _, _, b in calls) < n  # a sample, not every record
+    # What the server shows once the run ended: its last records.
+    shown = recent.snapshot()["out"]["out"].records
+    assert [msgspec.json.decode(r) for r in shown] == collected[-OUTPUT_RECORDS:]
+
+
+def test_a_sample_keeps_the_newest_records_within_its_byte_bound() -> None:
+    sample = OutputSample()
+    sample.take("out", "out", [{"i": i, "pad": "x" * 2000} for i in range(40)])
+    sample.take("out", "out", [{"i": i, "pad": "x" * 2000} for i in range(40, 80)])
+    sample.take("big", "out", [b"y" * (SAMPLE_BYTES + 1), object()])
+    sample.take("huge", "out", [b"y" * (SAMPLE_BYTES + 1)])
+    found = {(node, port): payload for node, port, payload in sample.drain()}
+    kept = msgspec.msgpack.decode(found[("out", "out")])
+    assert len(found[("out", "out")]) <= SAMPLE_BYTES
+    assert [r["i"] for r in kept] == list(range(80 - len(kept), 80))
+    assert 25 < len(kept) < SAMPLE_RECORDS
+    big = msgspec.msgpack.decode(found[("big", "out")])
+    assert len(big) == 1  # the object's repr; the bytes record over the bound
+    assert big[0].startswith("<object object at")
+    [huge] = msgspec.msgpack.decode(found[("huge", "out")])
+    assert huge == f"(a record of {SAMPLE_BYTES + 6} bytes, not shown)"  # bin 32
+    assert sample.drain() == []  # taken once
