@@ -40,6 +40,7 @@ from ..checkpointing.store import CheckpointStore
 from ..result import RunResult, RunStatus
 from .actor import SlotActor
 from .checkpoints import NAMESPACE, Checkpoints, actor_name, fence
+from .health import watch_health
 from .probe import poll_samples
 from .slots import slots_of
 
@@ -308,6 +309,8 @@ class RayExecutor:
                 # a cluster that cannot place the actors.
                 error = f"the Ray workers could not set up the run: {exc}"
                 return RunResult(run_id=self.run_id, status="failed", error=error)
+            if self._aborted:  # cancelled while the actors were placed
+                return RunResult(run_id=self.run_id, status="cancelled")
             placed = time.perf_counter()
             self.timings["place_s"] = placed - start
             if not self._started:
@@ -407,6 +410,7 @@ class RayExecutor:
                 for i, a in enumerate(self._actors)
             ]
             tg.create_task(self._poll(watchers))
+            tg.create_task(watch_health(self._actors, watchers, self._unresponsive))
             if ckpt is not None:
                 tg.create_task(
                     ckpt.coordinate(
@@ -416,6 +420,14 @@ class RayExecutor:
                     )
                 )
         return [r for r in results if r is not None]
+
+    def _unresponsive(self, slot: int, why: str) -> None:
+        """Slot ``slot``'s actor stopped answering (`health`): it is dead."""
+        if self._died is None:
+            nodes = ", ".join(self._nodes_of[slot])
+            self._died = f"the process running {nodes} is taken for dead: {why}"
+            self._dead_slot = slot
+        ray.kill(self._actors[slot])  # its run's watcher then ends the run
 
     async def _poll(self, watchers: list[asyncio.Task[None]]) -> None:
         probe = self.options.output_probe

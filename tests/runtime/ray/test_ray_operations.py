@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import signal
 import sqlite3
+import time
 from contextlib import closing
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -10,7 +15,9 @@ import msgspec
 import pytest
 
 from flowstream import FlowRuntime, Workflow
+from flowstream.core.events import NodeEvent
 from flowstream.core.workflow import Checkpoint
+from flowstream.runtime.ray import RayExecutor, health
 from flowstream.runtime.ray.probe import SAMPLE_BYTES, SAMPLE_RECORDS, OutputSample
 from flowstream.server.observe import OUTPUT_RECORDS, RecentOutputs
 
@@ -133,3 +140,108 @@ def test_a_sample_keeps_the_newest_records_within_its_byte_bound() -> None:
     [huge] = msgspec.msgpack.decode(found[("huge", "out")])
     assert huge == f"(a record of {SAMPLE_BYTES + 6} bytes, not shown)"  # bin 32
     assert sample.drain() == []  # taken once
+
+
+def waiting(store: Path | None) -> Workflow:
+    """A stream that idles: its timer fires once a minute, nothing else moves."""
+    wf = (
+        Workflow("idle", mode="stream", parallelism=2)
+        .node("tick", "source.timer", interval_ms=60_000, parallelism=1)
+        .node("m", "transform.map", expr="x")
+        .node("out", "sink.null")
+        .connect("tick -> m")
+        .connect("m -> out")
+    )
+    if store is not None:
+        wf.checkpoint = Checkpoint(path=str(store), interval_ms=50)
+    return wf
+
+
+async def until_running(executor: RayExecutor, task: asyncio.Task[Any]) -> None:
+    """Wait (with a deadline) till every slot's nodes report counters."""
+    deadline = time.monotonic() + 60
+    while "m[1]" not in executor.statistics() or "tick" not in executor.statistics():
+        assert not task.done(), task.result().error
+        assert time.monotonic() < deadline, "the run did not start"
+        await asyncio.wait([task], timeout=0.05)
+
+
+def test_an_idle_actor_killed_fails_the_run_naming_its_nodes() -> None:
+    executor = FlowRuntime().executor(waiting(None), backend="ray")
+    assert isinstance(executor, RayExecutor)
+
+    async def main() -> Any:
+        task = asyncio.create_task(executor.run())
+        await until_running(executor, task)
+        # Slot 1 waits for input that comes once a minute.
+        os.kill(await executor._actors[1].ping.remote(), signal.SIGKILL)
+        return await asyncio.wait_for(task, 60)
+
+    result = asyncio.run(main())
+    assert result.status == "failed"
+    assert "the process running m[1], out[1] died" in (result.error or "")
+
+
+def test_an_unresponsive_actor_is_taken_for_dead_and_the_run_rolls_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(health, "UNRESPONSIVE_S", 1.0)
+    executor = FlowRuntime().executor(waiting(tmp_path / "c.db"), backend="ray")
+    assert isinstance(executor, RayExecutor)
+    events: list[Any] = []
+    executor.bus.add_listener(events.append)
+
+    async def main() -> Any:
+        task = asyncio.create_task(executor.run())
+        await until_running(executor, task)
+        first = executor._actors
+        # The source's process stops: alive to Ray, deaf to the driver.
+        pid = await first[0].ping.remote()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            deadline = time.monotonic() + 60
+            while executor._actors is first:
+                assert not task.done(), task.result().error
+                assert time.monotonic() < deadline, "not taken for dead"
+                await asyncio.wait([task], timeout=0.05)
+            await until_running(executor, task)
+            executor.stop()
+            return await asyncio.wait_for(task, 60)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)  # if Ray has not yet
+
+    result = asyncio.run(main())
+    assert result.ok, result.error
+    assert result.attempts == 2
+    (rolled,) = [
+        e for e in events if isinstance(e, NodeEvent) and e.name == "run.rolled_back"
+    ]
+    assert {"tick", "m[0]", "out[0]"} <= set(rolled.data["nodes"])
+    assert "m[1]" not in rolled.data["nodes"]
+    assert (
+        "is taken for dead: it has not answered a health check for 1 s"
+        in (rolled.data["error"])
+    )
+
+
+def test_a_cancel_while_the_run_rolls_back_ends_it(tmp_path: Path) -> None:
+    executor = FlowRuntime().executor(waiting(tmp_path / "c.db"), backend="ray")
+    assert isinstance(executor, RayExecutor)
+
+    async def main() -> Any:
+        task = asyncio.create_task(executor.run())
+        await until_running(executor, task)
+        first = executor._actors
+        os.kill(await first[1].ping.remote(), signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while executor._actors is first:  # the next attempt's actors are placed
+            assert not task.done(), task.result().error
+            assert time.monotonic() < deadline, "no rollback"
+            await asyncio.sleep(0.005)
+        executor.cancel()  # before they run: it must not be lost
+        return await asyncio.wait_for(task, 60)
+
+    result = asyncio.run(main())
+    assert result.status == "cancelled"
+    assert result.attempts == 2
