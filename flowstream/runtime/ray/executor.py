@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import time
 import uuid
@@ -80,8 +81,8 @@ class RayExecutor:
 
     Raises:
         RayBackendError: The workflow checkpoints in DAG mode, or both
-            checkpoints and retries whole runs, or the credit window is not
-            a positive number.
+            checkpoints and retries whole runs, or the credit window or the
+            health timeout is not a positive number.
     """
 
     def __init__(self, graph: Graph, bus: EventBus, options: RunOptions) -> None:
@@ -105,6 +106,12 @@ class RayExecutor:
             raise RayBackendError(msg)
         if options.credit_window < 1:
             msg = f"credit_window must be >= 1, got {options.credit_window}"
+            raise RayBackendError(msg)
+        if not 0 < options.health_timeout_s < math.inf:
+            msg = (
+                "health_timeout_s must be a finite number of seconds > 0, "
+                f"got {options.health_timeout_s}"
+            )
             raise RayBackendError(msg)
         self.graph = graph
         self.bus = bus
@@ -410,7 +417,14 @@ class RayExecutor:
                 for i, a in enumerate(self._actors)
             ]
             tg.create_task(self._poll(watchers))
-            tg.create_task(watch_health(self._actors, watchers, self._unresponsive))
+            tg.create_task(
+                watch_health(
+                    self._actors,
+                    watchers,
+                    self.options.health_timeout_s,
+                    self._unresponsive,
+                )
+            )
             if ckpt is not None:
                 tg.create_task(
                     ckpt.coordinate(

@@ -10,11 +10,12 @@ Its ``run`` call then never ends, and neither does the run.
 
 So the driver pings each actor every `PING_S` (`SlotActor.ping`, answered
 on the actor's event loop). One whose ping has not answered after
-`UNRESPONSIVE_S` is taken for dead: the executor kills it and fails the
-run naming its nodes, or, under checkpoints, rolls every slot back to the
-last committed epoch. The bound is generous on purpose: a node that blocks
-its process's event loop (a synchronous call in a one-shot node) keeps
-pings waiting as long, and a healthy run must not be killed for it.
+``RunOptions.health_timeout_s`` (15 s unless set) is taken for dead: the
+executor kills it and fails the run naming its nodes, or, under checkpoints,
+rolls every slot back to the last committed epoch. The bound is generous on
+purpose: a node that blocks its process's event loop (a synchronous call in
+a one-shot node) keeps pings waiting as long, and a healthy run must not be
+killed for it.
 """
 
 from __future__ import annotations
@@ -28,17 +29,16 @@ import ray
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-__all__ = ["PING_S", "UNRESPONSIVE_S", "watch_health"]
+__all__ = ["PING_S", "watch_health"]
 
 PING_S = 0.5
 """Seconds between two pings of one actor."""
-UNRESPONSIVE_S = 15.0
-"""An actor that has not answered a ping for this long is taken for dead."""
 
 
 async def watch_health(
     actors: Sequence[Any],
     runs: Sequence[asyncio.Task[None]],
+    limit: float,
     unresponsive: Callable[[int, str], None],
 ) -> None:
     """Ping every actor until the ``runs`` end; report one that stops answering.
@@ -46,10 +46,11 @@ async def watch_health(
     Args:
         actors: The slots' actors.
         runs: Each slot's run, watched: the check ends with the last.
+        limit: Seconds an actor may leave a ping unanswered.
         unresponsive: Called once with the slot and why, for the first
             actor that did not answer in time.
     """
-    checks = [asyncio.ensure_future(_ping(a)) for a in actors]
+    checks = [asyncio.ensure_future(_ping(a, limit)) for a in actors]
     try:
         waiting = {*checks, *runs}
         while not all(r.done() for r in runs):
@@ -64,16 +65,16 @@ async def watch_health(
             c.cancel()
 
 
-async def _ping(actor: Any) -> str | None:
+async def _ping(actor: Any, limit: float) -> str | None:
     """Ping ``actor`` every `PING_S` till it dies; why, if it stops answering."""
     while True:
         sent = time.monotonic()
         try:
-            async with asyncio.timeout(UNRESPONSIVE_S):
+            async with asyncio.timeout(limit):
                 await actor.ping.remote()
         except TimeoutError:
             return (
-                f"it has not answered a health check for {UNRESPONSIVE_S:g} s "
+                f"it has not answered a health check for {limit:g} s "
                 "(its process stopped, hung or cut off)"
             )
         except ray.exceptions.RayError:

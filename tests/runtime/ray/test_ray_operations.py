@@ -17,7 +17,7 @@ import pytest
 from flowstream import FlowRuntime, Workflow
 from flowstream.core.events import NodeEvent
 from flowstream.core.workflow import Checkpoint
-from flowstream.runtime.ray import RayExecutor, health
+from flowstream.runtime.ray import RayBackendError, RayExecutor
 from flowstream.runtime.ray.probe import SAMPLE_BYTES, SAMPLE_RECORDS, OutputSample
 from flowstream.server.observe import OUTPUT_RECORDS, RecentOutputs
 
@@ -183,10 +183,11 @@ def test_an_idle_actor_killed_fails_the_run_naming_its_nodes() -> None:
 
 
 def test_an_unresponsive_actor_is_taken_for_dead_and_the_run_rolls_back(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
-    monkeypatch.setattr(health, "UNRESPONSIVE_S", 1.0)
-    executor = FlowRuntime().executor(waiting(tmp_path / "c.db"), backend="ray")
+    executor = FlowRuntime().executor(
+        waiting(tmp_path / "c.db"), backend="ray", health_timeout_s=1.0
+    )
     assert isinstance(executor, RayExecutor)
     events: list[Any] = []
     executor.bus.add_listener(events.append)
@@ -245,3 +246,11 @@ def test_a_cancel_while_the_run_rolls_back_ends_it(tmp_path: Path) -> None:
     result = asyncio.run(main())
     assert result.status == "cancelled"
     assert result.attempts == 2
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("inf"), float("nan")])
+def test_a_health_timeout_that_is_not_a_positive_number_is_refused(
+    bad: float,
+) -> None:
+    with pytest.raises(RayBackendError, match=f"health_timeout_s .* got {bad}"):
+        FlowRuntime().executor(waiting(None), backend="ray", health_timeout_s=bad)
