@@ -405,7 +405,7 @@ class RayExecutor:
                 self._cancelled = result.status
                 for a in self._actors:
                     a.cancel.remote()
-            if result.status == "failed" and self._died is None:
+            if result.status == "failed" and ckpt is not None and self._died is None:
                 # For poison-record accounting (the actor is gone after the run).
                 with contextlib.suppress(ray.exceptions.RayError):
                     found = await self._actors[i].failed_record.remote()
