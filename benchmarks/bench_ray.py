@@ -14,7 +14,7 @@ the last slot's end (`RayExecutor.timings`), leaving out starting the actors
 (new worker processes: seconds on a loaded machine, once per run; the wall
 time with it is in the notes). A local run runs in this process, between the
 Ray runs: Ray's driver threads here do not measurably slow it (on the 2-core
-machine, 50k items: 0.39-0.40 s before ``ray.init``, median 0.34 s
+machine, 50k items of 120 burn steps: 0.39-0.40 s before ``ray.init``, 0.34 s
 [0.29..0.41] with Ray up and idle between runs, while a fresh subprocess per
 run measured 0.49 s [0.38..0.51] inside it: cold imports and compiles, not
 Ray), and a note compares it with local runs timed before Ray started. The
