@@ -59,6 +59,12 @@ class RunOptions:
         ray_address: The Ray cluster to run on (``backend="ray"``); None
             starts a local Ray with this machine's cores, unless this process
             already joined one.
+        health_timeout_s: ``backend="ray"``: an actor that has not answered
+            the driver's health check (a ping, twice a second) for this long
+            is taken for dead: the run fails naming its nodes, or rolls back
+            under checkpoints. A node that blocks its process's event loop
+            delays the pings as long: keep it above such a node's longest
+            call.
         credit_window: ``backend="ray"``: how many batches one edge between
             processes may have sent and not yet acknowledged.
     """
@@ -79,6 +85,7 @@ class RunOptions:
     backend: str = "local"
     ray_address: str | None = None
     credit_window: int = 8
+    health_timeout_s: float = 15.0
 
 
 class RunSettings(TypedDict, total=False):
@@ -103,3 +110,4 @@ class RunSettings(TypedDict, total=False):
     backend: str
     ray_address: str | None
     credit_window: int
+    health_timeout_s: float

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Literal
 import pytest
 from click.testing import CliRunner
 
-from flowstream import FlowRuntime, Workflow, default_registry
+from flowstream import FlowRuntime, RunResult, Workflow, default_registry
 from flowstream.cli import cli
 from flowstream.core.workflow import Checkpoint
 
@@ -97,3 +97,28 @@ def test_dead_letter_policy_skips_the_poison_record_and_goes_on(
     assert got[-1] == 49
     assert 13 not in got
     assert set(range(14, 50)) <= set(got)
+
+
+def test_a_parallel_node_counts_a_record_once_for_all_its_instances(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "c.db"
+
+    def run() -> RunResult:
+        wf = poisoned(store, "stream", "dead_letter")
+        wf.parallelism = 2  # invert[0] and invert[1]: either may get record 13
+        return FlowRuntime(default_registry(entry_points=False)).run(wf)
+
+    first, second = run(), run()
+    for failed in (first, second):
+        assert failed.status == "failed"
+        assert "node 'invert[" in (failed.error or "")  # the instance that failed
+    assert "has now failed" not in (first.error or "")
+    assert "this record has now failed 2 runs at node 'invert'" in (second.error or "")
+    listed = CliRunner().invoke(cli, ["checkpoints", str(store)])
+    assert "failed 2 run(s) at node 'invert': 13" in listed.stdout
+    result = run()
+    assert result.ok, result.error
+    [letter] = result.dead_letters
+    assert (letter.node_id, letter.item, letter.instances) == ("invert", 13, 2)
+    assert letter.reason.startswith("poison record: failed 2 runs")

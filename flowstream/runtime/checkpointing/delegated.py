@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .barriers import POLL_INTERVAL
 from .coordinator import Coordinator
@@ -188,7 +188,18 @@ class CheckpointsUnder(Protocol):
     """An executor that can take checkpoints for a coordinator elsewhere."""
 
     def checkpoint_under(
-        self, coord: DelegatedCoordinator, epoch: int, states: dict[str, bytes]
+        self,
+        coord: DelegatedCoordinator,
+        epoch: int,
+        states: dict[str, bytes],
+        poison: dict[str, dict[str, str]] | None = None,
     ) -> None:
-        """Checkpoint under ``coord``, starting from ``epoch`` and ``states``."""
+        """Checkpoint under ``coord``, from ``epoch`` and ``states``.
+
+        ``poison``: the records to dead-letter (`checkpointing.poison`).
+        """
+        ...
+
+    def failed_record(self) -> tuple[str, Any] | None:
+        """The node instance and record the run failed on, if it did."""
         ...

@@ -37,17 +37,10 @@ from ...core.events import (
     WorkflowStarted,
 )
 from ...core.node import ERROR_PORT, OUT_PORT
-from ...core.workflow import (
-    Checkpoint,
-    RetryWorkflow,
-    StopWorkflow,
-)
+from ...core.workflow import Checkpoint, RetryWorkflow, StopWorkflow
 from ...errors import BrokenChannelError
 from ..budget import MemoryBudget
-from ..channel import (
-    ChannelStatistics,
-    open_channel,
-)
+from ..channel import ChannelStatistics, open_channel
 from ..checkpointing.rescale import Layout
 from ..context import NodeRuntime, RunState, State
 from ..events import EventBus
@@ -58,7 +51,7 @@ from ..stepping import Resume, gc_frozen_enter, gc_frozen_exit, gc_paused
 from . import epochs
 from .dag import ScheduleRun
 from .direct import run_direct
-from .failures import Abort, Failures
+from .failures import Abort, Failures, first_failure
 from .fusion import NodeRun, Segment, instance_fields
 from .resume import reload_epoch, run_checkpointed
 from .segments import run_segment
@@ -160,18 +153,31 @@ class WorkflowExecutor:
         return result
 
     def checkpoint_under(
-        self, coord: DelegatedCoordinator, epoch: int, states: dict[str, bytes]
+        self,
+        coord: DelegatedCoordinator,
+        epoch: int,
+        states: dict[str, bytes],
+        poison: dict[str, dict[str, str]] | None = None,
     ) -> None:
         """Take stream checkpoints for a coordinator elsewhere (before `run`).
 
         The run is one part of a graph spread over processes; ``coord`` is
         its coordinator's stand-in here (`checkpointing.delegated`), which
         owns the store. The run starts from the committed ``epoch`` with its
-        nodes' ``states`` (0 and none: a fresh start).
+        nodes' ``states`` (0 and none: a fresh start); ``poison``: the
+        records its nodes dead-letter (`checkpointing.poison`).
         """
         self._delegated = coord
         self._epoch = epoch
         self._restored_states = states
+        self._poison = poison or {}
+
+    def failed_record(self) -> tuple[str, Any] | None:
+        """The node and record the last run failed on, if it failed on one."""
+        abort = self._abort
+        return (
+            None if abort is None or not abort.node_id else (abort.node_id, abort.item)
+        )
 
     def record_under(
         self, recorder: CompletionRecorder, done: dict[str, dict[str, list[Any]]]
@@ -441,7 +447,7 @@ class WorkflowExecutor:
             try:
                 await self._schedule_run.run()
             except BaseExceptionGroup as group:
-                raise _first_failure(group) from None
+                raise first_failure(group) from None
             return
         nodes = self._nodes
         segments = [
@@ -476,7 +482,7 @@ class WorkflowExecutor:
                 if any(n.direct for n in self._nodes.values()):
                     tg.create_task(run_direct(self), name="direct-calls")
         except BaseExceptionGroup as group:
-            raise _first_failure(group) from None
+            raise first_failure(group) from None
         finally:
             self._close_all()
         if self._coord is not None:
@@ -555,29 +561,6 @@ class WorkflowExecutor:
             stats=n.rt.stats(),
             **n.rt.where,
         )
-
-
-def _first_failure(group: BaseExceptionGroup[Any]) -> BaseException:
-    """The exception to report for a failed task group: a node's own, if any.
-
-    Other tasks fail in reaction to the first failure (cancelled, or a channel
-    broken by it), so the node failure is the cause worth naming.
-    """
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    for kind in (Abort, Exception):
-        for exc in leaves:
-            if isinstance(exc, kind):
-                return exc
-    return leaves[0]
 
 
 async def _bounded(coro: Coroutine[Any, Any, Any], limit: float | None) -> None:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from ..events import EventBus
     from .fusion import NodeRun
 
-__all__ = ["FAILED", "Abort", "Failures"]
+__all__ = ["FAILED", "Abort", "Failures", "first_failure"]
 
 FAILED: Any = object()
 """Returned instead of a result when the item was handed to error handling."""
@@ -186,6 +186,29 @@ class Failures:
             _reason(exc), node_id=n.id, node_type=n.spec.type_id, item=item
         )
         raise Abort(str(error), n.id, item) from exc
+
+
+def first_failure(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The exception to report for a failed task group: a node's own, if any.
+
+    Other tasks fail in reaction to the first failure (cancelled, or a channel
+    broken by it), so the node failure is the cause worth naming.
+    """
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for kind in (Abort, Exception):
+        for exc in leaves:
+            if isinstance(exc, kind):
+                return exc
+    return leaves[0]
 
 
 def _reason(exc: Exception) -> str:

@@ -17,6 +17,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ...core.events import WorkflowCompleted
+from ..checkpointing.poison import count_failure, poison_for, refusal
 from ..checkpointing.records import AlreadyCompleted, workflow_key
 from ..checkpointing.rescale import RescaleError, announce_moves, restore
 from ..checkpointing.store import CheckpointStore
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from ...core.workflow import Checkpoint
-    from ..checkpointing.records import PoisonRecord
     from .executor import WorkflowExecutor
 
 __all__ = ["reload_epoch", "run_checkpointed", "skipped"]
@@ -74,18 +74,17 @@ async def run_checkpointed(
         ex._store = ex._completions = store
         ex._run_key = key
         ex._interval = interval / 1000.0
-        poison = [
-            p for p in await store.failures(key) if p.count >= policy.max_restarts
-        ]
-        if poison and policy.poison == "stop":
-            result = _refused(ex, poison[0])
+        refused, ex._poison = await poison_for(store, key, ex.graph, policy)
+        if refused is not None:
+            result = _failed(ex, refusal(refused))
         else:
-            for p in poison:
-                ex._poison.setdefault(p.node_id, {})[p.fingerprint] = (
-                    f"failed {p.count} runs ({p.reason})"
-                )
             result = await ex._run_attempts()
-            await _count_failure(ex, store, key, policy, result)
+            abort = ex._abort
+            if result.status == "failed" and abort is not None and abort.node_id:
+                failed_on = (abort.node_id, abort.item)
+                result.error = await count_failure(
+                    store, key, ex.graph, policy, failed_on, result.error or ""
+                )
         if result.status == "completed" and ex._stopping:
             status = "stopped"  # drained on request: a restart resumes it
         else:
@@ -107,48 +106,10 @@ async def reload_epoch(ex: WorkflowExecutor) -> None:
     ex._restored_states = restore(ex.graph, stored, ex._epoch).states
 
 
-async def _count_failure(
-    ex: WorkflowExecutor,
-    store: CheckpointStore,
-    key: str,
-    policy: Checkpoint,
-    result: RunResult,
-) -> None:
-    """A run failed on a record: count it; say so once it is a poison record."""
-    abort = ex._abort
-    if result.status != "failed" or abort is None or not abort.node_id:
-        return
-    count = await store.record_failure(
-        key, abort.node_id, abort.item, result.error or ""
-    )
-    if count >= policy.max_restarts:
-        then = (
-            "refuse to run"
-            if policy.poison == "stop"
-            else "send it to the dead letters"
-        )
-        result.error = (
-            f"{result.error} — this record has now failed {count} runs at "
-            f"node {abort.node_id!r}: a restart will {then}"
-        )
-
-
 def skipped(ex: WorkflowExecutor, why: str) -> RunResult:
     """The result of a run the store says completed before: nothing ran."""
     ex.bus.emit(WorkflowCompleted, ex.run_id, status="completed", duration_s=0.0)
     return RunResult(run_id=ex.run_id, status="completed", skipped=why)
-
-
-def _refused(ex: WorkflowExecutor, poison: PoisonRecord) -> RunResult:
-    """The result of a run that a poison record keeps from starting."""
-    error = (
-        f"poison record at node {poison.node_id!r}: it failed the last "
-        f"{poison.count} runs ({poison.reason}); record: {poison.record}. "
-        "Fix the node or the data and run `flowstream checkpoints STORE "
-        "--forget-failures`, or set checkpoint.poison: dead_letter to "
-        "send it to the dead letters and go on"
-    )
-    return _failed(ex, error)
 
 
 def _failed(ex: WorkflowExecutor, error: str) -> RunResult:

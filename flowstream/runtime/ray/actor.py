@@ -37,6 +37,7 @@ from ..events import EventBus
 from ..options import RunOptions
 from ..validation import validate
 from .edges import EdgeMeter, Inbox, Receive, Send, receive, send
+from .probe import OutputSample
 from .slots import cut, remote_edges, slots_of
 
 if TYPE_CHECKING:
@@ -77,7 +78,12 @@ class SlotActor:
         )
         self.types = types
         self.slot = slot
-        self.options = RunOptions(**options, backend="local")
+        # The driver's output probe stays there: this slot keeps a sample of
+        # its outputs for the driver to poll (`probe`).
+        sampled = options.pop("sample_outputs", False)
+        self.sample = OutputSample() if sampled else None
+        probe = self.sample.take if self.sample is not None else None
+        self.options = RunOptions(**options, backend="local", output_probe=probe)
         self.inboxes: dict[int, Inbox] = {}
         self.meters: dict[int, EdgeMeter] = {}
         self.executor: Executor | None = None
@@ -89,6 +95,7 @@ class SlotActor:
         handles: list[Any],
         window: int,
         restored: tuple[int, dict[str, bytes]] | None = None,
+        poison: dict[str, dict[str, str]] | None = None,
     ) -> list[str]:
         """Build this slot's graph and executor; return its node ids.
 
@@ -99,6 +106,8 @@ class SlotActor:
                 node states (of every slot: this one takes its own); in DAG
                 mode the outputs of the nodes completed before, MessagePack
                 by node id (`checkpointing.completions`).
+            poison: Under checkpoints: the records the nodes send to their
+                dead letters when they fail again (`checkpointing.poison`).
         """
         graph = validate(self.workflow, self.types.registry())
         slots = slots_of(graph)
@@ -130,7 +139,7 @@ class SlotActor:
             self.coord = DelegatedCoordinator(epoch + 1, in_band)
             assert isinstance(self.executor, CheckpointsUnder)
             mine = {k: v for k, v in states.items() if k in part.nodes}
-            self.executor.checkpoint_under(self.coord, epoch, mine)
+            self.executor.checkpoint_under(self.coord, epoch, mine, poison)
         return list(part.nodes)
 
     async def push(self, edge: int, seq: int, payload: bytes | None) -> None:
@@ -188,6 +197,16 @@ class SlotActor:
         """No more epochs in this run (the one after the drain follows)."""
         if self.coord is not None:
             self.coord.stop_epochs()
+
+    def failed_record(self) -> tuple[str, Any] | None:
+        """Under checkpoints: the node and record this slot's run failed on."""
+        if isinstance(self.executor, CheckpointsUnder):
+            return self.executor.failed_record()
+        return None
+
+    def sample_outputs(self) -> list[tuple[str, str, bytes]]:
+        """The latest records each output collected since the last call."""
+        return self.sample.drain() if self.sample is not None else []
 
     def ping(self) -> int:
         """This actor's process id (the driver's health check; tests kill it)."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import time
 import uuid
@@ -35,6 +36,7 @@ import ray
 from ...core.events import NodeEvent, NodeStats, WorkflowCompleted, WorkflowStarted
 from ...core.workflow import Checkpoint, RetryWorkflow
 from ...errors import FlowstreamError
+from ..checkpointing.poison import Poison, count_failure, poison_for, refusal
 from ..checkpointing.records import AlreadyCompleted, workflow_key
 from ..checkpointing.rescale import RescaleError, announce_moves, layout_states, restore
 from ..checkpointing.store import CheckpointStore
@@ -42,7 +44,9 @@ from ..result import RunResult, RunStatus
 from .actor import SlotActor
 from .checkpoints import NAMESPACE, Checkpoints, actor_name, fence
 from .dag import DagCheckpoints, run_dag
+from .health import watch_health
 from .nodetypes import node_types
+from .probe import poll_samples
 from .retries import announce_retry, may_retry
 from .slots import slots_of
 
@@ -81,8 +85,8 @@ class RayExecutor:
     """Runs one plan once on Ray; make a new one for each run.
 
     Raises:
-        RayBackendError: The credit window is not a positive number, or a
-            node type cannot be sent to the workers.
+        RayBackendError: The credit window or the health timeout is not a
+            positive number, or a node type cannot be sent to the workers.
     """
 
     def __init__(self, graph: Graph, bus: EventBus, options: RunOptions) -> None:
@@ -90,6 +94,12 @@ class RayExecutor:
         self.mode = options.mode or wf.mode
         if options.credit_window < 1:
             msg = f"credit_window must be >= 1, got {options.credit_window}"
+            raise RayBackendError(msg)
+        if not 0 < options.health_timeout_s < math.inf:
+            msg = (
+                "health_timeout_s must be a finite number of seconds > 0, "
+                f"got {options.health_timeout_s}"
+            )
             raise RayBackendError(msg)
         self.graph = graph
         self.bus = bus
@@ -113,6 +123,8 @@ class RayExecutor:
         self._died: str | None = None
         self._dead_slot = 0
         self._started = False
+        self._poison: Poison = {}  # under checkpoints: `checkpointing.poison`
+        self._failed_on: tuple[str, Any] | None = None  # the record a slot failed on
         self.timings: dict[str, float] = {}
         """After a run: ``place_s`` (starting and wiring the actors) and
         ``run_s`` (from `WorkflowStarted` to the last slot's end)."""
@@ -142,6 +154,13 @@ class RayExecutor:
                 return self._finish(
                     RunResult(run_id=self.run_id, status="completed", skipped=str(done))
                 )
+            refused, self._poison = await poison_for(store, key, self.graph, policy)
+            if refused is not None:
+                await store.finish(key, "failed")
+                error = refusal(refused)
+                return self._finish(
+                    RunResult(run_id=self.run_id, status="failed", error=error)
+                )
             started = time.perf_counter()
             restarts = retries = 0
             while True:
@@ -164,7 +183,7 @@ class RayExecutor:
                     layout_states(restored.layout),
                 )
                 announce_moves(self.bus, self.run_id, restored.moved)
-                self._died, self._cancelled = None, None
+                self._died, self._cancelled, self._failed_on = None, None, None
                 result = await self._attempt(ckpt)
                 wf = self.graph.workflow
                 if self._stopping or self._aborted:
@@ -182,6 +201,10 @@ class RayExecutor:
                 self._rolled_back(restarts, policy.max_restarts, ckpt.committed)
             result.attempts = restarts + retries + 1
             result.duration_s = time.perf_counter() - started
+            if result.status == "failed" and self._failed_on is not None:
+                result.error = await count_failure(
+                    store, key, self.graph, policy, self._failed_on, result.error or ""
+                )
             if result.status == "completed" and self._stopping:
                 status = "stopped"  # drained on request: a restart resumes it
             else:
@@ -257,6 +280,7 @@ class RayExecutor:
             "capacity": self.options.capacity,
             "drain_timeout": self.options.drain_timeout,
             "max_dead_letters": self.options.max_dead_letters,
+            "sample_outputs": self.options.output_probe is not None,
         }
         if ckpt is None:
             self._actors = [
@@ -285,6 +309,7 @@ class RayExecutor:
                             self._actors,
                             self.options.credit_window,
                             None if ckpt is None else ckpt.restored(self._nodes_of[i]),
+                            self._poison,
                         )
                         for i, a in enumerate(self._actors)
                     )
@@ -294,6 +319,8 @@ class RayExecutor:
                 # a cluster that cannot place the actors.
                 error = f"the Ray workers could not set up the run: {exc}"
                 return RunResult(run_id=self.run_id, status="failed", error=error)
+            if self._aborted:  # cancelled while the actors were placed
+                return RunResult(run_id=self.run_id, status="cancelled")
             placed = time.perf_counter()
             self.timings["place_s"] = placed - start
             if not self._started:
@@ -383,6 +410,11 @@ class RayExecutor:
                 self._cancelled = result.status
                 for a in self._actors:
                     a.cancel.remote()
+            if result.status == "failed" and ckpt is not None and self._died is None:
+                # For poison-record accounting (the actor is gone after the run).
+                with contextlib.suppress(ray.exceptions.RayError):
+                    found = await self._actors[i].failed_record.remote()
+                    self._failed_on = self._failed_on or found
 
         async with asyncio.TaskGroup() as tg:
             watchers = [
@@ -390,6 +422,14 @@ class RayExecutor:
                 for i, a in enumerate(self._actors)
             ]
             tg.create_task(self._poll(watchers))
+            tg.create_task(
+                watch_health(
+                    self._actors,
+                    watchers,
+                    self.options.health_timeout_s,
+                    self._unresponsive,
+                )
+            )
             if ckpt is not None:
                 tg.create_task(
                     ckpt.coordinate(
@@ -400,8 +440,19 @@ class RayExecutor:
                 )
         return [r for r in results if r is not None]
 
+    def _unresponsive(self, slot: int, why: str) -> None:
+        """Slot ``slot``'s actor stopped answering (`health`): it is dead."""
+        if self._died is None:
+            nodes = ", ".join(self._nodes_of[slot])
+            self._died = f"the process running {nodes} is taken for dead: {why}"
+            self._dead_slot = slot
+        ray.kill(self._actors[slot])  # its run's watcher then ends the run
+
     async def _poll(self, watchers: list[asyncio.Task[None]]) -> None:
+        probe = self.options.output_probe
         while not all(w.done() for w in watchers):
+            if probe is not None:
+                await poll_samples(self._actors, probe)
             with contextlib.suppress(ray.exceptions.RayError):
                 parts = await asyncio.gather(
                     *(a.statistics.remote() for a in self._actors)
@@ -413,6 +464,8 @@ class RayExecutor:
                     channels.update(c)
                 self._stats, self._channels = stats, channels
             await asyncio.wait(watchers, timeout=_POLL_S)
+        if probe is not None:
+            await poll_samples(self._actors, probe)  # what the last poll missed
 
     def _merge(self, results: list[RunResult], duration: float) -> RunResult:
         status: RunStatus
