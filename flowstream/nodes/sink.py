@@ -18,9 +18,9 @@ class Collect(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     """Config of ``sink.collect``.
 
     Attributes:
-        max_items: Most items the node keeps; one more fails the run. Unset:
-            100,000 in stream mode, no bound in DAG mode; ``null``: no bound
-            in either mode.
+        max_items: Most items the node keeps (the newest). Unset: 100,000
+            in stream mode, no bound in DAG mode; ``null``: no bound in
+            either mode.
     """
 
     max_items: int | msgspec.UnsetType | None = msgspec.UNSET
@@ -47,11 +47,12 @@ async def collect_sink(
     """Gather items; a run's outputs list them under this node, port ``out``.
 
     Keeps what it takes in memory, up to ``max_items`` (unset: 100,000 in
-    stream mode, no bound in DAG mode). The item past the bound fails the run
-    with a `flowstream.errors.StateLimitError` naming the node and the bound,
-    and the outputs keep the first ``max_items`` items: a result is never
-    quietly cut short. For an unbounded stream, use ``sink.null`` or a
-    connector's sink, or raise ``max_items`` (``null``: no bound).
+    stream mode, no bound in DAG mode; ``null``: no bound). Past the bound it
+    keeps the newest ``max_items`` and drops the oldest: the run goes on (a
+    stream's outputs stay a bounded tail of it), the first drop is logged as
+    a warning naming the node, and the result counts what went, by node
+    (``outputs_dropped``). Stream-safe. To keep everything of a long stream,
+    write it out with a connector's sink instead.
 
     Example:
         ``source.values [1, 2] -> sink.collect`` gives outputs

@@ -91,6 +91,7 @@ class NodeRuntime:
         self.pending: dict[str, list[Any]] = {}
         self.max_kept = max_kept
         self.dead_letters_not_kept = 0
+        self.outputs_dropped = 0  # sink.collect: oldest items let go (collecting)
         self.items_in = 0
         self.items_out = 0
         self.errors = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -37,43 +38,51 @@ async def run(wf: Workflow, fuse: bool, mode: str) -> Any:
     return await runtime.arun(wf, fuse=fuse, mode=mode)
 
 
-async def test_max_items_passed_fails_the_run_naming_node_and_bound(
-    fuse: bool, mode: str
+async def test_past_max_items_it_keeps_the_newest_and_counts_the_rest(
+    fuse: bool, mode: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    result = await run(flow(50, max_items=10), fuse, mode)
-    assert not result.ok
-    assert "'out'" in str(result.error)
-    assert "max_items=10 reached" in str(result.error)
-    assert "StateLimitError" in str(result.error)
-    # What it kept is the first max_items items, never a silent tail.
-    assert result.output("out") == list(range(1, 11))
+    with caplog.at_level(logging.WARNING, logger="flowstream.node.out"):
+        result = await run(flow(50, max_items=10), fuse, mode)
+    assert result.ok, result.error
+    assert result.output("out") == list(range(41, 51))
+    assert result.outputs_dropped == {"out": 40}
+    # The first drop is logged once, naming the node and the bound.
+    warnings = [r for r in caplog.records if r.name == "flowstream.node.out"]
+    assert len(warnings) == 1
+    assert "max_items=10 reached" in warnings[0].getMessage()
 
 
-async def test_max_items_reached_but_not_passed_is_a_success(
+async def test_max_items_reached_but_not_passed_drops_nothing(
     fuse: bool, mode: str
 ) -> None:
     result = await run(flow(10, max_items=10), fuse, mode)
     assert result.ok, result.error
     assert result.output("out") == list(range(1, 11))
+    assert result.outputs_dropped == {}
 
 
 async def test_stream_mode_is_bounded_by_default() -> None:
-    result = await run(flow(STREAM_MAX_ITEMS + 1), True, "stream")
-    assert not result.ok
-    assert f"max_items={STREAM_MAX_ITEMS} reached" in str(result.error)
-    assert len(result.output("out")) == STREAM_MAX_ITEMS
+    result = await run(flow(STREAM_MAX_ITEMS + 5), True, "stream")
+    assert result.ok, result.error
+    out = result.output("out")
+    assert len(out) == STREAM_MAX_ITEMS
+    assert out[0] == 6
+    assert out[-1] == STREAM_MAX_ITEMS + 5
+    assert result.outputs_dropped == {"out": 5}
 
 
 async def test_dag_mode_is_unbounded_by_default() -> None:
     result = await run(flow(STREAM_MAX_ITEMS + 1), True, "dag")
     assert result.ok, result.error
     assert len(result.output("out")) == STREAM_MAX_ITEMS + 1
+    assert result.outputs_dropped == {}
 
 
 async def test_null_max_items_is_unbounded_in_stream_mode() -> None:
     result = await run(flow(STREAM_MAX_ITEMS + 1, max_items=None), True, "stream")
     assert result.ok, result.error
     assert len(result.output("out")) == STREAM_MAX_ITEMS + 1
+    assert result.outputs_dropped == {}
 
 
 async def test_parallel_instances_share_one_bound() -> None:
@@ -84,9 +93,12 @@ async def test_parallel_instances_share_one_bound() -> None:
         .connect("src -> out")
     )
     result = await run(wf, True, "stream")
-    assert not result.ok
-    assert "max_items=30 reached" in str(result.error)
-    assert len(result.output("out")) == 30
+    assert result.ok, result.error
+    out = result.output("out")
+    assert len(out) == 30
+    assert set(out) <= set(range(40))
+    # Counted under the declared node, whichever instance pushed them out.
+    assert result.outputs_dropped == {"out": 10}
 
 
 def test_max_items_below_one_is_refused_naming_the_node() -> None:

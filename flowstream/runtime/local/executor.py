@@ -325,6 +325,7 @@ class WorkflowExecutor:
             dead_letters_not_kept=sum(
                 n.rt.dead_letters_not_kept for n in self._nodes.values()
             ),
+            outputs_dropped=collecting.dropped(self._nodes.values()),
             stats=stats,
             error=error,
             duration_s=duration,
