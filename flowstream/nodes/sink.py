@@ -18,7 +18,7 @@ class Collect(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     """Config of ``sink.collect``.
 
     Attributes:
-        max_items: Most items the node keeps (the newest). Unset: 100,000
+        max_items: Most items the node keeps (the newest). Unset: 1,000,000
             in stream mode, no bound in DAG mode; ``null``: no bound in
             either mode.
     """
@@ -46,7 +46,7 @@ async def collect_sink(
 ) -> AsyncIterator[Any]:
     """Gather items; a run's outputs list them under this node, port ``out``.
 
-    Keeps what it takes in memory, up to ``max_items`` (unset: 100,000 in
+    Keeps what it takes in memory, up to ``max_items`` (unset: 1,000,000 in
     stream mode, no bound in DAG mode; ``null``: no bound). Past the bound it
     keeps the newest ``max_items`` and drops the oldest: the run goes on (a
     stream's outputs stay a bounded tail of it), the first drop is logged as

@@ -9,7 +9,7 @@ import pytest
 
 from flowstream import FlowRuntime, NodeRegistry, Workflow
 from flowstream.errors import WorkflowValidationError
-from flowstream.runtime.local.collecting import STREAM_MAX_ITEMS
+from flowstream.runtime.local import collecting
 
 
 @pytest.fixture(params=["fused", "unfused"])
@@ -61,27 +61,34 @@ async def test_max_items_reached_but_not_passed_drops_nothing(
     assert result.outputs_dropped == {}
 
 
-async def test_stream_mode_is_bounded_by_default() -> None:
-    result = await run(flow(STREAM_MAX_ITEMS + 5), True, "stream")
+@pytest.fixture
+def default_bound(monkeypatch: pytest.MonkeyPatch) -> int:
+    """The stream-mode default, made small so a test need not make a million."""
+    monkeypatch.setattr(collecting, "STREAM_MAX_ITEMS", 100)
+    return 100
+
+
+async def test_stream_mode_is_bounded_by_default(default_bound: int) -> None:
+    result = await run(flow(default_bound + 5), True, "stream")
     assert result.ok, result.error
     out = result.output("out")
-    assert len(out) == STREAM_MAX_ITEMS
+    assert len(out) == default_bound
     assert out[0] == 6
-    assert out[-1] == STREAM_MAX_ITEMS + 5
+    assert out[-1] == default_bound + 5
     assert result.outputs_dropped == {"out": 5}
 
 
-async def test_dag_mode_is_unbounded_by_default() -> None:
-    result = await run(flow(STREAM_MAX_ITEMS + 1), True, "dag")
+async def test_dag_mode_is_unbounded_by_default(default_bound: int) -> None:
+    result = await run(flow(default_bound + 1), True, "dag")
     assert result.ok, result.error
-    assert len(result.output("out")) == STREAM_MAX_ITEMS + 1
+    assert len(result.output("out")) == default_bound + 1
     assert result.outputs_dropped == {}
 
 
-async def test_null_max_items_is_unbounded_in_stream_mode() -> None:
-    result = await run(flow(STREAM_MAX_ITEMS + 1, max_items=None), True, "stream")
+async def test_null_max_items_is_unbounded_in_stream_mode(default_bound: int) -> None:
+    result = await run(flow(default_bound + 1, max_items=None), True, "stream")
     assert result.ok, result.error
-    assert len(result.output("out")) == STREAM_MAX_ITEMS + 1
+    assert len(result.output("out")) == default_bound + 1
     assert result.outputs_dropped == {}
 
 

@@ -24,8 +24,12 @@ if TYPE_CHECKING:
 
 __all__ = ["STREAM_MAX_ITEMS", "bound", "dropped", "keep"]
 
-STREAM_MAX_ITEMS = 100_000
-"""Items a ``sink.collect`` keeps in stream mode unless its config says."""
+STREAM_MAX_ITEMS = 1_000_000
+"""Items a ``sink.collect`` keeps in stream mode unless its config says.
+
+The same bound as keyed state's ``max_keys``: more than a test or a demo
+collects, yet a few hundred MB of records at most.
+"""
 
 
 def bound(n: NodeRun, mode: str) -> int | None:
