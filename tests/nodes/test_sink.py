@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from flowstream import FlowRuntime, NodeRegistry, Workflow
+from flowstream import FlowRuntime, Workflow, default_registry
 from flowstream.errors import WorkflowValidationError
 from flowstream.runtime.local import collecting
 
@@ -34,7 +34,7 @@ def flow(stop: int, **config: Any) -> Workflow:
 
 
 async def run(wf: Workflow, fuse: bool, mode: str) -> Any:
-    runtime = FlowRuntime(NodeRegistry.default(entry_points=False))
+    runtime = FlowRuntime(default_registry(entry_points=False))
     return await runtime.arun(wf, fuse=fuse, mode=mode)
 
 
@@ -109,7 +109,7 @@ async def test_parallel_instances_share_one_bound() -> None:
 
 
 def test_max_items_below_one_is_refused_naming_the_node() -> None:
-    runtime = FlowRuntime(NodeRegistry.default(entry_points=False))
+    runtime = FlowRuntime(default_registry(entry_points=False))
     with pytest.raises(WorkflowValidationError) as info:
         runtime.validate(flow(10, max_items=0))
     assert "out" in str(info.value)
