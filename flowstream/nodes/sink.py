@@ -51,8 +51,9 @@ async def collect_sink(
     keeps the newest ``max_items`` and drops the oldest: the run goes on (a
     stream's outputs stay a bounded tail of it), the first drop is logged as
     a warning naming the node, and the result counts what went, by node
-    (``outputs_dropped``). Stream-safe. To keep everything of a long stream,
-    write it out with a connector's sink instead.
+    (``outputs_dropped``). The instances of a parallel node share the bound;
+    on Ray each process bounds the instances it runs. Stream-safe. To keep
+    everything of a long stream, write it out with a connector's sink instead.
 
     Example:
         ``source.values [1, 2] -> sink.collect`` gives outputs
