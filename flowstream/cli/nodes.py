@@ -105,7 +105,9 @@ def _type_name(tp: Any) -> str:
             return "module:attr"
         return _type_name(args[0])
     if origin in (typing.Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in args)
+        # UnsetType only says the field may be left out: not a type to show.
+        shown = (a for a in args if getattr(a, "__name__", "") != "UnsetType")
+        return " | ".join(_type_name(a) for a in shown)
     if origin is typing.Literal:
         return " | ".join(repr(a) for a in args)
     if origin is not None:

@@ -347,6 +347,7 @@ def _result_document(result: RunResult) -> dict[str, Any]:
         "outputs": result.outputs,
         "dead_letters": [msgspec.to_builtins(d) for d in result.dead_letters],
         "dead_letters_not_kept": result.dead_letters_not_kept,
+        "outputs_dropped": result.outputs_dropped,
         "stats": {k: msgspec.to_builtins(v) for k, v in result.stats.items()},
         "error": result.error,
         "duration_s": round(result.duration_s, 6),

@@ -15,6 +15,7 @@ from .rates import RateMeter, average
 from .result import DeadLetter
 
 if TYPE_CHECKING:
+    from collections import deque
     from collections.abc import Awaitable, Callable
 
     from .events import EventBus
@@ -90,6 +91,7 @@ class NodeRuntime:
         self.pending: dict[str, list[Any]] = {}
         self.max_kept = max_kept
         self.dead_letters_not_kept = 0
+        self.outputs_dropped = 0  # sink.collect: oldest items let go (collecting)
         self.items_in = 0
         self.items_out = 0
         self.errors = 0
@@ -97,6 +99,11 @@ class NodeRuntime:
         self.started = 0.0
         self.ended = 0.0
         self.taken_at = 0.0  # perf_counter() when the node last took a batch
+        # Per-batch take stamps, (perf_counter(), items_in after the batch),
+        # kept only for a head whose batch latency is probed while it holds
+        # items across takes (see take_of); None: not kept.
+        self.takes: deque[tuple[float, int]] | None = None
+        self.max_takes = 0
         self._meter: RateMeter | None = None  # made on the first reading
         self._watermark: Callable[[], float | None] | None = None
         # A source's position in its input (read_progress); None: not said.
@@ -109,6 +116,37 @@ class NodeRuntime:
         # of nodes allocates nothing for them.
         self.barrier_hooks: list[EpochHook] | tuple[()] = ()
         self.commit_hooks: list[EpochHook] | tuple[()] = ()
+
+    def took(self, items: int) -> None:
+        """Count a batch of ``items`` taken in now (per batch, never per item)."""
+        self.items_in += items
+        now = self.taken_at = time.perf_counter()
+        takes = self.takes
+        if takes is not None:
+            if len(takes) < self.max_takes:
+                takes.append((now, self.items_in))
+            else:
+                # It holds more batches than are tracked, or emits fewer
+                # items than it takes (a window): matching them up would
+                # measure from ever older takes. Back to the latest take.
+                self.takes = None
+
+    def take_of(self, emitted: int) -> float:
+        """When the node took the batch of its input item number ``emitted + 1``.
+
+        Call it at each output batch, ``emitted`` being the items the node
+        emitted before that batch. For a node that emits an item per item it
+        takes, in order (``time.delay``), that is when the first item of the
+        batch came in, even if later batches came in while it was held.
+        Stamps of batches wholly emitted are dropped; with none kept (or
+        none tracked, see `took`), the node's latest take.
+        """
+        takes = self.takes
+        if not takes:
+            return self.taken_at
+        while len(takes) > 1 and takes[0][1] <= emitted:
+            takes.popleft()
+        return takes[0][0]
 
     @functools.cached_property
     def state(self) -> State:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from time import perf_counter
 from typing import TYPE_CHECKING, Any, Self
 
 from ..errors import EndOfStream
@@ -328,9 +327,7 @@ class ChannelFeed:
 
     async def _take(self, msg: Any) -> None:
         if type(msg) is list:
-            rt = self._rt
-            rt.items_in += len(msg)
-            rt.taken_at = perf_counter()
+            self._rt.took(len(msg))
             self._batch = msg
             self._i = 0
         elif isinstance(msg, Control):

@@ -43,6 +43,11 @@ class RunOptions:
             task runs (a fused chain, head first), the items it handed
             downstream, and `time.perf_counter` readings of when the head
             took its latest input batch and when the output was delivered.
+            A ``timed`` head (``time.delay``, which holds items while it takes
+            more) is measured from the take of the batch its output's first
+            item came in (stamps are kept per batch, never per item; a timed
+            head that emits fewer items than it takes, a window, falls back
+            to its latest take once 64 batches are unmatched).
             Metrics and tracing use it; None costs nothing.
         probe_every: The sampling period of ``batch_probe``, in batches.
         output_probe: Called as ``probe(node_id, port, batch)`` with each

@@ -57,6 +57,9 @@ class RunResult(msgspec.Struct, kw_only=True):
             ``max_dead_letters``).
         dead_letters_not_kept: Dead letters past that cap: counted in the
             nodes' stats and published as ``dead_letter`` events, not kept.
+        outputs_dropped: Per ``sink.collect`` node that reached its
+            ``max_items``: how many of its oldest items its outputs let go
+            (absent: none).
         stats: Per-node counters.
         error: What failed the run, naming the node.
         duration_s: Wall time of the run.
@@ -71,6 +74,7 @@ class RunResult(msgspec.Struct, kw_only=True):
     outputs: dict[str, dict[str, list[Any]]] = msgspec.field(default_factory=dict)
     dead_letters: list[DeadLetter] = msgspec.field(default_factory=list)
     dead_letters_not_kept: int = 0
+    outputs_dropped: dict[str, int] = msgspec.field(default_factory=dict)
     stats: dict[str, NodeStats] = msgspec.field(default_factory=dict)
     error: str | None = None
     duration_s: float = 0.0

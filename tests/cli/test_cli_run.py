@@ -52,6 +52,25 @@ def test_run_json_is_one_document() -> None:
     assert doc["dead_letters"] == []
 
 
+def test_run_json_counts_what_a_bounded_collect_dropped(tmp_path: Path) -> None:
+    wf = tmp_path / "tail.yaml"
+    wf.write_text(
+        """
+name: tail
+mode: stream
+nodes:
+  - {id: src, type: source.range, config: {stop: 25}}
+  - {id: last, type: sink.collect, config: {max_items: 5}}
+connections: ["src -> last"]
+"""
+    )
+    result = CliRunner().invoke(cli, ["run", str(wf), "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["outputs"] == {"last": {"out": [20, 21, 22, 23, 24]}}
+    assert doc["outputs_dropped"] == {"last": 20}
+
+
 def test_failed_run_exits_1_naming_node_without_traceback(tmp_path: Path) -> None:
     wf = tmp_path / "failing.yaml"
     wf.write_text(FAILING)

@@ -65,7 +65,9 @@ async def test_aggregate_without_retract_emits_upserts_only() -> None:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-@pytest.mark.parametrize("downstream", ["transform.reduce", "transform.aggregate"])
+@pytest.mark.parametrize(
+    "downstream", ["transform.reduce", "transform.aggregate", "transform.scan"]
+)
 async def test_updating_max_then_changelog_mean_gives_the_final_answer(
     seed: int, downstream: str
 ) -> None:
@@ -129,6 +131,40 @@ async def test_a_changelog_taking_every_value_back_forgets_the_key() -> None:
         transform.reduce, changes, {"op": "sum", "keyed": True, "changelog": True}
     )
     assert final["out"] == [{"key": "b", "value": 4}]
+
+
+async def test_scan_over_a_changelog_takes_retracted_values_back() -> None:
+    changes = [
+        {"key": "a", "value": 2, "op": "upsert"},
+        {"key": "b", "value": 4, "op": "upsert"},
+        {"key": "a", "value": 2, "op": "retract"},
+        {"key": "a", "value": 5, "op": "upsert"},
+        {"key": "b", "value": 4, "op": "retract"},
+    ]
+    config = {"keyed": True, "changelog": True}
+    out = await run_nodes(transform.scan, changes, {"op": "sum", **config})
+    # A retract emits the key's new running value; a key all taken back is
+    # forgotten (the sum of nothing, 0) and starts afresh.
+    assert out["out"] == [
+        {"key": "a", "value": 2},
+        {"key": "b", "value": 4},
+        {"key": "a", "value": 0},
+        {"key": "a", "value": 5},
+        {"key": "b", "value": 0},
+    ]
+    counts = await run_nodes(transform.scan, changes, {"op": "count", **config})
+    assert [r["value"] for r in counts["out"]] == [1, 1, 0, 1, 0]
+    means = await run_nodes(transform.scan, changes, {"op": "mean", **config})
+    assert [r["value"] for r in means["out"]] == [2, 4, None, 5, None]
+
+
+async def test_scan_without_changelog_adds_retract_records_like_any_other() -> None:
+    changes = [
+        {"key": "a", "value": 2, "op": "upsert"},
+        {"key": "a", "value": 2, "op": "retract"},
+    ]
+    out = await run_nodes(transform.scan, changes, {"op": "count", "keyed": True})
+    assert [r["value"] for r in out["out"]] == [1, 2]
 
 
 async def test_a_retract_of_what_was_never_added_fails_naming_the_node() -> None:

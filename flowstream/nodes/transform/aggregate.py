@@ -42,6 +42,9 @@ OPS = ("count", "sum", "min", "max", "mean", "first", "last", "collect")
 RETRACTABLE = ("count", "sum", "mean")
 """The ops that can take a value back (``changelog: true``)."""
 
+NOTHING: dict[str, Any] = {"count": 0, "sum": 0, "mean": None}
+"""What each retractable op gives over no values (``transform.scan``)."""
+
 
 class Aggregate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Config of ``transform.scan`` and ``transform.reduce``.
@@ -74,7 +77,8 @@ class Aggregate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             emits): an item whose ``op`` field is ``retract`` takes its
             value back out of its key's aggregate; any other item adds it.
             For ``count``, ``sum`` and ``mean``; a key whose items were all
-            taken back is forgotten.
+            taken back is forgotten (``scan`` emits the op over no values
+            for it: 0, or null for ``mean``).
         retract: ``transform.aggregate`` only: emit the key's previous value
             as a ``retract`` record before each ``upsert`` (what a downstream
             aggregate with ``changelog: true`` needs); false: upserts only
@@ -248,7 +252,9 @@ async def scan(
     Stream-safe: it emits on every item; its memory grows with the number
     of distinct keys, up to ``max_keys`` (then ``on_max_keys``). The
     accumulators live in the node's state (a failed item leaves them as they
-    were, and they survive the node's restart).
+    were, and they survive the node's restart). With ``changelog: true`` a
+    ``retract`` record takes its value back and the key's new running value
+    is emitted, so the last value of each key is ``transform.reduce``'s.
 
     Example:
         ``{id: totals, type: transform.scan, config: {op: sum, key: "x.k",
@@ -256,13 +262,20 @@ async def scan(
         into ``[{key: a, value: 1}, {key: b, value: 5}, {key: a, value: 3}]``.
     """
     keyed = _Keyed(config, ctx, in_place=False, one="key's accumulator")
-    # Not a changelog fold: scan steps every item as it is (unchanged).
-    keyed.changelog = False
     fold, finish = keyed.fold, keyed.finish
 
     def handle(x: Any, out: list[Any]) -> None:
         key, _, acc, _ = fold(x)
         out.append({"key": key, "value": finish(acc)})
+
+    if config.changelog:
+        # A key whose values were all taken back is forgotten; its running
+        # value is then the op's over no values.
+        nothing = NOTHING[config.op or ""]
+
+        def handle(x: Any, out: list[Any]) -> None:
+            key, _, acc, _ = fold(x)
+            out.append({"key": key, "value": nothing if acc is None else finish(acc)})
 
     async for out in _each(inp, handle):
         yield out
@@ -369,10 +382,11 @@ async def aggregate(
     upsert of each key is the value ``transform.reduce`` gives at the end.
 
     Who applies the updates: another aggregate with ``changelog: true``
-    (``transform.aggregate`` or ``transform.reduce``) takes the retracted
-    values back (``count``, ``sum``, ``mean``); a keyed sink applies the
-    upserts (``sqlite.sink`` with ``key: key`` keeps one row per key, the
-    latest value; use ``retract: false`` or filter on ``x.op == "upsert"``).
+    (``transform.aggregate``, ``transform.reduce`` or ``transform.scan``)
+    takes the retracted values back (``count``, ``sum``, ``mean``); a keyed
+    sink applies the upserts (``sqlite.sink`` with ``key: key`` keeps one row
+    per key, the latest value; use ``retract: false`` or filter on ``x.op ==
+    "upsert"``).
     A key whose items were all retracted emits only its retract; a keyed
     sink keeps its last row (sinks here apply no deletes).
 

@@ -48,7 +48,7 @@ from ..options import RunOptions
 from ..plan import Plan, plan
 from ..result import DeadLetter, RunResult, RunStatus
 from ..stepping import Resume, gc_frozen_enter, gc_frozen_exit, gc_paused
-from . import epochs
+from . import collecting, epochs
 from .dag import ScheduleRun
 from .direct import run_direct
 from .failures import Abort, Failures, first_failure
@@ -325,6 +325,7 @@ class WorkflowExecutor:
             dead_letters_not_kept=sum(
                 n.rt.dead_letters_not_kept for n in self._nodes.values()
             ),
+            outputs_dropped=collecting.dropped(self._nodes.values()),
             stats=stats,
             error=error,
             duration_s=duration,
@@ -437,6 +438,7 @@ class WorkflowExecutor:
         if unconnected:
             # The instances of a parallel node share the declared node's lists.
             n.collect = self._outputs.setdefault(n.gnode.instance_of or n.id, {})
+            n.max_collected = collecting.bound(n, self.mode)
             for p in unconnected:
                 n.collect.setdefault(p, [])
 
@@ -520,10 +522,7 @@ class WorkflowExecutor:
                 sends.remove(s)
                 s.close()
         elif n.collect is not None and port in n.collect:
-            n.collect[port].extend(batch)
-            probe = self.options.output_probe
-            if probe is not None:
-                probe(n.gnode.instance_of or n.id, port, batch)
+            collecting.keep(self, n, port, batch)
 
     async def _flush_side(self, n: NodeRun) -> None:
         if n.rt.pending:

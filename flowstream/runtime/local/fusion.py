@@ -51,6 +51,7 @@ class NodeRun:
     # unconnected ports' items are collected (None: nothing is collected).
     sends: dict[str, list[SendChannel[Any]]] = field(default_factory=dict)
     collect: dict[str, list[Any]] | None = None
+    max_collected: int | None = None  # collecting.bound
     inputs: dict[str, ReceiveChannel[Any]] = field(default_factory=dict)
     id: str = field(init=False)  # a plain attribute: looked up per node, often
     # Direct calls only: the values waiting on each input port, how many

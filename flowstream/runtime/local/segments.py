@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import Counter
+from collections import Counter, deque
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 __all__ = ["run_segment"]
 
 YIELD_EVERY = 0.01
+
+MAX_TAKES = 64
+"""Take stamps a probed timed head keeps: past them its probe uses its latest take."""
 
 
 async def run_segment(ex: WorkflowExecutor, seg: Segment) -> None:
@@ -88,6 +91,11 @@ async def run_segment(ex: WorkflowExecutor, seg: Segment) -> None:
     ids = tuple(n.id for n in nodes)
     every = countdown = max(1, ex.options.probe_every)
     head_rt = head.rt
+    if probe is not None and head.spec.timed:
+        # It holds items across takes (time.delay in a burst): measure each
+        # batch from the take of its first item, not from the latest take.
+        head_rt.takes, head_rt.max_takes = deque(), MAX_TAKES
+    emitted = head_rt.items_out  # the head's items delivered so far
     budget = ex._budget
     async with contextlib.aclosing(stream):  # type: ignore[type-var]
         async for batch in stream:
@@ -100,10 +108,12 @@ async def run_segment(ex: WorkflowExecutor, seg: Segment) -> None:
             if budget is not None:
                 budget.check()
             if probe is not None:
+                taken = head_rt.take_of(emitted)
+                emitted = head_rt.items_out
                 countdown -= 1
                 if not countdown:
                     countdown = every
-                    probe(ids, len(batch), head_rt.taken_at, perf_counter())
+                    probe(ids, len(batch), taken, perf_counter())
     ex._segments_left -= 1
     if not ex._segments_left:
         ex._segments_done.set()
@@ -289,8 +299,7 @@ async def _port_batches(
     with recv:  # a consumer that stops early releases its producers
         async for msg in recv:
             if type(msg) is list:
-                rt.items_in += len(msg)
-                rt.taken_at = perf_counter()
+                rt.took(len(msg))
                 yield msg
             elif isinstance(msg, Control):
                 if controls:

@@ -492,6 +492,8 @@ class RayExecutor:
             stats.update(r.stats)
             merged.dead_letters.extend(r.dead_letters)
             merged.dead_letters_not_kept += r.dead_letters_not_kept
+            for gid, count in r.outputs_dropped.items():
+                merged.outputs_dropped[gid] = merged.outputs_dropped.get(gid, 0) + count
         merged.outputs, merged.stats = outputs, stats
         merged.duration_s = duration
         self._stats = stats

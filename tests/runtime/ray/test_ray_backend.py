@@ -105,6 +105,22 @@ async def square(inp: int) -> int:
     return inp * inp
 
 
+def test_a_bounded_collect_counts_its_drops_on_ray() -> None:
+    # One slot per instance of the collect: each keeps its newest 5, and the
+    # driver adds up what they let go under the declared node.
+    wf = (
+        Workflow("tail", mode="stream")
+        .node("src", "source.range", stop=40)
+        .node("last", "sink.collect", max_items=5, parallelism=2)
+        .connect("src -> last")
+    )
+    result = FlowRuntime().run(wf, backend="ray")
+    assert result.ok, result.error
+    kept = len(result.output("last"))
+    assert 5 <= kept <= 10
+    assert result.outputs_dropped == {"last": 40 - kept}
+
+
 def test_types_registered_by_hand_run_on_ray() -> None:
     # Neither type is a built-in or an installed pack, so no registry the
     # workers could build alone has them: the driver hands them over, the
