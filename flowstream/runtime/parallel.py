@@ -78,6 +78,9 @@ EdgeKind = Literal["forward", "merge", "key", "rebalance", "broadcast"]
 _key_encoder = msgspec.msgpack.Encoder(order="deterministic")
 
 
+_KNOWN_KEYS = 1 << 16  # int/str keys whose port `partition` remembers
+
+
 def key_group(key: Any) -> int:
     """Return the key group (``0 <= g < KEY_GROUPS``) of a key, in any process.
 
@@ -329,10 +332,25 @@ async def partition(
     else:
         rule = config.rule
         by_group = [ports[owner(g, n)] for g in range(KEY_GROUPS)]
+        # The port of each int or str key seen, so that a repeated key costs
+        # a dict lookup, not an encoding and a CRC (only these two classes:
+        # 1, 1.0 and True are equal dict keys with different encodings).
+        # Bounded: cleared when full.
+        known: dict[Any, str] = {}
         async for batch in inputs[0]:
             for x in batch:
                 try:
-                    port = by_group[key_group(rule(x))]
+                    key = rule(x)
+                    cls = key.__class__
+                    if cls is int or cls is str:
+                        seen = known.get(key)
+                        if seen is None:
+                            if len(known) >= _KNOWN_KEYS:
+                                known.clear()
+                            seen = known[key] = by_group[key_group(key)]
+                        port = seen
+                    else:
+                        port = by_group[key_group(key)]
                 except Exception:  # the node itself reports a bad key
                     port = ports[0]
                 emit(port, x)

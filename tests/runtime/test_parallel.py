@@ -24,6 +24,7 @@ from flowstream.runtime.plan import describe, plan
 from flowstream.runtime.validation import validate
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
     from pathlib import Path
 
 
@@ -424,3 +425,27 @@ def test_warnings_name_the_declared_node_once() -> None:
     wf.get_node("n").parallelism = 3
     warnings = graph_of(wf).warnings()
     assert [(w.node, w.field) for w in warnings] == [("n", "max_keys")]
+
+
+async def test_partition_sends_each_item_to_its_key_groups_owner() -> None:
+    # `partition` remembers the port of int and str keys; equal keys of other
+    # classes (True == 1 == 1.0) still go by their own encoding's group.
+    from flowstream.runtime.parallel import Partition, partition
+
+    keys: list[Any] = [1, True, 1.0, "a", 1, True, 1.0, "a", (1, 2), (1.0, 2)]
+    keys += list(range(300)) * 2
+    emitted: list[tuple[str, Any]] = []
+
+    class Ctx:
+        def emit(self, port: str, item: Any) -> None:
+            emitted.append((port, item))
+
+    async def batches() -> AsyncIterator[list[Any]]:
+        yield [{"k": k} for k in keys]
+
+    config = Partition(n=3, how="key", rule=lambda x: x["k"])
+    async for _ in partition.fn(batches(), config=config, ctx=Ctx()):
+        pass
+    assert [item["k"] for _, item in emitted] == keys
+    for port, item in emitted:
+        assert port == f"p{owner(key_group(item['k']), 3)}", item
