@@ -92,6 +92,9 @@ class NodeContext(Protocol):
     def emit(self, port: str, item: Any) -> None:
         """Send ``item`` on output ``port`` (buffered; flushed with the outputs)."""
 
+    def emit_many(self, port: str, items: list[Any]) -> None:
+        """Send each of ``items`` on output ``port``, in order (as `emit` does)."""
+
     def dead_letter(self, item: Any, reason: str) -> None:
         """Send ``item`` to the ``error`` port with a reason, and count it."""
 

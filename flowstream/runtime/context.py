@@ -175,6 +175,16 @@ class NodeRuntime:
         else:
             buf.append(item)
 
+    def emit_many(self, port: str, items: list[Any]) -> None:
+        """Send each of ``items`` on output ``port``, in order (one call for all)."""
+        if not items:
+            return
+        buf = self.pending.get(port)
+        if buf is None:
+            self.pending[port] = list(items)
+        else:
+            buf.extend(items)
+
     def dead_letter(
         self, item: Any, reason: str, error_type: str | None = None
     ) -> None:

@@ -317,27 +317,26 @@ async def partition(
     """
     n = config.n
     ports = [f"p{i}" for i in range(n)]
-    emit = ctx.emit
+    emit_many = ctx.emit_many
     if config.how == "round_robin":
         start = 0
         async for batch in inputs[0]:
             for j in range(n):
-                port = ports[j]
-                for x in batch[(j - start) % n :: n]:
-                    emit(port, x)
+                emit_many(ports[j], batch[(j - start) % n :: n])
             start = (start + len(batch)) % n
             # Emitted items leave when the node yields: each input batch
             # leaves as one batch per port, not all at the end of the input.
             yield []
     else:
         rule = config.rule
-        by_group = [ports[owner(g, n)] for g in range(KEY_GROUPS)]
         # The port of each int or str key seen, so that a repeated key costs
         # a dict lookup, not an encoding and a CRC (only these two classes:
         # 1, 1.0 and True are equal dict keys with different encodings).
         # Bounded: cleared when full.
-        known: dict[Any, str] = {}
+        known: dict[Any, int] = {}
+        by_group_i = [owner(g, n) for g in range(KEY_GROUPS)]
         async for batch in inputs[0]:
+            parts: list[list[Any]] = [[] for _ in ports]
             for x in batch:
                 try:
                     key = rule(x)
@@ -347,13 +346,15 @@ async def partition(
                         if seen is None:
                             if len(known) >= _KNOWN_KEYS:
                                 known.clear()
-                            seen = known[key] = by_group[key_group(key)]
-                        port = seen
+                            seen = known[key] = by_group_i[key_group(key)]
+                        i = seen
                     else:
-                        port = by_group[key_group(key)]
+                        i = by_group_i[key_group(key)]
                 except Exception:  # the node itself reports a bad key
-                    port = ports[0]
-                emit(port, x)
+                    i = 0
+                parts[i].append(x)
+            for port, part in zip(ports, parts, strict=True):
+                emit_many(port, part)
             yield []
 
 
