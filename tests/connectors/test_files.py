@@ -339,6 +339,9 @@ class Context:
     def emit(self, port: str, item: Any) -> None:
         raise AssertionError(port)
 
+    def emit_many(self, port: str, items: list[Any]) -> None:
+        raise AssertionError(port)
+
     def read_progress(self, done: int, total: int | None = None) -> None:
         self.progress.append((done, total))
 

@@ -77,7 +77,7 @@ def chain(
     tmp: Path, n: int, *, split: int | None = None, sleep_s: float = 0.0
 ) -> Workflow:
     """n0 -> n1 -> ... -> n{n-1}; node ``split`` has two instances."""
-    cfg = {
+    cfg: dict[str, Any] = {
         "log": str(tmp / "calls.log"),
         "broken": str(tmp / "broken"),
         "sleep_s": sleep_s,
