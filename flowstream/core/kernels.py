@@ -14,7 +14,16 @@ import operator
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
 
-__all__ = ["DROPPED", "KEPT", "ItemFailed", "ItemKernel", "Kernel", "KernelFactory"]
+__all__ = [
+    "DROPPED",
+    "KEPT",
+    "ItemFailed",
+    "ItemKernel",
+    "Kernel",
+    "KernelFactory",
+    "drained",
+    "stopped_early",
+]
 
 Kernel = Callable[[list[Any]], list[Any]]
 """A batch kernel: a plain function from a list of items to a list of items."""
@@ -55,8 +64,17 @@ class ItemKernel:
         self.lifted = lifted
 
     def __call__(self, batch: list[Any]) -> list[Any]:
-        """Apply the kernel to one batch."""
-        return list(self.apply(batch))
+        """Apply the kernel to one batch.
+
+        A function that raises `StopIteration` would end ``map``/``filter``
+        early and lose the rest of the batch without a word; it fails
+        instead, as it would inside a generator (PEP 479).
+        """
+        items = iter(batch)
+        out = list(self.apply(items))
+        if not drained(items):
+            raise stopped_early(self.fn)
+        return out
 
     def apply(self, items: Iterable[Any]) -> Iterator[Any]:
         """The kernel over ``items``, lazily (a C iterator, no Python frame)."""
@@ -66,6 +84,27 @@ class ItemKernel:
         if self.projects:
             return filter(KEPT, map(fn, items))
         return filter(fn, items)
+
+
+def drained(items: Iterator[Any]) -> bool:
+    """Whether the list (or tuple) iterator ``items`` was asked past its end.
+
+    ``map`` and ``filter`` end when their function raises `StopIteration`
+    as they do when their input ends, and ``list`` takes either for the
+    end. Only a real end asks the input past its last item, and CPython's
+    list and tuple iterators then let go of their sequence, which their
+    ``__reduce__`` shows (two parts instead of three). One check per batch.
+    """
+    return len(items.__reduce__()) == 2
+
+
+def stopped_early(fn: Callable[..., Any]) -> RuntimeError:
+    """The failure of an item whose function raised `StopIteration`."""
+    name = getattr(fn, "__qualname__", None) or type(fn).__name__
+    return RuntimeError(
+        f"{name} raised StopIteration; a function may not raise it "
+        "(it would end the batch early), raise another exception"
+    )
 
 
 DROPPED: Any = object()

@@ -16,7 +16,7 @@ import operator
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from ...core.kernels import ItemKernel
+from ...core.kernels import ItemKernel, drained, stopped_early
 from ...core.node import ItemFailed
 from ..feeds import NO_ITEM, BatchFeed, ChannelFeed, ItemFeed
 from ..merging import merge_batches
@@ -83,6 +83,8 @@ async def kernel_stage(
                     out: list[Any] = []
                     try:
                         out.extend(over(items))
+                        if not drained(items):  # a StopIteration, not the end
+                            raise stopped_early(over)
                     except Exception as exc:
                         out = await resume_items(ex, step, batch, items, out, exc)
                     else:
@@ -142,6 +144,8 @@ async def resume_items(
         done = []
         try:
             done.extend(over(items))
+            if not drained(items):
+                raise stopped_early(over)
         except Exception as again:
             exc = again
             continue
