@@ -18,9 +18,13 @@ if TYPE_CHECKING:
     from collections import deque
     from collections.abc import Awaitable, Callable
 
+    from .channel import SendChannel
     from .events import EventBus
 
-__all__ = ["EpochHook", "NodeRuntime", "RunState", "State"]
+__all__ = ["UNBOUNDED", "EpochHook", "NodeRuntime", "RunState", "State"]
+
+UNBOUNDED = 1 << 30
+"""`NodeRuntime.room` of a port that nothing bounds."""
 
 EpochHook: TypeAlias = "Callable[[int], Awaitable[None] | None]"
 """A checkpoint hook: called with the epoch number; may be a coroutine function."""
@@ -89,6 +93,9 @@ class NodeRuntime:
         # Side outputs (ctx.emit and dead letters) wait here until the node's
         # segment flushes them after its next batch.
         self.pending: dict[str, list[Any]] = {}
+        # Where each output port's batches go (the executor's send halves,
+        # per port): what `room` reads.
+        self.outlets: dict[str, list[SendChannel[Any]]] = {}
         self.max_kept = max_kept
         self.dead_letters_not_kept = 0
         self.outputs_dropped = 0  # sink.collect: oldest items let go (collecting)
@@ -184,6 +191,17 @@ class NodeRuntime:
             self.pending[port] = list(items)
         else:
             buf.extend(items)
+
+    def room(self, port: str) -> int:
+        """How many batches ``port`` takes now without waiting (0: it would wait).
+
+        The least over the port's consumers; `UNBOUNDED` when none bounds
+        it (no channel: collected, or nothing connected).
+        """
+        sends = self.outlets.get(port)
+        if not sends:
+            return UNBOUNDED
+        return min(s.room() for s in sends)
 
     def dead_letter(
         self, item: Any, reason: str, error_type: str | None = None

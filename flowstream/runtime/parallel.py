@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import msgspec
 
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
     from ..core.node import NodeContext
+    from .context import NodeRuntime
     from .validation import Graph, GraphNode
 
 __all__ = [
@@ -314,16 +315,28 @@ async def partition(
     computed goes to instance 0, whose node then reports it exactly as a
     single instance would). Round-robin: item after item, across batches.
     Holds no state besides the round-robin position.
+
+    Round-robin gives way to the ready: while some instances' inputs are
+    full and others have room, the share of each full one goes to one with
+    room (on Ray, an instance sharing its process with the source is slower
+    than one alone, and strict turns would hold the other back to its pace).
     """
     n = config.n
     ports = [f"p{i}" for i in range(n)]
     emit_many = ctx.emit_many
     if config.how == "round_robin":
+        room = cast("NodeRuntime", ctx).room
         start = 0
         async for batch in inputs[0]:
-            for j in range(n):
-                emit_many(ports[j], batch[(j - start) % n :: n])
+            shares = [batch[(j - start) % n :: n] for j in range(n)]
             start = (start + len(batch)) % n
+            ready = [j for j in range(n) if room(ports[j])]
+            if ready and len(ready) < n:
+                to = [j if j in ready else ready[j % len(ready)] for j in range(n)]
+            else:
+                to = list(range(n))
+            for j in range(n):
+                emit_many(ports[to[j]], shares[j])
             # Emitted items leave when the node yields: each input batch
             # leaves as one batch per port, not all at the end of the input.
             yield []

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from flowstream import FlowRuntime, Workflow, default_registry
 from flowstream.cli import cli
+from flowstream.core.node import NodeContext, node
 from flowstream.core.workflow import WorkflowNode
 from flowstream.errors import WorkflowValidationError
 from flowstream.runtime.parallel import KEY_GROUPS, key_group, owner
@@ -451,3 +452,56 @@ async def test_partition_sends_each_item_to_its_key_groups_owner() -> None:
     )
     for port, item in emitted:
         assert port == f"p{owner(key_group(item['k']), 3)}", item
+
+
+@node("test.small_batches", batched=True)
+async def small_batches() -> AsyncIterator[list[int]]:
+    """0..3999 in batches of 16."""
+    for i in range(0, 4000, 16):
+        yield list(range(i, i + 16))
+
+
+@node("test.slow_first_instance")
+async def slow_first_instance(x: int, *, ctx: NodeContext) -> int:
+    """One-shot: instance 0 takes 2 ms per item, the others no time."""
+    if getattr(ctx, "instance", 0) == 0:
+        await asyncio.sleep(0.002)
+    return x
+
+
+async def test_round_robin_gives_a_full_instances_share_to_one_with_room() -> None:
+    # Strict turns would hand each instance half the items and hold the fast
+    # one to the slow one's pace; instead the fast one takes what the slow
+    # one has no room for. Every item still arrives once.
+    registry = default_registry(entry_points=False)
+    registry.register_all([small_batches, slow_first_instance])
+    wf = (
+        Workflow("uneven")
+        .node("src", "test.small_batches")
+        .node("work", "test.slow_first_instance", parallelism=2)
+        .node("out", "sink.collect")
+        .connect("src -> work")
+        .connect("work -> out")
+    )
+    result = await FlowRuntime(registry).arun(wf, capacity=2)
+    assert result.ok, result.error
+    assert sorted(result.output("out")) == list(range(4000))
+    slow, fast = (result.stats[f"work[{i}]"].items_in for i in (0, 1))
+    assert slow + fast == 4000
+    assert fast > 4 * slow, (slow, fast)
+
+
+async def test_room_tells_how_many_batches_a_port_takes_without_waiting() -> None:
+    from flowstream.runtime.channel import open_channel
+
+    send, recv = open_channel[int](2)
+    assert send.room() == 2
+    send.send_nowait([1])
+    assert send.room() == 1
+    send.send_nowait([2])
+    assert send.room() == 0
+    assert await recv.receive() == [1]
+    assert send.room() == 1
+    send.close()
+    assert send.room() == 0
+    recv.close()

@@ -8,13 +8,16 @@ the same exception is a RuntimeError (PEP 479); kernels now agree.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from flowstream import FlowRuntime, default_registry
 from flowstream.core.kernels import ItemKernel, drained
 from flowstream.core.workflow import ContinueOnError, Workflow
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 def stop_at(bad: set[int]) -> Any:
@@ -103,6 +106,6 @@ def test_drained_tells_an_end_from_a_stop() -> None:
     items = iter([1, 2])
     assert list(map(stop_at(set()), items)) == [1, 2]
     assert drained(items)
-    empty = iter([])
+    empty: Iterator[int] = iter([])
     assert list(empty) == []
     assert drained(empty)

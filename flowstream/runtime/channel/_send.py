@@ -125,6 +125,14 @@ class SendChannel(_Half, Generic[T_contra], metaclass=_NoPublicConstructor):
         if not self._offer(batch):
             raise WouldBlock
 
+    def room(self) -> int:
+        """How many batches ``send`` would take now without waiting (0: it waits)."""
+        state = self._state
+        if self._closed or state.broken or state.send_waiters or state.reserved:
+            return 0
+        free = state.capacity - state.buffered
+        return free if free > 0 else int(bool(state.recv_waiters))
+
     def send_control(self, msg: Control) -> None:
         """Send a control message after the batches sent so far; never waits.
 

@@ -406,6 +406,7 @@ class WorkflowExecutor:
             or self.graph.workflow.error_handling
             or StopWorkflow(),
         )
+        rt.outlets = n.sends  # filled by _wire
         return n
 
     def _wire(self) -> None:
