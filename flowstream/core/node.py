@@ -187,6 +187,11 @@ class NodeSpec(msgspec.Struct, frozen=True, kw_only=True):
         partitioned: A source that can run several instances, each reading
             its own part of the input (``ctx.instance`` of ``ctx.instances``):
             says why a config cannot (`PartitionCheck`); None: one instance.
+        coalesce: A batch-aware node with one input read from a channel
+            takes, in one batch, the batches waiting there, up to this many
+            items: when it falls behind it gets fewer, larger batches (a
+            node whose cost is per batch catches up), and while it keeps
+            up, batches as they were sent. 0: never.
         description: First line of the docstring.
         location: ``module.qualname:line``, for error messages.
     """
@@ -212,6 +217,7 @@ class NodeSpec(msgspec.Struct, frozen=True, kw_only=True):
     aligned: bool = False
     rescale: StateRescaler | None = None
     partitioned: PartitionCheck | None = None
+    coalesce: int = 0
     description: str = ""
     location: str = ""
 
@@ -357,6 +363,7 @@ def node(
     aligned: bool = False,
     rescale: StateRescaler | None = None,
     partitioned: PartitionCheck | None = None,
+    coalesce: int = 0,
     description: str | None = None,
 ) -> Callable[[Any], NodeSpec]:
     """Declare a node type; the decorated function or class becomes a `NodeSpec`.
@@ -382,6 +389,8 @@ def node(
             (`StateRescaler`); keyed and stateful stateless nodes give one.
         partitioned: A source whose instances each read a part of the input
             (`PartitionCheck`).
+        coalesce: Take what waits in the input channel in one batch, up to
+            this many items (`NodeSpec.coalesce`); needs ``batched``.
         description: Overrides the docstring's first line.
 
     Raises:
@@ -412,6 +421,9 @@ def node(
                 raise TypeError(msg)
         if aligned and not batched:
             msg = f"node {type_id!r} ({where}): aligned needs batched=True"
+            raise TypeError(msg)
+        if coalesce and not batched:
+            msg = f"node {type_id!r} ({where}): coalesce needs batched=True"
             raise TypeError(msg)
         inputs, names, wants_config, wants_ctx = _ports(
             type_id, fn, where, is_class, ports is not None
@@ -462,6 +474,7 @@ def node(
             aligned=aligned,
             rescale=rescale,
             partitioned=partitioned,
+            coalesce=coalesce,
             description=doc.strip().splitlines()[0] if doc.strip() else "",
             location=where,
         )

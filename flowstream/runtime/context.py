@@ -96,6 +96,9 @@ class NodeRuntime:
         # Where each output port's batches go (the executor's send halves,
         # per port): what `room` reads.
         self.outlets: dict[str, list[SendChannel[Any]]] = {}
+        # Most items taken from the input channel in one batch (0: batches
+        # as sent); starts at the spec's `coalesce`, a node may change it.
+        self.coalesce = 0
         self.max_kept = max_kept
         self.dead_letters_not_kept = 0
         self.outputs_dropped = 0  # sink.collect: oldest items let go (collecting)

@@ -211,6 +211,8 @@ def _why_not_fused(
         return "fuse: false"
     if g.spec.timed:
         return "waits with deadlines (timed), so it reads a channel"
+    if g.spec.coalesce:
+        return "takes the batches waiting in its channel in one (coalesce)"
     if g.decl.concurrency > 1:
         return f"runs {g.decl.concurrency} calls at once from its own channel"
     if len(g.inputs) != 1:

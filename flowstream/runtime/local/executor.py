@@ -407,6 +407,7 @@ class WorkflowExecutor:
             or StopWorkflow(),
         )
         rt.outlets = n.sends  # filled by _wire
+        rt.coalesce = g.spec.coalesce
         return n
 
     def _wire(self) -> None:

@@ -17,6 +17,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from ...core.node import OUT_PORT
+from ...errors import EndOfStream, WouldBlock
 from ..channel import Control
 from ..checkpointing.coordinator import Barrier
 from ..feeds import AligningFeed, BatchFeed, ChannelFeed
@@ -29,7 +30,9 @@ from .failures import Abort
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
+    from ..channel import ReceiveChannel
     from ..checkpointing.barriers import SourceBarriers
+    from ..context import NodeRuntime
     from .executor import WorkflowExecutor
     from .fusion import NodeRun, Segment
 
@@ -293,15 +296,31 @@ async def _port_batches(
     *,
     controls: bool = False,
 ) -> AsyncIterator[Any]:
-    """The port's batches; its control messages too, with ``controls``."""
+    """The port's batches; its control messages too, with ``controls``.
+
+    For a node that coalesces (`NodeSpec.coalesce`, as the node now sets
+    it: `NodeRuntime.coalesce`), the batches waiting behind one are taken
+    along in one batch, up to the limit; a control message among them
+    waits until that batch is handed out.
+    """
     recv = n.inputs[port]
     rt = n.rt
     with recv:  # a consumer that stops early releases its producers
         async for msg in recv:
             if type(msg) is list:
                 rt.took(len(msg))
+                limit = rt.coalesce
+                if len(msg) >= limit:
+                    yield msg
+                    continue
+                msg, after = _coalesced(recv, rt, msg, limit)
                 yield msg
-            elif isinstance(msg, Control):
+                if after is None:
+                    continue
+                if isinstance(after, Exception):
+                    raise after
+                msg = after  # the control message behind the batches taken
+            if isinstance(msg, Control):
                 if controls:
                     yield msg
                 elif on_control is not None:
@@ -310,3 +329,34 @@ async def _port_batches(
                 msg_type = type(msg).__name__
                 text = f"unexpected {msg_type} on a channel"
                 raise TypeError(text)
+
+
+def _coalesced(
+    recv: ReceiveChannel[Any], rt: NodeRuntime, first: list[Any], limit: int
+) -> tuple[list[Any], Control | Exception | None]:
+    """``first`` and the batches waiting behind it, up to ``limit`` items.
+
+    Also what stopped the taking, if it must be handled after the batch: a
+    control message, or the error the channel ended with. A new list is
+    made (a fan-out hands the same list to several consumers).
+    """
+    if len(first) >= limit:
+        return first, None
+    merged: list[Any] | None = None
+    size = len(first)
+    while size < limit:
+        try:
+            msg = recv.receive_nowait()
+        except (WouldBlock, EndOfStream):
+            break
+        except Exception as exc:  # the producer's failure, after its batches
+            return merged or first, exc
+        if type(msg) is not list:
+            return merged or first, msg
+        rt.took(len(msg))
+        if merged is None:
+            merged = [*first, *msg]
+        else:
+            merged += msg
+        size += len(msg)
+    return merged or first, None

@@ -22,8 +22,9 @@ process's executor marks it as a source marks one (docs/scale-out.md).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
@@ -36,8 +37,19 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from ...core.node import NodeContext
+    from ..context import NodeRuntime
 
-__all__ = ["EdgeMeter", "Inbox", "Receive", "Send", "receive", "send"]
+__all__ = [
+    "COALESCE_S",
+    "SEND_COALESCE",
+    "EdgeMeter",
+    "Inbox",
+    "Pace",
+    "Receive",
+    "Send",
+    "receive",
+    "send",
+]
 
 
 class Inbox:
@@ -109,11 +121,49 @@ async def receive(
         yield decode_msgpack(payload)
 
 
-@node("runtime.send", config=Send, batched=True)
+SEND_COALESCE = 8192
+"""Most items one push carries when batches wait for credit (`NodeSpec.coalesce`)."""
+
+COALESCE_S = 0.5
+"""A push carries at most about this many seconds of the receiver's work."""
+
+
+class Pace:
+    """How many items one push may carry, from how fast the receiver takes them.
+
+    Under backpressure (a full window) an ack comes when the receiver has
+    taken a push, so the time between two is its time for one: a push may
+    carry `COALESCE_S` of that work, up to `SEND_COALESCE` items, so that
+    a receiver with slow items is not held up for long by one batch (its
+    loop answers statistics, health checks and stops between batches).
+    Nothing is coalesced until a first pace is known.
+    """
+
+    def __init__(self, rt: NodeRuntime) -> None:
+        self.rt = rt
+        self.last: float | None = None
+        rt.coalesce = 0
+
+    def acked(self, items: int) -> None:
+        """The oldest push, of ``items`` items, was acknowledged just now."""
+        now = time.perf_counter()
+        last, self.last = self.last, now
+        if last is not None and items and now > last:
+            per_s = items / (now - last)
+            self.rt.coalesce = min(SEND_COALESCE, int(per_s * COALESCE_S))
+
+
+@node("runtime.send", config=Send, batched=True, coalesce=SEND_COALESCE)
 async def send(
     inp: AsyncIterator[list[Any]], *, config: Send, ctx: NodeContext
 ) -> AsyncIterator[list[Any]]:
     """Send each batch to the actor at the other end, within the credit window.
+
+    Batches that queue here while the window is full leave together (up to
+    what `Pace` allows) in one push: pushes cost Ray's threads in both
+    processes, whatever their size, so a receiver that falls behind gets
+    fewer, larger pushes (a barrier still leaves in its place: the batches
+    before it, then it).
 
     An item with no MessagePack form goes to this node's dead letters with
     the reason; the rest of its batch is sent. Under checkpoints, each
@@ -125,20 +175,23 @@ async def send(
         config.window,
         config.meter,
     )
-    unacked: deque[Any] = deque()
+    unacked: deque[tuple[Any, int]] = deque()  # (push, its items)
     seq = 0
     sending = True  # a barrier after the end has nowhere to go
+    pace = Pace(cast("NodeRuntime", ctx))
 
     async def credit() -> None:
         if len(unacked) >= window:
-            await unacked.popleft()
+            oldest, items = unacked.popleft()
+            await oldest
+            pace.acked(items)
 
     async def at_barrier(epoch: int) -> None:
         nonlocal seq
         if not sending:
             return  # the snapshot after the drain: nothing crosses any more
         await credit()
-        unacked.append(target.push_barrier.remote(edge, seq, epoch))
+        unacked.append((target.push_barrier.remote(edge, seq, epoch), 0))
         seq += 1
 
     if ctx.checkpointing:
@@ -149,14 +202,14 @@ async def send(
         if payload is None:
             continue
         await credit()
-        unacked.append(push.remote(edge, seq, payload))
+        unacked.append((push.remote(edge, seq, payload), len(batch)))
         seq += 1
         meter.batches += 1
         meter.bytes += len(payload)
         meter.peak_unacked = max(meter.peak_unacked, len(unacked))
     sending = False
     while unacked:
-        await unacked.popleft()
+        await unacked.popleft()[0]
     await push.remote(edge, seq, None)
     return
     yield  # sends only

@@ -156,20 +156,24 @@ def test_types_registered_by_hand_run_on_ray() -> None:
 
 
 def test_a_slow_consumer_holds_each_edge_to_the_credit_window() -> None:
-    # 8 batches of 1024 from the source, half of each to the other process,
+    # 12 batches of 1024 from the source, shared with the other process,
     # where each item costs 0.2 ms: the sender runs ahead until its window
-    # of un-acknowledged batches is full, and no further.
+    # of un-acknowledged batches is full, and no further. Channels of one
+    # batch, so that a push takes along at most one batch that waited
+    # (`SEND_COALESCE`) and several pushes cross.
     window = 2
     wf = (
         Workflow("slow")
-        .node("src", "source.values", values=[0.0002] * 8192)
+        .node("src", "source.values", values=[0.0002] * 12288)
         .node("nap", "transform.map", fn="time:sleep", parallelism=2)
         .node("out", "sink.null", parallelism=2)
         .connect("src -> nap")
         .connect("nap -> out")
     )
     graph = validate(wf, default_registry())
-    executor = FlowRuntime().executor(graph, backend="ray", credit_window=window)
+    executor = FlowRuntime().executor(
+        graph, backend="ray", credit_window=window, capacity=1
+    )
     assert isinstance(executor, RayExecutor)
     meters: dict[int, tuple[int, int, int]] = {}
 
@@ -263,7 +267,9 @@ def test_cli_runs_on_ray_with_the_same_outputs(tmp_path) -> None:
 def test_a_killed_actor_fails_the_run_naming_its_nodes() -> None:
     wf = (
         Workflow("killed")
-        .node("src", "source.values", values=[0.0005] * 8192)
+        # Long enough (4 s a slot) to outlast the statistics' first poll of
+        # a slot whose loop runs sleeping batches back to back.
+        .node("src", "source.values", values=[0.0005] * 16384)
         .node("nap", "transform.map", fn="time:sleep", parallelism=2)
         .node("out", "sink.null", parallelism=2)
         .connect("src -> nap")
