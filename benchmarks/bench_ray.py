@@ -28,7 +28,10 @@ driver, commits); items/s over the running time, paired per round.
 Second table: the cost of a batch crossing processes. A trivial map with
 parallelism 2 behind a source emitting batches of 2, 128 or 2048 items, so that
 each instance (one of them in the other process) gets batches of 1, 64 or
-1024; items/s against the same workflow run locally.
+1024; items/s against the same workflow run locally. Round-robin gives way to
+the instance with room and a sender coalesces batches queued behind its
+credit window, so each line also says what share of the items crossed to the
+other process's instance (and back to the sum).
 """
 
 from __future__ import annotations
@@ -132,6 +135,10 @@ def edge(n: int, batch: int) -> Workflow:
     )
 
 
+LAST_STATS: dict[str, Any] = {}
+"""The per-node statistics of the last `_timed` run."""
+
+
 def _timed(wf: Workflow, backend: str) -> tuple[float, float, Any]:
     """(running seconds, wall seconds, outputs) of one run, in this process."""
     if backend == "local":
@@ -142,6 +149,8 @@ def _timed(wf: Workflow, backend: str) -> tuple[float, float, Any]:
         ran = time.perf_counter() - t0
         if not local.ok:
             raise RuntimeError(local.error)
+        LAST_STATS.clear()
+        LAST_STATS.update(local.stats)
         return ran, ran, local.output("out")
     executor = FlowRuntime().executor(wf, backend=backend)
 
@@ -153,6 +162,8 @@ def _timed(wf: Workflow, backend: str) -> tuple[float, float, Any]:
     wall = time.perf_counter() - t0
     if not result.ok:
         raise RuntimeError(result.error)
+    LAST_STATS.clear()
+    LAST_STATS.update(result.stats)
     timings = getattr(executor, "timings", {})
     return timings.get("run_s", wall), wall, result.output("out")
 
@@ -303,7 +314,7 @@ def _edge_table(cfg: h.Config) -> list[str]:
     lines = []
     for batch in (1, 64, 1024):
         size = min(n, 4_000) if batch == 1 else n
-        local, remote = [], []
+        local, remote, crossed = [], [], []
         want = sum(range(1, size + 1))
         for _ in range(cfg.repeat):
             for backend, into in (("local", local), ("ray", remote)):
@@ -312,11 +323,16 @@ def _edge_table(cfg: h.Config) -> list[str]:
                     msg = f"edge {backend} batch {batch}: wrong sum"
                     raise AssertionError(msg)
                 into.append(size / ran)
+            # The instance in the other process: round-robin gives way to
+            # the instance with room, so its share says what crossed.
+            crossed.append(LAST_STATS["inc[1]"].items_in / size)
         ratios = sorted(r / lo for r, lo in zip(remote, local, strict=True))
         lines.append(
             f"cross-process edge, batch {batch}: ray {_spread(remote)} items/s "
             f"vs local {_spread(local)} ({statistics.median(ratios):.2f}x "
-            f"[{ratios[0]:.2f}..{ratios[-1]:.2f}])"
+            f"[{ratios[0]:.2f}..{ratios[-1]:.2f}]); "
+            f"{statistics.median(crossed):.0%} [{min(crossed):.0%}.."
+            f"{max(crossed):.0%}] of the items crossed (and back)"
         )
         h.log(f"  {lines[-1]}")
     return lines

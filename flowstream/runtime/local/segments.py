@@ -351,7 +351,7 @@ def _coalesced(
             break
         except Exception as exc:  # the producer's failure, after its batches
             return merged or first, exc
-        if type(msg) is not list:
+        if isinstance(msg, Control):
             return merged or first, msg
         rt.took(len(msg))
         if merged is None:
