@@ -20,7 +20,9 @@ def deep_json(depth: int) -> bytes:
     return b'{"name": "w", "x": ' + b"[" * depth + b"]" * depth + b"}"
 
 
-@pytest.mark.parametrize("depth", [5000, 10000])
+# 100,000 levels: a parser quadratic in the depth would hold the server (and
+# this test) for hours.
+@pytest.mark.parametrize("depth", [5000, 10000, 100_000])
 @pytest.mark.parametrize(
     ("media", "body"),
     [
@@ -58,3 +60,20 @@ async def test_a_deep_run_request_is_a_400(
         headers={**AUTH, "content-type": "application/json"},
     )
     assert response.status_code == 400, response.text
+
+
+async def test_a_yaml_upload_with_an_alias_is_a_400(client: httpx.AsyncClient) -> None:
+    body = b"""name: w
+base: &laugh [ha, ha]
+nodes:
+  - {id: v, type: source.values, config: {values: *laugh}}
+  - {id: out, type: sink.collect}
+connections: ["v -> out"]
+"""
+    response = await client.put(
+        "/api/workflows/w",
+        content=body,
+        headers={**AUTH, "content-type": "application/yaml"},
+    )
+    assert response.status_code == 400, response.text
+    assert "aliases" in response.json()["detail"]
