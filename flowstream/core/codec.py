@@ -41,6 +41,7 @@ __all__ = [
     "encode_document",
     "encode_json",
     "encode_msgpack",
+    "yaml_loader",
 ]
 
 WireFormat = Literal["json", "msgpack"]
@@ -236,7 +237,8 @@ _YAML12_FLOAT = re.compile(
 
 
 @functools.cache
-def _yaml_loader() -> Any:
+def yaml_loader() -> Any:
+    """The safe YAML loader documents are read with: libyaml's, YAML 1.2 floats."""
     import yaml  # as msgspec.yaml does: only when YAML is read
 
     base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -282,7 +284,7 @@ def _decode_yaml(data: bytes) -> Any:
     import yaml
 
     try:
-        return yaml.load(data, _yaml_loader())  # a safe loader
+        return yaml.load(data, yaml_loader())  # a safe loader
     except yaml.YAMLError as exc:
         raise msgspec.DecodeError(str(exc)) from None
 

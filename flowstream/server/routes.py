@@ -48,7 +48,7 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import __version__
-from ..core.codec import decode_document
+from ..core.codec import decode_document, yaml_loader
 from ..core.sandbox import SandboxedConfig
 from ..core.workflow import Workflow
 from ..core.workflow_files import parse_workflow
@@ -236,12 +236,11 @@ async def put_workflow(request: Request[Any, Any, Any], name: WorkflowName) -> W
 
 def _refuse_yaml_aliases(body: bytes) -> None:
     # Aliases let a small document expand exponentially while it is converted
-    # (a "billion laughs"); workflow files have no use for them. libyaml's
-    # parser: PyYAML's own scanner is quadratic in the nesting of flow
-    # collections (a 10 KB body of brackets held the server for 30 s).
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    # (a "billion laughs"); workflow files have no use for them. The loader
+    # documents are read with (libyaml's): PyYAML's own scanner is quadratic
+    # in the nesting of flow collections (10 KB of brackets held it 30 s).
     try:
-        for event in yaml.parse(body, Loader=loader):
+        for event in yaml.parse(body, Loader=yaml_loader()):
             if isinstance(event, yaml.AliasEvent):
                 msg = "YAML aliases (*name) are not accepted in uploaded workflows"
                 raise ApiError(400, msg)

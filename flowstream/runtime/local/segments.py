@@ -340,8 +340,6 @@ def _coalesced(
     control message, or the error the channel ended with. A new list is
     made (a fan-out hands the same list to several consumers).
     """
-    if len(first) >= limit:
-        return first, None
     merged: list[Any] | None = None
     size = len(first)
     while size < limit:

@@ -133,14 +133,15 @@ class Pace:
 
     Under backpressure (a full window) an ack comes when the receiver has
     taken a push, so the time between two is its time for one: a push may
-    carry `COALESCE_S` of that work, up to `SEND_COALESCE` items, so that
-    a receiver with slow items is not held up for long by one batch (its
-    loop answers statistics, health checks and stops between batches).
-    Nothing is coalesced until a first pace is known.
+    carry `COALESCE_S` of that work, up to the node's declared limit, so
+    that a receiver with slow items is not held up for long by one batch
+    (its loop answers statistics, health checks and stops between
+    batches). Nothing is coalesced until a first pace is known.
     """
 
     def __init__(self, rt: NodeRuntime) -> None:
         self.rt = rt
+        self.cap = rt.coalesce  # the spec's: `SEND_COALESCE`
         self.last: float | None = None
         rt.coalesce = 0
 
@@ -150,7 +151,7 @@ class Pace:
         last, self.last = self.last, now
         if last is not None and items and now > last:
             per_s = items / (now - last)
-            self.rt.coalesce = min(SEND_COALESCE, int(per_s * COALESCE_S))
+            self.rt.coalesce = min(self.cap, int(per_s * COALESCE_S))
 
 
 @node("runtime.send", config=Send, batched=True, coalesce=SEND_COALESCE)
