@@ -316,27 +316,32 @@ async def partition(
     single instance would). Round-robin: item after item, across batches.
     Holds no state besides the round-robin position.
 
-    Round-robin gives way to the ready: while some instances' inputs are
-    full and others have room, the share of each full one goes to one with
-    room (on Ray, an instance sharing its process with the source is slower
-    than one alone, and strict turns would hold the other back to its pace).
+    Round-robin gives way to the ready: while the instances' inputs are not
+    equally full, a batch goes whole to those with the most room (on Ray,
+    an instance sharing its process with the source is slower than one
+    alone, and strict turns would hold the other back to its pace; the
+    faster one empties its input sooner, so it gets more batches).
     """
     n = config.n
     ports = [f"p{i}" for i in range(n)]
     emit_many = ctx.emit_many
     if config.how == "round_robin":
         room = cast("NodeRuntime", ctx).room
+        every = list(range(n))
         start = 0
         async for batch in inputs[0]:
-            shares = [batch[(j - start) % n :: n] for j in range(n)]
-            start = (start + len(batch)) % n
-            ready = [j for j in range(n) if room(ports[j])]
-            if ready and len(ready) < n:
-                to = [j if j in ready else ready[j % len(ready)] for j in range(n)]
+            rooms = [room(port) for port in ports]
+            most = max(rooms)
+            to = every
+            if most and min(rooms) < most:
+                to = [j for j in every if rooms[j] == most]
+            k = len(to)
+            if k == 1:
+                emit_many(ports[to[0]], batch)
             else:
-                to = list(range(n))
-            for j in range(n):
-                emit_many(ports[to[j]], shares[j])
+                for i, j in enumerate(to):
+                    emit_many(ports[j], batch[(i - start) % k :: k])
+                start = (start + len(batch)) % n
             # Emitted items leave when the node yields: each input batch
             # leaves as one batch per port, not all at the end of the input.
             yield []

@@ -491,6 +491,53 @@ async def test_round_robin_gives_a_full_instances_share_to_one_with_room() -> No
     assert fast > 4 * slow, (slow, fast)
 
 
+async def test_round_robin_gives_whole_batches_to_the_emptiest_inputs() -> None:
+    # Equal room: each batch is split item after item (across batches);
+    # unequal: the batch goes whole to those with the most room, so that an
+    # instance that empties its input sooner gets more.
+    from flowstream.runtime.parallel import Partition, partition
+
+    rooms = {"p0": 2, "p1": 2, "p2": 2}
+    emitted: list[tuple[str, list[Any]]] = []
+
+    class Ctx:
+        def room(self, port: str) -> int:
+            return rooms[port]
+
+        def emit_many(self, port: str, items: list[Any]) -> None:
+            if items:  # as NodeRuntime.emit_many: nothing to send, no batch
+                emitted.append((port, items))
+
+    feed: asyncio.Queue[list[int]] = asyncio.Queue()
+
+    async def batches() -> AsyncIterator[list[Any]]:
+        while batch := await feed.get():
+            yield batch
+
+    config = Partition(n=3, how="round_robin")
+    gen = partition.fn(batches(), config=config, ctx=Ctx())
+
+    async def step(batch: list[int]) -> list[tuple[str, list[Any]]]:
+        emitted.clear()
+        await feed.put(batch)
+        await anext(gen)
+        return sorted(emitted)
+
+    assert await step([0, 1, 2, 3]) == [("p0", [0, 3]), ("p1", [1]), ("p2", [2])]
+    # The turn goes on from where the last batch left it: item 4 to p1.
+    assert await step([4, 5]) == [("p1", [4]), ("p2", [5])]
+    rooms.update(p0=1, p1=3, p2=0)
+    assert await step([6, 7, 8]) == [("p1", [6, 7, 8])]
+    rooms.update(p0=3, p1=3, p2=1)
+    assert sorted(x for _, xs in await step(list(range(10))) for x in xs) == list(
+        range(10)
+    )
+    assert {port for port, _ in emitted} == {"p0", "p1"}
+    rooms.update(p0=0, p1=0, p2=0)  # all full: strict turns, each waits
+    assert [port for port, _ in await step([20, 21, 22])] == ["p0", "p1", "p2"]
+    await gen.aclose()
+
+
 async def test_room_tells_how_many_batches_a_port_takes_without_waiting() -> None:
     from flowstream.runtime.channel import open_channel
 
