@@ -37,6 +37,7 @@ other process's instance (and back to the sum).
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import statistics
 import tempfile
@@ -88,6 +89,11 @@ def calibrate() -> int:
     BURN_STEPS = max(1, round(BURN_US / per_step_us))
     os.environ[_STEPS_ENV] = str(BURN_STEPS)
     return BURN_STEPS
+
+
+def burn_span(span: tuple[int, int]) -> int:
+    """Burn the items of ``range(*span)`` (the plain-process ceiling's work)."""
+    return sum(burn(x) for x in range(*span))
 
 
 def expected(n: int) -> dict[int, int]:
@@ -197,15 +203,33 @@ def run(cfg: h.Config) -> h.Workload:
     # The local contender before Ray runs here: to compare with its rounds.
     _timed(keyed(min(n, 2000), 1), "local")
     before = [n / _timed(keyed(n, 1), "local")[0] for _ in range(min(cfg.repeat, 3))]
-    ensure_ray(None)
-    try:
-        return _run(cfg, n, want, per_item_us, before)
-    finally:
-        ray.shutdown()
+    # Two plain processes, forked before Ray starts (no Ray threads in them):
+    # the machine's own two-core ceiling, timed in the same rounds.
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        ensure_ray(None)
+        try:
+            return _run(cfg, n, want, per_item_us, before, pool)
+        finally:
+            ray.shutdown()
+
+
+def _ceiling(pool: Any, n: int) -> float:
+    """One round: (one plain process burning n items) / (two burning n/2 each)."""
+    t0 = time.perf_counter()
+    pool.apply(burn_span, ((0, n),))
+    one = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pool.map(burn_span, [(0, n // 2), (n // 2, n)], chunksize=1)
+    return one / (time.perf_counter() - t0)
 
 
 def _run(
-    cfg: h.Config, n: int, want: dict[int, int], per_item_us: float, before: list[float]
+    cfg: h.Config,
+    n: int,
+    want: dict[int, int],
+    per_item_us: float,
+    before: list[float],
+    pool: Any,
 ) -> h.Workload:
     h.log(
         f"[{NAME}] keyed pipeline, n={n}, burn ~{per_item_us:.1f} us/item "
@@ -220,7 +244,9 @@ def _run(
         _timed(keyed(min(n, 2000), wf.nodes[1].parallelism or 1), backend)
     runs: dict[str, list[float]] = {name: [] for name in contenders}
     walls: dict[str, list[float]] = {name: [] for name in contenders}
+    ceilings: list[float] = []
     for i in range(cfg.repeat):
+        ceilings.append(_ceiling(pool, n))
         for name, (wf, backend) in contenders.items():
             ran, wall, out = _timed(wf, backend)
             got = {int(r["key"]): r["value"] for r in out}
@@ -232,6 +258,7 @@ def _run(
         h.log(
             f"  round {i + 1}/{cfg.repeat}: "
             + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in runs.items())
+            + f", two plain processes {ceilings[-1]:.2f}x one"
         )
     rows = _rows(list(contenders), n, runs, "ray p=1")
     p2 = next(r for r in rows if r.name == "ray p=2")
@@ -259,6 +286,17 @@ def _run(
     w.notes.append(
         f"ray p=2 vs ray p=1: {p2.vs_floor or 0:.2f}x [{low:.2f}..{high:.2f}] "
         f"(target >= {TARGET_P2_OVER_P1}x: {p2.status})"
+    )
+    ratios = [
+        (runs["ray p=1"][i] / runs["ray p=2"][i]) / c for i, c in enumerate(ceilings)
+    ]
+    w.extra["ceiling"] = ceilings
+    w.notes.append(
+        "the machine's ceiling in the same rounds, two plain processes burning "
+        f"the items vs one: {statistics.median(ceilings):.2f}x "
+        f"[{min(ceilings):.2f}..{max(ceilings):.2f}]; ray p=2/p=1 over it, "
+        f"paired: {statistics.median(ratios):.2f} [{min(ratios):.2f}.."
+        f"{max(ratios):.2f}]"
     )
     for name, ws in walls.items():
         w.notes.append(
