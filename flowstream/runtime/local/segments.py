@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 __all__ = ["run_segment"]
 
 YIELD_EVERY = 0.01
-"""A segment that never has to wait gives the loop a turn at least this often (s)."""
 
 MAX_TAKES = 64
 """Take stamps a probed timed head keeps: past them its probe uses its latest take."""
@@ -101,7 +100,6 @@ async def run_segment(ex: WorkflowExecutor, seg: Segment) -> None:
         head_rt.takes, head_rt.max_takes = deque(), MAX_TAKES
     emitted = head_rt.items_out  # the head's items delivered so far
     budget = ex._budget
-    rested = perf_counter()
     async with contextlib.aclosing(stream):  # type: ignore[type-var]
         async for batch in stream:
             seg.delivering = True
@@ -110,13 +108,6 @@ async def run_segment(ex: WorkflowExecutor, seg: Segment) -> None:
                 if n.rt.pending:
                     await ex._flush_side(n)
             seg.delivering = False
-            if perf_counter() - rested > YIELD_EVERY:
-                # Batches waiting in its input and room downstream: the
-                # segment would run on without a wait, holding the loop
-                # from every other task (on Ray, from the sends that feed
-                # the other processes; stops, statistics, timers).
-                await asyncio.sleep(0)
-                rested = perf_counter()
             if budget is not None:
                 budget.check()
             if probe is not None:
