@@ -8,6 +8,9 @@ Each actor gets the workflow (JSON) and the node types it names
 default registry) and validates and expands it itself, so nothing but plain
 data, references to node types and actor handles crosses processes; the
 expansion is deterministic, so every actor cuts the same graph the same way.
+The batches of the edges between slots cross on connections of their own
+(`edges`): each actor listens on its node's address (``listen``) before the
+driver hands every actor the others' addresses (``prepare``).
 
 Under checkpoints the actor's executor checkpoints for the coordinator in the
 driver (`checkpointing.delegated`): the driver starts each epoch here
@@ -31,12 +34,11 @@ from ..checkpointing.completions import (
     RecordsUnder,
     decode_outputs,
 )
-from ..checkpointing.coordinator import Barrier
 from ..checkpointing.delegated import CheckpointsUnder, DelegatedCoordinator
 from ..events import EventBus
 from ..options import RunOptions
 from ..validation import validate
-from .edges import EdgeMeter, Inbox, Receive, Send, receive, send
+from .edges import EdgeMeter, Inbox, Listener, Receive, Send, receive, send
 from .probe import OutputSample
 from .slots import cut, remote_edges, slots_of
 
@@ -55,9 +57,9 @@ __all__ = ["SlotActor"]
 class SlotActor:
     """One slot of a run (made remote by the executor: ``ray.remote(SlotActor)``).
 
-    Methods are called in this order: ``prepare`` (every actor, before any
-    runs), ``run``; ``push`` and ``push_barrier`` by the other actors while
-    running; ``stop``, ``cancel``, ``statistics`` and ``meters`` from the
+    Methods are called in this order: ``listen`` and ``prepare`` (every
+    actor, before any runs), ``run``; ``stop``, ``cancel``, ``statistics``
+    and ``meters`` from the
     driver at any time, and under checkpoints ``checkpoint``,
     ``ready_states``, ``decide`` and ``stop_epochs`` (DAG mode: ``taken``).
     """
@@ -85,14 +87,32 @@ class SlotActor:
         probe = self.sample.take if self.sample is not None else None
         self.options = RunOptions(**options, backend="local", output_probe=probe)
         self.inboxes: dict[int, Inbox] = {}
+        self.listener: Listener | None = None
         self.meters: dict[int, EdgeMeter] = {}
         self.executor: Executor | None = None
         self.coord: DelegatedCoordinator | None = None
         self.completions: DelegatedCompletions | None = None
 
+    async def listen(self, token: bytes) -> tuple[str, int]:
+        """Take this slot's incoming edges on a free port; return the address.
+
+        Only a connection that presents ``token`` (the run's) is read.
+        """
+        import ray
+
+        self.listener = Listener(token, self.inboxes, self._barrier)
+        host: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+        return await self.listener.start(host)
+
+    def _barrier(self, epoch: int) -> None:
+        """A barrier of ``epoch`` came in-band: the epoch starts here at once."""
+        assert self.coord is not None, "barriers come only under checkpoints"
+        self.coord.advance(epoch)
+
     async def prepare(
         self,
-        handles: list[Any],
+        addresses: list[tuple[str, int]],
+        token: bytes,
         window: int,
         restored: tuple[int, dict[str, bytes]] | None = None,
         poison: dict[str, dict[str, str]] | None = None,
@@ -100,7 +120,8 @@ class SlotActor:
         """Build this slot's graph and executor; return its node ids.
 
         Args:
-            handles: Every slot's actor, by slot.
+            addresses: Every slot's `listen` address, by slot.
+            token: The run's token, which the receivers check.
             window: The credit window of each edge.
             restored: Under checkpoints: the last committed epoch and its
                 node states (of every slot: this one takes its own); in DAG
@@ -119,8 +140,11 @@ class SlotActor:
 
         def sender(i: int, conn: Connection) -> tuple[NodeSpec, Any]:
             meter = self.meters[i] = EdgeMeter()
-            target = handles[slots[conn.to_node]]
-            return send, Send(target=target, edge=i, window=window, meter=meter)
+            address = addresses[slots[conn.to_node]]
+            config = Send(
+                address=address, token=token, edge=i, window=window, meter=meter
+            )
+            return send, config
 
         part = cut(graph, self.slot, slots, edges, receiver, sender)
         self.executor = create_executor(part, EventBus(), self.options)
@@ -142,26 +166,14 @@ class SlotActor:
             self.executor.checkpoint_under(self.coord, epoch, mine, poison)
         return list(part.nodes)
 
-    async def push(self, edge: int, seq: int, payload: bytes | None) -> None:
-        """Take batch ``seq`` of remote edge ``edge`` (returns when it is queued)."""
-        await self.inboxes[edge].push(seq, payload)
-
-    async def push_barrier(self, edge: int, seq: int, epoch: int) -> None:
-        """Take the barrier of ``epoch``, number ``seq`` on edge ``edge``.
-
-        The epoch starts here at once (another process has started it); the
-        barrier is marked once every batch before it is taken.
-        """
-        assert self.coord is not None, "barriers come only under checkpoints"
-        self.coord.advance(epoch)
-        await self.inboxes[edge].push(seq, Barrier(epoch))
-
     async def run(self) -> RunResult:
         """Run this slot to its end."""
         assert self.executor is not None, "prepare first"
         try:
             return await self.executor.run()
         finally:
+            if self.listener is not None:
+                await self.listener.aclose()
             if self.coord is not None:
                 self.coord.ended()
             if self.completions is not None:
@@ -231,5 +243,5 @@ class SlotActor:
         return self.executor.statistics(), self.executor.channel_statistics()
 
     def edge_meters(self) -> dict[int, tuple[int, int, int]]:
-        """Per sending edge: (batches, bytes, most pushes un-acknowledged)."""
+        """Per sending edge: (batches, bytes, most frames un-acknowledged)."""
         return {i: (m.batches, m.bytes, m.peak_unacked) for i, m in self.meters.items()}

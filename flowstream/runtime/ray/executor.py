@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import math
 import os
+import secrets
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -303,10 +304,15 @@ class RayExecutor:
             ]
         try:
             try:
+                token = secrets.token_bytes(16)
+                addresses = await asyncio.gather(
+                    *(a.listen.remote(token) for a in self._actors)
+                )
                 await asyncio.gather(
                     *(
                         a.prepare.remote(
-                            self._actors,
+                            addresses,
+                            token,
                             self.options.credit_window,
                             None if ckpt is None else ckpt.restored(self._nodes_of[i]),
                             self._poison,
@@ -374,7 +380,7 @@ class RayExecutor:
         return dict(self._channels)
 
     async def edge_meters(self) -> dict[int, tuple[int, int, int]]:
-        """Per edge between processes: (batches, bytes, most pushes un-acked).
+        """Per edge between processes: (batches, bytes, most frames un-acked).
 
         Only while the run's actors live (tests read it from a slow sink).
         """

@@ -159,8 +159,8 @@ def test_a_slow_consumer_holds_each_edge_to_the_credit_window() -> None:
     # 12 batches of 1024 from the source, shared with the other process,
     # where each item costs 0.2 ms: the sender runs ahead until its window
     # of un-acknowledged batches is full, and no further. Channels of one
-    # batch, so that a push takes along at most one batch that waited
-    # (`SEND_COALESCE`) and several pushes cross.
+    # batch, so that a frame takes along at most one batch that waited
+    # (`SEND_COALESCE`) and several frames cross.
     window = 2
     wf = (
         Workflow("slow")

@@ -99,7 +99,7 @@ def test_slots_cut_every_cross_process_edge_into_a_send_and_a_receive() -> None:
 
     def sender(i: int, conn: Any) -> Any:
         made["send"].append(i)
-        return send, Send(target=None, edge=i, window=1, meter=None)
+        return send, Send(address=("", 0), token=b"", edge=i, window=1, meter=None)
 
     parts = [cut(graph, s, slots, edges, receiver, sender) for s in (0, 1)]
     assert sorted(made["recv"]) == sorted(made["send"]) == list(range(len(edges)))
