@@ -307,21 +307,26 @@ class ChannelFeed:
         """
         if self._replay or self._i < len(self._batch):
             return await self.__anext__()
+        # The deadline wakes the receive itself, never cancels the task: this
+        # step may be held suspended while the node's earlier items are
+        # delivered (`stepping.rebatch`), and a cancel falling due then would
+        # hit the delivery. A control message that came is handled in full.
+        deadline = (
+            None if timeout is None else asyncio.get_running_loop().time() + timeout
+        )
         while self._i >= len(self._batch):
-            # Only the receive is under the deadline: a control message that
-            # arrived is always handled to the end.
-            try:
-                async with asyncio.timeout(timeout):
-                    msg = await self._receive()
-            except TimeoutError:
+            msg = await self._receive(deadline)
+            if msg is None:
                 return NO_ITEM
             await self._take(msg)
         return await self.__anext__()
 
-    async def _receive(self) -> Any:
+    async def _receive(self, deadline: float | None = None) -> Any:
         # Receiving is cancellation-safe: a cancelled receive loses nothing.
         try:
-            return await self._recv.receive()
+            if deadline is None:
+                return await self._recv.receive()
+            return await self._recv.receive_until(deadline)
         except EndOfStream:
             raise StopAsyncIteration from None
 

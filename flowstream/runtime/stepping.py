@@ -9,8 +9,12 @@ stopped.
 `rebatch` drives a node's async generator item by item and flushes the batch
 collected so far exactly when the generator is about to wait, so batches are
 large under load and single items at low load, with no linger timer. The step
-is always resumed in the task that started it: code that ties state to its
-task (``asyncio.timeout``, cancel scopes) keeps working.
+is always resumed in the task that started it, so code that ties state to its
+task keeps working — except a deadline that cancels the task
+(``asyncio.timeout``): falling due while the step is held and the task
+delivers, it cancels the delivery. Deadlines of our own wake their wait
+instead (`ReceiveChannel.receive_until`); a node's own is named when it
+strikes (`local.segments`).
 """
 
 from __future__ import annotations

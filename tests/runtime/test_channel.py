@@ -593,6 +593,80 @@ async def test_send_control_rejects_non_control() -> None:
         send.send_control([1])  # type: ignore[arg-type]
 
 
+# --- deadlines ------------------------------------------------------------------
+
+
+async def test_receive_until_returns_none_at_its_deadline_and_cancels_nothing() -> None:
+    send, recv = open_channel[int](1)
+    with send, recv:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        started = loop.time()
+        assert await recv.receive_until(started + 0.02) is None
+        assert loop.time() - started >= 0.015
+        assert task.cancelling() == 0  # woken, never cancelled
+        assert recv.statistics().tasks_waiting_receive == 0
+        send.send_nowait([1])  # the channel still works, nothing was lost
+        assert await recv.receive_until(loop.time() + 0.02) == [1]
+
+
+async def test_receive_until_gets_what_comes_before_its_deadline() -> None:
+    send, recv = open_channel[str](1)
+    with send, recv:
+        loop = asyncio.get_running_loop()
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(recv.receive_until(loop.time() + 5))
+            await settle(lambda: recv.statistics().tasks_waiting_receive == 1)
+            send.send_nowait(["a"])
+            send.send_control(Mark("m"))
+        assert task.result() == ["a"]
+        # A past deadline still gives what is ready, in order.
+        assert await recv.receive_until(loop.time() - 1) == Mark("m")
+        assert await recv.receive_until(loop.time() - 1) is None
+
+
+async def test_a_deadline_falling_due_while_the_task_is_elsewhere_is_harmless() -> None:
+    # What `rebatch` does to a node's generator: the step that waits on its
+    # input is held suspended while the task delivers the items before it.
+    # Under asyncio.timeout the deadline would cancel the delivery; here it
+    # only marks the held wait as expired.
+    send, recv = open_channel[int](1)
+    with send, recv:
+        loop = asyncio.get_running_loop()
+        step = recv.receive_until(loop.time() + 0.005).__await__()
+        signal = step.send(None)  # suspended in the wait, not awaited by us
+        await asyncio.sleep(0.03)  # "delivering", past the deadline
+        with pytest.raises(StopIteration) as stop:
+            step.send(signal.result())
+        assert stop.value.value is None
+
+
+async def test_receive_until_ends_and_fails_like_receive() -> None:
+    send, recv = open_channel[int](1)
+    with recv:
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(recv.receive_until(loop.time() + 5))
+        await settle(lambda: recv.statistics().tasks_waiting_receive == 1)
+        send.close()
+        with pytest.raises(EndOfStream):
+            await task
+
+
+async def test_batch_handed_to_a_cancelled_deadline_receiver_goes_back() -> None:
+    send, recv = open_channel[int](4)
+    with send, recv:
+        loop = asyncio.get_running_loop()
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(recv.receive_until(loop.time() + 5))
+            await settle(lambda: recv.statistics().tasks_waiting_receive == 1)
+            send.send_nowait([1])  # handed straight to the waiting receiver
+            task.cancel()  # ... which is cancelled before it can run
+            await settle(task.done)
+        assert task.cancelled()
+        assert drain(recv) == [[1]]
+
+
 # --- cancellation ---------------------------------------------------------------
 
 

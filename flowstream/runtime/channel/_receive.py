@@ -12,7 +12,7 @@ from ...errors import (
 )
 from ._state import (
     _EMPTY,
-    _WAKE,
+    _EXPIRED,
     ChannelStatistics,
     Control,
     T_co,
@@ -27,6 +27,7 @@ from ._state import (
 )
 
 if TYPE_CHECKING:
+    from collections import OrderedDict
     from typing import Self
 
 __all__ = ["ReceiveChannel"]
@@ -87,33 +88,67 @@ class ReceiveChannel(_Half, Generic[T_co], metaclass=_NoPublicConstructor):
         """
         msg = self._poll()
         if msg is _EMPTY:
-            return await self._wait_and_receive()
+            waited = await self._wait_and_receive()
+            assert waited is not None  # no deadline: it never expires
+            return waited
         return msg
 
-    async def _wait_and_receive(self) -> list[T_co] | Control:
+    async def receive_until(self, deadline: float) -> list[T_co] | Control | None:
+        """Like `receive`, but return None once the loop's clock passes ``deadline``.
+
+        The deadline never cancels the task: it wakes the wait itself. So it
+        is safe where the task may be elsewhere when it falls due — a node's
+        generator step that `stepping.rebatch` holds suspended while the
+        items before it are delivered, where a cancelling timeout
+        (``asyncio.timeout``) would cancel whatever the task does then.
+
+        Args:
+            deadline: On the running loop's clock (``loop.time()``); one
+                already past still gives whatever is ready.
+
+        Raises:
+            As `receive`.
+        """
+        msg = self._poll()
+        if msg is _EMPTY:
+            return await self._wait_and_receive(deadline)
+        return msg
+
+    async def _wait_and_receive(
+        self, deadline: float | None = None
+    ) -> list[T_co] | Control | None:
         state = self._state
         waiters = state.recv_waiters
         loop = asyncio.get_running_loop()
+        timer = None
         while True:
             fut: asyncio.Future[_Message | _Wake] = loop.create_future()
             waiters[fut] = self
             if state.send_waiters:
                 state.grant_senders()  # capacity 0: a sender may hand over now
+            if deadline is not None:
+                timer = loop.call_at(deadline, _expire, waiters, fut)
             try:
                 msg = await fut
             except BaseException:
                 if waiters.pop(fut, None) is None and not fut.cancelled():
                     handed = fut.result()
-                    if handed is not _WAKE:
+                    if not isinstance(handed, _Wake):
                         state.give_back(handed)
                 raise
-            if msg is _WAKE:
-                # Only a close wakes a receiver without a message, so _poll()
-                # raises, unless a cancelled receiver gave a batch back first.
+            finally:
+                if timer is not None:
+                    timer.cancel()
+            if isinstance(msg, _Wake):
+                # A close wakes a receiver without a message, so _poll()
+                # raises, unless a cancelled receiver gave a batch back first;
+                # so does a deadline.
                 polled = self._poll()
-                if polled is _EMPTY:
-                    continue
-                return polled
+                if polled is not _EMPTY:
+                    return polled
+                if msg is _EXPIRED:
+                    return None
+                continue
             if isinstance(msg, _Failure):
                 raise msg.error
             return msg
@@ -178,7 +213,9 @@ class ReceiveChannel(_Half, Generic[T_co], metaclass=_NoPublicConstructor):
         try:
             msg = self._poll()
             if msg is _EMPTY:
-                msg = await self._wait_and_receive()
+                waited = await self._wait_and_receive()
+                assert waited is not None  # no deadline: it never expires
+                msg = waited
         except EndOfStream:
             raise StopAsyncIteration from None
         return msg
@@ -186,3 +223,12 @@ class ReceiveChannel(_Half, Generic[T_co], metaclass=_NoPublicConstructor):
     def __repr__(self) -> str:
         status = "closed" if self._closed else "open"
         return f"<ReceiveChannel {status}, {self._state.buffered} batches buffered>"
+
+
+def _expire(
+    waiters: OrderedDict[asyncio.Future[_Message | _Wake], object],
+    fut: asyncio.Future[_Message | _Wake],
+) -> None:
+    """A receiver's deadline: wake it, unless a message was handed to it first."""
+    if waiters.pop(fut, None) is not None and not fut.done():
+        fut.set_result(_EXPIRED)

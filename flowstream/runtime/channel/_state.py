@@ -54,6 +54,7 @@ class _Grant(enum.Enum):
 
 class _Wake(enum.Enum):
     WAKE = "wake"  # a close changed the state under a waiter: look again
+    EXPIRED = "expired"  # a receiver's deadline passed (`receive_until`)
 
 
 class _Empty(enum.Enum):
@@ -62,6 +63,7 @@ class _Empty(enum.Enum):
 
 _GRANT: Final = _Grant.GRANT
 _WAKE: Final = _Wake.WAKE
+_EXPIRED: Final = _Wake.EXPIRED
 _EMPTY: Final = _Empty.EMPTY
 
 _Message = list[Any] | Control

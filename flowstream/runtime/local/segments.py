@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["run_segment"]
 
 YIELD_EVERY = 0.01
+"""A segment that never has to wait gives the loop a turn at least this often (s)."""
 
 MAX_TAKES = 64
 """Take stamps a probed timed head keeps: past them its probe uses its latest take."""
@@ -100,23 +101,35 @@ async def run_segment(ex: WorkflowExecutor, seg: Segment) -> None:
         head_rt.takes, head_rt.max_takes = deque(), MAX_TAKES
     emitted = head_rt.items_out  # the head's items delivered so far
     budget = ex._budget
-    async with contextlib.aclosing(stream):  # type: ignore[type-var]
-        async for batch in stream:
-            seg.delivering = True
-            await ex._deliver(tail, OUT_PORT, batch, counted=True)
-            for n in nodes:
-                if n.rt.pending:
-                    await ex._flush_side(n)
-            seg.delivering = False
-            if budget is not None:
-                budget.check()
-            if probe is not None:
-                taken = head_rt.take_of(emitted)
-                emitted = head_rt.items_out
-                countdown -= 1
-                if not countdown:
-                    countdown = every
-                    probe(ids, len(batch), taken, perf_counter())
+    rested = perf_counter()
+    try:
+        async with contextlib.aclosing(stream):  # type: ignore[type-var]
+            async for batch in stream:
+                seg.delivering = True
+                await ex._deliver(tail, OUT_PORT, batch, counted=True)
+                for n in nodes:
+                    if n.rt.pending:
+                        await ex._flush_side(n)
+                seg.delivering = False
+                if perf_counter() - rested > YIELD_EVERY:
+                    # Batches waiting in its input and room downstream: the
+                    # segment would run on without a wait, holding the loop
+                    # from every other task (on Ray, from the sends that feed
+                    # the other processes; stops, statistics, timers).
+                    await asyncio.sleep(0)
+                    rested = perf_counter()
+                if budget is not None:
+                    budget.check()
+                if probe is not None:
+                    taken = head_rt.take_of(emitted)
+                    emitted = head_rt.items_out
+                    countdown -= 1
+                    if not countdown:
+                        countdown = every
+                        probe(ids, len(batch), taken, perf_counter())
+    except asyncio.CancelledError:
+        _stray_cancel(seg)
+        raise
     ex._segments_left -= 1
     if not ex._segments_left:
         ex._segments_done.set()
@@ -126,6 +139,32 @@ async def run_segment(ex: WorkflowExecutor, seg: Segment) -> None:
             for s in sends:
                 s.close()
         ex._node_completed(n)
+
+
+def _stray_cancel(seg: Segment) -> None:
+    """Name a cancellation nobody asked for instead of ending quietly.
+
+    A stop or a failure cancels the task and keeps it cancelling. A deadline
+    of the node's own code (``asyncio.timeout`` around an await) cancels the
+    task too, and its own exit takes the request back — but a generator step
+    is held suspended while the items before it are delivered
+    (`stepping.rebatch`), so a deadline falling due then cancels the delivery
+    instead. The task group would drop the cancelled segment silently and the
+    run would hang; it fails, naming the nodes, instead.
+    """
+    task = asyncio.current_task()
+    if task is None or task.cancelling():
+        return
+    names = ", ".join(repr(n.id) for n in seg.nodes)
+    msg = (
+        f"node {seg.head.id!r} was cancelled while nothing stopped the run: a "
+        f"deadline (asyncio.timeout) in the code of {names} fell due while its "
+        "earlier output was being delivered. Wait on inputs with "
+        "flowstream's next_item(inp, timeout); for another call, run it as a "
+        "task and wait with asyncio.wait(..., timeout=...), which cancels "
+        "nothing but the call"
+    )
+    raise Abort(msg, seg.head.id) from None
 
 
 def _kernel(
@@ -284,8 +323,10 @@ async def _head_batches(
         stage = stages.call_stage
     else:
         stage = stages.run_generator
-    async for batch in stage(ex, n, feeds):
-        yield batch
+    staged = stage(ex, n, feeds)
+    async with contextlib.aclosing(staged):  # type: ignore[type-var]
+        async for batch in staged:
+            yield batch
 
 
 async def _port_batches(
