@@ -20,6 +20,12 @@ run measured 0.49 s [0.38..0.51] inside it: cold imports and compiles, not
 Ray), and a note compares it with local runs timed before Ray started. The
 ratios are paired round by round: median [min..max].
 
+The machine's own ceiling is timed in the same rounds: the burn of the
+items in one plain process, then split over two (a pool forked before Ray
+started), with no engine at all. On a VM whose second core is shared it moves
+between runs (1.4x to 2.0x here), so ``ray p=2/p=1`` is also given over it,
+round by round: how much of what the machine allows the engine reaches.
+
 Third table: the cost of checkpoints on Ray. The keyed pipeline in stream
 mode with ``parallelism: 2`` on Ray, without and with a checkpoint store
 (an epoch every 100 ms: barriers across processes, snapshots sent to the

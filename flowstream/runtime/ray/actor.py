@@ -38,7 +38,16 @@ from ..checkpointing.delegated import CheckpointsUnder, DelegatedCoordinator
 from ..events import EventBus
 from ..options import RunOptions
 from ..validation import validate
-from .edges import EdgeMeter, Inbox, Listener, Receive, Send, receive, send
+from .edges import (
+    EdgeMeter,
+    Inbox,
+    Listener,
+    Receive,
+    Send,
+    open_inbox,
+    receive,
+    send,
+)
 from .probe import OutputSample
 from .slots import cut, remote_edges, slots_of
 
@@ -135,7 +144,7 @@ class SlotActor:
         edges = remote_edges(graph, slots)
 
         def receiver(i: int, conn: Connection) -> tuple[NodeSpec, Any]:
-            inbox = self.inboxes[i] = Inbox()
+            inbox = self.inboxes[i] = open_inbox()
             return receive, Receive(inbox=inbox)
 
         def sender(i: int, conn: Connection) -> tuple[NodeSpec, Any]:

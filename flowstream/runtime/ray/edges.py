@@ -32,7 +32,7 @@ import hmac
 import struct
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import msgspec
 
@@ -53,6 +53,7 @@ __all__ = [
     "SEND_COALESCE",
     "EdgeMeter",
     "Inbox",
+    "open_inbox",
     "Listener",
     "Pace",
     "Receive",
@@ -77,11 +78,13 @@ HELLO_TIMEOUT_S = 10.0
 """How long a new connection has to present the token."""
 
 
-class Inbox:
-    """The receiving end of one edge: its batches in order, one buffered."""
+Inbox: TypeAlias = "asyncio.Queue[bytes | Barrier | None]"
+"""The receiving end of one edge: its frames in order (None: the end)."""
 
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[bytes | Barrier | None] = asyncio.Queue(maxsize=1)
+
+def open_inbox() -> Inbox:
+    """An edge's inbox: one frame buffered, the rest wait in the sender's window."""
+    return asyncio.Queue(maxsize=1)
 
 
 class Listener:
@@ -135,9 +138,9 @@ class Listener:
             async with asyncio.timeout(HELLO_TIMEOUT_S):
                 hello = await reader.readexactly(HELLO.size)
             token, edge = HELLO.unpack(hello)
-            inbox = self.inboxes.get(edge)
             if not hmac.compare_digest(token, self.token):
                 return
+            inbox = self.inboxes.get(edge)
             if inbox is None or edge in self.connected:
                 return
             self.connected.add(edge)
@@ -181,7 +184,7 @@ async def _feed(
     """Hand each frame to the inbox in order; acknowledge it once it is taken."""
     while True:
         msg = await frames.get()
-        await inbox.queue.put(msg)
+        await inbox.put(msg)
         writer.write(ACK)
         if msg is None:
             await writer.drain()
@@ -231,12 +234,12 @@ async def receive(
     stop, and their end arrives here in order after their last batch. A
     barrier is emitted as it came, between two batches.
     """
-    queue = config.inbox.queue
+    queue: Inbox = config.inbox
     while True:
         payload = await queue.get()
         if payload is None:
             return
-        if type(payload) is Barrier:
+        if isinstance(payload, Barrier):
             yield payload
             continue
         yield decode_msgpack(payload)
@@ -316,11 +319,17 @@ async def send(
     pace = Pace(cast("NodeRuntime", ctx))
 
     async def acked() -> None:
+        # One byte per frame taken; read all that came (never past the
+        # frames out, so the end's own acknowledgement stays unread here).
         nonlocal in_flight
-        await reader.readexactly(1)
-        items = unacked.popleft()
-        in_flight -= items
-        pace.acked(items)
+        acks = await reader.read(len(unacked))
+        if not acks:
+            closed = "it closed the connection"
+            raise ConnectionError(closed)
+        for _ in acks:
+            items = unacked.popleft()
+            in_flight -= items
+            pace.acked(items)
 
     async def put(kind: int, epoch: int, payload: bytes, items: int) -> None:
         nonlocal in_flight

@@ -25,6 +25,7 @@ from flowstream.runtime.ray.edges import (
     HELLO,
     Inbox,
     Listener,
+    open_inbox,
 )
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ async def started(
 
 
 async def test_batches_arrive_in_order_and_each_is_acknowledged_once_taken() -> None:
-    inbox = Inbox()
+    inbox = open_inbox()
     listener, host, port = await started({3: inbox})
     reader, writer = await asyncio.open_connection(host, port)
     writer.write(HELLO.pack(TOKEN, 3))
@@ -54,13 +55,13 @@ async def test_batches_arrive_in_order_and_each_is_acknowledged_once_taken() -> 
         writer.write(frame(BATCH, encode_msgpack([i, i + 1])))
     writer.write(frame(END))
     await writer.drain()
-    payloads = [await inbox.queue.get() for _ in range(3)]
+    payloads = [await inbox.get() for _ in range(3)]
     assert [decode_msgpack(p) for p in payloads if isinstance(p, bytes)] == [
         [0, 1],
         [1, 2],
         [2, 3],
     ]
-    assert await inbox.queue.get() is None  # the end, after the batches
+    assert await inbox.get() is None  # the end, after the batches
     assert await reader.readexactly(4) == ACK * 4
     assert await reader.read() == b""  # then the receiver closes
     writer.close()
@@ -68,7 +69,7 @@ async def test_batches_arrive_in_order_and_each_is_acknowledged_once_taken() -> 
 
 
 async def test_an_ack_waits_until_the_receiving_node_takes_the_batch() -> None:
-    inbox = Inbox()  # holds one batch
+    inbox = open_inbox()  # holds one batch
     listener, host, port = await started({0: inbox})
     reader, writer = await asyncio.open_connection(host, port)
     writer.write(HELLO.pack(TOKEN, 0) + frame(BATCH, b"\x90") + frame(BATCH, b"\x90"))
@@ -76,14 +77,14 @@ async def test_an_ack_waits_until_the_receiving_node_takes_the_batch() -> None:
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.2):
             await reader.readexactly(1)  # the second waits for room
-    await inbox.queue.get()
+    await inbox.get()
     assert await reader.readexactly(1) == ACK
     writer.close()
     await listener.aclose()
 
 
 async def test_a_barrier_starts_its_epoch_before_the_batches_ahead_are_taken() -> None:
-    inbox = Inbox()
+    inbox = open_inbox()
     barriers: list[int] = []
     came = asyncio.Event()
 
@@ -101,7 +102,7 @@ async def test_a_barrier_starts_its_epoch_before_the_batches_ahead_are_taken() -
     async with asyncio.timeout(5):
         await came.wait()
     assert barriers == [7]
-    kinds = [await inbox.queue.get() for _ in range(4)]
+    kinds = [await inbox.get() for _ in range(4)]
     assert kinds[:3] == [b"\x90"] * 3
     assert isinstance(kinds[3], Barrier)  # in its place among the batches
     assert kinds[3].epoch == 7
@@ -119,13 +120,13 @@ async def test_a_barrier_starts_its_epoch_before_the_batches_ahead_are_taken() -
 async def test_a_connection_without_the_token_or_edge_is_closed_unread(
     hello: bytes, why: str
 ) -> None:
-    inbox = Inbox()
+    inbox = open_inbox()
     listener, host, port = await started({0: inbox})
     reader, writer = await asyncio.open_connection(host, port)
     writer.write(hello + frame(BATCH, b"\x90"))
     await writer.drain()
     assert await reader.read() == b"", why
-    assert inbox.queue.empty(), why
+    assert inbox.empty(), why
     writer.close()
     await listener.aclose()
 
@@ -133,7 +134,7 @@ async def test_a_connection_without_the_token_or_edge_is_closed_unread(
 async def test_a_second_connection_for_an_edge_is_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    inbox, other = Inbox(), Inbox()
+    inbox, other = open_inbox(), open_inbox()
     listener, host, port = await started({0: inbox, 1: other})
     _, first = await asyncio.open_connection(host, port)
     first.write(HELLO.pack(TOKEN, 0))
@@ -142,7 +143,7 @@ async def test_a_second_connection_for_an_edge_is_refused(
     second.write(HELLO.pack(TOKEN, 0) + frame(BATCH, b"\x90"))
     await second.drain()
     assert await reader.read() == b""
-    assert inbox.queue.empty()
+    assert inbox.empty()
     first.close()
     second.close()
     await listener.aclose()
@@ -152,7 +153,7 @@ async def test_a_silent_connection_is_closed_after_the_hello_timeout(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(edges, "HELLO_TIMEOUT_S", 0.1)
-    listener, host, port = await started({0: Inbox()})
+    listener, host, port = await started({0: open_inbox()})
     reader, writer = await asyncio.open_connection(host, port)
     async with asyncio.timeout(5):
         assert await reader.read() == b""
@@ -161,7 +162,7 @@ async def test_a_silent_connection_is_closed_after_the_hello_timeout(
 
 
 async def test_once_every_edge_is_connected_no_more_connections_are_taken() -> None:
-    listener, host, port = await started({0: Inbox()})
+    listener, host, port = await started({0: open_inbox()})
     _, writer = await asyncio.open_connection(host, port)
     writer.write(HELLO.pack(TOKEN, 0))
     await writer.drain()
