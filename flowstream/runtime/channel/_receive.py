@@ -107,7 +107,9 @@ class ReceiveChannel(_Half, Generic[T_co], metaclass=_NoPublicConstructor):
                 already past still gives whatever is ready.
 
         Raises:
-            As `receive`.
+            EndOfStream: As for ``receive``.
+            ClosedChannelError: As for ``receive``.
+            Exception: As for ``receive``.
         """
         msg = self._poll()
         if msg is _EMPTY:
