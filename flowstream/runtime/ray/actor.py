@@ -66,7 +66,8 @@ __all__ = ["SlotActor"]
 class SlotActor:
     """One slot of a run (made remote by the executor: ``ray.remote(SlotActor)``).
 
-    Methods are called in this order: ``listen`` and ``prepare`` (every
+    Methods are called in this order: ``assign`` (a reused actor),
+    ``listen`` and ``prepare`` (every
     actor, before any runs), ``run``; ``stop``, ``cancel``, ``statistics``
     and ``meters`` from the
     driver at any time, and under checkpoints ``checkpoint``,
@@ -76,6 +77,16 @@ class SlotActor:
     def __init__(
         self, workflow: bytes, types: NodeTypes, slot: int, options: dict[str, Any]
     ) -> None:
+        self.assign(workflow, types, slot, options)
+
+    def assign(
+        self, workflow: bytes, types: NodeTypes, slot: int, options: dict[str, Any]
+    ) -> None:
+        """Take a slot of a run: everything of an earlier run here is dropped.
+
+        The driver hands an actor whose run completed to its next run
+        (`pool`) rather than start a process again.
+        """
         # The driver keeps the checkpoint store and retries whole runs: the
         # actors never open the store, and a slot never retries its part alone.
         decoded = msgspec.json.decode(workflow, type=Workflow)

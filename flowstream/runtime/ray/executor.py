@@ -42,6 +42,7 @@ from ..checkpointing.records import AlreadyCompleted, workflow_key
 from ..checkpointing.rescale import RescaleError, announce_moves, layout_states, restore
 from ..checkpointing.store import CheckpointStore
 from ..result import RunResult, RunStatus
+from . import pool
 from .actor import SlotActor
 from .checkpoints import NAMESPACE, Checkpoints, actor_name, fence
 from .dag import DagCheckpoints, run_dag
@@ -80,6 +81,27 @@ def ensure_ray(address: str | None) -> None:
 
 
 _RemoteSlot = ray.remote(SlotActor)
+
+
+async def _reused_or_new(
+    slots: int, workflow: bytes, types: Any, options: dict[str, Any]
+) -> list[Any]:
+    """An anonymous actor for each slot: an idle one (`pool`) or a new one."""
+    actors = []
+    for i in range(slots):
+        while (a := pool.take()) is not None:
+            try:
+                await a.assign.remote(workflow, types, i, options)
+            except ray.exceptions.RayError:
+                # Died while idle, or cannot take this run (a new actor
+                # then names why): drop it and try the next.
+                ray.kill(a)
+                continue
+            break
+        if a is None:
+            a = _RemoteSlot.options(name=None).remote(workflow, types, i, options)
+        actors.append(a)
+    return actors
 
 
 class RayExecutor:
@@ -284,10 +306,7 @@ class RayExecutor:
             "sample_outputs": self.options.output_probe is not None,
         }
         if ckpt is None:
-            self._actors = [
-                _RemoteSlot.options(name=None).remote(workflow, types, i, options)
-                for i in range(self.slots)
-            ]
+            self._actors = await _reused_or_new(self.slots, workflow, types, options)
         else:
             # Named, so that a later attempt (or driver) finds and kills
             # them first: see `checkpoints.fence`.
@@ -302,6 +321,7 @@ class RayExecutor:
                 ).remote(workflow, types, i, options)
                 for i in range(self.slots)
             ]
+        completed = False
         try:
             try:
                 token = secrets.token_bytes(16)
@@ -340,9 +360,14 @@ class RayExecutor:
                 )
             results = await self._run_slots(ckpt)
             self.timings["run_s"] = time.perf_counter() - placed
+            completed = all(r.status == "completed" for r in results)
         finally:
-            for a in self._actors:
-                ray.kill(a)
+            if completed and ckpt is None and not self._aborted:
+                pool.give_back(self._actors)
+                self._actors = []  # a stop or cancel now is not for their next run
+            else:
+                for a in self._actors:
+                    ray.kill(a)
         return self._merge(results, time.perf_counter() - start)
 
     def _finish(self, result: RunResult) -> RunResult:
