@@ -179,6 +179,10 @@ class WorkflowExecutor:
             None if abort is None or not abort.node_id else (abort.node_id, abort.item)
         )
 
+    def failed_with(self) -> BaseException | None:
+        """What the node the last run failed on raised, if a node failed."""
+        return None if self._abort is None else self._abort.__cause__
+
     def record_under(
         self, recorder: CompletionRecorder, done: dict[str, dict[str, list[Any]]]
     ) -> None:
@@ -451,7 +455,8 @@ class WorkflowExecutor:
             try:
                 await self._schedule_run.run()
             except BaseExceptionGroup as group:
-                raise first_failure(group) from None
+                first = first_failure(group)
+                raise first from first.__cause__  # its own cause, not the group
             return
         nodes = self._nodes
         segments = [
@@ -486,7 +491,8 @@ class WorkflowExecutor:
                 if any(n.direct for n in self._nodes.values()):
                     tg.create_task(run_direct(self), name="direct-calls")
         except BaseExceptionGroup as group:
-            raise first_failure(group) from None
+            first = first_failure(group)
+            raise first from first.__cause__
         finally:
             self._close_all()
         if self._coord is not None:

@@ -36,12 +36,14 @@ from ..checkpointing.completions import (
 )
 from ..checkpointing.delegated import CheckpointsUnder, DelegatedCoordinator
 from ..events import EventBus
+from ..local.executor import WorkflowExecutor
 from ..options import RunOptions
 from ..validation import validate
 from .edges import (
     EdgeMeter,
     Inbox,
     Listener,
+    PeerGone,
     Receive,
     Send,
     open_inbox,
@@ -66,11 +68,10 @@ __all__ = ["SlotActor"]
 class SlotActor:
     """One slot of a run (made remote by the executor: ``ray.remote(SlotActor)``).
 
-    Methods are called in this order: ``assign`` (a reused actor),
-    ``listen`` and ``prepare`` (every
-    actor, before any runs), ``run``; ``stop``, ``cancel``, ``statistics``
-    and ``meters`` from the
-    driver at any time, and under checkpoints ``checkpoint``,
+    Methods are called in this order: ``assign`` (a reused actor), then
+    ``listen`` and ``prepare`` (every actor, before any runs), ``run``;
+    ``stop``, ``cancel``, ``statistics`` and ``meters`` from the driver at
+    any time, and under checkpoints ``checkpoint``,
     ``ready_states``, ``decide`` and ``stop_epochs`` (DAG mode: ``taken``).
     """
 
@@ -230,11 +231,21 @@ class SlotActor:
         if self.coord is not None:
             self.coord.stop_epochs()
 
-    def failed_record(self) -> tuple[str, Any] | None:
-        """Under checkpoints: the node and record this slot's run failed on."""
-        if isinstance(self.executor, CheckpointsUnder):
-            return self.executor.failed_record()
-        return None
+    def failure(self) -> tuple[bool, tuple[str, Any] | None]:
+        """How this slot's run failed.
+
+        Whether only because a process it sent to went away (a consequence:
+        that process's failure is the run's), and the node and record it
+        failed on, if it failed on one (none for a consequence), for
+        poison-record accounting under checkpoints.
+        """
+        ex = self.executor
+        cause = ex.failed_with() if isinstance(ex, WorkflowExecutor) else None
+        while cause is not None:
+            if isinstance(cause, PeerGone):
+                return True, None
+            cause = cause.__cause__
+        return False, ex.failed_record() if isinstance(ex, CheckpointsUnder) else None
 
     def sample_outputs(self) -> list[tuple[str, str, bytes]]:
         """The latest records each output collected since the last call."""

@@ -56,6 +56,7 @@ __all__ = [
     "open_inbox",
     "Listener",
     "Pace",
+    "PeerGone",
     "Receive",
     "Send",
     "receive",
@@ -290,6 +291,14 @@ class Pace:
             self.rt.coalesce = min(self.cap, int(per_s * COALESCE_S))
 
 
+class PeerGone(ConnectionError):
+    """The process an edge sends to went away.
+
+    A consequence, never a run's cause: that process failed or died first,
+    and its failure is the one to report (and to count a poison record by).
+    """
+
+
 @node("runtime.send", config=Send, batched=True, coalesce=SEND_COALESCE)
 async def send(
     inp: AsyncIterator[list[Any]], *, config: Send, ctx: NodeContext
@@ -363,7 +372,7 @@ async def send(
             await acked()
     except (asyncio.IncompleteReadError, ConnectionError) as exc:
         msg = f"edge {edge}: the receiving process at {host}:{port} went away: {exc!r}"
-        raise ConnectionError(msg) from exc
+        raise PeerGone(msg) from exc
     finally:
         writer.close()
     return

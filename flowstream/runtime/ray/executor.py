@@ -89,19 +89,27 @@ async def _reused_or_new(
     """An anonymous actor for each slot: an idle one (`pool`) or a new one."""
     actors = []
     for i in range(slots):
-        while (a := pool.take()) is not None:
-            try:
-                await a.assign.remote(workflow, types, i, options)
-            except ray.exceptions.RayError:
-                # Died while idle, or cannot take this run (a new actor
-                # then names why): drop it and try the next.
-                ray.kill(a)
-                continue
-            break
-        if a is None:
-            a = _RemoteSlot.options(name=None).remote(workflow, types, i, options)
-        actors.append(a)
+        actor = await _reused(workflow, types, i, options)
+        if actor is None:
+            actor = _RemoteSlot.options(name=None).remote(workflow, types, i, options)
+        actors.append(actor)
     return actors
+
+
+async def _reused(
+    workflow: bytes, types: Any, slot: int, options: dict[str, Any]
+) -> Any | None:
+    """An idle actor assigned to ``slot`` of this run, or None if none can be."""
+    while (actor := pool.take()) is not None:
+        try:
+            await actor.assign.remote(workflow, types, slot, options)
+        except ray.exceptions.RayError:
+            # Died while idle, or cannot take this run (a new actor then
+            # names why): drop it and try the next.
+            ray.kill(actor)
+        else:
+            return actor
+    return None
 
 
 class RayExecutor:
@@ -144,6 +152,7 @@ class RayExecutor:
         self._cancelled: str | None = None
         self._aborted = False  # cancelled by the caller (no more attempts)
         self._died: str | None = None
+        self._cause: str | None = None  # the first failure not a consequence
         self._dead_slot = 0
         self._started = False
         self._poison: Poison = {}  # under checkpoints: `checkpointing.poison`
@@ -207,6 +216,7 @@ class RayExecutor:
                 )
                 announce_moves(self.bus, self.run_id, restored.moved)
                 self._died, self._cancelled, self._failed_on = None, None, None
+                self._cause = None
                 result = await self._attempt(ckpt)
                 wf = self.graph.workflow
                 if self._stopping or self._aborted:
@@ -257,6 +267,7 @@ class RayExecutor:
                 announce_retry(self.bus, self.graph.workflow, result, attempt - 1, None)
             self.run_id = uuid.uuid4().hex[:12]
             self._died, self._cancelled, self._started = None, None, False
+            self._cause = None
             result = self._finish(await self._attempt(ckpt))
         result.attempts = attempt
         return result
@@ -441,11 +452,13 @@ class RayExecutor:
                 self._cancelled = result.status
                 for a in self._actors:
                     a.cancel.remote()
-            if result.status == "failed" and ckpt is not None and self._died is None:
-                # For poison-record accounting (the actor is gone after the run).
+            if result.status == "failed" and self._died is None:
+                # Asked now: the actor is gone after the run.
                 with contextlib.suppress(ray.exceptions.RayError):
-                    found = await self._actors[i].failed_record.remote()
-                    self._failed_on = self._failed_on or found
+                    gone, found = await self._actors[i].failure.remote()
+                    if not gone:  # the cause, not the slots sending to it
+                        self._cause = self._cause or result.error
+                        self._failed_on = self._failed_on or found
 
         async with asyncio.TaskGroup() as tg:
             watchers = [
@@ -502,7 +515,7 @@ class RayExecutor:
         status: RunStatus
         failed = [r for r in results if r.status == "failed"]
         if failed:
-            status, error = "failed", self._died or failed[0].error
+            status, error = "failed", self._died or self._cause or failed[0].error
         elif self._cancelled == "cancelled" or any(
             r.status == "cancelled" for r in results
         ):

@@ -2,7 +2,7 @@
 
 Starting an actor starts a worker process: 0.9-1.4 s for the two slots of a
 run on the 2-core development machine, whatever the run's length, so a
-second run in the same driver (a notebook, the server, a test suite) paid it
+second run in the same driver (a notebook, a script, a test suite) paid it
 again. An actor whose run completed is handed back here instead of killed,
 and the next run takes it with `SlotActor.assign` (which drops everything of
 the earlier run).
@@ -38,34 +38,32 @@ _idle: list[Any] = []
 _job: str | None = None
 
 
-def _current_job() -> str:
-    return str(ray.get_runtime_context().get_job_id())
+def _of_this_job() -> list[Any]:
+    """The idle actors, once those of an earlier connection to Ray are dropped."""
+    global _job
+    job = str(ray.get_runtime_context().get_job_id())
+    if job != _job:
+        _idle.clear()  # handles of another connection: gone with it
+        _job = job
+    return _idle
 
 
 def take() -> Any | None:
     """An idle actor of this connection to Ray, or None."""
-    global _job
-    job = _current_job()
-    if job != _job:
-        _idle.clear()  # handles of another connection: gone with it
-        _job = job
-    return _idle.pop() if _idle else None
+    idle = _of_this_job()
+    return idle.pop() if idle else None
 
 
 def give_back(actors: list[Any]) -> None:
     """Keep the actors of a completed run for the next (up to `MAX_IDLE`)."""
-    global _job
-    job = _current_job()
-    if job != _job:
-        _idle.clear()
-        _job = job
+    idle = _of_this_job()
     for a in actors:
-        if len(_idle) < MAX_IDLE:
-            _idle.append(a)
+        if len(idle) < MAX_IDLE:
+            idle.append(a)
         else:
             ray.kill(a)
 
 
 def idle() -> int:
-    """How many actors wait now (for tests and the docs' measurements)."""
+    """How many actors wait now (for tests)."""
     return len(_idle)

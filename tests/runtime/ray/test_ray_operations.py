@@ -1,4 +1,4 @@
-"""Operating runs on Ray: poison records, recent outputs, dead actors noticed."""
+"""Operating runs on Ray: poison records, causes named, recent outputs, dead actors."""
 
 from __future__ import annotations
 
@@ -14,11 +14,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 import pytest
 
-from flowstream import FlowRuntime, Workflow
+from flowstream import FlowRuntime, Workflow, default_registry
 from flowstream.core.events import NodeEvent
 from flowstream.core.workflow import Checkpoint
 from flowstream.runtime.ray import RayBackendError, RayExecutor
+from flowstream.runtime.ray.actor import SlotActor
+from flowstream.runtime.ray.nodetypes import node_types
 from flowstream.runtime.ray.probe import SAMPLE_BYTES, SAMPLE_RECORDS, OutputSample
+from flowstream.runtime.validation import validate
 from flowstream.server.observe import OUTPUT_RECORDS, RecentOutputs
 
 if TYPE_CHECKING:
@@ -254,3 +257,38 @@ def test_a_health_timeout_that_is_not_a_positive_number_is_refused(
 ) -> None:
     with pytest.raises(RayBackendError, match=f"health_timeout_s .* got {bad}"):
         FlowRuntime().executor(waiting(None), backend="ray", health_timeout_s=bad)
+
+
+async def test_a_slot_that_failed_only_because_its_receiver_went_away_says_so() -> None:
+    """Two slots in this process: the one sending to the failing one is a consequence.
+
+    The driver reports (and counts a poison record by) the slot that is not,
+    whichever of the two results reaches it first (`RayExecutor._run_slots`).
+    """
+    wf = (
+        Workflow("poisoned", mode="stream", parallelism=2)
+        # More than the window holds: the sender still waits for credit
+        # when the receiving slot fails on item 13 and closes its edges.
+        .node("numbers", "source.range", stop=200_000, parallelism=1)
+        .node("invert", "transform.map", expr="{'x': x, 'y': 100 / (x - 13)}")
+        .node("out", "sink.collect", parallelism=1)
+        .connect("numbers -> invert")
+        .connect("invert -> out")
+    )
+    graph = validate(wf, default_registry(entry_points=False))
+    workflow = msgspec.json.encode(wf)
+    sending, failing = slots = [
+        SlotActor(workflow, node_types(graph), i, {}) for i in range(2)
+    ]
+    token = b"t" * 16
+    addresses = await asyncio.gather(*(s.listen(token) for s in slots))
+    for s in slots:
+        await s.prepare(list(addresses), token, window=2)
+    results = await asyncio.gather(*(s.run() for s in slots))
+    assert [r.status for r in results] == ["failed", "failed"]
+    assert "send0:invert[1].in" in (results[0].error or "")
+    assert "went away" in (results[0].error or "")
+    assert sending.failure() == (True, None)
+    assert "invert[1]" in (results[1].error or "")
+    assert "item 13: CelError" in (results[1].error or "")
+    assert failing.failure() == (False, ("invert[1]", 13))

@@ -32,7 +32,7 @@ def runtime() -> FlowRuntime:
 
 
 def where(stop: int = 200, fail_at: int | None = None) -> Workflow:
-    """Which process each item went through, counted by key on two instances."""
+    """Which process each item went through, on two instances (fails at ``fail_at``)."""
     check = "x" if fail_at is None else f"100 / (x[0] - {fail_at}) * 0 + x[0]"
     return (
         Workflow("where", parallelism=2)

@@ -2,8 +2,8 @@
 
 The DAGs are the local parallelism test's (a source, then up to five maps,
 filters, flat maps, keyed reduces and dedupes reading one or two earlier
-nodes, each at a random parallelism of 1 to 3). Each Ray run starts its
-actors, a second or two here, so the examples are few: the local test covers
+nodes, each at a random parallelism of 1 to 3). A Ray run costs far more
+than a local one, so the examples are few: the local test covers
 the shapes widely, this one that the cross-process edges (forward,
 key-partitioned, rebalance, fan-in from several slots) carry them unchanged.
 """
