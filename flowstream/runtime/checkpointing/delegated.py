@@ -203,3 +203,7 @@ class CheckpointsUnder(Protocol):
     def failed_record(self) -> tuple[str, Any] | None:
         """The node instance and record the run failed on, if it did."""
         ...
+
+    def failed_with(self) -> BaseException | None:
+        """What the node the run failed on raised, if a node failed."""
+        ...

@@ -36,7 +36,6 @@ from ..checkpointing.completions import (
 )
 from ..checkpointing.delegated import CheckpointsUnder, DelegatedCoordinator
 from ..events import EventBus
-from ..local.executor import WorkflowExecutor
 from ..options import RunOptions
 from ..validation import validate
 from .edges import (
@@ -240,12 +239,14 @@ class SlotActor:
         poison-record accounting under checkpoints.
         """
         ex = self.executor
-        cause = ex.failed_with() if isinstance(ex, WorkflowExecutor) else None
+        if not isinstance(ex, CheckpointsUnder):
+            return False, None
+        cause = ex.failed_with()
         while cause is not None:
             if isinstance(cause, PeerGone):
                 return True, None
             cause = cause.__cause__
-        return False, ex.failed_record() if isinstance(ex, CheckpointsUnder) else None
+        return False, ex.failed_record()
 
     def sample_outputs(self) -> list[tuple[str, str, bytes]]:
         """The latest records each output collected since the last call."""
