@@ -72,6 +72,11 @@ class RunOptions:
             call.
         credit_window: ``backend="ray"``: how many batches one edge between
             processes may have sent and not yet acknowledged.
+        reuse_actors: ``backend="ray"``: a run takes the idle actors an
+            earlier completed run in this process left (their worker
+            processes, with what that run imported) and leaves its own for
+            the next (`flowstream.runtime.ray.pool`); False: its actors are
+            new and end with it, as for runs of code that must not meet.
     """
 
     mode: str | None = None
@@ -91,6 +96,7 @@ class RunOptions:
     ray_address: str | None = None
     credit_window: int = 8
     health_timeout_s: float = 15.0
+    reuse_actors: bool = True
 
 
 class RunSettings(TypedDict, total=False):
@@ -116,3 +122,4 @@ class RunSettings(TypedDict, total=False):
     ray_address: str | None
     credit_window: int
     health_timeout_s: float
+    reuse_actors: bool

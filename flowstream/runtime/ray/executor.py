@@ -84,12 +84,12 @@ _RemoteSlot = ray.remote(SlotActor)
 
 
 async def _reused_or_new(
-    slots: int, workflow: bytes, types: Any, options: dict[str, Any]
+    slots: int, workflow: bytes, types: Any, options: dict[str, Any], reuse: bool
 ) -> list[Any]:
     """An anonymous actor for each slot: an idle one (`pool`) or a new one."""
     actors = []
     for i in range(slots):
-        actor = await _reused(workflow, types, i, options)
+        actor = await _reused(workflow, types, i, options) if reuse else None
         if actor is None:
             actor = _RemoteSlot.options(name=None).remote(workflow, types, i, options)
         actors.append(actor)
@@ -317,7 +317,9 @@ class RayExecutor:
             "sample_outputs": self.options.output_probe is not None,
         }
         if ckpt is None:
-            self._actors = await _reused_or_new(self.slots, workflow, types, options)
+            self._actors = await _reused_or_new(
+                self.slots, workflow, types, options, self.options.reuse_actors
+            )
         else:
             # Named, so that a later attempt (or driver) finds and kills
             # them first: see `checkpoints.fence`.
@@ -373,7 +375,8 @@ class RayExecutor:
             self.timings["run_s"] = time.perf_counter() - placed
             completed = all(r.status == "completed" for r in results)
         finally:
-            if completed and ckpt is None and not self._aborted:
+            reusable = ckpt is None and self.options.reuse_actors
+            if completed and reusable and not self._aborted:
                 pool.give_back(self._actors)
                 self._actors = []  # a stop or cancel now is not for their next run
             else:

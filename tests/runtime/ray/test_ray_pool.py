@@ -108,3 +108,14 @@ def test_a_checkpointed_run_starts_actors_of_its_own(tmp_path: Path) -> None:
     result = asyncio.run(executor.run())
     assert result.ok, result.error
     assert pool.idle() == idle  # none taken, none given back
+
+
+def test_a_run_that_reuses_no_actors_takes_none_and_leaves_none() -> None:
+    rt = runtime()
+    drain()
+    pooled = pids(rt.run(where(), backend="ray"))  # their actors now wait
+    waiting = pool.idle()
+    alone = pids(rt.run(where(), backend="ray", reuse_actors=False))
+    assert alone.isdisjoint(pooled)  # processes of its own
+    assert pool.idle() == waiting  # the idle ones still wait; its own ended
+    assert pids(rt.run(where(), backend="ray")) == pooled
