@@ -492,7 +492,7 @@ class WorkflowExecutor:
                     tg.create_task(run_direct(self), name="direct-calls")
         except BaseExceptionGroup as group:
             first = first_failure(group)
-            raise first from first.__cause__
+            raise first from first.__cause__  # its own cause, not the group
         finally:
             self._close_all()
         if self._coord is not None:

@@ -241,11 +241,8 @@ class SlotActor:
         ex = self.executor
         if not isinstance(ex, CheckpointsUnder):
             return False, None
-        cause = ex.failed_with()
-        while cause is not None:
-            if isinstance(cause, PeerGone):
-                return True, None
-            cause = cause.__cause__
+        if isinstance(ex.failed_with(), PeerGone):
+            return True, None
         return False, ex.failed_record()
 
     def sample_outputs(self) -> list[tuple[str, str, bytes]]:

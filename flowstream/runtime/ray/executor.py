@@ -215,8 +215,7 @@ class RayExecutor:
                     layout_states(restored.layout),
                 )
                 announce_moves(self.bus, self.run_id, restored.moved)
-                self._died, self._cancelled, self._failed_on = None, None, None
-                self._cause = None
+                self._forget_failures()
                 result = await self._attempt(ckpt)
                 wf = self.graph.workflow
                 if self._stopping or self._aborted:
@@ -266,11 +265,16 @@ class RayExecutor:
             if ckpt is not None:
                 announce_retry(self.bus, self.graph.workflow, result, attempt - 1, None)
             self.run_id = uuid.uuid4().hex[:12]
-            self._died, self._cancelled, self._started = None, None, False
-            self._cause = None
+            self._forget_failures()
+            self._started = False
             result = self._finish(await self._attempt(ckpt))
         result.attempts = attempt
         return result
+
+    def _forget_failures(self) -> None:
+        """Before another attempt: what ended the last one is not this one's."""
+        self._died, self._cancelled = None, None
+        self._cause, self._failed_on = None, None
 
     def _checkpoint_policy(self) -> tuple[str, float, Checkpoint] | None:
         """Where and how often this run checkpoints (None: it does not)."""

@@ -1,6 +1,6 @@
 """Idle slot actors kept between runs of one driver, to be reused.
 
-Starting an actor starts a worker process: 0.9-1.4 s for the two slots of a
+Starting an actor starts a worker process: 0.9-1.7 s for the two slots of a
 run on the 2-core development machine, whatever the run's length, so a
 second run in the same driver (a notebook, a script, a test suite) paid it
 again. An actor whose run completed is handed back here instead of killed,
